@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Build the arm64 Linux 7.3 kernel Image used by `kho boot` ("kernel in the loop").
+#
+# Source: Debian's linux-source-7.3 package from the trixie-backports suite,
+# fetched with a *private* apt configuration (the system's apt sources are not
+# touched). Cross-compiled with Debian's gcc-aarch64-linux-gnu.
+#
+# Output (outside the repo):
+#   ${KHO_KERNEL_CACHE:-$HOME/.cache/kho-formats}/linux-7.3-arm64/{Image,config,System.map}
+#
+# Idempotent: exits at once when the Image already exists (set KHO_KERNEL_REBUILD=1
+# to force a rebuild). Environment knobs:
+#   KHO_KERNEL_CACHE   cache root (default $HOME/.cache/kho-formats)
+#   KHO_KERNEL_JOBS    make -j value (default: nproc)
+#   KHO_APT_MIRROR     Debian mirror URL (default: first deb.debian.org-like URI
+#                      found in the system's apt sources, else http://deb.debian.org/debian)
+#   KHO_INSTALL_DEPS   1 (default) = apt-get install missing host tools when root
+set -euo pipefail
+
+CACHE_ROOT="${KHO_KERNEL_CACHE:-$HOME/.cache/kho-formats}"
+OUT="$CACHE_ROOT/linux-7.3-arm64"
+WORK="$CACHE_ROOT/work"
+SRCPKG="linux-source-7.3"
+JOBS="${KHO_KERNEL_JOBS:-$(nproc)}"
+CROSS="aarch64-linux-gnu-"
+
+log() { echo "[build-kernel] $*" >&2; }
+
+if [[ -f "$OUT/Image" && "${KHO_KERNEL_REBUILD:-0}" != 1 ]]; then
+    log "kernel already built: $OUT/Image"
+    exit 0
+fi
+mkdir -p "$OUT" "$WORK"
+
+# --- host tools -------------------------------------------------------------
+need_pkgs=()
+command -v ${CROSS}gcc >/dev/null || need_pkgs+=(gcc-aarch64-linux-gnu)
+command -v qemu-system-aarch64 >/dev/null || need_pkgs+=(qemu-system-arm)
+command -v dtc >/dev/null || need_pkgs+=(device-tree-compiler)
+for t in bc flex bison make xz; do command -v $t >/dev/null || need_pkgs+=("$t"); done
+[[ -e /usr/include/openssl/ssl.h ]] || need_pkgs+=(libssl-dev)
+[[ -e /usr/include/gelf.h ]] || need_pkgs+=(libelf-dev)
+if ((${#need_pkgs[@]})); then
+    if [[ "${KHO_INSTALL_DEPS:-1}" == 1 && $(id -u) == 0 ]]; then
+        log "installing host packages: ${need_pkgs[*]}"
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_pkgs[@]/xz/xz-utils}"
+    else
+        log "missing host packages: ${need_pkgs[*]} (install them, or run as root)"
+        exit 1
+    fi
+fi
+
+# --- fetch linux-source-7.3 with a private apt configuration ----------------
+find_mirror() {
+    if [[ -n "${KHO_APT_MIRROR:-}" ]]; then echo "$KHO_APT_MIRROR"; return; fi
+    local m
+    m=$( { cat /etc/apt/sources.list 2>/dev/null; cat /etc/apt/sources.list.d/*.sources \
+             /etc/apt/sources.list.d/*.list 2>/dev/null; } |
+         grep -oE 'https?://[^ ]+/debian/?' | grep -v security | head -n1 || true)
+    echo "${m:-http://deb.debian.org/debian}"
+}
+
+DEB=$(ls "$WORK"/${SRCPKG}_*_all.deb 2>/dev/null | head -n1 || true)
+if [[ -z "$DEB" ]]; then
+    MIRROR=$(find_mirror)
+    log "fetching $SRCPKG from $MIRROR trixie-backports (private apt config)"
+    APT="$WORK/apt"
+    mkdir -p "$APT/sources.list.d" "$APT/state/lists/partial" "$APT/cache/archives/partial"
+    KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+    [[ -f /usr/share/keyrings/debian-archive-trixie-stable.gpg ]] || true
+    echo "deb [signed-by=$KEYRING] $MIRROR trixie-backports main" > "$APT/sources.list"
+    APTOPTS=(-o "Dir::Etc::sourcelist=$APT/sources.list"
+             -o "Dir::Etc::sourceparts=$APT/sources.list.d"
+             -o "Dir::State=$APT/state" -o "Dir::Cache=$APT/cache"
+             -o "Dir::State::status=/var/lib/dpkg/status"
+             -o "APT::Sandbox::User=root")
+    apt-get "${APTOPTS[@]}" update -q
+    (cd "$WORK" && apt-get "${APTOPTS[@]}" download "$SRCPKG")
+    DEB=$(ls "$WORK"/${SRCPKG}_*_all.deb | head -n1)
+fi
+log "source package: $DEB"
+
+SRC="$WORK/linux-source-7.3"
+if [[ ! -f "$SRC/Makefile" ]]; then
+    log "unpacking kernel source"
+    rm -rf "$WORK/unpack" "$SRC"
+    mkdir -p "$WORK/unpack"
+    dpkg-deb -x "$DEB" "$WORK/unpack"
+    tar -xJf "$WORK"/unpack/usr/src/linux-source-7.3.tar.xz -C "$WORK"
+    rm -rf "$WORK/unpack"
+fi
+KVER=$(make -s -C "$SRC" kernelversion)
+log "kernel version: $KVER"
+
+# --- configure --------------------------------------------------------------
+BUILD="$WORK/build-arm64"
+mkdir -p "$BUILD"
+MK=(make -C "$SRC" O="$BUILD" ARCH=arm64 CROSS_COMPILE="$CROSS")
+"${MK[@]}" -s defconfig
+CFG="$SRC/scripts/config --file $BUILD/.config"
+# KHO and its self-test, built in.
+$CFG --enable KEXEC_HANDOVER --enable KEXEC_HANDOVER_DEBUGFS \
+     --enable TEST_KEXEC_HANDOVER --enable DEBUG_FS \
+     --enable SERIAL_AMBA_PL011 --enable SERIAL_AMBA_PL011_CONSOLE \
+     --enable ARM64_4K_PAGES --disable ARM64_16K_PAGES --disable ARM64_64K_PAGES \
+     --enable CPU_LITTLE_ENDIAN --disable CPU_BIG_ENDIAN
+# Smaller, faster build: no debug info, no SoC platforms (QEMU virt needs none),
+# no KVM, and only the Image target is built (modules are never compiled).
+$CFG --enable DEBUG_INFO_NONE --disable DEBUG_INFO_DWARF_TOOLCHAIN_DEFAULT \
+     --disable DEBUG_INFO_DWARF4 --disable DEBUG_INFO_DWARF5 --disable DEBUG_INFO_BTF \
+     --disable KVM --disable VIRTUALIZATION \
+     --disable DRM --disable SOUND --disable MEDIA_SUPPORT --disable WLAN \
+     --disable BT --disable CAN --disable STAGING
+for p in $(grep -oE '^config ARCH_[A-Z0-9_]+' "$SRC/arch/arm64/Kconfig.platforms" | awk '{print $2}'); do
+    $CFG --disable "$p"
+done
+"${MK[@]}" -s olddefconfig
+# Verify the options that matter really stuck.
+for opt in KEXEC_HANDOVER KEXEC_HANDOVER_DEBUGFS TEST_KEXEC_HANDOVER DEBUG_FS \
+           SERIAL_AMBA_PL011_CONSOLE ARM64_4K_PAGES; do
+    grep -q "^CONFIG_${opt}=y" "$BUILD/.config" || { log "CONFIG_$opt is not =y after olddefconfig"; exit 1; }
+done
+
+# --- build ------------------------------------------------------------------
+log "building Image with -j$JOBS (this takes a while)"
+"${MK[@]}" -j"$JOBS" Image
+cp "$BUILD/.config" "$OUT/config"
+cp "$BUILD/System.map" "$OUT/System.map"
+cp "$BUILD/arch/arm64/boot/Image" "$OUT/Image.tmp" && mv "$OUT/Image.tmp" "$OUT/Image"
+echo "$KVER" > "$OUT/VERSION"
+log "done: $OUT/Image"
