@@ -1,0 +1,306 @@
+"""ABI versions, loaded from the declarative descriptions in ``schemas/``.
+
+Nothing in the code paths names ``kho-v2`` or ``kho-v3``: what a version
+requires (compatible string, property names, memory-map kind, radix depth
+formula) is read from ``schemas/kho-vN.toml``.  Adding a version is adding a
+file there.
+
+Radix constants are derived from ``PAGE_SHIFT`` the way the kernel's
+``enum kho_radix_consts`` derives them, never repeated as literals.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+import sys
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .errors import UnrepresentableError, VersionError
+
+PAGE_SIZES = (4096, 16384, 65536)
+BYTE_ORDERS = ("little", "big")
+
+
+def _schema_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    for cand in (here / "_schemas", here.parent / "schemas"):
+        if cand.is_dir():
+            return cand
+    raise VersionError("cannot find the schemas/ directory of ABI descriptions")
+
+
+def page_shift(page_size: int) -> int:
+    if page_size not in PAGE_SIZES:
+        raise VersionError(
+            f"unsupported page size {page_size}", expected="4096, 16384 or 65536"
+        )
+    return page_size.bit_length() - 1
+
+
+# -- a tiny, safe evaluator for the depth formulas in schemas/ -------------
+
+_BINOPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+}
+_FUNCS = {"ceil": math.ceil, "floor": math.floor}
+
+
+def eval_formula(expr: str, names: Dict[str, int]) -> int:
+    """Evaluate an arithmetic formula over named constants (no Python eval)."""
+
+    def ev(node: ast.AST) -> float:
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return node.value
+        if isinstance(node, ast.Name):
+            if node.id not in names:
+                raise VersionError(f"unknown name {node.id!r} in formula {expr!r}")
+            return names[node.id]
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+            return _BINOPS[type(node.op)](ev(node.left), ev(node.right))
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in _FUNCS
+            and len(node.args) == 1
+        ):
+            return _FUNCS[node.func.id](ev(node.args[0]))
+        raise VersionError(f"unsupported construct in formula {expr!r}")
+
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError as exc:
+        raise VersionError(f"bad formula {expr!r}: {exc.msg}") from None
+    value = ev(tree)
+    if value != int(value):
+        raise VersionError(f"formula {expr!r} is not an integer: {value}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class RadixGeometry:
+    """The kernel's ``kho_radix_consts`` for one page size and depth formula."""
+
+    page_size: int
+    depth_formula: str
+
+    @property
+    def page_shift(self) -> int:
+        return page_shift(self.page_size)
+
+    @property
+    def order_0_log2(self) -> int:
+        return 64 - self.page_shift
+
+    @property
+    def table_size_log2(self) -> int:
+        return (self.page_size // 8).bit_length() - 1
+
+    @property
+    def bitmap_size_log2(self) -> int:
+        return self.page_shift + 3
+
+    def constants(self) -> Dict[str, int]:
+        return {
+            "PAGE_SHIFT": self.page_shift,
+            "PAGE_SIZE": self.page_size,
+            "ORDER_0_LOG2": self.order_0_log2,
+            "TABLE_SIZE_LOG2": self.table_size_log2,
+            "BITMAP_SIZE_LOG2": self.bitmap_size_log2,
+        }
+
+    @property
+    def depth(self) -> int:
+        return eval_formula(self.depth_formula, self.constants())
+
+    @property
+    def max_order(self) -> int:
+        """Highest order a key can encode (the order bit must stay >= bit 0)."""
+        return self.order_0_log2 - 1
+
+    @property
+    def key_bits_covered(self) -> int:
+        """Number of low key bits that the table indexes plus leaf bit cover."""
+        return (self.depth - 1) * self.table_size_log2 + self.bitmap_size_log2
+
+    def level_shift(self, level: int) -> int:
+        """Right shift of the key that gives the table index at ``level`` (>= 1)."""
+        return (level - 1) * self.table_size_log2 + self.bitmap_size_log2
+
+    # -- keys ------------------------------------------------------------------
+
+    def check_order(self, order: int) -> None:
+        if not 0 <= order <= self.max_order:
+            raise UnrepresentableError(
+                f"order {order} is outside the radix key range",
+                expected=f"0..{self.max_order} for {self.page_size // 1024} KiB pages",
+            )
+
+    def encode(self, phys: int, order: int) -> int:
+        """``key(phys, order)`` exactly as the kernel computes it (64-bit)."""
+        self.check_order(order)
+        shift = self.page_shift + order
+        if phys & ((1 << shift) - 1):
+            raise UnrepresentableError(
+                f"phys {phys:#x} is not aligned to its order-{order} page size",
+                phys=phys,
+                expected=f"alignment {1 << shift:#x}",
+            )
+        key = (1 << (self.order_0_log2 - order)) | (phys >> shift)
+        return key & ((1 << 64) - 1)
+
+    def decode(self, key: int) -> Tuple[int, int]:
+        if key <= 0:
+            raise UnrepresentableError(f"radix key {key:#x} has no order bit")
+        hb = key.bit_length() - 1
+        order = self.order_0_log2 - hb
+        if order < 0:
+            raise UnrepresentableError(f"radix key {key:#x} has its order bit too high")
+        phys = ((key & ~(1 << hb)) << (self.page_shift + order)) & ((1 << 64) - 1)
+        return phys, order
+
+    def indexes(self, key: int) -> Tuple[List[int], int]:
+        """Table indexes from the root (level DEPTH-1) down to level 1, and the leaf bit."""
+        mask = (1 << self.table_size_log2) - 1
+        idx = [
+            (key >> self.level_shift(level)) & mask
+            for level in range(self.depth - 1, 0, -1)
+        ]
+        return idx, key & ((1 << self.bitmap_size_log2) - 1)
+
+    def representable(self, key: int) -> bool:
+        """True when every set bit of ``key`` is inside some table index or the leaf bit."""
+        return key >> self.key_bits_covered == 0
+
+    def check_representable(self, phys: int, order: int) -> int:
+        key = self.encode(phys, order)
+        if not self.representable(key):
+            raise UnrepresentableError(
+                f"page phys {phys:#x} order {order} has key {key:#x} with bits above "
+                f"bit {self.key_bits_covered - 1}, which no table index of a "
+                f"depth-{self.depth} tree covers",
+                phys=phys,
+                expected=f"keys below 1 << {self.key_bits_covered}",
+            )
+        return key
+
+
+@dataclass(frozen=True)
+class AbiVersion:
+    """One ``schemas/kho-vN.toml`` description."""
+
+    name: str
+    compatible: str
+    memory_map: str  # "chunk-list" or "radix"
+    root_required: Tuple[str, ...]
+    root_optional: Tuple[str, ...]
+    address_property: str
+    size_property: str
+    size_required: bool
+    blob_is_fdt: bool
+    property_order: Tuple[str, ...]
+    fdt_style: str
+    strings_order: Tuple[str, ...]
+    depth_formula: Optional[str] = None
+    bitmap_variants: Tuple[str, ...] = ()
+    map_zero_means: str = "empty"
+    raw: Dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def number(self) -> int:
+        return int(self.name.rsplit("v", 1)[1])
+
+    def radix(self, page_size: int) -> RadixGeometry:
+        if self.memory_map != "radix" or not self.depth_formula:
+            raise VersionError(f"{self.name} has no radix tree memory map")
+        return RadixGeometry(page_size, self.depth_formula)
+
+    @classmethod
+    def from_toml(cls, data: Dict) -> "AbiVersion":
+        try:
+            sub = data["subnode"]
+            fdt = data.get("fdt", {})
+            return cls(
+                name=data["version"],
+                compatible=data["compatible"],
+                memory_map=data["memory_map"],
+                root_required=tuple(data["root"]["required"]),
+                root_optional=tuple(data["root"].get("optional", [])),
+                address_property=sub["address_property"],
+                size_property=sub.get("size_property", ""),
+                size_required=bool(sub.get("size_required", False)),
+                blob_is_fdt=bool(sub.get("blob_is_fdt", False)),
+                property_order=tuple(sub.get("property_order", [sub["address_property"]])),
+                fdt_style=fdt.get("style", "read-write"),
+                strings_order=tuple(fdt.get("strings_order", [])),
+                depth_formula=data.get("radix", {}).get("depth"),
+                bitmap_variants=tuple(data.get("chunk_list", {}).get("bitmap_variants", [])),
+                map_zero_means=data.get("map_zero_means", "empty"),
+                raw=data,
+            )
+        except (KeyError, TypeError) as exc:
+            raise VersionError(f"schema {data.get('version', '?')}: missing key {exc}") from None
+
+
+@lru_cache(maxsize=None)
+def _load_all() -> Dict[str, AbiVersion]:
+    versions: Dict[str, AbiVersion] = {}
+    for path in sorted(_schema_dir().glob("kho-v*.toml")):
+        with open(path, "rb") as fh:
+            v = AbiVersion.from_toml(tomllib.load(fh))
+        if v.memory_map not in ("chunk-list", "radix"):
+            raise VersionError(f"{path.name}: unknown memory_map {v.memory_map!r}")
+        versions[v.name] = v
+    return versions
+
+
+def versions() -> List[AbiVersion]:
+    return sorted(_load_all().values(), key=lambda v: v.number)
+
+
+def version_names() -> List[str]:
+    return [v.name for v in versions()]
+
+
+def get_version(name: str) -> AbiVersion:
+    try:
+        return _load_all()[name]
+    except KeyError:
+        raise VersionError(
+            f"unknown KHO ABI version {name!r}", expected=" or ".join(version_names())
+        ) from None
+
+
+def by_compatible(compatible: List[str]) -> Tuple[AbiVersion, List[str]]:
+    """Pick the version from a ``compatible`` string list.
+
+    A list whose *first* entry is a known version is that version (composite
+    compatibles such as ``"kho-v4", "radix-v1"`` were proposed in 2026); the
+    remaining entries are returned as "unknown" for reporting.
+    """
+    if not compatible:
+        raise VersionError("root node has no compatible string", path="/compatible")
+    table = {v.compatible: v for v in _load_all().values()}
+    first = compatible[0]
+    if first not in table:
+        raise VersionError(
+            f"unknown compatible {first!r}",
+            path="/compatible",
+            expected=" or ".join(sorted(table)),
+        )
+    return table[first], list(compatible[1:])

@@ -1,0 +1,133 @@
+"""One exception family for everything kho-formats refuses.
+
+Every error names *where* (a physical address, an FDT path or a file) and
+*what was expected*, so a kernel engineer can go straight to the bytes.
+Nothing else is allowed to escape a parse: untrusted input that trips a
+low-level library (``struct.error``, ``IndexError`` ...) is re-raised as one
+of these.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+class KhoFormatError(Exception):
+    """Base class: the input is not what the KHO ABI says it should be."""
+
+    kind = "format"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        phys: Optional[int] = None,
+        path: Optional[str] = None,
+        expected: Optional[str] = None,
+    ) -> None:
+        self.message = message
+        self.phys = phys
+        self.path = path
+        self.expected = expected
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        where = []
+        if self.path is not None:
+            where.append(self.path)
+        if self.phys is not None:
+            where.append(f"phys {self.phys:#x}")
+        text = self.message
+        if self.expected:
+            text += f" (expected {self.expected})"
+        if where:
+            return f"{' @ '.join(where)}: {text}"
+        return text
+
+    def to_json(self) -> dict:
+        return {
+            "error": type(self).__name__,
+            "kind": self.kind,
+            "message": self.message,
+            "phys": self.phys,
+            "path": self.path,
+            "expected": self.expected,
+        }
+
+
+class FdtError(KhoFormatError):
+    """A flattened device tree is malformed (header, tokens, strings)."""
+
+    kind = "fdt"
+
+
+class PropertyError(FdtError):
+    """A KHO property is missing, has the wrong length or a bad value."""
+
+    kind = "property"
+
+
+class VersionError(KhoFormatError):
+    """Unknown, missing or unsupported ABI version / ``compatible``."""
+
+    kind = "version"
+
+
+class ImageError(KhoFormatError):
+    """The physical memory image lacks bytes, or its container is corrupt."""
+
+    kind = "image"
+
+
+class MemoryMapError(KhoFormatError):
+    """The preserved memory map (v1 chunk list or v2+ radix tree) is corrupt."""
+
+    kind = "memory-map"
+
+
+class VmallocError(KhoFormatError):
+    """A ``kho_vmalloc`` descriptor or its chunk chain is corrupt."""
+
+    kind = "vmalloc"
+
+
+class BlockError(KhoFormatError):
+    """A KHO serialization block chain (``kho_block_header_ser``) is corrupt."""
+
+    kind = "block"
+
+
+class ClientError(KhoFormatError):
+    """A known client's sub-blob (kho_test, memblock, kexec-metadata) is corrupt."""
+
+    kind = "client"
+
+
+class OverlapError(KhoFormatError):
+    """Preserved pages overlap each other or a scratch area."""
+
+    kind = "overlap"
+
+
+class UnrepresentableError(KhoFormatError):
+    """The target format cannot hold this state (e.g. kho-v2, 16 KiB, order 0)."""
+
+    kind = "unrepresentable"
+
+
+class LimitExceeded(KhoFormatError):
+    """A resource bound (pages visited, entries, bytes) was exceeded."""
+
+    kind = "limit"
+
+
+class SpecError(KhoFormatError):
+    """A fixture spec (YAML/TOML) is invalid."""
+
+    kind = "spec"
+
+
+class AllocationError(KhoFormatError):
+    """The metadata allocator ran out of room in the given free regions."""
+
+    kind = "alloc"

@@ -1,0 +1,346 @@
+"""Physical memory images: sparse bytes at physical addresses.
+
+Loaders: a raw dump plus its base address, an ELF core (``PT_LOAD`` segments
+by ``p_paddr``, as QEMU ``dump-guest-memory`` and ``/proc/vmcore`` write
+them) and a bundle directory (``manifest.json`` plus raw segment files).
+Writers: the same ELF core and bundle.  Reads across the boundary of two
+adjacent segments work; a read of memory the image lacks raises
+:class:`ImageError` naming the address and what was being read.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, List, Optional, Tuple, Union
+
+import construct as cs
+
+from .errors import ImageError
+
+BytesLike = Union[bytes, bytearray, memoryview]
+
+ELF_MACHINES = {"x86_64": 62, "aarch64": 183, "arm64": 183}
+PT_LOAD = 1
+ET_CORE = 4
+
+
+def _elf_structs(little: bool):
+    u16 = cs.Int16ul if little else cs.Int16ub
+    u32 = cs.Int32ul if little else cs.Int32ub
+    u64 = cs.Int64ul if little else cs.Int64ub
+    ehdr = cs.Struct(
+        "e_ident" / cs.Bytes(16),
+        "e_type" / u16,
+        "e_machine" / u16,
+        "e_version" / u32,
+        "e_entry" / u64,
+        "e_phoff" / u64,
+        "e_shoff" / u64,
+        "e_flags" / u32,
+        "e_ehsize" / u16,
+        "e_phentsize" / u16,
+        "e_phnum" / u16,
+        "e_shentsize" / u16,
+        "e_shnum" / u16,
+        "e_shstrndx" / u16,
+    )
+    phdr = cs.Struct(
+        "p_type" / u32,
+        "p_flags" / u32,
+        "p_offset" / u64,
+        "p_vaddr" / u64,
+        "p_paddr" / u64,
+        "p_filesz" / u64,
+        "p_memsz" / u64,
+        "p_align" / u64,
+    )
+    return ehdr, phdr
+
+
+@dataclass(frozen=True)
+class Segment:
+    phys: int
+    data: memoryview
+
+    @property
+    def end(self) -> int:
+        return self.phys + len(self.data)
+
+
+class PhysImage:
+    """Sparse physical memory: non-overlapping segments sorted by address."""
+
+    def __init__(self, segments: Iterable[Tuple[int, BytesLike]] = ()) -> None:
+        self._segs: List[Segment] = []
+        self._starts: List[int] = []
+        for phys, data in segments:
+            self.add(phys, data)
+
+    # -- building ---------------------------------------------------------
+    def add(self, phys: int, data: BytesLike, *, what: str = "segment") -> None:
+        if phys < 0 or phys + len(data) > 1 << 64:
+            raise ImageError(f"{what} of {len(data)} bytes does not fit the 64-bit address space", phys=phys)
+        if len(data) == 0:
+            return
+        mv = memoryview(data).cast("B") if not isinstance(data, memoryview) else data.cast("B")
+        i = bisect.bisect_left(self._starts, phys)
+        if i > 0 and self._segs[i - 1].end > phys:
+            prev = self._segs[i - 1]
+            raise ImageError(f"{what} overlaps segment {prev.phys:#x}-{prev.end:#x}", phys=phys)
+        if i < len(self._segs) and phys + len(mv) > self._segs[i].phys:
+            nxt = self._segs[i]
+            raise ImageError(f"{what} overlaps segment {nxt.phys:#x}-{nxt.end:#x}", phys=phys)
+        self._segs.insert(i, Segment(phys, mv))
+        self._starts.insert(i, phys)
+
+    def write(self, phys: int, data: BytesLike, *, what: str = "data") -> None:
+        """Add bytes, or overwrite bytes already covered by one writable segment."""
+        i = bisect.bisect_right(self._starts, phys) - 1
+        if i >= 0 and self._segs[i].phys <= phys and phys + len(data) <= self._segs[i].end:
+            seg = self._segs[i]
+            if seg.data.readonly:
+                buf = bytearray(seg.data)
+                self._segs[i] = seg = Segment(seg.phys, memoryview(buf))
+            seg.data[phys - seg.phys : phys - seg.phys + len(data)] = bytes(data)
+            return
+        self.add(phys, bytes(data), what=what)
+
+    def merged(self, other: "PhysImage") -> "PhysImage":
+        out = PhysImage((s.phys, s.data) for s in self._segs)
+        for s in other._segs:
+            out.add(s.phys, s.data)
+        return out
+
+    def copy(self) -> "PhysImage":
+        return PhysImage((s.phys, bytes(s.data)) for s in self._segs)
+
+    # -- reading ------------------------------------------------------------
+    @property
+    def segments(self) -> List[Segment]:
+        return list(self._segs)
+
+    def __len__(self) -> int:
+        return len(self._segs)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(len(s.data) for s in self._segs)
+
+    def has(self, phys: int, size: int) -> bool:
+        try:
+            self._locate(phys, size, "probe")
+            return True
+        except ImageError:
+            return False
+
+    def _locate(self, phys: int, size: int, what: str) -> List[Tuple[Segment, int, int]]:
+        if phys < 0 or size < 0 or phys + size > 1 << 64:
+            raise ImageError(f"{what}: address range out of the 64-bit space", phys=phys)
+        i = bisect.bisect_right(self._starts, phys) - 1
+        parts: List[Tuple[Segment, int, int]] = []
+        cur, left = phys, size
+        while True:
+            if i < 0 or i >= len(self._segs) or not (self._segs[i].phys <= cur < self._segs[i].end):
+                raise ImageError(
+                    f"image has no memory for {what} ({size} bytes at {phys:#x}; missing from {cur:#x})",
+                    phys=cur,
+                    expected="an image segment covering it",
+                )
+            seg = self._segs[i]
+            take = min(left, seg.end - cur)
+            parts.append((seg, cur - seg.phys, take))
+            cur += take
+            left -= take
+            if left == 0:
+                return parts
+            i += 1
+
+    def view(self, phys: int, size: int, what: str = "data") -> memoryview:
+        """Zero-copy view when the range lies in one segment, else a joined copy."""
+        if size == 0:
+            return memoryview(b"")
+        parts = self._locate(phys, size, what)
+        if len(parts) == 1:
+            seg, off, n = parts[0]
+            return seg.data[off : off + n]
+        return memoryview(b"".join(bytes(seg.data[off : off + n]) for seg, off, n in parts))
+
+    def read(self, phys: int, size: int, what: str = "data") -> bytes:
+        return bytes(self.view(phys, size, what))
+
+    def covered(self) -> List[Tuple[int, int]]:
+        """Byte ranges present, adjacent segments joined."""
+        out: List[Tuple[int, int]] = []
+        for s in self._segs:
+            if out and out[-1][1] == s.phys:
+                out[-1] = (out[-1][0], s.end)
+            else:
+                out.append((s.phys, s.end))
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PhysImage):
+            return NotImplemented
+        return self.covered() == other.covered() and all(
+            self.read(a, b - a) == other.read(a, b - a) for a, b in self.covered()
+        )
+
+    # -- raw ---------------------------------------------------------------------
+    @classmethod
+    def from_raw(cls, data: Union[BytesLike, str, os.PathLike], base: int) -> "PhysImage":
+        if isinstance(data, (str, os.PathLike)):
+            data = _read_file(data, "raw image")
+        return cls([(base, data)])
+
+    # -- ELF core --------------------------------------------------------------
+    @classmethod
+    def from_elf(cls, data: Union[BytesLike, str, os.PathLike], *, name: str = "ELF image") -> "PhysImage":
+        """PT_LOAD segments placed at ``p_paddr`` (``p_filesz`` bytes each)."""
+        if isinstance(data, (str, os.PathLike)):
+            name = str(data)
+            data = _read_file(data, "ELF image")
+        buf = memoryview(data)
+        if len(buf) < 64 or bytes(buf[:4]) != b"\x7fELF":
+            raise ImageError(f"{name}: not an ELF file", expected="\\x7fELF magic")
+        if buf[4] != 2:
+            raise ImageError(f"{name}: not ELF64 (EI_CLASS={buf[4]})", expected="ELFCLASS64")
+        if buf[5] not in (1, 2):
+            raise ImageError(f"{name}: bad EI_DATA {buf[5]}", expected="1 (LSB) or 2 (MSB)")
+        ehdr_s, phdr_s = _elf_structs(buf[5] == 1)
+        eh = ehdr_s.parse(bytes(buf[:64]))
+        if eh.e_phnum and eh.e_phentsize != 56:
+            raise ImageError(f"{name}: e_phentsize {eh.e_phentsize}", expected="56")
+        if eh.e_phoff + eh.e_phnum * 56 > len(buf):
+            raise ImageError(f"{name}: program headers past end of file ({eh.e_phoff:#x} + {eh.e_phnum} x 56)")
+        img = cls()
+        for k in range(eh.e_phnum):
+            off = eh.e_phoff + 56 * k
+            ph = phdr_s.parse(bytes(buf[off : off + 56]))
+            if ph.p_type != PT_LOAD or ph.p_filesz == 0:
+                continue
+            if ph.p_offset + ph.p_filesz > len(buf):
+                raise ImageError(
+                    f"{name}: PT_LOAD #{k} data ({ph.p_offset:#x}+{ph.p_filesz:#x}) past end of file ({len(buf):#x})",
+                    phys=ph.p_paddr,
+                )
+            img.add(ph.p_paddr, buf[ph.p_offset : ph.p_offset + ph.p_filesz], what=f"{name} PT_LOAD #{k}")
+        return img
+
+    def to_elf(self, *, byteorder: str = "little", machine: str = "x86_64", merge: bool = True) -> bytes:
+        """An ELF64 core whose PT_LOAD segments carry physical addresses
+        (``p_paddr`` = ``p_vaddr`` = phys), readable by pyelftools and QEMU's
+        generic loader."""
+        little = byteorder == "little"
+        ehdr_s, phdr_s = _elf_structs(little)
+        if machine not in ELF_MACHINES:
+            raise ImageError(f"unknown ELF machine {machine!r}", expected=", ".join(ELF_MACHINES))
+        chunks = self.covered() if merge else [(s.phys, s.end) for s in self._segs]
+        phoff = 64
+        data_off = phoff + 56 * len(chunks)
+        data_off = (data_off + 15) & ~15
+        if len(chunks) > 0xFFFF:
+            raise ImageError(f"{len(chunks)} segments do not fit e_phnum", expected="<= 65535")
+        ident = b"\x7fELF" + bytes([2, 1 if little else 2, 1, 0]) + bytes(8)
+        out = [
+            ehdr_s.build(
+                dict(
+                    e_ident=ident, e_type=ET_CORE, e_machine=ELF_MACHINES[machine], e_version=1, e_entry=0,
+                    e_phoff=phoff if chunks else 0, e_shoff=0, e_flags=0, e_ehsize=64, e_phentsize=56,
+                    e_phnum=len(chunks), e_shentsize=64, e_shnum=0, e_shstrndx=0,
+                )
+            )
+        ]
+        off = data_off
+        for a, b in chunks:
+            out.append(
+                phdr_s.build(
+                    dict(p_type=PT_LOAD, p_flags=6, p_offset=off, p_vaddr=a, p_paddr=a,
+                         p_filesz=b - a, p_memsz=b - a, p_align=0)
+                )
+            )
+            off += b - a
+        head = b"".join(out)
+        head += bytes(data_off - len(head))
+        return head + b"".join(self.read(a, b - a) for a, b in chunks)
+
+    # -- bundle directory ----------------------------------------------------------
+    MANIFEST = "manifest.json"
+
+    def to_bundle(self, directory: Union[str, os.PathLike], *, extra: Optional[dict] = None, merge: bool = True) -> dict:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        segs = []
+        chunks = self.covered() if merge else [(s.phys, s.end) for s in self._segs]
+        for a, b in chunks:
+            fname = f"seg-{a:016x}.bin"
+            (d / fname).write_bytes(self.read(a, b - a))
+            segs.append({"file": fname, "phys": a, "size": b - a})
+        manifest = {"format": "kho-formats-image", "version": 1, "segments": segs}
+        if extra:
+            manifest.update(extra)
+        (d / self.MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        return manifest
+
+    @classmethod
+    def from_bundle(cls, directory: Union[str, os.PathLike]) -> "PhysImage":
+        d = Path(directory)
+        mpath = d / cls.MANIFEST
+        try:
+            manifest = json.loads(mpath.read_text())
+            segs = manifest["segments"]
+            if not isinstance(segs, list):
+                raise TypeError("segments is not a list")
+        except FileNotFoundError:
+            raise ImageError(f"{mpath}: no manifest") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ImageError(f"{mpath}: bad manifest ({exc})") from None
+        img = cls()
+        for k, seg in enumerate(segs):
+            try:
+                fname, phys = seg["file"], int(seg["phys"])
+                size = int(seg.get("size", -1))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ImageError(f"{mpath}: segment #{k} is malformed ({exc})") from None
+            fpath = (d / fname).resolve()
+            if d.resolve() not in fpath.parents:
+                raise ImageError(f"{mpath}: segment #{k} file {fname!r} is outside the bundle")
+            data = _read_file(fpath, f"segment #{k}")
+            if size >= 0 and size != len(data):
+                raise ImageError(f"{fpath}: {len(data)} bytes, manifest says {size}", phys=phys)
+            img.add(phys, data, what=f"segment #{k} ({fname})")
+        return img
+
+    @classmethod
+    def load(cls, spec: str) -> "PhysImage":
+        """Load from a path: ``DIR`` (bundle), ``FILE.elf`` / any ELF, or ``FILE@BASE`` (raw)."""
+        if "@" in spec and not os.path.exists(spec):
+            path, base = spec.rsplit("@", 1)
+            try:
+                return cls.from_raw(path, int(base, 0))
+            except ValueError:
+                raise ImageError(f"{spec}: bad base address {base!r}", expected="FILE@0xADDR") from None
+        p = Path(spec)
+        if p.is_dir():
+            return cls.from_bundle(p)
+        head = _read_file(p, "image")
+        if head[:4] == b"\x7fELF":
+            return cls.from_elf(head, name=str(p))
+        raise ImageError(f"{spec}: neither an ELF core nor a bundle directory; give a raw dump as FILE@BASE")
+
+    def __iter__(self) -> Iterator[Segment]:
+        return iter(self._segs)
+
+    def __repr__(self) -> str:
+        return f"PhysImage({len(self._segs)} segments, {self.total_bytes} bytes)"
+
+
+def _read_file(path: Union[str, os.PathLike], what: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise ImageError(f"cannot read {what} {os.fspath(path)}: {exc.strerror}") from None

@@ -1,0 +1,349 @@
+"""The preserved set as coalesced runs, not pages.
+
+A :class:`PageSet` holds, for every order, sorted runs of consecutive
+same-order pages: ``starts[i]`` (physical address) and ``counts[i]`` (number
+of order-``o`` pages).  Memory grows with fragmentation, not with the bytes
+preserved: 1 TiB of order-9 pages is one run.
+
+Everything bulk is numpy; nothing here creates one Python object per page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import OverlapError, UnrepresentableError
+
+U64 = np.uint64
+
+
+def _u64(a: Iterable[int] | np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(a, dtype=np.uint64).reshape(-1))
+
+
+def coalesce_runs(starts: np.ndarray, counts: np.ndarray, unit: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Merge sorted runs that touch: ``starts`` in bytes, ``counts`` in units.
+
+    The input must be sorted by start and non-overlapping (checked).
+    """
+    starts = _u64(starts)
+    counts = _u64(counts)
+    if starts.size == 0:
+        return starts, counts
+    keep = counts != 0
+    if not keep.all():
+        starts, counts = starts[keep], counts[keep]
+        if starts.size == 0:
+            return starts, counts
+    ends = starts + counts * U64(unit)
+    if starts.size > 1:
+        if np.any(starts[1:] < ends[:-1]):
+            i = int(np.flatnonzero(starts[1:] < ends[:-1])[0])
+            raise OverlapError(
+                "pages of one order overlap or are unsorted",
+                phys=int(starts[i + 1]),
+                expected=f"start >= {int(ends[i]):#x}",
+            )
+        new = np.empty(starts.size, dtype=bool)
+        new[0] = True
+        new[1:] = starts[1:] != ends[:-1]
+        if not new.all():
+            idx = np.flatnonzero(new)
+            return starts[idx], np.add.reduceat(counts, idx).astype(np.uint64)
+    return starts, counts
+
+
+def runs_from_sorted_indexes(idx: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Sorted unique page indexes -> (first index, length) runs."""
+    idx = _u64(idx)
+    if idx.size == 0:
+        return idx, idx.copy()
+    brk = np.empty(idx.size, dtype=bool)
+    brk[0] = True
+    np.not_equal(idx[1:], idx[:-1] + U64(1), out=brk[1:])
+    first = np.flatnonzero(brk)
+    lengths = np.diff(np.append(first, idx.size)).astype(np.uint64)
+    return idx[first], lengths
+
+
+def split_aligned(start_pfn: int, nr_pages: int, max_order: int) -> Iterator[Tuple[int, int]]:
+    """Split a contiguous pfn range into the largest naturally aligned orders.
+
+    This is how ``kho_preserve_pages()`` preserves a group of pages:
+    ``order = min(ctz(pfn), ilog2(end - pfn))`` at each step.
+    """
+    pfn, end = start_pfn, start_pfn + nr_pages
+    while pfn < end:
+        ctz = (pfn & -pfn).bit_length() - 1 if pfn else max_order
+        order = min(ctz, (end - pfn).bit_length() - 1, max_order)
+        yield pfn, order
+        pfn += 1 << order
+
+
+@dataclass
+class OrderRuns:
+    order: int
+    starts: np.ndarray  # phys, uint64, sorted
+    counts: np.ndarray  # number of order pages, uint64
+
+    @property
+    def pages(self) -> int:
+        return int(self.counts.sum())
+
+
+class PageSet:
+    """Preserved ``(phys, order)`` pages kept as coalesced runs per order."""
+
+    __slots__ = ("page_size", "_runs")
+
+    def __init__(self, page_size: int = 4096) -> None:
+        self.page_size = page_size
+        self._runs: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
+
+    # -- construction ------------------------------------------------------
+    @classmethod
+    def from_runs(
+        cls, page_size: int, runs: Dict[int, Tuple[Sequence[int], Sequence[int]]], *, sort: bool = True
+    ) -> "PageSet":
+        ps = cls(page_size)
+        for order, (starts, counts) in runs.items():
+            s, c = _u64(starts), _u64(counts)
+            if s.size != c.size:
+                raise ValueError("starts and counts differ in length")
+            if sort and s.size > 1 and np.any(s[1:] < s[:-1]):
+                o = np.argsort(s, kind="stable")
+                s, c = s[o], c[o]
+            ps._set(order, s, c)
+        return ps
+
+    @classmethod
+    def from_pages(cls, page_size: int, pages: Iterable[Tuple[int, int]]) -> "PageSet":
+        by_order: Dict[int, List[int]] = {}
+        for phys, order in pages:
+            by_order.setdefault(int(order), []).append(int(phys))
+        return cls.from_arrays(page_size, {o: np.array(v, dtype=np.uint64) for o, v in by_order.items()})
+
+    @classmethod
+    def from_arrays(cls, page_size: int, phys_by_order: Dict[int, np.ndarray]) -> "PageSet":
+        """Per order, an array of page physical addresses (any order, may repeat)."""
+        ps = cls(page_size)
+        shift = page_size.bit_length() - 1
+        for order, phys in phys_by_order.items():
+            phys = np.unique(_u64(phys))
+            unit = 1 << (shift + order)
+            if phys.size and np.any(phys % U64(unit)):
+                bad = int(phys[np.flatnonzero(phys % U64(unit))[0]])
+                raise UnrepresentableError(
+                    f"page {bad:#x} is not aligned to its order-{order} size", phys=bad, expected=f"alignment {unit:#x}"
+                )
+            first, lengths = runs_from_sorted_indexes(phys >> U64(shift + order))
+            ps._set(order, first << U64(shift + order), lengths)
+        return ps
+
+    @classmethod
+    def from_ranges(cls, page_size: int, ranges: Iterable[Tuple[int, int]], max_order: int = 63) -> "PageSet":
+        """Byte ranges ``[start, end)`` split into the largest aligned orders."""
+        shift = page_size.bit_length() - 1
+        pages = []
+        for start, end in ranges:
+            if start % page_size or end % page_size or end < start:
+                raise UnrepresentableError(
+                    f"range {start:#x}-{end:#x} is not page aligned", phys=start, expected=f"multiples of {page_size:#x}"
+                )
+            for pfn, order in split_aligned(start >> shift, (end - start) >> shift, max_order):
+                pages.append((pfn << shift, order))
+        return cls.from_pages(page_size, pages)
+
+    def _set(self, order: int, starts: np.ndarray, counts: np.ndarray) -> None:
+        unit = self.page_size << order
+        s, c = coalesce_runs(starts, counts, unit)
+        if s.size:
+            self._runs[order] = (s, c)
+        else:
+            self._runs.pop(order, None)
+
+    def add(self, phys: int, order: int, count: int = 1) -> None:
+        self.update(PageSet.from_runs(self.page_size, {order: ([phys], [count])}))
+
+    def update(self, other: "PageSet") -> None:
+        """Union with ``other`` (pages present in both are kept once)."""
+        shift = self.page_size.bit_length() - 1
+        for order, (s2, c2) in other._runs.items():
+            if order not in self._runs:
+                self._runs[order] = (s2.copy(), c2.copy())
+                continue
+            s1, c1 = self._runs[order]
+            # merge via page-index intervals
+            sh = U64(shift + order)
+            a = np.concatenate([s1 >> sh, s2 >> sh])
+            b = np.concatenate([(s1 >> sh) + c1, (s2 >> sh) + c2])
+            o = np.argsort(a, kind="stable")
+            a, b = a[o], b[o]
+            run_end = np.maximum.accumulate(b)
+            new = np.empty(a.size, dtype=bool)
+            new[0] = True
+            new[1:] = a[1:] > run_end[:-1]
+            idx = np.flatnonzero(new)
+            ends = np.append(run_end[idx[1:] - 1], run_end[-1])
+            self._set(order, a[idx] << sh, ends - a[idx])
+
+    # -- queries ---------------------------------------------------------------
+    @property
+    def orders(self) -> List[int]:
+        return sorted(self._runs)
+
+    def runs(self, order: int) -> OrderRuns:
+        s, c = self._runs.get(order, (np.zeros(0, np.uint64), np.zeros(0, np.uint64)))
+        return OrderRuns(order, s, c)
+
+    def iter_runs(self) -> Iterator[OrderRuns]:
+        for o in self.orders:
+            yield self.runs(o)
+
+    def iter_run_tuples(self) -> Iterator[Tuple[int, int, int]]:
+        """``(phys, order, count)`` for each run, ascending order then phys."""
+        for r in self.iter_runs():
+            for s, c in zip(r.starts.tolist(), r.counts.tolist()):
+                yield s, r.order, c
+
+    def pages_of_order(self, order: int) -> np.ndarray:
+        """Every page address of one order (expands runs: one u64 per page)."""
+        r = self.runs(order)
+        if r.starts.size == 0:
+            return np.zeros(0, np.uint64)
+        unit = U64(self.page_size << order)
+        total = int(r.counts.sum())
+        run_id = np.repeat(np.arange(r.starts.size), r.counts.astype(np.int64))
+        offs = np.arange(total, dtype=np.uint64) - np.repeat(
+            np.concatenate([[0], np.cumsum(r.counts)[:-1]]).astype(np.uint64), r.counts.astype(np.int64)
+        )
+        return r.starts[run_id] + offs * unit
+
+    def iter_pages(self) -> Iterator[Tuple[int, int]]:
+        for o in self.orders:
+            for p in self.pages_of_order(o).tolist():
+                yield p, o
+
+    def counts_by_order(self) -> Dict[int, int]:
+        return {o: self.runs(o).pages for o in self.orders}
+
+    @property
+    def num_pages(self) -> int:
+        return sum(self.counts_by_order().values())
+
+    @property
+    def num_runs(self) -> int:
+        return sum(s.size for s, _ in self._runs.values())
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(n * (self.page_size << o) for o, n in self.counts_by_order().items())
+
+    def __len__(self) -> int:
+        return self.num_pages
+
+    def __bool__(self) -> bool:
+        return bool(self._runs)
+
+    def byte_intervals(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All runs as (start, end, order) arrays sorted by start (not merged)."""
+        if not self._runs:
+            z = np.zeros(0, np.uint64)
+            return z, z, np.zeros(0, np.int64)
+        starts, ends, orders = [], [], []
+        for o, (s, c) in self._runs.items():
+            starts.append(s)
+            ends.append(s + c * U64(self.page_size << o))
+            orders.append(np.full(s.size, o, dtype=np.int64))
+        s, e, o = np.concatenate(starts), np.concatenate(ends), np.concatenate(orders)
+        idx = np.argsort(s, kind="stable")
+        return s[idx], e[idx], o[idx]
+
+    def ranges(self) -> List[Tuple[int, int]]:
+        """Coalesced byte ranges ``[start, end)`` across all orders."""
+        s, e, _ = self.byte_intervals()
+        if s.size == 0:
+            return []
+        run_end = np.maximum.accumulate(e)
+        new = np.empty(s.size, dtype=bool)
+        new[0] = True
+        new[1:] = s[1:] > run_end[:-1]
+        idx = np.flatnonzero(new)
+        ends = np.append(run_end[idx[1:] - 1], run_end[-1])
+        return list(zip(s[idx].tolist(), ends.tolist()))
+
+    def find_overlap(self) -> Optional[Tuple[int, int, int, int]]:
+        """First pair of runs of different orders that overlap:
+        ``(phys_a, order_a, phys_b, order_b)`` or ``None``."""
+        s, e, o = self.byte_intervals()
+        if s.size < 2:
+            return None
+        run_end = np.maximum.accumulate(e)
+        bad = np.flatnonzero(s[1:] < run_end[:-1])
+        if bad.size == 0:
+            return None
+        j = int(bad[0]) + 1
+        i = int(np.flatnonzero(e[:j] > s[j])[0])
+        return int(s[i]), int(o[i]), int(s[j]), int(o[j])
+
+    def overlaps_range(self, start: int, end: int) -> Optional[Tuple[int, int]]:
+        """First preserved run (phys, order) that intersects ``[start, end)``."""
+        for o, (s, c) in self._runs.items():
+            e = s + c * U64(self.page_size << o)
+            hit = np.flatnonzero((s < U64(end)) & (e > U64(start)))
+            if hit.size:
+                return int(s[hit[0]]), o
+        return None
+
+    def contains(self, phys: int, order: int) -> bool:
+        s, c = self._runs.get(order, (None, None))
+        if s is None:
+            return False
+        unit = self.page_size << order
+        i = int(np.searchsorted(s, U64(phys), side="right")) - 1
+        return i >= 0 and phys < int(s[i]) + int(c[i]) * unit and (phys - int(s[i])) % unit == 0
+
+    # -- comparison / presentation ----------------------------------------------------
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PageSet):
+            return NotImplemented
+        if self.page_size != other.page_size or self.orders != other.orders:
+            return False
+        return all(
+            np.array_equal(self._runs[o][0], other._runs[o][0]) and np.array_equal(self._runs[o][1], other._runs[o][1])
+            for o in self.orders
+        )
+
+    def difference(self, other: "PageSet") -> Tuple["PageSet", "PageSet"]:
+        """(pages only in self, pages only in other), per order."""
+        only_a: Dict[int, np.ndarray] = {}
+        only_b: Dict[int, np.ndarray] = {}
+        for o in sorted(set(self.orders) | set(other.orders)):
+            a, b = self.pages_of_order(o), other.pages_of_order(o)
+            da, db = np.setdiff1d(a, b, assume_unique=True), np.setdiff1d(b, a, assume_unique=True)
+            if da.size:
+                only_a[o] = da
+            if db.size:
+                only_b[o] = db
+        return PageSet.from_arrays(self.page_size, only_a), PageSet.from_arrays(self.page_size, only_b)
+
+    def __repr__(self) -> str:
+        return f"PageSet(page_size={self.page_size}, pages={self.num_pages}, runs={self.num_runs}, orders={self.counts_by_order()})"
+
+    def to_json(self, *, max_runs: Optional[int] = None) -> dict:
+        runs = []
+        for i, (s, o, c) in enumerate(self.iter_run_tuples()):
+            if max_runs is not None and i >= max_runs:
+                break
+            runs.append({"phys": s, "order": o, "count": c, "bytes": c * (self.page_size << o)})
+        return {
+            "pages": self.num_pages,
+            "bytes": self.total_bytes,
+            "runs_total": self.num_runs,
+            "per_order": {str(o): n for o, n in self.counts_by_order().items()},
+            "runs": runs,
+            "ranges": [{"start": s, "end": e} for s, e in self.ranges()],
+        }
