@@ -1,0 +1,284 @@
+"""kho-v1 preserved memory map: a linked list of ``khoser_mem_chunk`` pages,
+each pointing at per-order bitmaps (``kho_mem_phys_bits``).
+
+Two bitmap sizes exist under the same ``kho-v1`` string (KHO-ABI.md 3.2):
+512-byte ``kzalloc`` objects (6.16) and whole pages (later v1).  Nothing in
+the blob names the variant; :func:`detect_bitmap_bytes` narrows it down from
+the alignment of ``phys_start`` values and bitmap pointers and says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ..alloc import PageAllocator
+from ..errors import MemoryMapError, UnrepresentableError
+from ..image import PhysImage
+from ..layout import Layout
+from ..limits import Budget
+from ..pageset import PageSet, coalesce_runs, runs_from_sorted_indexes
+
+U64 = np.uint64
+BITMAP_VARIANTS = {"page": None, "512": 512}
+
+
+@dataclass
+class ChunkList:
+    """What a walk saw (or a build wrote)."""
+
+    first: int
+    bitmap_bytes: int
+    chunks: List[int] = field(default_factory=list)
+    #: (order, bitmap index) -> bitmap phys
+    bitmaps: Dict[Tuple[int, int], int] = field(default_factory=dict)
+    detection: str = ""
+
+    def to_json(self) -> dict:
+        return {
+            "first": self.first,
+            "bitmap_bytes": self.bitmap_bytes,
+            "bitmap_variant_reason": self.detection,
+            "chunks": self.chunks,
+            "bitmaps": len(self.bitmaps),
+        }
+
+
+def bitmap_bytes_for(variant: Optional[str], page_size: int) -> Optional[int]:
+    if variant is None or variant == "auto":
+        return None
+    if variant == "page" or variant == str(page_size):
+        return page_size
+    if variant == "512":
+        return 512
+    raise MemoryMapError(f"unknown v1 bitmap variant {variant!r}", expected="auto, page or 512")
+
+
+def _walk_chunks(image: PhysImage, first: int, lay: Layout, budget: Budget):
+    seen = set()
+    phys = first
+    prev = None
+    while phys:
+        if phys % lay.page_size:
+            raise MemoryMapError(
+                "khoser_mem_chunk pointer is not page aligned" + (f" (next of chunk {prev:#x})" if prev else ""),
+                phys=phys, expected=f"a multiple of {lay.page_size:#x}",
+            )
+        if phys in seen:
+            raise MemoryMapError(f"khoser_mem_chunk list loops back to {phys:#x}" + (f" (next of chunk {prev:#x})" if prev else ""),
+                                 phys=phys, expected="a list ending with next = 0")
+        seen.add(phys)
+        budget.page(phys, "khoser_mem_chunk")
+        if not image.has(phys, lay.page_size):
+            raise MemoryMapError("khoser_mem_chunk is outside the image", phys=phys, expected="a page in the memory image")
+        chunk = lay.khoser_mem_chunk.parse(image.read(phys, lay.page_size, "khoser_mem_chunk"))
+        if chunk.hdr.num_elms > lay.khoser_mem_chunk_capacity:
+            raise MemoryMapError(
+                f"num_elms {chunk.hdr.num_elms} is past the chunk capacity", phys=phys,
+                expected=f"<= {lay.khoser_mem_chunk_capacity}",
+            )
+        if chunk.hdr.order + lay.page_shift >= 64:
+            raise MemoryMapError(f"order {chunk.hdr.order} is impossible with {lay.page_size // 1024} KiB pages",
+                                 phys=phys, expected=f"order < {64 - lay.page_shift}")
+        yield phys, chunk
+        prev, phys = phys, chunk.hdr.next
+
+
+def detect_bitmap_bytes(image: PhysImage, first: int, lay: Layout, budget: Optional[Budget] = None) -> Tuple[int, str]:
+    """Guess the v1 bitmap size and say why."""
+    budget = budget or Budget()
+    page_bits = lay.page_size * 8
+    entries = 0
+    for phys, chunk in _walk_chunks(image, first, lay, Budget(budget.limits)):
+        used = chunk.used()
+        if used.size == 0:
+            continue
+        entries += used.shape[0]
+        cover = U64(page_bits) << U64(chunk.hdr.order + lay.page_shift) if chunk.hdr.order + lay.page_shift + 15 < 64 else None
+        starts, bms = used[:, 0], used[:, 1]
+        if cover is not None and np.any(starts % cover):
+            i = int(np.flatnonzero(starts % cover)[0])
+            return 512, (f"512-byte bitmaps: phys_start {int(starts[i]):#x} in chunk {phys:#x} is not a multiple "
+                         f"of the {lay.page_size}-byte bitmap coverage")
+        if np.any(bms % U64(lay.page_size)):
+            i = int(np.flatnonzero(bms % U64(lay.page_size))[0])
+            return 512, f"512-byte bitmaps: bitmap pointer {int(bms[i]):#x} in chunk {phys:#x} is not page aligned"
+    if entries == 0:
+        return lay.page_size, "page-sized bitmaps: no bitmaps to tell from (default)"
+    return lay.page_size, ("page-sized bitmaps: every phys_start and bitmap pointer is page-variant aligned "
+                           "(ambiguous with 512-byte bitmaps that happen to align; override with --v1-bitmap 512)")
+
+
+def read_chunklist(
+    image: PhysImage,
+    first: int,
+    lay: Layout,
+    *,
+    bitmap_bytes: Optional[int] = None,
+    budget: Optional[Budget] = None,
+) -> Tuple[PageSet, ChunkList]:
+    budget = budget or Budget()
+    if first == 0:
+        return PageSet(lay.page_size), ChunkList(first=0, bitmap_bytes=bitmap_bytes or lay.page_size,
+                                                 detection="map is 0: nothing preserved, or not finalized yet")
+    if bitmap_bytes is None:
+        bitmap_bytes, why = detect_bitmap_bytes(image, first, lay, budget)
+    else:
+        why = f"{bitmap_bytes}-byte bitmaps: chosen by the caller"
+    if bitmap_bytes not in (512, lay.page_size):
+        raise MemoryMapError(f"v1 bitmap size {bitmap_bytes}", expected=f"512 or {lay.page_size}")
+    bits = bitmap_bytes * 8
+    cl = ChunkList(first=first, bitmap_bytes=bitmap_bytes, detection=why)
+    per_order: Dict[int, Tuple[List[np.ndarray], List[np.ndarray]]] = {}
+    seen_bitmaps: Dict[int, int] = {}
+    little = lay.byteorder == "little"
+    for phys, chunk in _walk_chunks(image, first, lay, budget):
+        cl.chunks.append(phys)
+        order = chunk.hdr.order
+        shift = order + lay.page_shift
+        cover = bits << shift
+        for k, (start, bm) in enumerate(chunk.used().tolist()):
+            where = f"entry {k} of the order-{order} chunk at {phys:#x}"
+            if start % cover:
+                raise MemoryMapError(f"phys_start {start:#x} of {where} is not a multiple of {cover:#x}",
+                                     phys=phys + 16 + 16 * k, expected="(index * PRESERVE_BITS) << (order + PAGE_SHIFT)")
+            if bm % bitmap_bytes or bm == 0:
+                raise MemoryMapError(f"bitmap pointer {bm:#x} of {where} is not {bitmap_bytes}-byte aligned",
+                                     phys=phys + 24 + 16 * k, expected=f"a multiple of {bitmap_bytes}")
+            if bm in seen_bitmaps:
+                raise MemoryMapError(f"bitmap {bm:#x} of {where} is shared with another entry", phys=bm,
+                                     expected="one bitmap per entry")
+            seen_bitmaps[bm] = k
+            if not image.has(bm, bitmap_bytes):
+                raise MemoryMapError(f"bitmap of {where} is outside the image", phys=bm,
+                                     expected="bitmap bytes present in the memory image")
+            budget.page(bm, "v1 bitmap")
+            index = start // cover
+            if (order, index) in cl.bitmaps:
+                raise MemoryMapError(f"{where} repeats bitmap index {index} of order {order}", phys=phys,
+                                     expected="each bitmap index once per order")
+            cl.bitmaps[(order, index)] = bm
+            words = np.frombuffer(image.view(bm, bitmap_bytes, "v1 bitmap"), dtype=lay.dtype)
+            if not words.any():
+                continue
+            le = words if little else words.astype("<u8")
+            pos = np.flatnonzero(np.unpackbits(le.view(np.uint8), bitorder="little")).astype(np.uint64)
+            idx = U64(index * bits) + pos
+            f, l = runs_from_sorted_indexes(idx)
+            lists = per_order.setdefault(order, ([], []))
+            lists[0].append(f)
+            lists[1].append(l)
+    runs = {}
+    for order, (firsts, lens) in per_order.items():
+        s = np.concatenate(firsts)
+        c = np.concatenate(lens)
+        o = np.argsort(s, kind="stable")
+        s, c = s[o] << U64(lay.page_shift + order), c[o]
+        try:
+            runs[order] = coalesce_runs(s, c, lay.page_size << order)
+        except Exception as exc:
+            raise MemoryMapError(f"order-{order} bitmaps overlap: {exc}") from None
+    return PageSet.from_runs(lay.page_size, runs, sort=False), cl
+
+
+def build_chunklist(
+    pages: PageSet,
+    lay: Layout,
+    alloc: Optional[PageAllocator],
+    *,
+    bitmap_bytes: Optional[int] = None,
+    placement: Optional[ChunkList] = None,
+) -> Tuple[int, List[Tuple[int, bytes]], ChunkList]:
+    """Pages -> chunk list in the kernel's order: ascending orders, ascending
+    bitmap indexes, a new chunk for every order and when one is full.
+
+    512-byte bitmaps are packed eight to a page (``kzalloc`` objects, 512-byte
+    aligned); page-sized bitmaps take one page each.
+    """
+    bitmap_bytes = bitmap_bytes or lay.page_size
+    if bitmap_bytes not in (512, lay.page_size):
+        raise UnrepresentableError(f"v1 bitmap size {bitmap_bytes}", expected=f"512 or {lay.page_size}")
+    bits = bitmap_bytes * 8
+    cap = lay.khoser_mem_chunk_capacity
+    cl = ChunkList(first=0, bitmap_bytes=bitmap_bytes, detection="built")
+    if not pages:
+        return 0, [], cl
+    if alloc is not None and placement is not None:
+        for p in placement.chunks:
+            alloc.avoid(p, p + lay.page_size)
+        for p in placement.bitmaps.values():
+            alloc.avoid(p, p + bitmap_bytes)
+    out_bitmaps: List[Tuple[int, bytes]] = []
+    # per order: sorted bitmap indexes with their bytes
+    per_order: List[Tuple[int, List[Tuple[int, int]]]] = []
+    slab: List[int] = []  # free 512-byte slots in the current slab page
+
+    def new_bitmap(order: int, index: int) -> int:
+        if placement is not None and (order, index) in placement.bitmaps:
+            return placement.bitmaps[(order, index)]
+        if alloc is None:
+            raise MemoryMapError("no allocator for v1 bitmaps")
+        if bitmap_bytes == lay.page_size:
+            return alloc.alloc(what="v1 bitmap page")
+        if not slab:
+            base = alloc.alloc(what="v1 512-byte bitmap slab page")
+            slab.extend(range(base + lay.page_size - 512, base - 1, -512))
+        return slab.pop()
+
+    for order in pages.orders:
+        shift = lay.page_shift + order
+        if shift >= 64:
+            raise UnrepresentableError(f"order {order} with {lay.page_size} byte pages")
+        idx = pages.pages_of_order(order) >> U64(shift)
+        bidx = idx // U64(bits)
+        bounds = np.flatnonzero(np.diff(bidx)) + 1
+        starts = np.concatenate([[0], bounds])
+        ends = np.concatenate([bounds, [idx.size]])
+        entries = []
+        for a, b in zip(starts.tolist(), ends.tolist()):
+            index = int(bidx[a])
+            bm = np.zeros(bits, dtype=bool)
+            bm[(idx[a:b] - U64(index * bits)).astype(np.int64)] = True
+            packed = np.packbits(bm, bitorder="little")
+            if lay.byteorder == "big":
+                packed = packed.view("<u8").astype(">u8").view(np.uint8)
+            phys = new_bitmap(order, index)
+            cl.bitmaps[(order, index)] = phys
+            out_bitmaps.append((phys, packed.tobytes()))
+            entries.append(((index * bits) << shift, phys))
+        per_order.append((order, entries))
+    # chunks
+    chunk_plan: List[Tuple[int, List[Tuple[int, int]]]] = []
+    for order, entries in per_order:
+        for k in range(0, max(len(entries), 1), cap):
+            chunk_plan.append((order, entries[k : k + cap]))
+    reuse = list(placement.chunks) if placement else []
+    phys_list = []
+    for n in range(len(chunk_plan)):
+        if n < len(reuse):
+            phys_list.append(reuse[n])
+        else:
+            if alloc is None:
+                raise MemoryMapError("no allocator for v1 chunks")
+            phys_list.append(alloc.alloc(what="khoser_mem_chunk"))
+    out: List[Tuple[int, bytes]] = []
+    for n, (order, entries) in enumerate(chunk_plan):
+        nxt = phys_list[n + 1] if n + 1 < len(phys_list) else 0
+        arr = np.zeros((cap, 2), dtype=np.uint64)
+        if entries:
+            arr[: len(entries)] = np.array(entries, dtype=np.uint64)
+        out.append((phys_list[n], lay.khoser_mem_chunk.build(
+            dict(hdr=dict(next=nxt, order=order, num_elms=len(entries)), bitmaps=arr))))
+    cl.first = phys_list[0]
+    cl.chunks = phys_list
+    # 512-byte bitmaps share pages: merge into whole pages
+    if bitmap_bytes < lay.page_size:
+        pagebufs: Dict[int, bytearray] = {}
+        for phys, data in out_bitmaps:
+            base = phys - phys % lay.page_size
+            buf = pagebufs.setdefault(base, bytearray(lay.page_size))
+            buf[phys - base : phys - base + len(data)] = data
+        out_bitmaps = sorted((p, bytes(b)) for p, b in pagebufs.items())
+    return cl.first, out + out_bitmaps, cl

@@ -1,0 +1,282 @@
+"""kho-v2+ preserved memory map: the radix tree of page-sized tables with
+bitmap leaves (``struct kho_radix_node`` / ``struct kho_radix_leaf``).
+
+Reading walks the tree iteratively in the kernel's order (ascending table
+indexes, rebuilding the key), refuses shared or cyclic nodes (so the walk is
+linear in the pages read), and turns each leaf into runs with numpy; no
+Python object is created per preserved page.
+
+Writing produces the tree the kernel would build by adding the same pages:
+the same nodes with the same entries and bits.  Node pages are placed in
+depth-first pre-order by a :class:`~kho_formats.alloc.PageAllocator`, or at
+the addresses of a previous walk (``placement``), which reproduces a
+captured tree byte for byte.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ..abi import RadixGeometry
+from ..alloc import PageAllocator
+from ..errors import ImageError, MemoryMapError, UnrepresentableError
+from ..image import PhysImage
+from ..layout import Layout
+from ..limits import Budget
+from ..pageset import PageSet, coalesce_runs, runs_from_sorted_indexes
+
+U64 = np.uint64
+NodeId = Tuple[int, int]  # (level, key >> (shift of the node))
+
+
+@dataclass
+class RadixTree:
+    """What a walk saw (or a build wrote): node placement and counts."""
+
+    root: int
+    depth: int
+    placement: Dict[NodeId, int] = field(default_factory=dict)  # pre-order
+    tables: int = 0
+    leaves: int = 0
+    empty_leaves: int = 0
+
+    @property
+    def pages(self) -> List[int]:
+        return list(self.placement.values())
+
+    def to_json(self) -> dict:
+        return {
+            "root": self.root,
+            "depth": self.depth,
+            "tables": self.tables,
+            "leaves": self.leaves,
+            "empty_leaves": self.empty_leaves,
+            "node_pages": sorted(self.placement.values()),
+        }
+
+
+def _node_shift(geom: RadixGeometry, level: int) -> int:
+    """Right shift of a key that identifies the node at ``level`` holding it."""
+    return geom.bitmap_size_log2 + level * geom.table_size_log2
+
+
+def read_radix(
+    image: PhysImage,
+    root: int,
+    geom: RadixGeometry,
+    lay: Layout,
+    *,
+    budget: Optional[Budget] = None,
+) -> Tuple[PageSet, RadixTree]:
+    budget = budget or Budget()
+    ps_size = lay.page_size
+    depth = geom.depth
+    tmask = (1 << geom.table_size_log2) - 1
+    o0 = geom.order_0_log2
+    bshift = geom.bitmap_size_log2
+    tree = RadixTree(root=root, depth=depth)
+    per_order: Dict[int, Tuple[List[np.ndarray], List[np.ndarray]]] = {}
+    seen: Dict[int, NodeId] = {}
+    little = lay.byteorder == "little"
+
+    def check_ptr(phys: int, level: int, parent: Optional[int], index: int) -> None:
+        where = f"radix level {level} node" if level else "radix leaf"
+        src = f" (entry {index} of the level-{level + 1} node at {parent:#x})" if parent is not None else ""
+        if phys % ps_size:
+            raise MemoryMapError(f"{where} pointer is not page aligned{src}", phys=phys, expected=f"a multiple of {ps_size:#x}")
+        if phys in seen:
+            lvl, _ = seen[phys]
+            raise MemoryMapError(
+                f"{where} at {phys:#x} is already used as a level-{lvl} node{src}: shared or cyclic radix node",
+                phys=phys,
+                expected="every node referenced once",
+            )
+        if not image.has(phys, ps_size):
+            raise MemoryMapError(f"{where}{src} points outside the image", phys=phys, expected="a page present in the memory image")
+
+    if root == 0:
+        return PageSet(ps_size), tree
+    check_ptr(root, depth - 1, None, 0)
+    stack: List[Tuple[int, int, int]] = [(root, depth - 1, 0)]
+    while stack:
+        phys, level, prefix = stack.pop()
+        seen[phys] = (level, prefix >> _node_shift(geom, level))
+        tree.placement[(level, prefix >> _node_shift(geom, level))] = phys
+        budget.page(phys, f"radix level {level}")
+        try:
+            words = np.frombuffer(image.view(phys, ps_size, f"radix level-{level} node"), dtype=lay.dtype)
+        except ImageError as exc:  # pragma: no cover - check_ptr saw it
+            raise MemoryMapError(str(exc), phys=phys) from None
+        if level > 0:
+            tree.tables += 1
+            nz = np.flatnonzero(words)
+            lshift = geom.level_shift(level)
+            for i in nz[::-1].tolist():
+                child = int(words[i])
+                cprefix = prefix | (i << lshift)
+                if cprefix >> (o0 + 1):
+                    raise MemoryMapError(
+                        f"entry {i} of the level-{level} node makes keys with bits above the order-0 bit {o0}",
+                        phys=phys + 8 * i,
+                        expected=f"entries whose keys stay below 1 << {o0 + 1}",
+                    )
+                check_ptr(child, level - 1, phys, i)
+                seen[child] = (level - 1, -1)  # reserve: a second reference is an error
+                stack.append((child, level - 1, cprefix))
+            continue
+        tree.leaves += 1
+        if not words.any():
+            tree.empty_leaves += 1
+            continue
+        le = words if little else words.astype("<u8")
+        pos = np.flatnonzero(np.unpackbits(le.view(np.uint8), bitorder="little")).astype(np.uint64)
+        budget.entries_add(0, "radix leaf", phys)
+        if prefix:
+            hb = prefix.bit_length() - 1
+            order = o0 - hb
+            if order < 0:
+                raise MemoryMapError(f"leaf key prefix {prefix:#x} has no valid order bit", phys=phys)
+            idx = U64(prefix ^ (1 << hb)) | pos
+            _collect(per_order, order, idx)
+        else:
+            # order bit inside the leaf's own bits: orders >= ORDER_0_LOG2 - BITMAP_SIZE_LOG2 + 1
+            for key in pos.tolist():
+                if key == 0:
+                    raise MemoryMapError("leaf bit 0 under an all-zero key prefix encodes no order", phys=phys)
+                hb = key.bit_length() - 1
+                order = o0 - hb
+                if order > geom.max_order:
+                    raise MemoryMapError(f"leaf bit {key} encodes order {order}", phys=phys,
+                                         expected=f"orders 0..{geom.max_order}")
+                _collect(per_order, order, np.array([key ^ (1 << hb)], dtype=np.uint64))
+    runs = {}
+    for order, (firsts, lens) in per_order.items():
+        s = np.concatenate(firsts) << U64(lay.page_shift + order)
+        c = np.concatenate(lens)
+        runs[order] = coalesce_runs(s, c, ps_size << order)
+    return PageSet.from_runs(ps_size, runs, sort=False), tree
+
+
+def _collect(per_order: Dict[int, Tuple[List[np.ndarray], List[np.ndarray]]], order: int, idx: np.ndarray) -> None:
+    f, l = runs_from_sorted_indexes(idx)
+    lists = per_order.setdefault(order, ([], []))
+    lists[0].append(f)
+    lists[1].append(l)
+
+
+def check_representable(pages: PageSet, geom: RadixGeometry) -> None:
+    """Refuse orders the tree cannot hold (e.g. order 0 in a kho-v2 tree with 16 KiB pages)."""
+    for order in pages.orders:
+        geom.check_order(order)
+        bit = geom.order_0_log2 - order
+        if bit >= geom.key_bits_covered:
+            first = int(pages.runs(order).starts[0])
+            raise UnrepresentableError(
+                f"order-{order} pages (first at {first:#x}) have their order bit at key bit {bit}, "
+                f"which no table index of a depth-{geom.depth} tree with "
+                f"{geom.page_size // 1024} KiB pages covers",
+                phys=first,
+                expected=f"orders >= {geom.order_0_log2 - geom.key_bits_covered + 1}",
+            )
+
+
+def build_radix(
+    pages: PageSet,
+    geom: RadixGeometry,
+    lay: Layout,
+    alloc: Optional[PageAllocator],
+    *,
+    placement: Optional[Dict[NodeId, int]] = None,
+    keep_empty: bool = False,
+) -> Tuple[int, List[Tuple[int, bytes]], RadixTree]:
+    """Pages -> ``(root_phys, [(phys, page bytes)], tree)``.
+
+    Returns root 0 and no pages for an empty set (unless ``keep_empty``
+    with a ``placement`` that has nodes).
+    """
+    check_representable(pages, geom)
+    depth = geom.depth
+    bshift = geom.bitmap_size_log2
+    tshift = geom.table_size_log2
+    tmask = (1 << tshift) - 1
+    nbits = 1 << bshift
+    o0 = geom.order_0_log2
+    # 1. leaves: leaf id -> sorted bit positions
+    leaf_bits: Dict[int, List[np.ndarray]] = {}
+    for order in sorted(pages.orders, reverse=True):  # ascending keys
+        r = pages.runs(order)
+        sh = U64(lay.page_shift + order)
+        obit = U64(1 << (o0 - order))
+        for s, c in zip((r.starts >> sh).tolist(), r.counts.tolist()):
+            k0 = (1 << (o0 - order)) | s
+            k1 = k0 + c
+            while k0 < k1:
+                leaf = k0 >> bshift
+                lend = min(k1, (leaf + 1) << bshift)
+                leaf_bits.setdefault(leaf, []).append(np.arange(k0 & (nbits - 1), (lend - 1 & (nbits - 1)) + 1))
+                k0 = lend
+        del obit
+    # 2. node ids per level
+    levels: List[set] = [set(leaf_bits)]
+    for level in range(1, depth):
+        levels.append({n >> tshift for n in levels[level - 1]})
+    if placement and keep_empty:
+        for (level, nid) in placement:
+            if 0 <= level < depth:
+                for lv in range(level, depth):
+                    levels[lv].add(nid >> (tshift * (lv - level)))
+    if not levels[0] and not (placement and keep_empty and any(levels)):
+        return 0, [], RadixTree(root=0, depth=depth)
+    if levels[depth - 1] - {0}:
+        raise UnrepresentableError("keys above the root table's range", expected="root node id 0")
+    # 3. placement: pre-order, ascending indexes
+    children: Dict[NodeId, List[int]] = {}
+    for level in range(1, depth):
+        for nid in sorted(levels[level - 1]):
+            children.setdefault((level, nid >> tshift), []).append(nid)
+    used = set(placement.values()) if placement else set()
+    tree = RadixTree(root=0, depth=depth)
+    order_list: List[NodeId] = []
+    stack: List[NodeId] = [(depth - 1, 0)]
+    while stack:
+        node = stack.pop()
+        order_list.append(node)
+        if node[0] > 0:
+            stack.extend((node[0] - 1, c) for c in reversed(children.get(node, [])))
+    if alloc is not None:
+        for p in used:
+            alloc.avoid(p, p + lay.page_size)
+    for node in order_list:
+        if placement and node in placement:
+            tree.placement[node] = placement[node]
+        else:
+            if alloc is None:
+                raise MemoryMapError(f"no address for radix node {node} and no allocator")
+            tree.placement[node] = alloc.alloc(what=f"radix level-{node[0]} node")
+    # 4. bytes
+    out: List[Tuple[int, bytes]] = []
+    for node in order_list:
+        level, nid = node
+        phys = tree.placement[node]
+        if level > 0:
+            tree.tables += 1
+            table = np.zeros(lay.words_per_page, dtype=np.uint64)
+            for c in children.get(node, []):
+                table[c & tmask] = tree.placement[(level - 1, c)]
+            out.append((phys, table.astype(lay.dtype, copy=False).tobytes()))
+        else:
+            tree.leaves += 1
+            bits = np.zeros(nbits, dtype=bool)
+            for b in leaf_bits.get(nid, []):
+                bits[b] = True
+            if not bits.any():
+                tree.empty_leaves += 1
+            packed = np.packbits(bits, bitorder="little")
+            if lay.byteorder == "big":
+                packed = packed.view("<u8").astype(">u8").view(np.uint8)
+            out.append((phys, packed.tobytes()))
+    tree.root = tree.placement[(depth - 1, 0)]
+    return tree.root, out, tree
