@@ -1,0 +1,78 @@
+"""KHO serialization blocks (Linux 7.3, used by LUO): a chain of pages, each
+starting with ``__packed struct kho_block_header_ser { u64 next; u64 count; }``
+followed by ``count`` entries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+from ..alloc import PageAllocator
+from ..errors import BlockError
+from ..image import PhysImage
+from ..layout import Layout
+from ..limits import Budget
+
+HEADER_SIZE = 16
+
+
+@dataclass(frozen=True)
+class Block:
+    phys: int
+    count: int
+    payload: bytes  # count * entry_size bytes (or the rest of the page when entry_size is unknown)
+
+
+def read_block_chain(
+    image: PhysImage,
+    first: int,
+    lay: Layout,
+    *,
+    entry_size: Optional[int] = None,
+    budget: Optional[Budget] = None,
+    where: str = "kho block chain",
+) -> List[Block]:
+    budget = budget or Budget()
+    room = lay.page_size - HEADER_SIZE
+    max_count = room // entry_size if entry_size else room
+    out: List[Block] = []
+    seen = set()
+    phys = first
+    while phys:
+        if phys % lay.page_size:
+            raise BlockError(f"{where}: block not page aligned", phys=phys, expected=f"a multiple of {lay.page_size:#x}")
+        if phys in seen:
+            raise BlockError(f"{where}: chain loops back to {phys:#x}", phys=phys, expected="a chain ending with next = 0")
+        seen.add(phys)
+        budget.page(phys, where)
+        if not image.has(phys, lay.page_size):
+            raise BlockError(f"{where}: block outside the image", phys=phys)
+        page = image.read(phys, lay.page_size, "kho serialization block")
+        hdr = lay.kho_block_header_ser.parse(page[:HEADER_SIZE])
+        if hdr.count > max_count:
+            raise BlockError(f"{where}: count {hdr.count} does not fit one page", phys=phys,
+                             expected=f"<= {max_count}" + (f" entries of {entry_size} bytes" if entry_size else ""))
+        budget.entries_add(hdr.count, where, phys)
+        n = hdr.count * entry_size if entry_size else room
+        out.append(Block(phys, hdr.count, page[HEADER_SIZE : HEADER_SIZE + n]))
+        phys = hdr.next
+    return out
+
+
+def build_block_chain(
+    entries: Sequence[bytes], entry_size: int, lay: Layout, alloc: PageAllocator
+) -> Tuple[int, List[Tuple[int, bytes]]]:
+    per = (lay.page_size - HEADER_SIZE) // entry_size
+    if per == 0:
+        raise BlockError(f"entry size {entry_size} does not fit a page")
+    groups = [list(entries[i : i + per]) for i in range(0, len(entries), per)] or [[]]
+    phys = [alloc.alloc(what="kho serialization block") for _ in groups]
+    out = []
+    for i, g in enumerate(groups):
+        for e in g:
+            if len(e) != entry_size:
+                raise BlockError(f"entry of {len(e)} bytes", expected=f"{entry_size}")
+        nxt = phys[i + 1] if i + 1 < len(phys) else 0
+        body = lay.kho_block_header_ser.build(dict(next=nxt, count=len(g))) + b"".join(g)
+        out.append((phys[i], body.ljust(lay.page_size, b"\0")))
+    return phys[0], out

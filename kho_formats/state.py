@@ -1,0 +1,371 @@
+"""A handover as data: :class:`KhoState`, and the generic :func:`parse` /
+:func:`build` that turn root FDT bytes plus a physical memory image into one
+and back.  Everything version-specific comes from the ABI description
+(``schemas/kho-vN.toml``): property names, memory-map kind, radix depth.
+
+Data flows one way on each path::
+
+    parse:  root FDT --fdt--> (version, map phys, sub-nodes)
+            + PhysImage --memmap reader--> PageSet --> KhoState
+    build:  KhoState --memmap writer(allocator)--> pages --> PhysImage + root FDT
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from . import abi
+from .abi import AbiVersion
+from .alloc import PageAllocator, merge_ranges
+from .errors import FdtError, KhoFormatError, PropertyError, VersionError
+from .fdt import FdtNode, build_fdt, fdt_totalsize, get_strings, get_u64, parse_fdt, str_bytes, u64_bytes
+from .image import PhysImage
+from .layout import Layout, layout
+from .limits import Budget, Limits
+from .memmap.chunklist import ChunkList, build_chunklist, read_chunklist
+from .memmap.radix import RadixTree, build_radix, read_radix
+from .pageset import PageSet
+
+ROOT = "root FDT"
+
+
+@dataclass
+class SubBlob:
+    """One root sub-node: a client's preserved blob."""
+
+    name: str
+    phys: int
+    size: Optional[int] = None
+    data: Optional[bytes] = None
+    #: where ``size`` came from: "blob-size", "fdt-header" or "unknown"
+    size_source: str = "unknown"
+    #: properties of the sub-node this version does not define (kept, reported)
+    extra_props: List[Tuple[str, bytes]] = field(default_factory=list)
+
+    def key(self) -> tuple:
+        return (self.name, self.phys, self.size, self.data)
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "phys": self.phys,
+            "size": self.size,
+            "size_source": self.size_source,
+            "in_image": self.data is not None,
+            "extra_props": [n for n, _ in self.extra_props],
+        }
+
+
+@dataclass(eq=False)
+class KhoState:
+    version: str
+    page_size: int = 4096
+    byteorder: str = "little"
+    preserved: PageSet = field(default_factory=PageSet)
+    subblobs: List[SubBlob] = field(default_factory=list)
+    scratch: List[Tuple[int, int]] = field(default_factory=list)  # (addr, size)
+    root_fdt_phys: Optional[int] = None
+    extra_compatible: List[str] = field(default_factory=list)
+    v1_bitmap_bytes: Optional[int] = None
+    # what the parse saw (not part of equality)
+    memmap_phys: int = 0
+    map_read: bool = True
+    radix: Optional[RadixTree] = None
+    chunklist: Optional[ChunkList] = None
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def abi(self) -> AbiVersion:
+        return abi.get_version(self.version)
+
+    @property
+    def layout(self) -> Layout:
+        return layout(self.page_size, self.byteorder)
+
+    def subblob(self, name: str) -> Optional[SubBlob]:
+        for s in self.subblobs:
+            if s.name == name:
+                return s
+        return None
+
+    def metadata_pages(self) -> List[Tuple[int, int]]:
+        """Byte ranges of the memory map's own pages (nodes, chunks, bitmaps)."""
+        ps = self.page_size
+        if self.radix is not None:
+            return merge_ranges((p, p + ps) for p in self.radix.pages)
+        if self.chunklist is not None:
+            rng = [(p, p + ps) for p in self.chunklist.chunks]
+            b = self.chunklist.bitmap_bytes
+            rng += [(p, p + b) for p in self.chunklist.bitmaps.values()]
+            return merge_ranges(rng)
+        return []
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, KhoState):
+            return NotImplemented
+        return (
+            self.version == other.version
+            and self.page_size == other.page_size
+            and self.byteorder == other.byteorder
+            and self.preserved == other.preserved
+            and [s.key() for s in self.subblobs] == [s.key() for s in other.subblobs]
+            and list(self.scratch) == list(other.scratch)
+        )
+
+    def copy(self) -> "KhoState":
+        return copy.deepcopy(self)
+
+
+# -- parse -------------------------------------------------------------------------
+
+
+def _plausible_phys(v: int, page_size: int) -> bool:
+    return v % page_size == 0 and v < (1 << 52)
+
+
+def parse(
+    root_fdt: bytes,
+    image: Optional[PhysImage] = None,
+    *,
+    version: Optional[str] = None,
+    page_size: int = 4096,
+    byteorder: str = "little",
+    v1_bitmap: Optional[str] = None,
+    limits: Optional[Limits] = None,
+    root_fdt_phys: Optional[int] = None,
+    scratch: Sequence[Tuple[int, int]] = (),
+) -> KhoState:
+    """Root FDT bytes (+ physical memory image) -> :class:`KhoState`.
+
+    ``version`` overrides what ``compatible`` says; ``page_size`` and
+    ``byteorder`` are the producer's (a note says when they look wrong).
+    Without an image only the FDT is read (``map_read`` is False).
+    """
+    lay = layout(page_size, byteorder)
+    fdt = parse_fdt(root_fdt, where=ROOT, phys=root_fdt_phys)
+    root = fdt.root
+    notes: List[str] = []
+    compat = get_strings(root, "compatible", where=ROOT) if root.has("compatible") else []
+    if version is not None:
+        ver = abi.get_version(version)
+        extra = list(compat[1:]) if compat else []
+        if not compat or compat[0] != ver.compatible:
+            notes.append(f"compatible {compat} overridden: reading as {ver.name}")
+    else:
+        ver, extra = abi.by_compatible(compat)
+    if extra:
+        notes.append(f"unknown compatible entries after {ver.compatible!r}: {extra}")
+    for prop in ver.root_required:
+        if not root.has(prop):
+            raise PropertyError("missing required root property", path=f"{ROOT}:/{prop}",
+                                expected=f"{prop} ({ver.name})")
+    known_root = set(ver.root_required) | set(ver.root_optional)
+    for name, _ in root.props:
+        if name not in known_root:
+            notes.append(f"root property {name!r} is not defined by {ver.name}")
+    map_phys = get_u64(root, "preserved-memory-map", byteorder, where=ROOT)
+    assert map_phys is not None
+    other = "big" if byteorder == "little" else "little"
+    if map_phys and not _plausible_phys(map_phys, page_size):
+        swapped = int.from_bytes(map_phys.to_bytes(8, byteorder), other)
+        if _plausible_phys(swapped, page_size):
+            notes.append(f"byte order looks wrong: preserved-memory-map reads {map_phys:#x} as {byteorder}-endian "
+                         f"but {swapped:#x} as {other}-endian")
+        elif map_phys % page_size and map_phys % 4096 == 0:
+            notes.append(f"page size looks wrong: preserved-memory-map {map_phys:#x} is not aligned to "
+                         f"{page_size} bytes; try --page-size 4096")
+    if root_fdt_phys is not None and root_fdt_phys % page_size:
+        notes.append(f"root FDT at {root_fdt_phys:#x} is not page aligned for {page_size}-byte pages")
+    if fdt.size > page_size:
+        notes.append(f"root FDT is {fdt.size} bytes: more than one page (the kernel creates it in one page)")
+    state = KhoState(
+        version=ver.name, page_size=page_size, byteorder=byteorder, root_fdt_phys=root_fdt_phys,
+        extra_compatible=extra, memmap_phys=map_phys, scratch=[(int(a), int(s)) for a, s in scratch], notes=notes,
+    )
+    # sub-nodes
+    for child in root.children:
+        where = f"{ROOT}:{child.path}"
+        phys = get_u64(child, ver.address_property, byteorder, where=ROOT)
+        assert phys is not None
+        size = None
+        src = "unknown"
+        if ver.size_property:
+            size = get_u64(child, ver.size_property, byteorder, where=ROOT, required=ver.size_required)
+            if size is not None:
+                src = ver.size_property
+        extras = [(n, v) for n, v in child.props if n not in (ver.address_property, ver.size_property)]
+        for n, _ in extras:
+            notes.append(f"{where}: property {n!r} is not defined by {ver.name}")
+        if child.children:
+            notes.append(f"{where}: has child nodes, which {ver.name} does not define")
+        data = None
+        if image is not None:
+            if size is None and (ver.blob_is_fdt or image.has(phys, 8)):
+                if image.has(phys, 8):
+                    try:
+                        size = fdt_totalsize(image.read(phys, 8, f"sub-FDT {child.name}"), where=where, phys=phys)
+                        src = "fdt-header"
+                    except FdtError:
+                        if ver.blob_is_fdt:
+                            raise
+            if size is not None and image.has(phys, size):
+                data = image.read(phys, size, f"sub-blob {child.name}")
+            elif size is not None:
+                notes.append(f"{where}: blob ({size} bytes at {phys:#x}) is not in the memory image")
+        state.subblobs.append(SubBlob(child.name, phys, size, data, src, extras))
+    # the memory map
+    if image is None:
+        state.map_read = False
+        notes.append("no memory image given: the preserved memory map was not read")
+        return state
+    budget = Budget(limits)
+    if ver.memory_map == "radix":
+        geom = ver.radix(page_size)
+        state.preserved, state.radix = read_radix(image, map_phys, geom, lay, budget=budget)
+        if state.radix.empty_leaves:
+            notes.append(f"radix tree has {state.radix.empty_leaves} empty leaves (the kernel never frees nodes)")
+    else:
+        from .memmap.chunklist import bitmap_bytes_for
+
+        bb = bitmap_bytes_for(v1_bitmap, page_size)
+        state.preserved, state.chunklist = read_chunklist(image, map_phys, lay, bitmap_bytes=bb, budget=budget)
+        state.v1_bitmap_bytes = state.chunklist.bitmap_bytes
+        notes.append(f"v1 bitmaps: {state.chunklist.detection}")
+        if map_phys == 0:
+            notes.append("preserved-memory-map is 0: nothing preserved, or the v1 handover was not finalized yet")
+    return state
+
+
+# -- build -------------------------------------------------------------------------
+
+
+@dataclass
+class Built:
+    """The bytes of a handover: root FDT plus the memory image."""
+
+    state: KhoState
+    root_fdt: bytes
+    image: PhysImage
+    memmap_phys: int
+    metadata: List[Tuple[int, bytes]]
+    radix: Optional[RadixTree] = None
+    chunklist: Optional[ChunkList] = None
+
+
+def root_fdt_tree(state: KhoState, memmap_phys: int) -> FdtNode:
+    ver = state.abi
+    bo = state.byteorder
+    root = FdtNode("")
+    root.set("compatible", str_bytes(ver.compatible, *state.extra_compatible))
+    root.set("preserved-memory-map", u64_bytes(memmap_phys, bo))
+    for sb in state.subblobs:
+        node = root.add_child(sb.name)
+        values = {ver.address_property: u64_bytes(sb.phys, bo)}
+        if ver.size_property:
+            write_size = ver.size_required or sb.size_source == ver.size_property
+            if write_size:
+                if sb.size is None:
+                    raise VersionError(f"{ver.name} requires {ver.size_property} but sub-blob {sb.name!r} has no size",
+                                       path=f"{ROOT}:/{sb.name}")
+                values[ver.size_property] = u64_bytes(sb.size, bo)
+        for prop in ver.property_order:
+            if prop in values:
+                node.set(prop, values.pop(prop))
+        for prop, v in values.items():
+            node.set(prop, v)
+        for n, v in sb.extra_props:
+            node.set(n, v)
+    return root
+
+
+def build(
+    state: KhoState,
+    *,
+    alloc: Sequence[Tuple[int, int]] = (),
+    image: Optional[PhysImage] = None,
+    reuse_placement: bool = False,
+    avoid: Sequence[Tuple[int, int]] = (),
+) -> Built:
+    """:class:`KhoState` -> root FDT bytes + memory image.
+
+    Metadata pages are placed in the ``alloc`` regions (``(start, size)``),
+    never over preserved memory, scratch, sub-blobs, the root FDT page, the
+    ``image`` given (client data) or ``avoid``.  ``reuse_placement`` puts
+    nodes/chunks where ``state.radix`` / ``state.chunklist`` say (a parsed
+    capture then rebuilds byte for byte).
+    """
+    ver = state.abi
+    lay = state.layout
+    ps = state.page_size
+    base = image.copy() if image is not None else PhysImage()
+    forbid: List[Tuple[int, int]] = list(state.preserved.ranges())
+    forbid += [(a, a + s) for a, s in state.scratch]
+    forbid += [(sb.phys, sb.phys + max(sb.size or 0, 1)) for sb in state.subblobs]
+    if state.root_fdt_phys is not None:
+        forbid.append((state.root_fdt_phys, state.root_fdt_phys + ps))
+    forbid += [(s.phys, s.end) for s in base]
+    forbid += list(avoid)
+    allocator = PageAllocator(alloc, ps, avoid=forbid) if alloc else None
+    radix_tree = chunklist = None
+    if ver.memory_map == "radix":
+        placement = state.radix.placement if (reuse_placement and state.radix) else None
+        memmap_phys, pages, radix_tree = build_radix(
+            state.preserved, ver.radix(ps), lay, allocator, placement=placement, keep_empty=reuse_placement
+        )
+    else:
+        placement_cl = state.chunklist if reuse_placement else None
+        memmap_phys, pages, chunklist = build_chunklist(
+            state.preserved, lay, allocator, bitmap_bytes=state.v1_bitmap_bytes, placement=placement_cl
+        )
+    for phys, data in pages:
+        base.write(phys, data, what="memory-map page")
+    for sb in state.subblobs:
+        if sb.data is not None and not base.has(sb.phys, len(sb.data)):
+            base.write(sb.phys, sb.data, what=f"sub-blob {sb.name}")
+    fdt = build_fdt(root_fdt_tree(state, memmap_phys), style=ver.fdt_style, strings_order=ver.strings_order)
+    if len(fdt) > ps:
+        raise KhoFormatError(f"root FDT would be {len(fdt)} bytes, more than one {ps}-byte page",
+                             path=ROOT, expected="the kernel's one-page root FDT")
+    if state.root_fdt_phys is not None:
+        base.write(state.root_fdt_phys, fdt, what="root FDT")
+    out_state = state.copy()
+    out_state.memmap_phys = memmap_phys
+    out_state.radix, out_state.chunklist = radix_tree, chunklist
+    return Built(out_state, fdt, base, memmap_phys, pages, radix_tree, chunklist)
+
+
+def convert(state: KhoState, to_version: str) -> KhoState:
+    """The same preserved set and sub-blobs under another ABI version.
+
+    Sub-blob sizes the target requires come from what the source had
+    (``blob-size`` or the sub-FDT's own header).  What the target cannot hold
+    is refused when it is built (e.g. kho-v2, 16 KiB pages, order 0).
+    """
+    ver = abi.get_version(to_version)
+    out = state.copy()
+    out.version = ver.name
+    out.radix = out.chunklist = None
+    out.notes = []
+    for sb in out.subblobs:
+        if ver.size_property and ver.size_required and sb.size is None:
+            raise VersionError(f"{ver.name} requires {ver.size_property}, but the size of sub-blob {sb.name!r} "
+                               "is unknown (its blob is not in the image)", path=f"{ROOT}:/{sb.name}")
+        if ver.blob_is_fdt and sb.data is not None and sb.data[:4] != b"\xd0\x0d\xfe\xed":
+            raise VersionError(f"{ver.name} sub-nodes point at FDTs, but sub-blob {sb.name!r} is not an FDT "
+                               "(its size could not be recovered)", path=f"{ROOT}:/{sb.name}",
+                               expected="an FDT blob, or a target version with blob-size")
+        if ver.size_property and sb.size is not None:
+            sb.size_source = ver.size_property
+        elif not ver.size_property:
+            sb.size_source = "fdt-header" if sb.size is not None else "unknown"
+        sb.extra_props = []
+    if ver.memory_map == "chunk-list" and out.v1_bitmap_bytes is None:
+        out.v1_bitmap_bytes = state.page_size
+    if ver.memory_map == "radix":
+        from .memmap.radix import check_representable
+
+        check_representable(out.preserved, ver.radix(state.page_size))
+        out.v1_bitmap_bytes = None
+    return out
