@@ -1,0 +1,149 @@
+"""Validate a parsed handover against its version's rules.
+
+:func:`check` returns every finding (severity, code, message, address or
+path).  Parse errors are not findings: they raise before a state exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+from .clients import ClientReport, decode_clients
+from .image import PhysImage
+from .limits import Budget, Limits
+from .state import KhoState
+
+ERROR, WARNING, INFO = "error", "warning", "info"
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str
+    code: str
+    message: str
+    phys: Optional[int] = None
+    path: Optional[str] = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.path:
+            where.append(self.path)
+        if self.phys is not None:
+            where.append(f"{self.phys:#x}")
+        loc = (" @ ".join(where) + ": ") if where else ""
+        return f"{self.severity}: [{self.code}] {loc}{self.message}"
+
+    def to_json(self) -> dict:
+        return {"severity": self.severity, "code": self.code, "message": self.message, "phys": self.phys,
+                "path": self.path}
+
+
+def _covered(state: KhoState, phys: int, size: int) -> bool:
+    """Is every page of [phys, phys+size) inside a preserved range?"""
+    ps = state.page_size
+    start = phys - phys % ps
+    end = -(-(phys + max(size, 1)) // ps) * ps
+    for a, b in state.preserved.ranges():
+        if a <= start and end <= b:
+            return True
+    return False
+
+
+def check(state: KhoState, image: Optional[PhysImage] = None, *, limits: Optional[Limits] = None,
+          clients: Optional[dict] = None) -> List[Finding]:
+    out: List[Finding] = []
+    ps = state.page_size
+    for n in state.notes:
+        out.append(Finding(INFO, "note", n))
+    if not state.map_read:
+        out.append(Finding(WARNING, "no-image", "no memory image: the preserved memory map was not checked"))
+    ov = state.preserved.find_overlap()
+    if ov:
+        out.append(Finding(ERROR, "overlap-orders",
+                           f"order-{ov[1]} page at {ov[0]:#x} overlaps order-{ov[3]} page at {ov[2]:#x}", phys=ov[2]))
+    # scratch
+    sc = sorted(state.scratch)
+    for i, (a, s) in enumerate(sc):
+        if a % ps or s % ps:
+            out.append(Finding(ERROR, "scratch-align", f"scratch area {a:#x}+{s:#x} is not page aligned", phys=a))
+        hit = state.preserved.overlaps_range(a, a + s)
+        if hit:
+            out.append(Finding(ERROR, "scratch-overlap",
+                               f"preserved order-{hit[1]} page at {hit[0]:#x} lies in scratch area {a:#x}+{s:#x}",
+                               phys=hit[0]))
+        if i and sc[i - 1][0] + sc[i - 1][1] > a:
+            out.append(Finding(ERROR, "scratch-overlap", f"scratch areas overlap at {a:#x}", phys=a))
+    # metadata pages inside preserved memory or scratch
+    for a, b in state.metadata_pages():
+        hit = state.preserved.overlaps_range(a, b)
+        if hit:
+            out.append(Finding(ERROR, "map-in-preserved",
+                               f"memory-map page {a:#x} lies inside preserved order-{hit[1]} page {hit[0]:#x}", phys=a))
+        for sa, ss in sc:
+            if sa < b and a < sa + ss:
+                out.append(Finding(ERROR, "map-in-scratch", f"memory-map page {a:#x} lies in scratch", phys=a))
+    if not state.map_read:
+        return out
+    # radix-version rules
+    if state.abi.memory_map == "radix":
+        if state.root_fdt_phys is not None and not _covered(state, state.root_fdt_phys, ps):
+            out.append(Finding(WARNING, "root-not-preserved",
+                               "the root FDT page is not in the preserved set: the next kernel may reuse it "
+                               "before clients read their sub-nodes", phys=state.root_fdt_phys))
+    for sb in state.subblobs:
+        if sb.size is not None and not _covered(state, sb.phys, sb.size):
+            out.append(Finding(WARNING if state.abi.memory_map == "chunk-list" else ERROR, "blob-not-preserved",
+                               f"sub-blob {sb.name!r} ({sb.size} bytes) is not fully preserved", phys=sb.phys,
+                               path=f"/{sb.name}"))
+    reports = clients if clients is not None else decode_clients(state, image, budget=Budget(limits))
+    for name, rep in reports.items():
+        out.extend(_client_findings(state, rep))
+    return out
+
+
+def _client_findings(state: KhoState, rep: ClientReport) -> List[Finding]:
+    out: List[Finding] = []
+    path = f"/{rep.name}"
+    if rep.error is not None:
+        out.append(Finding(ERROR, "client", str(rep.error), phys=rep.error.phys, path=path))
+        return out
+    if rep.kind == "missing":
+        out.append(Finding(INFO, "blob-missing", "blob not in the memory image", path=path))
+    for area in rep.vmalloc:
+        for c in area.chunks:
+            if not state.preserved.contains(c, 0):
+                out.append(Finding(ERROR, "vmalloc-chunk-not-preserved", "kho_vmalloc_chunk page is not preserved",
+                                   phys=c, path=path))
+        grp = state.page_size << area.desc.order
+        for g in area.groups.tolist():
+            if not _covered(state, int(g), grp):
+                out.append(Finding(ERROR, "vmalloc-group-not-preserved", "vmalloc page group is not preserved",
+                                   phys=int(g), path=path))
+    if rep.kind == "kho_test" and rep.decoded is not None:
+        kt = rep.decoded
+        for p in kt.problems:
+            out.append(Finding(ERROR, "kho_test", p, path=path))
+        for phys, order in kt.folios:
+            if not state.preserved.contains(phys, order):
+                out.append(Finding(ERROR, "folio-not-preserved", f"kho_test folio (order {order}) is not preserved "
+                                   "as one page of its order", phys=phys, path=path))
+        if kt.csum_check:
+            match = [a for a, v in kt.csum_check.items() if v == kt.csum]
+            if match:
+                out.append(Finding(INFO, "csum", f"kho_test csum {kt.csum:#x} matches the {'/'.join(match)} "
+                                   "csum_partial of the folio data", path=path))
+            else:
+                got = ", ".join(f"{a} {v:#x}" for a, v in kt.csum_check.items())
+                out.append(Finding(WARNING, "csum", f"kho_test csum {kt.csum:#x} matches no architecture's "
+                                   f"csum_partial of the folio data ({got})", path=path))
+    if rep.kind == "memblock" and isinstance(rep.decoded, list):
+        for r in rep.decoded:
+            if r["size"] and not _covered(state, r["start"], r["size"]):
+                out.append(Finding(WARNING, "reserve-mem-not-preserved",
+                                   f"reserve_mem region {r['name']!r} is not preserved", phys=r["start"], path=path))
+    return out
+
+
+def has_errors(findings: List[Finding]) -> bool:
+    return any(f.severity == ERROR for f in findings)
