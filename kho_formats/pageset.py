@@ -120,6 +120,16 @@ class PageSet:
         return ps
 
     @classmethod
+    def _from_coalesced(cls, page_size: int, runs: Dict[int, Tuple[np.ndarray, np.ndarray]]) -> "PageSet":
+        """Trusted constructor for runs already sorted, disjoint and merged
+        (what the memory-map readers produce); skips the O(runs) re-check."""
+        ps = cls(page_size)
+        for order, (s, c) in runs.items():
+            if s.size:
+                ps._runs[order] = (s, c)
+        return ps
+
+    @classmethod
     def from_pages(cls, page_size: int, pages: Iterable[Tuple[int, int]]) -> "PageSet":
         by_order: Dict[int, List[int]] = {}
         for phys, order in pages:

@@ -26,6 +26,7 @@ from ..errors import ImageError, MemoryMapError, UnrepresentableError
 from ..image import PhysImage
 from ..layout import Layout
 from ..limits import Budget
+from ..bits import bitmaps_to_runs, runs_to_bitmaps
 from ..pageset import PageSet, coalesce_runs, runs_from_sorted_indexes
 
 U64 = np.uint64
@@ -80,6 +81,7 @@ def read_radix(
     tree = RadixTree(root=root, depth=depth)
     per_order: Dict[int, Tuple[List[np.ndarray], List[np.ndarray]]] = {}
     seen: Dict[int, NodeId] = {}
+    leaves: Dict[int, List[Tuple[int, np.ndarray]]] = {}
     little = lay.byteorder == "little"
 
     def check_ptr(phys: int, level: int, parent: Optional[int], index: int) -> None:
@@ -131,33 +133,41 @@ def read_radix(
         if not words.any():
             tree.empty_leaves += 1
             continue
-        le = words if little else words.astype("<u8")
-        pos = np.flatnonzero(np.unpackbits(le.view(np.uint8), bitorder="little")).astype(np.uint64)
-        budget.entries_add(0, "radix leaf", phys)
         if prefix:
             hb = prefix.bit_length() - 1
             order = o0 - hb
             if order < 0:
                 raise MemoryMapError(f"leaf key prefix {prefix:#x} has no valid order bit", phys=phys)
-            idx = U64(prefix ^ (1 << hb)) | pos
-            _collect(per_order, order, idx)
-        else:
-            # order bit inside the leaf's own bits: orders >= ORDER_0_LOG2 - BITMAP_SIZE_LOG2 + 1
-            for key in pos.tolist():
-                if key == 0:
-                    raise MemoryMapError("leaf bit 0 under an all-zero key prefix encodes no order", phys=phys)
-                hb = key.bit_length() - 1
-                order = o0 - hb
-                if order > geom.max_order:
-                    raise MemoryMapError(f"leaf bit {key} encodes order {order}", phys=phys,
-                                         expected=f"orders 0..{geom.max_order}")
-                _collect(per_order, order, np.array([key ^ (1 << hb)], dtype=np.uint64))
+            leaves.setdefault(order, []).append((prefix ^ (1 << hb), words))
+            continue
+        # order bit inside the leaf's own bits: orders >= ORDER_0_LOG2 - BITMAP_SIZE_LOG2 + 1
+        le = words if little else words.astype("<u8")
+        pos = np.flatnonzero(np.unpackbits(le.view(np.uint8), bitorder="little")).astype(np.uint64)
+        for key in pos.tolist():
+            if key == 0:
+                raise MemoryMapError("leaf bit 0 under an all-zero key prefix encodes no order", phys=phys)
+            hb = key.bit_length() - 1
+            order = o0 - hb
+            if order > geom.max_order:
+                raise MemoryMapError(f"leaf bit {key} encodes order {order}", phys=phys,
+                                     expected=f"orders 0..{geom.max_order}")
+            _collect(per_order, order, np.array([key ^ (1 << hb)], dtype=np.uint64))
+    for order, group in leaves.items():
+        bases = np.array([b for b, _ in group], dtype=np.uint64)
+        f, l = bitmaps_to_runs(np.stack([w for _, w in group]), bases)
+        lists = per_order.setdefault(order, ([], []))
+        lists[0].append(f)
+        lists[1].append(l)
     runs = {}
     for order, (firsts, lens) in per_order.items():
-        s = np.concatenate(firsts) << U64(lay.page_shift + order)
-        c = np.concatenate(lens)
-        runs[order] = coalesce_runs(s, c, ps_size << order)
-    return PageSet.from_runs(ps_size, runs, sort=False), tree
+        if len(firsts) == 1:  # one stack of leaves: already merged
+            s, c = firsts[0], lens[0]
+            s <<= U64(lay.page_shift + order)
+            runs[order] = (s, c)
+        else:
+            s = np.concatenate(firsts) << U64(lay.page_shift + order)
+            runs[order] = coalesce_runs(s, np.concatenate(lens), ps_size << order)
+    return PageSet._from_coalesced(ps_size, runs), tree
 
 
 def _collect(per_order: Dict[int, Tuple[List[np.ndarray], List[np.ndarray]]], order: int, idx: np.ndarray) -> None:
@@ -204,23 +214,19 @@ def build_radix(
     tmask = (1 << tshift) - 1
     nbits = 1 << bshift
     o0 = geom.order_0_log2
-    # 1. leaves: leaf id -> sorted bit positions
-    leaf_bits: Dict[int, List[np.ndarray]] = {}
+    # 1. leaves: every order's runs as key ranges, packed into leaf bitmaps
+    kf, kl = [], []
     for order in sorted(pages.orders, reverse=True):  # ascending keys
         r = pages.runs(order)
-        sh = U64(lay.page_shift + order)
-        obit = U64(1 << (o0 - order))
-        for s, c in zip((r.starts >> sh).tolist(), r.counts.tolist()):
-            k0 = (1 << (o0 - order)) | s
-            k1 = k0 + c
-            while k0 < k1:
-                leaf = k0 >> bshift
-                lend = min(k1, (leaf + 1) << bshift)
-                leaf_bits.setdefault(leaf, []).append(np.arange(k0 & (nbits - 1), (lend - 1 & (nbits - 1)) + 1))
-                k0 = lend
-        del obit
+        kf.append((r.starts >> U64(lay.page_shift + order)) | U64(1 << (o0 - order)))
+        kl.append(r.counts)
+    if kf:
+        leaf_ids, packed = runs_to_bitmaps(np.concatenate(kf), np.concatenate(kl), nbits)
+    else:
+        leaf_ids, packed = np.zeros(0, np.uint64), np.zeros((0, nbits // 8), np.uint8)
+    leaf_row = {int(i): k for k, i in enumerate(leaf_ids.tolist())}
     # 2. node ids per level
-    levels: List[set] = [set(leaf_bits)]
+    levels: List[set] = [set(leaf_row)]
     for level in range(1, depth):
         levels.append({n >> tshift for n in levels[level - 1]})
     if placement and keep_empty:
@@ -269,14 +275,14 @@ def build_radix(
             out.append((phys, table.astype(lay.dtype, copy=False).tobytes()))
         else:
             tree.leaves += 1
-            bits = np.zeros(nbits, dtype=bool)
-            for b in leaf_bits.get(nid, []):
-                bits[b] = True
-            if not bits.any():
+            row = leaf_row.get(nid)
+            if row is None:
                 tree.empty_leaves += 1
-            packed = np.packbits(bits, bitorder="little")
+                out.append((phys, bytes(lay.page_size)))
+                continue
+            leaf = packed[row]
             if lay.byteorder == "big":
-                packed = packed.view("<u8").astype(">u8").view(np.uint8)
-            out.append((phys, packed.tobytes()))
+                leaf = leaf.view("<u8").astype(">u8").view(np.uint8)
+            out.append((phys, leaf.tobytes()))
     tree.root = tree.placement[(depth - 1, 0)]
     return tree.root, out, tree
