@@ -19,6 +19,7 @@ from ..errors import MemoryMapError, UnrepresentableError
 from ..image import PhysImage
 from ..layout import Layout
 from ..limits import Budget
+from ..bits import bitmaps_to_runs, runs_to_bitmaps
 from ..pageset import PageSet, coalesce_runs, runs_from_sorted_indexes
 
 U64 = np.uint64
@@ -131,7 +132,7 @@ def read_chunklist(
         raise MemoryMapError(f"v1 bitmap size {bitmap_bytes}", expected=f"512 or {lay.page_size}")
     bits = bitmap_bytes * 8
     cl = ChunkList(first=first, bitmap_bytes=bitmap_bytes, detection=why)
-    per_order: Dict[int, Tuple[List[np.ndarray], List[np.ndarray]]] = {}
+    per_order: Dict[int, List[Tuple[int, np.ndarray]]] = {}
     seen_bitmaps: Dict[int, int] = {}
     little = lay.byteorder == "little"
     for phys, chunk in _walk_chunks(image, first, lay, budget):
@@ -163,24 +164,14 @@ def read_chunklist(
             words = np.frombuffer(image.view(bm, bitmap_bytes, "v1 bitmap"), dtype=lay.dtype)
             if not words.any():
                 continue
-            le = words if little else words.astype("<u8")
-            pos = np.flatnonzero(np.unpackbits(le.view(np.uint8), bitorder="little")).astype(np.uint64)
-            idx = U64(index * bits) + pos
-            f, l = runs_from_sorted_indexes(idx)
-            lists = per_order.setdefault(order, ([], []))
-            lists[0].append(f)
-            lists[1].append(l)
+            per_order.setdefault(order, []).append((index * bits, words))
     runs = {}
-    for order, (firsts, lens) in per_order.items():
-        s = np.concatenate(firsts)
-        c = np.concatenate(lens)
-        o = np.argsort(s, kind="stable")
-        s, c = s[o] << U64(lay.page_shift + order), c[o]
-        try:
-            runs[order] = coalesce_runs(s, c, lay.page_size << order)
-        except Exception as exc:
-            raise MemoryMapError(f"order-{order} bitmaps overlap: {exc}") from None
-    return PageSet.from_runs(lay.page_size, runs, sort=False), cl
+    for order, group in per_order.items():
+        group.sort(key=lambda g: g[0])
+        f, l = bitmaps_to_runs(np.stack([w for _, w in group]), np.array([b for b, _ in group], dtype=np.uint64))
+        f <<= U64(lay.page_shift + order)
+        runs[order] = (f, l)
+    return PageSet._from_coalesced(lay.page_size, runs), cl
 
 
 def build_chunklist(
@@ -231,22 +222,15 @@ def build_chunklist(
         shift = lay.page_shift + order
         if shift >= 64:
             raise UnrepresentableError(f"order {order} with {lay.page_size} byte pages")
-        idx = pages.pages_of_order(order) >> U64(shift)
-        bidx = idx // U64(bits)
-        bounds = np.flatnonzero(np.diff(bidx)) + 1
-        starts = np.concatenate([[0], bounds])
-        ends = np.concatenate([bounds, [idx.size]])
+        r = pages.runs(order)
+        ids, packed = runs_to_bitmaps(r.starts >> U64(shift), r.counts, bits)
         entries = []
-        for a, b in zip(starts.tolist(), ends.tolist()):
-            index = int(bidx[a])
-            bm = np.zeros(bits, dtype=bool)
-            bm[(idx[a:b] - U64(index * bits)).astype(np.int64)] = True
-            packed = np.packbits(bm, bitorder="little")
+        for index, row in zip(ids.tolist(), packed):
             if lay.byteorder == "big":
-                packed = packed.view("<u8").astype(">u8").view(np.uint8)
+                row = row.view("<u8").astype(">u8").view(np.uint8)
             phys = new_bitmap(order, index)
             cl.bitmaps[(order, index)] = phys
-            out_bitmaps.append((phys, packed.tobytes()))
+            out_bitmaps.append((phys, row.tobytes()))
             entries.append(((index * bits) << shift, phys))
         per_order.append((order, entries))
     # chunks
