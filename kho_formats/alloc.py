@@ -2,63 +2,101 @@
 
 Builders never let chunks, bitmaps, radix nodes or vmalloc chunks overlap
 preserved memory, scratch areas or anything else already placed: the caller
-passes those as ``avoid`` ranges.
+passes those as ``avoid`` ranges.  Avoided ranges are kept as sorted numpy
+arrays, so millions of preserved runs cost a binary search per allocation.
 """
 
 from __future__ import annotations
 
 import bisect
-from typing import Iterable, List, Sequence, Tuple
+from typing import Iterable, List, Sequence, Tuple, Union
+
+import numpy as np
 
 from .errors import AllocationError
 
+RangeArrays = Tuple[np.ndarray, np.ndarray]
+
+
+def merge_range_arrays(starts: np.ndarray, ends: np.ndarray) -> RangeArrays:
+    """Sort and merge ``[start, end)`` ranges given as two arrays."""
+    starts = np.asarray(starts, dtype=np.uint64)
+    ends = np.asarray(ends, dtype=np.uint64)
+    keep = ends > starts
+    starts, ends = starts[keep], ends[keep]
+    if starts.size == 0:
+        return starts, ends
+    o = np.argsort(starts, kind="stable")
+    starts, ends = starts[o], ends[o]
+    run_end = np.maximum.accumulate(ends)
+    new = np.empty(starts.size, dtype=bool)
+    new[0] = True
+    new[1:] = starts[1:] > run_end[:-1]
+    idx = np.flatnonzero(new)
+    return starts[idx], np.append(run_end[idx[1:] - 1], run_end[-1])
+
 
 def merge_ranges(ranges: Iterable[Tuple[int, int]]) -> List[Tuple[int, int]]:
-    out: List[Tuple[int, int]] = []
-    for a, b in sorted((int(a), int(b)) for a, b in ranges if b > a):
-        if out and a <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out
+    rs = [(int(a), int(b)) for a, b in ranges]
+    if not rs:
+        return []
+    s, e = merge_range_arrays(np.array([a for a, _ in rs], dtype=np.uint64), np.array([b for _, b in rs], dtype=np.uint64))
+    return list(zip(s.tolist(), e.tolist()))
 
 
 class PageAllocator:
     """Hands out naturally aligned blocks from ``regions`` (``(start, size)``),
-    skipping ``avoid`` byte ranges ``[start, end)``, lowest address first."""
+    skipping ``avoid`` byte ranges ``[start, end)``, lowest address first.
+
+    ``avoid`` is an iterable of ``(start, end)`` pairs or a tuple of two
+    numpy arrays ``(starts, ends)``; ``avoid_merged`` takes sets that are
+    already sorted and merged, without sorting them again.
+    """
 
     def __init__(
         self,
         regions: Sequence[Tuple[int, int]],
         page_size: int,
-        avoid: Iterable[Tuple[int, int]] = (),
+        avoid: Union[Iterable[Tuple[int, int]], RangeArrays] = (),
+        *,
+        avoid_merged: Sequence[RangeArrays] = (),
     ) -> None:
         self.page_size = page_size
         self.regions = [(int(a), int(a) + int(s)) for a, s in regions]
         if not self.regions:
             raise AllocationError("no free region given for metadata pages", expected="--alloc BASE:SIZE")
-        self._avoid = merge_ranges(avoid)
-        self._avoid_starts = [a for a, _ in self._avoid]
+        if isinstance(avoid, tuple) and len(avoid) == 2 and isinstance(avoid[0], np.ndarray):
+            self._s, self._e = merge_range_arrays(*avoid)
+        else:
+            pairs = [(int(a), int(b)) for a, b in avoid]
+            self._s, self._e = merge_range_arrays(
+                np.array([a for a, _ in pairs], dtype=np.uint64), np.array([b for _, b in pairs], dtype=np.uint64)
+            )
+        #: more sets of ranges already sorted and merged (e.g. a PageSet's range_arrays())
+        self._sets: List[RangeArrays] = [(self._s, self._e)] + [
+            (np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64)) for a, b in avoid_merged
+        ]
+        self._extra: List[Tuple[int, int]] = []  # small, added later with avoid()
         self._region = 0
         self._cursor = self.regions[0][0]
         self.allocated: List[Tuple[int, int]] = []
 
     def avoid(self, start: int, end: int) -> None:
-        self._avoid = merge_ranges(self._avoid + [(start, end)])
-        self._avoid_starts = [a for a, _ in self._avoid]
+        bisect.insort(self._extra, (int(start), int(end)))
 
     def _conflict(self, a: int, b: int) -> int:
         """End of an avoided range intersecting [a, b), or 0."""
-        i = bisect.bisect_right(self._avoid_starts, a) - 1
-        for j in (i, i + 1):
-            if 0 <= j < len(self._avoid):
-                s, e = self._avoid[j]
-                if s < b and e > a:
-                    return e
-        # ranges starting inside [a, b)
-        k = bisect.bisect_left(self._avoid_starts, a)
-        if k < len(self._avoid) and self._avoid[k][0] < b:
-            return self._avoid[k][1]
+        if a < 1 << 64:
+            for starts, ends in self._sets:
+                if starts.size:
+                    i = int(np.searchsorted(ends, np.uint64(a), side="right"))
+                    if i < starts.size and int(starts[i]) < b:
+                        return int(ends[i])
+        for s, e in self._extra[max(0, bisect.bisect_left(self._extra, (a, a)) - 1):]:
+            if s >= b:
+                break
+            if e > a:
+                return e
         return 0
 
     def alloc(self, size: int = 0, *, align: int = 0, what: str = "metadata page") -> int:

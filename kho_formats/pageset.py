@@ -268,22 +268,36 @@ class PageSet:
             starts.append(s)
             ends.append(s + c * U64(self.page_size << o))
             orders.append(np.full(s.size, o, dtype=np.int64))
+        if len(starts) == 1:
+            return starts[0], ends[0], orders[0]
         s, e, o = np.concatenate(starts), np.concatenate(ends), np.concatenate(orders)
         idx = np.argsort(s, kind="stable")
         return s[idx], e[idx], o[idx]
 
-    def ranges(self) -> List[Tuple[int, int]]:
-        """Coalesced byte ranges ``[start, end)`` across all orders."""
+    def range_arrays(self) -> Tuple[np.ndarray, np.ndarray]:
+        """Coalesced byte ranges across all orders as (starts, ends) arrays."""
+        if len(self._runs) == 1:  # one order: its runs are already merged
+            ((o, (s, c)),) = self._runs.items()
+            return s, s + c * U64(self.page_size << o)
         s, e, _ = self.byte_intervals()
         if s.size == 0:
-            return []
+            return s, e
         run_end = np.maximum.accumulate(e)
         new = np.empty(s.size, dtype=bool)
         new[0] = True
         new[1:] = s[1:] > run_end[:-1]
         idx = np.flatnonzero(new)
-        ends = np.append(run_end[idx[1:] - 1], run_end[-1])
-        return list(zip(s[idx].tolist(), ends.tolist()))
+        return s[idx], np.append(run_end[idx[1:] - 1], run_end[-1])
+
+    def ranges(self) -> List[Tuple[int, int]]:
+        """Coalesced byte ranges ``[start, end)`` across all orders."""
+        s, e = self.range_arrays()
+        return list(zip(s.tolist(), e.tolist()))
+
+    def copy(self) -> "PageSet":
+        out = PageSet(self.page_size)
+        out._runs = {o: (s.copy(), c.copy()) for o, (s, c) in self._runs.items()}
+        return out
 
     def find_overlap(self) -> Optional[Tuple[int, int, int, int]]:
         """First pair of runs of different orders that overlap:

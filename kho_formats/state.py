@@ -13,6 +13,7 @@ Data flows one way on each path::
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -115,7 +116,17 @@ class KhoState:
         )
 
     def copy(self) -> "KhoState":
-        return copy.deepcopy(self)
+        """Independent copy (the preserved set's arrays are copied, not pickled)."""
+        return dataclasses.replace(
+            self,
+            preserved=self.preserved.copy(),
+            subblobs=[dataclasses.replace(s, extra_props=list(s.extra_props)) for s in self.subblobs],
+            scratch=list(self.scratch),
+            extra_compatible=list(self.extra_compatible),
+            notes=list(self.notes),
+            radix=copy.deepcopy(self.radix),
+            chunklist=copy.deepcopy(self.chunklist),
+        )
 
 
 # -- parse -------------------------------------------------------------------------
@@ -300,14 +311,16 @@ def build(
     lay = state.layout
     ps = state.page_size
     base = image.copy() if image is not None else PhysImage()
-    forbid: List[Tuple[int, int]] = list(state.preserved.ranges())
-    forbid += [(a, a + s) for a, s in state.scratch]
+    forbid: List[Tuple[int, int]] = [(a, a + s) for a, s in state.scratch]
     forbid += [(sb.phys, sb.phys + max(sb.size or 0, 1)) for sb in state.subblobs]
     if state.root_fdt_phys is not None:
         forbid.append((state.root_fdt_phys, state.root_fdt_phys + ps))
     forbid += [(s.phys, s.end) for s in base]
     forbid += list(avoid)
-    allocator = PageAllocator(alloc, ps, avoid=forbid) if alloc else None
+    ps_s, ps_e = state.preserved.range_arrays()
+    allocator = None
+    if alloc:
+        allocator = PageAllocator(alloc, ps, avoid=forbid, avoid_merged=[(ps_s, ps_e)])
     radix_tree = chunklist = None
     if ver.memory_map == "radix":
         placement = state.radix.placement if (reuse_placement and state.radix) else None

@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""kho-formats benchmark suite (issue 5).
+
+    python benchmarks/run.py              # every workload, table on stdout
+    python benchmarks/run.py --only a b   # some workloads
+    python benchmarks/run.py --json out.json
+
+Generates the workloads (benchmarks/workloads.py), compiles the C baseline
+(benchmarks/c/kho_baseline.c, ``cc -O2``), runs every operation several
+times and prints: workload, operation, median seconds, peak memory, and the
+ratio to the C baseline (ours / C; below 1.0 means faster than C).
+
+Timing is inside each process, from bytes in memory to the finished result:
+for us ``time.perf_counter`` around the library call, for C
+``clock_gettime`` around the walk/build (the C program reports it).
+Peak memory: for us the tracemalloc peak of the operation (Python and numpy
+allocations made by it; the input image is excluded), for C the process
+peak RSS (its input included).  "metadata" is the size of the map's own
+pages (radix nodes and leaves, or v1 chunks and bitmaps); "ranges" the
+number of coalesced runs in the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from workloads import ALLOC_BASE, WORKLOADS, Workload  # noqa: E402
+
+from kho_formats import state as kstate  # noqa: E402
+from kho_formats.abi import get_version  # noqa: E402
+from kho_formats.alloc import PageAllocator  # noqa: E402
+from kho_formats.image import PhysImage  # noqa: E402
+from kho_formats.layout import layout  # noqa: E402
+from kho_formats.memmap.chunklist import build_chunklist, read_chunklist  # noqa: E402
+from kho_formats.memmap.radix import build_radix, read_radix  # noqa: E402
+from kho_formats.pageset import PageSet  # noqa: E402
+
+OUT = HERE / "out"
+C_SRC = HERE / "c" / "kho_baseline.c"
+C_BIN = OUT / "kho_baseline"
+ALLOC = [(ALLOC_BASE, 1 << 40)]
+ROOT_FDT_PHYS = ALLOC_BASE - (1 << 20)
+
+
+def median_time(fn: Callable[[], object], repeat: int) -> Tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), result
+
+
+def peak_bytes(fn: Callable[[], object]) -> int:
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def compile_baseline() -> Optional[Path]:
+    if not C_SRC.exists():
+        return None
+    OUT.mkdir(parents=True, exist_ok=True)
+    if not C_BIN.exists() or C_BIN.stat().st_mtime < C_SRC.stat().st_mtime:
+        subprocess.run(["cc", "-O2", "-Wall", "-o", str(C_BIN), str(C_SRC)], check=True)
+    return C_BIN
+
+
+def c_run(args: List[str], repeat: int) -> Optional[dict]:
+    runs = []
+    for _ in range(repeat):
+        p = subprocess.run([str(C_BIN)] + args, capture_output=True, text=True)
+        if p.returncode != 0:
+            print(f"  C baseline failed: {' '.join(args[:2])}: {p.stderr.strip()[:200]}", file=sys.stderr)
+            return None
+        line = [l for l in p.stdout.splitlines() if l.startswith("{")][-1]
+        runs.append(json.loads(line))
+    out = dict(runs[0])
+    out["seconds"] = statistics.median(r["seconds"] for r in runs)
+    return out
+
+
+def write_pages_bin(pages: PageSet, path: Path) -> None:
+    """(u64 phys, u64 order) records, ascending order then phys."""
+    with open(path, "wb") as fh:
+        for o in pages.orders:
+            phys = pages.pages_of_order(o)
+            rec = np.empty((phys.size, 2), dtype="<u8")
+            rec[:, 0] = phys
+            rec[:, 1] = o
+            fh.write(rec.tobytes())
+
+
+def mib(n: float) -> str:
+    return f"{n / (1 << 20):.1f}"
+
+
+def bench(w: Workload, repeat: int, c_ok: bool, rows: List[dict]) -> None:
+    t0 = time.perf_counter()
+    pages = w.make()
+    gen = time.perf_counter() - t0
+    ver = get_version(w.version)
+    lay = layout(w.page_size, "little")
+    shift = lay.page_shift
+    print(f"[{w.name}] {w.title}: {pages.num_pages} pages, {pages.num_runs} runs (generated in {gen:.2f}s)",
+          file=sys.stderr)
+
+    def row(op: str, secs: float, peak: Optional[int], c: Optional[dict], extra: str = "") -> None:
+        r = {"workload": w.name, "title": w.title, "op": op, "seconds": secs, "peak_bytes": peak,
+             "c_seconds": c["seconds"] if c else None, "c_peak_bytes": c["peak_rss_kb"] * 1024 if c else None,
+             "ratio": (secs / c["seconds"]) if c and c["seconds"] > 0 else None, "note": extra}
+        rows.append(r)
+        ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
+        print(f"  {op:<8} {secs:8.3f}s peak {mib(peak or 0):>7} MiB   C {r['c_seconds'] if c else float('nan'):8.3f}s"
+              f"  ratio {ratio}  {extra}", file=sys.stderr)
+
+    # build
+    if ver.memory_map == "radix":
+        geom = ver.radix(w.page_size)
+        build_fn = lambda: build_radix(pages, geom, lay, PageAllocator(ALLOC, w.page_size))  # noqa: E731
+    else:
+        build_fn = lambda: build_chunklist(pages, lay, PageAllocator(ALLOC, w.page_size), bitmap_bytes=w.v1_bitmap)  # noqa: E731
+    secs, (root, map_pages, _info) = median_time(build_fn, repeat)
+    metadata = len(map_pages) * w.page_size
+    image = PhysImage(map_pages)
+    pages_bin = OUT / f"{w.name}.pages.bin"
+    elf = OUT / f"{w.name}.elf"
+    c_build = c_walk = None
+    if c_ok:
+        write_pages_bin(pages, pages_bin)
+        elf.write_bytes(image.to_elf())
+        if ver.memory_map == "radix":
+            depth = str(geom.depth)
+            c_build = c_run(["radix-build", str(pages_bin), str(shift), depth], repeat)
+            c_walk = c_run(["radix-walk", str(elf), hex(root), str(shift), depth], repeat)
+        else:
+            c_build = c_run(["chunklist-build", str(pages_bin), str(shift), str(w.v1_bitmap)], repeat)
+            c_walk = c_run(["chunklist-walk", str(elf), hex(root), str(shift), str(w.v1_bitmap)], repeat)
+    row("build", secs, peak_bytes(build_fn), c_build, f"metadata {mib(metadata)} MiB")
+    # parse
+    if ver.memory_map == "radix":
+        parse_fn = lambda: read_radix(image, root, geom, lay)  # noqa: E731
+    else:
+        parse_fn = lambda: read_chunklist(image, root, lay, bitmap_bytes=w.v1_bitmap)  # noqa: E731
+    secs, (got, _) = median_time(parse_fn, repeat)
+    if got != pages:
+        raise SystemExit(f"[{w.name}] parse(build(pages)) != pages")
+    peak = peak_bytes(parse_fn)
+    bound = 2 * metadata + 48 * got.num_runs
+    row("parse", secs, peak, c_walk,
+        f"ranges {got.num_runs}; peak/(2*metadata+48B*ranges) = {peak / bound:.2f}")
+    # convert v1 -> v4 (whole state: parse v1, convert, build v4)
+    if ver.memory_map == "chunk-list":
+        st = kstate.KhoState(version=w.version, page_size=w.page_size, preserved=pages, v1_bitmap_bytes=w.v1_bitmap,
+                             root_fdt_phys=ROOT_FDT_PHYS)
+        built = kstate.build(st, alloc=ALLOC)
+
+        def convert_fn():
+            s = kstate.parse(built.root_fdt, built.image, page_size=w.page_size,
+                             v1_bitmap="512" if w.v1_bitmap == 512 else "page")
+            return kstate.build(kstate.convert(s, "kho-v4"), alloc=[(ALLOC_BASE + (1 << 41), 1 << 40)])
+
+        secs, conv = median_time(convert_fn, repeat)
+        c_conv = None
+        if c_walk and c_ok:
+            c4 = c_run(["radix-build", str(pages_bin), str(shift), str(get_version("kho-v4").radix(w.page_size).depth)],
+                       repeat)
+            if c4:
+                c_conv = {"seconds": c_walk["seconds"] + c4["seconds"],
+                          "peak_rss_kb": max(c_walk["peak_rss_kb"], c4["peak_rss_kb"])}
+        row("convert", secs, peak_bytes(convert_fn), c_conv, "v1 -> v4 (C: chunklist-walk + radix-build)")
+    # kho inspect --json end to end
+    st = kstate.KhoState(version=w.version, page_size=w.page_size, preserved=pages, v1_bitmap_bytes=w.v1_bitmap,
+                         root_fdt_phys=ROOT_FDT_PHYS)
+    built = kstate.build(st, alloc=ALLOC)
+    d = OUT / f"{w.name}-fixture"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "root.dtb").write_bytes(built.root_fdt)
+    (d / "image.elf").write_bytes(built.image.to_elf())
+    cmd = [sys.executable, "-m", "kho_formats.cli", "inspect", str(d / "root.dtb"), "--mem", str(d / "image.elf"),
+           "--page-size", str(w.page_size), "--json"]
+    if w.v1_bitmap:
+        cmd += ["--v1-bitmap", "512" if w.v1_bitmap == 512 else "page"]
+    times = []
+    for _ in range(max(1, repeat - 1)):
+        t = time.perf_counter()
+        p = subprocess.run(cmd, capture_output=True, cwd=HERE.parent)
+        times.append(time.perf_counter() - t)
+        if p.returncode != 0:
+            print(f"  inspect failed: {p.stderr.decode()[:300]}", file=sys.stderr)
+            break
+    row("inspect", statistics.median(times), None, None, "subprocess, wall time incl. interpreter start")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="*", help="workload names (a b c d16 d64 e512 epage)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per operation (median reported)")
+    ap.add_argument("--no-c", action="store_true", help="skip the C baseline")
+    ap.add_argument("--json", help="also write the rows as JSON here")
+    a = ap.parse_args(argv)
+    OUT.mkdir(parents=True, exist_ok=True)
+    c_ok = not a.no_c and compile_baseline() is not None
+    rows: List[dict] = []
+    t0 = time.perf_counter()
+    for w in WORKLOADS:
+        if a.only and w.name not in a.only:
+            continue
+        bench(w, a.repeat, c_ok, rows)
+    total = time.perf_counter() - t0
+    ours = sum(r["seconds"] for r in rows)
+    hdr = f"{'workload':<9}{'operation':<10}{'seconds':>9}{'peak MiB':>10}{'C sec':>9}{'C MiB':>8}{'ratio':>7}  note"
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        print(f"{r['workload']:<9}{r['op']:<10}{r['seconds']:>9.3f}{mib(r['peak_bytes'] or 0):>10}"
+              f"{(r['c_seconds'] if r['c_seconds'] is not None else float('nan')):>9.3f}"
+              f"{mib(r['c_peak_bytes'] or 0):>8}"
+              f"{(format(r['ratio'], '.2f') if r['ratio'] is not None else '-'):>7}  {r['note']}")
+    print(f"\nsum of median operation times: {ours:.1f} s; whole run incl. generation, C and repeats: {total:.1f} s")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"rows": rows, "total_seconds": total}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
