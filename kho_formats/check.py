@@ -9,12 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional
 
+import numpy as np
+
 from .clients import ClientReport, decode_clients
 from .image import PhysImage
 from .limits import Budget, Limits
 from .state import KhoState
 
 ERROR, WARNING, INFO = "error", "warning", "info"
+#: findings of one kind reported one by one before the rest are summed up
+MAX_DETAILED = 64
 
 
 @dataclass(frozen=True)
@@ -39,15 +43,30 @@ class Finding:
                 "path": self.path}
 
 
-def _covered(state: KhoState, phys: int, size: int) -> bool:
+class _Coverage:
+    """The preserved set's merged byte ranges, computed once per check, with
+    a binary search per query (a per-query scan would make checking N vmalloc
+    groups against R preserved ranges O(N * R))."""
+
+    def __init__(self, state: KhoState) -> None:
+        self.starts, self.ends = state.preserved.range_arrays()
+
+    def covers(self, start: int, end: int) -> bool:
+        if self.starts.size == 0 or not 0 <= start < 1 << 64:
+            return False
+        i = int(np.searchsorted(self.starts, np.uint64(start), side="right")) - 1
+        if i < 0:
+            return False
+        e = int(self.ends[i])
+        return end <= (e if e > int(self.starts[i]) else 1 << 64)  # a range ending at 2**64 wraps to 0
+
+
+def _covered(state: KhoState, phys: int, size: int, cov: Optional[_Coverage] = None) -> bool:
     """Is every page of [phys, phys+size) inside a preserved range?"""
     ps = state.page_size
     start = phys - phys % ps
     end = -(-(phys + max(size, 1)) // ps) * ps
-    for a, b in state.preserved.ranges():
-        if a <= start and end <= b:
-            return True
-    return False
+    return (cov or _Coverage(state)).covers(start, end)
 
 
 def check(state: KhoState, image: Optional[PhysImage] = None, *, limits: Optional[Limits] = None,
@@ -74,12 +93,28 @@ def check(state: KhoState, image: Optional[PhysImage] = None, *, limits: Optiona
                                phys=hit[0]))
         if i and sc[i - 1][0] + sc[i - 1][1] > a:
             out.append(Finding(ERROR, "scratch-overlap", f"scratch areas overlap at {a:#x}", phys=a))
-    # metadata pages inside preserved memory or scratch
-    for a, b in state.metadata_pages():
+    # metadata pages inside preserved memory or scratch (a vectorized
+    # prefilter against the merged preserved ranges; details for the first
+    # few hits only, so a hostile map cannot make this O(pages * runs))
+    cov = _Coverage(state)
+    meta = state.metadata_pages()
+    if meta and cov.starts.size:
+        ma = np.array([min(a, (1 << 64) - 1) for a, _ in meta], dtype=np.uint64)
+        j = np.searchsorted(cov.ends, ma, side="right")
+        hits = np.flatnonzero(j < cov.starts.size)
+        hits = [int(k) for k in hits.tolist() if int(cov.starts[j[k]]) < meta[k][1]]
+    else:
+        hits = []
+    for k in hits[:MAX_DETAILED]:
+        a, b = meta[k]
         hit = state.preserved.overlaps_range(a, b)
         if hit:
             out.append(Finding(ERROR, "map-in-preserved",
                                f"memory-map page {a:#x} lies inside preserved order-{hit[1]} page {hit[0]:#x}", phys=a))
+    if len(hits) > MAX_DETAILED:
+        out.append(Finding(ERROR, "map-in-preserved", f"... and {len(hits) - MAX_DETAILED} more memory-map ranges lie "
+                           "inside preserved memory", phys=meta[hits[MAX_DETAILED]][0]))
+    for a, b in meta:
         for sa, ss in sc:
             if sa < b and a < sa + ss:
                 out.append(Finding(ERROR, "map-in-scratch", f"memory-map page {a:#x} lies in scratch", phys=a))
@@ -87,22 +122,23 @@ def check(state: KhoState, image: Optional[PhysImage] = None, *, limits: Optiona
         return out
     # radix-version rules
     if state.abi.memory_map == "radix":
-        if state.root_fdt_phys is not None and not _covered(state, state.root_fdt_phys, ps):
+        if state.root_fdt_phys is not None and not _covered(state, state.root_fdt_phys, ps, cov):
             out.append(Finding(WARNING, "root-not-preserved",
                                "the root FDT page is not in the preserved set: the next kernel may reuse it "
                                "before clients read their sub-nodes", phys=state.root_fdt_phys))
     for sb in state.subblobs:
-        if sb.size is not None and not _covered(state, sb.phys, sb.size):
+        if sb.size is not None and not _covered(state, sb.phys, sb.size, cov):
             out.append(Finding(WARNING if state.abi.memory_map == "chunk-list" else ERROR, "blob-not-preserved",
                                f"sub-blob {sb.name!r} ({sb.size} bytes) is not fully preserved", phys=sb.phys,
                                path=f"/{sb.name}"))
     reports = clients if clients is not None else decode_clients(state, image, budget=Budget(limits))
     for name, rep in reports.items():
-        out.extend(_client_findings(state, rep))
+        out.extend(_client_findings(state, rep, cov))
     return out
 
 
-def _client_findings(state: KhoState, rep: ClientReport) -> List[Finding]:
+def _client_findings(state: KhoState, rep: ClientReport, cov: Optional[_Coverage] = None) -> List[Finding]:
+    cov = cov or _Coverage(state)
     out: List[Finding] = []
     path = f"/{rep.name}"
     if rep.error is not None:
@@ -117,7 +153,7 @@ def _client_findings(state: KhoState, rep: ClientReport) -> List[Finding]:
                                    phys=c, path=path))
         grp = state.page_size << area.desc.order
         for g in area.groups.tolist():
-            if not _covered(state, int(g), grp):
+            if not _covered(state, int(g), grp, cov):
                 out.append(Finding(ERROR, "vmalloc-group-not-preserved", "vmalloc page group is not preserved",
                                    phys=int(g), path=path))
     if rep.kind == "kho_test" and rep.decoded is not None:
@@ -139,7 +175,7 @@ def _client_findings(state: KhoState, rep: ClientReport) -> List[Finding]:
                                    f"csum_partial of the folio data ({got})", path=path))
     if rep.kind == "memblock" and isinstance(rep.decoded, list):
         for r in rep.decoded:
-            if r["size"] and not _covered(state, r["start"], r["size"]):
+            if r["size"] and not _covered(state, r["start"], r["size"], cov):
                 out.append(Finding(WARNING, "reserve-mem-not-preserved",
                                    f"reserve_mem region {r['name']!r} is not preserved", phys=r["start"], path=path))
     return out

@@ -109,6 +109,13 @@ class OverlapError(KhoFormatError):
     kind = "overlap"
 
 
+class ScratchError(KhoFormatError):
+    """A scratch area (``struct kho_scratch``: addr, size) is impossible:
+    negative, or wrapping past the end of the 64-bit physical space."""
+
+    kind = "scratch"
+
+
 class UnrepresentableError(KhoFormatError):
     """The target format cannot hold this state (e.g. kho-v2, 16 KiB, order 0)."""
 

@@ -139,7 +139,7 @@ def parse_fdt(data: bytes, *, where: str = "FDT", phys: Optional[int] = None, ma
     while True:
         if off + 16 > total:
             raise e("memory reserve map is not terminated inside the blob", path="", expected="a 0,0 entry")
-        if s0 <= off < s1 or t0 <= off < t1:
+        if (off < s1 and s0 < off + 16 and s1 > s0) or (off < t1 and t0 < off + 16 and t1 > t0):
             raise e("memory reserve map runs into another block", path="", expected="disjoint blocks")
         a, s = struct.unpack_from(">QQ", buf, off)
         off += 16

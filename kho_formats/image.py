@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Tuple, Union
 
 import construct as cs
+import numpy as np
 
 from .errors import ImageError
 
@@ -210,24 +211,30 @@ class PhysImage:
             raise ImageError(f"{name}: not ELF64 (EI_CLASS={buf[4]})", expected="ELFCLASS64")
         if buf[5] not in (1, 2):
             raise ImageError(f"{name}: bad EI_DATA {buf[5]}", expected="1 (LSB) or 2 (MSB)")
-        ehdr_s, phdr_s = _elf_structs(buf[5] == 1)
+        ehdr_s, _ = _elf_structs(buf[5] == 1)
         eh = ehdr_s.parse(bytes(buf[:64]))
         if eh.e_phnum and eh.e_phentsize != 56:
             raise ImageError(f"{name}: e_phentsize {eh.e_phentsize}", expected="56")
         if eh.e_phoff + eh.e_phnum * 56 > len(buf):
             raise ImageError(f"{name}: program headers past end of file ({eh.e_phoff:#x} + {eh.e_phnum} x 56)")
         img = cls()
-        for k in range(eh.e_phnum):
-            off = eh.e_phoff + 56 * k
-            ph = phdr_s.parse(bytes(buf[off : off + 56]))
-            if ph.p_type != PT_LOAD or ph.p_filesz == 0:
-                continue
-            if ph.p_offset + ph.p_filesz > len(buf):
+        # all program headers at once (up to 65535 of them: one construct parse
+        # each would take seconds on a hostile file), then PT_LOADs by address
+        # so that adding them is O(n log n) and overlaps are caught pairwise
+        bo = "<" if buf[5] == 1 else ">"
+        ph_dt = np.dtype([("p_type", bo + "u4"), ("p_flags", bo + "u4"), ("p_offset", bo + "u8"),
+                          ("p_vaddr", bo + "u8"), ("p_paddr", bo + "u8"), ("p_filesz", bo + "u8"),
+                          ("p_memsz", bo + "u8"), ("p_align", bo + "u8")])
+        phs = np.frombuffer(buf, dtype=ph_dt, count=eh.e_phnum, offset=eh.e_phoff) if eh.e_phnum else np.zeros(0, ph_dt)
+        loads = np.flatnonzero((phs["p_type"] == PT_LOAD) & (phs["p_filesz"] != 0))
+        loads = loads[np.argsort(phs["p_paddr"][loads], kind="stable")]
+        for k in loads.tolist():
+            off, size, paddr = int(phs["p_offset"][k]), int(phs["p_filesz"][k]), int(phs["p_paddr"][k])
+            if off + size > len(buf):
                 raise ImageError(
-                    f"{name}: PT_LOAD #{k} data ({ph.p_offset:#x}+{ph.p_filesz:#x}) past end of file ({len(buf):#x})",
-                    phys=ph.p_paddr,
+                    f"{name}: PT_LOAD #{k} data ({off:#x}+{size:#x}) past end of file ({len(buf):#x})", phys=paddr,
                 )
-            img.add(ph.p_paddr, buf[ph.p_offset : ph.p_offset + ph.p_filesz], what=f"{name} PT_LOAD #{k}")
+            img.add(paddr, buf[off : off + size], what=f"{name} PT_LOAD #{k}")
         return img
 
     def to_elf(self, *, byteorder: str = "little", machine: str = "x86_64", merge: bool = True) -> bytes:
@@ -296,16 +303,25 @@ class PhysImage:
                 raise TypeError("segments is not a list")
         except FileNotFoundError:
             raise ImageError(f"{mpath}: no manifest") from None
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ImageError(f"{mpath}: bad manifest ({exc})") from None
+        except OSError as exc:
+            raise ImageError(f"{mpath}: cannot read the manifest ({exc.strerror or exc})") from None
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
+            raise ImageError(f"{mpath}: bad manifest ({type(exc).__name__}: {str(exc)[:200]})") from None
         img = cls()
         for k, seg in enumerate(segs):
             try:
-                fname, phys = seg["file"], int(seg["phys"])
-                size = int(seg.get("size", -1))
-            except (KeyError, TypeError, ValueError) as exc:
+                fname, phys = seg["file"], seg["phys"]
+                size = seg.get("size", -1)
+                if not isinstance(fname, str) or "\0" in fname:
+                    raise TypeError(f"file {fname!r} is not a file name")
+                if not all(isinstance(v, int) and not isinstance(v, bool) for v in (phys, size)):
+                    raise TypeError(f"phys {phys!r} and size {size!r} must be integers")
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise ImageError(f"{mpath}: segment #{k} is malformed ({exc})") from None
-            fpath = (d / fname).resolve()
+            try:
+                fpath = (d / fname).resolve()
+            except (OSError, RuntimeError, ValueError) as exc:  # symlink loops, bad names
+                raise ImageError(f"{mpath}: segment #{k} file {fname!r} cannot be resolved ({exc})") from None
             if d.resolve() not in fpath.parents:
                 raise ImageError(f"{mpath}: segment #{k} file {fname!r} is outside the bundle")
             data = _read_file(fpath, f"segment #{k}")

@@ -315,9 +315,14 @@ class PageSet:
 
     def overlaps_range(self, start: int, end: int) -> Optional[Tuple[int, int]]:
         """First preserved run (phys, order) that intersects ``[start, end)``."""
+        if start >= end or start >= 1 << 64 or end <= 0:
+            return None
         for o, (s, c) in self._runs.items():
             e = s + c * U64(self.page_size << o)
-            hit = np.flatnonzero((s < U64(end)) & (e > U64(start)))
+            # ``end`` may be 2**64 (a range ending at the top of the space) and
+            # a run ending there wraps ``e`` to 0: compare without a u64 overflow
+            below = s < U64(end) if end < 1 << 64 else np.ones(s.shape, dtype=bool)
+            hit = np.flatnonzero(below & ((e > U64(max(start, 0))) | (e <= s)))
             if hit.size:
                 return int(s[hit[0]]), o
         return None

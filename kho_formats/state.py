@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from . import abi
 from .abi import AbiVersion
 from .alloc import PageAllocator, merge_ranges
-from .errors import FdtError, KhoFormatError, PropertyError, VersionError
+from .errors import FdtError, KhoFormatError, PropertyError, ScratchError, VersionError
 from .fdt import FdtNode, build_fdt, fdt_totalsize, get_strings, get_u64, parse_fdt, str_bytes, u64_bytes
 from .image import PhysImage
 from .layout import Layout, layout
@@ -132,6 +132,21 @@ class KhoState:
 # -- parse -------------------------------------------------------------------------
 
 
+def _scratch_areas(scratch: Sequence[Tuple[int, int]]) -> List[Tuple[int, int]]:
+    """``kho_scratch`` (addr, size) pairs as ints, refusing ones no u64 can hold."""
+    out = []
+    for k, area in enumerate(scratch):
+        try:
+            a, s = (int(x) for x in area)
+        except (TypeError, ValueError):
+            raise ScratchError(f"scratch area #{k} is not an (addr, size) pair: {area!r}") from None
+        if a < 0 or s < 0 or a + s > 1 << 64:
+            raise ScratchError(f"scratch area #{k} ({a:#x} + {s:#x}) is outside the 64-bit physical space",
+                               phys=a if 0 <= a < 1 << 64 else None, expected="0 <= addr, addr + size <= 2**64")
+        out.append((a, s))
+    return out
+
+
 def _plausible_phys(v: int, page_size: int) -> bool:
     return v % page_size == 0 and v < (1 << 52)
 
@@ -193,7 +208,7 @@ def parse(
         notes.append(f"root FDT is {fdt.size} bytes: more than one page (the kernel creates it in one page)")
     state = KhoState(
         version=ver.name, page_size=page_size, byteorder=byteorder, root_fdt_phys=root_fdt_phys,
-        extra_compatible=extra, memmap_phys=map_phys, scratch=[(int(a), int(s)) for a, s in scratch], notes=notes,
+        extra_compatible=extra, memmap_phys=map_phys, scratch=_scratch_areas(scratch), notes=notes,
     )
     # sub-nodes
     for child in root.children:

@@ -75,7 +75,9 @@ def read_vmalloc(
         raise VmallocError(f"{where}: total_pages {desc.total_pages} is not a multiple of 1 << order {desc.order}",
                            phys=desc.first)
     want = desc.total_pages >> desc.order
-    budget.entries_add(want, where, desc.first)
+    # entries are charged as chunks are read, not from ``total_pages``: a
+    # descriptor that claims 2**32 - 1 pages costs only the chunks it really
+    # has, and the disagreement is reported as such below
     cap = lay.kho_vmalloc_chunk_capacity
     group = lay.page_size << desc.order
     groups: List[np.ndarray] = []
@@ -100,6 +102,7 @@ def read_vmalloc(
             raise VmallocError(f"{where}: entries after the zero terminator in chunk", phys=phys,
                                expected="a zero-terminated array")
         entries = chunk.phys[:n].astype(np.uint64)
+        budget.entries_add(n, where, phys)
         if got + n > want:
             raise VmallocError(f"{where}: chunks hold more than total_pages {desc.total_pages} pages",
                                phys=phys, expected=f"{want} entries of order {desc.order}")
