@@ -100,7 +100,7 @@ MK=(make -C "$SRC" O="$BUILD" ARCH=arm64 CROSS_COMPILE="$CROSS")
 "${MK[@]}" -s defconfig
 CFG="$SRC/scripts/config --file $BUILD/.config"
 # KHO and its self-test, built in.
-$CFG --enable KEXEC_HANDOVER --enable KEXEC_HANDOVER_DEBUGFS \
+$CFG --enable KEXEC_HANDOVER --enable KEXEC_HANDOVER_DEBUGFS --enable KEXEC_HANDOVER_DEBUG \
      --enable TEST_KEXEC_HANDOVER --enable DEBUG_FS \
      --enable SERIAL_AMBA_PL011 --enable SERIAL_AMBA_PL011_CONSOLE \
      --enable ARM64_4K_PAGES --disable ARM64_16K_PAGES --disable ARM64_64K_PAGES \
@@ -111,7 +111,10 @@ $CFG --enable DEBUG_INFO_NONE --disable DEBUG_INFO_DWARF_TOOLCHAIN_DEFAULT \
      --disable DEBUG_INFO_DWARF4 --disable DEBUG_INFO_DWARF5 --disable DEBUG_INFO_BTF \
      --disable KVM --disable VIRTUALIZATION \
      --disable DRM --disable SOUND --disable MEDIA_SUPPORT --disable WLAN \
-     --disable BT --disable CAN --disable STAGING
+     --disable BT --disable CAN --disable STAGING \
+     --disable IPV6 --disable NETFILTER --disable WIRELESS --disable ETHERNET \
+     --disable USB_SUPPORT --disable MTD --disable SCSI --disable ATA --disable MMC \
+     --disable NFS_FS --disable INPUT_TOUCHSCREEN --disable IIO --disable HID
 for p in $(grep -oE '^config ARCH_[A-Z0-9_]+' "$SRC/arch/arm64/Kconfig.platforms" | awk '{print $2}'); do
     $CFG --disable "$p"
 done

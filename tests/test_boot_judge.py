@@ -1,0 +1,71 @@
+"""kho boot: log judgement (canned serial logs) and, when a kernel is built, a real boot."""
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+from kho_formats import boot
+
+HEAD = "[    0.000000] Booting Linux on physical CPU 0x0000000000 [0x000f0510]\n[    0.000000] Linux version 7.3.4\n"
+FOUND = "[    0.000000] KHO: found kexec handover data.\n"
+END = "[    2.000000] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)\n"
+
+
+def test_accepted():
+    log = HEAD + FOUND + "[ 1.0] KHO: exec from: 7.3.4 (count 2)\n[ 1.5] test_kho: KHO restore succeeded\n" \
+        + "[ 1.6] Revived memory reservation 'trace_buf' from KHO\n" + END
+    v, why, st, lines = boot.judge_log(log, ["kexec-metadata", "kho_test", "memblock", "LUO"], ["trace_buf"])
+    assert v == "accepted", why
+    assert st == {"kexec-metadata": "ok", "kho_test": "ok", "memblock": "ok", "LUO": "not-exercised"}
+    assert any("test_kho" in l for l in lines)
+
+
+def test_rejections():
+    ok = HEAD + FOUND + "[ 1.5] test_kho: KHO restore succeeded\n" + END
+    assert boot.judge_log(ok, ["kho_test"])[0] == "accepted"
+    bad = HEAD + FOUND + "[ 1.5] test_kho: KHO restore failed\n" + END
+    v, why, st, _ = boot.judge_log(bad, ["kho_test"])
+    assert v == "rejected" and st["kho_test"] == "failed" and "restore failed" in why
+    warn = HEAD + FOUND + "[ 1.4] WARNING: CPU: 0 PID: 1 at kernel/liveupdate/kexec_handover.c:529\n" \
+        + "[ 1.5] test_kho: KHO restore succeeded\n" + END
+    assert boot.judge_log(warn, ["kho_test"])[0] == "rejected"
+    compat = HEAD + "[ 0.0] KHO: setup: handover FDT (0x70000000) is incompatible with 'kho-v4': 1\n" \
+        "[ 0.0] KHO: disabling KHO revival\n" + END
+    v, why, _, _ = boot.judge_log(compat, ["kho_test"])
+    assert v == "rejected" and "incompatible" in why
+    assert boot.judge_log(HEAD + FOUND, ["kho_test"], timed_out=True)[0] == "rejected"
+    assert boot.judge_log("", [])[0] == "error"
+    other_panic = HEAD + FOUND + "[ 1.5] test_kho: KHO restore succeeded\n" \
+        "[ 1.6] Kernel panic - not syncing: Attempted to kill init!\n"
+    assert boot.judge_log(other_panic, ["kho_test"])[0] == "rejected"
+    memblock_bad = HEAD + FOUND + "[ 0.1] KHO reserve-mem 'trace_buf' has wrong size (0x1000 != 0x400000)\n" + END
+    v, why, st, _ = boot.judge_log(memblock_bad, ["memblock"], ["trace_buf"])
+    assert v == "rejected" and st["memblock"] == "failed" and "wrong size" in why
+
+
+def test_fdt_reader():
+    # a tiny FDT: / { compatible = "kho-v4"; a { x = <1>; }; }
+    strings = b"compatible\0x\0"
+    st = struct.pack(">I", 1) + b"\0\0\0\0" + struct.pack(">III", 3, 7, 0) + b"kho-v4\0\0" \
+        + struct.pack(">I", 1) + b"a\0\0\0" + struct.pack(">III", 3, 4, 11) + struct.pack(">I", 1) \
+        + struct.pack(">II", 2, 2) + struct.pack(">I", 9)
+    off = 40 + 16
+    hdr = struct.pack(">10I", 0xD00DFEED, off + len(st) + len(strings), off, off + len(st), 40, 17, 16, 0,
+                      len(strings), len(st))
+    nodes = boot._fdt_nodes(hdr + bytes(16) + st + strings)
+    assert nodes["/"]["compatible"] == b"kho-v4\0"
+    assert nodes["/a"]["x"] == b"\0\0\0\1"
+
+
+KERNEL = Path(os.environ.get("KHO_BOOT_KERNEL", str(boot.default_kernel())))
+
+
+@pytest.mark.skipif(not (os.environ.get("KHO_BOOT_TESTS") and KERNEL.is_file()),
+                    reason="set KHO_BOOT_TESTS=1 and build the kernel (scripts/build-kernel.sh)")
+def test_cold_boot():
+    r = boot.run_boot(None, KERNEL, timeout=600)
+    assert r.verdict == "accepted", r.reason
+    assert "KHO: found kexec handover data." not in r.log
