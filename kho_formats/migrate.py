@@ -1,0 +1,122 @@
+"""Migrating a handover to another ABI version (``kho convert``).
+
+:func:`convert_capture` keeps the preserved set and every sub-blob (bytes and
+physical address) identical, rewrites the root FDT for the target version
+(``fdt`` <-> ``preserved-data``, ``blob-size`` added where the target
+requires it, compatible bumped) and writes a new memory map.  New map pages
+go into memory that is neither preserved nor scratch nor used by the image:
+the old map's own pages (v1 chunks and bitmaps, radix nodes and leaves, see
+:meth:`KhoState.metadata_pages`), the free regions a fixture recorded in
+``handover.json`` and any regions the caller names.  What the target cannot
+hold is refused (:class:`~kho_formats.errors.UnrepresentableError`).
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+from .capture import Capture, strip_ranges
+from .errors import KhoFormatError
+from .fixture import Fixture, disjoint_regions, make_fixture
+from .state import KhoState, build, convert
+
+
+def _describe_props(st: KhoState) -> List[str]:
+    ver = st.abi
+    props = [ver.address_property]
+    if ver.size_property and (ver.size_required or any(sb.size_source == ver.size_property for sb in st.subblobs)):
+        props.append(ver.size_property)
+    return props
+
+
+def convert_capture(
+    cap: Capture,
+    state: KhoState,
+    to_version: str,
+    *,
+    alloc: Sequence[Tuple[int, int]] = (),
+    v1_bitmap: Optional[str] = None,
+    arch: Optional[str] = None,
+    name: str = "converted",
+) -> Tuple[Fixture, dict]:
+    """``state`` (parsed from ``cap``) as ``to_version``: a fixture + a summary dict."""
+    if cap.image is None or not state.map_read:
+        raise KhoFormatError("convert needs the memory image that holds the memory map",
+                             expected="a fixture/capture directory with image.elf, or --mem IMAGE")
+    target = convert(state, to_version)
+    ps = state.page_size
+    if target.abi.memory_map == "chunk-list":
+        if v1_bitmap == "512":
+            target.v1_bitmap_bytes = 512
+        elif v1_bitmap == "page":
+            target.v1_bitmap_bytes = ps
+    old_meta = state.metadata_pages()
+    drop = list(old_meta) + list(cap.boot_ranges)
+    root = state.root_fdt_phys
+    if root is not None:
+        drop.append((root, root + ps))
+    base = strip_ranges(cap.image, drop)
+    if root is not None:
+        base.add(root, bytes(ps), what="root FDT page")
+    regions: List[Tuple[int, int]] = []
+    for a, b in old_meta:
+        regions.append((a, b - a))
+    regions += [(int(a), int(s)) for a, s in alloc]
+    regions = disjoint_regions(regions + list(cap.alloc))
+    if not regions and (target.preserved or target.scratch):
+        raise KhoFormatError("no memory to place the new memory map in: the source has no map pages to reuse",
+                             expected="--alloc BASE:SIZE naming free memory")
+    built = build(target, alloc=regions, image=base)
+    extra = {"converted_from": state.version, "source": cap.sources.get("root_fdt")}
+    fx = make_fixture(built, arch=arch or cap.arch or "arm64", name=name, alloc=regions, extra=extra)
+    changes = []
+    if state.abi.compatible != target.abi.compatible:
+        changes.append(f"compatible {state.abi.compatible} -> {target.abi.compatible}")
+    if state.abi.memory_map != target.abi.memory_map:
+        changes.append(f"memory map {state.abi.memory_map} -> {target.abi.memory_map}")
+    elif state.abi.memory_map == "radix":
+        d0 = state.abi.radix(ps).depth
+        d1 = target.abi.radix(ps).depth
+        if d0 != d1:
+            changes.append(f"radix depth {d0} -> {d1}")
+    p0, p1 = _describe_props(state), _describe_props(built.state)
+    if p0 != p1:
+        changes.append(f"sub-node properties {'+'.join(p0) or '-'} -> {'+'.join(p1)}")
+    new_meta = built.state.metadata_pages()
+    summary = {
+        "schema": "kho-formats/convert/1",
+        "from": {"version": state.version, "memmap_phys": state.memmap_phys,
+                 "metadata_bytes": sum(b - a for a, b in old_meta), "v1_bitmap_bytes": state.v1_bitmap_bytes},
+        "to": {"version": target.version, "memmap_phys": built.memmap_phys,
+               "metadata_bytes": sum(b - a for a, b in new_meta), "metadata_blocks": len(built.metadata),
+               "v1_bitmap_bytes": built.state.v1_bitmap_bytes},
+        "page_size": ps,
+        "byte_order": state.byteorder,
+        "preserved_pages": target.preserved.num_pages,
+        "preserved_bytes": target.preserved.total_bytes,
+        "subblobs": [{"name": sb.name, "phys": sb.phys, "size": sb.size, "properties": p1}
+                     for sb in built.state.subblobs],
+        "changes": changes,
+        "alloc": [[a, s] for a, s in regions],
+        "root_fdt_phys": root,
+        "notes": list(fx.extra.get("notes", [])),
+    }
+    return fx, summary
+
+
+def render_convert(s: dict, outdir: str = "") -> str:
+    f, t = s["from"], s["to"]
+    lines = [f"converted {f['version']} -> {t['version']}" + (f" into {outdir}" if outdir else ""),
+             f"  preserved: {s['preserved_pages']} pages ({s['preserved_bytes']} bytes), unchanged",
+             f"  sub-blobs: " + (", ".join(f"{b['name']}@{b['phys']:#x}+{b['size']}" for b in s["subblobs"]) or "none")
+             + (f" ({'+'.join(s['subblobs'][0]['properties'])})" if s["subblobs"] else ""),
+             f"  memory map: {f['memmap_phys']:#x} ({f['metadata_bytes']} bytes) -> {t['memmap_phys']:#x} "
+             f"({t['metadata_bytes']} bytes in {t['metadata_blocks']} blocks)"]
+    for c in s["changes"]:
+        lines.append(f"  changed: {c}")
+    for n in s.get("notes", []):
+        lines.append(f"  note: {n}")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["convert_capture", "render_convert"]

@@ -1,0 +1,313 @@
+"""Reports on parsed handovers, as stable JSON-able dicts and as text tables.
+
+* :func:`inspect_report` / :func:`render_inspect` -- ``kho inspect``
+* :func:`diff_report` / :func:`render_diff` -- ``kho diff``
+* :func:`check_report` / :func:`render_check` -- ``kho check``
+
+The JSON keys are documented in the README ("JSON output"); integers are
+plain JSON numbers (addresses included), ``null`` means "unknown".
+Every report carries ``"schema": "kho-formats/<command>/1"``; keys are only
+ever added within one schema version.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+from . import __version__
+from .check import ERROR, WARNING, Finding
+from .clients import ClientReport
+from .image import PhysImage
+from .state import KhoState
+
+SCHEMA = "kho-formats/{}/1"
+
+
+def human_size(n: int) -> str:
+    """``4096`` -> ``4 KiB``, ``1536`` -> ``1.5 KiB``."""
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            text = f"{n / (1 << shift):.1f}".rstrip("0").rstrip(".")
+            return f"{text} {unit}"
+    return f"{n} B"
+
+
+def preserved_report(state: KhoState) -> dict:
+    ps = state.page_size
+    per_order = {}
+    for o, n in state.preserved.counts_by_order().items():
+        per_order[str(o)] = {"pages": n, "bytes": n * (ps << o), "runs": int(state.preserved.runs(o).starts.size)}
+    return {
+        "pages": state.preserved.num_pages,
+        "bytes": state.preserved.total_bytes,
+        "runs": state.preserved.num_runs,
+        "per_order": per_order,
+        "ranges": [{"start": a, "end": b, "size": b - a} for a, b in state.preserved.ranges()],
+    }
+
+
+def _client_json(rep: Optional[ClientReport]) -> dict:
+    if rep is None:
+        return {"kind": "unknown", "decoded": None, "error": None}
+    j = rep.to_json()
+    return {"kind": j["kind"], "decoded": j["decoded"], "error": j["error"]}
+
+
+def inspect_report(state: KhoState, image: Optional[PhysImage], clients: Dict[str, ClientReport], *,
+                   root_fdt: bytes = b"", sources: Optional[dict] = None) -> dict:
+    """Everything ``kho inspect`` shows, as a JSON-able dict."""
+    subs = []
+    vm = []
+    for sb in state.subblobs:
+        rep = clients.get(sb.name)
+        entry = {"name": sb.name, "phys": sb.phys, "size": sb.size, "size_source": sb.size_source,
+                 "has_data": sb.data is not None, "in_image": bool(image is not None and sb.size is not None
+                                                                   and image.has(sb.phys, sb.size)),
+                 "extra_props": [n for n, _ in sb.extra_props]}
+        entry.update(_client_json(rep))
+        subs.append(entry)
+        if rep is not None:
+            for area in rep.vmalloc:
+                v = area.to_json()
+                v["client"] = sb.name
+                v["bytes"] = area.nr_pages * state.page_size
+                vm.append(v)
+    mm: dict = {"phys": state.memmap_phys, "kind": state.abi.memory_map, "read": state.map_read}
+    if state.radix is not None:
+        mm.update({"depth": state.abi.radix(state.page_size).depth, "pages": len(state.radix.pages)})
+    if state.chunklist is not None:
+        mm.update({"chunks": len(state.chunklist.chunks), "bitmaps": len(state.chunklist.bitmaps),
+                   "bitmap_bytes": state.chunklist.bitmap_bytes})
+    return {
+        "schema": SCHEMA.format("inspect"),
+        "generator": f"kho-formats {__version__}",
+        "sources": sources or {},
+        "version": state.version,
+        "compatible": [state.abi.compatible] + list(state.extra_compatible),
+        "page_size": state.page_size,
+        "byte_order": state.byteorder,
+        "v1_bitmap_bytes": state.v1_bitmap_bytes,
+        "root_fdt": {"phys": state.root_fdt_phys, "size": len(root_fdt)},
+        "memory_map": mm,
+        "scratch": [{"addr": a, "size": s} for a, s in state.scratch],
+        "subblobs": subs,
+        "vmalloc": vm,
+        "preserved": preserved_report(state) if state.map_read else None,
+        "image": {"segments": len(image), "bytes": image.total_bytes} if image is not None else None,
+        "notes": list(state.notes),
+    }
+
+
+def _fmt_addr(v: Optional[int]) -> str:
+    return "?" if v is None else f"{v:#x}"
+
+
+def _table(rows: List[Sequence[str]], header: Sequence[str], indent: str = "  ") -> List[str]:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    out = [indent + "  ".join(str(h).ljust(w) for h, w in zip(header, widths)).rstrip()]
+    for r in rows:
+        out.append(indent + "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+    return out
+
+
+def _summary(sub: dict) -> str:
+    d = sub.get("decoded")
+    if sub.get("error"):
+        return f"ERROR: {sub['error']}"
+    k = sub["kind"]
+    if d is None:
+        return "(not in image)" if not sub["has_data"] else ""
+    if k == "kexec-metadata":
+        return f"version {d['version']}, previous release {d['previous_release']!r}, kexec count {d['kexec_count']}"
+    if k == "memblock":
+        return "; ".join(f"{r['name']}: {r['start']:#x}+{human_size(r['size'])}" for r in d) or "no regions"
+    if k == "kho_test":
+        cs = d.get("csum_check") or {}
+        match = [a for a, v in cs.items() if v == d["csum"]]
+        ctext = f"csum {d['csum']:#010x}"
+        if cs:
+            ctext += f" (matches {'/'.join(match)})" if match else " (matches no arch)"
+        return f"{d['nr_folios']} folios, {ctext}"
+    if k == "unknown":
+        return f"{d['size']} bytes: {d['head']}..."
+    return ""
+
+
+def render_inspect(r: dict, *, max_ranges: int = 32) -> str:
+    L: List[str] = []
+    L.append(f"KHO handover: {', '.join(r['compatible'])}  ({r['page_size'] // 1024} KiB pages, "
+             f"{r['byte_order']}-endian)")
+    rf = r["root_fdt"]
+    L.append(f"  root FDT:        {_fmt_addr(rf['phys'])} ({rf['size']} bytes)")
+    mm = r["memory_map"]
+    detail = ""
+    if "depth" in mm:
+        detail = f", radix depth {mm['depth']}, {mm['pages']} node/leaf pages"
+    elif "chunks" in mm:
+        detail = f", {mm['chunks']} chunks, {mm['bitmaps']} bitmaps of {mm['bitmap_bytes']} bytes"
+    L.append(f"  memory map:      {_fmt_addr(mm['phys'])} ({mm['kind']}{detail})" + ("" if mm["read"] else
+                                                                                       " -- not read: no memory image"))
+    if r["v1_bitmap_bytes"]:
+        L.append(f"  v1 bitmaps:      {r['v1_bitmap_bytes']} bytes")
+    if r["image"]:
+        L.append(f"  memory image:    {r['image']['segments']} segments, {human_size(r['image']['bytes'])}")
+    L.append("")
+    L.append(f"Sub-blobs ({len(r['subblobs'])}):")
+    if r["subblobs"]:
+        rows = [(s["name"], _fmt_addr(s["phys"]), "?" if s["size"] is None else str(s["size"]), s["kind"], _summary(s))
+                for s in r["subblobs"]]
+        L += _table(rows, ("name", "phys", "size", "kind", "contents"))
+    for s in r["subblobs"]:
+        if s["kind"] == "kho_test" and s.get("decoded") and s["decoded"].get("folios"):
+            fol = s["decoded"]["folios"]
+            shown = ", ".join(f"{f['phys']:#x}/{f['order']}" for f in fol[:8])
+            L.append(f"  {s['name']} folios (phys/order): {shown}{' ...' if len(fol) > 8 else ''}")
+    L.append("")
+    L.append(f"vmalloc areas ({len(r['vmalloc'])}):")
+    if r["vmalloc"]:
+        rows = [(v["client"], _fmt_addr(v["first"]), str(v["total_pages"]), str(v["order"]), f"{v['flags']:#x}",
+                 str(len(v["chunks"])), human_size(v["bytes"])) for v in r["vmalloc"]]
+        L += _table(rows, ("client", "first chunk", "pages", "order", "flags", "chunks", "size"))
+    L.append("")
+    if r["scratch"]:
+        L.append(f"Scratch areas ({len(r['scratch'])}):")
+        L += _table([(_fmt_addr(s["addr"]), _fmt_addr(s["addr"] + s["size"]), human_size(s["size"]))
+                     for s in r["scratch"]], ("start", "end", "size"))
+        L.append("")
+    p = r["preserved"]
+    if p is None:
+        L.append("Preserved memory: not read (give the memory image with --mem)")
+    else:
+        L.append(f"Preserved memory: {p['pages']} pages in {len(p['ranges'])} ranges, {human_size(p['bytes'])}")
+        rows = [(o, str(v["pages"]), str(v["runs"]), human_size(v["bytes"])) for o, v in p["per_order"].items()]
+        if rows:
+            L += _table(rows, ("order", "pages", "runs", "bytes"))
+        L.append("")
+        rng = p["ranges"]
+        rows = [(_fmt_addr(x["start"]), _fmt_addr(x["end"]), human_size(x["size"])) for x in rng[:max_ranges]]
+        if rows:
+            L += _table(rows, ("start", "end", "size"))
+        if len(rng) > max_ranges:
+            L.append(f"  ... {len(rng) - max_ranges} more ranges (--json lists all)")
+    if r["notes"]:
+        L.append("")
+        L.append("Notes:")
+        L += [f"  - {n}" for n in r["notes"]]
+    return "\n".join(L) + "\n"
+
+
+# -- diff -----------------------------------------------------------------------------------
+
+
+def diff_report(a: KhoState, b: KhoState, *, names: Sequence[str] = ("A", "B"), max_pages: int = 1000) -> dict:
+    """Preserved-set and sub-blob differences (version/page size noted, not compared)."""
+    only_a, only_b = a.preserved.difference(b.preserved) if a.page_size == b.page_size else (a.preserved, b.preserved)
+
+    def pages(ps) -> dict:
+        lst = [{"phys": p, "order": o} for p, o in _limited_pages(ps, max_pages)]
+        return {"pages": ps.num_pages, "bytes": ps.total_bytes, "per_order": {str(o): n for o, n in
+                                                                          ps.counts_by_order().items()}, "list": lst}
+
+    sa = {s.name: s for s in a.subblobs}
+    sb = {s.name: s for s in b.subblobs}
+    blobs = []
+    for n in list(sa) + [x for x in sb if x not in sa]:
+        x, y = sa.get(n), sb.get(n)
+        if x is None or y is None:
+            blobs.append({"name": n, "change": "only-" + ("b" if x is None else "a")})
+            continue
+        diffs = []
+        if x.phys != y.phys:
+            diffs.append("phys")
+        if x.size != y.size:
+            diffs.append("size")
+        if x.data != y.data:
+            diffs.append("data" if (x.data is not None and y.data is not None) else "data-availability")
+        if diffs:
+            blobs.append({"name": n, "change": "differs", "fields": diffs,
+                          "a": {"phys": x.phys, "size": x.size}, "b": {"phys": y.phys, "size": y.size}})
+    same_set = a.page_size == b.page_size and a.preserved == b.preserved
+    meta = {}
+    for key, va, vb in (("version", a.version, b.version), ("page_size", a.page_size, b.page_size),
+                        ("byte_order", a.byteorder, b.byteorder), ("scratch", a.scratch, b.scratch)):
+        if va != vb:
+            meta[key] = {"a": va, "b": vb}
+    return {
+        "schema": SCHEMA.format("diff"),
+        "a": names[0],
+        "b": names[1],
+        "identical": same_set and not blobs and a.map_read and b.map_read,
+        "preserved_identical": same_set,
+        "map_read": {"a": a.map_read, "b": b.map_read},
+        "only_in_a": pages(only_a),
+        "only_in_b": pages(only_b),
+        "subblobs": blobs,
+        "other": meta,
+    }
+
+
+def _limited_pages(ps, limit: int):
+    for i, po in enumerate(ps.iter_pages()):
+        if i >= limit:
+            return
+        yield po
+
+
+def render_diff(d: dict) -> str:
+    L = []
+    if d["identical"]:
+        L.append(f"identical: same preserved set and sub-blobs ({d['a']} vs {d['b']})")
+    else:
+        L.append(f"different: {d['a']} vs {d['b']}")
+    if not (d["map_read"]["a"] and d["map_read"]["b"]):
+        L.append("  (a memory map was not read: give memory images)")
+    for side, key in (("A", "only_in_a"), ("B", "only_in_b")):
+        x = d[key]
+        if x["pages"]:
+            L.append(f"  only in {side}: {x['pages']} pages ({human_size(x['bytes'])})")
+            for p in x["list"][:20]:
+                L.append(f"    {p['phys']:#x} order {p['order']}")
+            if x["pages"] > 20:
+                L.append(f"    ... {x['pages'] - 20} more (--json lists up to 1000)")
+    for s in d["subblobs"]:
+        if s["change"] == "differs":
+            L.append(f"  sub-blob {s['name']}: {', '.join(s['fields'])} differ "
+                     f"(A {_fmt_addr(s['a']['phys'])}+{s['a']['size']}, B {_fmt_addr(s['b']['phys'])}+{s['b']['size']})")
+        else:
+            L.append(f"  sub-blob {s['name']}: only in {s['change'][-1].upper()}")
+    for k, v in d["other"].items():
+        L.append(f"  note: {k} differs (A {v['a']}, B {v['b']}; not compared)")
+    return "\n".join(L) + "\n"
+
+
+# -- check -----------------------------------------------------------------------------------
+
+
+def check_report(findings: List[Finding], *, source: str = "") -> dict:
+    return {
+        "schema": SCHEMA.format("check"),
+        "source": source,
+        "ok": not any(f.severity == ERROR for f in findings),
+        "errors": sum(f.severity == ERROR for f in findings),
+        "warnings": sum(f.severity == WARNING for f in findings),
+        "findings": [f.to_json() for f in findings],
+    }
+
+
+def render_check(r: dict) -> str:
+    L = []
+    for f in r["findings"]:
+        where = []
+        if f["path"]:
+            where.append(f["path"])
+        if f["phys"] is not None:
+            where.append(f"{f['phys']:#x}")
+        loc = (" @ ".join(where) + ": ") if where else ""
+        L.append(f"{f['severity']}: [{f['code']}] {loc}{f['message']}")
+    L.append(f"{r['source'] + ': ' if r['source'] else ''}{'OK' if r['ok'] else 'FAILED'}: "
+             f"{r['errors']} errors, {r['warnings']} warnings")
+    return "\n".join(L) + "\n"
+
+
+__all__ = ["inspect_report", "render_inspect", "diff_report", "render_diff", "check_report", "render_check",
+           "preserved_report", "human_size"]
