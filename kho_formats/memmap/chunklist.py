@@ -164,6 +164,14 @@ def read_chunklist(
             words = np.frombuffer(image.view(bm, bitmap_bytes, "v1 bitmap"), dtype=lay.dtype)
             if not words.any():
                 continue
+            if ((index + 1) * bits) << shift > 1 << 64:  # coverage runs past the top of the address space
+                nz = np.flatnonzero(words)
+                w = int(nz[-1])
+                top = index * bits + w * 64 + int(words[w]).bit_length() - 1
+                if top << shift >= 1 << 64:
+                    raise MemoryMapError(f"bit {top - index * bits} of the bitmap of {where} names an order-{order} "
+                                         "page past the 64-bit physical space", phys=bm,
+                                         expected=f"pages below 2**64 (bits < {((1 << 64) >> shift) - index * bits})")
             per_order.setdefault(order, []).append((index * bits, words))
     runs = {}
     for order, group in per_order.items():
