@@ -95,7 +95,7 @@ def bitmaps_to_runs(words: np.ndarray, bases: np.ndarray) -> Tuple[np.ndarray, n
     contiguous = np.zeros(n, dtype=bool)
     if n > 1:
         contiguous[1:] = bases[1:] == bases[:-1] + nbits
-    if n < 64:
+    if n < 256:
         return _runs_one(flat, w, bases, contiguous)
     # two halves on two threads (numpy releases the GIL), then stitch the seam
     h = n // 2
@@ -164,6 +164,21 @@ def runs_to_bitmaps(first: np.ndarray, length: np.ndarray, nbits: int) -> Tuple[
         last = end - _ONE
         b = np.searchsorted(ids, last >> shift).astype(np.int64) * nbits + (last & mask).astype(np.int64) + 1
         nrows = ids.size
+    total = int(length.sum())
+    if total * 32 < nrows * nbits:
+        # sparse bits: set them one by one (as 64-bit word ORs), no per-bit scan
+        starts_pos = a
+        offs = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(length.astype(np.int64)) - length.astype(np.int64),
+                                                             length.astype(np.int64))
+        pos = np.repeat(starts_pos, length.astype(np.int64)) + offs
+        words = np.zeros(nrows * nbits // 64, dtype=np.uint64)
+        np.bitwise_or.at(words, pos >> 6, np.left_shift(_ONE, (pos & 63).astype(np.uint64)))
+        rows = words.reshape(nrows, nbits // 64)
+        if ids is None:
+            keep = np.flatnonzero(rows.any(axis=1))
+            ids = U64(lo_min) + keep.astype(np.uint64)
+            rows = rows[keep]
+        return ids, np.ascontiguousarray(rows.astype("<u8", copy=False)).view(np.uint8).reshape(ids.size, nbits // 8)
     toggles = np.zeros(nrows * nbits + 64, dtype=bool)
     toggles[a] = True
     toggles[b] ^= True  # an end can meet the next run's start: they cancel

@@ -84,40 +84,47 @@ def read_radix(
     leaves: Dict[int, List[Tuple[int, np.ndarray]]] = {}
     little = lay.byteorder == "little"
 
+    nshift = [_node_shift(geom, lv) for lv in range(depth)]
+    lshifts = [geom.level_shift(lv) if lv else 0 for lv in range(depth)]
+
+    def source(parent: Optional[int], level: int, index: int) -> str:
+        return f" (entry {index} of the level-{level + 1} node at {parent:#x})" if parent is not None else ""
+
     def check_ptr(phys: int, level: int, parent: Optional[int], index: int) -> None:
         where = f"radix level {level} node" if level else "radix leaf"
-        src = f" (entry {index} of the level-{level + 1} node at {parent:#x})" if parent is not None else ""
         if phys % ps_size:
-            raise MemoryMapError(f"{where} pointer is not page aligned{src}", phys=phys, expected=f"a multiple of {ps_size:#x}")
+            raise MemoryMapError(f"{where} pointer is not page aligned{source(parent, level, index)}", phys=phys,
+                                 expected=f"a multiple of {ps_size:#x}")
         if phys in seen:
             lvl, _ = seen[phys]
             raise MemoryMapError(
-                f"{where} at {phys:#x} is already used as a level-{lvl} node{src}: shared or cyclic radix node",
+                f"{where} at {phys:#x} is already used as a level-{lvl} node{source(parent, level, index)}: "
+                "shared or cyclic radix node",
                 phys=phys,
                 expected="every node referenced once",
             )
-        if not image.has(phys, ps_size):
-            raise MemoryMapError(f"{where}{src} points outside the image", phys=phys, expected="a page present in the memory image")
 
     if root == 0:
         return PageSet(ps_size), tree
     check_ptr(root, depth - 1, None, 0)
-    stack: List[Tuple[int, int, int]] = [(root, depth - 1, 0)]
+    stack: List[Tuple[int, int, int, Optional[int], int]] = [(root, depth - 1, 0, None, 0)]
     while stack:
-        phys, level, prefix = stack.pop()
-        seen[phys] = (level, prefix >> _node_shift(geom, level))
-        tree.placement[(level, prefix >> _node_shift(geom, level))] = phys
-        budget.page(phys, f"radix level {level}")
+        phys, level, prefix, parent, index = stack.pop()
+        nid = prefix >> nshift[level]
+        seen[phys] = (level, nid)
+        tree.placement[(level, nid)] = phys
+        budget.page(phys, "radix node")
         try:
-            words = np.frombuffer(image.view(phys, ps_size, f"radix level-{level} node"), dtype=lay.dtype)
-        except ImageError as exc:  # pragma: no cover - check_ptr saw it
-            raise MemoryMapError(str(exc), phys=phys) from None
+            words = np.frombuffer(image.view(phys, ps_size, "radix node"), dtype=lay.dtype)
+        except ImageError:
+            where = f"radix level {level} node" if level else "radix leaf"
+            raise MemoryMapError(f"{where}{source(parent, level, index)} points outside the image", phys=phys,
+                                 expected="a page present in the memory image") from None
         if level > 0:
             tree.tables += 1
             nz = np.flatnonzero(words)
-            lshift = geom.level_shift(level)
-            for i in nz[::-1].tolist():
-                child = int(words[i])
+            lshift = lshifts[level]
+            for i, child in zip(nz[::-1].tolist(), words[nz[::-1]].tolist()):
                 cprefix = prefix | (i << lshift)
                 if cprefix >> (o0 + 1):
                     raise MemoryMapError(
@@ -127,7 +134,7 @@ def read_radix(
                     )
                 check_ptr(child, level - 1, phys, i)
                 seen[child] = (level - 1, -1)  # reserve: a second reference is an error
-                stack.append((child, level - 1, cprefix))
+                stack.append((child, level - 1, cprefix, phys, i))
             continue
         tree.leaves += 1
         if not words.any():
