@@ -14,6 +14,7 @@ import numpy as np
 from .clients import ClientReport, decode_clients
 from .image import PhysImage
 from .limits import Budget, Limits
+from .pageset import END_OF_SPACE
 from .state import KhoState
 
 ERROR, WARNING, INFO = "error", "warning", "info"
@@ -58,7 +59,8 @@ class _Coverage:
         if i < 0:
             return False
         e = int(self.ends[i])
-        return end <= (e if e > int(self.starts[i]) else 1 << 64)  # a range ending at 2**64 wraps to 0
+        # a range ending at 2**64 ends at END_OF_SPACE (or, wrapped, at 0)
+        return end <= (e if int(self.starts[i]) < e < END_OF_SPACE else 1 << 64)
 
 
 def _covered(state: KhoState, phys: int, size: int, cov: Optional[_Coverage] = None) -> bool:

@@ -24,6 +24,20 @@ def _u64(a: Iterable[int] | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(a, dtype=np.uint64).reshape(-1))
 
 
+#: stands for an exclusive end of 2**64 (a run ending at the top of the
+#: physical space wraps a u64 to 0); no page-aligned end equals it
+END_OF_SPACE = (1 << 64) - 1
+
+
+def _run_ends(starts: np.ndarray, counts: np.ndarray, unit: int) -> np.ndarray:
+    """Exclusive byte ends of runs, with END_OF_SPACE for a run ending at 2**64."""
+    ends = starts + counts * U64(unit)
+    wrapped = (ends <= starts) & (counts != 0)
+    if wrapped.any():
+        ends = np.where(wrapped, U64(END_OF_SPACE), ends)
+    return ends
+
+
 def coalesce_runs(starts: np.ndarray, counts: np.ndarray, unit: int) -> Tuple[np.ndarray, np.ndarray]:
     """Merge sorted runs that touch: ``starts`` in bytes, ``counts`` in units.
 
@@ -266,7 +280,7 @@ class PageSet:
         starts, ends, orders = [], [], []
         for o, (s, c) in self._runs.items():
             starts.append(s)
-            ends.append(s + c * U64(self.page_size << o))
+            ends.append(_run_ends(s, c, self.page_size << o))
             orders.append(np.full(s.size, o, dtype=np.int64))
         if len(starts) == 1:
             return starts[0], ends[0], orders[0]
@@ -278,7 +292,7 @@ class PageSet:
         """Coalesced byte ranges across all orders as (starts, ends) arrays."""
         if len(self._runs) == 1:  # one order: its runs are already merged
             ((o, (s, c)),) = self._runs.items()
-            return s, s + c * U64(self.page_size << o)
+            return s, _run_ends(s, c, self.page_size << o)
         s, e, _ = self.byte_intervals()
         if s.size == 0:
             return s, e
@@ -292,7 +306,7 @@ class PageSet:
     def ranges(self) -> List[Tuple[int, int]]:
         """Coalesced byte ranges ``[start, end)`` across all orders."""
         s, e = self.range_arrays()
-        return list(zip(s.tolist(), e.tolist()))
+        return [(a, 1 << 64 if b == END_OF_SPACE else b) for a, b in zip(s.tolist(), e.tolist())]
 
     def copy(self) -> "PageSet":
         out = PageSet(self.page_size)

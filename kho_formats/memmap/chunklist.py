@@ -97,7 +97,10 @@ def detect_bitmap_bytes(image: PhysImage, first: int, lay: Layout, budget: Optio
         if used.size == 0:
             continue
         entries += used.shape[0]
-        cover = U64(page_bits) << U64(chunk.hdr.order + lay.page_shift) if chunk.hdr.order + lay.page_shift + 15 < 64 else None
+        # page_bits << (order + PAGE_SHIFT) must fit a u64 (the log2 of page_bits
+        # is PAGE_SHIFT + 3, not the 15 of 4 KiB pages)
+        fits = chunk.hdr.order + lay.page_shift + page_bits.bit_length() - 1 < 64
+        cover = U64(page_bits) << U64(chunk.hdr.order + lay.page_shift) if fits else None
         starts, bms = used[:, 0], used[:, 1]
         if cover is not None and np.any(starts % cover):
             i = int(np.flatnonzero(starts % cover)[0])
