@@ -331,7 +331,9 @@ def build_fdt(
     """
     if style not in ("sequential-write", "read-write"):
         raise ValueError(f"unknown FDT style {style!r}")
-    strings = _Strings(style, strings_order if style == "read-write" else ())
+    used = {name for node in root.walk() for name, _ in node.props}
+    # the kernel only adds a string when a property first uses it
+    strings = _Strings(style, [n for n in strings_order if n in used] if style == "read-write" else ())
     parts: List[bytes] = []
     fixups: List[Tuple[int, int]] = []  # (index into parts, raw name offset)
 
