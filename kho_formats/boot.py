@@ -282,6 +282,9 @@ _BAD = [
 _END = re.compile(r"Kernel panic - not syncing|VFS: Unable to mount root fs|reboot: |Rebooting")
 
 
+_TS = re.compile(r"^\[\s*\d+\.\d+\]")
+
+
 def _strip(line: str) -> str:
     return re.sub(r"^\[\s*\d+\.\d+\]\s*", "", line.rstrip("\r\n"))
 
@@ -297,7 +300,7 @@ def judge_log(log: str, clients: Sequence[str] = (), reserve_mem: Sequence[str] 
     found = any(FOUND in l for l in lines)
     if not found:
         why = [l for l in lines if l.startswith("KHO: ") and ("setup:" in l or "failed" in l or "disabling" in l)]
-        if not any(l.startswith("Linux version") or "Booting Linux" in l for l in lines):
+        if not any(_TS.match(l) for l in log.splitlines()):
             return "error", "no kernel output (QEMU or kernel did not start)", status, kho_lines
         problems.append("kernel did not accept the handover" + (f": {why[0]}" if why else f" (no '{FOUND}')"))
 
@@ -339,7 +342,8 @@ def judge_log(log: str, clients: Sequence[str] = (), reserve_mem: Sequence[str] 
                 status[c] = "ok"
             else:
                 status[c] = "failed"
-                bad = [l for l in lines if "reserve-mem" in l or "FDT 'memblock'" in l or "reserve_mem" in l]
+                bad = [l for l in lines if ("reserve-mem" in l or "FDT 'memblock'" in l or "reserve_mem:" in l)
+                       and "command line" not in l]
                 problems.append("memblock: reserve_mem not revived" + (f": {bad[0]}" if bad else
                                 f" ({sorted(set(reserve_mem) - set(revived))})"))
         else:
@@ -463,7 +467,7 @@ def run_boot(
         cmd = [qemu_bin, *machine, "-nographic", "-no-reboot", "-kernel", str(kpath), "-dtb", str(dtb),
                "-append", cmdline, *loaders]
         log, rc, timed_out, dur = _run_qemu(cmd, timeout, keep_going)
-        if rc not in (0, None) and "Linux version" not in log and "Booting Linux" not in log:
+        if rc not in (0, None) and not any(_TS.match(l) for l in log.splitlines()):
             return BootResult("error", f"QEMU failed (exit {rc}): {log.strip()[-400:]}", [], log, {}, cmdline,
                               cmd, dur, timed_out, rc)
         verdict, reason, status, kho_lines = judge_log(log, clients, reserve_names, timed_out)
