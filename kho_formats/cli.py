@@ -122,6 +122,11 @@ def cmd_inspect(args) -> int:
     clients = decode_clients(st, cap.image, budget=Budget(_limits(args)))
     rep = inspect_report(st, cap.image, clients, root_fdt=cap.root_fdt, sources=cap.sources)
     _emit(args, rep, render_inspect(rep, max_ranges=args.max_ranges))
+    bad = [r for r in clients.values() if r.error is not None]
+    if bad:  # the report is complete, but a client blob did not decode: a problem
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        _error(f"sub-blob {bad[0].name!r} did not decode: {bad[0].error}{more}")
+        return EXIT_PROBLEM
     return EXIT_OK
 
 
@@ -250,7 +255,14 @@ def cmd_boot(args) -> int:
     if not (fixture / "handover.json").is_file():
         _error(f"{fixture}: not a fixture directory (no handover.json; write one with kho build)")
         return EXIT_PROBLEM
-    res = boot.run_boot(str(fixture), args.kernel, args.timeout)
+    boot_error = getattr(boot, "BootError", None)
+    try:
+        res = boot.run_boot(str(fixture), args.kernel, args.timeout)
+    except Exception as exc:
+        if boot_error is not None and isinstance(exc, boot_error):
+            _error(f"boot: {exc}")
+            return EXIT_PROBLEM
+        raise
     verdict = str(getattr(res, "verdict", "unknown"))
     reason = getattr(res, "reason", "") or ""
     lines = list(getattr(res, "kho_lines", []) or [])
