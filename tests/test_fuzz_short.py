@@ -1,0 +1,90 @@
+"""The short CI fuzz run: ~2000 mutated handovers of every version, page
+size and byte order (plus the real capture and the committed corpus) through
+parse + decode_clients + check; nothing but KhoFormatError may escape.
+
+The long run is ``python fuzz/fuzz_kho.py --runs 100000`` (see fuzz/README.md).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from fuzz.fuzz_kho import fuzz, guarded, load_corpus  # noqa: E402
+from fuzz.seeds import SEED_CONFIGS, FuzzInput, all_seeds, build_seed  # noqa: E402
+
+CORPUS = REPO / "fuzz" / "corpus"
+
+
+def test_seeds_cover_every_version_page_size_and_byte_order():
+    seeds = all_seeds()
+    names = {s.name for s in seeds}
+    for version in ("kho-v1", "kho-v2", "kho-v3", "kho-v4"):
+        for kib in (4, 16, 64):
+            for bo in ("little", "big"):
+                assert any(n.startswith(f"{version}-{kib}k-{bo}") for n in names), (version, kib, bo)
+    assert {c[3] for c in SEED_CONFIGS if c[0] == "kho-v1"} == {"512", "page"}
+    for s in seeds:  # every seed is a valid handover
+        out, exc, _ = guarded(s, 10.0)
+        assert exc is None and out.startswith("ok"), (s.name, out, exc)
+
+
+def test_seed_container_round_trips():
+    s = build_seed("kho-v4", 16384, "big")
+    t = FuzzInput.loads(s.dumps())
+    assert (t.root, t.segments, t.params, t.hot) == (s.root, s.segments, s.params, s.hot)
+
+
+def test_committed_corpus_replays_without_escapes():
+    files = sorted(CORPUS.glob("*.khofuzz"))
+    assert len(files) >= 30
+    regressions = [f for f in files if f.name.startswith("regress-")]
+    assert regressions, "the corpus keeps the minimized inputs of past escapes"
+    for inp, _ in load_corpus(CORPUS):
+        out, exc, dt = guarded(inp, 10.0)
+        assert exc is None, f"{inp.name}: {type(exc).__name__}: {exc}"
+        assert dt < 2.0, (inp.name, dt)
+
+
+def test_short_fuzz_run():
+    t0 = time.perf_counter()
+    stats = fuzz(2000, seed=20260101, corpus_dir=CORPUS, crash_dir=None, timeout=10.0)
+    wall = time.perf_counter() - t0
+    assert stats.runs == 2000
+    detail = json.dumps({k: {"error": v["error"], "seed": v["seed"], "ops": v["ops"]} for k, v in stats.crashes.items()},
+                        indent=1)
+    assert stats.escaped == 0, f"escaped exceptions (add each as a regression test):\n{detail}"
+    # every layer was reached, not just the FDT header checks
+    kinds = set(stats.outcomes)
+    for k in ("FdtError", "MemoryMapError", "PropertyError", "ok"):
+        assert any(x.startswith(k) for x in kinds), (k, kinds)
+    assert stats.slowest < 2.0, stats.slowest_name  # the long-run target is 1 s; slack for a loaded CI box
+    assert wall < 60, wall
+
+
+def test_harness_catches_escapes_and_hangs(monkeypatch):
+    import fuzz.fuzz_kho as fk
+
+    s = build_seed("kho-v4")
+
+    def broken(*a, **k):
+        raise IndexError("boom")
+
+    monkeypatch.setattr(fk.kstate, "parse", broken)
+    out, exc, _ = guarded(s, 10.0)
+    assert out is None and isinstance(exc, IndexError)
+    assert fk.signature(exc).startswith("IndexError@")
+
+    def slow(*a, **k):
+        while True:
+            pass
+
+    monkeypatch.setattr(fk.kstate, "parse", slow)
+    out, exc, dt = guarded(s, 0.2)
+    assert isinstance(exc, fk.Hang) and dt < 2.0
