@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Fuzz the kho-formats readers with mutated handovers of every ABI version.
 
-Every input runs ``state.parse`` + ``decode_clients`` + ``check`` (and the
-``LUO`` serialization-block chain when the seed has one).  A
+Every input runs ``state.parse`` + ``decode_clients`` + ``check`` + ``to_dts``
+of the root and sub-FDTs (and the ``LUO`` serialization-block chain when the
+seed has one).  A
 :class:`~kho_formats.errors.KhoFormatError` is the expected outcome for a
 malformed input; anything else that escapes (``IndexError``,
 ``struct.error``, ``OverflowError``, a numpy warning, a hang past
@@ -57,6 +58,7 @@ from kho_formats import state as kstate  # noqa: E402
 from kho_formats.clients import decode_clients  # noqa: E402
 from kho_formats.clients.blocks import read_block_chain  # noqa: E402
 from kho_formats.errors import KhoFormatError  # noqa: E402
+from kho_formats.fdt import to_dts  # noqa: E402
 from kho_formats.image import PhysImage  # noqa: E402
 from kho_formats.limits import Budget, Limits  # noqa: E402
 
@@ -311,6 +313,11 @@ def run_target(inp: FuzzInput) -> Optional[str]:
         if luo is not None and luo.data is not None and len(luo.data) >= 8:
             first = int.from_bytes(luo.data[:8], st.byteorder)
             read_block_chain(img, first, st.layout, entry_size=LUO_ENTRY_SIZE, budget=Budget(limits))
+        # the DTS renderer (kho dts) on the root FDT and every sub-FDT
+        to_dts(inp.root, byteorder=st.byteorder, where="root FDT")
+        for sb in st.subblobs:
+            if sb.data is not None and sb.data[:4] == b"\xd0\x0d\xfe\xed":
+                to_dts(sb.data, byteorder=st.byteorder, where=sb.name)
         kinds = sorted({f.code for f in findings if f.severity != "info"})
         cerr = sorted({type(r.error).__name__ + ":" + _shape(r.error.message) for r in reps.values() if r.error})
         return "ok " + ",".join(kinds + cerr)

@@ -151,6 +151,7 @@ def build_seed(
             size = ps << blob_order
             phys = calloc.alloc(size, align=size, what="blob")
             segments.append((phys, data.ljust(size, b"\0")))
+            hot.append(phys)
             preserved.add(phys, blob_order)
             return phys
 
@@ -171,7 +172,7 @@ def build_seed(
         except ImportError:
             kt = kho_test.encode(folios, lay, calloc, csum=rng.getrandbits(32))
         segments.extend(kt.segments)
-        hot.extend(p for p, _ in kt.segments if p not in {f[0] for f in folios})
+        hot.extend(p for p, _ in kt.segments if p not in {f[0] for f in folios})  # FDT, info pages, chunks
         pres = kt.preserve
         if min_order:  # v2 @ 16 KiB: drop what it cannot hold (check reports it)
             pres = PageSet.from_runs(ps, {o: (pres.runs(o).starts, pres.runs(o).counts) for o in pres.orders if o >= min_order})

@@ -16,6 +16,7 @@ with ``&u64, 8``); :func:`get_u64` / :func:`u64_bytes` take the byte order.
 from __future__ import annotations
 
 import io
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
@@ -373,6 +374,9 @@ def build_fdt(
 # -- DTS through pyfdt ---------------------------------------------------------------
 
 
+_TWO_CELLS = re.compile(r"^\S+ = <(0x[0-9a-fA-F]{1,8}) (0x[0-9a-fA-F]{1,8})>;$")
+
+
 def to_dts(blob: bytes, *, byteorder: str = "little", where: str = "FDT") -> str:
     """DTS text (via pyfdt) with every 8-byte property annotated with its
     native-order u64 value as a comment.  The blob is validated first."""
@@ -392,10 +396,11 @@ def to_dts(blob: bytes, *, byteorder: str = "little", where: str = "FDT") -> str
     for line in text.splitlines():
         stripped = line.strip()
         name = stripped.split(" = ", 1)[0] if " = " in stripped else None
-        if name in u64_props and stripped.endswith(";") and "<" in stripped:
-            cells = [int(c, 16) for c in stripped[stripped.index("<") + 1 : stripped.rindex(">")].split()]
-            if len(cells) == 2:
-                raw = struct.pack(">II", *cells)
-                line += f" /* u64 {byteorder}-endian: {int.from_bytes(raw, byteorder):#x} */"
+        # only a two-cell rendering: a string value that happens to contain
+        # "<...>" (e.g. b"a<x>cde\0") must not be taken for cells
+        m = _TWO_CELLS.match(stripped) if name in u64_props else None
+        if m:
+            raw = struct.pack(">II", int(m.group(1), 16) & 0xFFFFFFFF, int(m.group(2), 16) & 0xFFFFFFFF)
+            line += f" /* u64 {byteorder}-endian: {int.from_bytes(raw, byteorder):#x} */"
         out.append(line)
     return "\n".join(out) + "\n"

@@ -239,3 +239,25 @@ def test_every_truncation_is_an_fdt_error(cut):
     assert cut < len(blob)
     with pytest.raises(FdtError):
         parse_fdt(blob[:cut])
+
+
+# -- the DTS renderer (kho dts) on untrusted blobs ----------------------------------------
+
+
+def test_to_dts_of_an_8_byte_string_with_angle_brackets():
+    # an 8-byte property pyfdt renders as a string containing "<x>" used to be
+    # parsed as cells: ValueError escaped from int("x", 16)
+    from kho_formats.fdt import to_dts
+
+    blob = build_fdt(FdtNode("", [("compatible", b"kho-v4\0"), ("preserved-memory-map", b"a<x>cde\0"),
+                                  ("m", (0x1234).to_bytes(8, "little"))]))
+    text = to_dts(blob)
+    assert 'preserved-memory-map = "a<x>cde";' in text
+    assert "m = <0x34120000 0x00000000>; /* u64 little-endian: 0x1234 */" in text
+
+
+def test_to_dts_validates_first():
+    from kho_formats.fdt import to_dts
+
+    with fails(FdtError, "bad token", path="x:/"):
+        to_dts(raw_fdt(node("") + tok(7) + end_node() + fdt_end(), STRINGS), where="x")
