@@ -197,7 +197,7 @@ def cmd_build(args) -> int:
             f"  root FDT {fx.fdt_phys:#x} ({len(fx.root_fdt)} bytes), memory map {st.memmap_phys:#x}\n"
             f"  {st.preserved.num_pages} preserved pages, {len(st.subblobs)} sub-blobs "
             f"({', '.join(sb.name for sb in st.subblobs) or 'none'}), {len(st.scratch)} scratch areas\n"
-            f"  image: {len(fx.image)} segments, {fx.image.total_bytes} bytes\n"
+            f"  image: {len(fx.image.covered())} segments, {fx.image.total_bytes} bytes\n"
             f"  wrote {len(files)} files into {args.output}\n")
     _emit(args, data, text)
     return EXIT_OK
