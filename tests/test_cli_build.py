@@ -275,3 +275,28 @@ def test_yaml_and_toml_give_the_same_spec():
                    '[[blob]]\nname = "kho_test"\norders = [0, 1]\n', fmt="toml")
     assert y == t
     assert y.blobs[0].type == "kho_test" and y.page_size == 16384
+
+
+def test_big_endian_build_convert_and_elf(tmp_path):
+    spec = tmp_path / "be.toml"
+    spec.write_text((SPECS / "v1-512-4k.toml").read_text().replace(
+        'name = "v1-512-4k"', 'name = "v1-be"\nbyte_order = "big"'))
+    kho("build", spec, "-o", tmp_path / "v1", check_rc=0)
+    j = json.loads(kho("inspect", tmp_path / "v1", "--json", check_rc=0).stdout)
+    assert j["byte_order"] == "big" and j["v1_bitmap_bytes"] == 512
+    kt = {s["name"]: s for s in j["subblobs"]}["kho_test"]["decoded"]
+    assert kt["csum_check"]["arm64"] == kt["csum"]
+    kho("check", tmp_path / "v1", "--strict", check_rc=0)
+    kho("convert", "--to", "kho-v4", tmp_path / "v1", tmp_path / "v4", check_rc=0)
+    kho("check", tmp_path / "v4", "--strict", check_rc=0)
+    kho("diff", tmp_path / "v1", tmp_path / "v4", check_rc=0)
+    with open(tmp_path / "v4" / "image.elf", "rb") as f:
+        elf = ELFFile(f)
+        assert not elf.little_endian and elf.header["e_machine"] == "EM_AARCH64"
+    sd = (tmp_path / "v4" / "setup_data.bin").read_bytes()
+    assert struct.unpack_from(">QII", sd) == (0, 10, 32)
+    dts = kho("dts", tmp_path / "v4", check_rc=0).stdout
+    assert "u64 big-endian" in dts
+    # read as little-endian, the map pointer is implausible: a clear error, exit 1
+    r = kho("--byte-order", "little", "inspect", tmp_path / "v4", check_rc=1)
+    assert r.stderr.startswith("kho: error: ")
