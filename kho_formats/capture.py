@@ -230,7 +230,8 @@ def parse_capture(
     """
     ps = page_size or cap.page_size or 4096
     bo = byteorder or cap.byte_order or "little"
-    v1b = v1_bitmap if v1_bitmap not in (None, "auto") else cap.v1_bitmap
+    # explicit "auto" detects; no choice at all uses what a fixture recorded
+    v1b = cap.v1_bitmap if v1_bitmap is None else (None if v1_bitmap == "auto" else v1_bitmap)
     st = parse(cap.root_fdt, cap.image, version=version, page_size=ps, byteorder=bo, v1_bitmap=v1b,
                limits=limits, root_fdt_phys=cap.root_fdt_phys, scratch=cap.scratch)
     st.notes[:0] = cap.notes

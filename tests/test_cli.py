@@ -243,6 +243,12 @@ def test_inspect_v1_bitmap_choice():
     j2 = kho_json("--v1-bitmap", "512", "inspect", FIX / "v1-512-4k")
     assert j2["preserved"] == j["preserved"]
     assert kho_json("inspect", FIX / "v1-page-4k")["v1_bitmap_bytes"] == 4096
+    # explicit auto ignores what the fixture recorded and detects (and says how)
+    for name, size in (("v1-512-4k", 512), ("v1-page-4k", 4096)):
+        j = kho_json("--v1-bitmap", "auto", "inspect", FIX / name)
+        assert j["v1_bitmap_bytes"] == size and any(n.startswith("v1 bitmaps:") for n in j["notes"])
+    # the wrong explicit choice is an error, not a silently different set
+    one_error_line(kho("--v1-bitmap", "page", "inspect", FIX / "v1-512-4k", check_rc=1), "phys_start")
 
 
 # -- dts ---------------------------------------------------------------------------------------------
