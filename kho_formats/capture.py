@@ -114,7 +114,7 @@ def find_debugfs_dir(d: Path) -> Optional[Path]:
 def _json(path: Path) -> dict:
     try:
         data = json.loads(_read(path, "JSON file"))
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
         raise KhoFormatError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise KhoFormatError(f"{path}: not a JSON object")
@@ -124,8 +124,18 @@ def _json(path: Path) -> dict:
 def _pairs(value, where: str) -> List[Tuple[int, int]]:
     try:
         return [(int(a), int(s)) for a, s in value]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise KhoFormatError(f"{where}: expected a list of [address, size] pairs") from None
+
+
+def _meta_int(meta: dict, key: str, where: Path) -> Optional[int]:
+    """An integer hint from handover.json / meta.json (None when absent)."""
+    v = meta.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise KhoFormatError(f"{where}: {key} is {v!r}", expected="an integer")
+    return v
 
 
 def load_images(specs: Sequence[str]) -> Optional[PhysImage]:
@@ -182,24 +192,26 @@ def _load_dir(d: Path, *, use_own_image: bool) -> Capture:
             meta = _json(d / name)
             cap.sources["metadata"] = str(d / name)
             break
-    fdt_phys = meta.get("fdt_phys", meta.get("root_fdt_phys"))
+    mpath = Path(cap.sources.get("metadata", d))
+    fdt_phys = _meta_int(meta, "fdt_phys", mpath)
+    fdt_phys = _meta_int(meta, "root_fdt_phys", mpath) if fdt_phys is None else fdt_phys
     if fdt_phys is not None:
-        cap.root_fdt_phys = int(fdt_phys)
+        cap.root_fdt_phys = fdt_phys
     if meta.get("page_size"):
-        cap.page_size = int(meta["page_size"])
+        cap.page_size = _meta_int(meta, "page_size", mpath)
     bo = meta.get("byte_order")
     if bo in ("little", "big"):
         cap.byte_order = bo
-    bb = meta.get("v1_bitmap_bytes")
+    bb = _meta_int(meta, "v1_bitmap_bytes", mpath)
     if bb:
-        cap.v1_bitmap = "512" if int(bb) == 512 else "page"
+        cap.v1_bitmap = "512" if bb == 512 else "page"
     if meta.get("arch"):
         cap.arch = str(meta["arch"])
     if "scratch" in meta:
         cap.scratch = _pairs(meta["scratch"], f"{d}/handover.json: scratch")
     if meta.get("alloc"):
         cap.alloc = _pairs(meta["alloc"], f"{d}/handover.json: alloc")
-    sa = meta.get("scratch_array_phys")
+    sa = _meta_int(meta, "scratch_array_phys", mpath)
     if sa is not None:
         n = len(cap.scratch) * 16
         if n:

@@ -7,6 +7,7 @@ import json
 import os
 import struct
 import time
+from pathlib import Path
 
 import pytest
 
@@ -192,3 +193,41 @@ def test_raw_image_at_a_negative_or_wrapping_base(tmp_path):
     f.write_bytes(PAGE)
     with fails(ImageError, "does not fit the 64-bit address space", located=False):
         PhysImage.load(f"{f}@{2**64 - 16}")
+
+
+# -- capture directories (kho inspect DIR) -------------------------------------------------
+
+
+CAPTURE_ROOT = Path(__file__).resolve().parent.parent / "fixtures" / "captures" / "linux-7.3-x86_64-kho-v4" / "root.dtb"
+
+
+@pytest.mark.parametrize("meta,frag", [
+    ('{"fdt_phys": "abc"}', "fdt_phys is 'abc'"),                       # used to escape as ValueError
+    ('{"page_size": [1]}', "page_size is [1]"),                          # TypeError
+    ("[" * 100_000 + "]" * 100_000, "not valid JSON"),                   # RecursionError
+    ('{"fdt_phys": 1e400}', "fdt_phys is inf"),                          # OverflowError
+    ('{"scratch": [[1e400, 1]]}', "expected a list of [address, size] pairs"),
+    ('{"v1_bitmap_bytes": "x"}', "v1_bitmap_bytes is 'x'"),
+    ('{"scratch_array_phys": true, "scratch": [[4096, 4096]]}', "scratch_array_phys is True"),
+])
+def test_capture_metadata_that_lies(tmp_path, meta, frag):
+    from kho_formats.capture import load_capture
+    from kho_formats.errors import KhoFormatError
+
+    d = tmp_path / "cap"
+    d.mkdir()
+    (d / "root.dtb").write_bytes(CAPTURE_ROOT.read_bytes())
+    (d / "meta.json").write_text(meta)
+    with fails(KhoFormatError, frag, located=False):
+        load_capture(d)
+
+
+def test_capture_metadata_good(tmp_path):
+    from kho_formats.capture import load_capture
+
+    d = tmp_path / "cap"
+    d.mkdir()
+    (d / "root.dtb").write_bytes(CAPTURE_ROOT.read_bytes())
+    (d / "meta.json").write_text('{"fdt_phys": 18821120, "page_size": 4096, "v1_bitmap_bytes": 512}')
+    cap = load_capture(d)
+    assert (cap.root_fdt_phys, cap.page_size, cap.v1_bitmap) == (18821120, 4096, "512")
