@@ -120,8 +120,15 @@ def cmd_inspect(args) -> int:
 
     cap, st = _load(args, args.input, args.mem, args.root_phys)
     clients = decode_clients(st, cap.image, budget=Budget(_limits(args)))
-    rep = inspect_report(st, cap.image, clients, root_fdt=cap.root_fdt, sources=cap.sources)
-    _emit(args, rep, render_inspect(rep, max_ranges=args.max_ranges))
+    if args.all_ranges:
+        listed = None
+    elif args.max_ranges is not None:
+        listed = args.max_ranges
+    else:
+        listed = 100_000 if _opt(args, "json") else 32
+    rep = inspect_report(st, cap.image, clients, root_fdt=cap.root_fdt, sources=cap.sources, max_ranges=listed)
+    shown = len(rep["preserved"]["ranges"]) if rep["preserved"] else 0
+    _emit(args, rep, render_inspect(rep, max_ranges=shown))
     bad = [r for r in clients.values() if r.error is not None]
     if bad:  # the report is complete, but a client blob did not decode: a problem
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
@@ -304,7 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "per-order counts. " + where, epilog=EPILOG)
     s.add_argument("input", metavar="INPUT")
     mem_opts(s)
-    s.add_argument("--max-ranges", type=_int, default=32, metavar="N", help="ranges shown in the table (default 32)")
+    s.add_argument("--max-ranges", type=_int, default=None, metavar="N",
+                   help="ranges listed (default 32 in the table, 100000 with --json; the totals always count all)")
+    s.add_argument("--all-ranges", action="store_true", help="list every preserved range")
     s.set_defaults(func=cmd_inspect)
 
     s = sub.add_parser("dts", parents=[common], help="root FDT (and sub-FDTs) as DTS",

@@ -18,6 +18,7 @@ from . import __version__
 from .check import ERROR, WARNING, Finding
 from .clients import ClientReport
 from .image import PhysImage
+from .pageset import END_OF_SPACE
 from .state import KhoState
 
 SCHEMA = "kho-formats/{}/1"
@@ -32,17 +33,26 @@ def human_size(n: int) -> str:
     return f"{n} B"
 
 
-def preserved_report(state: KhoState) -> dict:
+def preserved_report(state: KhoState, max_ranges: Optional[int] = None) -> dict:
+    """Counts per order and the coalesced ranges; only the first
+    ``max_ranges`` ranges are listed (``None``: all), so a fragmented
+    terabyte map does not turn into gigabytes of JSON unless asked to."""
     ps = state.page_size
     per_order = {}
     for o, n in state.preserved.counts_by_order().items():
         per_order[str(o)] = {"pages": n, "bytes": n * (ps << o), "runs": int(state.preserved.runs(o).starts.size)}
+    starts, ends = state.preserved.range_arrays()
+    total = int(starts.size)
+    shown = total if max_ranges is None else min(total, max_ranges)
+    ends_list = [1 << 64 if e == END_OF_SPACE else e for e in ends[:shown].tolist()]
     return {
         "pages": state.preserved.num_pages,
         "bytes": state.preserved.total_bytes,
         "runs": state.preserved.num_runs,
         "per_order": per_order,
-        "ranges": [{"start": a, "end": b, "size": b - a} for a, b in state.preserved.ranges()],
+        "ranges_total": total,
+        "ranges_truncated": shown < total,
+        "ranges": [{"start": a, "end": b, "size": b - a} for a, b in zip(starts[:shown].tolist(), ends_list)],
     }
 
 
@@ -54,7 +64,8 @@ def _client_json(rep: Optional[ClientReport]) -> dict:
 
 
 def inspect_report(state: KhoState, image: Optional[PhysImage], clients: Dict[str, ClientReport], *,
-                   root_fdt: bytes = b"", sources: Optional[dict] = None) -> dict:
+                   root_fdt: bytes = b"", sources: Optional[dict] = None,
+                   max_ranges: Optional[int] = None) -> dict:
     """Everything ``kho inspect`` shows, as a JSON-able dict."""
     subs = []
     vm = []
@@ -92,7 +103,7 @@ def inspect_report(state: KhoState, image: Optional[PhysImage], clients: Dict[st
         "scratch": [{"addr": a, "size": s} for a, s in state.scratch],
         "subblobs": subs,
         "vmalloc": vm,
-        "preserved": preserved_report(state) if state.map_read else None,
+        "preserved": preserved_report(state, max_ranges) if state.map_read else None,
         "image": {"segments": len(image), "bytes": image.total_bytes} if image is not None else None,
         "notes": list(state.notes),
     }
@@ -178,7 +189,7 @@ def render_inspect(r: dict, *, max_ranges: int = 32) -> str:
     if p is None:
         L.append("Preserved memory: not read (give the memory image with --mem)")
     else:
-        L.append(f"Preserved memory: {p['pages']} pages in {len(p['ranges'])} ranges, {human_size(p['bytes'])}")
+        L.append(f"Preserved memory: {p['pages']} pages in {p['ranges_total']} ranges, {human_size(p['bytes'])}")
         rows = [(o, str(v["pages"]), str(v["runs"]), human_size(v["bytes"])) for o, v in p["per_order"].items()]
         if rows:
             L += _table(rows, ("order", "pages", "runs", "bytes"))
@@ -187,8 +198,9 @@ def render_inspect(r: dict, *, max_ranges: int = 32) -> str:
         rows = [(_fmt_addr(x["start"]), _fmt_addr(x["end"]), human_size(x["size"])) for x in rng[:max_ranges]]
         if rows:
             L += _table(rows, ("start", "end", "size"))
-        if len(rng) > max_ranges:
-            L.append(f"  ... {len(rng) - max_ranges} more ranges (--json lists all)")
+        more = p["ranges_total"] - min(len(rng), max_ranges)
+        if more > 0:
+            L.append(f"  ... {more} more ranges (--max-ranges N or --all-ranges to list them)")
     if r["notes"]:
         L.append("")
         L.append("Notes:")

@@ -1,0 +1,53 @@
+"""``kho inspect`` lists a bounded number of ranges by default, counts all of
+them, and lists every one on request."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from kho_formats.pageset import PageSet
+from kho_formats.state import KhoState, build
+
+
+def _fixture(tmp_path, nruns: int):
+    # every other page: nruns separate one-page ranges
+    phys = (np.arange(nruns, dtype=np.uint64) * np.uint64(2 * 4096)) + np.uint64(1 << 32)
+    st = KhoState(version="kho-v4", preserved=PageSet.from_arrays(4096, {0: phys}), root_fdt_phys=1 << 30)
+    b = build(st, alloc=[(1 << 36, 1 << 30)])
+    (tmp_path / "root.dtb").write_bytes(b.root_fdt)
+    (tmp_path / "image.elf").write_bytes(b.image.to_elf())
+    return tmp_path / "root.dtb", tmp_path / "image.elf"
+
+
+def _inspect(*args):
+    r = subprocess.run([sys.executable, "-m", "kho_formats.cli", "inspect", *map(str, args)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_json_ranges_capped_and_counted(tmp_path):
+    root, img = _fixture(tmp_path, 300)
+    rep = json.loads(_inspect(root, "--mem", img, "--json", "--max-ranges", "7"))
+    p = rep["preserved"]
+    assert p["ranges_total"] == 300 and p["ranges_truncated"] is True
+    assert [r["start"] for r in p["ranges"]] == [(1 << 32) + 2 * 4096 * i for i in range(7)]
+    assert p["pages"] == 300
+
+
+def test_all_ranges_lists_every_range(tmp_path):
+    root, img = _fixture(tmp_path, 300)
+    p = json.loads(_inspect(root, "--mem", img, "--json", "--all-ranges"))["preserved"]
+    assert len(p["ranges"]) == 300 and p["ranges_truncated"] is False
+    assert p["ranges"][-1]["end"] == (1 << 32) + 2 * 4096 * 299 + 4096
+
+
+def test_table_says_how_many_more(tmp_path):
+    root, img = _fixture(tmp_path, 50)
+    out = _inspect(root, "--mem", img, "--max-ranges", "10")
+    assert "50 ranges" in out
+    assert "... 40 more ranges" in out
