@@ -44,6 +44,32 @@ def merge_ranges(ranges: Iterable[Tuple[int, int]]) -> List[Tuple[int, int]]:
     return list(zip(s.tolist(), e.tolist()))
 
 
+def disjoint_regions(regions: Sequence[Tuple[int, int]]) -> List[Tuple[int, int]]:
+    """``(start, size)`` regions with the parts already named by an earlier
+    region removed, preference order kept (the bump allocator walks regions in
+    order and must never see one page twice)."""
+    taken: List[Tuple[int, int]] = []
+    out: List[Tuple[int, int]] = []
+    for a, s in regions:
+        pieces = [(int(a), int(a) + int(s))]
+        for ta, tb in taken:
+            nxt = []
+            for pa, pb in pieces:
+                if tb <= pa or ta >= pb:
+                    nxt.append((pa, pb))
+                    continue
+                if pa < ta:
+                    nxt.append((pa, ta))
+                if tb < pb:
+                    nxt.append((tb, pb))
+            pieces = nxt
+        for pa, pb in pieces:
+            if pb > pa:
+                out.append((pa, pb - pa))
+        taken.append((int(a), int(a) + int(s)))
+    return out
+
+
 class PageAllocator:
     """Hands out naturally aligned blocks from ``regions`` (``(start, size)``),
     skipping ``avoid`` byte ranges ``[start, end)``, lowest address first.
@@ -62,7 +88,8 @@ class PageAllocator:
         avoid_merged: Sequence[RangeArrays] = (),
     ) -> None:
         self.page_size = page_size
-        self.regions = [(int(a), int(a) + int(s)) for a, s in regions]
+        # a page named by two regions must not be handed out twice
+        self.regions = [(a, a + s) for a, s in disjoint_regions(regions)]
         if not self.regions:
             raise AllocationError("no free region given for metadata pages", expected="--alloc BASE:SIZE")
         if isinstance(avoid, tuple) and len(avoid) == 2 and isinstance(avoid[0], np.ndarray):

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from . import __version__
-from .alloc import PageAllocator
+from .alloc import PageAllocator, disjoint_regions
 from .errors import AllocationError, KhoFormatError
 from .image import PhysImage
 from .layout import SETUP_KEXEC_KHO, KhoData, KhoScratch, SetupDataHdr, layout
@@ -46,32 +46,6 @@ ARCHS = ("arm64", "x86_64")
 #: every file :func:`write_fixture` writes (besides the ``seg-*.bin`` segments)
 FIXTURE_FILES = ("root.dtb", "image.elf", "manifest.json", "handover.json", "qemu-args.txt", "kho_fixture.h",
                  "setup_data.bin", "chosen.json", "chosen.dtsi")
-
-
-def disjoint_regions(regions: Sequence[Tuple[int, int]]) -> List[Tuple[int, int]]:
-    """``(start, size)`` regions with the parts already named by an earlier
-    region removed, preference order kept (the bump allocator walks regions in
-    order and must never see one page twice)."""
-    taken: List[Tuple[int, int]] = []
-    out: List[Tuple[int, int]] = []
-    for a, s in regions:
-        pieces = [(int(a), int(a) + int(s))]
-        for ta, tb in taken:
-            nxt = []
-            for pa, pb in pieces:
-                if tb <= pa or ta >= pb:
-                    nxt.append((pa, pb))
-                    continue
-                if pa < ta:
-                    nxt.append((pa, ta))
-                if tb < pb:
-                    nxt.append((tb, pb))
-            pieces = nxt
-        for pa, pb in pieces:
-            if pb > pa:
-                out.append((pa, pb - pa))
-        taken.append((int(a), int(a) + int(s)))
-    return out
 
 
 @dataclass
