@@ -28,8 +28,19 @@ Fixture directory contract (what this module reads; everything else is ignored):
     (a string appended to the kernel command line).
 
 Everything is laid into QEMU ``virt`` with ``-m 1G`` (RAM ``0x40000000 ..
-0x80000000``); see ``docs/kernel-notes.md`` for where the kernel and DTB land
-and how big the scratch must be.
+0x80000000``). Segments must stay inside RAM and clear of QEMU's boot stub
+(``0x40000000``), the kernel (``0x40200000 + image_size``, ~``0x415c0000``
+for the cached 7.3 build) and the boot DTB (``0x48000000``); scratch should
+be >= 64 MiB (48 MiB panics allocating the memmap). See
+``docs/kernel-notes.md``.
+
+Verdicts: ``accepted`` (``KHO: found kexec handover data.``, no WARNING /
+BUG / Oops / unexpected panic / KHO error line, and every known client in the
+root FDT reported success: ``test_kho: KHO restore succeeded``,
+``KHO: exec from:`` for ``kexec-metadata``, ``Revived memory reservation``
+for each ``memblock`` region, which ``kho boot`` requests with
+``reserve_mem=SIZE:4096:NAME``); ``rejected`` (anything else, timeout
+included); ``error`` (the harness or QEMU could not run the kernel).
 """
 
 from __future__ import annotations
@@ -54,9 +65,11 @@ PathLike = Union[str, os.PathLike]
 
 QEMU_RAM_BASE = 0x4000_0000
 QEMU_RAM_SIZE = 1 << 30
+#: where QEMU puts the -dtb blob with no initrd: RAM + min(RAM / 2, 128 MiB)
+QEMU_DTB_ADDR = QEMU_RAM_BASE + 0x0800_0000
 #: where a missing scratch array is placed (first free page at or above)
 KHO_BOOT_SCRATCH_ARRAY = 0x7FF0_0000
-BASE_CMDLINE = "console=ttyAMA0 kho=on loglevel=7 panic=-1"
+BASE_CMDLINE = "console=ttyAMA0 earlycon=pl011,0x9000000 kho=on loglevel=7 panic=-1"
 
 FOUND = "KHO: found kexec handover data."
 
@@ -203,6 +216,9 @@ def _load_fixture(fixture_dir: PathLike) -> _Fixture:
         scratch = [(int(a), int(n)) for a, n in handover["scratch"]]
     except (KeyError, TypeError, ValueError) as exc:
         raise BootError(f"handover.json: missing/bad field ({exc})") from None
+    arch = str(handover.get("arch", "arm64"))
+    if arch not in ("arm64", "aarch64"):
+        raise BootError(f"fixture is for {arch}: kho boot boots an arm64 kernel (build the fixture with arch = arm64)")
     sap = handover.get("scratch_array_phys")
     byte_order = handover.get("byte_order", "little")
     page_size = int(handover.get("page_size", 4096))
@@ -351,6 +367,9 @@ def judge_log(log: str, clients: Sequence[str] = (), reserve_mem: Sequence[str] 
 
     if timed_out:
         problems.append("timeout before the kernel reached the end of boot")
+    problems = list(dict.fromkeys(problems))
+    if len(problems) > 1 and problems[0].startswith("kernel did not accept the handover: "):
+        problems = [problems[0]] + [p for p in problems[1:] if p not in problems[0]]
     if problems:
         return "rejected", problems[0] if len(problems) == 1 else "; ".join(problems[:4]), status, kho_lines
     return "accepted", "handover found and every known client reported success", status, kho_lines
@@ -358,6 +377,13 @@ def judge_log(log: str, clients: Sequence[str] = (), reserve_mem: Sequence[str] 
 
 # ---------------------------------------------------------------------------
 # QEMU
+
+
+def _ram_bytes(memory: str) -> int:
+    m = re.fullmatch(r"(\d+)([KMGT]?)", memory.strip().upper())
+    if not m:
+        return QEMU_RAM_SIZE
+    return int(m.group(1)) << {"": 20, "K": 10, "M": 20, "G": 30, "T": 40}[m.group(2)]
 
 
 def _need(tool: str) -> str:
@@ -382,6 +408,34 @@ def _patch_dtb(base_dtb: Path, out: Path, fdt: Tuple[int, int], scratch: Tuple[i
         subprocess.run([fdtput, "-c", str(out), "/chosen"], capture_output=True)
         subprocess.run([fdtput, "-t", "u", str(out), "/chosen", prop, *_cells(a, ac), *_cells(s, sc)],
                        check=True, capture_output=True)
+
+
+def _kernel_span(kpath: Path) -> Tuple[int, int]:
+    """Where QEMU (hw/arm/boot.c) loads an arm64 Image: RAM + 2 MiB + text_offset, image_size bytes."""
+    with open(kpath, "rb") as f:
+        hdr = f.read(64)
+    text_offset, image_size = struct.unpack_from("<QQ", hdr, 8) if len(hdr) >= 64 else (0, 0)
+    if hdr[56:60] != b"ARM\x64" or image_size == 0:
+        return QEMU_RAM_BASE, kpath.stat().st_size
+    load = QEMU_RAM_BASE + text_offset + (2 << 20 if text_offset < (2 << 20) else 0)
+    return load, image_size
+
+
+def _check_layout(fx: _Fixture, kspan: Tuple[int, int], dtb_size: int, ram_size: int) -> None:
+    ram = (QEMU_RAM_BASE, QEMU_RAM_BASE + ram_size)
+    busy = [("the kernel Image", kspan[0], kspan[0] + kspan[1]),
+            ("the boot DTB", QEMU_DTB_ADDR, QEMU_DTB_ADDR + dtb_size),
+            ("QEMU's boot stub", QEMU_RAM_BASE, QEMU_RAM_BASE + 0x1000)]
+    ranges = [(f"segment {p.name}", b, b + n) for p, b, n in fx.segments]
+    ranges += [("root FDT", fx.fdt_phys, fx.fdt_phys + 1)]
+    ranges += [(f"scratch area {a:#x}+{n:#x}", a, a + n) for a, n in fx.scratch if n]
+    for what, a, b in ranges:
+        if a < ram[0] or b > ram[1]:
+            raise BootError(f"{what} [{a:#x}, {b:#x}) is outside QEMU virt RAM [{ram[0]:#x}, {ram[1]:#x})")
+        if what.startswith("segment"):
+            for name, x, y in busy:
+                if a < y and b > x:
+                    raise BootError(f"{what} [{a:#x}, {b:#x}) overlaps {name} [{x:#x}, {y:#x})")
 
 
 def _free_page(fx: _Fixture, start: int, size: int) -> int:
@@ -437,6 +491,14 @@ def run_boot(
                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if not base.is_file():
             raise BootError(f"QEMU could not dump the virt DTB: {r.stderr.strip()}")
+        # QEMU dumps its DTB padded to 1 MiB; handed back with -dtb as is, neither
+        # 7.3 nor 6.1 kernels print anything (not even earlycon). Pack it.
+        packed = wd / "virt-packed.dtb"
+        r = subprocess.run([_need("dtc"), "-q", "-I", "dtb", "-O", "dtb", "-o", str(packed), str(base)],
+                           capture_output=True, text=True)
+        if r.returncode != 0 or not packed.is_file():
+            raise BootError(f"dtc could not repack the virt DTB: {r.stderr.strip()}")
+        base = packed
         loaders: List[str] = []
         cmdline = BASE_CMDLINE
         clients: List[str] = []
@@ -457,6 +519,7 @@ def run_boot(
                 loaders += ["-device", f"loader,file={path.resolve()},addr={phys:#x},force-raw=on"]
             dtb = wd / "patched.dtb"
             _patch_dtb(base, dtb, (fx.fdt_phys, fx.fdt_size), (sap, len(scratch_bytes)))
+            _check_layout(fx, _kernel_span(kpath), dtb.stat().st_size, _ram_bytes(memory))
             for name, arg in _reserve_mem_args(fx):
                 reserve_names.append(name)
                 cmdline += " " + arg

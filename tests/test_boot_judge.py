@@ -69,3 +69,25 @@ def test_cold_boot():
     r = boot.run_boot(None, KERNEL, timeout=600)
     assert r.verdict == "accepted", r.reason
     assert "KHO: found kexec handover data." not in r.log
+
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+@pytest.mark.skipif(not (os.environ.get("KHO_BOOT_TESTS") and KERNEL.is_file()
+                         and (FIXTURES / "v4-4k" / "handover.json").is_file()),
+                    reason="set KHO_BOOT_TESTS=1, build the kernel and the fixtures")
+def test_real_kernel_verdicts():
+    good = boot.run_boot(FIXTURES / "v4-4k", KERNEL, timeout=600)
+    assert good.verdict == "accepted", good.reason
+    assert good.clients == {"kho_test": "ok", "memblock": "ok", "kexec-metadata": "ok"}
+    old = boot.run_boot(FIXTURES / "v3-4k", KERNEL, timeout=600)
+    assert old.verdict == "rejected" and "incompatible with 'kho-v4'" in old.reason
+
+
+def test_refuses_foreign_fixtures(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"segments": []}))
+    (tmp_path / "handover.json").write_text(json.dumps({"arch": "x86_64", "fdt_phys": 0x1000000, "fdt_size": 4096,
+                                                        "scratch": []}))
+    with pytest.raises(boot.BootError, match="x86_64"):
+        boot._load_fixture(tmp_path)
