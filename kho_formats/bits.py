@@ -24,57 +24,103 @@ _ONE = U64(1)
 _63 = U64(63)
 
 
+_POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def _popcount(v: np.ndarray) -> np.ndarray:
+    if hasattr(np, "bitwise_count"):  # numpy >= 2.0
+        return np.bitwise_count(v)
+    return _POP8[np.ascontiguousarray(v).view(np.uint8)].reshape(-1, 8).sum(axis=1, dtype=np.uint8)
+
+
 def _bit_positions(mask: np.ndarray) -> np.ndarray:
     """Positions (word index * 64 + bit) of the set bits of a uint64 array, ascending.
 
-    Dense masks are unpacked whole; sparse ones only at their nonzero words.
-    (``flatnonzero`` on a *bool* view is several times faster than on uint8.)
+    Words holding many bits are unpacked (``flatnonzero`` on a *bool* view
+    is several times faster than on uint8); words holding few have their
+    lowest set bit peeled off, one round per bit rank, each bit written
+    straight to its sorted place (so sparse maps cost per bit, not per word).
     """
     nzw = np.flatnonzero(mask)
     if nzw.size == 0:
         return np.zeros(0, dtype=np.int64)
-    if nzw.size * 4 > mask.size:
-        le = mask if np.little_endian else mask.astype("<u8")
-        return np.flatnonzero(np.unpackbits(le.view(np.uint8), bitorder="little").view(bool))
-    sel = np.ascontiguousarray(mask[nzw].astype("<u8", copy=False))
-    hit = np.flatnonzero(np.unpackbits(sel.view(np.uint8), bitorder="little").view(bool))
-    out = nzw[hit >> 6]
-    out <<= 6
-    out |= hit & 63
+    vals = mask[nzw].astype(np.uint64, copy=False)
+    pc = _popcount(vals)
+    total = int(pc.sum(dtype=np.int64))
+    if total > 8 * nzw.size:
+        if nzw.size * 4 > mask.size:
+            le = mask if np.little_endian else mask.astype("<u8")
+            return np.flatnonzero(np.unpackbits(le.view(np.uint8), bitorder="little").view(bool))
+        sel = np.ascontiguousarray(vals.astype("<u8", copy=False))
+        hit = np.flatnonzero(np.unpackbits(sel.view(np.uint8), bitorder="little").view(bool))
+        out = nzw[hit >> 6]
+        out <<= 6
+        out |= hit & 63
+        return out
+    out = np.empty(total, dtype=np.int64)
+    slot = np.cumsum(pc, dtype=np.int64)
+    slot -= pc
+    base = nzw << 6
+    v = vals.copy()
+    while v.size:
+        low = v & (~v + _ONE)
+        out[slot] = base + (np.frexp(low.astype(np.float64))[1] - 1)  # exact: a power of two
+        v ^= low
+        keep = v != 0
+        if not keep.all():
+            v, slot, base = v[keep], slot[keep], base[keep]
+        slot += 1
     return out
 
 
-def _runs_one(flat: np.ndarray, w: int, bases: np.ndarray, contiguous: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Runs in one stack of ``bases.size`` bitmaps of ``w`` words (flattened)."""
-    n = bases.size
-    m = np.empty_like(flat)  # run starts: w & ~(w << 1 | carry-in)
-    m[0] = 0
-    np.right_shift(flat[:-1], _63, out=m[1:])
+def _run_masks(flat: np.ndarray, w: int, contiguous: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Masks of the first and of the last bit of every run, over the whole
+    stack (carries cross word boundaries, and bitmap boundaries only where
+    the next bitmap is contiguous)."""
+    n = contiguous.size
+    ms = np.empty_like(flat)  # run starts: w & ~(w << 1 | carry-in)
+    ms[0] = 0
+    np.right_shift(flat[:-1], _63, out=ms[1:])
     if not contiguous.all():
-        m[::w][~contiguous] = 0
-    m |= flat << _ONE
-    np.invert(m, out=m)
-    m &= flat
-    starts = _bit_positions(m)
-    m[-1] = 0  # run ends: w & ~(w >> 1 | carry-out)
-    np.left_shift(flat[1:] & _ONE, _63, out=m[:-1])
+        ms[::w][~contiguous] = 0
+    ms |= flat << _ONE
+    np.invert(ms, out=ms)
+    ms &= flat
+    ml = np.empty_like(flat)  # run ends: w & ~(w >> 1 | carry-out)
+    ml[-1] = 0
+    np.left_shift(flat[1:] & _ONE, _63, out=ml[:-1])
     if n > 1 and not contiguous[1:].all():
         ends_at = np.arange(w - 1, (n - 1) * w, w)
-        m[ends_at[~contiguous[1:]]] = 0
-    m |= flat >> _ONE
-    np.invert(m, out=m)
-    m &= flat
-    lasts = _bit_positions(m)
-    if starts.size != lasts.size:  # pragma: no cover - impossible by construction
-        raise AssertionError("run starts and ends disagree")
-    nbits = w * 64
-    lasts -= starts
-    lasts += 1
-    if contiguous[1:].all() and int(bases[0]) < 1 << 62:
-        starts += np.int64(bases[0])
-        return starts.view(np.uint64), lasts.view(np.uint64)
-    shift = nbits.bit_length() - 1
-    return bases[starts >> shift] + (starts & (nbits - 1)).view(np.uint64), lasts.view(np.uint64)
+        ml[ends_at[~contiguous[1:]]] = 0
+    ml |= flat >> _ONE
+    np.invert(ml, out=ml)
+    ml &= flat
+    return ms, ml
+
+
+_PARALLEL_WORDS = 1 << 16  # below this, threads cost more than they save
+
+
+def _positions(mask: np.ndarray) -> np.ndarray:
+    """:func:`_bit_positions`, split over two threads for big masks, each
+    half written straight into its place in the result."""
+    if mask.size < _PARALLEL_WORDS:
+        return _bit_positions(mask)
+    h = mask.size // 2
+    first = int(_popcount(mask[:h]).sum(dtype=np.int64))
+    total = first + int(_popcount(mask[h:]).sum(dtype=np.int64))
+    out = np.empty(total, dtype=np.int64)
+
+    def part(k: int) -> None:
+        if k == 0:
+            out[:first] = _bit_positions(mask[:h])
+        else:
+            tail = out[first:]
+            tail[:] = _bit_positions(mask[h:])
+            tail += h << 6
+
+    list(_executor().map(part, (0, 1)))
+    return out
 
 
 def bitmaps_to_runs(words: np.ndarray, bases: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -89,31 +135,39 @@ def bitmaps_to_runs(words: np.ndarray, bases: np.ndarray) -> Tuple[np.ndarray, n
     if n == 0:
         z = np.zeros(0, np.uint64)
         return z, z
-    nbits = U64(w * 64)
+    nbits = w * 64
     flat = np.ascontiguousarray(words.astype(np.uint64, copy=False)).reshape(-1)
     bases = np.asarray(bases, dtype=np.uint64)
     contiguous = np.zeros(n, dtype=bool)
     if n > 1:
-        contiguous[1:] = bases[1:] == bases[:-1] + nbits
-    if n < 256:
-        return _runs_one(flat, w, bases, contiguous)
-    # two halves on two threads (numpy releases the GIL), then stitch the seam
-    h = n // 2
-    c2 = contiguous[h:].copy()
-    c2[0] = False
-    parts = [(flat[: h * w], bases[:h], contiguous[:h]), (flat[h * w :], bases[h:], c2)]
-    with _pool() as ex:
-        (s1, l1), (s2, l2) = ex.map(lambda a: _runs_one(a[0], w, a[1], a[2]), parts)
-    if s1.size and s2.size and contiguous[h] and int(s1[-1]) + int(l1[-1]) == int(s2[0]):
-        l1[-1] += l2[0]
-        s2, l2 = s2[1:], l2[1:]
-    return np.concatenate([s1, s2]), np.concatenate([l1, l2])
+        contiguous[1:] = bases[1:] == bases[:-1] + U64(nbits)
+    ms, ml = _run_masks(flat, w, contiguous)
+    if flat.size >= _PARALLEL_WORDS:  # starts on one thread, ends on the other
+        starts, lasts = _executor().map(_bit_positions, (ms, ml))
+    else:
+        starts, lasts = _bit_positions(ms), _bit_positions(ml)
+    if starts.size != lasts.size:  # pragma: no cover - impossible by construction
+        raise AssertionError("run starts and ends disagree")
+    lasts -= starts
+    lasts += 1
+    if contiguous[1:].all() and int(bases[0]) < 1 << 62:
+        starts += np.int64(bases[0])
+        return starts.view(np.uint64), lasts.view(np.uint64)
+    shift = nbits.bit_length() - 1
+    return bases[starts >> shift] + (starts & (nbits - 1)).view(np.uint64), lasts.view(np.uint64)
 
 
-def _pool():
-    from concurrent.futures import ThreadPoolExecutor
+_EXECUTOR = None
 
-    return ThreadPoolExecutor(max_workers=2)
+
+def _executor():
+    """One process-wide pool of two threads (numpy releases the GIL)."""
+    global _EXECUTOR
+    if _EXECUTOR is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _EXECUTOR = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kho-bits")
+    return _EXECUTOR
 
 
 def _prefix_xor(x: np.ndarray) -> np.ndarray:

@@ -170,6 +170,35 @@ class PhysImage:
             return seg.data[off : off + n]
         return memoryview(b"".join(bytes(seg.data[off : off + n]) for seg, off, n in parts))
 
+    def gather(self, addrs: "np.ndarray", size: int, what: str = "data") -> "np.ndarray":
+        """``size`` bytes at each address, as an (n, size) uint8 array.
+
+        Vectorized for the common case (each block inside one segment, at an
+        offset that is a multiple of ``size``); anything else falls back to
+        :meth:`read`.  Missing memory raises :class:`ImageError` naming the
+        first address the image lacks.
+        """
+        addrs = np.asarray(addrs, dtype=np.uint64)
+        out = np.empty((addrs.size, size), dtype=np.uint8)
+        if addrs.size == 0:
+            return out
+        starts = np.array(self._starts, dtype=np.uint64)
+        idx = np.searchsorted(starts, addrs, side="right").astype(np.int64) - 1
+        done = np.zeros(addrs.size, dtype=bool)
+        for k in np.unique(idx[idx >= 0]).tolist():
+            seg = self._segs[k]
+            sel = np.flatnonzero(idx == k)
+            off = addrs[sel] - np.uint64(seg.phys)
+            fits = (off % np.uint64(size) == 0) & (off + np.uint64(size) <= np.uint64(len(seg.data)))
+            if not fits.any():
+                continue
+            rows = np.frombuffer(seg.data, dtype=np.uint8, count=len(seg.data) // size * size).reshape(-1, size)
+            out[sel[fits]] = rows[(off[fits] // np.uint64(size)).astype(np.int64)]
+            done[sel[fits]] = True
+        for i in np.flatnonzero(~done).tolist():
+            out[i] = np.frombuffer(self.read(int(addrs[i]), size, what), dtype=np.uint8)
+        return out
+
     def read(self, phys: int, size: int, what: str = "data") -> bytes:
         return bytes(self.view(phys, size, what))
 

@@ -32,8 +32,9 @@ class Budget:
         self.pages = 0
         self.entries = 0
 
-    def page(self, phys: int, what: str) -> None:
-        self.pages += 1
+    def page(self, phys: int, what: str, count: int = 1) -> None:
+        """Charge ``count`` metadata pages (``phys``: the first, for the error)."""
+        self.pages += count
         if self.pages > self.limits.max_pages:
             raise LimitExceeded(
                 f"more than {self.limits.max_pages} metadata pages read (at {what})",

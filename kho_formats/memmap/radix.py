@@ -81,7 +81,7 @@ def read_radix(
     tree = RadixTree(root=root, depth=depth)
     per_order: Dict[int, Tuple[List[np.ndarray], List[np.ndarray]]] = {}
     seen: Dict[int, NodeId] = {}
-    leaves: Dict[int, List[Tuple[int, np.ndarray]]] = {}
+    leaf_batches: List[Tuple[np.ndarray, np.ndarray, int, np.ndarray]] = []
     little = lay.byteorder == "little"
 
     nshift = [_node_shift(geom, lv) for lv in range(depth)]
@@ -120,51 +120,35 @@ def read_radix(
             where = f"radix level {level} node" if level else "radix leaf"
             raise MemoryMapError(f"{where}{source(parent, level, index)} points outside the image", phys=phys,
                                  expected="a page present in the memory image") from None
-        if level > 0:
-            tree.tables += 1
-            nz = np.flatnonzero(words)
-            lshift = lshifts[level]
+        tree.tables += 1
+        nz = np.flatnonzero(words)
+        lshift = lshifts[level]
+        if nz.size and (prefix | (int(nz[-1]) << lshift)) >> (o0 + 1):
+            i = next(i for i in nz.tolist() if (prefix | (i << lshift)) >> (o0 + 1))
+            raise MemoryMapError(
+                f"entry {i} of the level-{level} node makes keys with bits above the order-0 bit {o0}",
+                phys=phys + 8 * i,
+                expected=f"entries whose keys stay below 1 << {o0 + 1}",
+            )
+        if level > 1:
             for i, child in zip(nz[::-1].tolist(), words[nz[::-1]].tolist()):
-                cprefix = prefix | (i << lshift)
-                if cprefix >> (o0 + 1):
-                    raise MemoryMapError(
-                        f"entry {i} of the level-{level} node makes keys with bits above the order-0 bit {o0}",
-                        phys=phys + 8 * i,
-                        expected=f"entries whose keys stay below 1 << {o0 + 1}",
-                    )
                 check_ptr(child, level - 1, phys, i)
                 seen[child] = (level - 1, -1)  # reserve: a second reference is an error
-                stack.append((child, level - 1, cprefix, phys, i))
+                stack.append((child, level - 1, prefix | (i << lshift), phys, i))
             continue
-        tree.leaves += 1
-        if not words.any():
-            tree.empty_leaves += 1
+        # level 1: its children are leaves; read them later, all at once
+        if nz.size == 0:
             continue
-        if prefix:
-            hb = prefix.bit_length() - 1
-            order = o0 - hb
-            if order < 0:
-                raise MemoryMapError(f"leaf key prefix {prefix:#x} has no valid order bit", phys=phys)
-            leaves.setdefault(order, []).append((prefix ^ (1 << hb), words))
-            continue
-        # order bit inside the leaf's own bits: orders >= ORDER_0_LOG2 - BITMAP_SIZE_LOG2 + 1
-        le = words if little else words.astype("<u8")
-        pos = np.flatnonzero(np.unpackbits(le.view(np.uint8), bitorder="little")).astype(np.uint64)
-        for key in pos.tolist():
-            if key == 0:
-                raise MemoryMapError("leaf bit 0 under an all-zero key prefix encodes no order", phys=phys)
-            hb = key.bit_length() - 1
-            order = o0 - hb
-            if order > geom.max_order:
-                raise MemoryMapError(f"leaf bit {key} encodes order {order}", phys=phys,
-                                     expected=f"orders 0..{geom.max_order}")
-            _collect(per_order, order, np.array([key ^ (1 << hb)], dtype=np.uint64))
-    for order, group in leaves.items():
-        bases = np.array([b for b, _ in group], dtype=np.uint64)
-        f, l = bitmaps_to_runs(np.stack([w for _, w in group]), bases)
-        lists = per_order.setdefault(order, ([], []))
-        lists[0].append(f)
-        lists[1].append(l)
+        ptrs = words[nz].astype(np.uint64)
+        prefixes = np.uint64(prefix) | (nz.astype(np.uint64) << np.uint64(lshift))
+        for i, child, cp in zip(nz.tolist(), ptrs.tolist(), prefixes.tolist()):
+            check_ptr(child, 0, phys, i)
+            seen[child] = (0, cp >> nshift[0])
+            tree.placement[(0, cp >> nshift[0])] = child
+        budget.page(int(ptrs[0]), "radix leaf", count=int(nz.size))
+        leaf_batches.append((ptrs, prefixes, phys, nz))
+    if leaf_batches:
+        _read_leaves(image, leaf_batches, geom, lay, tree, per_order)
     runs = {}
     for order, (firsts, lens) in per_order.items():
         if len(firsts) == 1:  # one stack of leaves: already merged
@@ -175,6 +159,65 @@ def read_radix(
             s = np.concatenate(firsts) << U64(lay.page_shift + order)
             runs[order] = coalesce_runs(s, np.concatenate(lens), ps_size << order)
     return PageSet._from_coalesced(ps_size, runs), tree
+
+
+def _read_leaves(
+    image: PhysImage,
+    batches: List[Tuple[np.ndarray, np.ndarray, int, np.ndarray]],
+    geom: RadixGeometry,
+    lay: Layout,
+    tree: RadixTree,
+    per_order: Dict[int, Tuple[List[np.ndarray], List[np.ndarray]]],
+) -> None:
+    """Every leaf at once: one gather from the image, orders from the key
+    prefixes, one :func:`bitmaps_to_runs` per order."""
+    ptrs = np.concatenate([b[0] for b in batches])
+    prefixes = np.concatenate([b[1] for b in batches])
+    try:
+        raw = image.gather(ptrs, lay.page_size, "radix leaf")
+    except ImageError as exc:
+        bad = exc.phys
+        for p, _, parent, nz in batches:
+            hit = np.flatnonzero(p == np.uint64(bad if bad is not None else 0))
+            if hit.size:
+                raise MemoryMapError(
+                    f"radix leaf (entry {int(nz[hit[0]])} of the level-1 node at {parent:#x}) points outside the image",
+                    phys=int(p[hit[0]]), expected="a page present in the memory image") from None
+        raise MemoryMapError(str(exc), phys=bad) from None
+    words = raw.view(lay.dtype).reshape(ptrs.size, lay.words_per_page)
+    nonempty = words.any(axis=1)
+    tree.leaves += int(ptrs.size)
+    tree.empty_leaves += int(ptrs.size - np.count_nonzero(nonempty))
+    o0 = geom.order_0_log2
+    zero = nonempty & (prefixes == 0)
+    for k in np.flatnonzero(zero).tolist():
+        # order bit inside the leaf's own bits: orders >= ORDER_0_LOG2 - BITMAP_SIZE_LOG2 + 1
+        le = words[k].astype("<u8")
+        for key in np.flatnonzero(np.unpackbits(le.view(np.uint8), bitorder="little")).tolist():
+            if key == 0:
+                raise MemoryMapError("leaf bit 0 under an all-zero key prefix encodes no order", phys=int(ptrs[k]))
+            hb = key.bit_length() - 1
+            order = o0 - hb
+            if order > geom.max_order:
+                raise MemoryMapError(f"leaf bit {key} encodes order {order}", phys=int(ptrs[k]),
+                                     expected=f"orders 0..{geom.max_order}")
+            _collect(per_order, order, np.array([key ^ (1 << hb)], dtype=np.uint64))
+    sel = np.flatnonzero(nonempty & (prefixes != 0))
+    if sel.size == 0:
+        return
+    pref = prefixes[sel]
+    hb = np.frexp(pref.astype(np.float64))[1].astype(np.int64) - 1  # exact: prefixes have few significant bits
+    orders = o0 - hb
+    if np.any(orders < 0):
+        k = int(sel[np.flatnonzero(orders < 0)[0]])
+        raise MemoryMapError(f"leaf key prefix {int(prefixes[k]):#x} has no valid order bit", phys=int(ptrs[k]))
+    bases = pref ^ (np.uint64(1) << hb.astype(np.uint64))
+    for order in np.unique(orders).tolist():
+        grp = np.flatnonzero(orders == order)
+        f, l = bitmaps_to_runs(words[sel[grp]], bases[grp])
+        lists = per_order.setdefault(order, ([], []))
+        lists[0].append(f)
+        lists[1].append(l)
 
 
 def _collect(per_order: Dict[int, Tuple[List[np.ndarray], List[np.ndarray]]], order: int, idx: np.ndarray) -> None:
