@@ -189,57 +189,73 @@ def runs_to_bitmaps(first: np.ndarray, length: np.ndarray, nbits: int) -> Tuple[
     ``packed`` is (m, nbits // 8) uint8, little-endian bit order (bit ``b`` is
     byte ``b // 8``, bit ``b % 8``), one row per touched bitmap id.  Runs are
     marked as toggles at their first and one-past-last bits, then a
-    word-level prefix XOR fills them in (no per-bit cumulative sum).
+    word-level prefix XOR fills them in (no per-bit cumulative sum).  Sparse
+    sets are written bit by bit instead.  Whole-array temporaries are kept
+    few: at these sizes each one costs its page faults.
     """
     first = np.asarray(first, dtype=np.uint64)
     length = np.asarray(length, dtype=np.uint64)
     if first.size == 0:
         return np.zeros(0, np.uint64), np.zeros((0, nbits // 8), np.uint8)
-    shift = U64(nbits.bit_length() - 1)
-    end = first + length
-    lo = first >> shift
-    hi = (end - _ONE) >> shift
-    lo_min, hi_max = int(lo[0]), int(hi.max())
+    if int(first[-1]) + int(length[-1]) > 1 << 63:
+        raise ValueError("bit ranges must stay below 2**63")
+    shift = nbits.bit_length() - 1
+    lo_min = int(first[0]) >> shift
+    hi_max = (int(first[-1]) + int(length[-1]) - 1) >> shift  # sorted and disjoint
     span = hi_max - lo_min + 1
-    if span * nbits <= max(1 << 28, 4 * int(length.sum())):
+    total = int(length.sum(dtype=np.uint64))
+    f64 = first.view(np.int64)
+    l64 = length.view(np.int64)
+    if span * nbits <= max(1 << 28, 4 * total):
         # dense: the touched bitmaps lie close together; address them directly
         ids = None
-        base = U64(lo_min) << shift
-        a = (first - base).astype(np.int64)
-        b = (end - base).astype(np.int64)
+        a = f64 - np.int64(lo_min << shift)
         nrows = span
     else:
         # sparse: number the touched bitmaps and address them by rank
+        lo = f64 >> shift
+        hi = (f64 + l64 - 1) >> shift
+        new = np.empty(lo.size, dtype=bool)
+        new[0] = True
+        np.not_equal(lo[1:], lo[:-1], out=new[1:])
         multi = np.flatnonzero(hi > lo)
-        extra = [np.arange(int(lo[i]) + 1, int(hi[i]) + 1, dtype=np.uint64) for i in multi.tolist()]
-        ids = np.unique(np.concatenate([lo] + extra)) if extra else np.unique(lo)
-        mask = U64(nbits - 1)
-        a = np.searchsorted(ids, lo).astype(np.int64) * nbits + (first & mask).astype(np.int64)
-        last = end - _ONE
-        b = np.searchsorted(ids, last >> shift).astype(np.int64) * nbits + (last & mask).astype(np.int64) + 1
+        if multi.size == 0:
+            ids = lo[new].view(np.uint64)
+            rank = np.cumsum(new, dtype=np.int64)
+            rank -= 1
+        else:
+            extra = [np.arange(int(lo[i]) + 1, int(hi[i]) + 1, dtype=np.int64) for i in multi.tolist()]
+            ids = np.unique(np.concatenate([lo] + extra)).view(np.uint64)
+            rank = np.searchsorted(ids.view(np.int64), lo)
+        a = rank * nbits + (f64 & (nbits - 1))
+        if multi.size:
+            # a run crossing into later bitmaps: its end is addressed by the rank of its last bitmap
+            a_end = np.searchsorted(ids.view(np.int64), hi) * nbits + ((f64 + l64 - 1) & (nbits - 1)) + 1
         nrows = ids.size
-    total = int(length.sum())
     if total * 32 < nrows * nbits:
         # sparse bits: set them one by one (as 64-bit word ORs), no per-bit scan
-        starts_pos = a
-        offs = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(length.astype(np.int64)) - length.astype(np.int64),
-                                                             length.astype(np.int64))
-        pos = np.repeat(starts_pos, length.astype(np.int64)) + offs
+        if int(length.max()) == 1:
+            pos = a
+        else:
+            # bits of a run are consecutive in the rank space unless the run crosses
+            # into a bitmap that is not the next rank: expand per bitmap piece
+            pos = np.repeat(a - np.cumsum(l64) + l64, l64) + np.arange(total, dtype=np.int64)
+            if ids is not None and multi.size:
+                key = np.repeat(f64 - np.cumsum(l64) + l64, l64) + np.arange(total, dtype=np.int64)
+                pos = np.searchsorted(ids.view(np.int64), key >> shift) * nbits + (key & (nbits - 1))
         words = np.zeros(nrows * nbits // 64, dtype=np.uint64)
         np.bitwise_or.at(words, pos >> 6, np.left_shift(_ONE, (pos & 63).astype(np.uint64)))
         rows = words.reshape(nrows, nbits // 64)
-        if ids is None:
-            keep = np.flatnonzero(rows.any(axis=1))
-            ids = U64(lo_min) + keep.astype(np.uint64)
-            rows = rows[keep]
-        return ids, np.ascontiguousarray(rows.astype("<u8", copy=False)).view(np.uint8).reshape(ids.size, nbits // 8)
-    toggles = np.zeros(nrows * nbits + 64, dtype=bool)
-    toggles[a] = True
-    toggles[b] ^= True  # an end can meet the next run's start: they cancel
-    words = np.packbits(toggles, bitorder="little").view("<u8").astype(np.uint64)
-    del toggles
-    inside = _prefix_xor(words)[: nrows * nbits // 64]
-    rows = inside.reshape(nrows, nbits // 64)
+    else:
+        b = a + l64 if (ids is None or multi.size == 0) else a_end
+        toggles = np.zeros(nrows * nbits + 64, dtype=bool)
+        toggles[a] = True
+        del a
+        toggles[b] ^= True  # an end can meet the next run's start: they cancel
+        del b
+        words = np.packbits(toggles, bitorder="little").view("<u8").astype(np.uint64, copy=False)
+        del toggles
+        rows = _prefix_xor(words)[: nrows * nbits // 64].reshape(nrows, nbits // 64)
     if ids is None:
         keep = np.flatnonzero(rows.any(axis=1))
         ids = U64(lo_min) + keep.astype(np.uint64)
