@@ -55,9 +55,11 @@ fi
 find_mirror() {
     if [[ -n "${KHO_APT_MIRROR:-}" ]]; then echo "$KHO_APT_MIRROR"; return; fi
     local m
+    # Only live entries: deb822 "URIs:" lines and one-line "deb ..." lines (not comments).
     m=$( { cat /etc/apt/sources.list 2>/dev/null; cat /etc/apt/sources.list.d/*.sources \
              /etc/apt/sources.list.d/*.list 2>/dev/null; } |
-         grep -oE 'https?://[^ ]+/debian/?' | grep -v security | head -n1 || true)
+         grep -E '^[[:space:]]*(URIs:|deb[[:space:]])' | grep -oE 'https?://[^ ]+' |
+         grep -E '/debian/?$' | head -n1 || true)
     echo "${m:-http://deb.debian.org/debian}"
 }
 
@@ -68,7 +70,6 @@ if [[ -z "$DEB" ]]; then
     APT="$WORK/apt"
     mkdir -p "$APT/sources.list.d" "$APT/state/lists/partial" "$APT/cache/archives/partial"
     KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
-    [[ -f /usr/share/keyrings/debian-archive-trixie-stable.gpg ]] || true
     echo "deb [signed-by=$KEYRING] $MIRROR trixie-backports main" > "$APT/sources.list"
     APTOPTS=(-o "Dir::Etc::sourcelist=$APT/sources.list"
              -o "Dir::Etc::sourceparts=$APT/sources.list.d"
