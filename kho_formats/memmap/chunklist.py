@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..alloc import PageAllocator
-from ..errors import MemoryMapError, UnrepresentableError
+from ..errors import ImageError, MemoryMapError, UnrepresentableError
 from ..image import PhysImage
 from ..layout import Layout
 from ..limits import Budget
@@ -143,7 +143,14 @@ def read_chunklist(
         order = chunk.hdr.order
         shift = order + lay.page_shift
         cover = bits << shift
-        for k, (start, bm) in enumerate(chunk.used().tolist()):
+        used = chunk.used()
+        try:  # every bitmap of the chunk in one gather; the loop below names any that is missing
+            rows = image.gather(used[:, 1].astype(np.uint64), bitmap_bytes, "v1 bitmap").view(lay.dtype)
+            rows = rows.reshape(used.shape[0], bitmap_bytes // 8)
+            nonempty = rows.any(axis=1).tolist()
+        except ImageError:
+            rows = None
+        for k, (start, bm) in enumerate(used.tolist()):
             where = f"entry {k} of the order-{order} chunk at {phys:#x}"
             if start % cover:
                 raise MemoryMapError(f"phys_start {start:#x} of {where} is not a multiple of {cover:#x}",
@@ -155,7 +162,7 @@ def read_chunklist(
                 raise MemoryMapError(f"bitmap {bm:#x} of {where} is shared with another entry", phys=bm,
                                      expected="one bitmap per entry")
             seen_bitmaps[bm] = k
-            if not image.has(bm, bitmap_bytes):
+            if rows is None and not image.has(bm, bitmap_bytes):
                 raise MemoryMapError(f"bitmap of {where} is outside the image", phys=bm,
                                      expected="bitmap bytes present in the memory image")
             budget.page(bm, "v1 bitmap")
@@ -164,9 +171,14 @@ def read_chunklist(
                 raise MemoryMapError(f"{where} repeats bitmap index {index} of order {order}", phys=phys,
                                      expected="each bitmap index once per order")
             cl.bitmaps[(order, index)] = bm
-            words = np.frombuffer(image.view(bm, bitmap_bytes, "v1 bitmap"), dtype=lay.dtype)
-            if not words.any():
-                continue
+            if rows is not None:
+                if not nonempty[k]:
+                    continue
+                words = rows[k]
+            else:
+                words = np.frombuffer(image.view(bm, bitmap_bytes, "v1 bitmap"), dtype=lay.dtype)
+                if not words.any():
+                    continue
             if ((index + 1) * bits) << shift > 1 << 64:  # coverage runs past the top of the address space
                 nz = np.flatnonzero(words)
                 w = int(nz[-1])
@@ -229,21 +241,58 @@ def build_chunklist(
             slab.extend(range(base + lay.page_size - 512, base - 1, -512))
         return slab.pop()
 
+    slab_next, slab_end = 0, 0  # the current 512-byte slab page: next free slot, end
     for order in pages.orders:
         shift = lay.page_shift + order
         if shift >= 64:
             raise UnrepresentableError(f"order {order} with {lay.page_size} byte pages")
         r = pages.runs(order)
         ids, packed = runs_to_bitmaps(r.starts >> U64(shift), r.counts, bits)
-        entries = []
-        for index, row in zip(ids.tolist(), packed):
-            if lay.byteorder == "big":
-                row = row.view("<u8").astype(">u8").view(np.uint8)
-            phys = new_bitmap(order, index)
-            cl.bitmaps[(order, index)] = phys
-            out_bitmaps.append((phys, row.tobytes()))
-            entries.append(((index * bits) << shift, phys))
-        per_order.append((order, entries))
+        if lay.byteorder == "big":
+            packed = packed.view("<u8").astype(">u8").view(np.uint8).reshape(packed.shape)
+        if placement is not None or alloc is None:
+            entries = []
+            for index, row in zip(ids.tolist(), packed):
+                phys = new_bitmap(order, index)
+                cl.bitmaps[(order, index)] = phys
+                out_bitmaps.append((phys, row.tobytes()))
+                entries.append(((index * bits) << shift, phys))
+            per_order.append((order, entries))
+            continue
+        # fresh build, vectorized: bitmap addresses from the allocator in bulk
+        n = int(ids.size)
+        if bitmap_bytes == lay.page_size:
+            phys = np.array([alloc.alloc(what="v1 bitmap page") for _ in range(n)], dtype=np.uint64)
+        else:
+            per_page = lay.page_size // 512
+            slots: List[np.ndarray] = []
+            left = (slab_end - slab_next) // 512
+            take = min(left, n)
+            if take:
+                slots.append(np.uint64(slab_next) + np.arange(take, dtype=np.uint64) * U64(512))
+                slab_next += take * 512
+            need = n - take
+            if need:
+                npages = -(-need // per_page)
+                bases = np.array([alloc.alloc(what="v1 512-byte bitmap slab page") for _ in range(npages)],
+                                 dtype=np.uint64)
+                k = np.arange(need, dtype=np.uint64)
+                slots.append(bases[(k // U64(per_page)).astype(np.intp)] + (k % U64(per_page)) * U64(512))
+                last_used = need - (npages - 1) * per_page
+                slab_next = int(bases[-1]) + last_used * 512
+                slab_end = int(bases[-1]) + lay.page_size
+            phys = np.concatenate(slots) if slots else np.zeros(0, np.uint64)
+        cl.bitmaps.update(zip(zip([order] * n, ids.tolist()), phys.tolist()))
+        out_bitmaps.append((phys, packed))  # expanded into pages below
+        per_order.append((order, np.column_stack(((ids * U64(bits)) << U64(shift), phys))))
+    # bitmaps placed in bulk: (phys array, rows) -> one (phys, bytes) per bitmap
+    flat_bitmaps: List[Tuple[int, bytes]] = []
+    for item in out_bitmaps:
+        if isinstance(item[0], np.ndarray):
+            flat_bitmaps.extend(zip(item[0].tolist(), (row.tobytes() for row in item[1])))
+        else:
+            flat_bitmaps.append(item)
+    out_bitmaps = flat_bitmaps
     # chunks
     chunk_plan: List[Tuple[int, List[Tuple[int, int]]]] = []
     for order, entries in per_order:
@@ -262,8 +311,8 @@ def build_chunklist(
     for n, (order, entries) in enumerate(chunk_plan):
         nxt = phys_list[n + 1] if n + 1 < len(phys_list) else 0
         arr = np.zeros((cap, 2), dtype=np.uint64)
-        if entries:
-            arr[: len(entries)] = np.array(entries, dtype=np.uint64)
+        if len(entries):
+            arr[: len(entries)] = np.asarray(entries, dtype=np.uint64)
         out.append((phys_list[n], lay.khoser_mem_chunk.build(
             dict(hdr=dict(next=nxt, order=order, num_elms=len(entries)), bitmaps=arr))))
     cl.first = phys_list[0]
