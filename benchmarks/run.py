@@ -141,7 +141,8 @@ def bench(w: Workload, repeat: int, c_ok: bool, rows: List[dict]) -> None:
         build_fn = lambda: build_chunklist(pages, lay, PageAllocator(ALLOC, w.page_size), bitmap_bytes=w.v1_bitmap)  # noqa: E731
     secs, (root, map_pages, _info) = median_time(build_fn, repeat)
     metadata = len(map_pages) * w.page_size
-    image = PhysImage(map_pages)
+    # parse input: the map pages as a loaded ELF core holds them (merged segments), like the C baseline's
+    image = PhysImage.from_elf(PhysImage(map_pages).to_elf())
     pages_bin = OUT / f"{w.name}.pages.bin"
     elf = OUT / f"{w.name}.elf"
     c_build = c_walk = None

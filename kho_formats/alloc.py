@@ -147,3 +147,25 @@ class PageAllocator:
             f"free regions exhausted while placing {what} ({size} bytes)",
             expected="a larger --alloc region",
         )
+
+    def alloc_pages(self, n: int, *, what: str = "metadata page") -> List[int]:
+        """``n`` pages, lowest address first: whole free blocks at once, one
+        page at a time only around avoided ranges."""
+        out: List[int] = []
+        ps = self.page_size
+        while len(out) < n:
+            if self._region >= len(self.regions):
+                break
+            lo, hi = self.regions[self._region]
+            a = (max(self._cursor, lo) + ps - 1) // ps * ps
+            k = min(n - len(out), (hi - a) // ps) if hi > a else 0
+            if k > 1 and not self._conflict(a, a + k * ps):
+                out.extend(range(a, a + k * ps, ps))
+                self._cursor = a + k * ps
+                self.allocated.append((a, a + k * ps))
+                continue
+            out.append(self.alloc(what=what))
+        while len(out) < n:
+            out.append(self.alloc(what=what))  # raises AllocationError with the usual message
+        return out
+

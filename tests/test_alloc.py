@@ -37,3 +37,11 @@ def test_aligned_blocks():
     a = PageAllocator([(0x1000, 0x100000)], 4096)
     assert a.alloc(0x4000, align=0x4000) == 0x4000
     assert a.alloc() == 0x8000
+
+
+def test_alloc_pages_takes_blocks_and_skips_avoided_ranges():
+    a = PageAllocator([(0x1000, 0x8000), (0x20000, 0x2000)], 4096, avoid=[(0x3000, 0x4000)])
+    assert a.alloc_pages(8) == [0x1000, 0x2000, 0x4000, 0x5000, 0x6000, 0x7000, 0x8000, 0x20000]
+    assert a.alloc_pages(1) == [0x21000]
+    with pytest.raises(AllocationError):
+        a.alloc_pages(1)

@@ -305,13 +305,12 @@ def build_radix(
     if alloc is not None:
         for p in used:
             alloc.avoid(p, p + lay.page_size)
+    fresh = [node for node in order_list if not (placement and node in placement)]
+    if fresh and alloc is None:
+        raise MemoryMapError(f"no address for radix node {fresh[0]} and no allocator")
+    addrs = iter(alloc.alloc_pages(len(fresh), what="radix node") if fresh else [])
     for node in order_list:
-        if placement and node in placement:
-            tree.placement[node] = placement[node]
-        else:
-            if alloc is None:
-                raise MemoryMapError(f"no address for radix node {node} and no allocator")
-            tree.placement[node] = alloc.alloc(what=f"radix level-{node[0]} node")
+        tree.placement[node] = placement[node] if (placement and node in placement) else next(addrs)
     # 4. bytes
     out: List[Tuple[int, bytes]] = []
     for node in order_list:
