@@ -14,6 +14,7 @@ from typing import Iterable, List, Sequence, Tuple, Union
 import numpy as np
 
 from .errors import AllocationError
+from .pageset import merge_sorted_intervals
 
 RangeArrays = Tuple[np.ndarray, np.ndarray]
 
@@ -27,13 +28,7 @@ def merge_range_arrays(starts: np.ndarray, ends: np.ndarray) -> RangeArrays:
     if starts.size == 0:
         return starts, ends
     o = np.argsort(starts, kind="stable")
-    starts, ends = starts[o], ends[o]
-    run_end = np.maximum.accumulate(ends)
-    new = np.empty(starts.size, dtype=bool)
-    new[0] = True
-    new[1:] = starts[1:] > run_end[:-1]
-    idx = np.flatnonzero(new)
-    return starts[idx], np.append(run_end[idx[1:] - 1], run_end[-1])
+    return merge_sorted_intervals(starts[o], ends[o])
 
 
 def merge_ranges(ranges: Iterable[Tuple[int, int]]) -> List[Tuple[int, int]]:

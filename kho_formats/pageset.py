@@ -38,6 +38,20 @@ def _run_ends(starts: np.ndarray, counts: np.ndarray, unit: int) -> np.ndarray:
     return ends
 
 
+def merge_sorted_intervals(starts: np.ndarray, ends: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Merge ``[start, end)`` intervals already sorted by start: overlapping or
+    touching ones become one.  (The one interval merge of the package: the
+    allocator, unions and coalesced ranges all use it.)"""
+    if starts.size == 0:
+        return starts, ends
+    run_end = np.maximum.accumulate(ends)
+    new = np.empty(starts.size, dtype=bool)
+    new[0] = True
+    new[1:] = starts[1:] > run_end[:-1]
+    idx = np.flatnonzero(new)
+    return starts[idx], np.append(run_end[idx[1:] - 1], run_end[-1])
+
+
 def coalesce_runs(starts: np.ndarray, counts: np.ndarray, unit: int) -> Tuple[np.ndarray, np.ndarray]:
     """Merge sorted runs that touch: ``starts`` in bytes, ``counts`` in units.
 
@@ -205,14 +219,8 @@ class PageSet:
             a = np.concatenate([s1 >> sh, s2 >> sh])
             b = np.concatenate([(s1 >> sh) + c1, (s2 >> sh) + c2])
             o = np.argsort(a, kind="stable")
-            a, b = a[o], b[o]
-            run_end = np.maximum.accumulate(b)
-            new = np.empty(a.size, dtype=bool)
-            new[0] = True
-            new[1:] = a[1:] > run_end[:-1]
-            idx = np.flatnonzero(new)
-            ends = np.append(run_end[idx[1:] - 1], run_end[-1])
-            self._set(order, a[idx] << sh, ends - a[idx])
+            a, b = merge_sorted_intervals(a[o], b[o])
+            self._set(order, a << sh, b - a)
 
     # -- queries ---------------------------------------------------------------
     @property
@@ -294,14 +302,7 @@ class PageSet:
             ((o, (s, c)),) = self._runs.items()
             return s, _run_ends(s, c, self.page_size << o)
         s, e, _ = self.byte_intervals()
-        if s.size == 0:
-            return s, e
-        run_end = np.maximum.accumulate(e)
-        new = np.empty(s.size, dtype=bool)
-        new[0] = True
-        new[1:] = s[1:] > run_end[:-1]
-        idx = np.flatnonzero(new)
-        return s[idx], np.append(run_end[idx[1:] - 1], run_end[-1])
+        return merge_sorted_intervals(s, e)
 
     def ranges(self) -> List[Tuple[int, int]]:
         """Coalesced byte ranges ``[start, end)`` across all orders."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 from ..alloc import PageAllocator
+from ..chain import walk_page_chain
 from ..errors import BlockError
 from ..image import PhysImage
 from ..layout import Layout
@@ -36,18 +37,8 @@ def read_block_chain(
     room = lay.page_size - HEADER_SIZE
     max_count = room // entry_size if entry_size else room
     out: List[Block] = []
-    seen = set()
-    phys = first
-    while phys:
-        if phys % lay.page_size:
-            raise BlockError(f"{where}: block not page aligned", phys=phys, expected=f"a multiple of {lay.page_size:#x}")
-        if phys in seen:
-            raise BlockError(f"{where}: chain loops back to {phys:#x}", phys=phys, expected="a chain ending with next = 0")
-        seen.add(phys)
-        budget.page(phys, where)
-        if not image.has(phys, lay.page_size):
-            raise BlockError(f"{where}: block outside the image", phys=phys)
-        page = image.read(phys, lay.page_size, "kho serialization block")
+    for phys, page in walk_page_chain(image, first, lay.page_size, lay.byteorder, budget,
+                                      noun="kho serialization block", error=BlockError, where=where):
         hdr = lay.kho_block_header_ser.parse(page[:HEADER_SIZE])
         if hdr.count > max_count:
             raise BlockError(f"{where}: count {hdr.count} does not fit one page", phys=phys,
@@ -55,7 +46,6 @@ def read_block_chain(
         budget.entries_add(hdr.count, where, phys)
         n = hdr.count * entry_size if entry_size else room
         out.append(Block(phys, hdr.count, page[HEADER_SIZE : HEADER_SIZE + n]))
-        phys = hdr.next
     return out
 
 

@@ -15,6 +15,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..alloc import PageAllocator
+from ..chain import walk_page_chain
 from ..errors import VmallocError
 from ..image import PhysImage
 from ..layout import KHO_VMALLOC_FLAGS_MASK, KhoVmalloc, Layout
@@ -83,18 +84,9 @@ def read_vmalloc(
     groups: List[np.ndarray] = []
     chunks: List[int] = []
     got = 0
-    seen = set()
-    phys = desc.first
-    while phys:
-        if phys % lay.page_size:
-            raise VmallocError(f"{where}: chunk pointer not page aligned", phys=phys, expected=f"a multiple of {lay.page_size:#x}")
-        if phys in seen:
-            raise VmallocError(f"{where}: chunk chain loops back to {phys:#x}", phys=phys, expected="a chain ending with next = 0")
-        seen.add(phys)
-        budget.page(phys, where)
-        if not image.has(phys, lay.page_size):
-            raise VmallocError(f"{where}: kho_vmalloc_chunk is outside the image", phys=phys)
-        chunk = lay.kho_vmalloc_chunk.parse(image.read(phys, lay.page_size, "kho_vmalloc_chunk"))
+    for phys, page in walk_page_chain(image, desc.first, lay.page_size, lay.byteorder, budget,
+                                      noun="kho_vmalloc_chunk", error=VmallocError, where=where):
+        chunk = lay.kho_vmalloc_chunk.parse(page)
         chunks.append(phys)
         z = np.flatnonzero(chunk.phys == 0)
         n = int(z[0]) if z.size else cap
@@ -115,7 +107,6 @@ def read_vmalloc(
         if n < cap and chunk.next:
             raise VmallocError(f"{where}: chunk is not full but links to another", phys=phys,
                                expected="next = 0 after a partly filled chunk")
-        phys = chunk.next
     if got != want:
         raise VmallocError(f"{where}: chunks hold {got} entries, total_pages {desc.total_pages} needs {want}",
                            phys=desc.first, expected=f"{want} entries")

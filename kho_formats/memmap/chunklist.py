@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..alloc import PageAllocator
+from ..chain import walk_page_chain
 from ..errors import ImageError, MemoryMapError, UnrepresentableError
 from ..image import PhysImage
 from ..layout import Layout
@@ -58,23 +59,9 @@ def bitmap_bytes_for(variant: Optional[str], page_size: int) -> Optional[int]:
 
 
 def _walk_chunks(image: PhysImage, first: int, lay: Layout, budget: Budget):
-    seen = set()
-    phys = first
-    prev = None
-    while phys:
-        if phys % lay.page_size:
-            raise MemoryMapError(
-                "khoser_mem_chunk pointer is not page aligned" + (f" (next of chunk {prev:#x})" if prev else ""),
-                phys=phys, expected=f"a multiple of {lay.page_size:#x}",
-            )
-        if phys in seen:
-            raise MemoryMapError(f"khoser_mem_chunk list loops back to {phys:#x}" + (f" (next of chunk {prev:#x})" if prev else ""),
-                                 phys=phys, expected="a list ending with next = 0")
-        seen.add(phys)
-        budget.page(phys, "khoser_mem_chunk")
-        if not image.has(phys, lay.page_size):
-            raise MemoryMapError("khoser_mem_chunk is outside the image", phys=phys, expected="a page in the memory image")
-        chunk = lay.khoser_mem_chunk.parse(image.read(phys, lay.page_size, "khoser_mem_chunk"))
+    for phys, page in walk_page_chain(image, first, lay.page_size, lay.byteorder, budget,
+                                      noun="khoser_mem_chunk", error=MemoryMapError, kind="list", short="chunk"):
+        chunk = lay.khoser_mem_chunk.parse(page)
         if chunk.hdr.num_elms > lay.khoser_mem_chunk_capacity:
             raise MemoryMapError(
                 f"num_elms {chunk.hdr.num_elms} is past the chunk capacity", phys=phys,
@@ -84,7 +71,6 @@ def _walk_chunks(image: PhysImage, first: int, lay: Layout, budget: Budget):
             raise MemoryMapError(f"order {chunk.hdr.order} is impossible with {lay.page_size // 1024} KiB pages",
                                  phys=phys, expected=f"order < {64 - lay.page_shift}")
         yield phys, chunk
-        prev, phys = phys, chunk.hdr.next
 
 
 def detect_bitmap_bytes(image: PhysImage, first: int, lay: Layout, budget: Optional[Budget] = None) -> Tuple[int, str]:
