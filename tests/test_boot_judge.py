@@ -1,12 +1,12 @@
 """kho boot: log judgement (canned serial logs) and, when a kernel is built, a real boot."""
 
 import json
-import os
 import struct
 from pathlib import Path
 
 import pytest
 
+from _kernel import kernel_image, requires_kernel
 from kho_formats import boot
 
 HEAD = "[    0.000000] Booting Linux on physical CPU 0x0000000000 [0x000f0510]\n[    0.000000] Linux version 7.3.4\n"
@@ -60,11 +60,13 @@ def test_fdt_reader():
     assert nodes["/a"]["x"] == b"\0\0\0\1"
 
 
-KERNEL = Path(os.environ.get("KHO_BOOT_KERNEL", str(boot.default_kernel())))
+# Real boots run whenever the kernel Image and QEMU are there (KHO_BOOT_TESTS=0
+# skips them): see tests/_kernel.py. The Image: $KHO_KERNEL, else the cache.
+KERNEL = kernel_image()
 
 
-@pytest.mark.skipif(not (os.environ.get("KHO_BOOT_TESTS") and KERNEL.is_file()),
-                    reason="set KHO_BOOT_TESTS=1 and build the kernel (scripts/build-kernel.sh)")
+@pytest.mark.kernel
+@requires_kernel
 def test_cold_boot():
     r = boot.run_boot(None, KERNEL, timeout=600)
     assert r.verdict == "accepted", r.reason
@@ -74,9 +76,10 @@ def test_cold_boot():
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
-@pytest.mark.skipif(not (os.environ.get("KHO_BOOT_TESTS") and KERNEL.is_file()
-                         and (FIXTURES / "v4-4k" / "handover.json").is_file()),
-                    reason="set KHO_BOOT_TESTS=1, build the kernel and the fixtures")
+@pytest.mark.kernel
+@requires_kernel
+@pytest.mark.skipif(not (FIXTURES / "v4-4k" / "handover.json").is_file(),
+                    reason="fixtures/v4-4k not built (python scripts/gen_fixtures.py)")
 def test_real_kernel_verdicts():
     good = boot.run_boot(FIXTURES / "v4-4k", KERNEL, timeout=600)
     assert good.verdict == "accepted", good.reason
