@@ -289,18 +289,20 @@ def get_version(name: str) -> AbiVersion:
 def by_compatible(compatible: List[str]) -> Tuple[AbiVersion, List[str]]:
     """Pick the version from a ``compatible`` string list.
 
-    A list whose *first* entry is a known version is that version (composite
-    compatibles such as ``"kho-v4", "radix-v1"`` were proposed in 2026); the
-    remaining entries are returned as "unknown" for reporting.
+    The first entry that names a known version decides, and the other
+    entries are returned for reporting.  Usually it is the first entry
+    (composite compatibles such as ``"kho-v4", "radix-v1"`` were proposed in
+    2026); Linux 7.3 checks with ``fdt_node_check_compatible``, which accepts
+    its version anywhere in the list, and so do we (``state.parse`` notes it).
     """
     if not compatible:
         raise VersionError("root node has no compatible string", path="/compatible")
     table = {v.compatible: v for v in _load_all().values()}
-    first = compatible[0]
-    if first not in table:
-        raise VersionError(
-            f"unknown compatible {first!r}",
-            path="/compatible",
-            expected=" or ".join(sorted(table)),
-        )
-    return table[first], list(compatible[1:])
+    for i, entry in enumerate(compatible):
+        if entry in table:
+            return table[entry], list(compatible[:i]) + list(compatible[i + 1 :])
+    raise VersionError(
+        f"unknown compatible {compatible[0]!r}" if len(compatible) == 1 else f"unknown compatible {compatible!r}",
+        path="/compatible",
+        expected=" or ".join(sorted(table)),
+    )

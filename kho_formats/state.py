@@ -181,6 +181,9 @@ def parse(
             notes.append(f"compatible {compat} overridden: reading as {ver.name}")
     else:
         ver, extra = abi.by_compatible(compat)
+        if compat[0] != ver.compatible:
+            notes.append(f"compatible {compat}: {ver.compatible!r} is not the first entry (Linux 7.3 accepts "
+                         "it anywhere in the list, as fdt_node_check_compatible does)")
     if extra:
         notes.append(f"unknown compatible entries after {ver.compatible!r}: {extra}")
     for prop in ver.root_required:

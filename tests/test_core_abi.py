@@ -192,7 +192,23 @@ def test_by_compatible_composite():
     assert extra == ["radix-v1", "vmalloc-v1"]
     v, extra = abi.by_compatible(["kho-v2"])
     assert v.name == "kho-v2" and extra == []
+    # Linux 7.3 matches with fdt_node_check_compatible: its version anywhere in the list
+    v, extra = abi.by_compatible(["radix-v1", "kho-v4"])
+    assert v.name == "kho-v4" and extra == ["radix-v1"]
     with pytest.raises(VersionError):
-        abi.by_compatible(["radix-v1", "kho-v4"])  # the first entry decides
+        abi.by_compatible(["radix-v1", "vmalloc-v1"])  # no known version at all
     with pytest.raises(VersionError):
         abi.by_compatible([])
+
+
+def test_version_not_first_in_compatible_is_read_and_noted():
+    from kho_formats.fdt import FdtNode, build_fdt, str_bytes, u64_bytes
+    from kho_formats.state import parse
+
+    root = FdtNode("")
+    root.set("compatible", str_bytes("foo", "kho-v4"))
+    root.set("preserved-memory-map", u64_bytes(0, "little"))
+    st = parse(build_fdt(root))
+    assert st.version == "kho-v4" and st.extra_compatible == ["foo"]
+    assert any("not the first entry" in n for n in st.notes)
+
