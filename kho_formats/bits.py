@@ -183,6 +183,27 @@ def _prefix_xor(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def _scatter_toggles(toggles: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+    """Set bits ``a`` then flip bits ``b`` (an end can meet the next run's
+    start: they cancel).  Both are ascending, so their halves touch disjoint
+    parts of ``toggles``: big inputs go to two threads, a phase at a time."""
+    if a.size < (1 << 20):
+        toggles[a] = True
+        toggles[b] ^= True
+        return
+    h = a.size // 2
+
+    def set_a(part: slice) -> None:
+        toggles[a[part]] = True
+
+    def flip_b(part: slice) -> None:
+        toggles[b[part]] ^= True
+
+    halves = (slice(0, h), slice(h, None))
+    list(_executor().map(set_a, halves))
+    list(_executor().map(flip_b, halves))
+
+
 def runs_to_bitmaps(first: np.ndarray, length: np.ndarray, nbits: int) -> Tuple[np.ndarray, np.ndarray]:
     """Runs (sorted, non-overlapping bit ranges) -> ``(bitmap ids, packed)``.
 
@@ -249,10 +270,8 @@ def runs_to_bitmaps(first: np.ndarray, length: np.ndarray, nbits: int) -> Tuple[
     else:
         b = a + l64 if (ids is None or multi.size == 0) else a_end
         toggles = np.zeros(nrows * nbits + 64, dtype=bool)
-        toggles[a] = True
-        del a
-        toggles[b] ^= True  # an end can meet the next run's start: they cancel
-        del b
+        _scatter_toggles(toggles, a, b)
+        del a, b
         words = np.packbits(toggles, bitorder="little").view("<u8").astype(np.uint64, copy=False)
         del toggles
         rows = _prefix_xor(words)[: nrows * nbits // 64].reshape(nrows, nbits // 64)
