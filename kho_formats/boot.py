@@ -552,7 +552,6 @@ def _run_qemu(cmd: List[str], timeout: float, keep_going: bool) -> Tuple[str, Op
 
     def reader() -> None:
         assert proc.stdout is not None
-        buf = b""
         for raw in iter(lambda: proc.stdout.readline(), b""):
             line = raw.decode("utf-8", "replace")
             chunks.append(line)

@@ -226,7 +226,7 @@ def cmd_convert(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from .check import ERROR, WARNING, check
+    from .check import check
     from .clients import decode_clients
     from .limits import Budget
     from .report import check_report, render_check

@@ -38,7 +38,7 @@ from . import __version__
 from .alloc import PageAllocator, disjoint_regions
 from .errors import AllocationError, KhoFormatError
 from .image import PhysImage
-from .layout import SETUP_KEXEC_KHO, KhoData, KhoScratch, SetupDataHdr, layout
+from .layout import SETUP_KEXEC_KHO, KhoData, KhoScratch, SetupDataHdr
 from .state import Built, KhoState
 
 ARCHS = ("arm64", "x86_64")

@@ -108,7 +108,7 @@ def render_convert(s: dict, outdir: str = "") -> str:
     f, t = s["from"], s["to"]
     lines = [f"converted {f['version']} -> {t['version']}" + (f" into {outdir}" if outdir else ""),
              f"  preserved: {s['preserved_pages']} pages ({s['preserved_bytes']} bytes), unchanged",
-             f"  sub-blobs: " + (", ".join(f"{b['name']}@{b['phys']:#x}+{b['size']}" for b in s["subblobs"]) or "none")
+             "  sub-blobs: " + (", ".join(f"{b['name']}@{b['phys']:#x}+{b['size']}" for b in s["subblobs"]) or "none")
              + (f" ({'+'.join(s['subblobs'][0]['properties'])})" if s["subblobs"] else ""),
              f"  memory map: {f['memmap_phys']:#x} ({f['metadata_bytes']} bytes) -> {t['memmap_phys']:#x} "
              f"({t['metadata_bytes']} bytes in {t['metadata_blocks']} blocks)"]

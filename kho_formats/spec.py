@@ -481,7 +481,6 @@ def build_spec(sp: Spec) -> Fixture:
     ver = abi.get_version(sp.version)
     ps = sp.page_size
     lay = layout(ps, sp.byte_order)
-    shift = lay.page_shift
     w = sp.source or sp.name
     if ver.memory_map == "radix":
         geom = ver.radix(ps)

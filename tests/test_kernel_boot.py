@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Callable, Dict, Tuple
+from typing import Tuple
 
 import pytest
 

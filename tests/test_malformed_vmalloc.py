@@ -9,7 +9,7 @@ import tracemalloc
 
 import pytest
 
-from _malformed import fails, handover, parse, put32, put64
+from _malformed import fails, handover, parse, put64
 from kho_formats import check as kcheck
 from kho_formats import state as kstate
 from kho_formats.alloc import PageAllocator

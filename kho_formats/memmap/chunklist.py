@@ -21,7 +21,7 @@ from ..image import PhysImage
 from ..layout import Layout
 from ..limits import Budget
 from ..bits import bitmaps_to_runs, runs_to_bitmaps
-from ..pageset import PageSet, coalesce_runs, runs_from_sorted_indexes
+from ..pageset import PageSet
 
 U64 = np.uint64
 BITMAP_VARIANTS = {"page": None, "512": 512}
@@ -123,7 +123,6 @@ def read_chunklist(
     cl = ChunkList(first=first, bitmap_bytes=bitmap_bytes, detection=why)
     per_order: Dict[int, List[Tuple[int, np.ndarray]]] = {}
     seen_bitmaps: Dict[int, int] = {}
-    little = lay.byteorder == "little"
     for phys, chunk in _walk_chunks(image, first, lay, budget):
         cl.chunks.append(phys)
         order = chunk.hdr.order

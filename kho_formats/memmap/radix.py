@@ -75,14 +75,11 @@ def read_radix(
     budget = budget or Budget()
     ps_size = lay.page_size
     depth = geom.depth
-    tmask = (1 << geom.table_size_log2) - 1
     o0 = geom.order_0_log2
-    bshift = geom.bitmap_size_log2
     tree = RadixTree(root=root, depth=depth)
     per_order: Dict[int, Tuple[List[np.ndarray], List[np.ndarray]]] = {}
     seen: Dict[int, NodeId] = {}
     leaf_batches: List[Tuple[np.ndarray, np.ndarray, int, np.ndarray]] = []
-    little = lay.byteorder == "little"
 
     nshift = [_node_shift(geom, lv) for lv in range(depth)]
     lshifts = [geom.level_shift(lv) if lv else 0 for lv in range(depth)]
