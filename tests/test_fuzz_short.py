@@ -64,8 +64,9 @@ def test_short_fuzz_run():
     kinds = set(stats.outcomes)
     for k in ("FdtError", "MemoryMapError", "PropertyError", "ok"):
         assert any(x.startswith(k) for x in kinds), (k, kinds)
-    assert stats.slowest < 2.0, stats.slowest_name  # the long-run target is 1 s; slack for a loaded CI box
-    assert wall < 60, wall
+    # hang guards only (the 1 s per-input target is measured by the long run, not asserted here)
+    assert stats.slowest < 10.0, stats.slowest_name
+    assert wall < 300, wall
 
 
 def test_harness_catches_escapes_and_hangs(monkeypatch):

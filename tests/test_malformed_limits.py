@@ -74,7 +74,7 @@ def test_fdt_size_fields_allocate_nothing():
         bad = set_header(blob, field, 0xFFFFFFFF)
         t0 = time.perf_counter()
         assert peak_bytes(lambda: parse_fdt(bad)) < 64 << 10
-        assert time.perf_counter() - t0 < 0.2
+        assert time.perf_counter() - t0 < 2.0
         with pytest.raises(FdtError):
             parse_fdt(bad)
 
@@ -115,7 +115,7 @@ def test_radix_tree_with_every_entry_pointing_at_fresh_full_leaves_is_bounded():
         b.image.write(leaf, b"\xff" * 4096)
     t0 = time.perf_counter()
     st = parse(b)
-    assert time.perf_counter() - t0 < 1.0
+    assert time.perf_counter() - t0 < 5.0
     assert st.preserved.num_pages == 64 * 4096 * 8
     with fails(LimitExceeded, "metadata pages"):
         parse(b, limits=Limits(max_pages=20))
@@ -152,6 +152,6 @@ def test_chain_of_chunks_pointing_forward_forever_stops_at_the_image_edge():
     t0 = time.perf_counter()
     with fails(MemoryMapError, "khoser_mem_chunk is outside the image", phys=c0 + 2001 * 4096):
         parse(b, v1_bitmap="page")
-    assert time.perf_counter() - t0 < 1.0
+    assert time.perf_counter() - t0 < 5.0
     with fails(LimitExceeded, "more than 500 metadata pages"):
         parse(b, v1_bitmap="page", limits=Limits(max_pages=500))

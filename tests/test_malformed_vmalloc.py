@@ -77,7 +77,7 @@ def test_total_pages_huge_costs_nothing_before_validation():
         read_vmalloc(img, with_desc(desc, total_pages=0xFFFFFFFF), LAY, budget=Budget())
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert time.perf_counter() - t0 < 0.5
+    assert time.perf_counter() - t0 < 5.0
     assert peak < 4 << 20
 
 
