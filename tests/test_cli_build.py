@@ -299,3 +299,12 @@ def test_big_endian_build_convert_and_elf(tmp_path):
     # read as little-endian, the map pointer is implausible: a clear error, exit 1
     r = kho("--byte-order", "little", "inspect", tmp_path / "v4", check_rc=1)
     assert r.stderr.startswith("kho: error: ")
+
+
+def test_islands_join_gaps_up_to_gap_zero_bytes():
+    from kho_formats.fixture import islands
+
+    assert islands(b"") == [] and islands(bytes(10)) == []
+    assert islands(b"\x01" + bytes(3) + b"\x02", gap=3) == [(0, b"\x01\x00\x00\x00\x02")]
+    assert islands(b"\x01" + bytes(4) + b"\x02", gap=3) == [(0, b"\x01"), (5, b"\x02")]
+    assert islands(bytes(2) + b"\x07\x08" + bytes(9), gap=3) == [(2, b"\x07\x08")]
