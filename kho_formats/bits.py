@@ -15,7 +15,7 @@ back, without one Python object per page:
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -204,15 +204,139 @@ def _scatter_toggles(toggles: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
     list(_executor().map(flip_b, halves))
 
 
+def _or_words(words: np.ndarray, idx: np.ndarray, vals: np.ndarray) -> None:
+    """``words[idx] |= vals`` for ascending ``idx`` that may repeat (several
+    runs starting in one word): the last of each group is assigned, the
+    others ORed in with ``ufunc.at`` (few: only words shared by runs)."""
+    if idx.size == 0:
+        return
+    shared = np.empty(idx.size, dtype=bool)
+    shared[-1] = False
+    np.equal(idx[1:], idx[:-1], out=shared[:-1])
+    dup = np.flatnonzero(shared)
+    if dup.size == 0:
+        words[idx] |= vals
+        return
+    last = np.flatnonzero(~shared)
+    words[idx[last]] |= vals[last]
+    np.bitwise_or.at(words, idx[dup], vals[dup])
+
+
+_TWO = U64(2)
+_ALL = ~U64(0)
+
+
+def _fill_runs(words: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+    """Set bits ``[a, b)`` of ``words`` (a flat uint64 bitmap) for sorted,
+    disjoint, non-empty runs, a word at a time: each run ORs a head word
+    (bits from its start), a tail word when it ends in a later word, and
+    stores all-ones in the words between.  Cost is per run plus per full
+    word, never per bit."""
+    last = b - 1
+    ws = a >> 6
+    we = last >> 6
+    # head: bits a&63 .. min(last - 64*ws, 63); 2 << 63 wraps to 0, which still gives the mask
+    hi = last - (ws << 6)
+    np.minimum(hi, 63, out=hi)
+    head = np.left_shift(_TWO, hi.view(np.uint64))
+    head -= np.left_shift(_ONE, (a & 63).view(np.uint64))
+    _or_words(words, ws, head)
+    t = np.flatnonzero(we != ws)
+    if t.size == 0:
+        return
+    wt = we[t]
+    tail = np.left_shift(_TWO, (last[t] & 63).view(np.uint64))
+    tail -= _ONE
+    words[wt] |= tail  # tails are strictly ascending: one per word
+    span = wt - ws[t] - 1
+    f = np.flatnonzero(span > 0)
+    if f.size:
+        k = span[f]
+        n = int(k.sum())
+        first = ws[t][f] + 1
+        idx = np.repeat(first - (np.cumsum(k) - k), k)
+        idx += np.arange(n, dtype=np.int64)
+        words[idx] = _ALL
+
+
+_BLOCK = 1 << 16  # runs per numpy pass: temporaries stay in cache and reuse the heap
+
+
+def _distinct_rows(f64: np.ndarray, shift: int) -> np.ndarray:
+    """Sorted distinct ``f64 >> shift`` of a sorted array, a block at a time."""
+    parts = []
+    prev = -1
+    for i in range(0, f64.size, _BLOCK):
+        lo = f64[i : i + _BLOCK] >> shift
+        if int(lo[0]) != prev:
+            parts.append(lo[:1])
+        chg = np.flatnonzero(lo[1:] != lo[:-1])
+        if chg.size:
+            chg += 1
+            parts.append(lo[chg])
+        prev = int(lo[-1])
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def _word_disjoint_cut(f64: np.ndarray, l64: np.ndarray) -> int:
+    """An index near the middle where a run starts in a later 64-bit word
+    than the one before it ends (0 if none is found quickly): two threads
+    filling the halves then never write the same word."""
+    n = f64.size
+    mid = n // 2
+    hi = min(n, mid + 4096)
+    if mid == 0:
+        return 0
+    ok = np.flatnonzero((f64[mid:hi] >> 6) > ((f64[mid - 1 : hi - 1] + l64[mid - 1 : hi - 1] - 1) >> 6))
+    return mid + int(ok[0]) if ok.size else 0
+
+
+def _fill_blocks(words: np.ndarray, f64: np.ndarray, l64: np.ndarray, shift: int, base: int,
+                 ids: Optional[np.ndarray]) -> None:
+    """Set the runs ``[f64, f64 + l64)`` in ``words``, a block of runs at a
+    time.  Bits are addressed as ``f64 - base`` (``ids`` None) or, with
+    ``ids`` the sorted touched bitmap ids, as rank of the run's bitmap in
+    ``ids`` times the bitmap size plus the offset inside it (runs must not
+    cross bitmaps then)."""
+    for i in range(0, f64.size, _BLOCK):
+        fb = f64[i : i + _BLOCK]
+        if ids is None:
+            a = fb - np.int64(base)
+        else:
+            lo = fb >> shift
+            s = np.flatnonzero(lo[1:] != lo[:-1])
+            s += 1
+            s = np.concatenate((np.zeros(1, np.int64), s))
+            rank0 = int(np.searchsorted(ids, lo[0]))
+            gap = lo[s] - np.arange(rank0, rank0 + s.size, dtype=np.int64)
+            gap <<= shift
+            a = fb - np.repeat(gap, np.diff(s, append=fb.size))
+        _fill_runs(words, a, a + l64[i : i + _BLOCK])
+
+
+def _fill_parallel(words: np.ndarray, f64: np.ndarray, l64: np.ndarray, shift: int, base: int,
+                   ids: Optional[np.ndarray]) -> None:
+    """:func:`_fill_blocks` on two threads for big inputs, cut where the
+    halves write disjoint words."""
+    cut = _word_disjoint_cut(f64, l64) if f64.size >= 4 * _BLOCK else 0
+    if cut == 0:
+        _fill_blocks(words, f64, l64, shift, base, ids)
+        return
+    halves = (slice(0, cut), slice(cut, None))
+    list(_executor().map(lambda h: _fill_blocks(words, f64[h], l64[h], shift, base, ids), halves))
+
+
 def runs_to_bitmaps(first: np.ndarray, length: np.ndarray, nbits: int) -> Tuple[np.ndarray, np.ndarray]:
     """Runs (sorted, non-overlapping bit ranges) -> ``(bitmap ids, packed)``.
 
     ``packed`` is (m, nbits // 8) uint8, little-endian bit order (bit ``b`` is
     byte ``b // 8``, bit ``b % 8``), one row per touched bitmap id.  Runs are
-    marked as toggles at their first and one-past-last bits, then a
-    word-level prefix XOR fills them in (no per-bit cumulative sum).  Sparse
-    sets are written bit by bit instead.  Whole-array temporaries are kept
-    few: at these sizes each one costs its page faults.
+    first given addresses in a space of touched bitmaps only (the bitmap's
+    rank times ``nbits``), then set: dense sets as toggles at each run's
+    first and one-past-last bits, filled by a word-level prefix XOR; sparse
+    sets a word at a time (:func:`_fill_runs`), at a cost per run, not per
+    bit.  Whole-array temporaries are kept few: at these sizes each one
+    costs its page faults.
     """
     first = np.asarray(first, dtype=np.uint64)
     length = np.asarray(length, dtype=np.uint64)
@@ -227,48 +351,46 @@ def runs_to_bitmaps(first: np.ndarray, length: np.ndarray, nbits: int) -> Tuple[
     total = int(length.sum(dtype=np.uint64))
     f64 = first.view(np.int64)
     l64 = length.view(np.int64)
+    sparse_bits = None
     if span * nbits <= max(1 << 28, 4 * total):
         # dense: the touched bitmaps lie close together; address them directly
         ids = None
-        a = f64 - np.int64(lo_min << shift)
         nrows = span
+        addr = (f64, l64, lo_min << shift, None)
     else:
         # sparse: number the touched bitmaps and address them by rank
-        lo = f64 >> shift
-        hi = (f64 + l64 - 1) >> shift
-        new = np.empty(lo.size, dtype=bool)
-        new[0] = True
-        np.not_equal(lo[1:], lo[:-1], out=new[1:])
-        multi = np.flatnonzero(hi > lo)
-        if multi.size == 0:
-            ids = lo[new].view(np.uint64)
-            rank = np.cumsum(new, dtype=np.int64)
-            rank -= 1
+        cross = np.flatnonzero(((f64 & (nbits - 1)) + l64) > nbits)  # runs crossing into later bitmaps
+        if cross.size == 0:
+            ids = _distinct_rows(f64, shift).view(np.uint64)
+            nrows = ids.size
+            addr = (f64, l64, 0, ids.view(np.int64))
         else:
-            extra = [np.arange(int(lo[i]) + 1, int(hi[i]) + 1, dtype=np.int64) for i in multi.tolist()]
+            lo = f64 >> shift
+            hi = (f64 + l64 - 1) >> shift
+            extra = [np.arange(int(lo[i]) + 1, int(hi[i]) + 1, dtype=np.int64) for i in cross.tolist()]
             ids = np.unique(np.concatenate([lo] + extra)).view(np.uint64)
-            rank = np.searchsorted(ids.view(np.int64), lo)
-        a = rank * nbits + (f64 & (nbits - 1))
-        if multi.size:
-            # a run crossing into later bitmaps: its end is addressed by the rank of its last bitmap
-            a_end = np.searchsorted(ids.view(np.int64), hi) * nbits + ((f64 + l64 - 1) & (nbits - 1)) + 1
-        nrows = ids.size
-    if total * 32 < nrows * nbits:
-        # sparse bits: set them one by one (as 64-bit word ORs), no per-bit scan
-        if int(length.max()) == 1:
-            pos = a
-        else:
-            # bits of a run are consecutive in the rank space unless the run crosses
-            # into a bitmap that is not the next rank: expand per bitmap piece
-            pos = np.repeat(a - np.cumsum(l64) + l64, l64) + np.arange(total, dtype=np.int64)
-            if ids is not None and multi.size:
-                key = np.repeat(f64 - np.cumsum(l64) + l64, l64) + np.arange(total, dtype=np.int64)
-                pos = np.searchsorted(ids.view(np.int64), key >> shift) * nbits + (key & (nbits - 1))
+            nrows = ids.size
+            # a crossing run is contiguous in rank space (every bitmap it covers is numbered)
+            a = np.searchsorted(ids.view(np.int64), lo) * nbits + (f64 & (nbits - 1))
+            del lo, hi
+            addr = (a, l64, 0, None)
+    sparse_bits = total * 32 < nrows * nbits
+    if sparse_bits:
+        # sparse bits: a word at a time, no per-bit scan
         words = np.zeros(nrows * nbits // 64, dtype=np.uint64)
-        np.bitwise_or.at(words, pos >> 6, np.left_shift(_ONE, (pos & 63).astype(np.uint64)))
+        _fill_parallel(words, addr[0], addr[1], shift, addr[2], addr[3])
         rows = words.reshape(nrows, nbits // 64)
     else:
-        b = a + l64 if (ids is None or multi.size == 0) else a_end
+        start, lens, base, rank_ids = addr
+        if rank_ids is not None:
+            lo = start >> shift
+            a = (np.searchsorted(rank_ids, lo) - lo) << shift
+            a += start
+            del lo
+        else:
+            a = start - np.int64(base)
+        del addr
+        b = a + lens
         toggles = np.zeros(nrows * nbits + 64, dtype=bool)
         _scatter_toggles(toggles, a, b)
         del a, b

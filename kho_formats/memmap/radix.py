@@ -271,64 +271,78 @@ def build_radix(
         leaf_ids, packed = runs_to_bitmaps(np.concatenate(kf), np.concatenate(kl), nbits)
     else:
         leaf_ids, packed = np.zeros(0, np.uint64), np.zeros((0, nbits // 8), np.uint8)
-    leaf_row = {int(i): k for k, i in enumerate(leaf_ids.tolist())}
-    # 2. node ids per level
-    levels: List[set] = [set(leaf_row)]
+    # 2. node ids per level, sorted (a level's ids are its children's ids >> tshift)
+    ids: List[np.ndarray] = [leaf_ids.view(np.int64)]
     for level in range(1, depth):
-        levels.append({n >> tshift for n in levels[level - 1]})
+        up = ids[level - 1] >> tshift
+        keep = np.ones(up.size, dtype=bool)
+        np.not_equal(up[1:], up[:-1], out=keep[1:])
+        ids.append(up[keep])
     if placement and keep_empty:
+        extra: List[List[int]] = [[] for _ in range(depth)]
         for (level, nid) in placement:
             if 0 <= level < depth:
                 for lv in range(level, depth):
-                    levels[lv].add(nid >> (tshift * (lv - level)))
-    if not levels[0] and not (placement and keep_empty and any(levels)):
+                    extra[lv].append(nid >> (tshift * (lv - level)))
+        ids = [np.union1d(ids[lv], np.array(extra[lv], dtype=np.int64)) for lv in range(depth)]
+    if not ids[0].size and not (placement and keep_empty and any(x.size for x in ids)):
         return 0, [], RadixTree(root=0, depth=depth)
-    if levels[depth - 1] - {0}:
+    if ids[depth - 1].size != 1 or int(ids[depth - 1][0]) != 0:
         raise UnrepresentableError("keys above the root table's range", expected="root node id 0")
-    # 3. placement: pre-order, ascending indexes
-    children: Dict[NodeId, List[int]] = {}
-    for level in range(1, depth):
-        for nid in sorted(levels[level - 1]):
-            children.setdefault((level, nid >> tshift), []).append(nid)
-    used = set(placement.values()) if placement else set()
+    # 3. placement: depth-first pre-order, ascending indexes = sorted by (first leaf id covered, level descending)
+    lvl = np.concatenate([np.full(x.size, lv, dtype=np.int64) for lv, x in enumerate(ids)])
+    nid = np.concatenate(ids)
+    first_leaf = np.concatenate([x << (tshift * lv) for lv, x in enumerate(ids)])
+    preorder = np.lexsort((-lvl, first_leaf))
+    pre_lvl = lvl[preorder].tolist()
+    pre_nid = nid[preorder].tolist()
+    nodes = list(zip(pre_lvl, pre_nid))
+    addr = np.empty(nid.size, dtype=np.uint64)  # level-major, like ``nid``
+    if placement:
+        given = [placement.get(n) for n in nodes]
+        fresh_at = [k for k, g in enumerate(given) if g is None]
+        if alloc is not None:
+            for q in placement.values():
+                alloc.avoid(q, q + lay.page_size)
+    else:
+        given, fresh_at = None, range(len(nodes))
+    if len(fresh_at) and alloc is None:
+        raise MemoryMapError(f"no address for radix node {nodes[fresh_at[0]]} and no allocator")
+    fresh = alloc.alloc_pages(len(fresh_at), what="radix node") if len(fresh_at) else []
+    if given is None:
+        pre_addr = fresh
+    else:
+        pre_addr = list(given)
+        for k, q in zip(fresh_at, fresh):
+            pre_addr[k] = q
+    addr[preorder] = np.array(pre_addr, dtype=np.uint64)
     tree = RadixTree(root=0, depth=depth)
-    order_list: List[NodeId] = []
-    stack: List[NodeId] = [(depth - 1, 0)]
-    while stack:
-        node = stack.pop()
-        order_list.append(node)
-        if node[0] > 0:
-            stack.extend((node[0] - 1, c) for c in reversed(children.get(node, [])))
-    if alloc is not None:
-        for p in used:
-            alloc.avoid(p, p + lay.page_size)
-    fresh = [node for node in order_list if not (placement and node in placement)]
-    if fresh and alloc is None:
-        raise MemoryMapError(f"no address for radix node {fresh[0]} and no allocator")
-    addrs = iter(alloc.alloc_pages(len(fresh), what="radix node") if fresh else [])
-    for node in order_list:
-        tree.placement[node] = placement[node] if (placement and node in placement) else next(addrs)
-    # 4. bytes
-    out: List[Tuple[int, bytes]] = []
-    for node in order_list:
-        level, nid = node
-        phys = tree.placement[node]
-        if level > 0:
-            tree.tables += 1
-            table = np.zeros(lay.words_per_page, dtype=np.uint64)
-            for c in children.get(node, []):
-                table[c & tmask] = tree.placement[(level - 1, c)]
-            out.append((phys, table.astype(lay.dtype, copy=False).tobytes()))
-        else:
-            tree.leaves += 1
-            row = leaf_row.get(nid)
-            if row is None:
-                tree.empty_leaves += 1
-                out.append((phys, bytes(lay.page_size)))
-                continue
-            leaf = packed[row]
+    tree.placement = dict(zip(nodes, pre_addr))
+    # 4. bytes: every level's tables in one array, leaves straight from the packed bitmaps
+    ps = lay.page_size
+    offs = np.cumsum([0] + [x.size for x in ids])
+    node_bytes: List[memoryview] = []  # per level, the flat page bytes of that level's nodes in id order
+    for level in range(depth):
+        if level == 0:
+            if ids[0].size == leaf_ids.size:
+                rows = packed
+            else:  # empty leaves kept from a placement
+                rows = np.zeros((ids[0].size, ps), dtype=np.uint8)
+                rows[np.searchsorted(ids[0], leaf_ids.view(np.int64))] = packed
             if lay.byteorder == "big":
-                leaf = leaf.view("<u8").astype(">u8").view(np.uint8)
-            out.append((phys, leaf.tobytes()))
+                rows = rows.view("<u8").astype(">u8").view(np.uint8)
+            node_bytes.append(memoryview(np.ascontiguousarray(rows).reshape(-1)).toreadonly())
+            continue
+        children = ids[level - 1]
+        table = np.zeros((ids[level].size, lay.words_per_page), dtype=np.uint64)
+        table[np.searchsorted(ids[level], children >> tshift), children & tmask] = addr[offs[level - 1]:offs[level]]
+        node_bytes.append(memoryview(table.astype(lay.dtype, copy=False).reshape(-1)).cast("B").toreadonly())
+    row_in_level = np.arange(nid.size, dtype=np.int64) - np.repeat(offs[:-1], [x.size for x in ids])
+    out: List[Tuple[int, bytes]] = []
+    for lv, row, q in zip(pre_lvl, (row_in_level[preorder] * ps).tolist(), pre_addr):
+        out.append((q, node_bytes[lv][row : row + ps]))
+    tree.tables = int(nid.size - ids[0].size)
+    tree.leaves = int(ids[0].size)
+    tree.empty_leaves = int(ids[0].size - leaf_ids.size)
     tree.root = tree.placement[(depth - 1, 0)]
     return tree.root, out, tree
