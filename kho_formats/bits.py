@@ -262,6 +262,35 @@ def _fill_runs(words: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
 _BLOCK = 1 << 16  # runs per numpy pass: temporaries stay in cache and reuse the heap
 
 
+#: a block whose runs average at most this many bits of span is filled
+#: with toggles and a prefix XOR (cost per bit of span), sparser ones a
+#: word at a time (cost per run)
+_TOGGLE_BITS_PER_RUN = 64
+
+
+def _fill_toggles(words: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+    """Set bits ``[a, b)`` of ``words`` for sorted, disjoint runs lying close
+    together: toggles at each run's first and one-past-last bit in a
+    block-sized bool scratch, packed, then a word-level prefix XOR fills
+    the runs in.  Runs are whole inside the block, so no parity carries
+    out of it; its first and last words may be shared with neighbours and
+    are ORed in.  ``a`` and ``b`` are scratch: they are rebased in place."""
+    w0 = int(a[0]) >> 6
+    w1 = ((int(b[-1]) - 1) >> 6) + 1
+    base = np.int64(w0 << 6)
+    a -= base
+    b -= base
+    toggles = np.zeros((w1 - w0 + 1) * 64, dtype=bool)
+    toggles[a] = True
+    touching = np.flatnonzero(b[:-1] == a[1:])
+    if touching.size:  # an end meeting the next run's start: the two toggles cancel
+        toggles[b] ^= True
+    else:
+        toggles[b] = True
+    x = np.packbits(toggles[: (w1 - w0) * 64], bitorder="little").view("<u8")
+    words[w0:w1] |= _prefix_xor(x.astype(np.uint64, copy=False))
+
+
 def _distinct_rows(f64: np.ndarray, shift: int) -> np.ndarray:
     """Sorted distinct ``f64 >> shift`` of a sorted array, a block at a time."""
     parts = []
@@ -311,7 +340,11 @@ def _fill_blocks(words: np.ndarray, f64: np.ndarray, l64: np.ndarray, shift: int
             gap = lo[s] - np.arange(rank0, rank0 + s.size, dtype=np.int64)
             gap <<= shift
             a = fb - np.repeat(gap, np.diff(s, append=fb.size))
-        _fill_runs(words, a, a + l64[i : i + _BLOCK])
+        b = a + l64[i : i + _BLOCK]
+        if (int(b[-1]) - int(a[0])) <= _TOGGLE_BITS_PER_RUN * a.size:
+            _fill_toggles(words, a, b)
+        else:
+            _fill_runs(words, a, b)
 
 
 def _fill_parallel(words: np.ndarray, f64: np.ndarray, l64: np.ndarray, shift: int, base: int,
@@ -351,7 +384,6 @@ def runs_to_bitmaps(first: np.ndarray, length: np.ndarray, nbits: int) -> Tuple[
     total = int(length.sum(dtype=np.uint64))
     f64 = first.view(np.int64)
     l64 = length.view(np.int64)
-    sparse_bits = None
     if span * nbits <= max(1 << 28, 4 * total):
         # dense: the touched bitmaps lie close together; address them directly
         ids = None
@@ -374,32 +406,14 @@ def runs_to_bitmaps(first: np.ndarray, length: np.ndarray, nbits: int) -> Tuple[
             a = np.searchsorted(ids.view(np.int64), lo) * nbits + (f64 & (nbits - 1))
             del lo, hi
             addr = (a, l64, 0, None)
-    sparse_bits = total * 32 < nrows * nbits
-    if sparse_bits:
-        # sparse bits: a word at a time, no per-bit scan
-        words = np.zeros(nrows * nbits // 64, dtype=np.uint64)
-        _fill_parallel(words, addr[0], addr[1], shift, addr[2], addr[3])
-        rows = words.reshape(nrows, nbits // 64)
-    else:
-        start, lens, base, rank_ids = addr
-        if rank_ids is not None:
-            lo = start >> shift
-            a = (np.searchsorted(rank_ids, lo) - lo) << shift
-            a += start
-            del lo
-        else:
-            a = start - np.int64(base)
-        del addr
-        b = a + lens
-        toggles = np.zeros(nrows * nbits + 64, dtype=bool)
-        _scatter_toggles(toggles, a, b)
-        del a, b
-        words = np.packbits(toggles, bitorder="little").view("<u8").astype(np.uint64, copy=False)
-        del toggles
-        rows = _prefix_xor(words)[: nrows * nbits // 64].reshape(nrows, nbits // 64)
+    words = np.zeros(nrows * nbits // 64, dtype=np.uint64)
+    _fill_parallel(words, addr[0], addr[1], shift, addr[2], addr[3])
+    del addr
+    rows = words.reshape(nrows, nbits // 64)
     if ids is None:
         keep = np.flatnonzero(rows.any(axis=1))
         ids = U64(lo_min) + keep.astype(np.uint64)
-        rows = rows[keep]
+        if keep.size < nrows:
+            rows = rows[keep]
     packed = np.ascontiguousarray(rows.astype("<u8", copy=False)).view(np.uint8).reshape(ids.size, nbits // 8)
     return ids, packed

@@ -209,7 +209,7 @@ def build_chunklist(
             alloc.avoid(p, p + lay.page_size)
         for p in placement.bitmaps.values():
             alloc.avoid(p, p + bitmap_bytes)
-    out_bitmaps: List[Tuple[int, bytes]] = []
+    out_bitmaps: List[Tuple[np.ndarray, np.ndarray]] = []  # per order: (phys, rows)
     # per order: sorted bitmap indexes with their bytes
     per_order: List[Tuple[int, List[Tuple[int, int]]]] = []
     slab: List[int] = []  # free 512-byte slots in the current slab page
@@ -237,17 +237,19 @@ def build_chunklist(
             packed = packed.view("<u8").astype(">u8").view(np.uint8).reshape(packed.shape)
         if placement is not None or alloc is None:
             entries = []
-            for index, row in zip(ids.tolist(), packed):
+            placed = []
+            for index in ids.tolist():
                 phys = new_bitmap(order, index)
                 cl.bitmaps[(order, index)] = phys
-                out_bitmaps.append((phys, row.tobytes()))
+                placed.append(phys)
                 entries.append(((index * bits) << shift, phys))
+            out_bitmaps.append((np.array(placed, dtype=np.uint64), packed))
             per_order.append((order, entries))
             continue
         # fresh build, vectorized: bitmap addresses from the allocator in bulk
         n = int(ids.size)
         if bitmap_bytes == lay.page_size:
-            phys = np.array([alloc.alloc(what="v1 bitmap page") for _ in range(n)], dtype=np.uint64)
+            phys = np.array(alloc.alloc_pages(n, what="v1 bitmap page"), dtype=np.uint64)
         else:
             per_page = lay.page_size // 512
             slots: List[np.ndarray] = []
@@ -259,8 +261,7 @@ def build_chunklist(
             need = n - take
             if need:
                 npages = -(-need // per_page)
-                bases = np.array([alloc.alloc(what="v1 512-byte bitmap slab page") for _ in range(npages)],
-                                 dtype=np.uint64)
+                bases = np.array(alloc.alloc_pages(npages, what="v1 512-byte bitmap slab page"), dtype=np.uint64)
                 k = np.arange(need, dtype=np.uint64)
                 slots.append(bases[(k // U64(per_page)).astype(np.intp)] + (k % U64(per_page)) * U64(512))
                 last_used = need - (npages - 1) * per_page
@@ -270,14 +271,6 @@ def build_chunklist(
         cl.bitmaps.update(zip(zip([order] * n, ids.tolist()), phys.tolist()))
         out_bitmaps.append((phys, packed))  # expanded into pages below
         per_order.append((order, np.column_stack(((ids * U64(bits)) << U64(shift), phys))))
-    # bitmaps placed in bulk: (phys array, rows) -> one (phys, bytes) per bitmap
-    flat_bitmaps: List[Tuple[int, bytes]] = []
-    for item in out_bitmaps:
-        if isinstance(item[0], np.ndarray):
-            flat_bitmaps.extend(zip(item[0].tolist(), (row.tobytes() for row in item[1])))
-        else:
-            flat_bitmaps.append(item)
-    out_bitmaps = flat_bitmaps
     # chunks
     chunk_plan: List[Tuple[int, List[Tuple[int, int]]]] = []
     for order, entries in per_order:
@@ -302,12 +295,29 @@ def build_chunklist(
             dict(hdr=dict(next=nxt, order=order, num_elms=len(entries)), bitmaps=arr))))
     cl.first = phys_list[0]
     cl.chunks = phys_list
-    # 512-byte bitmaps share pages: merge into whole pages
-    if bitmap_bytes < lay.page_size:
-        pagebufs: Dict[int, bytearray] = {}
-        for phys, data in out_bitmaps:
-            base = phys - phys % lay.page_size
-            buf = pagebufs.setdefault(base, bytearray(lay.page_size))
-            buf[phys - base : phys - base + len(data)] = data
-        out_bitmaps = sorted((p, bytes(b)) for p, b in pagebufs.items())
-    return cl.first, out + out_bitmaps, cl
+    return cl.first, out + _bitmap_pages(out_bitmaps, bitmap_bytes, lay.page_size), cl
+
+
+def _bitmap_pages(placed: List[Tuple[np.ndarray, np.ndarray]], bitmap_bytes: int, page_size: int) -> List[Tuple[int, memoryview]]:
+    """``(phys array, rows)`` per order -> ``(page phys, page bytes)``.
+
+    Page-sized bitmaps are their own pages (read-only views of the rows);
+    512-byte ones share pages (eight ``kzalloc`` slots each) and are laid
+    into whole pages, ascending."""
+    placed = [(p, r) for p, r in placed if p.size]
+    if not placed:
+        return []
+    if bitmap_bytes == page_size:
+        out: List[Tuple[int, memoryview]] = []
+        for phys, rows in placed:
+            flat = memoryview(np.ascontiguousarray(rows).reshape(-1)).toreadonly()
+            out.extend((p, flat[k * page_size : (k + 1) * page_size]) for k, p in enumerate(phys.tolist()))
+        return out
+    phys = np.concatenate([p for p, _ in placed])
+    rows = np.concatenate([r for _, r in placed]) if len(placed) > 1 else placed[0][1]
+    base = phys - phys % np.uint64(page_size)
+    bases, page = np.unique(base, return_inverse=True)
+    buf = np.zeros((bases.size, page_size // bitmap_bytes, bitmap_bytes), dtype=np.uint8)
+    buf[page, ((phys - base) // np.uint64(bitmap_bytes)).astype(np.intp)] = rows
+    flat = memoryview(buf.reshape(-1)).toreadonly()
+    return [(p, flat[k * page_size : (k + 1) * page_size]) for k, p in enumerate(bases.tolist())]
