@@ -15,7 +15,7 @@ back, without one Python object per page:
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -33,18 +33,37 @@ def _popcount(v: np.ndarray) -> np.ndarray:
     return _POP8[np.ascontiguousarray(v).view(np.uint8)].reshape(-1, 8).sum(axis=1, dtype=np.uint8)
 
 
+if hasattr(np, "bitwise_count"):
+
+    def _low_bit_index(low: np.ndarray) -> np.ndarray:
+        """Bit index of each power of two in a uint64 array."""
+        return np.bitwise_count(low - _ONE).astype(np.int64)
+
+else:  # pragma: no cover - numpy < 2.0
+
+    def _low_bit_index(low: np.ndarray) -> np.ndarray:
+        return np.frexp(low.astype(np.float64))[1].astype(np.int64) - 1  # exact: a power of two
+
+
 def _bit_positions(mask: np.ndarray) -> np.ndarray:
     """Positions (word index * 64 + bit) of the set bits of a uint64 array, ascending.
 
     Words holding many bits are unpacked (``flatnonzero`` on a *bool* view
     is several times faster than on uint8); words holding few have their
     lowest set bit peeled off, one round per bit rank, each bit written
-    straight to its sorted place (so sparse maps cost per bit, not per word).
+    straight to its sorted place (so sparse maps cost per bit, not per word;
+    a map whose words hold one bit each takes a single round).
     """
-    nzw = np.flatnonzero(mask)
+    nzw = np.flatnonzero(mask != 0)  # on bool: several times faster than on uint64
     if nzw.size == 0:
         return np.zeros(0, dtype=np.int64)
     vals = mask[nzw].astype(np.uint64, copy=False)
+    rest = vals & (vals - _ONE)  # each word without its lowest bit
+    multi = np.flatnonzero(rest != 0)
+    base = nzw << 6
+    if multi.size == 0:  # one bit per word
+        base += _low_bit_index(vals)
+        return base
     pc = _popcount(vals)
     total = int(pc.sum(dtype=np.int64))
     if total > 8 * nzw.size:
@@ -60,16 +79,16 @@ def _bit_positions(mask: np.ndarray) -> np.ndarray:
     out = np.empty(total, dtype=np.int64)
     slot = np.cumsum(pc, dtype=np.int64)
     slot -= pc
-    base = nzw << 6
-    v = vals.copy()
+    out[slot] = base + _low_bit_index(vals ^ rest)
+    v, slot, base = rest[multi], slot[multi], base[multi]
     while v.size:
-        low = v & (~v + _ONE)
-        out[slot] = base + (np.frexp(low.astype(np.float64))[1] - 1)  # exact: a power of two
-        v ^= low
-        keep = v != 0
-        if not keep.all():
-            v, slot, base = v[keep], slot[keep], base[keep]
         slot += 1
+        low = v & (~v + _ONE)
+        out[slot] = base + _low_bit_index(low)
+        v ^= low
+        keep = np.flatnonzero(v != 0)
+        if keep.size < v.size:
+            v, slot, base = v[keep], slot[keep], base[keep]
     return out
 
 
@@ -123,29 +142,16 @@ def _positions(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def bitmaps_to_runs(words: np.ndarray, bases: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Runs of set bits in a stack of bitmaps.
+_BLOCK_WORDS = 1 << 15  # bitmap words per numpy pass (256 KiB): temporaries stay in cache
 
-    ``words``: (n, W) uint64 in native numeric value (any byte order dtype);
-    ``bases``: (n,) bit index of bit 0 of each bitmap, ascending.  Returns
-    ``(first_bit, length)`` arrays in the bases' units, sorted, with runs that
-    cross from one bitmap into the next contiguous one merged.
-    """
+
+def _runs_of_block(words: np.ndarray, bases: np.ndarray, contiguous: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Runs of one block of bitmaps (first bitmap not continued from before)."""
     n, w = words.shape
-    if n == 0:
-        z = np.zeros(0, np.uint64)
-        return z, z
     nbits = w * 64
     flat = np.ascontiguousarray(words.astype(np.uint64, copy=False)).reshape(-1)
-    bases = np.asarray(bases, dtype=np.uint64)
-    contiguous = np.zeros(n, dtype=bool)
-    if n > 1:
-        contiguous[1:] = bases[1:] == bases[:-1] + U64(nbits)
     ms, ml = _run_masks(flat, w, contiguous)
-    if flat.size >= _PARALLEL_WORDS:  # starts on one thread, ends on the other
-        starts, lasts = _executor().map(_bit_positions, (ms, ml))
-    else:
-        starts, lasts = _bit_positions(ms), _bit_positions(ml)
+    starts, lasts = _bit_positions(ms), _bit_positions(ml)
     if starts.size != lasts.size:  # pragma: no cover - impossible by construction
         raise AssertionError("run starts and ends disagree")
     lasts -= starts
@@ -155,6 +161,62 @@ def bitmaps_to_runs(words: np.ndarray, bases: np.ndarray) -> Tuple[np.ndarray, n
         return starts.view(np.uint64), lasts.view(np.uint64)
     shift = nbits.bit_length() - 1
     return bases[starts >> shift] + (starts & (nbits - 1)).view(np.uint64), lasts.view(np.uint64)
+
+
+def _runs_of_blocks(words: np.ndarray, bases: np.ndarray, contiguous: np.ndarray, k: int,
+                    lo: int, hi: int) -> List[Tuple[np.ndarray, np.ndarray]]:
+    out = []
+    for i in range(lo, hi, k):
+        c = contiguous[i : i + k].copy()
+        c[0] = False  # a run continued from the block before is joined afterwards
+        out.append(_runs_of_block(words[i : i + k], bases[i : i + k], c))
+    return out
+
+
+def bitmaps_to_runs(words: np.ndarray, bases: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Runs of set bits in a stack of bitmaps.
+
+    ``words``: (n, W) uint64 in native numeric value (any byte order dtype);
+    ``bases``: (n,) bit index of bit 0 of each bitmap, ascending.  Returns
+    ``(first_bit, length)`` arrays in the bases' units, sorted, with runs that
+    cross from one bitmap into the next contiguous one merged.  Bitmaps are
+    scanned a cache-sized block at a time, the blocks shared by two
+    threads; a run crossing a block boundary is joined at the end.
+    """
+    n, w = words.shape
+    if n == 0:
+        z = np.zeros(0, np.uint64)
+        return z, z
+    nbits = w * 64
+    bases = np.asarray(bases, dtype=np.uint64)
+    contiguous = np.zeros(n, dtype=bool)
+    if n > 1:
+        contiguous[1:] = bases[1:] == bases[:-1] + U64(nbits)
+    k = max(1, _BLOCK_WORDS // w)
+    if n * w >= _PARALLEL_WORDS and n > k:
+        mid = (n // 2 + k - 1) // k * k
+        halves = _executor().map(lambda r: _runs_of_blocks(words, bases, contiguous, k, *r), ((0, mid), (mid, n)))
+        parts = [p for h in halves for p in h]
+    else:
+        parts = _runs_of_blocks(words, bases, contiguous, k, 0, n)
+    parts = [p for p in parts if p[0].size]
+    if not parts:
+        z = np.zeros(0, np.uint64)
+        return z, z
+    # join runs that end exactly where the next block's first run starts
+    for j in range(1, len(parts)):
+        ps, pl = parts[j - 1]
+        s, l = parts[j]
+        if int(ps[-1]) + int(pl[-1]) == int(s[0]):
+            l = l.copy()
+            l[0] += pl[-1]
+            s = s.copy()
+            s[0] = ps[-1]
+            parts[j - 1] = (ps[:-1], pl[:-1])
+            parts[j] = (s, l)
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 _EXECUTOR = None
