@@ -353,12 +353,20 @@ def _fill_toggles(words: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
     words[w0:w1] |= _prefix_xor(x.astype(np.uint64, copy=False))
 
 
-def _distinct_rows(f64: np.ndarray, shift: int) -> np.ndarray:
-    """Sorted distinct ``f64 >> shift`` of a sorted array, a block at a time."""
+def _distinct_rows(f64: np.ndarray, l64: np.ndarray, shift: int) -> Tuple[np.ndarray, bool]:
+    """Sorted distinct ``f64 >> shift`` of sorted runs, and whether any run
+    ``[f64, f64 + l64)`` crosses into a later bitmap; a block at a time."""
     parts = []
     prev = -1
+    cross = False
+    mask = (1 << shift) - 1
     for i in range(0, f64.size, _BLOCK):
-        lo = f64[i : i + _BLOCK] >> shift
+        fb = f64[i : i + _BLOCK]
+        lo = fb >> shift
+        if not cross:
+            off = fb & mask
+            off += l64[i : i + _BLOCK]
+            cross = bool((off > (mask + 1)).any())
         if int(lo[0]) != prev:
             parts.append(lo[:1])
         chg = np.flatnonzero(lo[1:] != lo[:-1])
@@ -366,7 +374,18 @@ def _distinct_rows(f64: np.ndarray, shift: int) -> np.ndarray:
             chg += 1
             parts.append(lo[chg])
         prev = int(lo[-1])
-    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    return (np.concatenate(parts) if parts else np.zeros(0, np.int64)), cross
+
+
+def _distinct_rows_parallel(f64: np.ndarray, l64: np.ndarray, shift: int) -> Tuple[np.ndarray, bool]:
+    """:func:`_distinct_rows` over two halves on two threads, joined."""
+    if f64.size < 4 * _BLOCK:
+        return _distinct_rows(f64, l64, shift)
+    h = f64.size // 2
+    (r0, c0), (r1, c1) = _executor().map(lambda s: _distinct_rows(f64[s], l64[s], shift), (slice(0, h), slice(h, None)))
+    if r0.size and r1.size and r0[-1] == r1[0]:
+        r1 = r1[1:]
+    return np.concatenate((r0, r1)), c0 or c1
 
 
 def _word_disjoint_cut(f64: np.ndarray, l64: np.ndarray) -> int:
@@ -453,16 +472,19 @@ def runs_to_bitmaps(first: np.ndarray, length: np.ndarray, nbits: int) -> Tuple[
         addr = (f64, l64, lo_min << shift, None)
     else:
         # sparse: number the touched bitmaps and address them by rank
-        cross = np.flatnonzero(((f64 & (nbits - 1)) + l64) > nbits)  # runs crossing into later bitmaps
-        if cross.size == 0:
-            ids = _distinct_rows(f64, shift).view(np.uint64)
+        rows, crossing = _distinct_rows_parallel(f64, l64, shift)
+        if not crossing:
+            ids = rows.view(np.uint64)
             nrows = ids.size
             addr = (f64, l64, 0, ids.view(np.int64))
         else:
+            del rows
             lo = f64 >> shift
             hi = (f64 + l64 - 1) >> shift
-            extra = [np.arange(int(lo[i]) + 1, int(hi[i]) + 1, dtype=np.int64) for i in cross.tolist()]
-            ids = np.unique(np.concatenate([lo] + extra)).view(np.uint64)
+            cross = np.flatnonzero(hi > lo)
+            k = hi[cross] - lo[cross]  # later bitmaps each crossing run covers (distinct per run)
+            extra = np.repeat(lo[cross] + 1 - (np.cumsum(k) - k), k) + np.arange(int(k.sum()), dtype=np.int64)
+            ids = np.unique(np.concatenate([lo, extra])).view(np.uint64)
             nrows = ids.size
             # a crossing run is contiguous in rank space (every bitmap it covers is numbered)
             a = np.searchsorted(ids.view(np.int64), lo) * nbits + (f64 & (nbits - 1))

@@ -88,3 +88,75 @@ def test_touching_runs_cancel_their_toggles():
     b = runs_to_bitmaps(np.array([0], dtype=np.uint64), np.array([20], dtype=np.uint64), 64)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     assert int(a[1].view("<u8")[0, 0]) == (1 << 20) - 1
+
+
+def _model_packed(idx: np.ndarray, nb: int):
+    """Touched bitmap ids and their packed bits, the slow way."""
+    ids = np.unique(idx // np.uint64(nb))
+    bits = np.zeros((ids.size, nb), dtype=bool)
+    bits[np.searchsorted(ids, idx // np.uint64(nb)), (idx % np.uint64(nb)).astype(np.int64)] = True
+    return ids, np.packbits(bits, axis=1, bitorder="little")
+
+
+@pytest.mark.parametrize("layout", ["rank-sparse", "rank-crossing", "direct-mixed"])
+def test_runs_to_bitmaps_big_inputs_on_every_fill_path(layout):
+    # more than 4 blocks of 64 Ki runs: the two-thread split, per-block choice
+    # between toggles and word-at-a-time filling, rank and direct addressing
+    rng = np.random.default_rng({"rank-sparse": 7, "rank-crossing": 8, "direct-mixed": 9}[layout])
+    nb = 32768
+    if layout == "rank-sparse":  # scattered bitmaps, ~1% full, some 2-3 page runs
+        leaves = np.sort(rng.choice(1 << 22, 6000, replace=False)).astype(np.uint64)
+        offs = rng.integers(0, nb // 8, (leaves.size, 60)).astype(np.uint64) * np.uint64(8)
+        base = np.unique((leaves[:, None] * np.uint64(nb) + offs).ravel())
+        idx = np.unique(np.concatenate([base, base[::5] + np.uint64(1), base[::11] + np.uint64(2)]))
+    elif layout == "rank-crossing":  # scattered bits plus long runs across several bitmaps
+        leaves = np.sort(rng.choice(1 << 20, 400, replace=False)).astype(np.uint64)
+        scattered = (leaves[:, None] * np.uint64(nb) + rng.integers(0, nb, (leaves.size, 800)).astype(np.uint64)).ravel()
+        longs = [np.uint64((1 << 21) * nb + j * 7 * nb + 100) + np.arange(3 * nb + 17, dtype=np.uint64) for j in range(3)]
+        idx = np.unique(np.concatenate([scattered] + longs))
+    else:  # close bitmaps: dense blocks (toggles) next to sparse ones (word at a time)
+        dense = np.flatnonzero(rng.random(1 << 22, dtype=np.float32) < 0.5).astype(np.uint64)
+        sparse = np.uint64(1 << 22) + np.sort(rng.choice(1 << 26, 200_000, replace=False)).astype(np.uint64)
+        idx = np.concatenate([dense, sparse])
+    f, l = runs_from_sorted_indexes(idx)
+    assert f.size > 4 * (1 << 16)
+    ids, packed = runs_to_bitmaps(f, l, nb)
+    mids, mpacked = _model_packed(idx, nb)
+    assert np.array_equal(ids, mids)
+    assert np.array_equal(packed, mpacked)
+
+
+def test_runs_to_bitmaps_touching_runs_in_a_big_dense_block():
+    # touching runs (not coalesced) must give the bits of the merged run on the toggle path too
+    f = np.arange(0, 1 << 19, 4, dtype=np.uint64)
+    l = np.full(f.size, 4, dtype=np.uint64)
+    l[1::3] = 2  # leave some gaps
+    ids, packed = runs_to_bitmaps(f, l, 4096)
+    idx = np.concatenate([np.arange(a, a + n, dtype=np.uint64) for a, n in zip(f[:2000].tolist(), l[:2000].tolist())])
+    mids, mpacked = _model_packed(idx, 4096)
+    assert np.array_equal(packed[: mpacked.shape[0] - 1], mpacked[:-1])
+
+
+def test_bitmaps_to_runs_joins_runs_across_scan_blocks():
+    # 300 contiguous all-ones bitmaps of 512 words: several scan blocks, one run
+    n, w = 300, 512
+    words = np.full((n, w), ~np.uint64(0), dtype=np.uint64)
+    bases = np.uint64(1 << 30) + np.arange(n, dtype=np.uint64) * np.uint64(w * 64)
+    s, l = bitmaps_to_runs(words, bases)
+    assert s.tolist() == [1 << 30] and l.tolist() == [n * w * 64]
+    # a gap in the middle of one bitmap splits it in two; a non-contiguous base splits too
+    words[150, 3] = 0
+    bases[200:] += np.uint64(w * 64)
+    s, l = bitmaps_to_runs(words, bases)
+    assert s.tolist() == [1 << 30, (1 << 30) + 150 * w * 64 + 4 * 64, int(bases[200])]
+    assert l.tolist() == [150 * w * 64 + 3 * 64, 50 * w * 64 - 4 * 64, 100 * w * 64]
+
+
+def test_bit_positions_one_bit_per_word():
+    rng = np.random.default_rng(5)
+    mask = np.zeros(50_000, dtype=np.uint64)
+    nz = rng.choice(mask.size, 20_000, replace=False)
+    bit = rng.integers(0, 64, nz.size).astype(np.uint64)
+    mask[nz] = np.uint64(1) << bit
+    want = np.sort(nz.astype(np.int64) * 64 + bit.astype(np.int64))
+    assert np.array_equal(_bit_positions(mask), want)

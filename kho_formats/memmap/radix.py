@@ -262,13 +262,22 @@ def build_radix(
     nbits = 1 << bshift
     o0 = geom.order_0_log2
     # 1. leaves: every order's runs as key ranges, packed into leaf bitmaps
-    kf, kl = [], []
-    for order in sorted(pages.orders, reverse=True):  # ascending keys
-        r = pages.runs(order)
-        kf.append((r.starts >> U64(lay.page_shift + order)) | U64(1 << (o0 - order)))
-        kl.append(r.counts)
-    if kf:
-        leaf_ids, packed = runs_to_bitmaps(np.concatenate(kf), np.concatenate(kl), nbits)
+    orders = sorted(pages.orders, reverse=True)  # ascending keys
+    runs = [pages.runs(order) for order in orders]
+    n = sum(r.starts.size for r in runs)
+    if n:
+        # written in place: no per-order temporaries, no concatenation
+        first = np.empty(n, dtype=np.uint64)
+        length = np.empty(n, dtype=np.uint64)
+        at = 0
+        for order, r in zip(orders, runs):
+            part = first[at : at + r.starts.size]
+            np.right_shift(r.starts, U64(lay.page_shift + order), out=part)
+            part |= U64(1 << (o0 - order))
+            length[at : at + r.starts.size] = r.counts
+            at += r.starts.size
+        leaf_ids, packed = runs_to_bitmaps(first, length, nbits)
+        del first, length
     else:
         leaf_ids, packed = np.zeros(0, np.uint64), np.zeros((0, nbits // 8), np.uint8)
     # 2. node ids per level, sorted (a level's ids are its children's ids >> tshift)
