@@ -19,6 +19,8 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from .pageset import runs_from_sorted_indexes
+
 U64 = np.uint64
 _ONE = U64(1)
 _63 = U64(63)
@@ -143,6 +145,8 @@ def _positions(mask: np.ndarray) -> np.ndarray:
 
 
 _BLOCK_WORDS = 1 << 15  # bitmap words per numpy pass (256 KiB): temporaries stay in cache
+#: blocks with fewer than one set bit in this many are read bit by bit
+_SPARSE_BITS = 8
 
 
 def _runs_of_block(words: np.ndarray, bases: np.ndarray, contiguous: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -150,6 +154,15 @@ def _runs_of_block(words: np.ndarray, bases: np.ndarray, contiguous: np.ndarray)
     n, w = words.shape
     nbits = w * 64
     flat = np.ascontiguousarray(words.astype(np.uint64, copy=False)).reshape(-1)
+    if int(_popcount(flat).sum(dtype=np.int64)) * _SPARSE_BITS < flat.size * 64:
+        # few bits: their positions, then runs of consecutive ones (runs are
+        # about as many as bits, so one scan beats scanning starts and ends)
+        pos = _bit_positions(flat)
+        if contiguous[1:].all() and int(bases[0]) < 1 << 62:
+            pos += np.int64(bases[0])
+            return runs_from_sorted_indexes(pos.view(np.uint64))
+        shift = nbits.bit_length() - 1
+        return runs_from_sorted_indexes(bases[pos >> shift] + (pos & (nbits - 1)).view(np.uint64))
     ms, ml = _run_masks(flat, w, contiguous)
     starts, lasts = _bit_positions(ms), _bit_positions(ml)
     if starts.size != lasts.size:  # pragma: no cover - impossible by construction
@@ -173,6 +186,15 @@ def _runs_of_blocks(words: np.ndarray, bases: np.ndarray, contiguous: np.ndarray
     return out
 
 
+def _looks_sparse(words: np.ndarray) -> bool:
+    """Whether a sample of the bitmaps holds fewer than one set bit in
+    ``_SPARSE_BITS``.  Sparse blocks are many small numpy calls, which two
+    threads only slow down (they contend for the GIL)."""
+    n = words.shape[0]
+    sample = words[np.linspace(0, n - 1, min(n, 64)).astype(np.intp)].astype(np.uint64, copy=False)
+    return int(_popcount(sample.reshape(-1)).sum(dtype=np.int64)) * _SPARSE_BITS < sample.size * 64
+
+
 def bitmaps_to_runs(words: np.ndarray, bases: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Runs of set bits in a stack of bitmaps.
 
@@ -193,7 +215,7 @@ def bitmaps_to_runs(words: np.ndarray, bases: np.ndarray) -> Tuple[np.ndarray, n
     if n > 1:
         contiguous[1:] = bases[1:] == bases[:-1] + U64(nbits)
     k = max(1, _BLOCK_WORDS // w)
-    if n * w >= _PARALLEL_WORDS and n > k:
+    if n * w >= _PARALLEL_WORDS and n > k and not _looks_sparse(words):
         mid = (n // 2 + k - 1) // k * k
         halves = _executor().map(lambda r: _runs_of_blocks(words, bases, contiguous, k, *r), ((0, mid), (mid, n)))
         parts = [p for h in halves for p in h]

@@ -17,6 +17,8 @@ def model_runs(bits: np.ndarray, bases: np.ndarray):
 @pytest.mark.parametrize("n,density,contiguous", [
     (3, 0.5, True), (100, 0.5, True), (100, 0.001, False), (200, 0.9, False), (1, 1.0, True),
     (70, 0.0, True), (130, 1.0, True), (129, 0.99, False), (300, 0.02, True),
+    # more than one 512-bitmap scan block, read bit by bit (sparse) or by run ends
+    (1100, 0.01, True), (1100, 0.05, False), (1100, 0.3, True),
 ])
 def test_bitmaps_to_runs_matches_the_model(n, density, contiguous):
     rng = np.random.default_rng(n)
