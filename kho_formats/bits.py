@@ -229,13 +229,10 @@ def bitmaps_to_runs(words: np.ndarray, bases: np.ndarray) -> Tuple[np.ndarray, n
     for j in range(1, len(parts)):
         ps, pl = parts[j - 1]
         s, l = parts[j]
-        if int(ps[-1]) + int(pl[-1]) == int(s[0]):
-            l = l.copy()
+        if int(ps[-1]) + int(pl[-1]) == int(s[0]):  # parts are fresh arrays: joined in place
             l[0] += pl[-1]
-            s = s.copy()
             s[0] = ps[-1]
             parts[j - 1] = (ps[:-1], pl[:-1])
-            parts[j] = (s, l)
     if len(parts) == 1:
         return parts[0]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

@@ -94,11 +94,15 @@ def _limits(args):
                   max_entries=_opt(args, "max_entries") or DEFAULT_LIMITS.max_entries)
 
 
-def _emit(args, data: dict, text: str) -> None:
+def _emit(args, data: dict, text) -> None:
+    """Write ``data`` as JSON (``--json``) or ``text`` (a string, or a
+    callable that renders it: not called for JSON output)."""
     if _opt(args, "json"):
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        from .report import dumps_json
+
+        sys.stdout.write(dumps_json(data) + "\n")
     else:
-        sys.stdout.write(text)
+        sys.stdout.write(text() if callable(text) else text)
 
 
 def _load(args, path: str, mem: Sequence[str] = (), root_phys: Optional[int] = None):
@@ -128,7 +132,7 @@ def cmd_inspect(args) -> int:
         listed = 100_000 if _opt(args, "json") else 32
     rep = inspect_report(st, cap.image, clients, root_fdt=cap.root_fdt, sources=cap.sources, max_ranges=listed)
     shown = len(rep["preserved"]["ranges"]) if rep["preserved"] else 0
-    _emit(args, rep, render_inspect(rep, max_ranges=shown))
+    _emit(args, rep, lambda: render_inspect(rep, max_ranges=shown))
     bad = [r for r in clients.values() if r.error is not None]
     if bad:  # the report is complete, but a client blob did not decode: a problem
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
@@ -235,7 +239,7 @@ def cmd_check(args) -> int:
     clients = decode_clients(st, cap.image, budget=Budget(_limits(args)))
     findings = check(st, cap.image, limits=_limits(args), clients=clients)
     rep = check_report(findings, source=args.input)
-    _emit(args, rep, render_check(rep))
+    _emit(args, rep, lambda: render_check(rep))
     bad = rep["errors"] or (args.strict and rep["warnings"])
     return EXIT_PROBLEM if bad else EXIT_OK
 
@@ -246,7 +250,7 @@ def cmd_diff(args) -> int:
     _, a = _load(args, args.a, args.mem_a)
     _, b = _load(args, args.b, args.mem_b)
     rep = diff_report(a, b, names=(args.a, args.b))
-    _emit(args, rep, render_diff(rep))
+    _emit(args, rep, lambda: render_diff(rep))
     return EXIT_OK if rep["identical"] else EXIT_PROBLEM
 
 

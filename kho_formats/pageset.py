@@ -30,11 +30,12 @@ END_OF_SPACE = (1 << 64) - 1
 
 
 def _run_ends(starts: np.ndarray, counts: np.ndarray, unit: int) -> np.ndarray:
-    """Exclusive byte ends of runs, with END_OF_SPACE for a run ending at 2**64."""
-    ends = starts + counts * U64(unit)
-    wrapped = (ends <= starts) & (counts != 0)
-    if wrapped.any():
-        ends = np.where(wrapped, U64(END_OF_SPACE), ends)
+    """Exclusive byte ends of one order's runs (sorted, disjoint, non-empty:
+    only the last can end at 2**64), with END_OF_SPACE for that end."""
+    ends = counts * U64(unit)
+    ends += starts
+    if ends.size and int(starts[-1]) + int(counts[-1]) * unit >= 1 << 64:
+        ends[-1] = U64(END_OF_SPACE)
     return ends
 
 

@@ -12,6 +12,8 @@ ever added within one schema version.
 
 from __future__ import annotations
 
+import json
+from itertools import chain
 from typing import Dict, List, Optional, Sequence
 
 from . import __version__
@@ -107,6 +109,67 @@ def inspect_report(state: KhoState, image: Optional[PhysImage], clients: Dict[st
         "image": {"segments": len(image), "bytes": image.total_bytes} if image is not None else None,
         "notes": list(state.notes),
     }
+
+
+def dumps_json(data: object) -> str:
+    """``json.dumps(data, indent=2)``, character for character, but fast for
+    long lists of records (ranges, pages): ``json`` falls back to its pure
+    Python encoder whenever ``indent`` is set, which takes seconds for
+    100,000 ranges.  Lists of dicts that share one key order and hold only
+    integers are written from a ``%``-template; everything else goes
+    through ``json`` itself."""
+    out: List[str] = []
+    _dump(data, 0, out)
+    return "".join(out)
+
+
+def _dump(o: object, level: int, out: List[str]) -> None:
+    pad = "  " * (level + 1)
+    if isinstance(o, dict) and o:
+        out.append("{")
+        first = True
+        for k, v in o.items():
+            out.append(("\n" if first else ",\n") + pad + json.dumps(k if isinstance(k, str) else _json_key(k)) + ": ")
+            first = False
+            _dump(v, level + 1, out)
+        out.append("\n" + "  " * level + "}")
+    elif isinstance(o, (list, tuple)) and o:
+        tmpl = _record_template(o, level + 1)
+        if tmpl is not None:
+            out.append("[\n" + pad + (",\n" + pad).join([tmpl % v for v in map(tuple, map(dict.values, o))])
+                       + "\n" + "  " * level + "]")
+            return
+        out.append("[")
+        first = True
+        for v in o:
+            out.append(("\n" if first else ",\n") + pad)
+            first = False
+            _dump(v, level + 1, out)
+        out.append("\n" + "  " * level + "]")
+    else:
+        out.append(json.dumps(o))
+
+
+def _json_key(k: object) -> str:
+    """A non-string dict key as ``json`` writes it (ints, floats, bools, None)."""
+    return next(iter(json.loads(json.dumps({k: 0}))))
+
+
+def _record_template(items: Sequence[object], level: int) -> Optional[str]:
+    """A ``%d`` template for a long list of same-keyed dicts of ints (the
+    way ``json.dumps(indent=2)`` lays one out), or None."""
+    if len(items) < 64 or not isinstance(items[0], dict) or not items[0]:
+        return None
+    keys = tuple(items[0])
+    if not all(isinstance(k, str) for k in keys):
+        return None
+    if set(map(type, items)) != {dict} or len(set(map(tuple, items))) != 1:
+        return None
+    if set(map(type, chain.from_iterable(map(dict.values, items)))) != {int}:  # bools are not ints to json
+        return None
+    pad = "  " * (level + 1)
+    body = ",\n".join(pad + json.dumps(k).replace("%", "%%") + ": %d" for k in keys)
+    return "{\n" + body + "\n" + "  " * level + "}"
 
 
 def _fmt_addr(v: Optional[int]) -> str:

@@ -51,3 +51,28 @@ def test_table_says_how_many_more(tmp_path):
     out = _inspect(root, "--mem", img, "--max-ranges", "10")
     assert "50 ranges" in out
     assert "... 40 more ranges" in out
+
+
+def test_json_output_is_json_dumps_indent_2_exactly(tmp_path):
+    # the fast writer lays long record lists out from a template: it must
+    # still be byte for byte what json.dumps(indent=2) writes
+    root, img = _fixture(tmp_path, 300)
+    out = _inspect(root, "--mem", img, "--json", "--all-ranges")
+    assert out == json.dumps(json.loads(out), indent=2) + "\n"
+
+
+def test_dumps_json_matches_json_on_awkward_values():
+    from kho_formats.report import dumps_json
+
+    recs = [{"start": i, "end": i + 1, "size": 1} for i in range(100)]
+    cases = [
+        {}, [], {"a": {}, "b": [], "c": [[]], "d": [{}]},
+        {"ranges": recs, "pages": [i * 4096 for i in range(200)]},
+        {1: "int key", 2.5: "float key", True: "bool key", None: "none key", "é\n\"%d": "ünïcode %s"},
+        [{"a": 1, "b": True}] * 80,  # bools are not ints here: json writes true
+        [{"a": 1, "b": 2}] * 70 + [{"b": 2, "a": 1}],  # a different key order ends the template
+        [{"a": 1, "b": None}] * 70, [{"x": 1.5}] * 70, [{"%d": 1, "q\"": -7}] * 65,
+        ({"t": (1, 2, 3)}, "tuple", 1e300, -0.0, float("inf")),
+    ]
+    for c in cases:
+        assert dumps_json(c) == json.dumps(c, indent=2), c
