@@ -29,6 +29,13 @@ def _u64(a: Iterable[int] | np.ndarray) -> np.ndarray:
 END_OF_SPACE = (1 << 64) - 1
 
 
+def _frozen(a: np.ndarray) -> np.ndarray:
+    """A read-only view (the array it views stays writable for its owner)."""
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
 def _run_ends(starts: np.ndarray, counts: np.ndarray, unit: int) -> np.ndarray:
     """Exclusive byte ends of one order's runs (sorted, disjoint, non-empty:
     only the last can end at 2**64), with END_OF_SPACE for that end."""
@@ -155,7 +162,7 @@ class PageSet:
         ps = cls(page_size)
         for order, (s, c) in runs.items():
             if s.size:
-                ps._runs[order] = (s, c)
+                ps._runs[order] = (_frozen(s), _frozen(c))
         return ps
 
     @classmethod
@@ -200,7 +207,7 @@ class PageSet:
         unit = self.page_size << order
         s, c = coalesce_runs(starts, counts, unit)
         if s.size:
-            self._runs[order] = (s, c)
+            self._runs[order] = (_frozen(s), _frozen(c))
         else:
             self._runs.pop(order, None)
 
@@ -212,7 +219,7 @@ class PageSet:
         shift = self.page_size.bit_length() - 1
         for order, (s2, c2) in other._runs.items():
             if order not in self._runs:
-                self._runs[order] = (s2.copy(), c2.copy())
+                self._runs[order] = (s2, c2)  # read-only: shared, never changed in place
                 continue
             s1, c1 = self._runs[order]
             # merge via page-index intervals
@@ -311,8 +318,11 @@ class PageSet:
         return [(a, 1 << 64 if b == END_OF_SPACE else b) for a, b in zip(s.tolist(), e.tolist())]
 
     def copy(self) -> "PageSet":
+        """An independent set.  The run arrays are read-only views, replaced
+        (never changed in place) by ``add``/``update``, so they are shared:
+        copying a map of millions of runs costs nothing."""
         out = PageSet(self.page_size)
-        out._runs = {o: (s.copy(), c.copy()) for o, (s, c) in self._runs.items()}
+        out._runs = dict(self._runs)
         return out
 
     def find_overlap(self) -> Optional[Tuple[int, int, int, int]]:

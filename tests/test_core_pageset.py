@@ -3,6 +3,7 @@ splitting into the largest aligned orders, equality."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -162,3 +163,20 @@ def test_run_ending_at_the_top_of_the_space():
     assert not [f for f in check(st) if f.code == "blob-not-preserved"]
     st.preserved = PageSet.from_pages(K4, [(1 << 63, 50)])
     assert [f.code for f in check(st) if f.code == "blob-not-preserved"] == ["blob-not-preserved"]
+
+
+def test_copy_shares_read_only_runs_and_stays_independent():
+    a = PageSet.from_runs(4096, {0: ([0x10000, 0x40000], [2, 1]), 9: ([1 << 30], [3])})
+    b = a.copy()
+    r = b.runs(0)
+    assert not r.starts.flags.writeable and not r.counts.flags.writeable
+    with pytest.raises(ValueError):
+        r.starts[0] = 0  # nothing may change a set's runs in place
+    b.add(0x12000, 0)  # extends the first run of b only
+    b.update(PageSet.from_runs(4096, {2: ([0x100000], [1])}))
+    assert a.runs(0).counts.tolist() == [2, 1] and 2 not in a.orders
+    assert b.runs(0).counts.tolist() == [3, 1] and b.orders == [0, 2, 9]
+    # the caller's arrays stay writable
+    s = np.array([0x10000], dtype=np.uint64)
+    PageSet.from_runs(4096, {0: (s, [1])})
+    s[0] = 0x20000
