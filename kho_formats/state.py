@@ -12,7 +12,6 @@ Data flows one way on each path::
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
@@ -116,7 +115,7 @@ class KhoState:
         )
 
     def copy(self) -> "KhoState":
-        """Independent copy (the preserved set's arrays are copied, not pickled)."""
+        """Independent copy (the preserved set's read-only run arrays are shared)."""
         return dataclasses.replace(
             self,
             preserved=self.preserved.copy(),
@@ -124,8 +123,8 @@ class KhoState:
             scratch=list(self.scratch),
             extra_compatible=list(self.extra_compatible),
             notes=list(self.notes),
-            radix=copy.deepcopy(self.radix),
-            chunklist=copy.deepcopy(self.chunklist),
+            radix=self.radix.copy() if self.radix is not None else None,
+            chunklist=self.chunklist.copy() if self.chunklist is not None else None,
         )
 
 

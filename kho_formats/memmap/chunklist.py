@@ -9,6 +9,7 @@ the alignment of ``phys_start`` values and bitmap pointers and says why.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -37,6 +38,10 @@ class ChunkList:
     #: (order, bitmap index) -> bitmap phys
     bitmaps: Dict[Tuple[int, int], int] = field(default_factory=dict)
     detection: str = ""
+
+    def copy(self) -> "ChunkList":
+        """Independent copy (keys and values are immutable: no deep copy)."""
+        return dataclasses.replace(self, chunks=list(self.chunks), bitmaps=dict(self.bitmaps))
 
     def to_json(self) -> dict:
         return {

@@ -15,6 +15,7 @@ captured tree byte for byte.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -43,6 +44,10 @@ class RadixTree:
     tables: int = 0
     leaves: int = 0
     empty_leaves: int = 0
+
+    def copy(self) -> "RadixTree":
+        """Independent copy (keys and values are immutable: no deep copy)."""
+        return dataclasses.replace(self, placement=dict(self.placement))
 
     @property
     def pages(self) -> List[int]:
