@@ -285,21 +285,20 @@ def _scatter_toggles(toggles: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
     list(_executor().map(flip_b, halves))
 
 
-def _or_words(words: np.ndarray, idx: np.ndarray, vals: np.ndarray) -> None:
-    """``words[idx] |= vals`` for ascending ``idx`` that may repeat (several
-    runs starting in one word): the last of each group is assigned, the
-    others ORed in with ``ufunc.at`` (few: only words shared by runs)."""
-    if idx.size == 0:
-        return
+def _store_words(words: np.ndarray, idx: np.ndarray, vals: np.ndarray) -> None:
+    """``words[idx] = OR of vals`` per distinct index, for ascending ``idx``
+    that may repeat (several runs starting in one word): the last of each
+    group is stored, the others ORed in with ``ufunc.at`` (few: only words
+    shared by runs)."""
     shared = np.empty(idx.size, dtype=bool)
     shared[-1] = False
     np.equal(idx[1:], idx[:-1], out=shared[:-1])
     dup = np.flatnonzero(shared)
     if dup.size == 0:
-        words[idx] |= vals
+        words[idx] = vals
         return
     last = np.flatnonzero(~shared)
-    words[idx[last]] |= vals[last]
+    words[idx[last]] = vals[last]
     np.bitwise_or.at(words, idx[dup], vals[dup])
 
 
@@ -309,10 +308,11 @@ _ALL = ~U64(0)
 
 def _fill_runs(words: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
     """Set bits ``[a, b)`` of ``words`` (a flat uint64 bitmap) for sorted,
-    disjoint, non-empty runs, a word at a time: each run ORs a head word
-    (bits from its start), a tail word when it ends in a later word, and
+    disjoint, non-empty runs, a word at a time: each run stores a head word
+    (bits from its start), ORs a tail word when it ends in a later word, and
     stores all-ones in the words between.  Cost is per run plus per full
-    word, never per bit."""
+    word, never per bit.  Words past the first one of ``a`` must be zero
+    (blocks are filled in ascending order)."""
     last = b - 1
     ws = a >> 6
     we = last >> 6
@@ -321,7 +321,14 @@ def _fill_runs(words: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
     np.minimum(hi, 63, out=hi)
     head = np.left_shift(_TWO, hi.view(np.uint64))
     head -= np.left_shift(_ONE, (a & 63).view(np.uint64))
-    _or_words(words, ws, head)
+    # runs come in ascending order, so of the words from here on only the
+    # first can hold bits already (the end of an earlier block): head words
+    # are stored, not ORed, and that one word's bits put back
+    w0 = int(ws[0])
+    before = words[w0]
+    _store_words(words, ws, head)
+    if before:
+        words[w0] |= before
     t = np.flatnonzero(we != ws)
     if t.size == 0:
         return
