@@ -199,7 +199,8 @@ def build_chunklist(
     bitmap indexes, a new chunk for every order and when one is full.
 
     512-byte bitmaps are packed eight to a page (``kzalloc`` objects, 512-byte
-    aligned); page-sized bitmaps take one page each.
+    aligned); page-sized bitmaps take one page each.  Chunk pages come
+    first as ``bytes``, then bitmap pages as read-only ``memoryview``s.
     """
     bitmap_bytes = bitmap_bytes or lay.page_size
     if bitmap_bytes not in (512, lay.page_size):

@@ -256,6 +256,9 @@ def build_radix(
 ) -> Tuple[int, List[Tuple[int, bytes]], RadixTree]:
     """Pages -> ``(root_phys, [(phys, page bytes)], tree)``.
 
+    The page bytes are read-only ``memoryview`` slices of one array per
+    level (bytes-like: ``bytes(view)`` copies one out), in pre-order.
+
     Returns root 0 and no pages for an empty set (unless ``keep_empty``
     with a ``placement`` that has nodes).
     """
