@@ -209,3 +209,49 @@ def test_page_at_the_top_of_the_address_space():
     assert not [f for f in findings if f.code == "scratch-overlap"]
     st = kstate.parse(b.root_fdt, b.image, scratch=[(top, 4096)])
     assert [f for f in kcheck.check(st, b.image) if f.code == "scratch-overlap"]
+
+
+@pytest.mark.parametrize("kind", ["unaligned", "outside", "is-a-level-1-node", "is-the-root"])
+def test_bad_leaf_pointers(kind):
+    # leaf pointers are checked together after the walk, then again entry by
+    # entry: the error names the level-1 entry either way
+    b = tree()
+    l1 = nodes(b, 1)
+    addr, leaf = first_entry(b, l1[1])
+    value = {"unaligned": leaf + 64, "outside": 0x6666_0000_0000, "is-a-level-1-node": l1[0],
+             "is-the-root": b.radix.root}[kind]
+    put64(b.image, addr, value)
+    msg = {"unaligned": "radix leaf pointer is not page aligned", "outside": "points outside the image",
+           "is-a-level-1-node": "already used as a level-1 node", "is-the-root": "already used as a level-5 node"}[kind]
+    with fails(MemoryMapError, msg, f"entry {(addr - l1[1]) // 8} of the level-1 node at {l1[1]:#x}", phys=value):
+        parse(b)
+
+
+def test_first_bad_entry_in_walk_order_wins():
+    # a shared leaf under one level-1 node, and later in the walk a level-2
+    # entry pointing outside the image: the shared leaf comes first
+    b = tree()
+    l1, l2 = nodes(b, 1), nodes(b, 2)
+    _, leaf0 = first_entry(b, l1[0])
+    addr1, _ = first_entry(b, l1[1])
+    put64(b.image, addr1, leaf0)
+    later = [t for t in l2 if t > l1[1]][0]  # built trees are placed in walk (pre-)order
+    addr2, _ = first_entry(b, later)
+    put64(b.image, addr2, 0x6666_0000_0000)
+    with fails(MemoryMapError, "shared or cyclic", phys=leaf0):
+        parse(b)
+    # without the shared leaf, the outside pointer is what is reported
+    put64(b.image, addr1, first_entry(tree(), l1[1])[1])
+    with fails(MemoryMapError, "points outside the image", f"level-2 node at {later:#x}"):
+        parse(b)
+
+
+def test_limits_are_charged_once_when_the_walk_is_redone():
+    # a bad leaf makes the walk run twice; the page budget must not count it twice
+    b = tree()
+    l1 = nodes(b, 1)
+    addr, leaf = first_entry(b, l1[1])
+    put64(b.image, addr, leaf + 64)
+    n_nodes = len(b.radix.placement)
+    with fails(MemoryMapError, "not page aligned"):
+        parse(b, limits=Limits(max_pages=n_nodes))

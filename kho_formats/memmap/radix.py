@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ..abi import RadixGeometry
 from ..alloc import PageAllocator
-from ..errors import ImageError, MemoryMapError, UnrepresentableError
+from ..errors import ImageError, KhoFormatError, MemoryMapError, UnrepresentableError
 from ..image import PhysImage
 from ..layout import Layout
 from ..limits import Budget
@@ -79,10 +80,51 @@ def read_radix(
 ) -> Tuple[PageSet, RadixTree]:
     budget = budget or Budget()
     ps_size = lay.page_size
+    if root == 0:
+        return PageSet(ps_size), RadixTree(root=root, depth=geom.depth)
+    # Fast walk first: leaf pointers are checked all at once at the end
+    # (alignment, every node referenced once).  Any problem, or any error on
+    # the way, and the walk is redone entry by entry, which raises what the
+    # first bad entry in the kernel's walk order deserves.
+    charged = (budget.pages, budget.entries)
+    try:
+        tree, leaf_batches = _walk_tables(image, root, geom, lay, budget, fast=True)
+        if not _leaf_pointers_ok(tree, leaf_batches, ps_size):
+            raise MemoryMapError("shared or misaligned radix leaf")
+    except KhoFormatError:
+        budget.pages, budget.entries = charged
+        tree, leaf_batches = _walk_tables(image, root, geom, lay, budget, fast=False)
+    per_order: Dict[int, Tuple[List[np.ndarray], List[np.ndarray]]] = {}
+    if leaf_batches:
+        _read_leaves(image, leaf_batches, geom, lay, tree, per_order)
+    runs = {}
+    for order, (firsts, lens) in per_order.items():
+        if len(firsts) == 1:  # one stack of leaves: already merged
+            s, c = firsts[0], lens[0]
+            s <<= U64(lay.page_shift + order)
+            runs[order] = (s, c)
+        else:
+            s = np.concatenate(firsts) << U64(lay.page_shift + order)
+            runs[order] = coalesce_runs(s, np.concatenate(lens), ps_size << order)
+    return PageSet._from_coalesced(ps_size, runs), tree
+
+
+def _walk_tables(
+    image: PhysImage,
+    root: int,
+    geom: RadixGeometry,
+    lay: Layout,
+    budget: Budget,
+    *,
+    fast: bool,
+) -> Tuple[RadixTree, List[Tuple[np.ndarray, np.ndarray, int, np.ndarray]]]:
+    """Walk the tables in the kernel's order and collect the leaf pointers.
+    ``fast``: leaf pointers are not checked one by one (the caller checks
+    them together)."""
+    ps_size = lay.page_size
     depth = geom.depth
     o0 = geom.order_0_log2
     tree = RadixTree(root=root, depth=depth)
-    per_order: Dict[int, Tuple[List[np.ndarray], List[np.ndarray]]] = {}
     seen: Dict[int, NodeId] = {}
     leaf_batches: List[Tuple[np.ndarray, np.ndarray, int, np.ndarray]] = []
 
@@ -106,8 +148,6 @@ def read_radix(
                 expected="every node referenced once",
             )
 
-    if root == 0:
-        return PageSet(ps_size), tree
     check_ptr(root, depth - 1, None, 0)
     stack: List[Tuple[int, int, int, Optional[int], int]] = [(root, depth - 1, 0, None, 0)]
     while stack:
@@ -143,24 +183,31 @@ def read_radix(
             continue
         ptrs = words[nz].astype(np.uint64)
         prefixes = np.uint64(prefix) | (nz.astype(np.uint64) << np.uint64(lshift))
-        for i, child, cp in zip(nz.tolist(), ptrs.tolist(), prefixes.tolist()):
-            check_ptr(child, 0, phys, i)
-            seen[child] = (0, cp >> nshift[0])
-            tree.placement[(0, cp >> nshift[0])] = child
+        if fast:  # checked together at the end (_leaf_pointers_ok)
+            ids = (prefixes >> U64(nshift[0])).tolist()
+            tree.placement.update(zip(zip(repeat(0, len(ids)), ids), ptrs.tolist()))
+        else:
+            for i, child, cp in zip(nz.tolist(), ptrs.tolist(), prefixes.tolist()):
+                check_ptr(child, 0, phys, i)
+                seen[child] = (0, cp >> nshift[0])
+                tree.placement[(0, cp >> nshift[0])] = child
         budget.page(int(ptrs[0]), "radix leaf", count=int(nz.size))
         leaf_batches.append((ptrs, prefixes, phys, nz))
-    if leaf_batches:
-        _read_leaves(image, leaf_batches, geom, lay, tree, per_order)
-    runs = {}
-    for order, (firsts, lens) in per_order.items():
-        if len(firsts) == 1:  # one stack of leaves: already merged
-            s, c = firsts[0], lens[0]
-            s <<= U64(lay.page_shift + order)
-            runs[order] = (s, c)
-        else:
-            s = np.concatenate(firsts) << U64(lay.page_shift + order)
-            runs[order] = coalesce_runs(s, np.concatenate(lens), ps_size << order)
-    return PageSet._from_coalesced(ps_size, runs), tree
+    return tree, leaf_batches
+
+
+def _leaf_pointers_ok(tree: RadixTree, batches: List[Tuple[np.ndarray, np.ndarray, int, np.ndarray]],
+                      page_size: int) -> bool:
+    """Every leaf pointer page aligned, and no page used twice among all
+    nodes (tables and leaves)."""
+    if not batches:
+        return True
+    leaves = np.concatenate([b[0] for b in batches])
+    if np.any(leaves & U64(page_size - 1)):
+        return False
+    tables = np.fromiter((p for (lv, _), p in tree.placement.items() if lv > 0), dtype=np.uint64)
+    every = np.sort(np.concatenate([leaves, tables]))
+    return not np.any(every[1:] == every[:-1])
 
 
 def _read_leaves(
