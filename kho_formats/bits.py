@@ -3,14 +3,22 @@
 Both memory-map formats are, at the bottom, Linux bitmaps (arrays of
 ``unsigned long``) whose bit ``b`` stands for page ``base + b``.  These two
 routines turn a stack of such bitmaps into runs of consecutive set bits and
-back, without one Python object per page:
+back, without one Python object per page and without an array as large as
+the bitmaps' bit count:
 
-* :func:`bitmaps_to_runs` finds run starts and ends with shifted word masks
-  (``w & ~(w << 1 | carry)``), carrying across word and bitmap boundaries
-  when consecutive bitmaps are contiguous, and only unpacks the words that
-  hold a start or an end;
-* :func:`runs_to_bitmaps` marks ranges with a +1/-1 difference array and a
-  cumulative sum, then packs bits.
+* :func:`bitmaps_to_runs` scans a cache-sized block of bitmaps at a time.
+  Dense blocks: run starts and ends from shifted word masks
+  (``w & ~(w << 1 | carry)``), carried across contiguous bitmaps.  Sparse
+  blocks: the set bits' positions, grouped into runs of consecutive ones.
+  Runs crossing a block boundary are joined afterwards.
+* :func:`runs_to_bitmaps` numbers the touched bitmaps, then sets the runs
+  64 Ki at a time: close runs as toggles at their ends filled by a
+  word-level prefix XOR, sparse runs a word at a time (head, tail and
+  all-ones words).
+
+Big inputs are split over two threads (numpy releases the GIL), cut where
+the halves touch disjoint words.  Blocks matter here: every fresh
+multi-MiB temporary costs its page faults, more than the arithmetic.
 """
 
 from __future__ import annotations
@@ -120,28 +128,6 @@ def _run_masks(flat: np.ndarray, w: int, contiguous: np.ndarray) -> Tuple[np.nda
 
 
 _PARALLEL_WORDS = 1 << 16  # below this, threads cost more than they save
-
-
-def _positions(mask: np.ndarray) -> np.ndarray:
-    """:func:`_bit_positions`, split over two threads for big masks, each
-    half written straight into its place in the result."""
-    if mask.size < _PARALLEL_WORDS:
-        return _bit_positions(mask)
-    h = mask.size // 2
-    first = int(_popcount(mask[:h]).sum(dtype=np.int64))
-    total = first + int(_popcount(mask[h:]).sum(dtype=np.int64))
-    out = np.empty(total, dtype=np.int64)
-
-    def part(k: int) -> None:
-        if k == 0:
-            out[:first] = _bit_positions(mask[:h])
-        else:
-            tail = out[first:]
-            tail[:] = _bit_positions(mask[h:])
-            tail += h << 6
-
-    list(_executor().map(part, (0, 1)))
-    return out
 
 
 _BLOCK_WORDS = 1 << 15  # bitmap words per numpy pass (256 KiB): temporaries stay in cache
@@ -262,27 +248,6 @@ def _prefix_xor(x: np.ndarray) -> np.ndarray:
     flip = (carry & _ONE).astype(bool)
     x[flip] = ~x[flip]
     return x
-
-
-def _scatter_toggles(toggles: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
-    """Set bits ``a`` then flip bits ``b`` (an end can meet the next run's
-    start: they cancel).  Both are ascending, so their halves touch disjoint
-    parts of ``toggles``: big inputs go to two threads, a phase at a time."""
-    if a.size < (1 << 20):
-        toggles[a] = True
-        toggles[b] ^= True
-        return
-    h = a.size // 2
-
-    def set_a(part: slice) -> None:
-        toggles[a[part]] = True
-
-    def flip_b(part: slice) -> None:
-        toggles[b[part]] ^= True
-
-    halves = (slice(0, h), slice(h, None))
-    list(_executor().map(set_a, halves))
-    list(_executor().map(flip_b, halves))
 
 
 def _store_words(words: np.ndarray, idx: np.ndarray, vals: np.ndarray) -> None:

@@ -68,7 +68,7 @@ def test_dumps_json_matches_json_on_awkward_values():
     cases = [
         {}, [], {"a": {}, "b": [], "c": [[]], "d": [{}]},
         {"ranges": recs, "pages": [i * 4096 for i in range(200)]},
-        {1: "int key", 2.5: "float key", True: "bool key", None: "none key", "é\n\"%d": "ünïcode %s"},
+        {1: "int key", 2.5: "float key", None: "none key", "é\n\"%d": "ünïcode %s"}, {False: "bool key"},
         [{"a": 1, "b": True}] * 80,  # bools are not ints here: json writes true
         [{"a": 1, "b": 2}] * 70 + [{"b": 2, "a": 1}],  # a different key order ends the template
         [{"a": 1, "b": None}] * 70, [{"x": 1.5}] * 70, [{"%d": 1, "q\"": -7}] * 65,
