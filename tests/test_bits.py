@@ -162,3 +162,38 @@ def test_bit_positions_one_bit_per_word():
     mask[nz] = np.uint64(1) << bit
     want = np.sort(nz.astype(np.int64) * 64 + bit.astype(np.int64))
     assert np.array_equal(_bit_positions(mask), want)
+
+
+@pytest.mark.parametrize("trial", range(60))
+def test_tiny_blocks_stress_every_boundary(monkeypatch, trial):
+    # with blocks of a few runs / words and the thread split from 16 runs on,
+    # small inputs cross every block and thread boundary many times: shared
+    # words between blocks, runs joined across scan blocks, toggles next to
+    # word-at-a-time blocks
+    from kho_formats import bits
+
+    monkeypatch.setattr(bits, "_BLOCK", 3 + trial % 4)
+    monkeypatch.setattr(bits, "_BLOCK_WORDS", 2 + trial % 3)
+    monkeypatch.setattr(bits, "_PARALLEL_WORDS", 4)
+    rng = np.random.default_rng(1000 + trial)
+    nb = [64, 128, 512][trial % 3]
+    mode = trial % 3
+    if mode == 0:  # dense, touching the bitmaps' ends
+        idx = np.flatnonzero(rng.random(nb * 12) < rng.uniform(0.2, 0.95)).astype(np.uint64)
+    elif mode == 1:  # sparse over far-apart bitmaps, some runs of a few bits
+        base = np.sort(rng.choice(1 << 30, 60, replace=False)).astype(np.uint64) * np.uint64(nb)
+        idx = np.unique(np.concatenate([base + rng.integers(0, nb, 60).astype(np.uint64),
+                                        base + np.uint64(nb - 1), base + np.uint64(nb)]))
+    else:  # long runs crossing several bitmaps, next to scattered bits
+        idx = np.unique(np.concatenate([np.arange(3 * nb + 5, dtype=np.uint64) + np.uint64(nb // 2),
+                                        rng.integers(0, 40 * nb, 200).astype(np.uint64)]))
+    if idx.size == 0:
+        return
+    f, l = runs_from_sorted_indexes(idx)
+    ids, packed = runs_to_bitmaps(f, l, nb)
+    mids, mpacked = _model_packed(idx, nb)
+    assert np.array_equal(ids, mids) and np.array_equal(packed, mpacked)
+    # and back, bitmap by bitmap (runs crossing contiguous bitmaps are joined)
+    words = packed.view("<u8").reshape(ids.size, nb // 64)
+    s, ll = bitmaps_to_runs(words, ids * np.uint64(nb))
+    assert np.array_equal(s, f) and np.array_equal(ll, l)
