@@ -445,6 +445,9 @@ def runs_to_bitmaps(first: np.ndarray, length: np.ndarray, nbits: int) -> Tuple[
     """
     first = np.asarray(first, dtype=np.uint64)
     length = np.asarray(length, dtype=np.uint64)
+    if first.size and not length.all():  # empty runs set nothing
+        keep = np.flatnonzero(length)
+        first, length = first[keep], length[keep]
     if first.size == 0:
         return np.zeros(0, np.uint64), np.zeros((0, nbits // 8), np.uint8)
     if int(first[-1]) + int(length[-1]) > 1 << 63:

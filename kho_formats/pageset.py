@@ -146,7 +146,8 @@ class PageSet:
     ) -> "PageSet":
         ps = cls(page_size)
         for order, (starts, counts) in runs.items():
-            s, c = _u64(starts), _u64(counts)
+            # copies: the set's arrays are shared by its copies, so it must own them
+            s, c = np.array(starts, dtype=np.uint64).reshape(-1), np.array(counts, dtype=np.uint64).reshape(-1)
             if s.size != c.size:
                 raise ValueError("starts and counts differ in length")
             if sort and s.size > 1 and np.any(s[1:] < s[:-1]):

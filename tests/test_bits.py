@@ -197,3 +197,12 @@ def test_tiny_blocks_stress_every_boundary(monkeypatch, trial):
     words = packed.view("<u8").reshape(ids.size, nb // 64)
     s, ll = bitmaps_to_runs(words, ids * np.uint64(nb))
     assert np.array_equal(s, f) and np.array_equal(ll, l)
+
+
+def test_empty_runs_set_nothing():
+    ids, packed = runs_to_bitmaps(np.array([0, 100, 200], np.uint64), np.array([0, 5, 0], np.uint64), 4096)
+    assert ids.tolist() == [0]
+    words = packed.view("<u8")[0]
+    assert int(words[1]) == 0x1F << 36 and np.count_nonzero(words) == 1
+    ids, packed = runs_to_bitmaps(np.array([7], np.uint64), np.array([0], np.uint64), 64)
+    assert ids.size == 0 and packed.shape == (0, 8)

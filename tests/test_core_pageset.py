@@ -176,7 +176,10 @@ def test_copy_shares_read_only_runs_and_stays_independent():
     b.update(PageSet.from_runs(4096, {2: ([0x100000], [1])}))
     assert a.runs(0).counts.tolist() == [2, 1] and 2 not in a.orders
     assert b.runs(0).counts.tolist() == [3, 1] and b.orders == [0, 2, 9]
-    # the caller's arrays stay writable
+    # the caller's arrays stay writable, and writing them changes no set
     s = np.array([0x10000], dtype=np.uint64)
-    PageSet.from_runs(4096, {0: (s, [1])})
+    c = PageSet.from_runs(4096, {0: (s, [1])})
+    d = PageSet(4096)
+    d.update(c)
     s[0] = 0x20000
+    assert c.ranges() == d.ranges() == c.copy().ranges() == [(0x10000, 0x11000)]
