@@ -174,6 +174,7 @@ def bench(w: Workload, repeat: int, c_ok: bool, rows: List[dict]) -> None:
     bound = 2 * metadata + 48 * got.num_runs + SCRATCH
     row("parse", secs, peak, c_walk,
         f"ranges {got.num_runs}; peak/(2*metadata+48B*ranges+2MiB) = {peak / bound:.2f}")
+    rows[-1]["peak_bound_ratio"] = peak / bound
     # convert v1 -> v4 (whole state: parse v1, convert, build v4)
     if ver.memory_map == "chunk-list":
         st = kstate.KhoState(version=w.version, page_size=w.page_size, preserved=pages, v1_bitmap_bytes=w.v1_bitmap,
@@ -217,6 +218,29 @@ def bench(w: Workload, repeat: int, c_ok: bool, rows: List[dict]) -> None:
     row("inspect", statistics.median(times), None, None, "subprocess, wall time incl. interpreter start")
 
 
+def target_lines(rows: List[dict]) -> List[str]:
+    """Issue 5's targets against the measured rows: one verdict line each."""
+    def verdict(vals: List[Tuple[str, Optional[float]]], limit: float, fmt: str = "{:.2f}") -> str:
+        got = [(w, v) for w, v in vals if v is not None]
+        if not got:
+            return "not measured"
+        shown = ", ".join(f"{w} {fmt.format(v)}" for w, v in got)
+        return f"{shown}: {'met' if all(v <= limit for _, v in got) else 'NOT MET'}"
+
+    def ratios(op: str, names: Optional[List[str]] = None) -> List[Tuple[str, Optional[float]]]:
+        return [(r["workload"], r["ratio"]) for r in rows if r["op"] == op and (names is None or r["workload"] in names)]
+
+    peaks = [(r["workload"], r.get("peak_bound_ratio")) for r in rows if r["op"] == "parse"]
+    ops = sum(r["seconds"] for r in rows)
+    return [
+        "targets (issue 5; ratio = ours / C):",
+        f"  parse <= 1.0x C on (a) and (b):          {verdict(ratios('parse', ['a', 'b']), 1.0)}",
+        f"  build <= 2.0x C:                         {verdict(ratios('build'), 2.0)}",
+        f"  parse peak <= 2 x map + O(ranges) bound: {verdict(peaks, 1.0)}",
+        f"  all operations under a minute:           {verdict([('total', ops)], 60.0, '{:.1f} s')}",
+    ]
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="*", help="workload names (a b c d16 d64 e512 epage)")
@@ -243,6 +267,8 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"{mib(r['c_peak_bytes'] or 0):>8}"
               f"{(format(r['ratio'], '.2f') if r['ratio'] is not None else '-'):>7}  {r['note']}")
     print(f"\nsum of median operation times: {ours:.1f} s; whole run incl. generation, C and repeats: {total:.1f} s")
+    print()
+    print("\n".join(target_lines(rows)))
     if a.json:
         Path(a.json).write_text(json.dumps({"rows": rows, "total_seconds": total}, indent=1))
     return 0
