@@ -143,23 +143,24 @@ def _runs_of_block(words: np.ndarray, bases: np.ndarray, contiguous: np.ndarray)
     if int(_popcount(flat).sum(dtype=np.int64)) * _SPARSE_BITS < flat.size * 64:
         # few bits: their positions, then runs of consecutive ones (runs are
         # about as many as bits, so one scan beats scanning starts and ends)
-        pos = _bit_positions(flat)
-        if contiguous[1:].all() and int(bases[0]) < 1 << 62:
-            pos += np.int64(bases[0])
-            return runs_from_sorted_indexes(pos.view(np.uint64))
-        shift = nbits.bit_length() - 1
-        return runs_from_sorted_indexes(bases[pos >> shift] + (pos & (nbits - 1)).view(np.uint64))
+        return runs_from_sorted_indexes(_in_bases_units(_bit_positions(flat), bases, contiguous, nbits))
     ms, ml = _run_masks(flat, w, contiguous)
     starts, lasts = _bit_positions(ms), _bit_positions(ml)
     if starts.size != lasts.size:  # pragma: no cover - impossible by construction
         raise AssertionError("run starts and ends disagree")
     lasts -= starts
     lasts += 1
+    return _in_bases_units(starts, bases, contiguous, nbits), lasts.view(np.uint64)
+
+
+def _in_bases_units(pos: np.ndarray, bases: np.ndarray, contiguous: np.ndarray, nbits: int) -> np.ndarray:
+    """Bit positions in a block of stacked bitmaps -> the bases' units
+    (``pos`` is reused when the bitmaps are contiguous)."""
     if contiguous[1:].all() and int(bases[0]) < 1 << 62:
-        starts += np.int64(bases[0])
-        return starts.view(np.uint64), lasts.view(np.uint64)
+        pos += np.int64(bases[0])
+        return pos.view(np.uint64)
     shift = nbits.bit_length() - 1
-    return bases[starts >> shift] + (starts & (nbits - 1)).view(np.uint64), lasts.view(np.uint64)
+    return bases[pos >> shift] + (pos & (nbits - 1)).view(np.uint64)
 
 
 def _runs_of_blocks(words: np.ndarray, bases: np.ndarray, contiguous: np.ndarray, k: int,
@@ -335,8 +336,7 @@ def _fill_toggles(words: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
     b -= base
     toggles = np.zeros((w1 - w0 + 1) * 64, dtype=bool)
     toggles[a] = True
-    touching = np.flatnonzero(b[:-1] == a[1:])
-    if touching.size:  # an end meeting the next run's start: the two toggles cancel
+    if np.any(b[:-1] == a[1:]):  # an end meeting the next run's start: the two toggles cancel
         toggles[b] ^= True
     else:
         toggles[b] = True
