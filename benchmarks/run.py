@@ -32,8 +32,8 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
@@ -62,7 +62,7 @@ ALLOC = [(ALLOC_BASE, 1 << 40)]
 ROOT_FDT_PHYS = ALLOC_BASE - (1 << 20)
 
 
-def median_time(fn: Callable[[], object], repeat: int) -> Tuple[float, object]:
+def median_time(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
     times, result = [], None
     for _ in range(repeat):
         t = time.perf_counter()
@@ -81,7 +81,7 @@ def peak_bytes(fn: Callable[[], object]) -> int:
         tracemalloc.stop()
 
 
-def compile_baseline() -> Optional[Path]:
+def compile_baseline() -> Path | None:
     if not C_SRC.exists():
         return None
     OUT.mkdir(parents=True, exist_ok=True)
@@ -90,7 +90,7 @@ def compile_baseline() -> Optional[Path]:
     return C_BIN
 
 
-def c_run(args: List[str], repeat: int) -> Optional[dict]:
+def c_run(args: list[str], repeat: int) -> dict | None:
     runs = []
     for _ in range(repeat):
         p = subprocess.run([str(C_BIN)] + args, capture_output=True, text=True)
@@ -119,31 +119,44 @@ def mib(n: float) -> str:
     return f"{n / (1 << 20):.1f}"
 
 
-def bench(w: Workload, repeat: int, c_ok: bool, rows: List[dict]) -> None:
+def bench(w: Workload, repeat: int, c_ok: bool, rows: list[dict]) -> None:
     t0 = time.perf_counter()
     pages = w.make()
     gen = time.perf_counter() - t0
     ver = get_version(w.version)
     lay = layout(w.page_size, "little")
     shift = lay.page_shift
-    print(f"[{w.name}] {w.title}: {pages.num_pages} pages, {pages.num_runs} runs (generated in {gen:.2f}s)",
-          file=sys.stderr)
+    print(
+        f"[{w.name}] {w.title}: {pages.num_pages} pages, {pages.num_runs} runs (generated in {gen:.2f}s)",
+        file=sys.stderr,
+    )
 
-    def row(op: str, secs: float, peak: Optional[int], c: Optional[dict], extra: str = "") -> None:
-        r = {"workload": w.name, "title": w.title, "op": op, "seconds": secs, "peak_bytes": peak,
-             "c_seconds": c["seconds"] if c else None, "c_peak_bytes": c["peak_rss_kb"] * 1024 if c else None,
-             "ratio": (secs / c["seconds"]) if c and c["seconds"] > 0 else None, "note": extra}
+    def row(op: str, secs: float, peak: int | None, c: dict | None, extra: str = "") -> None:
+        r = {
+            "workload": w.name,
+            "title": w.title,
+            "op": op,
+            "seconds": secs,
+            "peak_bytes": peak,
+            "c_seconds": c["seconds"] if c else None,
+            "c_peak_bytes": c["peak_rss_kb"] * 1024 if c else None,
+            "ratio": (secs / c["seconds"]) if c and c["seconds"] > 0 else None,
+            "note": extra,
+        }
         rows.append(r)
         ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
-        print(f"  {op:<8} {secs:8.3f}s peak {mib(peak or 0):>7} MiB   C {r['c_seconds'] if c else float('nan'):8.3f}s"
-              f"  ratio {ratio}  {extra}", file=sys.stderr)
+        print(
+            f"  {op:<8} {secs:8.3f}s peak {mib(peak or 0):>7} MiB   C {r['c_seconds'] if c else float('nan'):8.3f}s"
+            f"  ratio {ratio}  {extra}",
+            file=sys.stderr,
+        )
 
     # build
     if ver.memory_map == "radix":
         geom = ver.radix(w.page_size)
-        build_fn = lambda: build_radix(pages, geom, lay, PageAllocator(ALLOC, w.page_size))  # noqa: E731
+        build_fn = lambda: build_radix(pages, geom, lay, PageAllocator(ALLOC, w.page_size))
     else:
-        build_fn = lambda: build_chunklist(pages, lay, PageAllocator(ALLOC, w.page_size), bitmap_bytes=w.v1_bitmap)  # noqa: E731
+        build_fn = lambda: build_chunklist(pages, lay, PageAllocator(ALLOC, w.page_size), bitmap_bytes=w.v1_bitmap)
     secs, (root, map_pages, _info) = median_time(build_fn, repeat)
     metadata = len(map_pages) * w.page_size
     # parse input: the map pages as a loaded ELF core holds them (merged segments), like the C baseline's
@@ -164,47 +177,70 @@ def bench(w: Workload, repeat: int, c_ok: bool, rows: List[dict]) -> None:
     row("build", secs, peak_bytes(build_fn), c_build, f"metadata {mib(metadata)} MiB")
     # parse
     if ver.memory_map == "radix":
-        parse_fn = lambda: read_radix(image, root, geom, lay)  # noqa: E731
+        parse_fn = lambda: read_radix(image, root, geom, lay)
     else:
-        parse_fn = lambda: read_chunklist(image, root, lay, bitmap_bytes=w.v1_bitmap)  # noqa: E731
+        parse_fn = lambda: read_chunklist(image, root, lay, bitmap_bytes=w.v1_bitmap)
     secs, (got, _) = median_time(parse_fn, repeat)
     if got != pages:
         raise SystemExit(f"[{w.name}] parse(build(pages)) != pages")
     peak = peak_bytes(parse_fn)
     bound = 2 * metadata + 48 * got.num_runs + SCRATCH
-    row("parse", secs, peak, c_walk,
-        f"ranges {got.num_runs}; peak/(2*metadata+48B*ranges+2MiB) = {peak / bound:.2f}")
+    row("parse", secs, peak, c_walk, f"ranges {got.num_runs}; peak/(2*metadata+48B*ranges+2MiB) = {peak / bound:.2f}")
     rows[-1]["peak_bound_ratio"] = peak / bound
     # convert v1 -> v4 (whole state: parse v1, convert, build v4)
     if ver.memory_map == "chunk-list":
-        st = kstate.KhoState(version=w.version, page_size=w.page_size, preserved=pages, v1_bitmap_bytes=w.v1_bitmap,
-                             root_fdt_phys=ROOT_FDT_PHYS)
+        st = kstate.KhoState(
+            version=w.version,
+            page_size=w.page_size,
+            preserved=pages,
+            v1_bitmap_bytes=w.v1_bitmap,
+            root_fdt_phys=ROOT_FDT_PHYS,
+        )
         built = kstate.build(st, alloc=ALLOC)
 
         def convert_fn():
-            s = kstate.parse(built.root_fdt, built.image, page_size=w.page_size,
-                             v1_bitmap="512" if w.v1_bitmap == 512 else "page")
+            s = kstate.parse(
+                built.root_fdt, built.image, page_size=w.page_size, v1_bitmap="512" if w.v1_bitmap == 512 else "page"
+            )
             return kstate.build(kstate.convert(s, "kho-v4"), alloc=[(ALLOC_BASE + (1 << 41), 1 << 40)])
 
         secs, conv = median_time(convert_fn, repeat)
         c_conv = None
         if c_walk and c_ok:
-            c4 = c_run(["radix-build", str(pages_bin), str(shift), str(get_version("kho-v4").radix(w.page_size).depth)],
-                       repeat)
+            c4 = c_run(
+                ["radix-build", str(pages_bin), str(shift), str(get_version("kho-v4").radix(w.page_size).depth)], repeat
+            )
             if c4:
-                c_conv = {"seconds": c_walk["seconds"] + c4["seconds"],
-                          "peak_rss_kb": max(c_walk["peak_rss_kb"], c4["peak_rss_kb"])}
+                c_conv = {
+                    "seconds": c_walk["seconds"] + c4["seconds"],
+                    "peak_rss_kb": max(c_walk["peak_rss_kb"], c4["peak_rss_kb"]),
+                }
         row("convert", secs, peak_bytes(convert_fn), c_conv, "v1 -> v4 (C: chunklist-walk + radix-build)")
     # kho inspect --json end to end
-    st = kstate.KhoState(version=w.version, page_size=w.page_size, preserved=pages, v1_bitmap_bytes=w.v1_bitmap,
-                         root_fdt_phys=ROOT_FDT_PHYS)
+    st = kstate.KhoState(
+        version=w.version,
+        page_size=w.page_size,
+        preserved=pages,
+        v1_bitmap_bytes=w.v1_bitmap,
+        root_fdt_phys=ROOT_FDT_PHYS,
+    )
     built = kstate.build(st, alloc=ALLOC)
     d = OUT / f"{w.name}-fixture"
     d.mkdir(parents=True, exist_ok=True)
     (d / "root.dtb").write_bytes(built.root_fdt)
     (d / "image.elf").write_bytes(built.image.to_elf())
-    cmd = [sys.executable, "-m", "kho_formats.cli", "inspect", str(d / "root.dtb"), "--mem", str(d / "image.elf"),
-           "--page-size", str(w.page_size), "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "kho_formats.cli",
+        "inspect",
+        str(d / "root.dtb"),
+        "--mem",
+        str(d / "image.elf"),
+        "--page-size",
+        str(w.page_size),
+        "--json",
+    ]
     if w.v1_bitmap:
         cmd += ["--v1-bitmap", "512" if w.v1_bitmap == 512 else "page"]
     times = []
@@ -218,17 +254,20 @@ def bench(w: Workload, repeat: int, c_ok: bool, rows: List[dict]) -> None:
     row("inspect", statistics.median(times), None, None, "subprocess, wall time incl. interpreter start")
 
 
-def target_lines(rows: List[dict]) -> List[str]:
+def target_lines(rows: list[dict]) -> list[str]:
     """Issue 5's targets against the measured rows: one verdict line each."""
-    def verdict(vals: List[Tuple[str, Optional[float]]], limit: float, fmt: str = "{:.2f}") -> str:
+
+    def verdict(vals: list[tuple[str, float | None]], limit: float, fmt: str = "{:.2f}") -> str:
         got = [(w, v) for w, v in vals if v is not None]
         if not got:
             return "not measured"
         shown = ", ".join(f"{w} {fmt.format(v)}" for w, v in got)
         return f"{shown}: {'met' if all(v <= limit for _, v in got) else 'NOT MET'}"
 
-    def ratios(op: str, names: Optional[List[str]] = None) -> List[Tuple[str, Optional[float]]]:
-        return [(r["workload"], r["ratio"]) for r in rows if r["op"] == op and (names is None or r["workload"] in names)]
+    def ratios(op: str, names: list[str] | None = None) -> list[tuple[str, float | None]]:
+        return [
+            (r["workload"], r["ratio"]) for r in rows if r["op"] == op and (names is None or r["workload"] in names)
+        ]
 
     peaks = [(r["workload"], r.get("peak_bound_ratio")) for r in rows if r["op"] == "parse"]
     ops = sum(r["seconds"] for r in rows)
@@ -241,7 +280,7 @@ def target_lines(rows: List[dict]) -> List[str]:
     ]
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="*", help="workload names (a b c d16 d64 e512 epage)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per operation (median reported)")
@@ -250,7 +289,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     a = ap.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     c_ok = not a.no_c and compile_baseline() is not None
-    rows: List[dict] = []
+    rows: list[dict] = []
     t0 = time.perf_counter()
     for w in WORKLOADS:
         if a.only and w.name not in a.only:
@@ -262,10 +301,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
-        print(f"{r['workload']:<9}{r['op']:<10}{r['seconds']:>9.3f}{mib(r['peak_bytes'] or 0):>10}"
-              f"{(r['c_seconds'] if r['c_seconds'] is not None else float('nan')):>9.3f}"
-              f"{mib(r['c_peak_bytes'] or 0):>8}"
-              f"{(format(r['ratio'], '.2f') if r['ratio'] is not None else '-'):>7}  {r['note']}")
+        print(
+            f"{r['workload']:<9}{r['op']:<10}{r['seconds']:>9.3f}{mib(r['peak_bytes'] or 0):>10}"
+            f"{(r['c_seconds'] if r['c_seconds'] is not None else float('nan')):>9.3f}"
+            f"{mib(r['c_peak_bytes'] or 0):>8}"
+            f"{(format(r['ratio'], '.2f') if r['ratio'] is not None else '-'):>7}  {r['note']}"
+        )
     print(f"\nsum of median operation times: {ours:.1f} s; whole run incl. generation, C and repeats: {total:.1f} s")
     print()
     print("\n".join(target_lines(rows)))

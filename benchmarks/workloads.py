@@ -12,8 +12,8 @@ built with numpy, never page by page:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -34,7 +34,7 @@ class Workload:
     version: str
     page_size: int
     make: Callable[[], PageSet]
-    v1_bitmap: Optional[int] = None
+    v1_bitmap: int | None = None
 
 
 def scattered(page_size: int, span_bytes: int, density: float, seed: int = 1) -> PageSet:
@@ -67,7 +67,7 @@ def mixed_orders(page_size: int, span: int, occupancy: float, max_order: int = 1
     region = page_size << max_order
     nregions = span // region
     orders = rng.integers(0, max_order + 1, size=nregions)
-    by_order: Dict[int, List[np.ndarray]] = {}
+    by_order: dict[int, list[np.ndarray]] = {}
     for o in range(max_order + 1):
         regs = np.flatnonzero(orders == o).astype(np.uint64)
         if regs.size == 0:
@@ -80,7 +80,7 @@ def mixed_orders(page_size: int, span: int, occupancy: float, max_order: int = 1
     return PageSet.from_arrays(page_size, {o: np.concatenate(v) for o, v in by_order.items()})
 
 
-WORKLOADS: List[Workload] = [
+WORKLOADS: list[Workload] = [
     Workload("a", "16Mi order-0 pages, 50% of 128 GiB", "kho-v4", 4096, lambda: scattered(4096, 128 * GiB, 0.5)),
     Workload("b", "1 TiB as order-9 pages", "kho-v4", 4096, lambda: huge_order(4096, TiB, 9)),
     Workload("c", "orders 0-18, 1% of 4 TiB", "kho-v4", 4096, lambda: mixed_orders(4096, 4 * TiB, 0.01)),

@@ -44,7 +44,6 @@ import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:
@@ -76,19 +75,20 @@ class Hang(BaseException):
 class Work:
     """A mutable copy of a seed that ops are applied to."""
 
-    params: Dict
+    params: dict
     root: bytearray
-    segs: List[Tuple[int, bytearray]]
-    hot: List[int]
-    limits: Optional[Tuple[int, int]] = None
-    elf_ops: List[Op] = field(default_factory=list)
+    segs: list[tuple[int, bytearray]]
+    hot: list[int]
+    limits: tuple[int, int] | None = None
+    elf_ops: list[Op] = field(default_factory=list)
 
     @classmethod
-    def of(cls, seed: FuzzInput) -> "Work":
-        return cls(dict(seed.params), bytearray(seed.root), [(p, bytearray(d)) for p, d in seed.segments],
-                   list(seed.hot))
+    def of(cls, seed: FuzzInput) -> Work:
+        return cls(
+            dict(seed.params), bytearray(seed.root), [(p, bytearray(d)) for p, d in seed.segments], list(seed.hot)
+        )
 
-    def find(self, phys: int, n: int) -> Optional[Tuple[bytearray, int]]:
+    def find(self, phys: int, n: int) -> tuple[bytearray, int] | None:
         for p, d in self.segs:
             if p <= phys and phys + n <= p + len(d):
                 return d, phys - p
@@ -100,7 +100,7 @@ class Work:
             d, off = hit
             d[off : off + len(data)] = data
 
-    def read(self, phys: int, n: int) -> Optional[bytes]:
+    def read(self, phys: int, n: int) -> bytes | None:
         hit = self.find(phys, n)
         return bytes(hit[0][hit[1] : hit[1] + n]) if hit else None
 
@@ -125,11 +125,13 @@ class Work:
             elf = bytearray(PhysImage(segs).to_elf(byteorder=bo if bo in ("little", "big") else "little"))
             for op in self.elf_ops:
                 if op[0] == "et":
-                    del elf[op[1]:]
+                    del elf[op[1] :]
                     continue
                 _, off, val, size = op
                 if off + size <= len(elf):
-                    elf[off : off + size] = (int(val) % (1 << (8 * size))).to_bytes(size, "big" if elf[5] == 2 else "little")
+                    elf[off : off + size] = (int(val) % (1 << (8 * size))).to_bytes(
+                        size, "big" if elf[5] == 2 else "little"
+                    )
             elf = bytes(elf)
         p = dict(self.params)
         p["_limits"] = self.limits
@@ -149,7 +151,7 @@ def apply(work: Work, op: Op) -> None:
         if op[1] + 8 <= len(r):
             r[op[1] : op[1] + 8] = (op[2] % (1 << 64)).to_bytes(8, op[3])
     elif k == "ft":
-        del r[op[1]:]
+        del r[op[1] :]
     elif k == "fi":
         r[op[1] : op[1]] = bytes.fromhex(op[2])
     elif k == "fd":
@@ -184,7 +186,7 @@ def apply(work: Work, op: Op) -> None:
         work.elf_ops.append(op)
 
 
-def materialize(seed: FuzzInput, ops: List[Op], name: str = "") -> FuzzInput:
+def materialize(seed: FuzzInput, ops: list[Op], name: str = "") -> FuzzInput:
     w = Work.of(seed)
     for op in ops:
         apply(w, op)
@@ -193,10 +195,46 @@ def materialize(seed: FuzzInput, ops: List[Op], name: str = "") -> FuzzInput:
 
 # -- generating ops ---------------------------------------------------------------------
 
-U64_SPECIAL = [0, 1, 8, 0x1000, 0xFFF, (1 << 32) - 1, 1 << 32, (1 << 52), (1 << 63), (1 << 64) - 1, (1 << 64) - 0x1000,
-               (1 << 64) - 0x10000, 0x7FFFFFFFFFFFFFFF]
-U32_SPECIAL = [0, 1, 2, 3, 4, 9, 0x10, 0x28, 0xFF, 0x100, 0xFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, 0xFFFFFFF0,
-               0xD00DFEED, 17, 16, 255, 511, 512, 4095, 4096]
+U64_SPECIAL = [
+    0,
+    1,
+    8,
+    0x1000,
+    0xFFF,
+    (1 << 32) - 1,
+    1 << 32,
+    (1 << 52),
+    (1 << 63),
+    (1 << 64) - 1,
+    (1 << 64) - 0x1000,
+    (1 << 64) - 0x10000,
+    0x7FFFFFFFFFFFFFFF,
+]
+U32_SPECIAL = [
+    0,
+    1,
+    2,
+    3,
+    4,
+    9,
+    0x10,
+    0x28,
+    0xFF,
+    0x100,
+    0xFFFF,
+    0x7FFFFFFF,
+    0x80000000,
+    0xFFFFFFFF,
+    0xFFFFFFF0,
+    0xD00DFEED,
+    17,
+    16,
+    255,
+    511,
+    512,
+    4095,
+    4096,
+]
 
 
 def _ptr_value(rng: random.Random, w: Work, page: int) -> int:
@@ -218,7 +256,7 @@ def _ptr_value(rng: random.Random, w: Work, page: int) -> int:
     return rng.getrandbits(rng.randint(1, 40))
 
 
-def _nonzero_words(data: bytes, step: int) -> List[int]:
+def _nonzero_words(data: bytes, step: int) -> list[int]:
     a = np.frombuffer(data[: len(data) // step * step], dtype=np.uint64 if step == 8 else np.uint32)
     return (np.flatnonzero(a) * step).tolist()
 
@@ -231,8 +269,16 @@ def gen_op(rng: random.Random, w: Work) -> Op:
     if c < 0.30 and len(r):
         kind = rng.random()
         if kind < 0.3:  # header or token word
-            off = rng.choice([0, 4, 8, 12, 16, 20, 24, 32, 36] if rng.random() < 0.5 else [rng.randrange(0, max(len(r) - 3, 1)) & ~3])
-            vals = U32_SPECIAL + [len(r), len(r) + 1, len(r) - 4, rng.getrandbits(32), int.from_bytes(r[off:off + 4] or b"\0", "big") + rng.choice([-8, -4, -1, 1, 4, 8])]
+            off = rng.choice(
+                [0, 4, 8, 12, 16, 20, 24, 32, 36] if rng.random() < 0.5 else [rng.randrange(0, max(len(r) - 3, 1)) & ~3]
+            )
+            vals = U32_SPECIAL + [
+                len(r),
+                len(r) + 1,
+                len(r) - 4,
+                rng.getrandbits(32),
+                int.from_bytes(r[off : off + 4] or b"\0", "big") + rng.choice([-8, -4, -1, 1, 4, 8]),
+            ]
             return ["fw", off, rng.choice(vals) % (1 << 32)]
         if kind < 0.5:  # a u64 property value (the 8 bytes after a PROP header are often one)
             offs = [m.start() + 12 for m in re.finditer(b"\x00\x00\x00\x03\x00\x00\x00\x08", bytes(r))]
@@ -243,8 +289,13 @@ def gen_op(rng: random.Random, w: Work) -> Op:
         if kind < 0.83:
             return ["ft", rng.randrange(len(r))]
         if kind < 0.92:
-            return ["fi", rng.randrange(len(r) + 1), rng.randbytes(rng.choice([1, 4, 8, 12])).hex() if rng.random() < 0.5
-                    else bytes(r[rng.randrange(len(r)):][:rng.choice([4, 8, 12, 16])]).hex()]
+            return [
+                "fi",
+                rng.randrange(len(r) + 1),
+                rng.randbytes(rng.choice([1, 4, 8, 12])).hex()
+                if rng.random() < 0.5
+                else bytes(r[rng.randrange(len(r)) :][: rng.choice([4, 8, 12, 16])]).hex(),
+            ]
         return ["fd", rng.randrange(len(r)), rng.choice([1, 4, 8, 16])]
     if c < 0.88 and w.hot:
         page = rng.choice(w.hot)
@@ -260,7 +311,11 @@ def gen_op(rng: random.Random, w: Work) -> Op:
         if kind < 0.62 and data:
             nz = _nonzero_words(data, 8)
             off = (rng.choice(nz) if nz else 0) + rng.randrange(8)
-            return ["ib", page + off, rng.getrandbits(8) if rng.random() < 0.5 else data[min(off, len(data) - 1)] ^ (1 << rng.randrange(8))]
+            return [
+                "ib",
+                page + off,
+                rng.getrandbits(8) if rng.random() < 0.5 else data[min(off, len(data) - 1)] ^ (1 << rng.randrange(8)),
+            ]
         if kind < 0.72:
             return ["ic", page, rng.choice(w.hot), ps]
         if kind < 0.78:
@@ -282,22 +337,33 @@ def gen_op(rng: random.Random, w: Work) -> Op:
             return ["p", "v1_bitmap", rng.choice([None, "512", "page", "auto"])]
         if k < 0.85:
             vals = [rng.getrandbits(64), (1 << 64) - ps, ps, 0] + list(w.hot[:4])
-            return ["p", "scratch", [[rng.choice(vals), rng.choice(vals + [1 << 63, ps * 16])] for _ in range(rng.randint(0, 3))]]
+            return [
+                "p",
+                "scratch",
+                [[rng.choice(vals), rng.choice(vals + [1 << 63, ps * 16])] for _ in range(rng.randint(0, 3))],
+            ]
         return ["p", "root_fdt_phys", rng.choice([None, 0, 1, rng.getrandbits(64)] + w.hot[:2])]
     if c < 0.96:
         return ["lim", rng.choice([1, 2, 3, 8, 64]), rng.choice([1, 10, 100, 1000, 1 << 20])]
     # serve the image as an ELF core with a lying header
-    field_ = rng.choice([(32, 8), (54, 2), (56, 2), (16, 2), (4, 1), (5, 1)] +
-                        [(64 + 56 * rng.randrange(4) + o, 8) for o in (8, 16, 24, 32, 40)])
+    field_ = rng.choice(
+        [(32, 8), (54, 2), (56, 2), (16, 2), (4, 1), (5, 1)]
+        + [(64 + 56 * rng.randrange(4) + o, 8) for o in (8, 16, 24, 32, 40)]
+    )
     if rng.random() < 0.2:
         return ["et", rng.randrange(64, 4096)]
-    return ["ew", field_[0], rng.choice([0, 1, 2, 0xFFFF, (1 << (8 * field_[1])) - 1, rng.getrandbits(8 * field_[1])]), field_[1]]
+    return [
+        "ew",
+        field_[0],
+        rng.choice([0, 1, 2, 0xFFFF, (1 << (8 * field_[1])) - 1, rng.getrandbits(8 * field_[1])]),
+        field_[1],
+    ]
 
 
 # -- running one input ----------------------------------------------------------------
 
 
-def run_target(inp: FuzzInput) -> Optional[str]:
+def run_target(inp: FuzzInput) -> str | None:
     """Run every reader on one input.  Returns the outcome kind
     (KhoFormatError subclass name + message shape, or "ok"); raises whatever
     else escaped."""
@@ -337,8 +403,9 @@ def signature(exc: BaseException) -> str:
     return f"{type(exc).__name__}@{loc}"
 
 
-def guarded(inp: FuzzInput, timeout: float) -> Tuple[Optional[str], Optional[BaseException], float]:
+def guarded(inp: FuzzInput, timeout: float) -> tuple[str | None, BaseException | None, float]:
     """(outcome, escaped exception or None, seconds)."""
+
     def on_alarm(signum, frame):
         raise Hang(f"input ran longer than {timeout}s")
 
@@ -350,14 +417,14 @@ def guarded(inp: FuzzInput, timeout: float) -> Tuple[Optional[str], Optional[Bas
             warnings.simplefilter("error")
             out = run_target(inp)
         return out, None, time.perf_counter() - t0
-    except (Exception, Hang) as exc:  # noqa: BLE001 - that is the point
+    except (Exception, Hang) as exc:
         return None, exc, time.perf_counter() - t0
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
 
 
-def minimize(seed: FuzzInput, ops: List[Op], sig: str, timeout: float) -> List[Op]:
+def minimize(seed: FuzzInput, ops: list[Op], sig: str, timeout: float) -> list[Op]:
     """Delta debugging: drop ops while the same signature still escapes."""
     cur = list(ops)
     changed = True
@@ -382,10 +449,10 @@ class Stats:
     escaped: int = 0
     slowest: float = 0.0
     slowest_name: str = ""
-    outcomes: Dict[str, int] = field(default_factory=dict)
-    crashes: Dict[str, dict] = field(default_factory=dict)  # signature -> record
+    outcomes: dict[str, int] = field(default_factory=dict)
+    crashes: dict[str, dict] = field(default_factory=dict)  # signature -> record
 
-    def merge(self, o: "Stats") -> None:
+    def merge(self, o: Stats) -> None:
         self.runs += o.runs
         self.escaped += o.escaped
         if o.slowest > self.slowest:
@@ -396,23 +463,33 @@ class Stats:
             self.crashes.setdefault(k, v)
 
 
-def load_corpus(directory: Optional[Path]) -> List[Tuple[FuzzInput, List[Op]]]:
+def load_corpus(directory: Path | None) -> list[tuple[FuzzInput, list[Op]]]:
     out = []
     if directory and directory.is_dir():
         for f in sorted(directory.glob("*.khofuzz")):
             try:
                 out.append((FuzzInput.loads(f.read_bytes()), []))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 print(f"skipping corpus file {f}: {exc}", file=sys.stderr)
     return out
 
 
-def fuzz(runs: int, seed: int, *, corpus_dir: Optional[Path] = None, crash_dir: Optional[Path] = None,
-         timeout: float = 10.0, max_ops: int = 6, verbose: bool = False, do_minimize: bool = True,
-         seeds: Optional[List[FuzzInput]] = None, slow_log: float = 0.25) -> Stats:
+def fuzz(
+    runs: int,
+    seed: int,
+    *,
+    corpus_dir: Path | None = None,
+    crash_dir: Path | None = None,
+    timeout: float = 10.0,
+    max_ops: int = 6,
+    verbose: bool = False,
+    do_minimize: bool = True,
+    seeds: list[FuzzInput] | None = None,
+    slow_log: float = 0.25,
+) -> Stats:
     rng = random.Random(seed)
     base = [(s, []) for s in (seeds if seeds is not None else all_seeds())] + load_corpus(corpus_dir)
-    pool: List[Tuple[FuzzInput, List[Op]]] = list(base)  # (seed, ops) pairs worth mutating further
+    pool: list[tuple[FuzzInput, list[Op]]] = list(base)  # (seed, ops) pairs worth mutating further
     seen_outcomes: set = set()
     stats = Stats()
     for n in range(runs):
@@ -432,17 +509,27 @@ def fuzz(runs: int, seed: int, *, corpus_dir: Optional[Path] = None, crash_dir: 
             stats.slowest, stats.slowest_name = dt, f"{sd.name} ops={json.dumps(ops)}"
             if crash_dir and dt > slow_log:
                 crash_dir.mkdir(parents=True, exist_ok=True)
-                (crash_dir / f"slow-{seed}.json").write_text(json.dumps({"seconds": dt, "seed": sd.name, "ops": ops}) + "\n")
+                (crash_dir / f"slow-{seed}.json").write_text(
+                    json.dumps({"seconds": dt, "seed": sd.name, "ops": ops}) + "\n"
+                )
         if exc is not None:
             stats.escaped += 1
             sig = signature(exc)
             if sig not in stats.crashes:
                 small = minimize(sd, ops, sig, timeout) if do_minimize else ops
-                rec = {"signature": sig, "seed": sd.name, "ops": small, "error": f"{type(exc).__name__}: {exc}",
-                       "traceback": traceback.format_exception(type(exc), exc, exc.__traceback__)[-6:]}
+                rec = {
+                    "signature": sig,
+                    "seed": sd.name,
+                    "ops": small,
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "traceback": traceback.format_exception(type(exc), exc, exc.__traceback__)[-6:],
+                }
                 stats.crashes[sig] = rec
-                print(f"[{n}] ESCAPED {sig}: {type(exc).__name__}: {exc}\n    seed {sd.name} ops {json.dumps(small)}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"[{n}] ESCAPED {sig}: {type(exc).__name__}: {exc}\n    seed {sd.name} ops {json.dumps(small)}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 if crash_dir:
                     crash_dir.mkdir(parents=True, exist_ok=True)
                     safe = re.sub(r"[^A-Za-z0-9_.@-]", "_", sig)
@@ -462,13 +549,13 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _worker(args) -> Tuple[Stats, float]:
+def _worker(args) -> tuple[Stats, float]:
     runs, seed, corpus, crash_dir, timeout = args
     st = fuzz(runs, seed, corpus_dir=corpus, crash_dir=crash_dir, timeout=timeout)
     return st, peak_rss_mib()
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=10000, help="inputs to run (split across --jobs)")
     ap.add_argument("--seed", type=int, default=1, help="RNG seed (job k uses seed + k)")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fuzz.fuzz_kho import materialize, run_target  # noqa: E402
-from fuzz.seeds import FuzzInput, all_seeds  # noqa: E402
+from fuzz.fuzz_kho import materialize, run_target
+from fuzz.seeds import FuzzInput, all_seeds
 
 
 def load(path: Path) -> FuzzInput:
@@ -49,7 +49,7 @@ def main() -> int:
             out = run_target(inp)
         print(f"outcome: {out}  ({time.perf_counter() - t0:.3f} s)")
         return 0
-    except Exception:  # noqa: BLE001
+    except Exception:
         traceback.print_exc()
         print(f"ESCAPED after {time.perf_counter() - t0:.3f} s")
         return 1

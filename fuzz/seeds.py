@@ -17,7 +17,6 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
 
 from kho_formats import state as kstate
 from kho_formats.alloc import PageAllocator
@@ -37,13 +36,13 @@ class FuzzInput:
     """One fuzz input: a handover as bytes plus how to read it."""
 
     name: str
-    params: Dict  # state.parse keyword arguments (version, page_size, byteorder, v1_bitmap, root_fdt_phys, scratch)
+    params: dict  # state.parse keyword arguments (version, page_size, byteorder, v1_bitmap, root_fdt_phys, scratch)
     root: bytes
-    segments: List[Tuple[int, bytes]] = field(default_factory=list)
+    segments: list[tuple[int, bytes]] = field(default_factory=list)
     #: when set, the image is this ELF core instead of ``segments``
-    elf: Optional[bytes] = None
+    elf: bytes | None = None
     #: physical pages worth corrupting (memory-map pages, client chunks, blocks)
-    hot: List[int] = field(default_factory=list)
+    hot: list[int] = field(default_factory=list)
 
     def image(self) -> PhysImage:
         if self.elf is not None:
@@ -67,10 +66,10 @@ class FuzzInput:
         return self.MAGIC + zlib.compress(body, 9)
 
     @classmethod
-    def loads(cls, blob: bytes) -> "FuzzInput":
+    def loads(cls, blob: bytes) -> FuzzInput:
         if not blob.startswith(cls.MAGIC):
             raise ValueError("not a kho fuzz input")
-        body = zlib.decompress(blob[len(cls.MAGIC):])
+        body = zlib.decompress(blob[len(cls.MAGIC) :])
         (n,) = struct.unpack_from("<I", body, 0)
         meta = json.loads(body[4 : 4 + n])
         off = 4 + n
@@ -89,9 +88,9 @@ class FuzzInput:
         return cls(meta["name"], params, root, segs, elf, list(meta["hot"]))
 
 
-def _random_pages(rng: random.Random, ps: int, base: int, span_pages: int, n: int, orders: List[int]) -> PageSet:
+def _random_pages(rng: random.Random, ps: int, base: int, span_pages: int, n: int, orders: list[int]) -> PageSet:
     """``n`` non-overlapping random pages of the given orders in ``[base, base + span)``."""
-    taken: List[Tuple[int, int]] = []
+    taken: list[tuple[int, int]] = []
     pages = []
     for _ in range(n * 4):
         if len(pages) >= n:
@@ -119,7 +118,7 @@ def build_seed(
     version: str,
     page_size: int = 4096,
     byteorder: str = "little",
-    v1_bitmap: Optional[str] = None,
+    v1_bitmap: str | None = None,
     *,
     seed: int = 0,
     clients: bool = True,
@@ -140,9 +139,9 @@ def build_seed(
     min_order = 1 if (version == "kho-v2" and ps == 16384) else 0
     orders = [o for o in (0, 0, 0, 1, 2, 3, 5, 9) if o >= min_order]
     preserved = _random_pages(rng, ps, data_base, data_span, npages, orders)
-    segments: List[Tuple[int, bytes]] = []
-    subblobs: List[kstate.SubBlob] = []
-    hot: List[int] = []
+    segments: list[tuple[int, bytes]] = []
+    subblobs: list[kstate.SubBlob] = []
+    hot: list[int] = []
     if clients:
         calloc = PageAllocator([client_region], ps)
         blob_order = min_order
@@ -162,7 +161,7 @@ def build_seed(
         subblobs.append(kstate.SubBlob("memblock", p, len(mb), mb, "blob-size" if ver.size_property else "fdt-header"))
         # kho_test (an FDT + a vmalloc area of folio descriptors + folios)
         folios = []
-        for k in range(rng.randint(1, 4)):
+        for _k in range(rng.randint(1, 4)):
             o = rng.choice([max(min_order, 0), 1, 2])
             fp = calloc.alloc(ps << o, align=ps << o, what="folio")
             folios.append((fp, o, bytes(rng.getrandbits(8) for _ in range(64)).ljust(ps << o, b"\xa5")))
@@ -175,7 +174,9 @@ def build_seed(
         hot.extend(p for p, _ in kt.segments if p not in {f[0] for f in folios})  # FDT, info pages, chunks
         pres = kt.preserve
         if min_order:  # v2 @ 16 KiB: drop what it cannot hold (check reports it)
-            pres = PageSet.from_runs(ps, {o: (pres.runs(o).starts, pres.runs(o).counts) for o in pres.orders if o >= min_order})
+            pres = PageSet.from_runs(
+                ps, {o: (pres.runs(o).starts, pres.runs(o).counts) for o in pres.orders if o >= min_order}
+            )
         preserved.update(pres)
         size_src = "blob-size" if (ver.size_property and ver.size_required) else "fdt-header"
         subblobs.append(kstate.SubBlob("kho_test", kt.fdt_phys, len(kt.fdt), kt.fdt, size_src))
@@ -184,7 +185,9 @@ def build_seed(
             p = place_blob(md)
             subblobs.append(kstate.SubBlob("kexec-metadata", p, len(md), md, "blob-size"))
             # LUO: first u64 of the blob = first serialization block
-            entries = [bytes([k & 0xFF]) * LUO_ENTRY_SIZE for k in range(rng.randint(1, 2 * ((ps - 16) // LUO_ENTRY_SIZE)))]
+            entries = [
+                bytes([k & 0xFF]) * LUO_ENTRY_SIZE for k in range(rng.randint(1, 2 * ((ps - 16) // LUO_ENTRY_SIZE)))
+            ]
             first, bpages = blocks.build_block_chain(entries, LUO_ENTRY_SIZE, lay, calloc)
             segments.extend(bpages)
             hot.extend(p for p, _ in bpages)
@@ -196,21 +199,27 @@ def build_seed(
     if ver.memory_map == "radix":
         preserved.add(root_phys, min_order)
     st = kstate.KhoState(
-        version=version, page_size=ps, byteorder=byteorder, preserved=preserved, subblobs=subblobs,
-        scratch=scratch, root_fdt_phys=root_phys,
+        version=version,
+        page_size=ps,
+        byteorder=byteorder,
+        preserved=preserved,
+        subblobs=subblobs,
+        scratch=scratch,
+        root_fdt_phys=root_phys,
         v1_bitmap_bytes=(512 if v1_bitmap == "512" else ps) if ver.memory_map == "chunk-list" else None,
     )
     img = PhysImage(segments)
     built = kstate.build(st, alloc=[meta_region], image=img)
     hot = sorted(set(hot) | {p for p, _ in built.metadata} | {root_phys})
     segs = [(s.phys, bytes(s.data)) for s in built.image]
-    params = dict(version=None, page_size=ps, byteorder=byteorder, v1_bitmap=v1_bitmap, root_fdt_phys=root_phys,
-                  scratch=scratch)
+    params = dict(
+        version=None, page_size=ps, byteorder=byteorder, v1_bitmap=v1_bitmap, root_fdt_phys=root_phys, scratch=scratch
+    )
     name = f"{version}-{ps // 1024}k-{byteorder}" + (f"-bm{v1_bitmap}" if v1_bitmap else "") + f"-s{seed}"
     return FuzzInput(name, params, built.root_fdt, segs, None, hot)
 
 
-def capture_seed() -> Optional[FuzzInput]:
+def capture_seed() -> FuzzInput | None:
     """The real Linux 7.3 x86_64 kho-v4 capture, if it is in the tree."""
     if not (CAPTURE / "image.elf").exists():
         return None
@@ -218,19 +227,26 @@ def capture_seed() -> Optional[FuzzInput]:
     img = PhysImage.from_elf(CAPTURE / "image.elf")
     segs = [(s.phys, bytes(s.data)) for s in img]
     hot = sorted({p for a, b in img.covered() for p in range(a, b, 4096)})
-    params = dict(version=None, page_size=4096, byteorder="little", v1_bitmap=None,
-                  root_fdt_phys=meta["root_fdt_phys"], scratch=[])
+    params = dict(
+        version=None,
+        page_size=4096,
+        byteorder="little",
+        v1_bitmap=None,
+        root_fdt_phys=meta["root_fdt_phys"],
+        scratch=[],
+    )
     return FuzzInput("capture-linux-7.3-x86_64-kho-v4", params, (CAPTURE / "root.dtb").read_bytes(), segs, None, hot)
 
 
 #: every (version, page size, byte order, v1 bitmap) the fuzzer seeds from
-SEED_CONFIGS = (
-    [("kho-v1", ps, bo, bm) for ps in (4096, 16384, 65536) for bo in ("little", "big") for bm in ("512", "page")]
-    + [(v, ps, bo, None) for v in ("kho-v2", "kho-v3", "kho-v4") for ps in (4096, 16384, 65536) for bo in ("little", "big")]
-)
+SEED_CONFIGS = [
+    ("kho-v1", ps, bo, bm) for ps in (4096, 16384, 65536) for bo in ("little", "big") for bm in ("512", "page")
+] + [
+    (v, ps, bo, None) for v in ("kho-v2", "kho-v3", "kho-v4") for ps in (4096, 16384, 65536) for bo in ("little", "big")
+]
 
 
-def all_seeds(seed: int = 0) -> List[FuzzInput]:
+def all_seeds(seed: int = 0) -> list[FuzzInput]:
     out = [build_seed(v, ps, bo, bm, seed=seed) for v, ps, bo, bm in SEED_CONFIGS]
     cap = capture_seed()
     if cap is not None:

@@ -16,9 +16,8 @@ import math
 import operator
 import sys
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -41,9 +40,7 @@ def _schema_dir() -> Path:
 
 def page_shift(page_size: int) -> int:
     if page_size not in PAGE_SIZES:
-        raise VersionError(
-            f"unsupported page size {page_size}", expected="4096, 16384 or 65536"
-        )
+        raise VersionError(f"unsupported page size {page_size}", expected="4096, 16384 or 65536")
     return page_size.bit_length() - 1
 
 
@@ -59,7 +56,7 @@ _BINOPS = {
 _FUNCS = {"ceil": math.ceil, "floor": math.floor}
 
 
-def eval_formula(expr: str, names: Dict[str, int]) -> int:
+def eval_formula(expr: str, names: dict[str, int]) -> int:
     """Evaluate an arithmetic formula over named constants (no Python eval)."""
 
     def ev(node: ast.AST) -> float:
@@ -115,7 +112,7 @@ class RadixGeometry:
     def bitmap_size_log2(self) -> int:
         return self.page_shift + 3
 
-    def constants(self) -> Dict[str, int]:
+    def constants(self) -> dict[str, int]:
         return {
             "PAGE_SHIFT": self.page_shift,
             "PAGE_SIZE": self.page_size,
@@ -164,7 +161,7 @@ class RadixGeometry:
         key = (1 << (self.order_0_log2 - order)) | (phys >> shift)
         return key & ((1 << 64) - 1)
 
-    def decode(self, key: int) -> Tuple[int, int]:
+    def decode(self, key: int) -> tuple[int, int]:
         if key <= 0:
             raise UnrepresentableError(f"radix key {key:#x} has no order bit")
         hb = key.bit_length() - 1
@@ -174,13 +171,10 @@ class RadixGeometry:
         phys = ((key & ~(1 << hb)) << (self.page_shift + order)) & ((1 << 64) - 1)
         return phys, order
 
-    def indexes(self, key: int) -> Tuple[List[int], int]:
+    def indexes(self, key: int) -> tuple[list[int], int]:
         """Table indexes from the root (level DEPTH-1) down to level 1, and the leaf bit."""
         mask = (1 << self.table_size_log2) - 1
-        idx = [
-            (key >> self.level_shift(level)) & mask
-            for level in range(self.depth - 1, 0, -1)
-        ]
+        idx = [(key >> self.level_shift(level)) & mask for level in range(self.depth - 1, 0, -1)]
         return idx, key & ((1 << self.bitmap_size_log2) - 1)
 
     def representable(self, key: int) -> bool:
@@ -207,19 +201,19 @@ class AbiVersion:
     name: str
     compatible: str
     memory_map: str  # "chunk-list" or "radix"
-    root_required: Tuple[str, ...]
-    root_optional: Tuple[str, ...]
+    root_required: tuple[str, ...]
+    root_optional: tuple[str, ...]
     address_property: str
     size_property: str
     size_required: bool
     blob_is_fdt: bool
-    property_order: Tuple[str, ...]
+    property_order: tuple[str, ...]
     fdt_style: str
-    strings_order: Tuple[str, ...]
-    depth_formula: Optional[str] = None
-    bitmap_variants: Tuple[str, ...] = ()
+    strings_order: tuple[str, ...]
+    depth_formula: str | None = None
+    bitmap_variants: tuple[str, ...] = ()
     map_zero_means: str = "empty"
-    raw: Dict = field(default_factory=dict, compare=False, repr=False)
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def number(self) -> int:
@@ -231,7 +225,7 @@ class AbiVersion:
         return RadixGeometry(page_size, self.depth_formula)
 
     @classmethod
-    def from_toml(cls, data: Dict) -> "AbiVersion":
+    def from_toml(cls, data: dict) -> AbiVersion:
         try:
             sub = data["subnode"]
             fdt = data.get("fdt", {})
@@ -257,9 +251,9 @@ class AbiVersion:
             raise VersionError(f"schema {data.get('version', '?')}: missing key {exc}") from None
 
 
-@lru_cache(maxsize=None)
-def _load_all() -> Dict[str, AbiVersion]:
-    versions: Dict[str, AbiVersion] = {}
+@cache
+def _load_all() -> dict[str, AbiVersion]:
+    versions: dict[str, AbiVersion] = {}
     for path in sorted(_schema_dir().glob("kho-v*.toml")):
         with open(path, "rb") as fh:
             v = AbiVersion.from_toml(tomllib.load(fh))
@@ -269,11 +263,11 @@ def _load_all() -> Dict[str, AbiVersion]:
     return versions
 
 
-def versions() -> List[AbiVersion]:
+def versions() -> list[AbiVersion]:
     return sorted(_load_all().values(), key=lambda v: v.number)
 
 
-def version_names() -> List[str]:
+def version_names() -> list[str]:
     return [v.name for v in versions()]
 
 
@@ -281,12 +275,10 @@ def get_version(name: str) -> AbiVersion:
     try:
         return _load_all()[name]
     except KeyError:
-        raise VersionError(
-            f"unknown KHO ABI version {name!r}", expected=" or ".join(version_names())
-        ) from None
+        raise VersionError(f"unknown KHO ABI version {name!r}", expected=" or ".join(version_names())) from None
 
 
-def by_compatible(compatible: List[str]) -> Tuple[AbiVersion, List[str]]:
+def by_compatible(compatible: list[str]) -> tuple[AbiVersion, list[str]]:
     """Pick the version from a ``compatible`` string list.
 
     The first entry that names a known version decides, and the other

@@ -9,14 +9,14 @@ arrays, so millions of preserved runs cost a binary search per allocation.
 from __future__ import annotations
 
 import bisect
-from typing import Iterable, List, Sequence, Tuple, Union
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from .errors import AllocationError
 from .pageset import merge_sorted_intervals
 
-RangeArrays = Tuple[np.ndarray, np.ndarray]
+RangeArrays = tuple[np.ndarray, np.ndarray]
 
 
 def merge_range_arrays(starts: np.ndarray, ends: np.ndarray) -> RangeArrays:
@@ -31,20 +31,22 @@ def merge_range_arrays(starts: np.ndarray, ends: np.ndarray) -> RangeArrays:
     return merge_sorted_intervals(starts[o], ends[o])
 
 
-def merge_ranges(ranges: Iterable[Tuple[int, int]]) -> List[Tuple[int, int]]:
+def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     rs = [(int(a), int(b)) for a, b in ranges]
     if not rs:
         return []
-    s, e = merge_range_arrays(np.array([a for a, _ in rs], dtype=np.uint64), np.array([b for _, b in rs], dtype=np.uint64))
+    s, e = merge_range_arrays(
+        np.array([a for a, _ in rs], dtype=np.uint64), np.array([b for _, b in rs], dtype=np.uint64)
+    )
     return list(zip(s.tolist(), e.tolist()))
 
 
-def disjoint_regions(regions: Sequence[Tuple[int, int]]) -> List[Tuple[int, int]]:
+def disjoint_regions(regions: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     """``(start, size)`` regions with the parts already named by an earlier
     region removed, preference order kept (the bump allocator walks regions in
     order and must never see one page twice)."""
-    taken: List[Tuple[int, int]] = []
-    out: List[Tuple[int, int]] = []
+    taken: list[tuple[int, int]] = []
+    out: list[tuple[int, int]] = []
     for a, s in regions:
         pieces = [(int(a), int(a) + int(s))]
         for ta, tb in taken:
@@ -76,9 +78,9 @@ class PageAllocator:
 
     def __init__(
         self,
-        regions: Sequence[Tuple[int, int]],
+        regions: Sequence[tuple[int, int]],
         page_size: int,
-        avoid: Union[Iterable[Tuple[int, int]], RangeArrays] = (),
+        avoid: Iterable[tuple[int, int]] | RangeArrays = (),
         *,
         avoid_merged: Sequence[RangeArrays] = (),
     ) -> None:
@@ -95,13 +97,13 @@ class PageAllocator:
                 np.array([a for a, _ in pairs], dtype=np.uint64), np.array([b for _, b in pairs], dtype=np.uint64)
             )
         #: more sets of ranges already sorted and merged (e.g. a PageSet's range_arrays())
-        self._sets: List[RangeArrays] = [(self._s, self._e)] + [
+        self._sets: list[RangeArrays] = [(self._s, self._e)] + [
             (np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64)) for a, b in avoid_merged
         ]
-        self._extra: List[Tuple[int, int]] = []  # small, added later with avoid()
+        self._extra: list[tuple[int, int]] = []  # small, added later with avoid()
         self._region = 0
         self._cursor = self.regions[0][0]
-        self.allocated: List[Tuple[int, int]] = []
+        self.allocated: list[tuple[int, int]] = []
 
     def avoid(self, start: int, end: int) -> None:
         bisect.insort(self._extra, (int(start), int(end)))
@@ -114,7 +116,7 @@ class PageAllocator:
                     i = int(np.searchsorted(ends, np.uint64(a), side="right"))
                     if i < starts.size and int(starts[i]) < b:
                         return int(ends[i])
-        for s, e in self._extra[max(0, bisect.bisect_left(self._extra, (a, a)) - 1):]:
+        for s, e in self._extra[max(0, bisect.bisect_left(self._extra, (a, a)) - 1) :]:
             if s >= b:
                 break
             if e > a:
@@ -143,10 +145,10 @@ class PageAllocator:
             expected="a larger --alloc region",
         )
 
-    def alloc_pages(self, n: int, *, what: str = "metadata page") -> List[int]:
+    def alloc_pages(self, n: int, *, what: str = "metadata page") -> list[int]:
         """``n`` pages, lowest address first: whole free blocks at once, one
         page at a time only around avoided ranges."""
-        out: List[int] = []
+        out: list[int] = []
         ps = self.page_size
         while len(out) < n:
             if self._region >= len(self.regions):
@@ -163,4 +165,3 @@ class PageAllocator:
         while len(out) < n:
             out.append(self.alloc(what=what))  # raises AllocationError with the usual message
         return out
-

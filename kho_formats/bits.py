@@ -23,8 +23,6 @@ multi-MiB temporary costs its page faults, more than the arithmetic.
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
-
 import numpy as np
 
 from .pageset import runs_from_sorted_indexes
@@ -102,7 +100,7 @@ def _bit_positions(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def _run_masks(flat: np.ndarray, w: int, contiguous: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def _run_masks(flat: np.ndarray, w: int, contiguous: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Masks of the first and of the last bit of every run, over the whole
     stack (carries cross word boundaries, and bitmap boundaries only where
     the next bitmap is contiguous)."""
@@ -135,7 +133,7 @@ _BLOCK_WORDS = 1 << 15  # bitmap words per numpy pass (256 KiB): temporaries sta
 _SPARSE_BITS = 8
 
 
-def _runs_of_block(words: np.ndarray, bases: np.ndarray, contiguous: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def _runs_of_block(words: np.ndarray, bases: np.ndarray, contiguous: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Runs of one block of bitmaps (first bitmap not continued from before)."""
     n, w = words.shape
     nbits = w * 64
@@ -163,8 +161,9 @@ def _in_bases_units(pos: np.ndarray, bases: np.ndarray, contiguous: np.ndarray, 
     return bases[pos >> shift] + (pos & (nbits - 1)).view(np.uint64)
 
 
-def _runs_of_blocks(words: np.ndarray, bases: np.ndarray, contiguous: np.ndarray, k: int,
-                    lo: int, hi: int) -> List[Tuple[np.ndarray, np.ndarray]]:
+def _runs_of_blocks(
+    words: np.ndarray, bases: np.ndarray, contiguous: np.ndarray, k: int, lo: int, hi: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
     out = []
     for i in range(lo, hi, k):
         c = contiguous[i : i + k].copy()
@@ -182,7 +181,7 @@ def _looks_sparse(words: np.ndarray) -> bool:
     return int(_popcount(sample.reshape(-1)).sum(dtype=np.int64)) * _SPARSE_BITS < sample.size * 64
 
 
-def bitmaps_to_runs(words: np.ndarray, bases: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def bitmaps_to_runs(words: np.ndarray, bases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Runs of set bits in a stack of bitmaps.
 
     ``words``: (n, W) uint64 in native numeric value (any byte order dtype);
@@ -344,7 +343,7 @@ def _fill_toggles(words: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
     words[w0:w1] |= _prefix_xor(x.astype(np.uint64, copy=False))
 
 
-def _distinct_rows(f64: np.ndarray, l64: np.ndarray, shift: int) -> Tuple[np.ndarray, bool]:
+def _distinct_rows(f64: np.ndarray, l64: np.ndarray, shift: int) -> tuple[np.ndarray, bool]:
     """Sorted distinct ``f64 >> shift`` of sorted runs, and whether any run
     ``[f64, f64 + l64)`` crosses into a later bitmap; a block at a time."""
     parts = []
@@ -368,7 +367,7 @@ def _distinct_rows(f64: np.ndarray, l64: np.ndarray, shift: int) -> Tuple[np.nda
     return (np.concatenate(parts) if parts else np.zeros(0, np.int64)), cross
 
 
-def _distinct_rows_parallel(f64: np.ndarray, l64: np.ndarray, shift: int) -> Tuple[np.ndarray, bool]:
+def _distinct_rows_parallel(f64: np.ndarray, l64: np.ndarray, shift: int) -> tuple[np.ndarray, bool]:
     """:func:`_distinct_rows` over two halves on two threads, joined."""
     if f64.size < 4 * _BLOCK:
         return _distinct_rows(f64, l64, shift)
@@ -392,8 +391,9 @@ def _word_disjoint_cut(f64: np.ndarray, l64: np.ndarray) -> int:
     return mid + int(ok[0]) if ok.size else 0
 
 
-def _fill_blocks(words: np.ndarray, f64: np.ndarray, l64: np.ndarray, shift: int, base: int,
-                 ids: Optional[np.ndarray]) -> None:
+def _fill_blocks(
+    words: np.ndarray, f64: np.ndarray, l64: np.ndarray, shift: int, base: int, ids: np.ndarray | None
+) -> None:
     """Set the runs ``[f64, f64 + l64)`` in ``words``, a block of runs at a
     time.  Bits are addressed as ``f64 - base`` (``ids`` None) or, with
     ``ids`` the sorted touched bitmap ids, as rank of the run's bitmap in
@@ -419,8 +419,9 @@ def _fill_blocks(words: np.ndarray, f64: np.ndarray, l64: np.ndarray, shift: int
             _fill_runs(words, a, b)
 
 
-def _fill_parallel(words: np.ndarray, f64: np.ndarray, l64: np.ndarray, shift: int, base: int,
-                   ids: Optional[np.ndarray]) -> None:
+def _fill_parallel(
+    words: np.ndarray, f64: np.ndarray, l64: np.ndarray, shift: int, base: int, ids: np.ndarray | None
+) -> None:
     """:func:`_fill_blocks` on two threads for big inputs, cut where the
     halves write disjoint words."""
     cut = _word_disjoint_cut(f64, l64) if f64.size >= 4 * _BLOCK else 0
@@ -431,7 +432,7 @@ def _fill_parallel(words: np.ndarray, f64: np.ndarray, l64: np.ndarray, shift: i
     list(_executor().map(lambda h: _fill_blocks(words, f64[h], l64[h], shift, base, ids), halves))
 
 
-def runs_to_bitmaps(first: np.ndarray, length: np.ndarray, nbits: int) -> Tuple[np.ndarray, np.ndarray]:
+def runs_to_bitmaps(first: np.ndarray, length: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray]:
     """Runs (sorted, non-overlapping bit ranges) -> ``(bitmap ids, packed)``.
 
     ``packed`` is (m, nbits // 8) uint8, little-endian bit order (bit ``b`` is

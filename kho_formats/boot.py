@@ -54,14 +54,13 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-__all__ = ["BootResult", "run_boot", "default_kernel", "judge_log", "BootError",
-           "QEMU_RAM_BASE", "QEMU_RAM_SIZE"]
+__all__ = ["BootResult", "run_boot", "default_kernel", "judge_log", "BootError", "QEMU_RAM_BASE", "QEMU_RAM_SIZE"]
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 QEMU_RAM_BASE = 0x4000_0000
 QEMU_RAM_SIZE = 1 << 30
@@ -87,15 +86,15 @@ def default_kernel() -> Path:
 class BootResult:
     verdict: str  # "accepted" | "rejected" | "error"
     reason: str
-    kho_lines: List[str] = field(default_factory=list)
+    kho_lines: list[str] = field(default_factory=list)
     log: str = ""
     #: client name -> "ok" | "failed" | "not-reported" | "not-exercised"
-    clients: Dict[str, str] = field(default_factory=dict)
+    clients: dict[str, str] = field(default_factory=dict)
     cmdline: str = ""
-    qemu_cmd: List[str] = field(default_factory=list)
+    qemu_cmd: list[str] = field(default_factory=list)
     duration: float = 0.0
     timed_out: bool = False
-    returncode: Optional[int] = None
+    returncode: int | None = None
 
     @property
     def accepted(self) -> bool:
@@ -121,21 +120,22 @@ class BootResult:
 _FDT_MAGIC = 0xD00DFEED
 
 
-def _fdt_nodes(blob: bytes) -> Dict[str, Dict[str, bytes]]:
+def _fdt_nodes(blob: bytes) -> dict[str, dict[str, bytes]]:
     """``{path: {prop: value}}`` for every node of a flattened device tree."""
     if len(blob) < 40:
         raise ValueError("FDT too short")
     magic, total, off_struct, off_strings, _, version, _, _, size_strings, size_struct = struct.unpack_from(
-        ">10I", blob, 0)
+        ">10I", blob, 0
+    )
     if magic != _FDT_MAGIC:
         raise ValueError("bad FDT magic")
     if total > len(blob):
         raise ValueError("FDT truncated")
-    strings = blob[off_strings:off_strings + size_strings]
+    strings = blob[off_strings : off_strings + size_strings]
     end = off_struct + size_struct if version >= 17 else total
     pos = off_struct
-    stack: List[str] = []
-    out: Dict[str, Dict[str, bytes]] = {}
+    stack: list[str] = []
+    out: dict[str, dict[str, bytes]] = {}
     while pos + 4 <= end:
         (tok,) = struct.unpack_from(">I", blob, pos)
         pos += 4
@@ -148,9 +148,9 @@ def _fdt_nodes(blob: bytes) -> Dict[str, Dict[str, bytes]]:
         elif tok == 3:  # PROP
             ln, nameoff = struct.unpack_from(">II", blob, pos)
             pos += 8
-            val = blob[pos:pos + ln]
+            val = blob[pos : pos + ln]
             pos = (pos + ln + 3) & ~3
-            pname = strings[nameoff:strings.index(b"\0", nameoff)].decode("utf-8", "replace")
+            pname = strings[nameoff : strings.index(b"\0", nameoff)].decode("utf-8", "replace")
             out["/" + "/".join(s for s in stack if s)][pname] = val
         elif tok == 2:  # END_NODE
             if not stack:
@@ -172,17 +172,17 @@ def _fdt_nodes(blob: bytes) -> Dict[str, Dict[str, bytes]]:
 @dataclass
 class _Fixture:
     root: Path
-    segments: List[Tuple[Path, int, int]]
+    segments: list[tuple[Path, int, int]]
     fdt_phys: int
     fdt_size: int
-    scratch: List[Tuple[int, int]]
-    scratch_array_phys: Optional[int]
+    scratch: list[tuple[int, int]]
+    scratch_array_phys: int | None
     byte_order: str
     cmdline: str
-    clients: List[str]
-    root_nodes: Dict[str, Dict[str, bytes]]
+    clients: list[str]
+    root_nodes: dict[str, dict[str, bytes]]
 
-    def read(self, phys: int, size: int) -> Optional[bytes]:
+    def read(self, phys: int, size: int) -> bytes | None:
         for path, base, ln in self.segments:
             if base <= phys and phys + size <= base + ln:
                 with open(path, "rb") as f:
@@ -227,8 +227,8 @@ def _load_fixture(fixture_dir: PathLike) -> _Fixture:
     cmdline = handover.get("cmdline") or ""
     if isinstance(cmdline, list):
         cmdline = " ".join(cmdline)
-    root_nodes: Dict[str, Dict[str, bytes]] = {}
-    clients: List[str] = []
+    root_nodes: dict[str, dict[str, bytes]] = {}
+    clients: list[str] = []
     rd = d / "root.dtb"
     if rd.is_file():
         try:
@@ -236,8 +236,18 @@ def _load_fixture(fixture_dir: PathLike) -> _Fixture:
             clients = [p[1:] for p in root_nodes if p.count("/") == 1 and p != "/"]
         except ValueError:
             root_nodes, clients = {}, []
-    fx = _Fixture(d, segments, fdt_phys, fdt_size, scratch, None if sap is None else int(sap), byte_order,
-                  cmdline, clients, root_nodes)
+    fx = _Fixture(
+        d,
+        segments,
+        fdt_phys,
+        fdt_size,
+        scratch,
+        None if sap is None else int(sap),
+        byte_order,
+        cmdline,
+        clients,
+        root_nodes,
+    )
     if not root_nodes:
         # fall back to the bytes at fdt_phys
         blob = fx.read(fdt_phys, fdt_size)
@@ -250,11 +260,11 @@ def _load_fixture(fixture_dir: PathLike) -> _Fixture:
     return fx
 
 
-def _u64(val: bytes, order: str) -> Optional[int]:
+def _u64(val: bytes, order: str) -> int | None:
     return int.from_bytes(val, order) if len(val) == 8 else None
 
 
-def _reserve_mem_args(fx: _Fixture) -> List[Tuple[str, str]]:
+def _reserve_mem_args(fx: _Fixture) -> list[tuple[str, str]]:
     """``(name, "reserve_mem=SIZE:ALIGN:NAME")`` for each region in a ``memblock`` sub-blob."""
     node = fx.root_nodes.get("/memblock")
     if not node or "preserved-data" not in node:
@@ -305,13 +315,14 @@ def _strip(line: str) -> str:
     return re.sub(r"^\[\s*\d+\.\d+\]\s*", "", line.rstrip("\r\n"))
 
 
-def judge_log(log: str, clients: Sequence[str] = (), reserve_mem: Sequence[str] = (),
-              timed_out: bool = False) -> Tuple[str, str, Dict[str, str], List[str]]:
+def judge_log(
+    log: str, clients: Sequence[str] = (), reserve_mem: Sequence[str] = (), timed_out: bool = False
+) -> tuple[str, str, dict[str, str], list[str]]:
     """Verdict from a serial log: ``(verdict, reason, clients, kho_lines)``."""
     lines = [_strip(l) for l in log.splitlines()]
     kho_lines = [l for l in lines if _KHO_LINE.search(l)]
-    status: Dict[str, str] = {}
-    problems: List[str] = []
+    status: dict[str, str] = {}
+    problems: list[str] = []
 
     found = any(FOUND in l for l in lines)
     if not found:
@@ -325,8 +336,9 @@ def judge_log(log: str, clients: Sequence[str] = (), reserve_mem: Sequence[str] 
         if hit:
             problems.append(f"{what}: {hit}")
     for l in lines:
-        if l.startswith("KHO: ") and any(w in l for w in ("failed", "broken", "invalid", "incompatible",
-                                                          "not supported", "too small", "Failed")):
+        if l.startswith("KHO: ") and any(
+            w in l for w in ("failed", "broken", "invalid", "incompatible", "not supported", "too small", "Failed")
+        ):
             problems.append(l)
 
     for c in clients:
@@ -352,16 +364,20 @@ def judge_log(log: str, clients: Sequence[str] = (), reserve_mem: Sequence[str] 
             if not reserve_mem:
                 status[c] = "not-exercised"
                 continue
-            revived = [n for n in reserve_mem
-                       if any(f"Revived memory reservation '{n}' from KHO" in l for l in lines)]
+            revived = [n for n in reserve_mem if any(f"Revived memory reservation '{n}' from KHO" in l for l in lines)]
             if len(revived) == len(reserve_mem):
                 status[c] = "ok"
             else:
                 status[c] = "failed"
-                bad = [l for l in lines if ("reserve-mem" in l or "FDT 'memblock'" in l or "reserve_mem:" in l)
-                       and "command line" not in l]
-                problems.append("memblock: reserve_mem not revived" + (f": {bad[0]}" if bad else
-                                f" ({sorted(set(reserve_mem) - set(revived))})"))
+                bad = [
+                    l
+                    for l in lines
+                    if ("reserve-mem" in l or "FDT 'memblock'" in l or "reserve_mem:" in l) and "command line" not in l
+                ]
+                problems.append(
+                    "memblock: reserve_mem not revived"
+                    + (f": {bad[0]}" if bad else f" ({sorted(set(reserve_mem) - set(revived))})")
+                )
         else:
             status[c] = "not-exercised"
 
@@ -393,24 +409,33 @@ def _need(tool: str) -> str:
     return p
 
 
-def _cells(value: int, n: int) -> List[str]:
+def _cells(value: int, n: int) -> list[str]:
     return [str((value >> (32 * (n - 1 - i))) & 0xFFFFFFFF) for i in range(n)]
 
 
-def _patch_dtb(base_dtb: Path, out: Path, fdt: Tuple[int, int], scratch: Tuple[int, int]) -> None:
+def _patch_dtb(base_dtb: Path, out: Path, fdt: tuple[int, int], scratch: tuple[int, int]) -> None:
     fdtget, fdtput = _need("fdtget"), _need("fdtput")
-    ac = int(subprocess.run([fdtget, str(base_dtb), "/", "#address-cells"], capture_output=True, text=True,
-                            check=True).stdout.split()[0])
-    sc = int(subprocess.run([fdtget, str(base_dtb), "/", "#size-cells"], capture_output=True, text=True,
-                            check=True).stdout.split()[0])
+    ac = int(
+        subprocess.run(
+            [fdtget, str(base_dtb), "/", "#address-cells"], capture_output=True, text=True, check=True
+        ).stdout.split()[0]
+    )
+    sc = int(
+        subprocess.run(
+            [fdtget, str(base_dtb), "/", "#size-cells"], capture_output=True, text=True, check=True
+        ).stdout.split()[0]
+    )
     shutil.copyfile(base_dtb, out)
     for prop, (a, s) in (("linux,kho-fdt", fdt), ("linux,kho-scratch", scratch)):
         subprocess.run([fdtput, "-c", str(out), "/chosen"], capture_output=True)
-        subprocess.run([fdtput, "-t", "u", str(out), "/chosen", prop, *_cells(a, ac), *_cells(s, sc)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [fdtput, "-t", "u", str(out), "/chosen", prop, *_cells(a, ac), *_cells(s, sc)],
+            check=True,
+            capture_output=True,
+        )
 
 
-def _kernel_span(kpath: Path) -> Tuple[int, int]:
+def _kernel_span(kpath: Path) -> tuple[int, int]:
     """Where QEMU (hw/arm/boot.c) loads an arm64 Image: RAM + 2 MiB + text_offset, image_size bytes."""
     with open(kpath, "rb") as f:
         hdr = f.read(64)
@@ -421,11 +446,13 @@ def _kernel_span(kpath: Path) -> Tuple[int, int]:
     return load, image_size
 
 
-def _check_layout(fx: _Fixture, kspan: Tuple[int, int], dtb_size: int, ram_size: int) -> None:
+def _check_layout(fx: _Fixture, kspan: tuple[int, int], dtb_size: int, ram_size: int) -> None:
     ram = (QEMU_RAM_BASE, QEMU_RAM_BASE + ram_size)
-    busy = [("the kernel Image", kspan[0], kspan[0] + kspan[1]),
-            ("the boot DTB", QEMU_DTB_ADDR, QEMU_DTB_ADDR + dtb_size),
-            ("QEMU's boot stub", QEMU_RAM_BASE, QEMU_RAM_BASE + 0x1000)]
+    busy = [
+        ("the kernel Image", kspan[0], kspan[0] + kspan[1]),
+        ("the boot DTB", QEMU_DTB_ADDR, QEMU_DTB_ADDR + dtb_size),
+        ("QEMU's boot stub", QEMU_RAM_BASE, QEMU_RAM_BASE + 0x1000),
+    ]
     ranges = [(f"segment {p.name}", b, b + n) for p, b, n in fx.segments]
     ranges += [("root FDT", fx.fdt_phys, fx.fdt_phys + 1)]
     ranges += [(f"scratch area {a:#x}+{n:#x}", a, a + n) for a, n in fx.scratch if n]
@@ -454,15 +481,15 @@ def _free_page(fx: _Fixture, start: int, size: int) -> int:
 
 
 def run_boot(
-    fixture_dir: Optional[PathLike],
-    kernel: Optional[PathLike] = None,
+    fixture_dir: PathLike | None,
+    kernel: PathLike | None = None,
     timeout: float = 300.0,
     *,
     extra_cmdline: str = "",
     memory: str = "1G",
     cpu: str = "max,pauth-impdef=on",
     qemu: str = "qemu-system-aarch64",
-    workdir: Optional[PathLike] = None,
+    workdir: PathLike | None = None,
     keep_going: bool = False,
 ) -> BootResult:
     """Boot ``kernel`` with the handover in ``fixture_dir`` and judge the serial log.
@@ -487,28 +514,34 @@ def run_boot(
     try:
         machine = ["-M", "virt", "-cpu", cpu, "-m", memory]
         base = wd / "virt.dtb"
-        r = subprocess.run([qemu_bin, "-M", f"virt,dumpdtb={base}", "-cpu", cpu, "-m", memory, "-nographic"],
-                           capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        r = subprocess.run(
+            [qemu_bin, "-M", f"virt,dumpdtb={base}", "-cpu", cpu, "-m", memory, "-nographic"],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
         if not base.is_file():
             raise BootError(f"QEMU could not dump the virt DTB: {r.stderr.strip()}")
         # QEMU dumps its DTB padded to 1 MiB; handed back with -dtb as is, neither
         # 7.3 nor 6.1 kernels print anything (not even earlycon). Pack it.
         packed = wd / "virt-packed.dtb"
-        r = subprocess.run([_need("dtc"), "-q", "-I", "dtb", "-O", "dtb", "-o", str(packed), str(base)],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            [_need("dtc"), "-q", "-I", "dtb", "-O", "dtb", "-o", str(packed), str(base)], capture_output=True, text=True
+        )
         if r.returncode != 0 or not packed.is_file():
             raise BootError(f"dtc could not repack the virt DTB: {r.stderr.strip()}")
         base = packed
-        loaders: List[str] = []
+        loaders: list[str] = []
         cmdline = BASE_CMDLINE
-        clients: List[str] = []
-        reserve_names: List[str] = []
+        clients: list[str] = []
+        reserve_names: list[str] = []
         dtb = base
         if fixture_dir is not None:
             fx = _load_fixture(fixture_dir)
             clients = fx.clients
-            scratch_bytes = b"".join(struct.pack("<QQ" if fx.byte_order == "little" else ">QQ", a, n)
-                                     for a, n in fx.scratch)
+            scratch_bytes = b"".join(
+                struct.pack("<QQ" if fx.byte_order == "little" else ">QQ", a, n) for a, n in fx.scratch
+            )
             sap = fx.scratch_array_phys
             if sap is None or fx.read(sap, len(scratch_bytes)) is None:
                 sap = _free_page(fx, KHO_BOOT_SCRATCH_ARRAY, max(len(scratch_bytes), 1))
@@ -527,12 +560,24 @@ def run_boot(
                 cmdline += " " + fx.cmdline
         if extra_cmdline:
             cmdline += " " + extra_cmdline
-        cmd = [qemu_bin, *machine, "-nographic", "-no-reboot", "-kernel", str(kpath), "-dtb", str(dtb),
-               "-append", cmdline, *loaders]
+        cmd = [
+            qemu_bin,
+            *machine,
+            "-nographic",
+            "-no-reboot",
+            "-kernel",
+            str(kpath),
+            "-dtb",
+            str(dtb),
+            "-append",
+            cmdline,
+            *loaders,
+        ]
         log, rc, timed_out, dur = _run_qemu(cmd, timeout, keep_going)
         if rc not in (0, None) and not any(_TS.match(l) for l in log.splitlines()):
-            return BootResult("error", f"QEMU failed (exit {rc}): {log.strip()[-400:]}", [], log, {}, cmdline,
-                              cmd, dur, timed_out, rc)
+            return BootResult(
+                "error", f"QEMU failed (exit {rc}): {log.strip()[-400:]}", [], log, {}, cmdline, cmd, dur, timed_out, rc
+            )
         verdict, reason, status, kho_lines = judge_log(log, clients, reserve_names, timed_out)
         if fixture_dir is None and verdict == "rejected" and reason.startswith("kernel did not accept"):
             # a cold boot: no handover is the expected outcome
@@ -544,10 +589,10 @@ def run_boot(
             tmp_owner.cleanup()
 
 
-def _run_qemu(cmd: List[str], timeout: float, keep_going: bool) -> Tuple[str, Optional[int], bool, float]:
+def _run_qemu(cmd: list[str], timeout: float, keep_going: bool) -> tuple[str, int | None, bool, float]:
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    chunks: List[str] = []
+    chunks: list[str] = []
     done = threading.Event()
 
     def reader() -> None:

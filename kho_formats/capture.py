@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from .errors import ImageError, KhoFormatError
 from .fdt import fdt_totalsize
@@ -33,7 +33,7 @@ from .image import PhysImage
 from .limits import Limits
 from .state import KhoState, parse
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 #: files that make a directory a fixture (written by ``kho build``)
 FIXTURE_FILES = ("root.dtb", "handover.json")
@@ -44,25 +44,25 @@ class Capture:
     """The raw inputs of one handover, before parsing."""
 
     root_fdt: bytes
-    image: Optional[PhysImage] = None
-    root_fdt_phys: Optional[int] = None
-    scratch: List[Tuple[int, int]] = field(default_factory=list)
+    image: PhysImage | None = None
+    root_fdt_phys: int | None = None
+    scratch: list[tuple[int, int]] = field(default_factory=list)
     #: sub-blob bytes from debugfs ``sub_fdts/<name>``
-    sub_fdts: Dict[str, bytes] = field(default_factory=dict)
+    sub_fdts: dict[str, bytes] = field(default_factory=dict)
     #: hints from handover.json / meta.json (None: not recorded)
-    page_size: Optional[int] = None
-    byte_order: Optional[str] = None
-    v1_bitmap: Optional[str] = None
-    arch: Optional[str] = None
+    page_size: int | None = None
+    byte_order: str | None = None
+    v1_bitmap: str | None = None
+    arch: str | None = None
     #: free regions recorded by a fixture (usable for new metadata pages)
-    alloc: List[Tuple[int, int]] = field(default_factory=list)
+    alloc: list[tuple[int, int]] = field(default_factory=list)
     #: image ranges that are boot plumbing, not handover content (the scratch array)
-    boot_ranges: List[Tuple[int, int]] = field(default_factory=list)
+    boot_ranges: list[tuple[int, int]] = field(default_factory=list)
     #: "fdt-file" | "debugfs" | "fixture"
     kind: str = "fdt-file"
     #: which file supplied what (for reports)
-    sources: Dict[str, object] = field(default_factory=dict)
-    notes: List[str] = field(default_factory=list)
+    sources: dict[str, object] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -74,7 +74,7 @@ def _read(path: Path, what: str) -> bytes:
         raise KhoFormatError(f"cannot read {what} {path}: {exc.strerror}") from None
 
 
-def _hex_lines(path: Path) -> List[int]:
+def _hex_lines(path: Path) -> list[int]:
     out = []
     for k, line in enumerate(_read(path, "scratch list").decode("ascii", "replace").splitlines()):
         line = line.strip()
@@ -83,12 +83,13 @@ def _hex_lines(path: Path) -> List[int]:
         try:
             out.append(int(line, 16))
         except ValueError:
-            raise KhoFormatError(f"{path}:{k + 1}: {line!r} is not a hex number",
-                                 expected="one hex number a line") from None
+            raise KhoFormatError(
+                f"{path}:{k + 1}: {line!r} is not a hex number", expected="one hex number a line"
+            ) from None
     return out
 
 
-def read_scratch(out_dir: Path) -> List[Tuple[int, int]]:
+def read_scratch(out_dir: Path) -> list[tuple[int, int]]:
     """``scratch_phys`` (addresses) + ``scratch_len`` (sizes) -> ``[(addr, size)]``."""
     pp, lp = out_dir / "scratch_phys", out_dir / "scratch_len"
     if not pp.exists() and not lp.exists():
@@ -97,12 +98,13 @@ def read_scratch(out_dir: Path) -> List[Tuple[int, int]]:
         raise KhoFormatError(f"{out_dir}: has only one of scratch_phys / scratch_len", expected="both files")
     addrs, sizes = _hex_lines(pp), _hex_lines(lp)
     if len(addrs) != len(sizes):
-        raise KhoFormatError(f"{out_dir}: scratch_phys has {len(addrs)} lines, scratch_len {len(sizes)}",
-                             expected="one size per address")
+        raise KhoFormatError(
+            f"{out_dir}: scratch_phys has {len(addrs)} lines, scratch_len {len(sizes)}", expected="one size per address"
+        )
     return list(zip(addrs, sizes))
 
 
-def find_debugfs_dir(d: Path) -> Optional[Path]:
+def find_debugfs_dir(d: Path) -> Path | None:
     """The debugfs ``kho/out`` (or ``kho/in``) directory under ``d``, if any."""
     for rel in ("kho/out", "debugfs/kho/out", "out", "kho/in", "debugfs/kho/in", "in", "."):
         cand = (d / rel) if rel != "." else d
@@ -121,14 +123,14 @@ def _json(path: Path) -> dict:
     return data
 
 
-def _pairs(value, where: str) -> List[Tuple[int, int]]:
+def _pairs(value, where: str) -> list[tuple[int, int]]:
     try:
         return [(int(a), int(s)) for a, s in value]
     except (TypeError, ValueError, OverflowError):
         raise KhoFormatError(f"{where}: expected a list of [address, size] pairs") from None
 
 
-def _meta_int(meta: dict, key: str, where: Path) -> Optional[int]:
+def _meta_int(meta: dict, key: str, where: Path) -> int | None:
     """An integer hint from handover.json / meta.json (None when absent)."""
     v = meta.get(key)
     if v is None:
@@ -138,21 +140,21 @@ def _meta_int(meta: dict, key: str, where: Path) -> Optional[int]:
     return v
 
 
-def load_images(specs: Sequence[str]) -> Optional[PhysImage]:
+def load_images(specs: Sequence[str]) -> PhysImage | None:
     """Load and merge ``--mem`` images (ELF core, bundle dir, ``RAW@BASE``)."""
-    img: Optional[PhysImage] = None
+    img: PhysImage | None = None
     for spec in specs:
         one = PhysImage.load(spec)
         img = one if img is None else img.merged(one)
     return img
 
 
-def load_capture(path: PathLike, mem: Sequence[str] = (), *, root_phys: Optional[int] = None) -> Capture:
+def load_capture(path: PathLike, mem: Sequence[str] = (), *, root_phys: int | None = None) -> Capture:
     """Find root FDT, image, scratch and side files for ``path`` (see module doc)."""
     p = Path(path)
     if not p.exists():
         raise KhoFormatError(f"{p}: no such file or directory")
-    cap: Optional[Capture] = None
+    cap: Capture | None = None
     if p.is_file():
         cap = Capture(root_fdt=_read(p, "root FDT"), kind="fdt-file", sources={"root_fdt": str(p)})
     else:
@@ -170,8 +172,7 @@ def _load_dir(d: Path, *, use_own_image: bool) -> Capture:
     root_path = d / "root.dtb"
     if not root_path.is_file():
         if dbg is None or not (dbg / "fdt").is_file():
-            raise KhoFormatError(f"{d}: no root FDT found",
-                                 expected="root.dtb, or a debugfs capture with kho/out/fdt")
+            raise KhoFormatError(f"{d}: no root FDT found", expected="root.dtb, or a debugfs capture with kho/out/fdt")
         root_path = dbg / "fdt"
     cap = Capture(root_fdt=_read(root_path, "root FDT"), sources={"root_fdt": str(root_path)})
     cap.kind = "debugfs" if root_path.name == "fdt" else "fixture"
@@ -229,11 +230,11 @@ def _load_dir(d: Path, *, use_own_image: bool) -> Capture:
 def parse_capture(
     cap: Capture,
     *,
-    version: Optional[str] = None,
-    page_size: Optional[int] = None,
-    byteorder: Optional[str] = None,
-    v1_bitmap: Optional[str] = None,
-    limits: Optional[Limits] = None,
+    version: str | None = None,
+    page_size: int | None = None,
+    byteorder: str | None = None,
+    v1_bitmap: str | None = None,
+    limits: Limits | None = None,
 ) -> KhoState:
     """Parse a :class:`Capture`; explicit arguments win over recorded hints.
 
@@ -244,8 +245,17 @@ def parse_capture(
     bo = byteorder or cap.byte_order or "little"
     # explicit "auto" detects; no choice at all uses what a fixture recorded
     v1b = cap.v1_bitmap if v1_bitmap is None else (None if v1_bitmap == "auto" else v1_bitmap)
-    st = parse(cap.root_fdt, cap.image, version=version, page_size=ps, byteorder=bo, v1_bitmap=v1b,
-               limits=limits, root_fdt_phys=cap.root_fdt_phys, scratch=cap.scratch)
+    st = parse(
+        cap.root_fdt,
+        cap.image,
+        version=version,
+        page_size=ps,
+        byteorder=bo,
+        v1_bitmap=v1b,
+        limits=limits,
+        root_fdt_phys=cap.root_fdt_phys,
+        scratch=cap.scratch,
+    )
     st.notes[:0] = cap.notes
     for sb in st.subblobs:
         if sb.data is not None or sb.name not in cap.sub_fdts:
@@ -266,7 +276,7 @@ def parse_capture(
     return st
 
 
-def strip_ranges(image: PhysImage, ranges: Sequence[Tuple[int, int]]) -> PhysImage:
+def strip_ranges(image: PhysImage, ranges: Sequence[tuple[int, int]]) -> PhysImage:
     """A copy of ``image`` without the byte ranges ``[start, end)``."""
     cuts = sorted((int(a), int(b)) for a, b in ranges if b > a)
     out = PhysImage()
@@ -288,5 +298,13 @@ def strip_ranges(image: PhysImage, ranges: Sequence[Tuple[int, int]]) -> PhysIma
     return out
 
 
-__all__ = ["Capture", "load_capture", "parse_capture", "load_images", "read_scratch", "find_debugfs_dir",
-           "strip_ranges", "ImageError"]
+__all__ = [
+    "Capture",
+    "load_capture",
+    "parse_capture",
+    "load_images",
+    "read_scratch",
+    "find_debugfs_dir",
+    "strip_ranges",
+    "ImageError",
+]

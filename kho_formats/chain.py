@@ -8,7 +8,7 @@ charges the budget once per page, and so reads each page at most once.
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Tuple, Type
+from collections.abc import Iterator
 
 from .errors import KhoFormatError
 from .image import PhysImage
@@ -23,11 +23,11 @@ def walk_page_chain(
     budget: Budget,
     *,
     noun: str,
-    error: Type[KhoFormatError],
+    error: type[KhoFormatError],
     where: str = "",
     kind: str = "chain",
-    short: Optional[str] = None,
-) -> Iterator[Tuple[int, bytes]]:
+    short: str | None = None,
+) -> Iterator[tuple[int, bytes]]:
     """Yield ``(phys, page bytes)`` from ``first`` until ``next`` is 0.
 
     ``noun`` names the page in errors (``"khoser_mem_chunk"``), ``kind`` what
@@ -41,11 +41,15 @@ def walk_page_chain(
     while phys:
         came = f" (next of {short or noun} {prev:#x})" if prev is not None else ""
         if phys % page_size:
-            raise error(f"{pre}{noun} pointer is not page aligned{came}", phys=phys,
-                        expected=f"a multiple of {page_size:#x}")
+            raise error(
+                f"{pre}{noun} pointer is not page aligned{came}", phys=phys, expected=f"a multiple of {page_size:#x}"
+            )
         if phys in seen:
-            raise error(f"{pre}{noun} {kind} loops back to {phys:#x}{came}", phys=phys,
-                        expected=f"a {kind} ending with next = 0")
+            raise error(
+                f"{pre}{noun} {kind} loops back to {phys:#x}{came}",
+                phys=phys,
+                expected=f"a {kind} ending with next = 0",
+            )
         seen.add(phys)
         budget.page(phys, noun)
         if not image.has(phys, page_size):

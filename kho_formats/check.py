@@ -7,7 +7,6 @@ path).  Parse errors are not findings: they raise before a state exists.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
 
 import numpy as np
 
@@ -27,8 +26,8 @@ class Finding:
     severity: str
     code: str
     message: str
-    phys: Optional[int] = None
-    path: Optional[str] = None
+    phys: int | None = None
+    path: str | None = None
 
     def __str__(self) -> str:
         where = []
@@ -40,8 +39,13 @@ class Finding:
         return f"{self.severity}: [{self.code}] {loc}{self.message}"
 
     def to_json(self) -> dict:
-        return {"severity": self.severity, "code": self.code, "message": self.message, "phys": self.phys,
-                "path": self.path}
+        return {
+            "severity": self.severity,
+            "code": self.code,
+            "message": self.message,
+            "phys": self.phys,
+            "path": self.path,
+        }
 
 
 class _Coverage:
@@ -63,7 +67,7 @@ class _Coverage:
         return end <= (e if int(self.starts[i]) < e < END_OF_SPACE else 1 << 64)
 
 
-def _covered(state: KhoState, phys: int, size: int, cov: Optional[_Coverage] = None) -> bool:
+def _covered(state: KhoState, phys: int, size: int, cov: _Coverage | None = None) -> bool:
     """Is every page of [phys, phys+size) inside a preserved range?"""
     ps = state.page_size
     start = phys - phys % ps
@@ -71,9 +75,10 @@ def _covered(state: KhoState, phys: int, size: int, cov: Optional[_Coverage] = N
     return (cov or _Coverage(state)).covers(start, end)
 
 
-def check(state: KhoState, image: Optional[PhysImage] = None, *, limits: Optional[Limits] = None,
-          clients: Optional[dict] = None) -> List[Finding]:
-    out: List[Finding] = []
+def check(
+    state: KhoState, image: PhysImage | None = None, *, limits: Limits | None = None, clients: dict | None = None
+) -> list[Finding]:
+    out: list[Finding] = []
     ps = state.page_size
     for n in state.notes:
         out.append(Finding(INFO, "note", n))
@@ -81,8 +86,14 @@ def check(state: KhoState, image: Optional[PhysImage] = None, *, limits: Optiona
         out.append(Finding(WARNING, "no-image", "no memory image: the preserved memory map was not checked"))
     ov = state.preserved.find_overlap()
     if ov:
-        out.append(Finding(ERROR, "overlap-orders",
-                           f"order-{ov[1]} page at {ov[0]:#x} overlaps order-{ov[3]} page at {ov[2]:#x}", phys=ov[2]))
+        out.append(
+            Finding(
+                ERROR,
+                "overlap-orders",
+                f"order-{ov[1]} page at {ov[0]:#x} overlaps order-{ov[3]} page at {ov[2]:#x}",
+                phys=ov[2],
+            )
+        )
     # scratch
     sc = sorted(state.scratch)
     for i, (a, s) in enumerate(sc):
@@ -90,9 +101,14 @@ def check(state: KhoState, image: Optional[PhysImage] = None, *, limits: Optiona
             out.append(Finding(ERROR, "scratch-align", f"scratch area {a:#x}+{s:#x} is not page aligned", phys=a))
         hit = state.preserved.overlaps_range(a, a + s)
         if hit:
-            out.append(Finding(ERROR, "scratch-overlap",
-                               f"preserved order-{hit[1]} page at {hit[0]:#x} lies in scratch area {a:#x}+{s:#x}",
-                               phys=hit[0]))
+            out.append(
+                Finding(
+                    ERROR,
+                    "scratch-overlap",
+                    f"preserved order-{hit[1]} page at {hit[0]:#x} lies in scratch area {a:#x}+{s:#x}",
+                    phys=hit[0],
+                )
+            )
         if i and sc[i - 1][0] + sc[i - 1][1] > a:
             out.append(Finding(ERROR, "scratch-overlap", f"scratch areas overlap at {a:#x}", phys=a))
     # metadata pages inside preserved memory or scratch (a vectorized
@@ -111,11 +127,23 @@ def check(state: KhoState, image: Optional[PhysImage] = None, *, limits: Optiona
         a, b = meta[k]
         hit = state.preserved.overlaps_range(a, b)
         if hit:
-            out.append(Finding(ERROR, "map-in-preserved",
-                               f"memory-map page {a:#x} lies inside preserved order-{hit[1]} page {hit[0]:#x}", phys=a))
+            out.append(
+                Finding(
+                    ERROR,
+                    "map-in-preserved",
+                    f"memory-map page {a:#x} lies inside preserved order-{hit[1]} page {hit[0]:#x}",
+                    phys=a,
+                )
+            )
     if len(hits) > MAX_DETAILED:
-        out.append(Finding(ERROR, "map-in-preserved", f"... and {len(hits) - MAX_DETAILED} more memory-map ranges lie "
-                           "inside preserved memory", phys=meta[hits[MAX_DETAILED]][0]))
+        out.append(
+            Finding(
+                ERROR,
+                "map-in-preserved",
+                f"... and {len(hits) - MAX_DETAILED} more memory-map ranges lie inside preserved memory",
+                phys=meta[hits[MAX_DETAILED]][0],
+            )
+        )
     for a, b in meta:
         for sa, ss in sc:
             if sa < b and a < sa + ss:
@@ -125,23 +153,35 @@ def check(state: KhoState, image: Optional[PhysImage] = None, *, limits: Optiona
     # radix-version rules
     if state.abi.memory_map == "radix":
         if state.root_fdt_phys is not None and not _covered(state, state.root_fdt_phys, ps, cov):
-            out.append(Finding(WARNING, "root-not-preserved",
-                               "the root FDT page is not in the preserved set: the next kernel may reuse it "
-                               "before clients read their sub-nodes", phys=state.root_fdt_phys))
+            out.append(
+                Finding(
+                    WARNING,
+                    "root-not-preserved",
+                    "the root FDT page is not in the preserved set: the next kernel may reuse it "
+                    "before clients read their sub-nodes",
+                    phys=state.root_fdt_phys,
+                )
+            )
     for sb in state.subblobs:
         if sb.size is not None and not _covered(state, sb.phys, sb.size, cov):
-            out.append(Finding(WARNING if state.abi.memory_map == "chunk-list" else ERROR, "blob-not-preserved",
-                               f"sub-blob {sb.name!r} ({sb.size} bytes) is not fully preserved", phys=sb.phys,
-                               path=f"/{sb.name}"))
+            out.append(
+                Finding(
+                    WARNING if state.abi.memory_map == "chunk-list" else ERROR,
+                    "blob-not-preserved",
+                    f"sub-blob {sb.name!r} ({sb.size} bytes) is not fully preserved",
+                    phys=sb.phys,
+                    path=f"/{sb.name}",
+                )
+            )
     reports = clients if clients is not None else decode_clients(state, image, budget=Budget(limits))
-    for name, rep in reports.items():
+    for _name, rep in reports.items():
         out.extend(_client_findings(state, rep, cov))
     return out
 
 
-def _client_findings(state: KhoState, rep: ClientReport, cov: Optional[_Coverage] = None) -> List[Finding]:
+def _client_findings(state: KhoState, rep: ClientReport, cov: _Coverage | None = None) -> list[Finding]:
     cov = cov or _Coverage(state)
-    out: List[Finding] = []
+    out: list[Finding] = []
     path = f"/{rep.name}"
     if rep.error is not None:
         out.append(Finding(ERROR, "client", str(rep.error), phys=rep.error.phys, path=path))
@@ -151,37 +191,77 @@ def _client_findings(state: KhoState, rep: ClientReport, cov: Optional[_Coverage
     for area in rep.vmalloc:
         for c in area.chunks:
             if not state.preserved.contains(c, 0):
-                out.append(Finding(ERROR, "vmalloc-chunk-not-preserved", "kho_vmalloc_chunk page is not preserved",
-                                   phys=c, path=path))
+                out.append(
+                    Finding(
+                        ERROR,
+                        "vmalloc-chunk-not-preserved",
+                        "kho_vmalloc_chunk page is not preserved",
+                        phys=c,
+                        path=path,
+                    )
+                )
         grp = state.page_size << area.desc.order
         for g in area.groups.tolist():
             if not _covered(state, int(g), grp, cov):
-                out.append(Finding(ERROR, "vmalloc-group-not-preserved", "vmalloc page group is not preserved",
-                                   phys=int(g), path=path))
+                out.append(
+                    Finding(
+                        ERROR,
+                        "vmalloc-group-not-preserved",
+                        "vmalloc page group is not preserved",
+                        phys=int(g),
+                        path=path,
+                    )
+                )
     if rep.kind == "kho_test" and rep.decoded is not None:
         kt = rep.decoded
         for p in kt.problems:
             out.append(Finding(ERROR, "kho_test", p, path=path))
         for phys, order in kt.folios:
             if not state.preserved.contains(phys, order):
-                out.append(Finding(ERROR, "folio-not-preserved", f"kho_test folio (order {order}) is not preserved "
-                                   "as one page of its order", phys=phys, path=path))
+                out.append(
+                    Finding(
+                        ERROR,
+                        "folio-not-preserved",
+                        f"kho_test folio (order {order}) is not preserved as one page of its order",
+                        phys=phys,
+                        path=path,
+                    )
+                )
         if kt.csum_check:
             match = [a for a, v in kt.csum_check.items() if v == kt.csum]
             if match:
-                out.append(Finding(INFO, "csum", f"kho_test csum {kt.csum:#x} matches the {'/'.join(match)} "
-                                   "csum_partial of the folio data", path=path))
+                out.append(
+                    Finding(
+                        INFO,
+                        "csum",
+                        f"kho_test csum {kt.csum:#x} matches the {'/'.join(match)} csum_partial of the folio data",
+                        path=path,
+                    )
+                )
             else:
                 got = ", ".join(f"{a} {v:#x}" for a, v in kt.csum_check.items())
-                out.append(Finding(WARNING, "csum", f"kho_test csum {kt.csum:#x} matches no architecture's "
-                                   f"csum_partial of the folio data ({got})", path=path))
+                out.append(
+                    Finding(
+                        WARNING,
+                        "csum",
+                        f"kho_test csum {kt.csum:#x} matches no architecture's csum_partial of the folio data ({got})",
+                        path=path,
+                    )
+                )
     if rep.kind == "memblock" and isinstance(rep.decoded, list):
         for r in rep.decoded:
             if r["size"] and not _covered(state, r["start"], r["size"], cov):
-                out.append(Finding(WARNING, "reserve-mem-not-preserved",
-                                   f"reserve_mem region {r['name']!r} is not preserved", phys=r["start"], path=path))
+                out.append(
+                    Finding(
+                        WARNING,
+                        "reserve-mem-not-preserved",
+                        f"reserve_mem region {r['name']!r} is not preserved",
+                        phys=r["start"],
+                        path=path,
+                    )
+                )
     return out
 
 
-def has_errors(findings: List[Finding]) -> bool:
+def has_errors(findings: list[Finding]) -> bool:
     return any(f.severity == ERROR for f in findings)

@@ -17,8 +17,8 @@ import importlib
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Optional, Sequence
 
 from . import __version__, abi
 
@@ -36,8 +36,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _int(text: str) -> int:
-    from .spec import parse_int
     from .errors import SpecError
+    from .spec import parse_int
 
     try:
         return parse_int(text, "value")
@@ -65,20 +65,36 @@ def _common() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     S = argparse.SUPPRESS
     g = p.add_argument_group("reading options")
-    g.add_argument("--page-size", type=_page_size, default=S, metavar="BYTES",
-                   help="the producer's PAGE_SIZE: 4096, 16384 or 65536 (default: recorded in the "
-                        "fixture/capture, else 4096)")
-    g.add_argument("--byte-order", choices=abi.BYTE_ORDERS, default=S,
-                   help="the producer's byte order (default: recorded, else little)")
-    g.add_argument("--abi", "--version-override", dest="abi", choices=abi.version_names(), default=S,
-                   metavar="VERSION", help=f"read as this ABI version whatever compatible says "
-                                           f"({', '.join(abi.version_names())})")
-    g.add_argument("--v1-bitmap", choices=("auto", "page", "512"), default=S,
-                   help="kho-v1 bitmap size: auto-detect (default), page-sized or 512-byte")
-    g.add_argument("--max-pages", type=_int, default=S, metavar="N",
-                   help="read at most N metadata pages (default 1Mi)")
-    g.add_argument("--max-entries", type=_int, default=S, metavar="N",
-                   help="expand at most N entries (default 64Mi)")
+    g.add_argument(
+        "--page-size",
+        type=_page_size,
+        default=S,
+        metavar="BYTES",
+        help="the producer's PAGE_SIZE: 4096, 16384 or 65536 (default: recorded in the fixture/capture, else 4096)",
+    )
+    g.add_argument(
+        "--byte-order",
+        choices=abi.BYTE_ORDERS,
+        default=S,
+        help="the producer's byte order (default: recorded, else little)",
+    )
+    g.add_argument(
+        "--abi",
+        "--version-override",
+        dest="abi",
+        choices=abi.version_names(),
+        default=S,
+        metavar="VERSION",
+        help=f"read as this ABI version whatever compatible says ({', '.join(abi.version_names())})",
+    )
+    g.add_argument(
+        "--v1-bitmap",
+        choices=("auto", "page", "512"),
+        default=S,
+        help="kho-v1 bitmap size: auto-detect (default), page-sized or 512-byte",
+    )
+    g.add_argument("--max-pages", type=_int, default=S, metavar="N", help="read at most N metadata pages (default 1Mi)")
+    g.add_argument("--max-entries", type=_int, default=S, metavar="N", help="expand at most N entries (default 64Mi)")
     g.add_argument("--json", action="store_true", default=S, help="machine-readable JSON on stdout")
     return p
 
@@ -90,8 +106,10 @@ def _opt(args: argparse.Namespace, name: str, default=None):
 def _limits(args):
     from .limits import DEFAULT_LIMITS, Limits
 
-    return Limits(max_pages=_opt(args, "max_pages") or DEFAULT_LIMITS.max_pages,
-                  max_entries=_opt(args, "max_entries") or DEFAULT_LIMITS.max_entries)
+    return Limits(
+        max_pages=_opt(args, "max_pages") or DEFAULT_LIMITS.max_pages,
+        max_entries=_opt(args, "max_entries") or DEFAULT_LIMITS.max_entries,
+    )
 
 
 def _emit(args, data: dict, text) -> None:
@@ -105,12 +123,18 @@ def _emit(args, data: dict, text) -> None:
         sys.stdout.write(text() if callable(text) else text)
 
 
-def _load(args, path: str, mem: Sequence[str] = (), root_phys: Optional[int] = None):
+def _load(args, path: str, mem: Sequence[str] = (), root_phys: int | None = None):
     from .capture import load_capture, parse_capture
 
     cap = load_capture(path, mem or (), root_phys=root_phys)
-    st = parse_capture(cap, version=_opt(args, "abi"), page_size=_opt(args, "page_size"),
-                       byteorder=_opt(args, "byte_order"), v1_bitmap=_opt(args, "v1_bitmap"), limits=_limits(args))
+    st = parse_capture(
+        cap,
+        version=_opt(args, "abi"),
+        page_size=_opt(args, "page_size"),
+        byteorder=_opt(args, "byte_order"),
+        v1_bitmap=_opt(args, "v1_bitmap"),
+        limits=_limits(args),
+    )
     return cap, st
 
 
@@ -147,8 +171,14 @@ def cmd_dts(args) -> int:
 
     bo = _opt(args, "byte_order")
     cap = load_capture(args.input, args.mem or (), root_phys=args.root_phys)
-    docs = [("root", cap.sources.get("root_fdt", args.input), None,
-             to_dts(cap.root_fdt, byteorder=bo or cap.byte_order or "little", where="root FDT"))]
+    docs = [
+        (
+            "root",
+            cap.sources.get("root_fdt", args.input),
+            None,
+            to_dts(cap.root_fdt, byteorder=bo or cap.byte_order or "little", where="root FDT"),
+        )
+    ]
     skipped = []
     if args.sub:
         _, st = _load(args, args.input, args.mem, args.root_phys)
@@ -158,8 +188,14 @@ def cmd_dts(args) -> int:
             elif len(sb.data) < 4 or int.from_bytes(sb.data[:4], "big") != FDT_MAGIC:
                 skipped.append({"name": sb.name, "reason": "not an FDT (raw blob)"})
             else:
-                docs.append((sb.name, f"sub-blob {sb.name}", sb.phys,
-                             to_dts(sb.data, byteorder=st.byteorder, where=f"sub-FDT {sb.name}")))
+                docs.append(
+                    (
+                        sb.name,
+                        f"sub-blob {sb.name}",
+                        sb.phys,
+                        to_dts(sb.data, byteorder=st.byteorder, where=f"sub-FDT {sb.name}"),
+                    )
+                )
     written = []
     if args.output:
         out = Path(args.output)
@@ -169,14 +205,21 @@ def cmd_dts(args) -> int:
             f.write_text(text)
             written.append(str(f))
     if _opt(args, "json"):
-        _emit(args, {"schema": "kho-formats/dts/1",
-                     "documents": [{"name": n, "source": s, "phys": p, "dts": t} for n, s, p, t in docs],
-                     "skipped": skipped, "written": written}, "")
+        _emit(
+            args,
+            {
+                "schema": "kho-formats/dts/1",
+                "documents": [{"name": n, "source": s, "phys": p, "dts": t} for n, s, p, t in docs],
+                "skipped": skipped,
+                "written": written,
+            },
+            "",
+        )
     elif args.output:
         sys.stdout.write("".join(f"wrote {w}\n" for w in written))
     else:
         parts = []
-        for i, (name, src, phys, text) in enumerate(docs):
+        for i, (name, _src, phys, text) in enumerate(docs):
             if i:
                 parts.append(f"\n// ===== sub-FDT {name} at {phys:#x} (a separate DTS document) =====\n")
             parts.append(text)
@@ -202,14 +245,15 @@ def cmd_build(args) -> int:
     fx = build_spec(sp)
     files = write_fixture(fx, args.output)
     st = fx.state
-    data = {"schema": "kho-formats/build/1", "name": fx.name, "outdir": args.output, "files": files,
-            **fx.handover()}
-    text = (f"built {fx.name}: {st.version}, {st.page_size // 1024} KiB pages, {st.byteorder}-endian, {fx.arch}\n"
-            f"  root FDT {fx.fdt_phys:#x} ({len(fx.root_fdt)} bytes), memory map {st.memmap_phys:#x}\n"
-            f"  {st.preserved.num_pages} preserved pages, {len(st.subblobs)} sub-blobs "
-            f"({', '.join(sb.name for sb in st.subblobs) or 'none'}), {len(st.scratch)} scratch areas\n"
-            f"  image: {len(fx.image.covered())} segments, {fx.image.total_bytes} bytes\n"
-            f"  wrote {len(files)} files into {args.output}\n")
+    data = {"schema": "kho-formats/build/1", "name": fx.name, "outdir": args.output, "files": files, **fx.handover()}
+    text = (
+        f"built {fx.name}: {st.version}, {st.page_size // 1024} KiB pages, {st.byteorder}-endian, {fx.arch}\n"
+        f"  root FDT {fx.fdt_phys:#x} ({len(fx.root_fdt)} bytes), memory map {st.memmap_phys:#x}\n"
+        f"  {st.preserved.num_pages} preserved pages, {len(st.subblobs)} sub-blobs "
+        f"({', '.join(sb.name for sb in st.subblobs) or 'none'}), {len(st.scratch)} scratch areas\n"
+        f"  image: {len(fx.image.covered())} segments, {fx.image.total_bytes} bytes\n"
+        f"  wrote {len(files)} files into {args.output}\n"
+    )
     _emit(args, data, text)
     return EXIT_OK
 
@@ -220,8 +264,9 @@ def cmd_convert(args) -> int:
 
     cap, st = _load(args, args.input, args.mem, args.root_phys)
     name = args.name or Path(args.output).name or "converted"
-    fx, summary = convert_capture(cap, st, args.to, alloc=args.alloc or (), v1_bitmap=args.v1_bitmap_out,
-                                  arch=args.arch, name=name)
+    fx, summary = convert_capture(
+        cap, st, args.to, alloc=args.alloc or (), v1_bitmap=args.v1_bitmap_out, arch=args.arch, name=name
+    )
     files = write_fixture(fx, args.output)
     summary["outdir"] = args.output
     summary["files"] = files
@@ -277,8 +322,14 @@ def cmd_boot(args) -> int:
     verdict = str(getattr(res, "verdict", "unknown"))
     reason = getattr(res, "reason", "") or ""
     lines = list(getattr(res, "kho_lines", []) or [])
-    data = {"schema": "kho-formats/boot/1", "fixture": str(fixture), "kernel": args.kernel, "verdict": verdict,
-            "reason": reason, "kho_lines": lines}
+    data = {
+        "schema": "kho-formats/boot/1",
+        "fixture": str(fixture),
+        "kernel": args.kernel,
+        "verdict": verdict,
+        "reason": reason,
+        "kho_lines": lines,
+    }
     text = "".join(f"  {ln}\n" for ln in lines) + f"{verdict}{': ' + reason if reason else ''}\n"
     _emit(args, data, text)
     return EXIT_OK if verdict.lower() == "accepted" else EXIT_PROBLEM
@@ -286,102 +337,172 @@ def cmd_boot(args) -> int:
 
 # -- parser ------------------------------------------------------------------------------------------
 
-EPILOG = ("exit status: 0 ok, 1 problem (bad input, check errors, differences), 2 usage error. "
-          "Errors are printed on stderr as one line 'kho: error: <message>'.")
+EPILOG = (
+    "exit status: 0 ok, 1 problem (bad input, check errors, differences), 2 usage error. "
+    "Errors are printed on stderr as one line 'kho: error: <message>'."
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
-    p = _Parser(prog="kho", description="Inspect, build, check and convert Linux Kexec HandOver (KHO) handovers.",
-                epilog=EPILOG, parents=[common])
+    p = _Parser(
+        prog="kho",
+        description="Inspect, build, check and convert Linux Kexec HandOver (KHO) handovers.",
+        epilog=EPILOG,
+        parents=[common],
+    )
     p.add_argument("--version", action="version", version=f"kho {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    where = ("INPUT is a root FDT file, a debugfs capture directory (containing kho/out, debugfs/kho/out or "
-             "out/: fdt, sub_fdts/<name>, scratch_phys, scratch_len) or a fixture directory written by "
-             "kho build (root.dtb + image.elf + handover.json).")
+    where = (
+        "INPUT is a root FDT file, a debugfs capture directory (containing kho/out, debugfs/kho/out or "
+        "out/: fdt, sub_fdts/<name>, scratch_phys, scratch_len) or a fixture directory written by "
+        "kho build (root.dtb + image.elf + handover.json)."
+    )
 
     def mem_opts(sp, root=True):
-        sp.add_argument("--mem", action="append", metavar="IMAGE", default=[],
-                        help="physical memory image: ELF core, bundle directory (manifest.json) or RAW@BASE; "
-                             "repeat to merge several (replaces a directory's own image.elf)")
+        sp.add_argument(
+            "--mem",
+            action="append",
+            metavar="IMAGE",
+            default=[],
+            help="physical memory image: ELF core, bundle directory (manifest.json) or RAW@BASE; "
+            "repeat to merge several (replaces a directory's own image.elf)",
+        )
         if root:
-            sp.add_argument("--root-phys", type=_int, metavar="ADDR",
-                            help="physical address of the root FDT (default: from handover.json / meta.json)")
+            sp.add_argument(
+                "--root-phys",
+                type=_int,
+                metavar="ADDR",
+                help="physical address of the root FDT (default: from handover.json / meta.json)",
+            )
 
-    s = sub.add_parser("inspect", parents=[common], help="show version, sub-blobs, vmalloc areas, preserved memory",
-                       description="Show a handover: ABI version, page size, byte order, sub-blobs (decoded for "
-                                   "known clients), vmalloc areas, preserved memory as coalesced ranges with "
-                                   "per-order counts. " + where, epilog=EPILOG)
+    s = sub.add_parser(
+        "inspect",
+        parents=[common],
+        help="show version, sub-blobs, vmalloc areas, preserved memory",
+        description="Show a handover: ABI version, page size, byte order, sub-blobs (decoded for "
+        "known clients), vmalloc areas, preserved memory as coalesced ranges with "
+        "per-order counts. " + where,
+        epilog=EPILOG,
+    )
     s.add_argument("input", metavar="INPUT")
     mem_opts(s)
-    s.add_argument("--max-ranges", type=_int, default=None, metavar="N",
-                   help="ranges listed (default 32 in the table, 100000 with --json; the totals always count all)")
+    s.add_argument(
+        "--max-ranges",
+        type=_int,
+        default=None,
+        metavar="N",
+        help="ranges listed (default 32 in the table, 100000 with --json; the totals always count all)",
+    )
     s.add_argument("--all-ranges", action="store_true", help="list every preserved range")
     s.set_defaults(func=cmd_inspect)
 
-    s = sub.add_parser("dts", parents=[common], help="root FDT (and sub-FDTs) as DTS",
-                       description="Print the root FDT as DTS that dtc accepts, native-order u64 values decoded "
-                                   "in comments. With --sub, also every sub-blob that is an FDT (each a separate "
-                                   "DTS document). " + where, epilog=EPILOG)
+    s = sub.add_parser(
+        "dts",
+        parents=[common],
+        help="root FDT (and sub-FDTs) as DTS",
+        description="Print the root FDT as DTS that dtc accepts, native-order u64 values decoded "
+        "in comments. With --sub, also every sub-blob that is an FDT (each a separate "
+        "DTS document). " + where,
+        epilog=EPILOG,
+    )
     s.add_argument("input", metavar="INPUT")
     mem_opts(s)
     s.add_argument("--sub", action="store_true", help="also the sub-FDTs found in the capture/image")
     s.add_argument("-o", "--output", metavar="DIR", help="write root.dts and sub-<name>.dts into DIR")
     s.set_defaults(func=cmd_dts)
 
-    s = sub.add_parser("build", parents=[common], help="build a fixture from a YAML/TOML spec",
-                       description="Build a handover fixture from a spec (see fixtures/specs/ and the README) and "
-                                   "write root.dtb, image.elf, manifest.json + seg-*.bin, handover.json, "
-                                   "qemu-args.txt, kho_fixture.h, setup_data.bin, chosen.json and chosen.dtsi "
-                                   "into OUTDIR. --abi, --page-size and --byte-order override the spec.",
-                       epilog=EPILOG)
+    s = sub.add_parser(
+        "build",
+        parents=[common],
+        help="build a fixture from a YAML/TOML spec",
+        description="Build a handover fixture from a spec (see fixtures/specs/ and the README) and "
+        "write root.dtb, image.elf, manifest.json + seg-*.bin, handover.json, "
+        "qemu-args.txt, kho_fixture.h, setup_data.bin, chosen.json and chosen.dtsi "
+        "into OUTDIR. --abi, --page-size and --byte-order override the spec.",
+        epilog=EPILOG,
+    )
     s.add_argument("spec", metavar="SPEC", help="spec file (.toml, .yaml, .yml or .json)")
     s.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     s.add_argument("--name", help="fixture name (default: the spec's name, else its file name)")
     s.set_defaults(func=cmd_build)
 
-    s = sub.add_parser("convert", parents=[common], help="migrate a handover to another ABI version",
-                       description="Rewrite a handover for another ABI version with the identical preserved set "
-                                   "and sub-blobs, into a fixture directory like kho build writes. New memory-map "
-                                   "pages reuse the old map's pages, the free regions a fixture recorded and "
-                                   "--alloc regions. " + where, epilog=EPILOG)
-    s.add_argument("--to", required=True, choices=abi.version_names(), metavar="VERSION",
-                   help=f"target version: {', '.join(abi.version_names())}")
+    s = sub.add_parser(
+        "convert",
+        parents=[common],
+        help="migrate a handover to another ABI version",
+        description="Rewrite a handover for another ABI version with the identical preserved set "
+        "and sub-blobs, into a fixture directory like kho build writes. New memory-map "
+        "pages reuse the old map's pages, the free regions a fixture recorded and "
+        "--alloc regions. " + where,
+        epilog=EPILOG,
+    )
+    s.add_argument(
+        "--to",
+        required=True,
+        choices=abi.version_names(),
+        metavar="VERSION",
+        help=f"target version: {', '.join(abi.version_names())}",
+    )
     s.add_argument("input", metavar="INPUT")
     s.add_argument("output", metavar="OUTDIR")
     mem_opts(s)
-    s.add_argument("--alloc", action="append", type=_region, metavar="BASE:SIZE",
-                   help="more free memory for new map pages (repeatable)")
-    s.add_argument("--v1-bitmap-out", choices=("page", "512"),
-                   help="bitmap size when converting to kho-v1 (default: the source's, else page)")
-    s.add_argument("--arch", choices=("arm64", "x86_64"), help="ELF machine of the output (default: recorded, "
-                                                                 "else arm64)")
+    s.add_argument(
+        "--alloc",
+        action="append",
+        type=_region,
+        metavar="BASE:SIZE",
+        help="more free memory for new map pages (repeatable)",
+    )
+    s.add_argument(
+        "--v1-bitmap-out",
+        choices=("page", "512"),
+        help="bitmap size when converting to kho-v1 (default: the source's, else page)",
+    )
+    s.add_argument(
+        "--arch", choices=("arm64", "x86_64"), help="ELF machine of the output (default: recorded, else arm64)"
+    )
     s.add_argument("--name", help="fixture name (default: OUTDIR's name)")
     s.set_defaults(func=cmd_convert)
 
-    s = sub.add_parser("check", parents=[common], help="validate a handover against its version's rules",
-                       description="Run every check and print findings with their addresses; exit 1 when "
-                                   "there is an error (or, with --strict, a warning). " + where, epilog=EPILOG)
+    s = sub.add_parser(
+        "check",
+        parents=[common],
+        help="validate a handover against its version's rules",
+        description="Run every check and print findings with their addresses; exit 1 when "
+        "there is an error (or, with --strict, a warning). " + where,
+        epilog=EPILOG,
+    )
     s.add_argument("input", metavar="INPUT")
     mem_opts(s)
     s.add_argument("--strict", action="store_true", help="warnings fail too")
     s.set_defaults(func=cmd_check)
 
-    s = sub.add_parser("diff", parents=[common], help="compare preserved sets and sub-blobs of two handovers",
-                       description="Compare the preserved sets (page by page, per order) and sub-blobs (name, "
-                                   "address, size, bytes) of A and B; exit 0 when identical, 1 when different. "
-                                   "Version, page size and byte order may differ. " + where, epilog=EPILOG)
+    s = sub.add_parser(
+        "diff",
+        parents=[common],
+        help="compare preserved sets and sub-blobs of two handovers",
+        description="Compare the preserved sets (page by page, per order) and sub-blobs (name, "
+        "address, size, bytes) of A and B; exit 0 when identical, 1 when different. "
+        "Version, page size and byte order may differ. " + where,
+        epilog=EPILOG,
+    )
     s.add_argument("a", metavar="A")
     s.add_argument("b", metavar="B")
     s.add_argument("--mem-a", action="append", default=[], metavar="IMAGE", help="memory image for A")
     s.add_argument("--mem-b", action="append", default=[], metavar="IMAGE", help="memory image for B")
     s.set_defaults(func=cmd_diff)
 
-    s = sub.add_parser("boot", parents=[common], help="boot a kernel under QEMU with a fixture",
-                       description="Boot KERNEL under QEMU with the handover of FIXTURE (a kho build directory) "
-                                   "and report whether the kernel accepted it (exit 0) or rejected it (exit 1). "
-                                   "Needs kho_formats.boot.", epilog=EPILOG)
+    s = sub.add_parser(
+        "boot",
+        parents=[common],
+        help="boot a kernel under QEMU with a fixture",
+        description="Boot KERNEL under QEMU with the handover of FIXTURE (a kho build directory) "
+        "and report whether the kernel accepted it (exit 0) or rejected it (exit 1). "
+        "Needs kho_formats.boot.",
+        epilog=EPILOG,
+    )
     s.add_argument("fixture", metavar="FIXTURE")
     s.add_argument("--kernel", required=True, metavar="IMAGE", help="kernel image to boot")
     s.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS", help="default 120")
@@ -394,7 +515,7 @@ def _error(message: str) -> None:
     sys.stderr.write(f"kho: error: {one}\n")
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     from .errors import KhoFormatError
 
     parser = build_parser()

@@ -9,8 +9,6 @@ of these.
 
 from __future__ import annotations
 
-from typing import Optional
-
 
 class KhoFormatError(Exception):
     """Base class: the input is not what the KHO ABI says it should be."""
@@ -21,9 +19,9 @@ class KhoFormatError(Exception):
         self,
         message: str,
         *,
-        phys: Optional[int] = None,
-        path: Optional[str] = None,
-        expected: Optional[str] = None,
+        phys: int | None = None,
+        path: str | None = None,
+        expected: str | None = None,
     ) -> None:
         self.message = message
         self.phys = phys

@@ -18,8 +18,8 @@ from __future__ import annotations
 import io
 import re
 import struct
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .errors import FdtError, PropertyError
 from .layout import FDT_MAGIC, fdt_header
@@ -36,11 +36,11 @@ MAX_DEPTH = 64
 @dataclass
 class FdtNode:
     name: str
-    props: List[Tuple[str, bytes]] = field(default_factory=list)
-    children: List["FdtNode"] = field(default_factory=list)
+    props: list[tuple[str, bytes]] = field(default_factory=list)
+    children: list[FdtNode] = field(default_factory=list)
     path: str = "/"
 
-    def get(self, name: str) -> Optional[bytes]:
+    def get(self, name: str) -> bytes | None:
         for n, v in self.props:
             if n == name:
                 return v
@@ -56,18 +56,18 @@ class FdtNode:
                 return
         self.props.append((name, bytes(value)))
 
-    def child(self, name: str) -> Optional["FdtNode"]:
+    def child(self, name: str) -> FdtNode | None:
         for c in self.children:
             if c.name == name:
                 return c
         return None
 
-    def add_child(self, name: str) -> "FdtNode":
+    def add_child(self, name: str) -> FdtNode:
         node = FdtNode(name, path=(self.path.rstrip("/") + "/" + name))
         self.children.append(node)
         return node
 
-    def walk(self) -> Iterator["FdtNode"]:
+    def walk(self) -> Iterator[FdtNode]:
         stack = [self]
         while stack:
             n = stack.pop()
@@ -79,28 +79,35 @@ class FdtNode:
 class Fdt:
     header: object
     root: FdtNode
-    reserve_map: List[Tuple[int, int]]
+    reserve_map: list[tuple[int, int]]
     size: int
 
 
-def _err(msg: str, *, path: str = "/", off: Optional[int] = None, expected: Optional[str] = None,
-         where: str = "FDT", phys: Optional[int] = None) -> FdtError:
+def _err(
+    msg: str,
+    *,
+    path: str = "/",
+    off: int | None = None,
+    expected: str | None = None,
+    where: str = "FDT",
+    phys: int | None = None,
+) -> FdtError:
     loc = f"{where}:{path}" if path else where
     if off is not None:
         msg = f"{msg} at struct offset {off:#x}"
     return FdtError(msg, path=loc, expected=expected, phys=phys)
 
 
-def _cstring(buf: bytes, start: int, end: int) -> Optional[int]:
+def _cstring(buf: bytes, start: int, end: int) -> int | None:
     """Index of the NUL terminating the string at ``start``, or None before ``end``."""
     nul = buf.find(b"\0", start, end)
     return None if nul < 0 else nul
 
 
-def parse_fdt(data: bytes, *, where: str = "FDT", phys: Optional[int] = None, max_depth: int = MAX_DEPTH) -> Fdt:
+def parse_fdt(data: bytes, *, where: str = "FDT", phys: int | None = None, max_depth: int = MAX_DEPTH) -> Fdt:
     """Parse and validate an FDT blob (``where`` names it in errors)."""
     buf = bytes(data)
-    e = lambda msg, **kw: _err(msg, where=where, phys=phys, **kw)  # noqa: E731
+    e = lambda msg, **kw: _err(msg, where=where, phys=phys, **kw)
     if len(buf) < HEADER_SIZE:
         raise e(f"blob of {len(buf)} bytes is shorter than the FDT header", path="", expected="at least 40 bytes")
     h = fdt_header.parse(buf[:HEADER_SIZE])
@@ -135,7 +142,7 @@ def parse_fdt(data: bytes, *, where: str = "FDT", phys: Optional[int] = None, ma
     if s0 < t1 and t0 < s1 and size_struct and h.size_dt_strings:
         raise e("struct block and strings block overlap", path="", expected="disjoint blocks")
     # memory reserve map: (address, size) pairs up to a (0, 0) entry
-    rsv: List[Tuple[int, int]] = []
+    rsv: list[tuple[int, int]] = []
     off = h.off_mem_rsvmap
     while True:
         if off + 16 > total:
@@ -150,8 +157,11 @@ def parse_fdt(data: bytes, *, where: str = "FDT", phys: Optional[int] = None, ma
 
     def string_at(nameoff: int, pos: int, path: str) -> str:
         if nameoff >= h.size_dt_strings:
-            raise e(f"property name offset {nameoff} is past the strings block ({h.size_dt_strings} bytes)",
-                    path=path, off=pos - s0)
+            raise e(
+                f"property name offset {nameoff} is past the strings block ({h.size_dt_strings} bytes)",
+                path=path,
+                off=pos - s0,
+            )
         nul = _cstring(buf, t0 + nameoff, t1)
         if nul is None:
             raise e("property name is not NUL-terminated inside the strings block", path=path, off=pos - s0)
@@ -161,13 +171,17 @@ def parse_fdt(data: bytes, *, where: str = "FDT", phys: Optional[int] = None, ma
             raise e("property name is not ASCII", path=path, off=pos - s0) from None
 
     pos = s0
-    stack: List[FdtNode] = []
-    root: Optional[FdtNode] = None
+    stack: list[FdtNode] = []
+    root: FdtNode | None = None
     ended = False
     while not ended:
         if pos + 4 > s1:
-            raise e("struct block ends without FDT_END", path=stack[-1].path if stack else "/", off=pos - s0,
-                    expected="FDT_END token")
+            raise e(
+                "struct block ends without FDT_END",
+                path=stack[-1].path if stack else "/",
+                off=pos - s0,
+                expected="FDT_END token",
+            )
         (tok,) = struct.unpack_from(">I", buf, pos)
         tpos = pos
         pos += 4
@@ -205,8 +219,12 @@ def parse_fdt(data: bytes, *, where: str = "FDT", phys: Optional[int] = None, ma
             plen, nameoff = struct.unpack_from(">II", buf, pos)
             pos += 8
             if plen > s1 - pos:
-                raise e(f"property length {plen} runs past the struct block", path=stack[-1].path, off=tpos - s0,
-                        expected=f"<= {s1 - pos}")
+                raise e(
+                    f"property length {plen} runs past the struct block",
+                    path=stack[-1].path,
+                    off=tpos - s0,
+                    expected=f"<= {s1 - pos}",
+                )
             name = string_at(nameoff, tpos, stack[-1].path)
             stack[-1].props.append((name, buf[pos : pos + plen]))
             pos = (pos + plen + 3) & ~3
@@ -214,17 +232,24 @@ def parse_fdt(data: bytes, *, where: str = "FDT", phys: Optional[int] = None, ma
             continue
         elif tok == FDT_END:
             if stack or root is None:
-                raise e("FDT_END with nodes still open" if stack else "FDT_END before any node",
-                        path=stack[-1].path if stack else "/", off=tpos - s0)
+                raise e(
+                    "FDT_END with nodes still open" if stack else "FDT_END before any node",
+                    path=stack[-1].path if stack else "/",
+                    off=tpos - s0,
+                )
             ended = True
         else:
-            raise e(f"bad token {tok:#x}", path=stack[-1].path if stack else "/", off=tpos - s0,
-                    expected="BEGIN_NODE, END_NODE, PROP, NOP or END")
+            raise e(
+                f"bad token {tok:#x}",
+                path=stack[-1].path if stack else "/",
+                off=tpos - s0,
+                expected="BEGIN_NODE, END_NODE, PROP, NOP or END",
+            )
     assert root is not None
     return Fdt(header=h, root=root, reserve_map=rsv, size=total)
 
 
-def fdt_totalsize(data: bytes, *, where: str = "FDT", phys: Optional[int] = None) -> int:
+def fdt_totalsize(data: bytes, *, where: str = "FDT", phys: int | None = None) -> int:
     """``totalsize`` from an FDT header, validated against magic only."""
     if len(data) < 8:
         raise _err("too short for an FDT header", path="", where=where, phys=phys)
@@ -237,7 +262,7 @@ def fdt_totalsize(data: bytes, *, where: str = "FDT", phys: Optional[int] = None
 # -- property helpers ---------------------------------------------------------
 
 
-def get_u64(node: FdtNode, name: str, byteorder: str, *, where: str = "FDT", required: bool = True) -> Optional[int]:
+def get_u64(node: FdtNode, name: str, byteorder: str, *, where: str = "FDT", required: bool = True) -> int | None:
     v = node.get(name)
     path = f"{where}:{node.path.rstrip('/')}/{name}" if node.path != "/" else f"{where}:/{name}"
     if v is None:
@@ -259,7 +284,7 @@ def get_u32(node: FdtNode, name: str, byteorder: str, *, where: str = "FDT") -> 
     return int.from_bytes(v, byteorder)
 
 
-def get_strings(node: FdtNode, name: str, *, where: str = "FDT") -> List[str]:
+def get_strings(node: FdtNode, name: str, *, where: str = "FDT") -> list[str]:
     v = node.get(name)
     path = f"{where}:{node.path.rstrip('/')}/{name}"
     if v is None:
@@ -293,7 +318,7 @@ class _Strings:
     def __init__(self, style: str, initial: Sequence[str] = ()):
         self.style = style
         self.tab = b""
-        self.dist: Dict[str, int] = {}  # sequential-write: distance from end
+        self.dist: dict[str, int] = {}  # sequential-write: distance from end
         for s in initial:
             self.add(s)
 
@@ -319,7 +344,7 @@ def build_fdt(
     *,
     style: str = "read-write",
     strings_order: Sequence[str] = (),
-    reserve_map: Sequence[Tuple[int, int]] = (),
+    reserve_map: Sequence[tuple[int, int]] = (),
     boot_cpuid_phys: int = 0,
 ) -> bytes:
     """Serialize a tree as libfdt would leave it.
@@ -335,8 +360,8 @@ def build_fdt(
     used = {name for node in root.walk() for name, _ in node.props}
     # the kernel only adds a string when a property first uses it
     strings = _Strings(style, [n for n in strings_order if n in used] if style == "read-write" else ())
-    parts: List[bytes] = []
-    fixups: List[Tuple[int, int]] = []  # (index into parts, raw name offset)
+    parts: list[bytes] = []
+    fixups: list[tuple[int, int]] = []  # (index into parts, raw name offset)
 
     def emit(node: FdtNode) -> None:
         name = node.name.encode() + b"\0"
@@ -363,9 +388,16 @@ def build_fdt(
     total = off_strings + len(strings.tab)
     hdr = fdt_header.build(
         dict(
-            magic=FDT_MAGIC, totalsize=total, off_dt_struct=off_struct, off_dt_strings=off_strings,
-            off_mem_rsvmap=rsv_off, version=17, last_comp_version=16, boot_cpuid_phys=boot_cpuid_phys,
-            size_dt_strings=len(strings.tab), size_dt_struct=len(dt_struct),
+            magic=FDT_MAGIC,
+            totalsize=total,
+            off_dt_struct=off_struct,
+            off_dt_strings=off_strings,
+            off_mem_rsvmap=rsv_off,
+            version=17,
+            last_comp_version=16,
+            boot_cpuid_phys=boot_cpuid_phys,
+            size_dt_strings=len(strings.tab),
+            size_dt_struct=len(dt_struct),
         )
     )
     return hdr + bytes(rsv_off - HEADER_SIZE) + rsv + dt_struct + strings.tab

@@ -30,9 +30,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -46,8 +46,17 @@ from .state import Built, KhoState
 ARCHS = ("arm64", "x86_64")
 
 #: every file :func:`write_fixture` writes (besides the ``seg-*.bin`` segments)
-FIXTURE_FILES = ("root.dtb", "image.elf", "manifest.json", "handover.json", "qemu-args.txt", "kho_fixture.h",
-                 "setup_data.bin", "chosen.json", "chosen.dtsi")
+FIXTURE_FILES = (
+    "root.dtb",
+    "image.elf",
+    "manifest.json",
+    "handover.json",
+    "qemu-args.txt",
+    "kho_fixture.h",
+    "setup_data.bin",
+    "chosen.json",
+    "chosen.dtsi",
+)
 
 
 @dataclass
@@ -59,17 +68,17 @@ class Fixture:
     image: PhysImage
     arch: str = "arm64"
     name: str = "fixture"
-    alloc: List[Tuple[int, int]] = field(default_factory=list)
-    scratch_array_phys: Optional[int] = None
+    alloc: list[tuple[int, int]] = field(default_factory=list)
+    scratch_array_phys: int | None = None
     #: free-form provenance for handover.json ("spec", "converted_from", ...)
-    extra: Dict[str, object] = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def page_size(self) -> int:
         return self.state.page_size
 
     @property
-    def fdt_phys(self) -> Optional[int]:
+    def fdt_phys(self) -> int | None:
         return self.state.root_fdt_phys
 
     def scratch_array(self) -> bytes:
@@ -94,8 +103,12 @@ class Fixture:
 
         def prop(addr: int, size: int) -> dict:
             cells = [addr >> 32, addr & 0xFFFFFFFF, size >> 32, size & 0xFFFFFFFF]
-            return {"address": addr, "size": size, "cells": cells,
-                    "bytes": b"".join(c.to_bytes(4, "big") for c in cells).hex()}
+            return {
+                "address": addr,
+                "size": size,
+                "cells": cells,
+                "bytes": b"".join(c.to_bytes(4, "big") for c in cells).hex(),
+            }
 
         return {
             "#address-cells": 2,
@@ -150,8 +163,8 @@ def make_fixture(
     *,
     arch: str = "arm64",
     name: str = "fixture",
-    alloc: Sequence[Tuple[int, int]] = (),
-    extra: Optional[dict] = None,
+    alloc: Sequence[tuple[int, int]] = (),
+    extra: dict | None = None,
 ) -> Fixture:
     """Wrap a :class:`Built` handover and place its ``kho_scratch[]`` array.
 
@@ -161,8 +174,15 @@ def make_fixture(
     if arch not in ARCHS:
         raise KhoFormatError(f"unknown arch {arch!r}", expected=" or ".join(ARCHS))
     st = built.state
-    fx = Fixture(state=st, root_fdt=built.root_fdt, image=built.image, arch=arch, name=name,
-                 alloc=[(int(a), int(s)) for a, s in alloc], extra=dict(extra or {}))
+    fx = Fixture(
+        state=st,
+        root_fdt=built.root_fdt,
+        image=built.image,
+        arch=arch,
+        name=name,
+        alloc=[(int(a), int(s)) for a, s in alloc],
+        extra=dict(extra or {}),
+    )
     arr = fx.scratch_array()
     if arr:
         ps = st.page_size
@@ -175,7 +195,8 @@ def make_fixture(
         except AllocationError:
             fx.extra.setdefault("notes", []).append(
                 "no free page for the kho_scratch array: not placed (scratch_array_phys is null; "
-                "setup_data.bin and chosen.* say 0; give more free memory with alloc / --alloc)")
+                "setup_data.bin and chosen.* say 0; give more free memory with alloc / --alloc)"
+            )
             return fx
         img = built.image.copy()
         img.add(fx.scratch_array_phys, arr.ljust(size, b"\0"), what="kho_scratch array")
@@ -197,7 +218,7 @@ def _c_bytes(data: bytes, indent: str = "\t") -> str:
     return "\n".join(lines)
 
 
-def islands(data: bytes, gap: int = 32) -> List[Tuple[int, bytes]]:
+def islands(data: bytes, gap: int = 32) -> list[tuple[int, bytes]]:
     """``(offset, bytes)`` runs of ``data`` holding every non-zero byte; runs
     separated by at most ``gap`` zero bytes are joined.  (Vectorized: a
     folio-sized fixture has megabytes of these.)"""
@@ -210,7 +231,7 @@ def islands(data: bytes, gap: int = 32) -> List[Tuple[int, bytes]]:
     return [(a, data[a:b]) for a, b in zip(starts, ends)]
 
 
-def c_header(fx: Fixture, segments: Sequence[Tuple[int, int]]) -> str:
+def c_header(fx: Fixture, segments: Sequence[tuple[int, int]]) -> str:
     """``kho_fixture.h``: the root FDT and the image's bytes as C arrays.
 
     One array per image segment (the same ranges as ``manifest.json``),
@@ -259,34 +280,50 @@ def c_header(fx: Fixture, segments: Sequence[Tuple[int, int]]) -> str:
     for i, (a, b) in enumerate(segments):
         d.append(f"#define KHO_FIXTURE_SEG{i}_PHYS {a:#x}ULL")
         d.append(f"#define KHO_FIXTURE_SEG{i}_SIZE {b - a:#x}UL")
-    d += ["", f"/* root KHO FDT ({len(fx.root_fdt)} bytes) */",
-          f"static const u8 kho_fixture_root_fdt[{len(fx.root_fdt)}] = {{", _c_bytes(fx.root_fdt), "};"]
+    d += [
+        "",
+        f"/* root KHO FDT ({len(fx.root_fdt)} bytes) */",
+        f"static const u8 kho_fixture_root_fdt[{len(fx.root_fdt)}] = {{",
+        _c_bytes(fx.root_fdt),
+        "};",
+    ]
     for i, (a, b) in enumerate(segments):
         data = fx.image.read(a, b - a)
         isl = islands(data)
-        d += ["", f"/* segment {i}: phys {a:#x}, {b - a} bytes; only non-zero runs are initialised */",
-              f"static const u8 kho_fixture_seg{i}[{b - a}] = {{"]
+        d += [
+            "",
+            f"/* segment {i}: phys {a:#x}, {b - a} bytes; only non-zero runs are initialised */",
+            f"static const u8 kho_fixture_seg{i}[{b - a}] = {{",
+        ]
         for off, run in isl:
             d.append(f"\t[{off:#x}] =")
             d.append(_c_bytes(run, "\t\t"))
         if not isl:
             d.append("\t0")
         d.append("};")
-    d += ["", "struct kho_fixture_segment {", "\tu64 phys;", "\tu64 size;", "\tconst u8 *data;", "};", "",
-          "static const struct kho_fixture_segment kho_fixture_segments[] = {"]
+    d += [
+        "",
+        "struct kho_fixture_segment {",
+        "\tu64 phys;",
+        "\tu64 size;",
+        "\tconst u8 *data;",
+        "};",
+        "",
+        "static const struct kho_fixture_segment kho_fixture_segments[] = {",
+    ]
     for i, (a, b) in enumerate(segments):
         d.append(f"\t{{ {a:#x}ULL, {b - a:#x}UL, kho_fixture_seg{i} }},")
     d += ["};", "", "#endif /* KHO_FIXTURE_H */", ""]
     return "\n".join(d)
 
 
-def _write(path: Path, data: Union[str, bytes]) -> None:
+def _write(path: Path, data: str | bytes) -> None:
     if isinstance(data, str):
         data = data.encode()
     path.write_bytes(data)
 
 
-def write_fixture(fx: Fixture, outdir: Union[str, os.PathLike]) -> List[str]:
+def write_fixture(fx: Fixture, outdir: str | os.PathLike) -> list[str]:
     """Write every fixture file into ``outdir`` (created; stale ``seg-*.bin`` removed)."""
     d = Path(outdir)
     if d.exists() and not d.is_dir():
@@ -310,4 +347,13 @@ def write_fixture(fx: Fixture, outdir: Union[str, os.PathLike]) -> List[str]:
     return list(FIXTURE_FILES) + [s["file"] for s in manifest["segments"]]
 
 
-__all__ = ["disjoint_regions", "Fixture", "make_fixture", "write_fixture", "c_header", "islands", "FIXTURE_FILES", "ARCHS"]
+__all__ = [
+    "disjoint_regions",
+    "Fixture",
+    "make_fixture",
+    "write_fixture",
+    "c_header",
+    "islands",
+    "FIXTURE_FILES",
+    "ARCHS",
+]

@@ -13,16 +13,16 @@ from __future__ import annotations
 import bisect
 import json
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Tuple, Union
 
 import construct as cs
 import numpy as np
 
 from .errors import ImageError
 
-BytesLike = Union[bytes, bytearray, memoryview]
+BytesLike = bytes | bytearray | memoryview
 
 ELF_MACHINES = {"x86_64": 62, "aarch64": 183, "arm64": 183}
 PT_LOAD = 1
@@ -75,9 +75,9 @@ class Segment:
 class PhysImage:
     """Sparse physical memory: non-overlapping segments sorted by address."""
 
-    def __init__(self, segments: Iterable[Tuple[int, BytesLike]] = ()) -> None:
-        self._segs: List[Segment] = []
-        self._starts: List[int] = []
+    def __init__(self, segments: Iterable[tuple[int, BytesLike]] = ()) -> None:
+        self._segs: list[Segment] = []
+        self._starts: list[int] = []
         for phys, data in segments:
             self.add(phys, data)
 
@@ -110,18 +110,18 @@ class PhysImage:
             return
         self.add(phys, bytes(data), what=what)
 
-    def merged(self, other: "PhysImage") -> "PhysImage":
+    def merged(self, other: PhysImage) -> PhysImage:
         out = PhysImage((s.phys, s.data) for s in self._segs)
         for s in other._segs:
             out.add(s.phys, s.data)
         return out
 
-    def copy(self) -> "PhysImage":
+    def copy(self) -> PhysImage:
         return PhysImage((s.phys, bytes(s.data)) for s in self._segs)
 
     # -- reading ------------------------------------------------------------
     @property
-    def segments(self) -> List[Segment]:
+    def segments(self) -> list[Segment]:
         return list(self._segs)
 
     def __len__(self) -> int:
@@ -138,11 +138,11 @@ class PhysImage:
         except ImageError:
             return False
 
-    def _locate(self, phys: int, size: int, what: str) -> List[Tuple[Segment, int, int]]:
+    def _locate(self, phys: int, size: int, what: str) -> list[tuple[Segment, int, int]]:
         if phys < 0 or size < 0 or phys + size > 1 << 64:
             raise ImageError(f"{what}: address range out of the 64-bit space", phys=phys)
         i = bisect.bisect_right(self._starts, phys) - 1
-        parts: List[Tuple[Segment, int, int]] = []
+        parts: list[tuple[Segment, int, int]] = []
         cur, left = phys, size
         while True:
             if i < 0 or i >= len(self._segs) or not (self._segs[i].phys <= cur < self._segs[i].end):
@@ -170,7 +170,7 @@ class PhysImage:
             return seg.data[off : off + n]
         return memoryview(b"".join(bytes(seg.data[off : off + n]) for seg, off, n in parts))
 
-    def gather(self, addrs: "np.ndarray", size: int, what: str = "data") -> "np.ndarray":
+    def gather(self, addrs: np.ndarray, size: int, what: str = "data") -> np.ndarray:
         """``size`` bytes at each address, as an (n, size) uint8 array.
 
         Vectorized for the common case (each block inside one segment, at an
@@ -202,9 +202,9 @@ class PhysImage:
     def read(self, phys: int, size: int, what: str = "data") -> bytes:
         return bytes(self.view(phys, size, what))
 
-    def covered(self) -> List[Tuple[int, int]]:
+    def covered(self) -> list[tuple[int, int]]:
         """Byte ranges present, adjacent segments joined."""
-        out: List[Tuple[int, int]] = []
+        out: list[tuple[int, int]] = []
         for s in self._segs:
             if out and out[-1][1] == s.phys:
                 out[-1] = (out[-1][0], s.end)
@@ -221,14 +221,14 @@ class PhysImage:
 
     # -- raw ---------------------------------------------------------------------
     @classmethod
-    def from_raw(cls, data: Union[BytesLike, str, os.PathLike], base: int) -> "PhysImage":
+    def from_raw(cls, data: BytesLike | str | os.PathLike, base: int) -> PhysImage:
         if isinstance(data, (str, os.PathLike)):
             data = _read_file(data, "raw image")
         return cls([(base, data)])
 
     # -- ELF core --------------------------------------------------------------
     @classmethod
-    def from_elf(cls, data: Union[BytesLike, str, os.PathLike], *, name: str = "ELF image") -> "PhysImage":
+    def from_elf(cls, data: BytesLike | str | os.PathLike, *, name: str = "ELF image") -> PhysImage:
         """PT_LOAD segments placed at ``p_paddr`` (``p_filesz`` bytes each)."""
         if isinstance(data, (str, os.PathLike)):
             name = str(data)
@@ -251,9 +251,18 @@ class PhysImage:
         # each would take seconds on a hostile file), then PT_LOADs by address
         # so that adding them is O(n log n) and overlaps are caught pairwise
         bo = "<" if buf[5] == 1 else ">"
-        ph_dt = np.dtype([("p_type", bo + "u4"), ("p_flags", bo + "u4"), ("p_offset", bo + "u8"),
-                          ("p_vaddr", bo + "u8"), ("p_paddr", bo + "u8"), ("p_filesz", bo + "u8"),
-                          ("p_memsz", bo + "u8"), ("p_align", bo + "u8")])
+        ph_dt = np.dtype(
+            [
+                ("p_type", bo + "u4"),
+                ("p_flags", bo + "u4"),
+                ("p_offset", bo + "u8"),
+                ("p_vaddr", bo + "u8"),
+                ("p_paddr", bo + "u8"),
+                ("p_filesz", bo + "u8"),
+                ("p_memsz", bo + "u8"),
+                ("p_align", bo + "u8"),
+            ]
+        )
         phs = np.frombuffer(buf, dtype=ph_dt, count=eh.e_phnum, offset=eh.e_phoff) if eh.e_phnum else np.zeros(0, ph_dt)
         loads = np.flatnonzero((phs["p_type"] == PT_LOAD) & (phs["p_filesz"] != 0))
         loads = loads[np.argsort(phs["p_paddr"][loads], kind="stable")]
@@ -261,7 +270,8 @@ class PhysImage:
             off, size, paddr = int(phs["p_offset"][k]), int(phs["p_filesz"][k]), int(phs["p_paddr"][k])
             if off + size > len(buf):
                 raise ImageError(
-                    f"{name}: PT_LOAD #{k} data ({off:#x}+{size:#x}) past end of file ({len(buf):#x})", phys=paddr,
+                    f"{name}: PT_LOAD #{k} data ({off:#x}+{size:#x}) past end of file ({len(buf):#x})",
+                    phys=paddr,
                 )
             img.add(paddr, buf[off : off + size], what=f"{name} PT_LOAD #{k}")
         return img
@@ -284,9 +294,20 @@ class PhysImage:
         out = [
             ehdr_s.build(
                 dict(
-                    e_ident=ident, e_type=ET_CORE, e_machine=ELF_MACHINES[machine], e_version=1, e_entry=0,
-                    e_phoff=phoff if chunks else 0, e_shoff=0, e_flags=0, e_ehsize=64, e_phentsize=56,
-                    e_phnum=len(chunks), e_shentsize=64, e_shnum=0, e_shstrndx=0,
+                    e_ident=ident,
+                    e_type=ET_CORE,
+                    e_machine=ELF_MACHINES[machine],
+                    e_version=1,
+                    e_entry=0,
+                    e_phoff=phoff if chunks else 0,
+                    e_shoff=0,
+                    e_flags=0,
+                    e_ehsize=64,
+                    e_phentsize=56,
+                    e_phnum=len(chunks),
+                    e_shentsize=64,
+                    e_shnum=0,
+                    e_shstrndx=0,
                 )
             )
         ]
@@ -294,8 +315,16 @@ class PhysImage:
         for a, b in chunks:
             out.append(
                 phdr_s.build(
-                    dict(p_type=PT_LOAD, p_flags=6, p_offset=off, p_vaddr=a, p_paddr=a,
-                         p_filesz=b - a, p_memsz=b - a, p_align=0)
+                    dict(
+                        p_type=PT_LOAD,
+                        p_flags=6,
+                        p_offset=off,
+                        p_vaddr=a,
+                        p_paddr=a,
+                        p_filesz=b - a,
+                        p_memsz=b - a,
+                        p_align=0,
+                    )
                 )
             )
             off += b - a
@@ -306,7 +335,7 @@ class PhysImage:
     # -- bundle directory ----------------------------------------------------------
     MANIFEST = "manifest.json"
 
-    def to_bundle(self, directory: Union[str, os.PathLike], *, extra: Optional[dict] = None, merge: bool = True) -> dict:
+    def to_bundle(self, directory: str | os.PathLike, *, extra: dict | None = None, merge: bool = True) -> dict:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         segs = []
@@ -322,7 +351,7 @@ class PhysImage:
         return manifest
 
     @classmethod
-    def from_bundle(cls, directory: Union[str, os.PathLike]) -> "PhysImage":
+    def from_bundle(cls, directory: str | os.PathLike) -> PhysImage:
         d = Path(directory)
         mpath = d / cls.MANIFEST
         try:
@@ -360,7 +389,7 @@ class PhysImage:
         return img
 
     @classmethod
-    def load(cls, spec: str) -> "PhysImage":
+    def load(cls, spec: str) -> PhysImage:
         """Load from a path: ``DIR`` (bundle), ``FILE.elf`` / any ELF, or ``FILE@BASE`` (raw)."""
         if "@" in spec and not os.path.exists(spec):
             path, base = spec.rsplit("@", 1)
@@ -383,7 +412,7 @@ class PhysImage:
         return f"PhysImage({len(self._segs)} segments, {self.total_bytes} bytes)"
 
 
-def _read_file(path: Union[str, os.PathLike], what: str) -> bytes:
+def _read_file(path: str | os.PathLike, what: str) -> bytes:
     try:
         with open(path, "rb") as fh:
             return fh.read()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Generic, Type, TypeVar
+from typing import Any, Generic, TypeVar
 
 import construct as cs
 import numpy as np
@@ -58,7 +58,7 @@ class U64Array(cs.Adapter):
 class Typed(cs.Adapter, Generic[T]):
     """Bind a ``Struct`` to a dataclass: parse gives ``cls(**fields)``."""
 
-    def __init__(self, subcon: cs.Construct, cls: Type[T]):
+    def __init__(self, subcon: cs.Construct, cls: type[T]):
         super().__init__(subcon)
         self.cls = cls
         self.names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
@@ -255,7 +255,8 @@ class Layout:
         return Typed(
             cs.Struct(
                 "hdr" / self.khoser_mem_chunk_hdr,
-                "bitmaps" / cs.ExprAdapter(
+                "bitmaps"
+                / cs.ExprAdapter(
                     words, lambda obj, ctx: obj.reshape(cap, 2), lambda obj, ctx: np.asarray(obj).reshape(-1)
                 ),
                 cs.Padding(self.page_size - 16 - 16 * cap),

@@ -10,7 +10,6 @@ names the flag that raises it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from .errors import LimitExceeded
 
@@ -27,7 +26,7 @@ DEFAULT_LIMITS = Limits()
 
 
 class Budget:
-    def __init__(self, limits: Optional[Limits] = None) -> None:
+    def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or DEFAULT_LIMITS
         self.pages = 0
         self.entries = 0
@@ -42,7 +41,7 @@ class Budget:
                 expected="raise it with --max-pages / Limits(max_pages=...)",
             )
 
-    def entries_add(self, n: int, what: str, phys: Optional[int] = None) -> None:
+    def entries_add(self, n: int, what: str, phys: int | None = None) -> None:
         self.entries += n
         if self.entries > self.limits.max_entries:
             raise LimitExceeded(

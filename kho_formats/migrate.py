@@ -13,7 +13,7 @@ hold is refused (:class:`~kho_formats.errors.UnrepresentableError`).
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 from .capture import Capture, strip_ranges
 from .errors import KhoFormatError
@@ -21,7 +21,7 @@ from .fixture import Fixture, disjoint_regions, make_fixture
 from .state import KhoState, build, convert
 
 
-def _describe_props(st: KhoState) -> List[str]:
+def _describe_props(st: KhoState) -> list[str]:
     ver = st.abi
     props = [ver.address_property]
     if ver.size_property and (ver.size_required or any(sb.size_source == ver.size_property for sb in st.subblobs)):
@@ -34,15 +34,17 @@ def convert_capture(
     state: KhoState,
     to_version: str,
     *,
-    alloc: Sequence[Tuple[int, int]] = (),
-    v1_bitmap: Optional[str] = None,
-    arch: Optional[str] = None,
+    alloc: Sequence[tuple[int, int]] = (),
+    v1_bitmap: str | None = None,
+    arch: str | None = None,
     name: str = "converted",
-) -> Tuple[Fixture, dict]:
+) -> tuple[Fixture, dict]:
     """``state`` (parsed from ``cap``) as ``to_version``: a fixture + a summary dict."""
     if cap.image is None or not state.map_read:
-        raise KhoFormatError("convert needs the memory image that holds the memory map",
-                             expected="a fixture/capture directory with image.elf, or --mem IMAGE")
+        raise KhoFormatError(
+            "convert needs the memory image that holds the memory map",
+            expected="a fixture/capture directory with image.elf, or --mem IMAGE",
+        )
     target = convert(state, to_version)
     ps = state.page_size
     if target.abi.memory_map == "chunk-list":
@@ -58,14 +60,16 @@ def convert_capture(
     base = strip_ranges(cap.image, drop)
     if root is not None:
         base.add(root, bytes(ps), what="root FDT page")
-    regions: List[Tuple[int, int]] = []
+    regions: list[tuple[int, int]] = []
     for a, b in old_meta:
         regions.append((a, b - a))
     regions += [(int(a), int(s)) for a, s in alloc]
     regions = disjoint_regions(regions + list(cap.alloc))
     if not regions and (target.preserved or target.scratch):
-        raise KhoFormatError("no memory to place the new memory map in: the source has no map pages to reuse",
-                             expected="--alloc BASE:SIZE naming free memory")
+        raise KhoFormatError(
+            "no memory to place the new memory map in: the source has no map pages to reuse",
+            expected="--alloc BASE:SIZE naming free memory",
+        )
     built = build(target, alloc=regions, image=base)
     extra = {"converted_from": state.version, "source": cap.sources.get("root_fdt")}
     fx = make_fixture(built, arch=arch or cap.arch or "arm64", name=name, alloc=regions, extra=extra)
@@ -85,17 +89,26 @@ def convert_capture(
     new_meta = built.state.metadata_pages()
     summary = {
         "schema": "kho-formats/convert/1",
-        "from": {"version": state.version, "memmap_phys": state.memmap_phys,
-                 "metadata_bytes": sum(b - a for a, b in old_meta), "v1_bitmap_bytes": state.v1_bitmap_bytes},
-        "to": {"version": target.version, "memmap_phys": built.memmap_phys,
-               "metadata_bytes": sum(b - a for a, b in new_meta), "metadata_blocks": len(built.metadata),
-               "v1_bitmap_bytes": built.state.v1_bitmap_bytes},
+        "from": {
+            "version": state.version,
+            "memmap_phys": state.memmap_phys,
+            "metadata_bytes": sum(b - a for a, b in old_meta),
+            "v1_bitmap_bytes": state.v1_bitmap_bytes,
+        },
+        "to": {
+            "version": target.version,
+            "memmap_phys": built.memmap_phys,
+            "metadata_bytes": sum(b - a for a, b in new_meta),
+            "metadata_blocks": len(built.metadata),
+            "v1_bitmap_bytes": built.state.v1_bitmap_bytes,
+        },
         "page_size": ps,
         "byte_order": state.byteorder,
         "preserved_pages": target.preserved.num_pages,
         "preserved_bytes": target.preserved.total_bytes,
-        "subblobs": [{"name": sb.name, "phys": sb.phys, "size": sb.size, "properties": p1}
-                     for sb in built.state.subblobs],
+        "subblobs": [
+            {"name": sb.name, "phys": sb.phys, "size": sb.size, "properties": p1} for sb in built.state.subblobs
+        ],
         "changes": changes,
         "alloc": [[a, s] for a, s in regions],
         "root_fdt_phys": root,
@@ -106,12 +119,15 @@ def convert_capture(
 
 def render_convert(s: dict, outdir: str = "") -> str:
     f, t = s["from"], s["to"]
-    lines = [f"converted {f['version']} -> {t['version']}" + (f" into {outdir}" if outdir else ""),
-             f"  preserved: {s['preserved_pages']} pages ({s['preserved_bytes']} bytes), unchanged",
-             "  sub-blobs: " + (", ".join(f"{b['name']}@{b['phys']:#x}+{b['size']}" for b in s["subblobs"]) or "none")
-             + (f" ({'+'.join(s['subblobs'][0]['properties'])})" if s["subblobs"] else ""),
-             f"  memory map: {f['memmap_phys']:#x} ({f['metadata_bytes']} bytes) -> {t['memmap_phys']:#x} "
-             f"({t['metadata_bytes']} bytes in {t['metadata_blocks']} blocks)"]
+    lines = [
+        f"converted {f['version']} -> {t['version']}" + (f" into {outdir}" if outdir else ""),
+        f"  preserved: {s['preserved_pages']} pages ({s['preserved_bytes']} bytes), unchanged",
+        "  sub-blobs: "
+        + (", ".join(f"{b['name']}@{b['phys']:#x}+{b['size']}" for b in s["subblobs"]) or "none")
+        + (f" ({'+'.join(s['subblobs'][0]['properties'])})" if s["subblobs"] else ""),
+        f"  memory map: {f['memmap_phys']:#x} ({f['metadata_bytes']} bytes) -> {t['memmap_phys']:#x} "
+        f"({t['metadata_bytes']} bytes in {t['metadata_blocks']} blocks)",
+    ]
     for c in s["changes"]:
         lines.append(f"  changed: {c}")
     for n in s.get("notes", []):

@@ -10,8 +10,8 @@ Everything bulk is numpy; nothing here creates one Python object per page.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -46,7 +46,7 @@ def _run_ends(starts: np.ndarray, counts: np.ndarray, unit: int) -> np.ndarray:
     return ends
 
 
-def merge_sorted_intervals(starts: np.ndarray, ends: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def merge_sorted_intervals(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Merge ``[start, end)`` intervals already sorted by start: overlapping or
     touching ones become one.  (The one interval merge of the package: the
     allocator, unions and coalesced ranges all use it.)"""
@@ -60,7 +60,7 @@ def merge_sorted_intervals(starts: np.ndarray, ends: np.ndarray) -> Tuple[np.nda
     return starts[idx], np.append(run_end[idx[1:] - 1], run_end[-1])
 
 
-def coalesce_runs(starts: np.ndarray, counts: np.ndarray, unit: int) -> Tuple[np.ndarray, np.ndarray]:
+def coalesce_runs(starts: np.ndarray, counts: np.ndarray, unit: int) -> tuple[np.ndarray, np.ndarray]:
     """Merge sorted runs that touch: ``starts`` in bytes, ``counts`` in units.
 
     The input must be sorted by start and non-overlapping (checked).
@@ -92,7 +92,7 @@ def coalesce_runs(starts: np.ndarray, counts: np.ndarray, unit: int) -> Tuple[np
     return starts, counts
 
 
-def runs_from_sorted_indexes(idx: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def runs_from_sorted_indexes(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted unique page indexes -> (first index, length) runs."""
     idx = _u64(idx)
     if idx.size == 0:
@@ -105,7 +105,7 @@ def runs_from_sorted_indexes(idx: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     return idx[first], lengths
 
 
-def split_aligned(start_pfn: int, nr_pages: int, max_order: int) -> Iterator[Tuple[int, int]]:
+def split_aligned(start_pfn: int, nr_pages: int, max_order: int) -> Iterator[tuple[int, int]]:
     """Split a contiguous pfn range into the largest naturally aligned orders.
 
     This is how ``kho_preserve_pages()`` preserves a group of pages:
@@ -137,13 +137,13 @@ class PageSet:
 
     def __init__(self, page_size: int = 4096) -> None:
         self.page_size = page_size
-        self._runs: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
+        self._runs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     # -- construction ------------------------------------------------------
     @classmethod
     def from_runs(
-        cls, page_size: int, runs: Dict[int, Tuple[Sequence[int], Sequence[int]]], *, sort: bool = True
-    ) -> "PageSet":
+        cls, page_size: int, runs: dict[int, tuple[Sequence[int], Sequence[int]]], *, sort: bool = True
+    ) -> PageSet:
         ps = cls(page_size)
         for order, (starts, counts) in runs.items():
             # copies: the set's arrays are shared by its copies, so it must own them
@@ -157,7 +157,7 @@ class PageSet:
         return ps
 
     @classmethod
-    def _from_coalesced(cls, page_size: int, runs: Dict[int, Tuple[np.ndarray, np.ndarray]]) -> "PageSet":
+    def _from_coalesced(cls, page_size: int, runs: dict[int, tuple[np.ndarray, np.ndarray]]) -> PageSet:
         """Trusted constructor for runs already sorted, disjoint and merged
         (what the memory-map readers produce); skips the O(runs) re-check."""
         ps = cls(page_size)
@@ -167,14 +167,14 @@ class PageSet:
         return ps
 
     @classmethod
-    def from_pages(cls, page_size: int, pages: Iterable[Tuple[int, int]]) -> "PageSet":
-        by_order: Dict[int, List[int]] = {}
+    def from_pages(cls, page_size: int, pages: Iterable[tuple[int, int]]) -> PageSet:
+        by_order: dict[int, list[int]] = {}
         for phys, order in pages:
             by_order.setdefault(int(order), []).append(int(phys))
         return cls.from_arrays(page_size, {o: np.array(v, dtype=np.uint64) for o, v in by_order.items()})
 
     @classmethod
-    def from_arrays(cls, page_size: int, phys_by_order: Dict[int, np.ndarray]) -> "PageSet":
+    def from_arrays(cls, page_size: int, phys_by_order: dict[int, np.ndarray]) -> PageSet:
         """Per order, an array of page physical addresses (any order, may repeat)."""
         ps = cls(page_size)
         shift = page_size.bit_length() - 1
@@ -191,14 +191,16 @@ class PageSet:
         return ps
 
     @classmethod
-    def from_ranges(cls, page_size: int, ranges: Iterable[Tuple[int, int]], max_order: int = 63) -> "PageSet":
+    def from_ranges(cls, page_size: int, ranges: Iterable[tuple[int, int]], max_order: int = 63) -> PageSet:
         """Byte ranges ``[start, end)`` split into the largest aligned orders."""
         shift = page_size.bit_length() - 1
         pages = []
         for start, end in ranges:
             if start % page_size or end % page_size or end < start:
                 raise UnrepresentableError(
-                    f"range {start:#x}-{end:#x} is not page aligned", phys=start, expected=f"multiples of {page_size:#x}"
+                    f"range {start:#x}-{end:#x} is not page aligned",
+                    phys=start,
+                    expected=f"multiples of {page_size:#x}",
                 )
             for pfn, order in split_aligned(start >> shift, (end - start) >> shift, max_order):
                 pages.append((pfn << shift, order))
@@ -215,7 +217,7 @@ class PageSet:
     def add(self, phys: int, order: int, count: int = 1) -> None:
         self.update(PageSet.from_runs(self.page_size, {order: ([phys], [count])}))
 
-    def update(self, other: "PageSet") -> None:
+    def update(self, other: PageSet) -> None:
         """Union with ``other`` (pages present in both are kept once)."""
         shift = self.page_size.bit_length() - 1
         for order, (s2, c2) in other._runs.items():
@@ -233,7 +235,7 @@ class PageSet:
 
     # -- queries ---------------------------------------------------------------
     @property
-    def orders(self) -> List[int]:
+    def orders(self) -> list[int]:
         return sorted(self._runs)
 
     def runs(self, order: int) -> OrderRuns:
@@ -244,7 +246,7 @@ class PageSet:
         for o in self.orders:
             yield self.runs(o)
 
-    def iter_run_tuples(self) -> Iterator[Tuple[int, int, int]]:
+    def iter_run_tuples(self) -> Iterator[tuple[int, int, int]]:
         """``(phys, order, count)`` for each run, ascending order then phys."""
         for r in self.iter_runs():
             for s, c in zip(r.starts.tolist(), r.counts.tolist()):
@@ -263,12 +265,12 @@ class PageSet:
         )
         return r.starts[run_id] + offs * unit
 
-    def iter_pages(self) -> Iterator[Tuple[int, int]]:
+    def iter_pages(self) -> Iterator[tuple[int, int]]:
         for o in self.orders:
             for p in self.pages_of_order(o).tolist():
                 yield p, o
 
-    def counts_by_order(self) -> Dict[int, int]:
+    def counts_by_order(self) -> dict[int, int]:
         return {o: self.runs(o).pages for o in self.orders}
 
     @property
@@ -289,7 +291,7 @@ class PageSet:
     def __bool__(self) -> bool:
         return bool(self._runs)
 
-    def byte_intervals(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def byte_intervals(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All runs as (start, end, order) arrays sorted by start (not merged)."""
         if not self._runs:
             z = np.zeros(0, np.uint64)
@@ -305,7 +307,7 @@ class PageSet:
         idx = np.argsort(s, kind="stable")
         return s[idx], e[idx], o[idx]
 
-    def range_arrays(self) -> Tuple[np.ndarray, np.ndarray]:
+    def range_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Coalesced byte ranges across all orders as (starts, ends) arrays."""
         if len(self._runs) == 1:  # one order: its runs are already merged
             ((o, (s, c)),) = self._runs.items()
@@ -313,12 +315,12 @@ class PageSet:
         s, e, _ = self.byte_intervals()
         return merge_sorted_intervals(s, e)
 
-    def ranges(self) -> List[Tuple[int, int]]:
+    def ranges(self) -> list[tuple[int, int]]:
         """Coalesced byte ranges ``[start, end)`` across all orders."""
         s, e = self.range_arrays()
         return [(a, 1 << 64 if b == END_OF_SPACE else b) for a, b in zip(s.tolist(), e.tolist())]
 
-    def copy(self) -> "PageSet":
+    def copy(self) -> PageSet:
         """An independent set.  The run arrays are read-only views, replaced
         (never changed in place) by ``add``/``update``, so they are shared:
         copying a map of millions of runs costs nothing."""
@@ -326,7 +328,7 @@ class PageSet:
         out._runs = dict(self._runs)
         return out
 
-    def find_overlap(self) -> Optional[Tuple[int, int, int, int]]:
+    def find_overlap(self) -> tuple[int, int, int, int] | None:
         """First pair of runs of different orders that overlap:
         ``(phys_a, order_a, phys_b, order_b)`` or ``None``."""
         s, e, o = self.byte_intervals()
@@ -340,7 +342,7 @@ class PageSet:
         i = int(np.flatnonzero(e[:j] > s[j])[0])
         return int(s[i]), int(o[i]), int(s[j]), int(o[j])
 
-    def overlaps_range(self, start: int, end: int) -> Optional[Tuple[int, int]]:
+    def overlaps_range(self, start: int, end: int) -> tuple[int, int] | None:
         """First preserved run (phys, order) that intersects ``[start, end)``."""
         if start >= end or start >= 1 << 64 or end <= 0:
             return None
@@ -373,10 +375,10 @@ class PageSet:
             for o in self.orders
         )
 
-    def difference(self, other: "PageSet") -> Tuple["PageSet", "PageSet"]:
+    def difference(self, other: PageSet) -> tuple[PageSet, PageSet]:
         """(pages only in self, pages only in other), per order."""
-        only_a: Dict[int, np.ndarray] = {}
-        only_b: Dict[int, np.ndarray] = {}
+        only_a: dict[int, np.ndarray] = {}
+        only_b: dict[int, np.ndarray] = {}
         for o in sorted(set(self.orders) | set(other.orders)):
             a, b = self.pages_of_order(o), other.pages_of_order(o)
             da, db = np.setdiff1d(a, b, assume_unique=True), np.setdiff1d(b, a, assume_unique=True)
@@ -389,7 +391,7 @@ class PageSet:
     def __repr__(self) -> str:
         return f"PageSet(page_size={self.page_size}, pages={self.num_pages}, runs={self.num_runs}, orders={self.counts_by_order()})"
 
-    def to_json(self, *, max_runs: Optional[int] = None) -> dict:
+    def to_json(self, *, max_runs: int | None = None) -> dict:
         runs = []
         for i, (s, o, c) in enumerate(self.iter_run_tuples()):
             if max_runs is not None and i >= max_runs:

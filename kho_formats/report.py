@@ -13,8 +13,8 @@ ever added within one schema version.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from itertools import chain
-from typing import Dict, List, Optional, Sequence
 
 from . import __version__
 from .check import ERROR, WARNING, Finding
@@ -35,7 +35,7 @@ def human_size(n: int) -> str:
     return f"{n} B"
 
 
-def preserved_report(state: KhoState, max_ranges: Optional[int] = None) -> dict:
+def preserved_report(state: KhoState, max_ranges: int | None = None) -> dict:
     """Counts per order and the coalesced ranges; only the first
     ``max_ranges`` ranges are listed (``None``: all), so a fragmented
     terabyte map does not turn into gigabytes of JSON unless asked to."""
@@ -58,25 +58,36 @@ def preserved_report(state: KhoState, max_ranges: Optional[int] = None) -> dict:
     }
 
 
-def _client_json(rep: Optional[ClientReport]) -> dict:
+def _client_json(rep: ClientReport | None) -> dict:
     if rep is None:
         return {"kind": "unknown", "decoded": None, "error": None}
     j = rep.to_json()
     return {"kind": j["kind"], "decoded": j["decoded"], "error": j["error"]}
 
 
-def inspect_report(state: KhoState, image: Optional[PhysImage], clients: Dict[str, ClientReport], *,
-                   root_fdt: bytes = b"", sources: Optional[dict] = None,
-                   max_ranges: Optional[int] = None) -> dict:
+def inspect_report(
+    state: KhoState,
+    image: PhysImage | None,
+    clients: dict[str, ClientReport],
+    *,
+    root_fdt: bytes = b"",
+    sources: dict | None = None,
+    max_ranges: int | None = None,
+) -> dict:
     """Everything ``kho inspect`` shows, as a JSON-able dict."""
     subs = []
     vm = []
     for sb in state.subblobs:
         rep = clients.get(sb.name)
-        entry = {"name": sb.name, "phys": sb.phys, "size": sb.size, "size_source": sb.size_source,
-                 "has_data": sb.data is not None, "in_image": bool(image is not None and sb.size is not None
-                                                                   and image.has(sb.phys, sb.size)),
-                 "extra_props": [n for n, _ in sb.extra_props]}
+        entry = {
+            "name": sb.name,
+            "phys": sb.phys,
+            "size": sb.size,
+            "size_source": sb.size_source,
+            "has_data": sb.data is not None,
+            "in_image": bool(image is not None and sb.size is not None and image.has(sb.phys, sb.size)),
+            "extra_props": [n for n, _ in sb.extra_props],
+        }
         entry.update(_client_json(rep))
         subs.append(entry)
         if rep is not None:
@@ -89,8 +100,13 @@ def inspect_report(state: KhoState, image: Optional[PhysImage], clients: Dict[st
     if state.radix is not None:
         mm.update({"depth": state.abi.radix(state.page_size).depth, "pages": len(state.radix.pages)})
     if state.chunklist is not None:
-        mm.update({"chunks": len(state.chunklist.chunks), "bitmaps": len(state.chunklist.bitmaps),
-                   "bitmap_bytes": state.chunklist.bitmap_bytes})
+        mm.update(
+            {
+                "chunks": len(state.chunklist.chunks),
+                "bitmaps": len(state.chunklist.bitmaps),
+                "bitmap_bytes": state.chunklist.bitmap_bytes,
+            }
+        )
     return {
         "schema": SCHEMA.format("inspect"),
         "generator": f"kho-formats {__version__}",
@@ -118,12 +134,12 @@ def dumps_json(data: object) -> str:
     100,000 ranges.  Lists of dicts that share one key order and hold only
     integers are written from a ``%``-template; everything else goes
     through ``json`` itself."""
-    out: List[str] = []
+    out: list[str] = []
     _dump(data, 0, out)
     return "".join(out)
 
 
-def _dump(o: object, level: int, out: List[str]) -> None:
+def _dump(o: object, level: int, out: list[str]) -> None:
     pad = "  " * (level + 1)
     if isinstance(o, dict) and o:
         out.append("{")
@@ -136,8 +152,14 @@ def _dump(o: object, level: int, out: List[str]) -> None:
     elif isinstance(o, (list, tuple)) and o:
         tmpl = _record_template(o, level + 1)
         if tmpl is not None:
-            out.append("[\n" + pad + (",\n" + pad).join([tmpl % v for v in map(tuple, map(dict.values, o))])
-                       + "\n" + "  " * level + "]")
+            out.append(
+                "[\n"
+                + pad
+                + (",\n" + pad).join([tmpl % v for v in map(tuple, map(dict.values, o))])
+                + "\n"
+                + "  " * level
+                + "]"
+            )
             return
         out.append("[")
         first = True
@@ -155,7 +177,7 @@ def _json_key(k: object) -> str:
     return next(iter(json.loads(json.dumps({k: 0}))))
 
 
-def _record_template(items: Sequence[object], level: int) -> Optional[str]:
+def _record_template(items: Sequence[object], level: int) -> str | None:
     """A ``%d`` template for a long list of same-keyed dicts of ints (the
     way ``json.dumps(indent=2)`` lays one out), or None."""
     if len(items) < 64 or not isinstance(items[0], dict) or not items[0]:
@@ -172,11 +194,11 @@ def _record_template(items: Sequence[object], level: int) -> Optional[str]:
     return "{\n" + body + "\n" + "  " * level + "}"
 
 
-def _fmt_addr(v: Optional[int]) -> str:
+def _fmt_addr(v: int | None) -> str:
     return "?" if v is None else f"{v:#x}"
 
 
-def _table(rows: List[Sequence[str]], header: Sequence[str], indent: str = "  ") -> List[str]:
+def _table(rows: list[Sequence[str]], header: Sequence[str], indent: str = "  ") -> list[str]:
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     out = [indent + "  ".join(str(h).ljust(w) for h, w in zip(header, widths)).rstrip()]
     for r in rows:
@@ -208,9 +230,10 @@ def _summary(sub: dict) -> str:
 
 
 def render_inspect(r: dict, *, max_ranges: int = 32) -> str:
-    L: List[str] = []
-    L.append(f"KHO handover: {', '.join(r['compatible'])}  ({r['page_size'] // 1024} KiB pages, "
-             f"{r['byte_order']}-endian)")
+    L: list[str] = []
+    L.append(
+        f"KHO handover: {', '.join(r['compatible'])}  ({r['page_size'] // 1024} KiB pages, {r['byte_order']}-endian)"
+    )
     rf = r["root_fdt"]
     L.append(f"  root FDT:        {_fmt_addr(rf['phys'])} ({rf['size']} bytes)")
     mm = r["memory_map"]
@@ -219,8 +242,10 @@ def render_inspect(r: dict, *, max_ranges: int = 32) -> str:
         detail = f", radix depth {mm['depth']}, {mm['pages']} node/leaf pages"
     elif "chunks" in mm:
         detail = f", {mm['chunks']} chunks, {mm['bitmaps']} bitmaps of {mm['bitmap_bytes']} bytes"
-    L.append(f"  memory map:      {_fmt_addr(mm['phys'])} ({mm['kind']}{detail})" + ("" if mm["read"] else
-                                                                                       " -- not read: no memory image"))
+    L.append(
+        f"  memory map:      {_fmt_addr(mm['phys'])} ({mm['kind']}{detail})"
+        + ("" if mm["read"] else " -- not read: no memory image")
+    )
     if r["v1_bitmap_bytes"]:
         L.append(f"  v1 bitmaps:      {r['v1_bitmap_bytes']} bytes")
     if r["image"]:
@@ -228,8 +253,10 @@ def render_inspect(r: dict, *, max_ranges: int = 32) -> str:
     L.append("")
     L.append(f"Sub-blobs ({len(r['subblobs'])}):")
     if r["subblobs"]:
-        rows = [(s["name"], _fmt_addr(s["phys"]), "?" if s["size"] is None else str(s["size"]), s["kind"], _summary(s))
-                for s in r["subblobs"]]
+        rows = [
+            (s["name"], _fmt_addr(s["phys"]), "?" if s["size"] is None else str(s["size"]), s["kind"], _summary(s))
+            for s in r["subblobs"]
+        ]
         L += _table(rows, ("name", "phys", "size", "kind", "contents"))
     for s in r["subblobs"]:
         if s["kind"] == "kho_test" and s.get("decoded") and s["decoded"].get("folios"):
@@ -239,14 +266,26 @@ def render_inspect(r: dict, *, max_ranges: int = 32) -> str:
     L.append("")
     L.append(f"vmalloc areas ({len(r['vmalloc'])}):")
     if r["vmalloc"]:
-        rows = [(v["client"], _fmt_addr(v["first"]), str(v["total_pages"]), str(v["order"]), f"{v['flags']:#x}",
-                 str(len(v["chunks"])), human_size(v["bytes"])) for v in r["vmalloc"]]
+        rows = [
+            (
+                v["client"],
+                _fmt_addr(v["first"]),
+                str(v["total_pages"]),
+                str(v["order"]),
+                f"{v['flags']:#x}",
+                str(len(v["chunks"])),
+                human_size(v["bytes"]),
+            )
+            for v in r["vmalloc"]
+        ]
         L += _table(rows, ("client", "first chunk", "pages", "order", "flags", "chunks", "size"))
     L.append("")
     if r["scratch"]:
         L.append(f"Scratch areas ({len(r['scratch'])}):")
-        L += _table([(_fmt_addr(s["addr"]), _fmt_addr(s["addr"] + s["size"]), human_size(s["size"]))
-                     for s in r["scratch"]], ("start", "end", "size"))
+        L += _table(
+            [(_fmt_addr(s["addr"]), _fmt_addr(s["addr"] + s["size"]), human_size(s["size"])) for s in r["scratch"]],
+            ("start", "end", "size"),
+        )
         L.append("")
     p = r["preserved"]
     if p is None:
@@ -280,8 +319,12 @@ def diff_report(a: KhoState, b: KhoState, *, names: Sequence[str] = ("A", "B"), 
 
     def pages(ps) -> dict:
         lst = [{"phys": p, "order": o} for p, o in _limited_pages(ps, max_pages)]
-        return {"pages": ps.num_pages, "bytes": ps.total_bytes, "per_order": {str(o): n for o, n in
-                                                                          ps.counts_by_order().items()}, "list": lst}
+        return {
+            "pages": ps.num_pages,
+            "bytes": ps.total_bytes,
+            "per_order": {str(o): n for o, n in ps.counts_by_order().items()},
+            "list": lst,
+        }
 
     sa = {s.name: s for s in a.subblobs}
     sb = {s.name: s for s in b.subblobs}
@@ -299,12 +342,23 @@ def diff_report(a: KhoState, b: KhoState, *, names: Sequence[str] = ("A", "B"), 
         if x.data != y.data:
             diffs.append("data" if (x.data is not None and y.data is not None) else "data-availability")
         if diffs:
-            blobs.append({"name": n, "change": "differs", "fields": diffs,
-                          "a": {"phys": x.phys, "size": x.size}, "b": {"phys": y.phys, "size": y.size}})
+            blobs.append(
+                {
+                    "name": n,
+                    "change": "differs",
+                    "fields": diffs,
+                    "a": {"phys": x.phys, "size": x.size},
+                    "b": {"phys": y.phys, "size": y.size},
+                }
+            )
     same_set = a.page_size == b.page_size and a.preserved == b.preserved
     meta = {}
-    for key, va, vb in (("version", a.version, b.version), ("page_size", a.page_size, b.page_size),
-                        ("byte_order", a.byteorder, b.byteorder), ("scratch", a.scratch, b.scratch)):
+    for key, va, vb in (
+        ("version", a.version, b.version),
+        ("page_size", a.page_size, b.page_size),
+        ("byte_order", a.byteorder, b.byteorder),
+        ("scratch", a.scratch, b.scratch),
+    ):
         if va != vb:
             meta[key] = {"a": va, "b": vb}
     return {
@@ -346,8 +400,10 @@ def render_diff(d: dict) -> str:
                 L.append(f"    ... {x['pages'] - 20} more (--json lists up to 1000)")
     for s in d["subblobs"]:
         if s["change"] == "differs":
-            L.append(f"  sub-blob {s['name']}: {', '.join(s['fields'])} differ "
-                     f"(A {_fmt_addr(s['a']['phys'])}+{s['a']['size']}, B {_fmt_addr(s['b']['phys'])}+{s['b']['size']})")
+            L.append(
+                f"  sub-blob {s['name']}: {', '.join(s['fields'])} differ "
+                f"(A {_fmt_addr(s['a']['phys'])}+{s['a']['size']}, B {_fmt_addr(s['b']['phys'])}+{s['b']['size']})"
+            )
         else:
             L.append(f"  sub-blob {s['name']}: only in {s['change'][-1].upper()}")
     for k, v in d["other"].items():
@@ -358,7 +414,7 @@ def render_diff(d: dict) -> str:
 # -- check -----------------------------------------------------------------------------------
 
 
-def check_report(findings: List[Finding], *, source: str = "") -> dict:
+def check_report(findings: list[Finding], *, source: str = "") -> dict:
     return {
         "schema": SCHEMA.format("check"),
         "source": source,
@@ -379,10 +435,20 @@ def render_check(r: dict) -> str:
             where.append(f"{f['phys']:#x}")
         loc = (" @ ".join(where) + ": ") if where else ""
         L.append(f"{f['severity']}: [{f['code']}] {loc}{f['message']}")
-    L.append(f"{r['source'] + ': ' if r['source'] else ''}{'OK' if r['ok'] else 'FAILED'}: "
-             f"{r['errors']} errors, {r['warnings']} warnings")
+    L.append(
+        f"{r['source'] + ': ' if r['source'] else ''}{'OK' if r['ok'] else 'FAILED'}: "
+        f"{r['errors']} errors, {r['warnings']} warnings"
+    )
     return "\n".join(L) + "\n"
 
 
-__all__ = ["inspect_report", "render_inspect", "diff_report", "render_diff", "check_report", "render_check",
-           "preserved_report", "human_size"]
+__all__ = [
+    "inspect_report",
+    "render_inspect",
+    "diff_report",
+    "render_diff",
+    "check_report",
+    "render_check",
+    "preserved_report",
+    "human_size",
+]

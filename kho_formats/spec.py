@@ -76,9 +76,10 @@ import json
 import os
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -111,14 +112,14 @@ class PreserveSpec:
     order: int = 0
     count: int = 1
     #: a byte range instead (phys = start); split into the largest aligned orders
-    end: Optional[int] = None
+    end: int | None = None
     max_order: int = 63
 
 
 @dataclass
 class FolioSpec:
     order: int
-    phys: Optional[int] = None
+    phys: int | None = None
 
 
 @dataclass
@@ -132,17 +133,17 @@ class RegionSpec:
 class BlobSpec:
     name: str
     type: str
-    phys: Optional[int] = None
+    phys: int | None = None
     preserve: bool = True
-    seed: Optional[int] = None
+    seed: int | None = None
     # raw
-    data: Optional[bytes] = None
+    data: bytes | None = None
     # kho_test
-    folios: List[FolioSpec] = field(default_factory=list)
-    csum_arch: Optional[str] = None
-    csum: Optional[int] = None
+    folios: list[FolioSpec] = field(default_factory=list)
+    csum_arch: str | None = None
+    csum: int | None = None
     # memblock
-    regions: List[RegionSpec] = field(default_factory=list)
+    regions: list[RegionSpec] = field(default_factory=list)
     preserve_regions: bool = True
     # kexec-metadata
     previous_release: str = ""
@@ -156,8 +157,8 @@ class VmallocSpec:
     pages: int
     order: int = 0
     flags: int = 0x0001
-    seed: Optional[int] = None
-    phys: Optional[int] = None
+    seed: int | None = None
+    phys: int | None = None
 
 
 @dataclass
@@ -169,16 +170,16 @@ class Spec:
     arch: str = "arm64"
     v1_bitmap: str = "page"
     seed: int = 1
-    root_fdt_phys: Optional[int] = None
+    root_fdt_phys: int | None = None
     preserve_root: bool = True
     blob_size: bool = True
-    extra_compatible: List[str] = field(default_factory=list)
-    alloc: List[Tuple[int, int]] = field(default_factory=lambda: list(DEFAULT_ALLOC))
-    scratch: List[Tuple[int, int]] = field(default_factory=list)
-    preserve: List[PreserveSpec] = field(default_factory=list)
-    blobs: List[BlobSpec] = field(default_factory=list)
-    vmalloc: List[VmallocSpec] = field(default_factory=list)
-    source: Optional[str] = None
+    extra_compatible: list[str] = field(default_factory=list)
+    alloc: list[tuple[int, int]] = field(default_factory=lambda: list(DEFAULT_ALLOC))
+    scratch: list[tuple[int, int]] = field(default_factory=list)
+    preserve: list[PreserveSpec] = field(default_factory=list)
+    blobs: list[BlobSpec] = field(default_factory=list)
+    vmalloc: list[VmallocSpec] = field(default_factory=list)
+    source: str | None = None
 
 
 # -- loading ------------------------------------------------------------------------
@@ -195,7 +196,7 @@ def parse_int(value: Any, where: str) -> int:
         m = re.fullmatch(r"(0[xX][0-9a-fA-F]+|\d+)\s*([KMGT])?(?:i?B)?", s)
         if m:
             return int(m.group(1), 0) << _SUFFIX.get(m.group(2) or "", 0)
-    raise SpecError(f"{where}: expected an integer, got {value!r}", expected="123, \"0x7b\" or \"16M\"")
+    raise SpecError(f"{where}: expected an integer, got {value!r}", expected='123, "0x7b" or "16M"')
 
 
 def _check_keys(d: Any, allowed: Sequence[str], where: str) -> dict:
@@ -226,7 +227,7 @@ def _str(v: Any, where: str) -> str:
     return v
 
 
-def _range(d: Any, where: str) -> Tuple[int, int]:
+def _range(d: Any, where: str) -> tuple[int, int]:
     """``{start|addr, size|end}``, ``[start, size]`` or ``"START:SIZE"``."""
     if isinstance(d, str) and ":" in d:
         a, s = d.split(":", 1)
@@ -245,14 +246,49 @@ def _range(d: Any, where: str) -> Tuple[int, int]:
     return start, size
 
 
-_TOP = ("name", "version", "page_size", "byte_order", "arch", "v1_bitmap", "seed", "root_fdt_phys", "preserve_root",
-        "blob_size", "extra_compatible", "alloc", "scratch", "preserve", "blob", "blobs", "vmalloc")
-_BLOB = ("name", "type", "phys", "preserve", "seed", "file", "hex", "text", "orders", "folios", "csum_arch", "csum",
-         "regions", "preserve_regions", "previous_release", "kexec_count", "metadata_version")
+_TOP = (
+    "name",
+    "version",
+    "page_size",
+    "byte_order",
+    "arch",
+    "v1_bitmap",
+    "seed",
+    "root_fdt_phys",
+    "preserve_root",
+    "blob_size",
+    "extra_compatible",
+    "alloc",
+    "scratch",
+    "preserve",
+    "blob",
+    "blobs",
+    "vmalloc",
+)
+_BLOB = (
+    "name",
+    "type",
+    "phys",
+    "preserve",
+    "seed",
+    "file",
+    "hex",
+    "text",
+    "orders",
+    "folios",
+    "csum_arch",
+    "csum",
+    "regions",
+    "preserve_regions",
+    "previous_release",
+    "kexec_count",
+    "metadata_version",
+)
 
 
-def spec_from_dict(d: dict, *, base_dir: Optional[Path] = None, name: Optional[str] = None,
-                   source: Optional[str] = None) -> Spec:
+def spec_from_dict(
+    d: dict, *, base_dir: Path | None = None, name: str | None = None, source: str | None = None
+) -> Spec:
     """Validate a spec mapping (as loaded from TOML/YAML) into a :class:`Spec`."""
     w = source or "spec"
     d = _check_keys(d, _TOP, w)
@@ -301,13 +337,20 @@ def spec_from_dict(d: dict, *, base_dir: Optional[Path] = None, name: Optional[s
         if "phys" in p:
             if any(k in p for k in ("start", "size", "end", "max_order")):
                 raise SpecError(f"{pw}: give phys/order/count or start/size|end, not both")
-            sp.preserve.append(PreserveSpec(parse_int(p["phys"], f"{pw}.phys"), parse_int(p.get("order", 0), f"{pw}.order"),
-                                            parse_int(p.get("count", 1), f"{pw}.count")))
+            sp.preserve.append(
+                PreserveSpec(
+                    parse_int(p["phys"], f"{pw}.phys"),
+                    parse_int(p.get("order", 0), f"{pw}.order"),
+                    parse_int(p.get("count", 1), f"{pw}.count"),
+                )
+            )
         else:
             if "order" in p or "count" in p:
                 raise SpecError(f"{pw}: order/count go with phys, not with a range")
             a, s = _range({k: p[k] for k in ("start", "size", "end") if k in p}, pw)
-            sp.preserve.append(PreserveSpec(a, end=a + s, max_order=parse_int(p.get("max_order", 63), f"{pw}.max_order")))
+            sp.preserve.append(
+                PreserveSpec(a, end=a + s, max_order=parse_int(p.get("max_order", 63), f"{pw}.max_order"))
+            )
     blobs = _list(d, "blob", w) + _list(d, "blobs", w)
     names = set()
     for i, b in enumerate(blobs):
@@ -320,8 +363,10 @@ def spec_from_dict(d: dict, *, base_dir: Optional[Path] = None, name: Optional[s
         vw = f"{w}.vmalloc[{i}]"
         v = _check_keys(v, ("name", "pages", "order", "flags", "seed", "phys"), vw)
         vs = VmallocSpec(
-            name=_str(v.get("name", f"vmalloc{i}"), f"{vw}.name"), pages=parse_int(v.get("pages", 1), f"{vw}.pages"),
-            order=parse_int(v.get("order", 0), f"{vw}.order"), flags=parse_int(v.get("flags", 1), f"{vw}.flags"),
+            name=_str(v.get("name", f"vmalloc{i}"), f"{vw}.name"),
+            pages=parse_int(v.get("pages", 1), f"{vw}.pages"),
+            order=parse_int(v.get("order", 0), f"{vw}.order"),
+            flags=parse_int(v.get("flags", 1), f"{vw}.flags"),
             seed=parse_int(v["seed"], f"{vw}.seed") if "seed" in v else None,
             phys=parse_int(v["phys"], f"{vw}.phys") if "phys" in v else None,
         )
@@ -339,7 +384,7 @@ def spec_from_dict(d: dict, *, base_dir: Optional[Path] = None, name: Optional[s
     return sp
 
 
-def _blob(b: Any, bw: str, base_dir: Optional[Path]) -> BlobSpec:
+def _blob(b: Any, bw: str, base_dir: Path | None) -> BlobSpec:
     b = _check_keys(b, _BLOB, bw)
     if "name" not in b:
         raise SpecError(f"{bw}: missing name")
@@ -353,9 +398,12 @@ def _blob(b: Any, bw: str, base_dir: Optional[Path]) -> BlobSpec:
     bs.preserve = _bool(b.get("preserve", True), f"{bw}.preserve")
     if "seed" in b:
         bs.seed = parse_int(b["seed"], f"{bw}.seed")
-    own = {"raw": ("file", "hex", "text"), "kho_test": ("orders", "folios", "csum_arch", "csum"),
-           "memblock": ("regions", "preserve_regions"),
-           "kexec-metadata": ("previous_release", "kexec_count", "metadata_version")}
+    own = {
+        "raw": ("file", "hex", "text"),
+        "kho_test": ("orders", "folios", "csum_arch", "csum"),
+        "memblock": ("regions", "preserve_regions"),
+        "kexec-metadata": ("previous_release", "kexec_count", "metadata_version"),
+    }
     for t, keys in own.items():
         if t != typ:
             for k in keys:
@@ -394,8 +442,12 @@ def _blob(b: Any, bw: str, base_dir: Optional[Path]) -> BlobSpec:
             for k, f in enumerate(_list(b, "folios", bw)):
                 fw = f"{bw}.folios[{k}]"
                 f = _check_keys(f, ("order", "phys"), fw)
-                bs.folios.append(FolioSpec(parse_int(f.get("order", 0), f"{fw}.order"),
-                                           parse_int(f["phys"], f"{fw}.phys") if "phys" in f else None))
+                bs.folios.append(
+                    FolioSpec(
+                        parse_int(f.get("order", 0), f"{fw}.order"),
+                        parse_int(f["phys"], f"{fw}.phys") if "phys" in f else None,
+                    )
+                )
         if not bs.folios:
             bs.folios = [FolioSpec(o) for o in (0, 1, 2)]
         if "csum_arch" in b:
@@ -422,7 +474,7 @@ def _blob(b: Any, bw: str, base_dir: Optional[Path]) -> BlobSpec:
     return bs
 
 
-def load_spec(path: Union[str, os.PathLike]) -> Spec:
+def load_spec(path: str | os.PathLike) -> Spec:
     """Load a ``.toml`` / ``.yaml`` / ``.yml`` / ``.json`` spec file."""
     p = Path(path)
     try:
@@ -432,8 +484,14 @@ def load_spec(path: Union[str, os.PathLike]) -> Spec:
     return loads_spec(raw, fmt=p.suffix.lstrip(".").lower(), name=p.stem, base_dir=p.parent, source=str(p))
 
 
-def loads_spec(raw: Union[str, bytes], *, fmt: str = "toml", name: str = "fixture",
-               base_dir: Optional[Path] = None, source: Optional[str] = None) -> Spec:
+def loads_spec(
+    raw: str | bytes,
+    *,
+    fmt: str = "toml",
+    name: str = "fixture",
+    base_dir: Path | None = None,
+    source: str | None = None,
+) -> Spec:
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     where = source or "spec"
     if fmt == "toml":
@@ -495,14 +553,16 @@ def build_spec(sp: Spec) -> Fixture:
                     raise SpecError(f"{w}.preserve[{i}]: count {p.count} < 1")
                 unit = ps << p.order
                 if p.phys % unit:
-                    raise SpecError(f"{w}.preserve[{i}]: phys {p.phys:#x} is not aligned to order {p.order}",
-                                    expected=f"a multiple of {unit:#x}")
+                    raise SpecError(
+                        f"{w}.preserve[{i}]: phys {p.phys:#x} is not aligned to order {p.order}",
+                        expected=f"a multiple of {unit:#x}",
+                    )
                 preserved.update(PageSet.from_runs(ps, {p.order: ([p.phys], [p.count])}))
         except SpecError:
             raise
         except KhoFormatError as exc:
             raise SpecError(f"{w}.preserve[{i}]: {exc}") from None
-    explicit: List[Tuple[int, int]] = [(a, a + s) for a, s in sp.scratch]
+    explicit: list[tuple[int, int]] = [(a, a + s) for a, s in sp.scratch]
     explicit += preserved.ranges()
     if sp.root_fdt_phys is not None:
         if sp.root_fdt_phys % ps:
@@ -525,7 +585,7 @@ def build_spec(sp: Spec) -> Fixture:
     alloc = PageAllocator(regions, ps, avoid=merge_ranges(explicit))
     image = PhysImage()
 
-    def place(data: bytes, phys: Optional[int], what: str) -> int:
+    def place(data: bytes, phys: int | None, what: str) -> int:
         size = _pages(len(data), ps)
         if phys is None:
             phys = alloc.alloc(size, what=what)
@@ -540,14 +600,14 @@ def build_spec(sp: Spec) -> Fixture:
     if sp.preserve_root:
         preserved.add(root_phys, 0)
     # -- sub-blobs ----------------------------------------------------------------------
-    subblobs: List[SubBlob] = []
+    subblobs: list[SubBlob] = []
     for b in sp.blobs:
         seed = sp.seed if b.seed is None else b.seed
         pres = PageSet(ps)
         if b.type == "kho_test":
             folios = []
             # place big folios first (fewer alignment holes), keep the array in spec order
-            phys_of: Dict[int, int] = {}
+            phys_of: dict[int, int] = {}
             for k in sorted(range(len(b.folios)), key=lambda k: -b.folios[k].order):
                 f = b.folios[k]
                 size = ps << f.order
@@ -569,8 +629,7 @@ def build_spec(sp: Spec) -> Fixture:
             if b.type == "raw":
                 data = bytes(b.data or b"")
             elif b.type == "memblock":
-                data = memblock.encode([memblock.ReserveMem(r.name, r.start, r.size) for r in b.regions],
-                                       sp.byte_order)
+                data = memblock.encode([memblock.ReserveMem(r.name, r.start, r.size) for r in b.regions], sp.byte_order)
                 if b.preserve_regions:
                     for r in b.regions:
                         if r.start % ps or r.size % ps:
@@ -609,11 +668,18 @@ def build_spec(sp: Spec) -> Fixture:
     for a, s in sp.scratch:
         hit = preserved.overlaps_range(a, a + s)
         if hit:
-            raise SpecError(f"{w}: preserved order-{hit[1]} page {hit[0]:#x} lies in scratch area {a:#x}+{s:#x}",
-                            phys=hit[0])
+            raise SpecError(
+                f"{w}: preserved order-{hit[1]} page {hit[0]:#x} lies in scratch area {a:#x}+{s:#x}", phys=hit[0]
+            )
     state = KhoState(
-        version=ver.name, page_size=ps, byteorder=sp.byte_order, preserved=preserved, subblobs=subblobs,
-        scratch=list(sp.scratch), root_fdt_phys=root_phys, extra_compatible=list(sp.extra_compatible),
+        version=ver.name,
+        page_size=ps,
+        byteorder=sp.byte_order,
+        preserved=preserved,
+        subblobs=subblobs,
+        scratch=list(sp.scratch),
+        root_fdt_phys=root_phys,
+        extra_compatible=list(sp.extra_compatible),
         v1_bitmap_bytes=(512 if sp.v1_bitmap == "512" else ps) if ver.memory_map == "chunk-list" else None,
     )
     built = build(state, alloc=regions, image=image, avoid=[(a, b) for a, b in alloc.allocated])
@@ -624,8 +690,10 @@ def build_spec(sp: Spec) -> Fixture:
 def _subblob(sp: Spec, ver: abi.AbiVersion, name: str, phys: int, data: bytes, w: str) -> SubBlob:
     is_fdt = _is_fdt(data)
     if ver.blob_is_fdt and not is_fdt:
-        raise SpecError(f"{w}: sub-blob {name!r} is not an FDT, but {ver.name} sub-nodes point at FDTs",
-                        expected="an FDT blob, or version kho-v2+")
+        raise SpecError(
+            f"{w}: sub-blob {name!r} is not an FDT, but {ver.name} sub-nodes point at FDTs",
+            expected="an FDT blob, or version kho-v2+",
+        )
     if ver.size_property and (ver.size_required or sp.blob_size):
         src = ver.size_property
     elif is_fdt:
@@ -635,5 +703,18 @@ def _subblob(sp: Spec, ver: abi.AbiVersion, name: str, phys: int, data: bytes, w
     return SubBlob(name=name, phys=phys, size=len(data), data=data, size_source=src)
 
 
-__all__ = ["Spec", "BlobSpec", "PreserveSpec", "FolioSpec", "RegionSpec", "VmallocSpec", "load_spec", "loads_spec",
-           "spec_from_dict", "build_spec", "parse_int", "gen_bytes", "BLOB_TYPES"]
+__all__ = [
+    "Spec",
+    "BlobSpec",
+    "PreserveSpec",
+    "FolioSpec",
+    "RegionSpec",
+    "VmallocSpec",
+    "load_spec",
+    "loads_spec",
+    "spec_from_dict",
+    "build_spec",
+    "parse_int",
+    "gen_bytes",
+    "BLOB_TYPES",
+]

@@ -13,8 +13,8 @@ Data flows one way on each path::
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
 
 from . import abi
 from .abi import AbiVersion
@@ -37,12 +37,12 @@ class SubBlob:
 
     name: str
     phys: int
-    size: Optional[int] = None
-    data: Optional[bytes] = None
+    size: int | None = None
+    data: bytes | None = None
     #: where ``size`` came from: "blob-size", "fdt-header" or "unknown"
     size_source: str = "unknown"
     #: properties of the sub-node this version does not define (kept, reported)
-    extra_props: List[Tuple[str, bytes]] = field(default_factory=list)
+    extra_props: list[tuple[str, bytes]] = field(default_factory=list)
 
     def key(self) -> tuple:
         return (self.name, self.phys, self.size, self.data)
@@ -64,17 +64,17 @@ class KhoState:
     page_size: int = 4096
     byteorder: str = "little"
     preserved: PageSet = field(default_factory=PageSet)
-    subblobs: List[SubBlob] = field(default_factory=list)
-    scratch: List[Tuple[int, int]] = field(default_factory=list)  # (addr, size)
-    root_fdt_phys: Optional[int] = None
-    extra_compatible: List[str] = field(default_factory=list)
-    v1_bitmap_bytes: Optional[int] = None
+    subblobs: list[SubBlob] = field(default_factory=list)
+    scratch: list[tuple[int, int]] = field(default_factory=list)  # (addr, size)
+    root_fdt_phys: int | None = None
+    extra_compatible: list[str] = field(default_factory=list)
+    v1_bitmap_bytes: int | None = None
     # what the parse saw (not part of equality)
     memmap_phys: int = 0
     map_read: bool = True
-    radix: Optional[RadixTree] = None
-    chunklist: Optional[ChunkList] = None
-    notes: List[str] = field(default_factory=list)
+    radix: RadixTree | None = None
+    chunklist: ChunkList | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def abi(self) -> AbiVersion:
@@ -84,13 +84,13 @@ class KhoState:
     def layout(self) -> Layout:
         return layout(self.page_size, self.byteorder)
 
-    def subblob(self, name: str) -> Optional[SubBlob]:
+    def subblob(self, name: str) -> SubBlob | None:
         for s in self.subblobs:
             if s.name == name:
                 return s
         return None
 
-    def metadata_pages(self) -> List[Tuple[int, int]]:
+    def metadata_pages(self) -> list[tuple[int, int]]:
         """Byte ranges of the memory map's own pages (nodes, chunks, bitmaps)."""
         ps = self.page_size
         if self.radix is not None:
@@ -114,7 +114,7 @@ class KhoState:
             and list(self.scratch) == list(other.scratch)
         )
 
-    def copy(self) -> "KhoState":
+    def copy(self) -> KhoState:
         """Independent copy (the preserved set's read-only run arrays are shared)."""
         return dataclasses.replace(
             self,
@@ -131,7 +131,7 @@ class KhoState:
 # -- parse -------------------------------------------------------------------------
 
 
-def _scratch_areas(scratch: Sequence[Tuple[int, int]]) -> List[Tuple[int, int]]:
+def _scratch_areas(scratch: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     """``kho_scratch`` (addr, size) pairs as ints, refusing ones no u64 can hold."""
     out = []
     for k, area in enumerate(scratch):
@@ -140,8 +140,11 @@ def _scratch_areas(scratch: Sequence[Tuple[int, int]]) -> List[Tuple[int, int]]:
         except (TypeError, ValueError):
             raise ScratchError(f"scratch area #{k} is not an (addr, size) pair: {area!r}") from None
         if a < 0 or s < 0 or a + s > 1 << 64:
-            raise ScratchError(f"scratch area #{k} ({a:#x} + {s:#x}) is outside the 64-bit physical space",
-                               phys=a if 0 <= a < 1 << 64 else None, expected="0 <= addr, addr + size <= 2**64")
+            raise ScratchError(
+                f"scratch area #{k} ({a:#x} + {s:#x}) is outside the 64-bit physical space",
+                phys=a if 0 <= a < 1 << 64 else None,
+                expected="0 <= addr, addr + size <= 2**64",
+            )
         out.append((a, s))
     return out
 
@@ -152,15 +155,15 @@ def _plausible_phys(v: int, page_size: int) -> bool:
 
 def parse(
     root_fdt: bytes,
-    image: Optional[PhysImage] = None,
+    image: PhysImage | None = None,
     *,
-    version: Optional[str] = None,
+    version: str | None = None,
     page_size: int = 4096,
     byteorder: str = "little",
-    v1_bitmap: Optional[str] = None,
-    limits: Optional[Limits] = None,
-    root_fdt_phys: Optional[int] = None,
-    scratch: Sequence[Tuple[int, int]] = (),
+    v1_bitmap: str | None = None,
+    limits: Limits | None = None,
+    root_fdt_phys: int | None = None,
+    scratch: Sequence[tuple[int, int]] = (),
 ) -> KhoState:
     """Root FDT bytes (+ physical memory image) -> :class:`KhoState`.
 
@@ -171,7 +174,7 @@ def parse(
     lay = layout(page_size, byteorder)
     fdt = parse_fdt(root_fdt, where=ROOT, phys=root_fdt_phys)
     root = fdt.root
-    notes: List[str] = []
+    notes: list[str] = []
     compat = get_strings(root, "compatible", where=ROOT) if root.has("compatible") else []
     if version is not None:
         ver = abi.get_version(version)
@@ -181,14 +184,17 @@ def parse(
     else:
         ver, extra = abi.by_compatible(compat)
         if compat[0] != ver.compatible:
-            notes.append(f"compatible {compat}: {ver.compatible!r} is not the first entry (Linux 7.3 accepts "
-                         "it anywhere in the list, as fdt_node_check_compatible does)")
+            notes.append(
+                f"compatible {compat}: {ver.compatible!r} is not the first entry (Linux 7.3 accepts "
+                "it anywhere in the list, as fdt_node_check_compatible does)"
+            )
     if extra:
         notes.append(f"unknown compatible entries after {ver.compatible!r}: {extra}")
     for prop in ver.root_required:
         if not root.has(prop):
-            raise PropertyError("missing required root property", path=f"{ROOT}:/{prop}",
-                                expected=f"{prop} ({ver.name})")
+            raise PropertyError(
+                "missing required root property", path=f"{ROOT}:/{prop}", expected=f"{prop} ({ver.name})"
+            )
     known_root = set(ver.root_required) | set(ver.root_optional)
     for name, _ in root.props:
         if name not in known_root:
@@ -199,18 +205,28 @@ def parse(
     if map_phys and not _plausible_phys(map_phys, page_size):
         swapped = int.from_bytes(map_phys.to_bytes(8, byteorder), other)
         if _plausible_phys(swapped, page_size):
-            notes.append(f"byte order looks wrong: preserved-memory-map reads {map_phys:#x} as {byteorder}-endian "
-                         f"but {swapped:#x} as {other}-endian")
+            notes.append(
+                f"byte order looks wrong: preserved-memory-map reads {map_phys:#x} as {byteorder}-endian "
+                f"but {swapped:#x} as {other}-endian"
+            )
         elif map_phys % page_size and map_phys % 4096 == 0:
-            notes.append(f"page size looks wrong: preserved-memory-map {map_phys:#x} is not aligned to "
-                         f"{page_size} bytes; try --page-size 4096")
+            notes.append(
+                f"page size looks wrong: preserved-memory-map {map_phys:#x} is not aligned to "
+                f"{page_size} bytes; try --page-size 4096"
+            )
     if root_fdt_phys is not None and root_fdt_phys % page_size:
         notes.append(f"root FDT at {root_fdt_phys:#x} is not page aligned for {page_size}-byte pages")
     if fdt.size > page_size:
         notes.append(f"root FDT is {fdt.size} bytes: more than one page (the kernel creates it in one page)")
     state = KhoState(
-        version=ver.name, page_size=page_size, byteorder=byteorder, root_fdt_phys=root_fdt_phys,
-        extra_compatible=extra, memmap_phys=map_phys, scratch=_scratch_areas(scratch), notes=notes,
+        version=ver.name,
+        page_size=page_size,
+        byteorder=byteorder,
+        root_fdt_phys=root_fdt_phys,
+        extra_compatible=extra,
+        memmap_phys=map_phys,
+        scratch=_scratch_areas(scratch),
+        notes=notes,
     )
     # sub-nodes
     for child in root.children:
@@ -277,9 +293,9 @@ class Built:
     root_fdt: bytes
     image: PhysImage
     memmap_phys: int
-    metadata: List[Tuple[int, bytes]]
-    radix: Optional[RadixTree] = None
-    chunklist: Optional[ChunkList] = None
+    metadata: list[tuple[int, bytes]]
+    radix: RadixTree | None = None
+    chunklist: ChunkList | None = None
 
 
 def root_fdt_tree(state: KhoState, memmap_phys: int) -> FdtNode:
@@ -295,8 +311,10 @@ def root_fdt_tree(state: KhoState, memmap_phys: int) -> FdtNode:
             write_size = ver.size_required or sb.size_source == ver.size_property
             if write_size:
                 if sb.size is None:
-                    raise VersionError(f"{ver.name} requires {ver.size_property} but sub-blob {sb.name!r} has no size",
-                                       path=f"{ROOT}:/{sb.name}")
+                    raise VersionError(
+                        f"{ver.name} requires {ver.size_property} but sub-blob {sb.name!r} has no size",
+                        path=f"{ROOT}:/{sb.name}",
+                    )
                 values[ver.size_property] = u64_bytes(sb.size, bo)
         for prop in ver.property_order:
             if prop in values:
@@ -311,10 +329,10 @@ def root_fdt_tree(state: KhoState, memmap_phys: int) -> FdtNode:
 def build(
     state: KhoState,
     *,
-    alloc: Sequence[Tuple[int, int]] = (),
-    image: Optional[PhysImage] = None,
+    alloc: Sequence[tuple[int, int]] = (),
+    image: PhysImage | None = None,
     reuse_placement: bool = False,
-    avoid: Sequence[Tuple[int, int]] = (),
+    avoid: Sequence[tuple[int, int]] = (),
 ) -> Built:
     """:class:`KhoState` -> root FDT bytes + memory image.
 
@@ -328,7 +346,7 @@ def build(
     lay = state.layout
     ps = state.page_size
     base = image.copy() if image is not None else PhysImage()
-    forbid: List[Tuple[int, int]] = [(a, a + s) for a, s in state.scratch]
+    forbid: list[tuple[int, int]] = [(a, a + s) for a, s in state.scratch]
     forbid += [(sb.phys, sb.phys + max(sb.size or 0, 1)) for sb in state.subblobs]
     if state.root_fdt_phys is not None:
         forbid.append((state.root_fdt_phys, state.root_fdt_phys + ps))
@@ -356,8 +374,11 @@ def build(
             base.write(sb.phys, sb.data, what=f"sub-blob {sb.name}")
     fdt = build_fdt(root_fdt_tree(state, memmap_phys), style=ver.fdt_style, strings_order=ver.strings_order)
     if len(fdt) > ps:
-        raise KhoFormatError(f"root FDT would be {len(fdt)} bytes, more than one {ps}-byte page",
-                             path=ROOT, expected="the kernel's one-page root FDT")
+        raise KhoFormatError(
+            f"root FDT would be {len(fdt)} bytes, more than one {ps}-byte page",
+            path=ROOT,
+            expected="the kernel's one-page root FDT",
+        )
     if state.root_fdt_phys is not None:
         base.write(state.root_fdt_phys, fdt, what="root FDT")
     out_state = state.copy()
@@ -380,12 +401,18 @@ def convert(state: KhoState, to_version: str) -> KhoState:
     out.notes = []
     for sb in out.subblobs:
         if ver.size_property and ver.size_required and sb.size is None:
-            raise VersionError(f"{ver.name} requires {ver.size_property}, but the size of sub-blob {sb.name!r} "
-                               "is unknown (its blob is not in the image)", path=f"{ROOT}:/{sb.name}")
+            raise VersionError(
+                f"{ver.name} requires {ver.size_property}, but the size of sub-blob {sb.name!r} "
+                "is unknown (its blob is not in the image)",
+                path=f"{ROOT}:/{sb.name}",
+            )
         if ver.blob_is_fdt and sb.data is not None and sb.data[:4] != b"\xd0\x0d\xfe\xed":
-            raise VersionError(f"{ver.name} sub-nodes point at FDTs, but sub-blob {sb.name!r} is not an FDT "
-                               "(its size could not be recovered)", path=f"{ROOT}:/{sb.name}",
-                               expected="an FDT blob, or a target version with blob-size")
+            raise VersionError(
+                f"{ver.name} sub-nodes point at FDTs, but sub-blob {sb.name!r} is not an FDT "
+                "(its size could not be recovered)",
+                path=f"{ROOT}:/{sb.name}",
+                expected="an FDT blob, or a target version with blob-size",
+            )
         if ver.size_property and sb.size is not None:
             sb.size_source = ver.size_property
         elif not ver.size_property:

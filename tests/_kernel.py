@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Optional
 
 import pytest
 
@@ -33,14 +32,17 @@ def kernel_image() -> Path:
     return Path(env).expanduser() if env else boot.default_kernel()
 
 
-def missing() -> Optional[str]:
+def missing() -> str | None:
     """Why the kernel tests cannot run here, or None when they can."""
     if os.environ.get("KHO_BOOT_TESTS", "").strip().lower() in ("0", "false", "no", "off"):
         return "kernel boot tests disabled by KHO_BOOT_TESTS=0"
     img = kernel_image()
     if not img.is_file():
-        src = "$KHO_KERNEL" if (os.environ.get("KHO_KERNEL") or os.environ.get("KHO_BOOT_KERNEL")) \
+        src = (
+            "$KHO_KERNEL"
+            if (os.environ.get("KHO_KERNEL") or os.environ.get("KHO_BOOT_KERNEL"))
             else "the default cache path"
+        )
         return f"no kernel Image at {img} ({src}): build it with scripts/build-kernel.sh or set KHO_KERNEL"
     tools = [t for t in TOOLS if shutil.which(t) is None]
     if tools:

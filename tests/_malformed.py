@@ -9,9 +9,9 @@ from __future__ import annotations
 import struct
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Tuple, Type
 
 import pytest
 
@@ -29,13 +29,26 @@ from kho_formats.pageset import PageSet  # noqa: E402
 ALLOC_BASE = 0x4000_0000  # metadata pages are placed from here (page units below)
 
 
-def handover(version: str, pages: Iterable[Tuple[int, int]], *, page_size: int = 4096, byteorder: str = "little",
-             v1_bitmap_bytes: Optional[int] = None, subblobs: Sequence[kstate.SubBlob] = (),
-             scratch: Sequence[Tuple[int, int]] = (), image: Optional[PhysImage] = None) -> kstate.Built:
+def handover(
+    version: str,
+    pages: Iterable[tuple[int, int]],
+    *,
+    page_size: int = 4096,
+    byteorder: str = "little",
+    v1_bitmap_bytes: int | None = None,
+    subblobs: Sequence[kstate.SubBlob] = (),
+    scratch: Sequence[tuple[int, int]] = (),
+    image: PhysImage | None = None,
+) -> kstate.Built:
     """A valid handover of ``pages`` ((phys, order) pairs) built in-process."""
-    st = kstate.KhoState(version=version, page_size=page_size, byteorder=byteorder,
-                         preserved=PageSet.from_pages(page_size, list(pages)), subblobs=list(subblobs),
-                         scratch=list(scratch))
+    st = kstate.KhoState(
+        version=version,
+        page_size=page_size,
+        byteorder=byteorder,
+        preserved=PageSet.from_pages(page_size, list(pages)),
+        subblobs=list(subblobs),
+        scratch=list(scratch),
+    )
     if st.abi.memory_map == "chunk-list":
         st.v1_bitmap_bytes = v1_bitmap_bytes or page_size
     return kstate.build(st, alloc=[(ALLOC_BASE, 0x1000 * page_size)], image=image)
@@ -61,8 +74,14 @@ def get64(image: PhysImage, phys: int, byteorder: str = "little") -> int:
 
 
 @contextmanager
-def fails(cls: Type[KhoFormatError], *fragments: str, phys: Optional[int] = None, path: Optional[str] = None,
-          seconds: float = 2.0, located: bool = True):
+def fails(
+    cls: type[KhoFormatError],
+    *fragments: str,
+    phys: int | None = None,
+    path: str | None = None,
+    seconds: float = 2.0,
+    located: bool = True,
+):
     """Expect exactly ``cls`` (or a subclass), with every fragment in its text,
     naming ``phys`` / ``path`` when given, within ``seconds``."""
     t0 = time.perf_counter()
@@ -79,7 +98,9 @@ def fails(cls: Type[KhoFormatError], *fragments: str, phys: Optional[int] = None
     if path is not None:
         assert exc.path is not None and path in exc.path, f"error names path {exc.path!r}, expected {path!r}"
     if located:  # errors about the input's bytes say where; a bad caller option need not
-        assert exc.phys is not None or exc.path is not None, f"error names neither a physical address nor a path: {text}"
+        assert exc.phys is not None or exc.path is not None, (
+            f"error names neither a physical address nor a path: {text}"
+        )
     assert dt < seconds, f"took {dt:.2f}s"
 
 
@@ -95,9 +116,13 @@ def node(name: str) -> bytes:
     return tok(FDT_BEGIN_NODE) + n + bytes((-len(n)) % 4)
 
 
-def prop(nameoff: int, value: bytes, length: Optional[int] = None) -> bytes:
-    return tok(FDT_PROP) + struct.pack(">II", len(value) if length is None else length, nameoff) + value + \
-        bytes((-len(value)) % 4)
+def prop(nameoff: int, value: bytes, length: int | None = None) -> bytes:
+    return (
+        tok(FDT_PROP)
+        + struct.pack(">II", len(value) if length is None else length, nameoff)
+        + value
+        + bytes((-len(value)) % 4)
+    )
 
 
 def end_node() -> bytes:
@@ -114,17 +139,36 @@ def raw_fdt(dt_struct: bytes, strings: bytes, **hdr) -> bytes:
     off_struct = rsv_off + 16
     off_strings = off_struct + len(dt_struct)
     total = off_strings + len(strings)
-    h = dict(magic=FDT_MAGIC, totalsize=total, off_dt_struct=off_struct, off_dt_strings=off_strings,
-             off_mem_rsvmap=rsv_off, version=17, last_comp_version=16, boot_cpuid_phys=0,
-             size_dt_strings=len(strings), size_dt_struct=len(dt_struct))
+    h = dict(
+        magic=FDT_MAGIC,
+        totalsize=total,
+        off_dt_struct=off_struct,
+        off_dt_strings=off_strings,
+        off_mem_rsvmap=rsv_off,
+        version=17,
+        last_comp_version=16,
+        boot_cpuid_phys=0,
+        size_dt_strings=len(strings),
+        size_dt_struct=len(dt_struct),
+    )
     h.update(hdr)
-    order = ("magic", "totalsize", "off_dt_struct", "off_dt_strings", "off_mem_rsvmap", "version",
-             "last_comp_version", "boot_cpuid_phys", "size_dt_strings", "size_dt_struct")
+    order = (
+        "magic",
+        "totalsize",
+        "off_dt_struct",
+        "off_dt_strings",
+        "off_mem_rsvmap",
+        "version",
+        "last_comp_version",
+        "boot_cpuid_phys",
+        "size_dt_strings",
+        "size_dt_struct",
+    )
     head = struct.pack(">10I", *[h[k] % (1 << 32) for k in order])
     return head + bytes(16) + dt_struct + strings
 
 
-def root_fdt(props: List[Tuple[str, bytes]], children: Sequence[Tuple[str, List[Tuple[str, bytes]]]] = ()) -> bytes:
+def root_fdt(props: list[tuple[str, bytes]], children: Sequence[tuple[str, list[tuple[str, bytes]]]] = ()) -> bytes:
     """A well-formed root FDT from properties (for KHO-property tests)."""
     r = FdtNode("")
     for n, v in props:
@@ -137,7 +181,17 @@ def root_fdt(props: List[Tuple[str, bytes]], children: Sequence[Tuple[str, List[
 
 
 def set_header(blob: bytes, field: str, value: int) -> bytes:
-    order = ("magic", "totalsize", "off_dt_struct", "off_dt_strings", "off_mem_rsvmap", "version",
-             "last_comp_version", "boot_cpuid_phys", "size_dt_strings", "size_dt_struct")
+    order = (
+        "magic",
+        "totalsize",
+        "off_dt_struct",
+        "off_dt_strings",
+        "off_mem_rsvmap",
+        "version",
+        "last_comp_version",
+        "boot_cpuid_phys",
+        "size_dt_strings",
+        "size_dt_struct",
+    )
     i = order.index(field) * 4
     return blob[:i] + struct.pack(">I", value % (1 << 32)) + blob[i + 4 :]

@@ -22,8 +22,11 @@ def test_region_order_is_preference_order():
 
 
 def test_disjoint_regions_keeps_order_and_cuts_overlaps():
-    assert disjoint_regions([(0x3000, 0x3000), (0x1000, 0x6000)]) == [(0x3000, 0x3000), (0x1000, 0x2000),
-                                                                      (0x6000, 0x1000)]
+    assert disjoint_regions([(0x3000, 0x3000), (0x1000, 0x6000)]) == [
+        (0x3000, 0x3000),
+        (0x1000, 0x2000),
+        (0x6000, 0x1000),
+    ]
 
 
 def test_avoided_ranges_and_merged_sets_are_skipped():

@@ -25,8 +25,14 @@ def row(w, op, secs, ratio=None, peak=None):
 
 def test_targets_met_and_missed():
     run = _run_module()
-    rows = [row("a", "parse", 0.1, 0.6, 0.5), row("a", "build", 0.1, 0.5), row("b", "parse", 0.0, 0.1, 0.2),
-            row("c", "build", 0.05, 2.4), row("c", "parse", 0.07, 2.5, 1.3), row("a", "inspect", 1.0)]
+    rows = [
+        row("a", "parse", 0.1, 0.6, 0.5),
+        row("a", "build", 0.1, 0.5),
+        row("b", "parse", 0.0, 0.1, 0.2),
+        row("c", "build", 0.05, 2.4),
+        row("c", "parse", 0.07, 2.5, 1.3),
+        row("a", "inspect", 1.0),
+    ]
     lines = run.target_lines(rows)
     parse, build, peak, total = lines[1:]
     assert parse.endswith("a 0.60, b 0.10: met")  # (c) parse is not a target

@@ -14,12 +14,24 @@ def model_runs(bits: np.ndarray, bases: np.ndarray):
     return runs_from_sorted_indexes(np.sort(idx))
 
 
-@pytest.mark.parametrize("n,density,contiguous", [
-    (3, 0.5, True), (100, 0.5, True), (100, 0.001, False), (200, 0.9, False), (1, 1.0, True),
-    (70, 0.0, True), (130, 1.0, True), (129, 0.99, False), (300, 0.02, True),
-    # more than one 512-bitmap scan block, read bit by bit (sparse) or by run ends
-    (1100, 0.01, True), (1100, 0.05, False), (1100, 0.3, True),
-])
+@pytest.mark.parametrize(
+    "n,density,contiguous",
+    [
+        (3, 0.5, True),
+        (100, 0.5, True),
+        (100, 0.001, False),
+        (200, 0.9, False),
+        (1, 1.0, True),
+        (70, 0.0, True),
+        (130, 1.0, True),
+        (129, 0.99, False),
+        (300, 0.02, True),
+        # more than one 512-bitmap scan block, read bit by bit (sparse) or by run ends
+        (1100, 0.01, True),
+        (1100, 0.05, False),
+        (1100, 0.3, True),
+    ],
+)
 def test_bitmaps_to_runs_matches_the_model(n, density, contiguous):
     rng = np.random.default_rng(n)
     w = 64
@@ -74,7 +86,9 @@ def test_runs_to_bitmaps_matches_the_model(trial):
         blocks = np.sort(rng.choice(1 << 30, 20, replace=False)).astype(np.int64) * nb
         idx = np.unique(np.concatenate([b + np.arange(rng.integers(1, 3 * nb)) for b in blocks]))
     else:  # sparse plus one long run crossing bitmaps in rank space
-        idx = np.unique(np.concatenate([np.sort(rng.choice(1 << 38, 50, replace=False)), (1 << 37) + np.arange(5 * nb)]))
+        idx = np.unique(
+            np.concatenate([np.sort(rng.choice(1 << 38, 50, replace=False)), (1 << 37) + np.arange(5 * nb)])
+        )
     idx = idx.astype(np.uint64)
     f, l = runs_from_sorted_indexes(idx)
     ids, packed = runs_to_bitmaps(f, l, nb)
@@ -113,8 +127,12 @@ def test_runs_to_bitmaps_big_inputs_on_every_fill_path(layout):
         idx = np.unique(np.concatenate([base, base[::5] + np.uint64(1), base[::11] + np.uint64(2)]))
     elif layout == "rank-crossing":  # scattered bits plus long runs across several bitmaps
         leaves = np.sort(rng.choice(1 << 20, 400, replace=False)).astype(np.uint64)
-        scattered = (leaves[:, None] * np.uint64(nb) + rng.integers(0, nb, (leaves.size, 800)).astype(np.uint64)).ravel()
-        longs = [np.uint64((1 << 21) * nb + j * 7 * nb + 100) + np.arange(3 * nb + 17, dtype=np.uint64) for j in range(3)]
+        scattered = (
+            leaves[:, None] * np.uint64(nb) + rng.integers(0, nb, (leaves.size, 800)).astype(np.uint64)
+        ).ravel()
+        longs = [
+            np.uint64((1 << 21) * nb + j * 7 * nb + 100) + np.arange(3 * nb + 17, dtype=np.uint64) for j in range(3)
+        ]
         idx = np.unique(np.concatenate([scattered] + longs))
     else:  # close bitmaps: dense blocks (toggles) next to sparse ones (word at a time)
         dense = np.flatnonzero(rng.random(1 << 22, dtype=np.float32) < 0.5).astype(np.uint64)
@@ -182,11 +200,20 @@ def test_tiny_blocks_stress_every_boundary(monkeypatch, trial):
         idx = np.flatnonzero(rng.random(nb * 12) < rng.uniform(0.2, 0.95)).astype(np.uint64)
     elif mode == 1:  # sparse over far-apart bitmaps, some runs of a few bits
         base = np.sort(rng.choice(1 << 30, 60, replace=False)).astype(np.uint64) * np.uint64(nb)
-        idx = np.unique(np.concatenate([base + rng.integers(0, nb, 60).astype(np.uint64),
-                                        base + np.uint64(nb - 1), base + np.uint64(nb)]))
+        idx = np.unique(
+            np.concatenate(
+                [base + rng.integers(0, nb, 60).astype(np.uint64), base + np.uint64(nb - 1), base + np.uint64(nb)]
+            )
+        )
     else:  # long runs crossing several bitmaps, next to scattered bits
-        idx = np.unique(np.concatenate([np.arange(3 * nb + 5, dtype=np.uint64) + np.uint64(nb // 2),
-                                        rng.integers(0, 40 * nb, 200).astype(np.uint64)]))
+        idx = np.unique(
+            np.concatenate(
+                [
+                    np.arange(3 * nb + 5, dtype=np.uint64) + np.uint64(nb // 2),
+                    rng.integers(0, 40 * nb, 200).astype(np.uint64),
+                ]
+            )
+        )
     if idx.size == 0:
         return
     f, l = runs_from_sorted_indexes(idx)

@@ -32,8 +32,13 @@ def kho(*args, check_rc=None, cwd=None):
     """Run ``python -m kho_formats.cli ARGS``; return the CompletedProcess."""
     env = dict(os.environ)
     env.pop("KHO_DEBUG", None)
-    r = subprocess.run([sys.executable, "-m", "kho_formats.cli", *map(str, args)], capture_output=True, text=True,
-                       cwd=cwd or ROOT, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "kho_formats.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        env=env,
+    )
     if check_rc is not None:
         assert r.returncode == check_rc, (r.returncode, r.stdout[-2000:], r.stderr)
     return r
@@ -72,8 +77,16 @@ def test_help_everywhere():
     r = kho("--help", check_rc=0)
     for c in SUBCOMMANDS:
         assert c in r.stdout
-    for opt in ("--page-size", "--byte-order", "--abi", "--version-override", "--v1-bitmap", "--max-pages",
-                "--max-entries", "--json"):
+    for opt in (
+        "--page-size",
+        "--byte-order",
+        "--abi",
+        "--version-override",
+        "--v1-bitmap",
+        "--max-pages",
+        "--max-entries",
+        "--json",
+    ):
         assert opt in r.stdout
     for c in SUBCOMMANDS:
         r = kho(c, "--help", check_rc=0)
@@ -86,21 +99,24 @@ def test_version():
     assert r.stdout.startswith("kho ")
 
 
-@pytest.mark.parametrize("args", [
-    [],
-    ["frobnicate"],
-    ["inspect"],
-    ["convert", str(FIX / "v1-512-4k"), "/tmp/x"],             # no --to
-    ["convert", "--to", "kho-v9", str(FIX / "v1-512-4k"), "/tmp/x"],
-    ["--page-size", "1234", "inspect", str(CAP)],
-    ["inspect", str(CAP), "--page-size", "8K"],
-    ["--byte-order", "middle", "inspect", str(CAP)],
-    ["--abi", "kho-v0", "inspect", str(CAP)],
-    ["build", str(FIX / "specs" / "v4-4k.toml")],               # no -o
-    ["convert", "--to", "kho-v4", "--alloc", "0x1000", str(FIX / "v1-512-4k"), "/tmp/x"],
-    ["inspect", str(CAP), "--root-phys", "zzz"],
-    ["diff", str(CAP)],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["frobnicate"],
+        ["inspect"],
+        ["convert", str(FIX / "v1-512-4k"), "/tmp/x"],  # no --to
+        ["convert", "--to", "kho-v9", str(FIX / "v1-512-4k"), "/tmp/x"],
+        ["--page-size", "1234", "inspect", str(CAP)],
+        ["inspect", str(CAP), "--page-size", "8K"],
+        ["--byte-order", "middle", "inspect", str(CAP)],
+        ["--abi", "kho-v0", "inspect", str(CAP)],
+        ["build", str(FIX / "specs" / "v4-4k.toml")],  # no -o
+        ["convert", "--to", "kho-v4", "--alloc", "0x1000", str(FIX / "v1-512-4k"), "/tmp/x"],
+        ["inspect", str(CAP), "--root-phys", "zzz"],
+        ["diff", str(CAP)],
+    ],
+)
 def test_usage_errors_exit_2(args):
     r = kho(*args, check_rc=2)
     one_error_line(r)
@@ -151,7 +167,11 @@ def test_inspect_capture_dir_json_matches_kernel_walk():
     assert subs["kho_test"]["decoded"]["nr_folios"] == 29
     assert [v["client"] for v in j["vmalloc"]] == ["kho_test"]
     assert j["vmalloc"][0]["total_pages"] == 1
-    assert [(s["addr"], s["size"]) for s in j["scratch"]] == [(0x39800000, 0x4C00000), (0x3E400000, 0), (0x2B400000, 0xE400000)]
+    assert [(s["addr"], s["size"]) for s in j["scratch"]] == [
+        (0x39800000, 0x4C00000),
+        (0x3E400000, 0),
+        (0x2B400000, 0xE400000),
+    ]
     assert j["memory_map"]["kind"] == "radix" and j["memory_map"]["depth"] == 6
 
 
@@ -216,16 +236,35 @@ def test_inspect_mem_forms(tmp_path):
     mid = a + ((b - a) // 2 // 4096) * 4096
     (tmp_path / "lo.elf").write_bytes(PhysImage([(a, img.read(a, mid - a))]).to_elf())
     (tmp_path / "hi.elf").write_bytes(PhysImage([(mid, img.read(mid, b - mid))]).to_elf())
-    merged = kho_json("inspect", fx / "root.dtb", "--mem", tmp_path / "lo.elf", "--mem", tmp_path / "hi.elf",
-                      "--root-phys", ho["fdt_phys"])
+    merged = kho_json(
+        "inspect",
+        fx / "root.dtb",
+        "--mem",
+        tmp_path / "lo.elf",
+        "--mem",
+        tmp_path / "hi.elf",
+        "--root-phys",
+        ho["fdt_phys"],
+    )
     for j in (by_raw, by_bundle, merged):
         assert j["preserved"] == ref["preserved"]
         assert [s["decoded"] for s in j["subblobs"]] == [s["decoded"] for s in ref["subblobs"]]
 
 
-@pytest.mark.parametrize("name,ps", [("v4-4k", 4096), ("v3-16k", 16384), ("v4-16k", 16384), ("v4-64k", 65536),
-                                     ("v1-512-4k", 4096), ("v1-page-4k", 4096), ("v2-4k", 4096), ("v3-4k", 4096),
-                                     ("v4-4k-x86", 4096)])
+@pytest.mark.parametrize(
+    "name,ps",
+    [
+        ("v4-4k", 4096),
+        ("v3-16k", 16384),
+        ("v4-16k", 16384),
+        ("v4-64k", 65536),
+        ("v1-512-4k", 4096),
+        ("v1-page-4k", 4096),
+        ("v2-4k", 4096),
+        ("v3-4k", 4096),
+        ("v4-4k-x86", 4096),
+    ],
+)
 def test_inspect_every_fixture(name, ps):
     j = kho_json("inspect", FIX / name)
     assert j["page_size"] == ps
@@ -255,8 +294,9 @@ def test_inspect_v1_bitmap_choice():
 
 
 def dtc_ok(path: Path) -> str:
-    r = subprocess.run(["dtc", "-q", "-I", "dts", "-O", "dtb", "-o", os.devnull, str(path)], capture_output=True,
-                       text=True)
+    r = subprocess.run(
+        ["dtc", "-q", "-I", "dts", "-O", "dtb", "-o", os.devnull, str(path)], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
     return r.stderr
 
@@ -299,8 +339,11 @@ def test_check_capture_passes():
 
 def test_check_reports_errors_with_addresses(tmp_path):
     spec = tmp_path / "bad.toml"
-    spec.write_text((FIX / "specs" / "v4-4k.toml").read_text().replace(
-        'name = "kho_test"\ntype = "kho_test"', 'name = "kho_test"\ntype = "kho_test"\npreserve = false'))
+    spec.write_text(
+        (FIX / "specs" / "v4-4k.toml")
+        .read_text()
+        .replace('name = "kho_test"\ntype = "kho_test"', 'name = "kho_test"\ntype = "kho_test"\npreserve = false')
+    )
     kho("build", spec, "-o", tmp_path / "bad", check_rc=0)
     r = kho("check", tmp_path / "bad", check_rc=1)
     assert "FAILED" in r.stdout and "error: [folio-not-preserved]" in r.stdout
@@ -409,8 +452,10 @@ def test_kho_v2_16k_refused(tmp_path):
     r = kho("build", spec, "-o", tmp_path / "b", check_rc=1)
     one_error_line(r, "order-0")
     # only order >= 1 pages: v2 at 16 KiB can hold them
-    spec.write_text('version = "kho-v2"\npage_size = 16384\npreserve_root = false\n'
-                    '[[alloc]]\nstart = "0x78000000"\nsize = "16M"\n[[preserve]]\nphys = "0x74000000"\norder = 1\n')
+    spec.write_text(
+        'version = "kho-v2"\npage_size = 16384\npreserve_root = false\n'
+        '[[alloc]]\nstart = "0x78000000"\nsize = "16M"\n[[preserve]]\nphys = "0x74000000"\norder = 1\n'
+    )
     kho("build", spec, "-o", tmp_path / "ok", check_rc=0)
     kho("check", tmp_path / "ok", check_rc=0)
 

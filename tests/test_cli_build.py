@@ -13,17 +13,18 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
+from kho_formats.errors import SpecError
 from kho_formats.fdt import parse_fdt
 from kho_formats.spec import gen_bytes, loads_spec, parse_int
-from kho_formats.errors import SpecError
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "fixtures" / "specs"
 
 
 def kho(*args, check_rc=None):
-    r = subprocess.run([sys.executable, "-m", "kho_formats.cli", *map(str, args)], capture_output=True, text=True,
-                       cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, "-m", "kho_formats.cli", *map(str, args)], capture_output=True, text=True, cwd=ROOT
+    )
     if check_rc is not None:
         assert r.returncode == check_rc, (r.returncode, r.stdout[-2000:], r.stderr)
     return r
@@ -69,15 +70,16 @@ def test_elf_read_back_by_pyelftools(built, name, machine):
         assert elf.header["e_machine"] == machine
         assert elf.little_endian and elf.elfclass == 64
         loads = [s for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]
-        assert [(s["p_paddr"], s["p_filesz"]) for s in loads] == \
-            [(m["phys"], m["size"]) for m in manifest["segments"]]
+        assert [(s["p_paddr"], s["p_filesz"]) for s in loads] == [(m["phys"], m["size"]) for m in manifest["segments"]]
         for s, m in zip(loads, manifest["segments"]):
             assert s["p_vaddr"] == s["p_paddr"] and s["p_memsz"] == s["p_filesz"]
             assert s.data() == (d / m["file"]).read_bytes()
     ho = json.loads((d / "handover.json").read_text())
+
     # the root FDT, the memory map and every sub-blob are inside the segments
     def covered(addr, size):
         return any(m["phys"] <= addr and addr + size <= m["phys"] + m["size"] for m in manifest["segments"])
+
     assert covered(ho["fdt_phys"], ho["fdt_len"]) and covered(ho["memmap_phys"], ho["page_size"])
     assert all(covered(s["phys"], s["size"]) for s in ho["subblobs"])
     assert covered(ho["scratch_array_phys"], 16 * len(ho["scratch"]))
@@ -85,8 +87,7 @@ def test_elf_read_back_by_pyelftools(built, name, machine):
 
 @pytest.mark.parametrize("name", ["v4-4k", "v4-4k-x86"])
 def test_root_dtb_passes_dtc(built, name):
-    r = subprocess.run(["dtc", "-I", "dtb", "-O", "dts", str(built[name] / "root.dtb")], capture_output=True,
-                       text=True)
+    r = subprocess.run(["dtc", "-I", "dtb", "-O", "dts", str(built[name] / "root.dtb")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert 'compatible = "kho-v4";' in r.stdout and "kho_test {" in r.stdout
 
@@ -94,8 +95,16 @@ def test_root_dtb_passes_dtc(built, name):
 def test_handover_json(built):
     d = built["v4-4k"]
     ho = json.loads((d / "handover.json").read_text())
-    for key in ("version", "page_size", "byte_order", "fdt_phys", "fdt_size", "scratch", "scratch_array_phys",
-                "memmap_phys"):
+    for key in (
+        "version",
+        "page_size",
+        "byte_order",
+        "fdt_phys",
+        "fdt_size",
+        "scratch",
+        "scratch_array_phys",
+        "memmap_phys",
+    ):
         assert key in ho
     assert ho["version"] == "kho-v4" and ho["page_size"] == 4096 and ho["byte_order"] == "little"
     assert ho["fdt_size"] == 4096 and ho["fdt_len"] == len((d / "root.dtb").read_bytes())
@@ -107,10 +116,10 @@ def test_handover_json(built):
     seg = json.loads((d / "manifest.json").read_text())["segments"][0]
     data = (d / seg["file"]).read_bytes()
     off = ho["fdt_phys"] - seg["phys"]
-    assert data[off: off + ho["fdt_len"]] == (d / "root.dtb").read_bytes()
+    assert data[off : off + ho["fdt_len"]] == (d / "root.dtb").read_bytes()
     # and the kho_scratch array at scratch_array_phys
     off = ho["scratch_array_phys"] - seg["phys"]
-    arr = data[off: off + 32]
+    arr = data[off : off + 32]
     assert struct.unpack("<4Q", arr) == (0x50000000, 256 << 20, 0x68000000, 32 << 20)
 
 
@@ -130,8 +139,9 @@ def test_setup_data_and_chosen(built, tmp_path):
     # chosen.dtsi compiles into a DT whose /chosen properties are 2+2 big-endian cells
     dts = tmp_path / "t.dts"
     dts.write_text("/dts-v1/;\n/ { #address-cells = <2>; #size-cells = <2>; };\n" + (d / "chosen.dtsi").read_text())
-    subprocess.run(["dtc", "-I", "dts", "-O", "dtb", "-o", str(tmp_path / "t.dtb"), str(dts)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["dtc", "-I", "dts", "-O", "dtb", "-o", str(tmp_path / "t.dtb"), str(dts)], check=True, capture_output=True
+    )
     chosen = parse_fdt((tmp_path / "t.dtb").read_bytes()).root.child("chosen")
     assert struct.unpack(">QQ", chosen.get("linux,kho-fdt")) == (fdt_addr, 4096)
     assert struct.unpack(">QQ", chosen.get("linux,kho-scratch")) == (sc_addr, sc_size)
@@ -169,8 +179,22 @@ int main(void)
 def test_c_header_compiles_and_holds_the_image(built, name, tmp_path):
     d = built[name]
     (tmp_path / "t.c").write_text(C_PROGRAM)
-    r = subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-I", str(d), "-o", str(tmp_path / "t"),
-                        str(tmp_path / "t.c")], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            "gcc",
+            "-std=c99",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-I",
+            str(d),
+            "-o",
+            str(tmp_path / "t"),
+            str(tmp_path / "t.c"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     r = subprocess.run([str(tmp_path / "t")], capture_output=True, text=True, cwd=tmp_path, check=True)
     ho = json.loads((d / "handover.json").read_text())
@@ -205,7 +229,8 @@ def test_yaml_spec_extras(built):
     assert list(subs) == ["kho_test", "memblock", "kexec-metadata", "notes", "area0"]
     assert subs["kexec-metadata"]["decoded"]["kexec_count"] == 2
     assert subs["notes"]["kind"] == "unknown" and subs["notes"]["size"] == len(
-        "raw sub-blob bytes, passed through as is\n")
+        "raw sub-blob bytes, passed through as is\n"
+    )
     assert subs["area0"]["size"] == 16
     assert j["root_fdt"]["phys"] == 0x1000000
     kho("check", built["v4-4k-x86"], check_rc=0)
@@ -228,22 +253,25 @@ def test_build_v1_refuses_raw_blob(tmp_path):
 # -- spec loader -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text,needle", [
-    ('versoin = "kho-v4"\n', "unknown key(s) versoin"),
-    ('version = "kho-v7"\n', "unknown version"),
-    ('page_size = 8192\n', "page_size"),
-    ('arch = "riscv"\n', "arch"),
-    ('arch = "x86_64"\npage_size = 16384\n', "4096-byte pages only"),
-    ('[[blob]]\nname = "x"\ntype = "raw"\n', "exactly one of file / hex / text"),
-    ('[[blob]]\nname = "x"\ntype = "raw"\nhex = "zz"\n', "not hex"),
-    ('[[blob]]\nname = "x"\ntype = "wat"\n', "type"),
-    ('[[blob]]\nname = "k"\ntype = "kho_test"\nregions = []\n', "not a key of a kho_test blob"),
-    ('[[blob]]\nname = "a"\ntext = "1"\n[[blob]]\nname = "a"\ntext = "2"\n', "duplicate"),
-    ('[[preserve]]\nphys = "0x1001"\norder = 1\n', "not aligned"),
-    ('[[preserve]]\nphys = "zz"\n', "expected an integer"),
-    ('[[scratch]]\nstart = 0\n', "size / end"),
-    ('this is not toml', "bad TOML"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ('versoin = "kho-v4"\n', "unknown key(s) versoin"),
+        ('version = "kho-v7"\n', "unknown version"),
+        ("page_size = 8192\n", "page_size"),
+        ('arch = "riscv"\n', "arch"),
+        ('arch = "x86_64"\npage_size = 16384\n', "4096-byte pages only"),
+        ('[[blob]]\nname = "x"\ntype = "raw"\n', "exactly one of file / hex / text"),
+        ('[[blob]]\nname = "x"\ntype = "raw"\nhex = "zz"\n', "not hex"),
+        ('[[blob]]\nname = "x"\ntype = "wat"\n', "type"),
+        ('[[blob]]\nname = "k"\ntype = "kho_test"\nregions = []\n', "not a key of a kho_test blob"),
+        ('[[blob]]\nname = "a"\ntext = "1"\n[[blob]]\nname = "a"\ntext = "2"\n', "duplicate"),
+        ('[[preserve]]\nphys = "0x1001"\norder = 1\n', "not aligned"),
+        ('[[preserve]]\nphys = "zz"\n', "expected an integer"),
+        ("[[scratch]]\nstart = 0\n", "size / end"),
+        ("this is not toml", "bad TOML"),
+    ],
+)
 def test_spec_errors(tmp_path, text, needle):
     spec = tmp_path / "s.toml"
     spec.write_text(text)
@@ -268,18 +296,24 @@ def test_parse_int_forms():
 
 
 def test_yaml_and_toml_give_the_same_spec():
-    y = loads_spec("version: kho-v3\npage_size: 16K\nalloc: ['0x78000000:16M']\n"
-                   "blob: [{name: kho_test, orders: [0, 1]}]\n", fmt="yaml")
-    t = loads_spec('version = "kho-v3"\npage_size = "16K"\nalloc = ["0x78000000:16M"]\n'
-                   '[[blob]]\nname = "kho_test"\norders = [0, 1]\n', fmt="toml")
+    y = loads_spec(
+        "version: kho-v3\npage_size: 16K\nalloc: ['0x78000000:16M']\nblob: [{name: kho_test, orders: [0, 1]}]\n",
+        fmt="yaml",
+    )
+    t = loads_spec(
+        'version = "kho-v3"\npage_size = "16K"\nalloc = ["0x78000000:16M"]\n'
+        '[[blob]]\nname = "kho_test"\norders = [0, 1]\n',
+        fmt="toml",
+    )
     assert y == t
     assert y.blobs[0].type == "kho_test" and y.page_size == 16384
 
 
 def test_big_endian_build_convert_and_elf(tmp_path):
     spec = tmp_path / "be.toml"
-    spec.write_text((SPECS / "v1-512-4k.toml").read_text().replace(
-        'name = "v1-512-4k"', 'name = "v1-be"\nbyte_order = "big"'))
+    spec.write_text(
+        (SPECS / "v1-512-4k.toml").read_text().replace('name = "v1-512-4k"', 'name = "v1-be"\nbyte_order = "big"')
+    )
     kho("build", spec, "-o", tmp_path / "v1", check_rc=0)
     j = json.loads(kho("inspect", tmp_path / "v1", "--json", check_rc=0).stdout)
     assert j["byte_order"] == "big" and j["v1_bitmap_bytes"] == 512

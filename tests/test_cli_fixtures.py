@@ -21,8 +21,9 @@ V1 = [n for n in NAMES if n.startswith("v1-")]
 
 
 def kho(*args, check_rc=None):
-    r = subprocess.run([sys.executable, "-m", "kho_formats.cli", *map(str, args)], capture_output=True, text=True,
-                       cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, "-m", "kho_formats.cli", *map(str, args)], capture_output=True, text=True, cwd=ROOT
+    )
     if check_rc is not None:
         assert r.returncode == check_rc, (args, r.returncode, r.stdout[-3000:], r.stderr)
     return r
@@ -40,8 +41,12 @@ def test_the_required_fixtures_exist():
 @pytest.fixture(scope="module")
 def regenerated(tmp_path_factory):
     out = tmp_path_factory.mktemp("regen")
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_fixtures.py"), "-o", str(out)], check=True,
-                   capture_output=True, cwd=ROOT)
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_fixtures.py"), "-o", str(out)],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
     return out
 
 
@@ -95,8 +100,10 @@ def test_convert_into_v1_bitmap_size(tmp_path, bitmap):
     kho("diff", FIX / "v3-4k", tmp_path / "o", check_rc=0)
 
 
-@pytest.mark.parametrize("name,target", [("v4-4k", "kho-v2"), ("v4-16k", "kho-v3"), ("v3-16k", "kho-v4"),
-                                         ("v4-64k", "kho-v2"), ("v4-4k-x86", "kho-v3")])
+@pytest.mark.parametrize(
+    "name,target",
+    [("v4-4k", "kho-v2"), ("v4-16k", "kho-v3"), ("v3-16k", "kho-v4"), ("v4-64k", "kho-v2"), ("v4-4k-x86", "kho-v3")],
+)
 def test_convert_between_radix_versions(tmp_path, name, target):
     kho("convert", "--to", target, FIX / name, tmp_path / "o", check_rc=0)
     kho("check", tmp_path / "o", "--strict", check_rc=0)
@@ -120,8 +127,9 @@ def test_real_capture_round_trip_is_byte_exact(tmp_path):
 
 def test_convert_with_alloc_region(tmp_path):
     # with room given, the capture's conversion also places the scratch array
-    j = json.loads(kho("convert", "--to", "kho-v3", CAP, tmp_path / "o", "--alloc", "0x3f000000:1M", "--json",
-                       check_rc=0).stdout)
+    j = json.loads(
+        kho("convert", "--to", "kho-v3", CAP, tmp_path / "o", "--alloc", "0x3f000000:1M", "--json", check_rc=0).stdout
+    )
     assert [0x3F000000, 1 << 20] in j["alloc"] and not j["notes"]
     ho = json.loads((tmp_path / "o" / "handover.json").read_text())
     assert 0x3F000000 <= ho["scratch_array_phys"] < 0x3F100000

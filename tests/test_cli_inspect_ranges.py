@@ -24,8 +24,9 @@ def _fixture(tmp_path, nruns: int):
 
 
 def _inspect(*args):
-    r = subprocess.run([sys.executable, "-m", "kho_formats.cli", "inspect", *map(str, args)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "kho_formats.cli", "inspect", *map(str, args)], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
     return r.stdout
 
@@ -66,12 +67,17 @@ def test_dumps_json_matches_json_on_awkward_values():
 
     recs = [{"start": i, "end": i + 1, "size": 1} for i in range(100)]
     cases = [
-        {}, [], {"a": {}, "b": [], "c": [[]], "d": [{}]},
+        {},
+        [],
+        {"a": {}, "b": [], "c": [[]], "d": [{}]},
         {"ranges": recs, "pages": [i * 4096 for i in range(200)]},
-        {1: "int key", 2.5: "float key", None: "none key", "é\n\"%d": "ünïcode %s"}, {False: "bool key"},
+        {1: "int key", 2.5: "float key", None: "none key", 'é\n"%d': "ünïcode %s"},
+        {False: "bool key"},
         [{"a": 1, "b": True}] * 80,  # bools are not ints here: json writes true
         [{"a": 1, "b": 2}] * 70 + [{"b": 2, "a": 1}],  # a different key order ends the template
-        [{"a": 1, "b": None}] * 70, [{"x": 1.5}] * 70, [{"%d": 1, "q\"": -7}] * 65,
+        [{"a": 1, "b": None}] * 70,
+        [{"x": 1.5}] * 70,
+        [{"%d": 1, 'q"': -7}] * 65,
         ({"t": (1, 2, 3)}, "tuple", 1e300, -0.0, float("inf")),
     ]
     for c in cases:

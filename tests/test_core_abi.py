@@ -211,4 +211,3 @@ def test_version_not_first_in_compatible_is_read_and_noted():
     st = parse(build_fdt(root))
     assert st.version == "kho-v4" and st.extra_compatible == ["foo"]
     assert any("not the first entry" in n for n in st.notes)
-

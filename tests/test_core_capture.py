@@ -99,7 +99,11 @@ def test_kho_test_decode(state, image, meta):
     assert kt.folios == [tuple(f) for f in meta["kho_test"]["folios"]]
     fi = meta["kho_test"]["folios_info"]
     assert (kt.folios_info.first, kt.folios_info.total_pages, kt.folios_info.flags, kt.folios_info.order) == (
-        fi["first"], fi["total_pages"], fi["flags"], fi["order"])
+        fi["first"],
+        fi["total_pages"],
+        fi["flags"],
+        fi["order"],
+    )
     assert kt.problems == []
     assert kt.area.chunks == [fi["first"]]
     # every folio is preserved as one page of its order
@@ -130,7 +134,10 @@ def test_kexec_metadata_decode(state):
 def test_decode_clients_all_known(state, image):
     reps = decode_clients(state, image)
     assert {n: r.kind for n, r in reps.items()} == {
-        "memblock": "memblock", "kho_test": "kho_test", "kexec-metadata": "kexec-metadata"}
+        "memblock": "memblock",
+        "kho_test": "kho_test",
+        "kexec-metadata": "kexec-metadata",
+    }
     assert all(r.error is None for r in reps.values())
     assert reps["kexec-metadata"].decoded["previous_release"] == "7.3.4"
     assert reps["memblock"].decoded == [{"name": "trace_buf", "start": 0x3E80_0000, "size": 4 << 20}]
@@ -163,7 +170,8 @@ def test_check_is_clean(state, image):
     assert [f for f in findings if f.severity in (ERROR, WARNING)] == []
     # the root FDT page is preserved (no root-not-preserved warning)
     assert state.preserved.contains(state.root_fdt_phys, 0) or any(
-        a <= state.root_fdt_phys < b for a, b in state.preserved.ranges())
+        a <= state.root_fdt_phys < b for a, b in state.preserved.ranges()
+    )
 
 
 def test_check_catches_a_dropped_blob(state, image):

@@ -35,8 +35,9 @@ def built_handover(version, page_size, bo):
     mo = 1 if (version == "kho-v2" and page_size == 16384) else 0
     grain = page_size << mo
     calloc = PageAllocator([CLIENT_ALLOC], page_size)
-    folios = [(0x3000_0000 + k * (grain << 2), mo + (k % 3), bytes([k + 1]) * (page_size << (mo + k % 3)))
-              for k in range(5)]
+    folios = [
+        (0x3000_0000 + k * (grain << 2), mo + (k % 3), bytes([k + 1]) * (page_size << (mo + k % 3))) for k in range(5)
+    ]
     kt = kho_test.encode(folios, lay, calloc, csum=0x1234ABCD)
     mb = memblock.encode([memblock.ReserveMem("trace_buf", 0x3800_0000, 4 << 20)], bo)
     mb_phys = calloc.alloc(grain, align=grain)
@@ -45,10 +46,15 @@ def built_handover(version, page_size, bo):
     if mo:  # v2 16 KiB: only orders >= 1, so preserve by ranges of 2 pages
         ranges = [(p - p % grain, -(-(p + len(d)) // grain) * grain) for p, d in segments]
         pres = PageSet.from_ranges(page_size, merge_ranges(ranges))
-    pres.update(PageSet.from_ranges(page_size, [(mb_phys, mb_phys + grain), (ROOT_PHYS, ROOT_PHYS + grain),
-                                                (0x3800_0000, 0x3840_0000)]))
-    subs = [SubBlob("memblock", mb_phys, len(mb), mb, "fdt-header" if version == "kho-v1" else "blob-size"),
-            SubBlob("kho_test", kt.fdt_phys, len(kt.fdt), kt.fdt, "fdt-header" if version == "kho-v1" else "blob-size")]
+    pres.update(
+        PageSet.from_ranges(
+            page_size, [(mb_phys, mb_phys + grain), (ROOT_PHYS, ROOT_PHYS + grain), (0x3800_0000, 0x3840_0000)]
+        )
+    )
+    subs = [
+        SubBlob("memblock", mb_phys, len(mb), mb, "fdt-header" if version == "kho-v1" else "blob-size"),
+        SubBlob("kho_test", kt.fdt_phys, len(kt.fdt), kt.fdt, "fdt-header" if version == "kho-v1" else "blob-size"),
+    ]
     if version != "kho-v1":
         md = kexec_metadata.encode(lay, "7.3.4", 2)
         md_phys = calloc.alloc(grain, align=grain)
@@ -57,8 +63,15 @@ def built_handover(version, page_size, bo):
     img = PhysImage()
     for p, d in segments:
         img.write(p, d)
-    st = KhoState(version=version, page_size=page_size, byteorder=bo, preserved=pres, subblobs=subs,
-                  root_fdt_phys=ROOT_PHYS, v1_bitmap_bytes=page_size if version == "kho-v1" else None)
+    st = KhoState(
+        version=version,
+        page_size=page_size,
+        byteorder=bo,
+        preserved=pres,
+        subblobs=subs,
+        root_fdt_phys=ROOT_PHYS,
+        v1_bitmap_bytes=page_size if version == "kho-v1" else None,
+    )
     return st, build(st, alloc=MAP_ALLOC, image=img), kt
 
 
@@ -133,8 +146,12 @@ def test_dtc_and_fdtdump_read_everything(version, page_size, bo, tmp_path):
     # dtc recompiles its own output into a tree with the same nodes and properties
     out = tmp_path / "re.dtb"
     (tmp_path / "re.dts").write_text(dts)
-    subprocess.run([shutil.which("dtc"), "-I", "dts", "-O", "dtb", "-o", str(out), str(tmp_path / "re.dts")],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [shutil.which("dtc"), "-I", "dts", "-O", "dtb", "-o", str(out), str(tmp_path / "re.dts")],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     a, c = parse_fdt(b.root_fdt).root, parse_fdt(out.read_bytes()).root
     assert [(n.path, n.props) for n in a.walk()] == [(n.path, n.props) for n in c.walk()]
     # sub-FDTs
@@ -159,8 +176,7 @@ def test_dtc_reads_the_capture_sub_fdts(tmp_path):
     from pathlib import Path
 
     d = Path(__file__).resolve().parent.parent / "fixtures" / "captures" / "linux-7.3-x86_64-kho-v4"
-    props = dts_props(run_tool("dtc", "-I", "dtb", "-O", "dts", data=(d / "root.dtb").read_bytes(),
-                               tmp_path=tmp_path))
+    props = dts_props(run_tool("dtc", "-I", "dtb", "-O", "dts", data=(d / "root.dtb").read_bytes(), tmp_path=tmp_path))
     # the known rendering of a little-endian u64: 0x10f4000 -> <0x400f01 0x00>
     assert cells_bytes(props[("/", "preserved-memory-map")]) == (0x10F_4000).to_bytes(8, "little")
 
@@ -190,8 +206,13 @@ def test_pyelftools_reads_our_elf(version, page_size, bo):
         # and our own loader reads it back, as does a full parse from it
         back = PhysImage.from_elf(raw)
         assert back == img
-    got = parse(b.root_fdt, PhysImage.from_elf(img.to_elf(byteorder=bo)), page_size=page_size, byteorder=bo,
-                root_fdt_phys=ROOT_PHYS)
+    got = parse(
+        b.root_fdt,
+        PhysImage.from_elf(img.to_elf(byteorder=bo)),
+        page_size=page_size,
+        byteorder=bo,
+        root_fdt_phys=ROOT_PHYS,
+    )
     assert got == st
 
 

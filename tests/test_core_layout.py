@@ -11,10 +11,10 @@ import pytest
 from kho_formats.clients import kexec_metadata
 from kho_formats.errors import KhoFormatError
 from kho_formats.layout import (
+    KexecMetadata,
     KhoData,
     KhoScratch,
     KhoVmalloc,
-    KexecMetadata,
     fdt_header,
     layout,
 )
@@ -88,9 +88,9 @@ def test_kexec_metadata_bytes(bo):
 def test_scratch_and_kho_data_bytes(bo):
     lay = layout(4096, bo)
     assert lay.kho_scratch.build(KhoScratch(0x1000, 0x2000)) == struct.pack(FMT[bo] + "QQ", 0x1000, 0x2000)
-    kd = KhoData(0x11f_3000, 0x161, 0x3000, 48)
+    kd = KhoData(0x11F_3000, 0x161, 0x3000, 48)
     raw = lay.kho_data.build(kd)
-    assert raw == struct.pack(FMT[bo] + "4Q", 0x11f_3000, 0x161, 0x3000, 48)
+    assert raw == struct.pack(FMT[bo] + "4Q", 0x11F_3000, 0x161, 0x3000, 48)
     assert lay.kho_data.parse(raw) == kd
 
 

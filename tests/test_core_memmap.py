@@ -39,8 +39,9 @@ def bit_byte(b: int, bo: str):
 
 
 def _build(version, pages, page_size=4096, bo="little", **kw):
-    st = KhoState(version=version, page_size=page_size, byteorder=bo,
-                  preserved=PageSet.from_pages(page_size, pages), **kw)
+    st = KhoState(
+        version=version, page_size=page_size, byteorder=bo, preserved=PageSet.from_pages(page_size, pages), **kw
+    )
     return st, build(st, alloc=ALLOC)
 
 
@@ -208,7 +209,7 @@ def test_v1_chunk_list_by_hand(variant, bits, bo):
     for order, ent in ch:
         starts = [s for s, _ in ent]
         assert starts == [(i * bits) << (order + 12) for i in expect_idx[order]]
-        for s, bm in ent:
+        for _s, bm in ent:
             assert bm % bb == 0
             assert 0x4000_0000 <= bm < 0x4400_0000
     assert ch[0][1][1][0] == 0x2800_0000  # index 5 (page) or 40 (512): the same address

@@ -35,8 +35,9 @@ SCRATCH = ((1 << 43) + (1 << 40), 1 << 30)
 ALLOC = [(1 << 44, 1 << 36)]
 
 EXAMPLES = 25
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 
 
 def shift_of(page_size: int) -> int:
@@ -142,7 +143,11 @@ def states(draw, version: str, v1_variant, page_size: int, byteorder: str):
         raise AssertionError("sub-blob pages below the minimum order")
     ps.update(extra)
     st_ = KhoState(
-        version=version, page_size=page_size, byteorder=byteorder, preserved=ps, subblobs=subs,
+        version=version,
+        page_size=page_size,
+        byteorder=byteorder,
+        preserved=ps,
+        subblobs=subs,
         root_fdt_phys=SUB_BASE,
         scratch=[SCRATCH] if draw(st.booleans()) else [],
         extra_compatible=["radix-v1"] if draw(st.integers(0, 4)) == 0 else [],
@@ -237,8 +242,15 @@ def test_round_trip(version, variant, page_size, bo):
             assert lo <= p < lo + size
             assert s.preserved.overlaps_range(p, p + page_size) is None
         # parse gives back the same state
-        got = parse(b.root_fdt, b.image, page_size=page_size, byteorder=bo, v1_bitmap=variant,
-                    root_fdt_phys=SUB_BASE, scratch=s.scratch)
+        got = parse(
+            b.root_fdt,
+            b.image,
+            page_size=page_size,
+            byteorder=bo,
+            v1_bitmap=variant,
+            root_fdt_phys=SUB_BASE,
+            scratch=s.scratch,
+        )
         assert got == s
         assert got.version == version
         assert got.extra_compatible == s.extra_compatible

@@ -36,8 +36,14 @@ def root_fdt(compatible, map_phys=0, children=(), bo="little"):
 
 
 def _state(version, bo="little", page_size=4096, subblobs=(), pages=((0x10_0000, 1),), **kw):
-    return KhoState(version=version, page_size=page_size, byteorder=bo,
-                    preserved=PageSet.from_pages(page_size, list(pages)), subblobs=list(subblobs), **kw)
+    return KhoState(
+        version=version,
+        page_size=page_size,
+        byteorder=bo,
+        preserved=PageSet.from_pages(page_size, list(pages)),
+        subblobs=list(subblobs),
+        **kw,
+    )
 
 
 # -- sub-node property names ----------------------------------------------------------------
@@ -45,8 +51,7 @@ def _state(version, bo="little", page_size=4096, subblobs=(), pages=((0x10_0000,
 
 def test_v1_subnode_uses_fdt_property():
     blob = small_fdt()
-    st = _state("kho-v1", subblobs=[SubBlob("client", 0x20_0000, len(blob), blob, "fdt-header")],
-                v1_bitmap_bytes=4096)
+    st = _state("kho-v1", subblobs=[SubBlob("client", 0x20_0000, len(blob), blob, "fdt-header")], v1_bitmap_bytes=4096)
     b = build(st, alloc=ALLOC)
     node = parse_fdt(b.root_fdt).root.child("client")
     assert [n for n, _ in node.props] == ["fdt"]
@@ -132,8 +137,10 @@ def test_blob_size_required_v3_v4(version):
 
 
 def test_blob_size_wrong_length_refused():
-    fdt = root_fdt(["kho-v4"], children=[("client", [("blob-size", b"\0\0\0\x10"),
-                                                     ("preserved-data", u64_bytes(0x20_0000, "little"))])])
+    fdt = root_fdt(
+        ["kho-v4"],
+        children=[("client", [("blob-size", b"\0\0\0\x10"), ("preserved-data", u64_bytes(0x20_0000, "little"))])],
+    )
     with pytest.raises(PropertyError):
         parse(fdt)
 
@@ -227,8 +234,10 @@ def test_root_fdt_fits_one_page(page_size):
 
 
 def test_oversized_root_fdt_noted_on_parse():
-    children = [(f"c{i:03d}", [("blob-size", u64_bytes(8, "little")), ("preserved-data", u64_bytes(0x1000, "little"))])
-                for i in range(200)]
+    children = [
+        (f"c{i:03d}", [("blob-size", u64_bytes(8, "little")), ("preserved-data", u64_bytes(0x1000, "little"))])
+        for i in range(200)
+    ]
     fdt = root_fdt(["kho-v4"], children=children)
     assert len(fdt) > 4096
     got = parse(fdt)
@@ -248,8 +257,12 @@ def test_fdt_styles():
 
 def test_root_fdt_written_into_image_and_convert():
     blob = small_fdt()
-    st = _state("kho-v1", subblobs=[SubBlob("client", 0x20_0000, len(blob), blob, "fdt-header")],
-                root_fdt_phys=0x30_0000, v1_bitmap_bytes=4096)
+    st = _state(
+        "kho-v1",
+        subblobs=[SubBlob("client", 0x20_0000, len(blob), blob, "fdt-header")],
+        root_fdt_phys=0x30_0000,
+        v1_bitmap_bytes=4096,
+    )
     b = build(st, alloc=ALLOC)
     assert b.image.read(0x30_0000, len(b.root_fdt)) == b.root_fdt
     for p in (b.memmap_phys, *b.chunklist.chunks):

@@ -57,8 +57,9 @@ def test_short_fuzz_run():
     stats = fuzz(2000, seed=20260101, corpus_dir=CORPUS, crash_dir=None, timeout=10.0)
     wall = time.perf_counter() - t0
     assert stats.runs == 2000
-    detail = json.dumps({k: {"error": v["error"], "seed": v["seed"], "ops": v["ops"]} for k, v in stats.crashes.items()},
-                        indent=1)
+    detail = json.dumps(
+        {k: {"error": v["error"], "seed": v["seed"], "ops": v["ops"]} for k, v in stats.crashes.items()}, indent=1
+    )
     assert stats.escaped == 0, f"escaped exceptions (add each as a regression test):\n{detail}"
     # every layer was reached, not just the FDT header checks
     kinds = set(stats.outcomes)

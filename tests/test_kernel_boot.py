@@ -24,12 +24,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Tuple
 
 import pytest
-
 from _kernel import kernel_image, requires_kernel
-from kho_formats import boot, spec as spec_mod
+
+from kho_formats import boot
+from kho_formats import spec as spec_mod
 from kho_formats.clients import kho_test
 from kho_formats.fixture import Fixture
 from kho_formats.pageset import PageSet
@@ -104,7 +104,7 @@ def build_wrong_csum() -> Fixture:
     return build_spec(sp)
 
 
-def build_folio_left_out(monkeypatch: pytest.MonkeyPatch, order: int = 5) -> Tuple[Fixture, Tuple[int, int]]:
+def build_folio_left_out(monkeypatch: pytest.MonkeyPatch, order: int = 5) -> tuple[Fixture, tuple[int, int]]:
     """The orders fixture with the order-``order`` folio removed from the
     preserved set just before ``state.build`` writes the radix tree (the
     folio's bytes, the folios_info entry and the csum are unchanged)."""
@@ -124,7 +124,7 @@ def build_folio_left_out(monkeypatch: pytest.MonkeyPatch, order: int = 5) -> Tup
     return fx, dropped[0]
 
 
-def radix_entry(fx: Fixture, phys: int, order: int) -> Tuple[int, int]:
+def radix_entry(fx: Fixture, phys: int, order: int) -> tuple[int, int]:
     """(address of the level-1 table entry pointing at the leaf that holds
     ``(phys, order)``, that leaf's address)."""
     st = fx.state
@@ -137,7 +137,7 @@ def radix_entry(fx: Fixture, phys: int, order: int) -> Tuple[int, int]:
     return placement[node] + 8 * slot, placement[(0, leaf)]
 
 
-def build_radix_entry_cleared() -> Tuple[Fixture, int]:
+def build_radix_entry_cleared() -> tuple[Fixture, int]:
     """The orders fixture with the level-1 table entry of the leaf holding the
     folios_info vmalloc chunk (order 0; the same leaf holds the order-0 folio
     and the folios_info page) set to 0."""
@@ -196,8 +196,12 @@ def test_memblock_and_metadata_accepted(tmp_path):
     assert r.verdict == "accepted", show(r)
     assert "reserve_mem=4194304:4096:trace_buf" in r.cmdline and "reserve_mem=1048576:4096:oops_buf" in r.cmdline
     assert r.clients == {"kho_test": "ok", "memblock": "ok", "kexec-metadata": "ok"}
-    for line in ("Revived memory reservation 'trace_buf' from KHO", "Revived memory reservation 'oops_buf' from KHO",
-                 "KHO: exec from: 7.3.4-kho-formats (count 7)", OK):
+    for line in (
+        "Revived memory reservation 'trace_buf' from KHO",
+        "Revived memory reservation 'oops_buf' from KHO",
+        "KHO: exec from: 7.3.4-kho-formats (count 7)",
+        OK,
+    ):
         assert line in r.kho_lines, show(r)
 
 

@@ -5,8 +5,8 @@ page size can have.  Each is one MemoryMapError naming the address."""
 from __future__ import annotations
 
 import pytest
-
 from _malformed import fails, get64, handover, parse, put32, put64
+
 from kho_formats import check as kcheck
 from kho_formats.errors import LimitExceeded, MemoryMapError
 from kho_formats.limits import Limits
@@ -163,10 +163,13 @@ def test_next_pointer(value, msg):
 def test_first_chunk_pointer_unaligned():
     b = v1()
     from _malformed import root_fdt
+
     from kho_formats import state as kstate
     from kho_formats.fdt import str_bytes, u64_bytes
 
-    fdt = root_fdt([("compatible", str_bytes("kho-v1")), ("preserved-memory-map", u64_bytes(b.chunklist.chunks[0] + 16, "little"))])
+    fdt = root_fdt(
+        [("compatible", str_bytes("kho-v1")), ("preserved-memory-map", u64_bytes(b.chunklist.chunks[0] + 16, "little"))]
+    )
     with fails(MemoryMapError, "khoser_mem_chunk pointer is not page aligned", phys=b.chunklist.chunks[0] + 16):
         kstate.parse(fdt, b.image)
 

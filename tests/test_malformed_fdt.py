@@ -6,13 +6,15 @@ from __future__ import annotations
 import struct
 
 import pytest
-
 from _malformed import end_node, fails, fdt_end, node, prop, raw_fdt, set_header, tok
+
 from kho_formats.errors import FdtError
-from kho_formats.fdt import build_fdt, FdtNode, parse_fdt
+from kho_formats.fdt import FdtNode, build_fdt, parse_fdt
 
 STRINGS = b"compatible\0reg\0"
-GOOD_STRUCT = node("") + prop(0, b"kho-v4\0") + node("child") + prop(11, b"\1" * 8) + end_node() + end_node() + fdt_end()
+GOOD_STRUCT = (
+    node("") + prop(0, b"kho-v4\0") + node("child") + prop(11, b"\1" * 8) + end_node() + end_node() + fdt_end()
+)
 
 
 def good() -> bytes:
@@ -50,14 +52,17 @@ def test_totalsize_shorter_than_blocks():
         parse_fdt(set_header(blob, "totalsize", len(blob) - 4))
 
 
-@pytest.mark.parametrize("field,value,what", [
-    ("off_dt_struct", 0xFFFFFFF0, "struct block"),
-    ("off_dt_struct", 8, "struct block"),  # inside the header
-    ("off_dt_strings", 0x7FFFFFFF, "strings block"),
-    ("off_mem_rsvmap", 0xFFFFFFF8, "memory reserve map"),
-    ("size_dt_struct", 0xFFFFFFFF, "struct block"),  # offset + size overflows 32 bits: no wrap in Python
-    ("size_dt_strings", 0xFFFFFFFF, "strings block"),
-])
+@pytest.mark.parametrize(
+    "field,value,what",
+    [
+        ("off_dt_struct", 0xFFFFFFF0, "struct block"),
+        ("off_dt_struct", 8, "struct block"),  # inside the header
+        ("off_dt_strings", 0x7FFFFFFF, "strings block"),
+        ("off_mem_rsvmap", 0xFFFFFFF8, "memory reserve map"),
+        ("size_dt_struct", 0xFFFFFFFF, "struct block"),  # offset + size overflows 32 bits: no wrap in Python
+        ("size_dt_strings", 0xFFFFFFFF, "strings block"),
+    ],
+)
 def test_offsets_and_sizes_past_the_buffer(field, value, what):
     with fails(FdtError, what, "outside the blob", path="FDT"):
         parse_fdt(set_header(good(), field, value))
@@ -249,8 +254,16 @@ def test_to_dts_of_an_8_byte_string_with_angle_brackets():
     # parsed as cells: ValueError escaped from int("x", 16)
     from kho_formats.fdt import to_dts
 
-    blob = build_fdt(FdtNode("", [("compatible", b"kho-v4\0"), ("preserved-memory-map", b"a<x>cde\0"),
-                                  ("m", (0x1234).to_bytes(8, "little"))]))
+    blob = build_fdt(
+        FdtNode(
+            "",
+            [
+                ("compatible", b"kho-v4\0"),
+                ("preserved-memory-map", b"a<x>cde\0"),
+                ("m", (0x1234).to_bytes(8, "little")),
+            ],
+        )
+    )
     text = to_dts(blob)
     assert 'preserved-memory-map = "a<x>cde";' in text
     assert "m = <0x34120000 0x00000000>; /* u64 little-endian: 0x1234 */" in text

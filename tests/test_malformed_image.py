@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from _malformed import fails
+
 from kho_formats.errors import ImageError
 from kho_formats.image import PhysImage
 
@@ -31,18 +31,21 @@ def test_good_elf_round_trips():
     assert img.read(0x30000, 4096) == PAGE and len(img) == 2
 
 
-@pytest.mark.parametrize("mutate,frag", [
-    (lambda b: b.__setitem__(slice(0, 4), b"\x7fELG"), "not an ELF file"),
-    (lambda b: b.__setitem__(4, 1), "not ELF64"),
-    (lambda b: b.__setitem__(5, 7), "bad EI_DATA 7"),
-    (lambda b: put(b, 54, "H", 32), "e_phentsize 32"),
-    (lambda b: put(b, 32, "Q", 2**64 - 8), "program headers past end of file"),
-    (lambda b: put(b, 56, "H", 0xFFFF), "program headers past end of file"),
-    (lambda b: put(b, 64 + 8, "Q", 2**63), "PT_LOAD #0 data"),            # p_offset
-    (lambda b: put(b, 64 + 32, "Q", 2**40), "PT_LOAD #0 data"),           # p_filesz
-    (lambda b: put(b, 64 + 56 + 24, "Q", 0x10800), "overlaps segment"),   # 2nd p_paddr inside the 1st
-    (lambda b: put(b, 64 + 24, "Q", 2**64 - 4096 + 8), "does not fit the 64-bit address space"),
-])
+@pytest.mark.parametrize(
+    "mutate,frag",
+    [
+        (lambda b: b.__setitem__(slice(0, 4), b"\x7fELG"), "not an ELF file"),
+        (lambda b: b.__setitem__(4, 1), "not ELF64"),
+        (lambda b: b.__setitem__(5, 7), "bad EI_DATA 7"),
+        (lambda b: put(b, 54, "H", 32), "e_phentsize 32"),
+        (lambda b: put(b, 32, "Q", 2**64 - 8), "program headers past end of file"),
+        (lambda b: put(b, 56, "H", 0xFFFF), "program headers past end of file"),
+        (lambda b: put(b, 64 + 8, "Q", 2**63), "PT_LOAD #0 data"),  # p_offset
+        (lambda b: put(b, 64 + 32, "Q", 2**40), "PT_LOAD #0 data"),  # p_filesz
+        (lambda b: put(b, 64 + 56 + 24, "Q", 0x10800), "overlaps segment"),  # 2nd p_paddr inside the 1st
+        (lambda b: put(b, 64 + 24, "Q", 2**64 - 4096 + 8), "does not fit the 64-bit address space"),
+    ],
+)
 def test_lying_elf_headers(mutate, frag):
     b = elf()
     mutate(b)
@@ -110,8 +113,11 @@ def bundle(tmp_path, manifest=None, files=None):
     for name, data in files.items():
         (d / name).write_bytes(data)
     if manifest is None:
-        manifest = {"format": "kho-formats-image", "version": 1,
-                    "segments": [{"file": "seg-a.bin", "phys": 0x10000, "size": 4096}]}
+        manifest = {
+            "format": "kho-formats-image",
+            "version": 1,
+            "segments": [{"file": "seg-a.bin", "phys": 0x10000, "size": 4096}],
+        }
     (d / "manifest.json").write_text(manifest if isinstance(manifest, str) else json.dumps(manifest))
     return d
 
@@ -126,17 +132,17 @@ def test_good_bundle(tmp_path):
 
 LYING_MANIFESTS = [
     ("{not json", "bad manifest"),
-    ("[" * 100_000 + "]" * 100_000, "bad manifest"),          # RecursionError in json
+    ("[" * 100_000 + "]" * 100_000, "bad manifest"),  # RecursionError in json
     ('{"segments": 5}', "segments is not a list"),
     ("[1, 2]", "bad manifest"),
     ('"x"', "bad manifest"),
     (segs({"phys": 1}), "segment #0 is malformed"),
     (segs({"file": "seg-a.bin"}), "segment #0 is malformed"),
-    (segs({"file": "seg-a.bin", "phys": float("inf")}), "segment #0 is malformed"),   # json Infinity: int() overflowed
+    (segs({"file": "seg-a.bin", "phys": float("inf")}), "segment #0 is malformed"),  # json Infinity: int() overflowed
     ('{"segments": [{"file": "seg-a.bin", "phys": NaN}]}', "segment #0 is malformed"),
     (segs({"file": "seg-a.bin", "phys": "0x1000"}), "segment #0 is malformed"),
-    (segs({"file": 12, "phys": 4096}), "segment #0 is malformed"),                  # Path / int: TypeError
-    (segs({"file": "a\0b", "phys": 4096}), "segment #0 is malformed"),              # embedded NUL
+    (segs({"file": 12, "phys": 4096}), "segment #0 is malformed"),  # Path / int: TypeError
+    (segs({"file": "a\0b", "phys": 4096}), "segment #0 is malformed"),  # embedded NUL
     (segs({"file": "seg-a.bin", "phys": 4096, "size": True}), "segment #0 is malformed"),
     (segs(7), "segment #0 is malformed"),
     (segs({"file": "../../etc/passwd", "phys": 4096}), "is outside the bundle"),
@@ -201,15 +207,18 @@ def test_raw_image_at_a_negative_or_wrapping_base(tmp_path):
 CAPTURE_ROOT = Path(__file__).resolve().parent.parent / "fixtures" / "captures" / "linux-7.3-x86_64-kho-v4" / "root.dtb"
 
 
-@pytest.mark.parametrize("meta,frag", [
-    ('{"fdt_phys": "abc"}', "fdt_phys is 'abc'"),                       # used to escape as ValueError
-    ('{"page_size": [1]}', "page_size is [1]"),                          # TypeError
-    ("[" * 100_000 + "]" * 100_000, "not valid JSON"),                   # RecursionError
-    ('{"fdt_phys": 1e400}', "fdt_phys is inf"),                          # OverflowError
-    ('{"scratch": [[1e400, 1]]}', "expected a list of [address, size] pairs"),
-    ('{"v1_bitmap_bytes": "x"}', "v1_bitmap_bytes is 'x'"),
-    ('{"scratch_array_phys": true, "scratch": [[4096, 4096]]}', "scratch_array_phys is True"),
-])
+@pytest.mark.parametrize(
+    "meta,frag",
+    [
+        ('{"fdt_phys": "abc"}', "fdt_phys is 'abc'"),  # used to escape as ValueError
+        ('{"page_size": [1]}', "page_size is [1]"),  # TypeError
+        ("[" * 100_000 + "]" * 100_000, "not valid JSON"),  # RecursionError
+        ('{"fdt_phys": 1e400}', "fdt_phys is inf"),  # OverflowError
+        ('{"scratch": [[1e400, 1]]}', "expected a list of [address, size] pairs"),
+        ('{"v1_bitmap_bytes": "x"}', "v1_bitmap_bytes is 'x'"),
+        ('{"scratch_array_phys": true, "scratch": [[4096, 4096]]}', "scratch_array_phys is True"),
+    ],
+)
 def test_capture_metadata_that_lies(tmp_path, meta, frag):
     from kho_formats.capture import load_capture
     from kho_formats.errors import KhoFormatError

@@ -8,12 +8,12 @@ import time
 import tracemalloc
 
 import pytest
-
 from _malformed import fails, handover, parse, put32, put64, root_fdt, set_header
+
 from kho_formats import state as kstate
 from kho_formats.abi import get_version
 from kho_formats.errors import FdtError, LimitExceeded, MemoryMapError
-from kho_formats.fdt import build_fdt, FdtNode, parse_fdt, str_bytes, u64_bytes
+from kho_formats.fdt import FdtNode, build_fdt, parse_fdt, str_bytes, u64_bytes
 from kho_formats.layout import layout
 from kho_formats.limits import Budget, Limits
 from kho_formats.memmap.chunklist import read_chunklist
@@ -26,7 +26,7 @@ def peak_bytes(fn):
     tracemalloc.start()
     try:
         fn()
-    except Exception:  # noqa: BLE001 - measured either way
+    except Exception:
         pass
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -37,8 +37,9 @@ def peak_bytes(fn):
 def test_radix_walk_reads_each_node_once(ps):
     b = handover("kho-v4", [(p * (ps // 4096), 0) for p in SPREAD], page_size=ps)
     budget = Budget()
-    pages, tree = read_radix(b.image, b.memmap_phys, get_version("kho-v4").radix(ps), layout(ps, "little"),
-                             budget=budget)
+    pages, tree = read_radix(
+        b.image, b.memmap_phys, get_version("kho-v4").radix(ps), layout(ps, "little"), budget=budget
+    )
     assert budget.pages == len(tree.placement) == len(b.radix.placement)
     assert pages == b.state.preserved
 
@@ -73,7 +74,7 @@ def test_fdt_size_fields_allocate_nothing():
     for field in ("totalsize", "size_dt_struct", "size_dt_strings", "off_dt_struct"):
         bad = set_header(blob, field, 0xFFFFFFFF)
         t0 = time.perf_counter()
-        assert peak_bytes(lambda: parse_fdt(bad)) < 64 << 10
+        assert peak_bytes(lambda bad=bad: parse_fdt(bad)) < 64 << 10
         assert time.perf_counter() - t0 < 2.0
         with pytest.raises(FdtError):
             parse_fdt(bad)
@@ -88,9 +89,15 @@ def test_property_length_allocates_nothing():
 
 def test_blob_size_of_2_64_allocates_nothing():
     b = handover("kho-v4", [(0x100000, 0)])
-    fdt = root_fdt([("compatible", str_bytes("kho-v4")), ("preserved-memory-map", u64_bytes(b.memmap_phys, "little"))],
-                   [("big", [("blob-size", u64_bytes((1 << 64) - 1, "little")),
-                             ("preserved-data", u64_bytes(0x100000, "little"))])])
+    fdt = root_fdt(
+        [("compatible", str_bytes("kho-v4")), ("preserved-memory-map", u64_bytes(b.memmap_phys, "little"))],
+        [
+            (
+                "big",
+                [("blob-size", u64_bytes((1 << 64) - 1, "little")), ("preserved-data", u64_bytes(0x100000, "little"))],
+            )
+        ],
+    )
     peak = peak_bytes(lambda: kstate.parse(fdt, b.image))
     assert peak < 1 << 20
     st = kstate.parse(fdt, b.image)

@@ -5,8 +5,8 @@ scratch areas no u64 can hold: a ScratchError from the parse."""
 from __future__ import annotations
 
 import pytest
-
 from _malformed import ALLOC_BASE, fails, handover, parse
+
 from kho_formats import check as kcheck
 from kho_formats import state as kstate
 from kho_formats.errors import ScratchError
@@ -42,8 +42,9 @@ def test_scratch_areas_overlap_each_other_and_misaligned():
     assert [f.phys for f in al] == [0x900800]
 
 
-@pytest.mark.parametrize("area", [((1 << 64) - 4096, 8192), (0, (1 << 64) + 1), (-4096, 4096), (4096, -1),
-                                  ((1 << 64) + 4096, 0)])
+@pytest.mark.parametrize(
+    "area", [((1 << 64) - 4096, 8192), (0, (1 << 64) + 1), (-4096, 4096), (4096, -1), ((1 << 64) + 4096, 0)]
+)
 def test_scratch_that_no_u64_can_hold(area):
     # these used to reach numpy as np.uint64(addr + size) and escape as OverflowError
     b = handover("kho-v4", [(0x100000, 0)])

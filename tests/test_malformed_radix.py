@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 import pytest
-
 from _malformed import fails, handover, parse, put64, root_fdt
+
 from kho_formats import check as kcheck
 from kho_formats import state as kstate
 from kho_formats.errors import LimitExceeded, MemoryMapError
@@ -122,8 +122,9 @@ def test_bad_child_pointers(kind):
     b = tree()
     root = b.radix.root
     addr, child = first_entry(b, root)
-    value = {"outside": 0x7777_0000_0000, "unaligned": child + 8, "inside-page": child + 2048,
-             "top": (1 << 64) - 4096}[kind]
+    value = {"outside": 0x7777_0000_0000, "unaligned": child + 8, "inside-page": child + 2048, "top": (1 << 64) - 4096}[
+        kind
+    ]
     put64(b.image, addr, value)
     msg = "points outside the image" if kind in ("outside", "top") else "pointer is not page aligned"
     with fails(MemoryMapError, msg, f"entry {(addr - root) // 8} of the level-5 node at {root:#x}", phys=value):
@@ -147,8 +148,9 @@ def test_key_bits_above_the_order_bit():
     spare = 0x3000_0000
     b.image.add(spare, bytes(4096))
     put64(b.image, root + 8 * 4, spare)
-    with fails(MemoryMapError, "entry 4 of the level-5 node makes keys with bits above the order-0 bit 52",
-               phys=root + 8 * 4):
+    with fails(
+        MemoryMapError, "entry 4 of the level-5 node makes keys with bits above the order-0 bit 52", phys=root + 8 * 4
+    ):
         parse(b)
 
 
@@ -218,11 +220,19 @@ def test_bad_leaf_pointers(kind):
     b = tree()
     l1 = nodes(b, 1)
     addr, leaf = first_entry(b, l1[1])
-    value = {"unaligned": leaf + 64, "outside": 0x6666_0000_0000, "is-a-level-1-node": l1[0],
-             "is-the-root": b.radix.root}[kind]
+    value = {
+        "unaligned": leaf + 64,
+        "outside": 0x6666_0000_0000,
+        "is-a-level-1-node": l1[0],
+        "is-the-root": b.radix.root,
+    }[kind]
     put64(b.image, addr, value)
-    msg = {"unaligned": "radix leaf pointer is not page aligned", "outside": "points outside the image",
-           "is-a-level-1-node": "already used as a level-1 node", "is-the-root": "already used as a level-5 node"}[kind]
+    msg = {
+        "unaligned": "radix leaf pointer is not page aligned",
+        "outside": "points outside the image",
+        "is-a-level-1-node": "already used as a level-1 node",
+        "is-the-root": "already used as a level-5 node",
+    }[kind]
     with fails(MemoryMapError, msg, f"entry {(addr - l1[1]) // 8} of the level-1 node at {l1[1]:#x}", phys=value):
         parse(b)
 

@@ -5,8 +5,8 @@ names the FDT path."""
 from __future__ import annotations
 
 import pytest
-
 from _malformed import fails, handover, parse, root_fdt
+
 from kho_formats import state as kstate
 from kho_formats.errors import FdtError, KhoFormatError, PropertyError, VersionError
 from kho_formats.fdt import str_bytes, u64_bytes
@@ -60,8 +60,10 @@ def test_wrong_length_preserved_memory_map(length):
         kstate.parse(root_fdt([("compatible", str_bytes("kho-v4")), ("preserved-memory-map", bytes(length))]))
 
 
-@pytest.mark.parametrize("version,prop", [("kho-v1", "fdt"), ("kho-v2", "preserved-data"),
-                                          ("kho-v3", "preserved-data"), ("kho-v4", "preserved-data")])
+@pytest.mark.parametrize(
+    "version,prop",
+    [("kho-v1", "fdt"), ("kho-v2", "preserved-data"), ("kho-v3", "preserved-data"), ("kho-v4", "preserved-data")],
+)
 def test_subnode_missing_address(version, prop):
     fdt = root_fdt([("compatible", str_bytes(version)), MAP], [("memblock", [("blob-size", u64_bytes(8, "little"))])])
     with fails(PropertyError, "missing property", path=f"root FDT:/memblock/{prop}"):
@@ -70,25 +72,33 @@ def test_subnode_missing_address(version, prop):
 
 @pytest.mark.parametrize("version", ["kho-v3", "kho-v4"])
 def test_subnode_missing_required_blob_size(version):
-    fdt = root_fdt([("compatible", str_bytes(version)), MAP], [("memblock", [("preserved-data", u64_bytes(0x1000, "little"))])])
+    fdt = root_fdt(
+        [("compatible", str_bytes(version)), MAP], [("memblock", [("preserved-data", u64_bytes(0x1000, "little"))])]
+    )
     with fails(PropertyError, "missing property", path="root FDT:/memblock/blob-size"):
         kstate.parse(fdt)
 
 
 def test_v2_blob_size_is_optional():
-    fdt = root_fdt([("compatible", str_bytes("kho-v2")), MAP], [("memblock", [("preserved-data", u64_bytes(0x1000, "little"))])])
+    fdt = root_fdt(
+        [("compatible", str_bytes("kho-v2")), MAP], [("memblock", [("preserved-data", u64_bytes(0x1000, "little"))])]
+    )
     st = kstate.parse(fdt)
     assert st.subblobs[0].size is None
 
 
 @pytest.mark.parametrize("length", [0, 1, 4, 12])
 def test_subnode_wrong_length_properties(length):
-    fdt = root_fdt([("compatible", str_bytes("kho-v4")), MAP],
-                   [("kho_test", [("blob-size", bytes(length)), ("preserved-data", u64_bytes(0x1000, "little"))])])
+    fdt = root_fdt(
+        [("compatible", str_bytes("kho-v4")), MAP],
+        [("kho_test", [("blob-size", bytes(length)), ("preserved-data", u64_bytes(0x1000, "little"))])],
+    )
     with fails(PropertyError, f"property is {length} bytes", path="root FDT:/kho_test/blob-size"):
         kstate.parse(fdt)
-    fdt = root_fdt([("compatible", str_bytes("kho-v4")), MAP],
-                   [("kho_test", [("blob-size", u64_bytes(8, "little")), ("preserved-data", bytes(length))])])
+    fdt = root_fdt(
+        [("compatible", str_bytes("kho-v4")), MAP],
+        [("kho_test", [("blob-size", u64_bytes(8, "little")), ("preserved-data", bytes(length))])],
+    )
     with fails(PropertyError, f"property is {length} bytes", path="root FDT:/kho_test/preserved-data"):
         kstate.parse(fdt)
 
@@ -103,8 +113,10 @@ def test_v1_subnode_pointing_at_a_non_fdt():
 @pytest.mark.parametrize("phys,size", [((1 << 64) - 8, 64), (0x10000, (1 << 64) - 1), (0xFFFF_FFFF_FFFF_F000, 1 << 63)])
 def test_subblob_pointing_past_the_address_space_is_a_note(phys, size):
     img = PhysImage([(0x10000, bytes(4096))])
-    fdt = root_fdt([("compatible", str_bytes("kho-v4")), MAP],
-                   [("x", [("blob-size", u64_bytes(size, "little")), ("preserved-data", u64_bytes(phys, "little"))])])
+    fdt = root_fdt(
+        [("compatible", str_bytes("kho-v4")), MAP],
+        [("x", [("blob-size", u64_bytes(size, "little")), ("preserved-data", u64_bytes(phys, "little"))])],
+    )
     st = kstate.parse(fdt, img)
     assert st.subblobs[0].data is None
     assert any("is not in the memory image" in n for n in st.notes)

@@ -8,8 +8,8 @@ import time
 import tracemalloc
 
 import pytest
-
 from _malformed import fails, handover, parse, put64
+
 from kho_formats import check as kcheck
 from kho_formats import state as kstate
 from kho_formats.alloc import PageAllocator
@@ -233,8 +233,9 @@ def rewrite_kho_test_fdt(b, kt, edit):
     st = b.state
     sb = st.subblob("kho_test")
     sb.size, sb.data = len(blob), blob
-    b.root_fdt = build_fdt(kstate.root_fdt_tree(st, b.memmap_phys), style="read-write",
-                           strings_order=st.abi.strings_order)
+    b.root_fdt = build_fdt(
+        kstate.root_fdt_tree(st, b.memmap_phys), style="read-write", strings_order=st.abi.strings_order
+    )
 
 
 @pytest.mark.parametrize("nr", [30, 513, 0xFFFFFFFF])
@@ -255,20 +256,26 @@ def test_kho_test_nr_folios_past_the_area(nr):
 
 def test_kho_test_total_pages_lie_through_the_client():
     b, kt = kho_test_handover()
-    rewrite_kho_test_fdt(b, kt, lambda r: r.child("data").set(
-        "folios_info", LAY.kho_vmalloc.build(with_desc(kt.desc, total_pages=0xFFFFFFFF))))
+    rewrite_kho_test_fdt(
+        b,
+        kt,
+        lambda r: r.child("data").set("folios_info", LAY.kho_vmalloc.build(with_desc(kt.desc, total_pages=0xFFFFFFFF))),
+    )
     err, _, _ = client_error(b)
     assert isinstance(err, VmallocError) and "total_pages 4294967295" in str(err)
 
 
-@pytest.mark.parametrize("edit,cls,frag", [
-    (lambda r: r.set("compatible", str_bytes("kho-test-v2")), ClientError, "compatible"),
-    (lambda r: r.set("magic", u32_bytes(0xDEAD, "little")), ClientError, "magic 0xdead"),
-    (lambda r: r.set("magic", bytes(8)), PropertyError, "property is 8 bytes"),
-    (lambda r: r.children.clear(), ClientError, "no /data node"),
-    (lambda r: r.child("data").set("folios_info", bytes(15)), ClientError, "folios_info is 15 bytes"),
-    (lambda r: r.child("data").props.pop(0), PropertyError, "missing property"),
-])
+@pytest.mark.parametrize(
+    "edit,cls,frag",
+    [
+        (lambda r: r.set("compatible", str_bytes("kho-test-v2")), ClientError, "compatible"),
+        (lambda r: r.set("magic", u32_bytes(0xDEAD, "little")), ClientError, "magic 0xdead"),
+        (lambda r: r.set("magic", bytes(8)), PropertyError, "property is 8 bytes"),
+        (lambda r: r.children.clear(), ClientError, "no /data node"),
+        (lambda r: r.child("data").set("folios_info", bytes(15)), ClientError, "folios_info is 15 bytes"),
+        (lambda r: r.child("data").props.pop(0), PropertyError, "missing property"),
+    ],
+)
 def test_kho_test_fdt_lies(edit, cls, frag):
     b, kt = kho_test_handover()
     rewrite_kho_test_fdt(b, kt, edit)

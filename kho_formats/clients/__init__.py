@@ -9,7 +9,7 @@ not raised, so one bad client does not hide the rest of a capture.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any
 
 from ..errors import KhoFormatError
 from ..image import PhysImage
@@ -28,8 +28,8 @@ class ClientReport:
     name: str
     kind: str  # "kexec-metadata" | "memblock" | "kho_test" | "unknown" | "missing"
     decoded: Any = None
-    error: Optional[KhoFormatError] = None
-    vmalloc: List[VmallocArea] = field(default_factory=list)
+    error: KhoFormatError | None = None
+    vmalloc: list[VmallocArea] = field(default_factory=list)
 
     def to_json(self) -> dict:
         dec = self.decoded
@@ -44,9 +44,11 @@ class ClientReport:
         }
 
 
-def decode_clients(state: "KhoState", image: Optional[PhysImage] = None, *, budget: Optional[Budget] = None) -> Dict[str, ClientReport]:
+def decode_clients(
+    state: KhoState, image: PhysImage | None = None, *, budget: Budget | None = None
+) -> dict[str, ClientReport]:
     lay = state.layout
-    out: Dict[str, ClientReport] = {}
+    out: dict[str, ClientReport] = {}
     for sb in state.subblobs:
         kind = sb.name if sb.name in KNOWN else "unknown"
         rep = ClientReport(sb.name, kind)

@@ -4,8 +4,8 @@ followed by ``count`` entries."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
 
 from ..alloc import PageAllocator
 from ..chain import walk_page_chain
@@ -29,20 +29,31 @@ def read_block_chain(
     first: int,
     lay: Layout,
     *,
-    entry_size: Optional[int] = None,
-    budget: Optional[Budget] = None,
+    entry_size: int | None = None,
+    budget: Budget | None = None,
     where: str = "kho block chain",
-) -> List[Block]:
+) -> list[Block]:
     budget = budget or Budget()
     room = lay.page_size - HEADER_SIZE
     max_count = room // entry_size if entry_size else room
-    out: List[Block] = []
-    for phys, page in walk_page_chain(image, first, lay.page_size, lay.byteorder, budget,
-                                      noun="kho serialization block", error=BlockError, where=where):
+    out: list[Block] = []
+    for phys, page in walk_page_chain(
+        image,
+        first,
+        lay.page_size,
+        lay.byteorder,
+        budget,
+        noun="kho serialization block",
+        error=BlockError,
+        where=where,
+    ):
         hdr = lay.kho_block_header_ser.parse(page[:HEADER_SIZE])
         if hdr.count > max_count:
-            raise BlockError(f"{where}: count {hdr.count} does not fit one page", phys=phys,
-                             expected=f"<= {max_count}" + (f" entries of {entry_size} bytes" if entry_size else ""))
+            raise BlockError(
+                f"{where}: count {hdr.count} does not fit one page",
+                phys=phys,
+                expected=f"<= {max_count}" + (f" entries of {entry_size} bytes" if entry_size else ""),
+            )
         budget.entries_add(hdr.count, where, phys)
         n = hdr.count * entry_size if entry_size else room
         out.append(Block(phys, hdr.count, page[HEADER_SIZE : HEADER_SIZE + n]))
@@ -51,7 +62,7 @@ def read_block_chain(
 
 def build_block_chain(
     entries: Sequence[bytes], entry_size: int, lay: Layout, alloc: PageAllocator
-) -> Tuple[int, List[Tuple[int, bytes]]]:
+) -> tuple[int, list[tuple[int, bytes]]]:
     per = (lay.page_size - HEADER_SIZE) // entry_size
     if per == 0:
         raise BlockError(f"entry size {entry_size} does not fit a page")

@@ -123,13 +123,13 @@ def csum_partial_x86_64(data: bytes, initial: int = 0) -> int:
     if length >= 80:
         t2 = 0
         while length >= 80:
-            t = chain(t, words[wi:wi + 5])
-            t2 = chain(t2, words[wi + 5:wi + 10])
+            t = chain(t, words[wi : wi + 5])
+            t2 = chain(t2, words[wi + 5 : wi + 10])
             wi += 10
             length -= 80
         t = chain(t, [t2])
     if length >= 40:
-        t = chain(t, words[wi:wi + 5])
+        t = chain(t, words[wi : wi + 5])
         wi += 5
         length -= 40
         if not length:
@@ -137,10 +137,10 @@ def csum_partial_x86_64(data: bytes, initial: int = 0) -> int:
     for step in (32, 16, 8):
         if length & step:
             k = step // 8
-            t = chain(t, words[wi:wi + k])
+            t = chain(t, words[wi : wi + k])
             wi += k
     pos = wi * 8
     if length & 7:
-        tail = bytes(mv[pos:pos + (length & 7)])
+        tail = bytes(mv[pos : pos + (length & 7)])
         t = chain(t, [int.from_bytes(tail, "little")])
     return ((t + (((t >> 32) | (t << 32)) & _M64)) & _M64) >> 32

@@ -9,8 +9,8 @@ in array order; the value is architecture-specific).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -31,14 +31,13 @@ MAGIC = 0x4B484F21
 def csum_function(arch: str) -> Callable[[bytes, int], int]:
     from . import csum
 
-    table = {"arm64": csum.csum_partial_arm64, "aarch64": csum.csum_partial_arm64,
-             "x86_64": csum.csum_partial_x86_64}
+    table = {"arm64": csum.csum_partial_arm64, "aarch64": csum.csum_partial_arm64, "x86_64": csum.csum_partial_x86_64}
     if arch not in table:
         raise KhoFormatError(f"no csum_partial for architecture {arch!r}", expected=", ".join(table))
     return table[arch]
 
 
-def folio_csum(image: PhysImage, folios: Sequence[Tuple[int, int]], page_size: int, arch: str) -> int:
+def folio_csum(image: PhysImage, folios: Sequence[tuple[int, int]], page_size: int, arch: str) -> int:
     fn = csum_function(arch)
     total = 0
     for phys, order in folios:
@@ -51,17 +50,21 @@ class KhoTest:
     nr_folios: int
     folios_info: KhoVmalloc
     csum: int
-    folios: List[Tuple[int, int]] = field(default_factory=list)
-    area: Optional[VmallocArea] = None
+    folios: list[tuple[int, int]] = field(default_factory=list)
+    area: VmallocArea | None = None
     #: arch -> csum over the folio bytes in the image (when present)
     csum_check: dict = field(default_factory=dict)
-    problems: List[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {
             "nr_folios": self.nr_folios,
-            "folios_info": {"first": self.folios_info.first, "total_pages": self.folios_info.total_pages,
-                            "flags": self.folios_info.flags, "order": self.folios_info.order},
+            "folios_info": {
+                "first": self.folios_info.first,
+                "total_pages": self.folios_info.total_pages,
+                "flags": self.folios_info.flags,
+                "order": self.folios_info.order,
+            },
             "csum": self.csum,
             "folios": [{"phys": p, "order": o} for p, o in self.folios],
             "vmalloc": self.area.to_json() if self.area else None,
@@ -73,9 +76,9 @@ class KhoTest:
 def decode(
     blob: bytes,
     lay: Layout,
-    image: Optional[PhysImage] = None,
+    image: PhysImage | None = None,
     *,
-    budget: Optional[Budget] = None,
+    budget: Budget | None = None,
     where: str = NAME,
     archs: Sequence[str] = ("x86_64", "arm64"),
 ) -> KhoTest:
@@ -94,8 +97,11 @@ def decode(
     csum = get_u32(data, "csum", bo, where=where)
     raw = data.get("folios_info")
     if raw is None or len(raw) != lay.kho_vmalloc.sizeof():
-        raise ClientError(f"folios_info is {None if raw is None else len(raw)} bytes", path=f"{where}:/data/folios_info",
-                          expected=f"{lay.kho_vmalloc.sizeof()} bytes (struct kho_vmalloc)")
+        raise ClientError(
+            f"folios_info is {None if raw is None else len(raw)} bytes",
+            path=f"{where}:/data/folios_info",
+            expected=f"{lay.kho_vmalloc.sizeof()} bytes (struct kho_vmalloc)",
+        )
     desc = lay.kho_vmalloc.parse(raw)
     kt = KhoTest(nr_folios=nr, folios_info=desc, csum=csum)
     if image is None:
@@ -103,16 +109,18 @@ def decode(
     kt.area = read_vmalloc(image, desc, lay, budget=budget, where=f"{where}:/data/folios_info")
     need = nr * 8
     if need > kt.area.nr_pages * lay.page_size:
-        raise ClientError(f"nr_folios {nr} needs {need} bytes, folios_info area has {kt.area.nr_pages} pages",
-                          path=f"{where}:/data/nr_folios")
+        raise ClientError(
+            f"nr_folios {nr} needs {need} bytes, folios_info area has {kt.area.nr_pages} pages",
+            path=f"{where}:/data/nr_folios",
+        )
     if budget:
         budget.entries_add(nr, f"{where} folios")
     # read only the pages the nr_folios entries occupy (not the whole area)
     npages = -(-need // lay.page_size)
     addrs = (int(g) + k * lay.page_size for g in kt.area.groups.tolist() for k in range(1 << desc.order))
-    content = b"".join(
-        image.read(a, lay.page_size, "kho_test folios_info page") for a, _ in zip(addrs, range(npages))
-    )[:need]
+    content = b"".join(image.read(a, lay.page_size, "kho_test folios_info page") for a, _ in zip(addrs, range(npages)))[
+        :need
+    ]
     vals = np.frombuffer(content, dtype=lay.dtype)
     mask = lay.page_size - 1
     kt.folios = [(int(v) & ~mask, int(v) & mask) for v in vals.tolist()]
@@ -122,7 +130,7 @@ def decode(
             kt.problems.append(f"folio {p:#x} order {o} is not aligned to its size")
             bad = True
     spans = sorted((p, p + (lay.page_size << o)) for p, o in kt.folios) if not bad else []
-    for (a0, a1), (b0, b1) in zip(spans, spans[1:]):
+    for (a0, a1), (b0, _b1) in zip(spans, spans[1:]):
         if b0 < a1:
             kt.problems.append(f"folio {b0:#x} overlaps folio {a0:#x} (a folio is preserved once)")
             bad = True
@@ -145,26 +153,26 @@ class KhoTestBuild:
     fdt: bytes
     fdt_phys: int
     fdt_order: int
-    segments: List[Tuple[int, bytes]]
+    segments: list[tuple[int, bytes]]
     preserve: PageSet
     csum: int
     desc: KhoVmalloc
 
 
 def encode(
-    folios: Sequence[Tuple[int, int, bytes]],
+    folios: Sequence[tuple[int, int, bytes]],
     lay: Layout,
     alloc: PageAllocator,
     *,
     arch: str = "arm64",
-    csum: Optional[int] = None,
-    fdt_phys: Optional[int] = None,
+    csum: int | None = None,
+    fdt_phys: int | None = None,
 ) -> KhoTestBuild:
     """Folios ``(phys, order, data)`` -> the FDT, its folio, the folios_info
     vmalloc area and chunk, and the pages to preserve (as the kernel does)."""
     bo = lay.byteorder
     nr = len(folios)
-    segments: List[Tuple[int, bytes]] = []
+    segments: list[tuple[int, bytes]] = []
     preserve = PageSet(lay.page_size)
     for phys, order, data in folios:
         size = lay.page_size << order
@@ -204,5 +212,6 @@ def encode(
     fdt = build_fdt(root, style="sequential-write")
     segments.append((fdt_phys, fdt.ljust(lay.page_size << fdt_order, b"\0")))
     preserve.add(fdt_phys, fdt_order)
-    return KhoTestBuild(fdt=fdt, fdt_phys=fdt_phys, fdt_order=fdt_order, segments=segments, preserve=preserve,
-                        csum=csum, desc=desc)
+    return KhoTestBuild(
+        fdt=fdt, fdt_phys=fdt_phys, fdt_order=fdt_order, segments=segments, preserve=preserve, csum=csum, desc=desc
+    )

@@ -6,8 +6,8 @@ Root ``compatible = "memblock-v1"``; each child is named by the user and has
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Sequence
 
 from ..errors import ClientError, KhoFormatError
 from ..fdt import FdtNode, build_fdt, get_strings, get_u64, parse_fdt, str_bytes, u64_bytes
@@ -24,7 +24,7 @@ class ReserveMem:
     size: int
 
 
-def decode(blob: bytes, byteorder: str, *, where: str = NAME) -> List[ReserveMem]:
+def decode(blob: bytes, byteorder: str, *, where: str = NAME) -> list[ReserveMem]:
     fdt = parse_fdt(blob, where=where)
     compat = get_strings(fdt.root, "compatible", where=where)
     if COMPATIBLE not in compat:
@@ -33,14 +33,18 @@ def decode(blob: bytes, byteorder: str, *, where: str = NAME) -> List[ReserveMem
     for child in fdt.root.children:
         ccompat = get_strings(child, "compatible", where=where)
         if REGION_COMPATIBLE not in ccompat:
-            raise ClientError(f"{where}: region compatible {ccompat}", path=f"{where}:{child.path}/compatible",
-                              expected=REGION_COMPATIBLE)
+            raise ClientError(
+                f"{where}: region compatible {ccompat}",
+                path=f"{where}:{child.path}/compatible",
+                expected=REGION_COMPATIBLE,
+            )
         start = get_u64(child, "start", byteorder, where=where)
         size = get_u64(child, "size", byteorder, where=where)
         assert start is not None and size is not None
         if start + size > 1 << 64:
-            raise ClientError(f"{where}: region {child.name} wraps the address space", path=f"{where}:{child.path}",
-                              phys=start)
+            raise ClientError(
+                f"{where}: region {child.name} wraps the address space", path=f"{where}:{child.path}", phys=start
+            )
         out.append(ReserveMem(child.name, start, size))
     return out
 
@@ -58,5 +62,5 @@ def encode(regions: Sequence[ReserveMem], byteorder: str) -> bytes:
     return build_fdt(root, style="sequential-write")
 
 
-def to_json(regions: List[ReserveMem]) -> list:
+def to_json(regions: list[ReserveMem]) -> list:
     return [{"name": r.name, "start": r.start, "size": r.size} for r in regions]

@@ -9,8 +9,8 @@ linked one more, empty chunk.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -29,7 +29,7 @@ U64 = np.uint64
 class VmallocArea:
     desc: KhoVmalloc
     groups: np.ndarray  # phys of each group of 1 << order pages
-    chunks: List[int] = field(default_factory=list)
+    chunks: list[int] = field(default_factory=list)
 
     @property
     def nr_pages(self) -> int:
@@ -61,55 +61,81 @@ def read_vmalloc(
     desc: KhoVmalloc,
     lay: Layout,
     *,
-    budget: Optional[Budget] = None,
+    budget: Budget | None = None,
     where: str = "kho_vmalloc",
 ) -> VmallocArea:
     """Decode a ``kho_vmalloc`` descriptor into its page groups."""
     budget = budget or Budget()
     if desc.flags & ~KHO_VMALLOC_FLAGS_MASK:
-        raise VmallocError(f"{where}: unknown flags {desc.flags:#06x}", phys=desc.first,
-                           expected=f"only bits {KHO_VMALLOC_FLAGS_MASK:#x} (ALLOC, HUGE_VMAP)")
+        raise VmallocError(
+            f"{where}: unknown flags {desc.flags:#06x}",
+            phys=desc.first,
+            expected=f"only bits {KHO_VMALLOC_FLAGS_MASK:#x} (ALLOC, HUGE_VMAP)",
+        )
     if desc.order + lay.page_shift >= 64:
-        raise VmallocError(f"{where}: order {desc.order} is impossible", phys=desc.first,
-                           expected=f"< {64 - lay.page_shift}")
+        raise VmallocError(
+            f"{where}: order {desc.order} is impossible", phys=desc.first, expected=f"< {64 - lay.page_shift}"
+        )
     if desc.total_pages % (1 << desc.order):
-        raise VmallocError(f"{where}: total_pages {desc.total_pages} is not a multiple of 1 << order {desc.order}",
-                           phys=desc.first)
+        raise VmallocError(
+            f"{where}: total_pages {desc.total_pages} is not a multiple of 1 << order {desc.order}", phys=desc.first
+        )
     want = desc.total_pages >> desc.order
     # entries are charged as chunks are read, not from ``total_pages``: a
     # descriptor that claims 2**32 - 1 pages costs only the chunks it really
     # has, and the disagreement is reported as such below
     cap = lay.kho_vmalloc_chunk_capacity
     group = lay.page_size << desc.order
-    groups: List[np.ndarray] = []
-    chunks: List[int] = []
+    groups: list[np.ndarray] = []
+    chunks: list[int] = []
     got = 0
-    for phys, page in walk_page_chain(image, desc.first, lay.page_size, lay.byteorder, budget,
-                                      noun="kho_vmalloc_chunk", error=VmallocError, where=where):
+    for phys, page in walk_page_chain(
+        image,
+        desc.first,
+        lay.page_size,
+        lay.byteorder,
+        budget,
+        noun="kho_vmalloc_chunk",
+        error=VmallocError,
+        where=where,
+    ):
         chunk = lay.kho_vmalloc_chunk.parse(page)
         chunks.append(phys)
         z = np.flatnonzero(chunk.phys == 0)
         n = int(z[0]) if z.size else cap
         if z.size and np.any(chunk.phys[n:]):
-            raise VmallocError(f"{where}: entries after the zero terminator in chunk", phys=phys,
-                               expected="a zero-terminated array")
+            raise VmallocError(
+                f"{where}: entries after the zero terminator in chunk", phys=phys, expected="a zero-terminated array"
+            )
         entries = chunk.phys[:n].astype(np.uint64)
         budget.entries_add(n, where, phys)
         if got + n > want:
-            raise VmallocError(f"{where}: chunks hold more than total_pages {desc.total_pages} pages",
-                               phys=phys, expected=f"{want} entries of order {desc.order}")
+            raise VmallocError(
+                f"{where}: chunks hold more than total_pages {desc.total_pages} pages",
+                phys=phys,
+                expected=f"{want} entries of order {desc.order}",
+            )
         if n and np.any(entries % U64(group)):
             bad = int(entries[np.flatnonzero(entries % U64(group))[0]])
-            raise VmallocError(f"{where}: group {bad:#x} is not aligned to its order-{desc.order} size", phys=bad,
-                               expected=f"alignment {group:#x}")
+            raise VmallocError(
+                f"{where}: group {bad:#x} is not aligned to its order-{desc.order} size",
+                phys=bad,
+                expected=f"alignment {group:#x}",
+            )
         groups.append(entries)
         got += n
         if n < cap and chunk.next:
-            raise VmallocError(f"{where}: chunk is not full but links to another", phys=phys,
-                               expected="next = 0 after a partly filled chunk")
+            raise VmallocError(
+                f"{where}: chunk is not full but links to another",
+                phys=phys,
+                expected="next = 0 after a partly filled chunk",
+            )
     if got != want:
-        raise VmallocError(f"{where}: chunks hold {got} entries, total_pages {desc.total_pages} needs {want}",
-                           phys=desc.first, expected=f"{want} entries")
+        raise VmallocError(
+            f"{where}: chunks hold {got} entries, total_pages {desc.total_pages} needs {want}",
+            phys=desc.first,
+            expected=f"{want} entries",
+        )
     arr = np.concatenate(groups) if groups else np.zeros(0, np.uint64)
     return VmallocArea(desc=desc, groups=arr, chunks=chunks)
 
@@ -121,7 +147,7 @@ def build_vmalloc(
     alloc: PageAllocator,
     *,
     flags: int = 0x0001,
-) -> Tuple[KhoVmalloc, List[Tuple[int, bytes]], PageSet]:
+) -> tuple[KhoVmalloc, list[tuple[int, bytes]], PageSet]:
     """Groups -> descriptor, chunk pages, and the pages to preserve (chunks
     as order-0 pages, groups split into the largest aligned orders)."""
     if flags & ~KHO_VMALLOC_FLAGS_MASK:

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ..alloc import PageAllocator
+from ..bits import bitmaps_to_runs, runs_to_bitmaps
 from ..chain import walk_page_chain
 from ..errors import ImageError, MemoryMapError, UnrepresentableError
 from ..image import PhysImage
 from ..layout import Layout
 from ..limits import Budget
-from ..bits import bitmaps_to_runs, runs_to_bitmaps
 from ..pageset import PageSet
 
 U64 = np.uint64
@@ -34,12 +33,12 @@ class ChunkList:
 
     first: int
     bitmap_bytes: int
-    chunks: List[int] = field(default_factory=list)
+    chunks: list[int] = field(default_factory=list)
     #: (order, bitmap index) -> bitmap phys
-    bitmaps: Dict[Tuple[int, int], int] = field(default_factory=dict)
+    bitmaps: dict[tuple[int, int], int] = field(default_factory=dict)
     detection: str = ""
 
-    def copy(self) -> "ChunkList":
+    def copy(self) -> ChunkList:
         """Independent copy (keys and values are immutable: no deep copy)."""
         return dataclasses.replace(self, chunks=list(self.chunks), bitmaps=dict(self.bitmaps))
 
@@ -53,7 +52,7 @@ class ChunkList:
         }
 
 
-def bitmap_bytes_for(variant: Optional[str], page_size: int) -> Optional[int]:
+def bitmap_bytes_for(variant: str | None, page_size: int) -> int | None:
     if variant is None or variant == "auto":
         return None
     if variant == "page" or variant == str(page_size):
@@ -64,21 +63,34 @@ def bitmap_bytes_for(variant: Optional[str], page_size: int) -> Optional[int]:
 
 
 def _walk_chunks(image: PhysImage, first: int, lay: Layout, budget: Budget):
-    for phys, page in walk_page_chain(image, first, lay.page_size, lay.byteorder, budget,
-                                      noun="khoser_mem_chunk", error=MemoryMapError, kind="list", short="chunk"):
+    for phys, page in walk_page_chain(
+        image,
+        first,
+        lay.page_size,
+        lay.byteorder,
+        budget,
+        noun="khoser_mem_chunk",
+        error=MemoryMapError,
+        kind="list",
+        short="chunk",
+    ):
         chunk = lay.khoser_mem_chunk.parse(page)
         if chunk.hdr.num_elms > lay.khoser_mem_chunk_capacity:
             raise MemoryMapError(
-                f"num_elms {chunk.hdr.num_elms} is past the chunk capacity", phys=phys,
+                f"num_elms {chunk.hdr.num_elms} is past the chunk capacity",
+                phys=phys,
                 expected=f"<= {lay.khoser_mem_chunk_capacity}",
             )
         if chunk.hdr.order + lay.page_shift >= 64:
-            raise MemoryMapError(f"order {chunk.hdr.order} is impossible with {lay.page_size // 1024} KiB pages",
-                                 phys=phys, expected=f"order < {64 - lay.page_shift}")
+            raise MemoryMapError(
+                f"order {chunk.hdr.order} is impossible with {lay.page_size // 1024} KiB pages",
+                phys=phys,
+                expected=f"order < {64 - lay.page_shift}",
+            )
         yield phys, chunk
 
 
-def detect_bitmap_bytes(image: PhysImage, first: int, lay: Layout, budget: Optional[Budget] = None) -> Tuple[int, str]:
+def detect_bitmap_bytes(image: PhysImage, first: int, lay: Layout, budget: Budget | None = None) -> tuple[int, str]:
     """Guess the v1 bitmap size and say why."""
     budget = budget or Budget()
     page_bits = lay.page_size * 8
@@ -95,15 +107,19 @@ def detect_bitmap_bytes(image: PhysImage, first: int, lay: Layout, budget: Optio
         starts, bms = used[:, 0], used[:, 1]
         if cover is not None and np.any(starts % cover):
             i = int(np.flatnonzero(starts % cover)[0])
-            return 512, (f"512-byte bitmaps: phys_start {int(starts[i]):#x} in chunk {phys:#x} is not a multiple "
-                         f"of the {lay.page_size}-byte bitmap coverage")
+            return 512, (
+                f"512-byte bitmaps: phys_start {int(starts[i]):#x} in chunk {phys:#x} is not a multiple "
+                f"of the {lay.page_size}-byte bitmap coverage"
+            )
         if np.any(bms % U64(lay.page_size)):
             i = int(np.flatnonzero(bms % U64(lay.page_size))[0])
             return 512, f"512-byte bitmaps: bitmap pointer {int(bms[i]):#x} in chunk {phys:#x} is not page aligned"
     if entries == 0:
         return lay.page_size, "page-sized bitmaps: no bitmaps to tell from (default)"
-    return lay.page_size, ("page-sized bitmaps: every phys_start and bitmap pointer is page-variant aligned "
-                           "(ambiguous with 512-byte bitmaps that happen to align; override with --v1-bitmap 512)")
+    return lay.page_size, (
+        "page-sized bitmaps: every phys_start and bitmap pointer is page-variant aligned "
+        "(ambiguous with 512-byte bitmaps that happen to align; override with --v1-bitmap 512)"
+    )
 
 
 def read_chunklist(
@@ -111,13 +127,16 @@ def read_chunklist(
     first: int,
     lay: Layout,
     *,
-    bitmap_bytes: Optional[int] = None,
-    budget: Optional[Budget] = None,
-) -> Tuple[PageSet, ChunkList]:
+    bitmap_bytes: int | None = None,
+    budget: Budget | None = None,
+) -> tuple[PageSet, ChunkList]:
     budget = budget or Budget()
     if first == 0:
-        return PageSet(lay.page_size), ChunkList(first=0, bitmap_bytes=bitmap_bytes or lay.page_size,
-                                                 detection="map is 0: nothing preserved, or not finalized yet")
+        return PageSet(lay.page_size), ChunkList(
+            first=0,
+            bitmap_bytes=bitmap_bytes or lay.page_size,
+            detection="map is 0: nothing preserved, or not finalized yet",
+        )
     if bitmap_bytes is None:
         bitmap_bytes, why = detect_bitmap_bytes(image, first, lay, budget)
     else:
@@ -126,8 +145,8 @@ def read_chunklist(
         raise MemoryMapError(f"v1 bitmap size {bitmap_bytes}", expected=f"512 or {lay.page_size}")
     bits = bitmap_bytes * 8
     cl = ChunkList(first=first, bitmap_bytes=bitmap_bytes, detection=why)
-    per_order: Dict[int, List[Tuple[int, np.ndarray]]] = {}
-    seen_bitmaps: Dict[int, int] = {}
+    per_order: dict[int, list[tuple[int, np.ndarray]]] = {}
+    seen_bitmaps: dict[int, int] = {}
     for phys, chunk in _walk_chunks(image, first, lay, budget):
         cl.chunks.append(phys)
         order = chunk.hdr.order
@@ -143,23 +162,36 @@ def read_chunklist(
         for k, (start, bm) in enumerate(used.tolist()):
             where = f"entry {k} of the order-{order} chunk at {phys:#x}"
             if start % cover:
-                raise MemoryMapError(f"phys_start {start:#x} of {where} is not a multiple of {cover:#x}",
-                                     phys=phys + 16 + 16 * k, expected="(index * PRESERVE_BITS) << (order + PAGE_SHIFT)")
+                raise MemoryMapError(
+                    f"phys_start {start:#x} of {where} is not a multiple of {cover:#x}",
+                    phys=phys + 16 + 16 * k,
+                    expected="(index * PRESERVE_BITS) << (order + PAGE_SHIFT)",
+                )
             if bm % bitmap_bytes or bm == 0:
-                raise MemoryMapError(f"bitmap pointer {bm:#x} of {where} is not {bitmap_bytes}-byte aligned",
-                                     phys=phys + 24 + 16 * k, expected=f"a multiple of {bitmap_bytes}")
+                raise MemoryMapError(
+                    f"bitmap pointer {bm:#x} of {where} is not {bitmap_bytes}-byte aligned",
+                    phys=phys + 24 + 16 * k,
+                    expected=f"a multiple of {bitmap_bytes}",
+                )
             if bm in seen_bitmaps:
-                raise MemoryMapError(f"bitmap {bm:#x} of {where} is shared with another entry", phys=bm,
-                                     expected="one bitmap per entry")
+                raise MemoryMapError(
+                    f"bitmap {bm:#x} of {where} is shared with another entry", phys=bm, expected="one bitmap per entry"
+                )
             seen_bitmaps[bm] = k
             if rows is None and not image.has(bm, bitmap_bytes):
-                raise MemoryMapError(f"bitmap of {where} is outside the image", phys=bm,
-                                     expected="bitmap bytes present in the memory image")
+                raise MemoryMapError(
+                    f"bitmap of {where} is outside the image",
+                    phys=bm,
+                    expected="bitmap bytes present in the memory image",
+                )
             budget.page(bm, "v1 bitmap")
             index = start // cover
             if (order, index) in cl.bitmaps:
-                raise MemoryMapError(f"{where} repeats bitmap index {index} of order {order}", phys=phys,
-                                     expected="each bitmap index once per order")
+                raise MemoryMapError(
+                    f"{where} repeats bitmap index {index} of order {order}",
+                    phys=phys,
+                    expected="each bitmap index once per order",
+                )
             cl.bitmaps[(order, index)] = bm
             if rows is not None:
                 if not nonempty[k]:
@@ -174,9 +206,12 @@ def read_chunklist(
                 w = int(nz[-1])
                 top = index * bits + w * 64 + int(words[w]).bit_length() - 1
                 if top << shift >= 1 << 64:
-                    raise MemoryMapError(f"bit {top - index * bits} of the bitmap of {where} names an order-{order} "
-                                         "page past the 64-bit physical space", phys=bm,
-                                         expected=f"pages below 2**64 (bits < {((1 << 64) >> shift) - index * bits})")
+                    raise MemoryMapError(
+                        f"bit {top - index * bits} of the bitmap of {where} names an order-{order} "
+                        "page past the 64-bit physical space",
+                        phys=bm,
+                        expected=f"pages below 2**64 (bits < {((1 << 64) >> shift) - index * bits})",
+                    )
             per_order.setdefault(order, []).append((index * bits, words))
     runs = {}
     for order, group in per_order.items():
@@ -190,11 +225,11 @@ def read_chunklist(
 def build_chunklist(
     pages: PageSet,
     lay: Layout,
-    alloc: Optional[PageAllocator],
+    alloc: PageAllocator | None,
     *,
-    bitmap_bytes: Optional[int] = None,
-    placement: Optional[ChunkList] = None,
-) -> Tuple[int, List[Tuple[int, bytes]], ChunkList]:
+    bitmap_bytes: int | None = None,
+    placement: ChunkList | None = None,
+) -> tuple[int, list[tuple[int, bytes]], ChunkList]:
     """Pages -> chunk list in the kernel's order: ascending orders, ascending
     bitmap indexes, a new chunk for every order and when one is full.
 
@@ -215,10 +250,10 @@ def build_chunklist(
             alloc.avoid(p, p + lay.page_size)
         for p in placement.bitmaps.values():
             alloc.avoid(p, p + bitmap_bytes)
-    out_bitmaps: List[Tuple[np.ndarray, np.ndarray]] = []  # per order: (phys, rows)
+    out_bitmaps: list[tuple[np.ndarray, np.ndarray]] = []  # per order: (phys, rows)
     # per order: sorted bitmap indexes with their bytes
-    per_order: List[Tuple[int, List[Tuple[int, int]]]] = []
-    slab: List[int] = []  # free 512-byte slots in the current slab page
+    per_order: list[tuple[int, list[tuple[int, int]]]] = []
+    slab: list[int] = []  # free 512-byte slots in the current slab page
 
     def new_bitmap(order: int, index: int) -> int:
         if placement is not None and (order, index) in placement.bitmaps:
@@ -258,7 +293,7 @@ def build_chunklist(
             phys = np.array(alloc.alloc_pages(n, what="v1 bitmap page"), dtype=np.uint64)
         else:
             per_page = lay.page_size // 512
-            slots: List[np.ndarray] = []
+            slots: list[np.ndarray] = []
             left = (slab_end - slab_next) // 512
             take = min(left, n)
             if take:
@@ -278,7 +313,7 @@ def build_chunklist(
         out_bitmaps.append((phys, packed))  # expanded into pages below
         per_order.append((order, np.column_stack(((ids * U64(bits)) << U64(shift), phys))))
     # chunks
-    chunk_plan: List[Tuple[int, List[Tuple[int, int]]]] = []
+    chunk_plan: list[tuple[int, list[tuple[int, int]]]] = []
     for order, entries in per_order:
         for k in range(0, max(len(entries), 1), cap):
             chunk_plan.append((order, entries[k : k + cap]))
@@ -291,20 +326,26 @@ def build_chunklist(
             if alloc is None:
                 raise MemoryMapError("no allocator for v1 chunks")
             phys_list.append(alloc.alloc(what="khoser_mem_chunk"))
-    out: List[Tuple[int, bytes]] = []
+    out: list[tuple[int, bytes]] = []
     for n, (order, entries) in enumerate(chunk_plan):
         nxt = phys_list[n + 1] if n + 1 < len(phys_list) else 0
         arr = np.zeros((cap, 2), dtype=np.uint64)
         if len(entries):
             arr[: len(entries)] = np.asarray(entries, dtype=np.uint64)
-        out.append((phys_list[n], lay.khoser_mem_chunk.build(
-            dict(hdr=dict(next=nxt, order=order, num_elms=len(entries)), bitmaps=arr))))
+        out.append(
+            (
+                phys_list[n],
+                lay.khoser_mem_chunk.build(dict(hdr=dict(next=nxt, order=order, num_elms=len(entries)), bitmaps=arr)),
+            )
+        )
     cl.first = phys_list[0]
     cl.chunks = phys_list
     return cl.first, out + _bitmap_pages(out_bitmaps, bitmap_bytes, lay.page_size), cl
 
 
-def _bitmap_pages(placed: List[Tuple[np.ndarray, np.ndarray]], bitmap_bytes: int, page_size: int) -> List[Tuple[int, memoryview]]:
+def _bitmap_pages(
+    placed: list[tuple[np.ndarray, np.ndarray]], bitmap_bytes: int, page_size: int
+) -> list[tuple[int, memoryview]]:
     """``(phys array, rows)`` per order -> ``(page phys, page bytes)``.
 
     Page-sized bitmaps are their own pages (read-only views of the rows);
@@ -314,7 +355,7 @@ def _bitmap_pages(placed: List[Tuple[np.ndarray, np.ndarray]], bitmap_bytes: int
     if not placed:
         return []
     if bitmap_bytes == page_size:
-        out: List[Tuple[int, memoryview]] = []
+        out: list[tuple[int, memoryview]] = []
         for phys, rows in placed:
             flat = memoryview(np.ascontiguousarray(rows).reshape(-1)).toreadonly()
             out.extend((p, flat[k * page_size : (k + 1) * page_size]) for k, p in enumerate(phys.tolist()))

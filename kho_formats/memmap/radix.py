@@ -18,21 +18,20 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ..abi import RadixGeometry
 from ..alloc import PageAllocator
+from ..bits import bitmaps_to_runs, runs_to_bitmaps
 from ..errors import ImageError, KhoFormatError, MemoryMapError, UnrepresentableError
 from ..image import PhysImage
 from ..layout import Layout
 from ..limits import Budget
-from ..bits import bitmaps_to_runs, runs_to_bitmaps
 from ..pageset import PageSet, coalesce_runs, runs_from_sorted_indexes
 
 U64 = np.uint64
-NodeId = Tuple[int, int]  # (level, key >> (shift of the node))
+NodeId = tuple[int, int]  # (level, key >> (shift of the node))
 
 
 @dataclass
@@ -41,17 +40,17 @@ class RadixTree:
 
     root: int
     depth: int
-    placement: Dict[NodeId, int] = field(default_factory=dict)  # pre-order
+    placement: dict[NodeId, int] = field(default_factory=dict)  # pre-order
     tables: int = 0
     leaves: int = 0
     empty_leaves: int = 0
 
-    def copy(self) -> "RadixTree":
+    def copy(self) -> RadixTree:
         """Independent copy (keys and values are immutable: no deep copy)."""
         return dataclasses.replace(self, placement=dict(self.placement))
 
     @property
-    def pages(self) -> List[int]:
+    def pages(self) -> list[int]:
         return list(self.placement.values())
 
     def to_json(self) -> dict:
@@ -76,8 +75,8 @@ def read_radix(
     geom: RadixGeometry,
     lay: Layout,
     *,
-    budget: Optional[Budget] = None,
-) -> Tuple[PageSet, RadixTree]:
+    budget: Budget | None = None,
+) -> tuple[PageSet, RadixTree]:
     budget = budget or Budget()
     ps_size = lay.page_size
     if root == 0:
@@ -94,7 +93,7 @@ def read_radix(
     except KhoFormatError:
         budget.pages, budget.entries = charged
         tree, leaf_batches = _walk_tables(image, root, geom, lay, budget, fast=False)
-    per_order: Dict[int, Tuple[List[np.ndarray], List[np.ndarray]]] = {}
+    per_order: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {}
     if leaf_batches:
         _read_leaves(image, leaf_batches, geom, lay, tree, per_order)
     runs = {}
@@ -117,7 +116,7 @@ def _walk_tables(
     budget: Budget,
     *,
     fast: bool,
-) -> Tuple[RadixTree, List[Tuple[np.ndarray, np.ndarray, int, np.ndarray]]]:
+) -> tuple[RadixTree, list[tuple[np.ndarray, np.ndarray, int, np.ndarray]]]:
     """Walk the tables in the kernel's order and collect the leaf pointers.
     ``fast``: leaf pointers are not checked one by one (the caller checks
     them together)."""
@@ -125,20 +124,23 @@ def _walk_tables(
     depth = geom.depth
     o0 = geom.order_0_log2
     tree = RadixTree(root=root, depth=depth)
-    seen: Dict[int, NodeId] = {}
-    leaf_batches: List[Tuple[np.ndarray, np.ndarray, int, np.ndarray]] = []
+    seen: dict[int, NodeId] = {}
+    leaf_batches: list[tuple[np.ndarray, np.ndarray, int, np.ndarray]] = []
 
     nshift = [_node_shift(geom, lv) for lv in range(depth)]
     lshifts = [geom.level_shift(lv) if lv else 0 for lv in range(depth)]
 
-    def source(parent: Optional[int], level: int, index: int) -> str:
+    def source(parent: int | None, level: int, index: int) -> str:
         return f" (entry {index} of the level-{level + 1} node at {parent:#x})" if parent is not None else ""
 
-    def check_ptr(phys: int, level: int, parent: Optional[int], index: int) -> None:
+    def check_ptr(phys: int, level: int, parent: int | None, index: int) -> None:
         where = f"radix level {level} node" if level else "radix leaf"
         if phys % ps_size:
-            raise MemoryMapError(f"{where} pointer is not page aligned{source(parent, level, index)}", phys=phys,
-                                 expected=f"a multiple of {ps_size:#x}")
+            raise MemoryMapError(
+                f"{where} pointer is not page aligned{source(parent, level, index)}",
+                phys=phys,
+                expected=f"a multiple of {ps_size:#x}",
+            )
         if phys in seen:
             lvl, _ = seen[phys]
             raise MemoryMapError(
@@ -149,7 +151,7 @@ def _walk_tables(
             )
 
     check_ptr(root, depth - 1, None, 0)
-    stack: List[Tuple[int, int, int, Optional[int], int]] = [(root, depth - 1, 0, None, 0)]
+    stack: list[tuple[int, int, int, int | None, int]] = [(root, depth - 1, 0, None, 0)]
     while stack:
         phys, level, prefix, parent, index = stack.pop()
         nid = prefix >> nshift[level]
@@ -160,8 +162,11 @@ def _walk_tables(
             words = np.frombuffer(image.view(phys, ps_size, "radix node"), dtype=lay.dtype)
         except ImageError:
             where = f"radix level {level} node" if level else "radix leaf"
-            raise MemoryMapError(f"{where}{source(parent, level, index)} points outside the image", phys=phys,
-                                 expected="a page present in the memory image") from None
+            raise MemoryMapError(
+                f"{where}{source(parent, level, index)} points outside the image",
+                phys=phys,
+                expected="a page present in the memory image",
+            ) from None
         tree.tables += 1
         nz = np.flatnonzero(words)
         lshift = lshifts[level]
@@ -196,8 +201,9 @@ def _walk_tables(
     return tree, leaf_batches
 
 
-def _leaf_pointers_ok(tree: RadixTree, batches: List[Tuple[np.ndarray, np.ndarray, int, np.ndarray]],
-                      page_size: int) -> bool:
+def _leaf_pointers_ok(
+    tree: RadixTree, batches: list[tuple[np.ndarray, np.ndarray, int, np.ndarray]], page_size: int
+) -> bool:
     """Every leaf pointer page aligned, and no page used twice among all
     nodes (tables and leaves)."""
     if not batches:
@@ -212,11 +218,11 @@ def _leaf_pointers_ok(tree: RadixTree, batches: List[Tuple[np.ndarray, np.ndarra
 
 def _read_leaves(
     image: PhysImage,
-    batches: List[Tuple[np.ndarray, np.ndarray, int, np.ndarray]],
+    batches: list[tuple[np.ndarray, np.ndarray, int, np.ndarray]],
     geom: RadixGeometry,
     lay: Layout,
     tree: RadixTree,
-    per_order: Dict[int, Tuple[List[np.ndarray], List[np.ndarray]]],
+    per_order: dict[int, tuple[list[np.ndarray], list[np.ndarray]]],
 ) -> None:
     """Every leaf at once: one gather from the image, orders from the key
     prefixes, one :func:`bitmaps_to_runs` per order."""
@@ -231,7 +237,9 @@ def _read_leaves(
             if hit.size:
                 raise MemoryMapError(
                     f"radix leaf (entry {int(nz[hit[0]])} of the level-1 node at {parent:#x}) points outside the image",
-                    phys=int(p[hit[0]]), expected="a page present in the memory image") from None
+                    phys=int(p[hit[0]]),
+                    expected="a page present in the memory image",
+                ) from None
         raise MemoryMapError(str(exc), phys=bad) from None
     words = raw.view(lay.dtype).reshape(ptrs.size, lay.words_per_page)
     nonempty = words.any(axis=1)
@@ -248,8 +256,9 @@ def _read_leaves(
             hb = key.bit_length() - 1
             order = o0 - hb
             if order > geom.max_order:
-                raise MemoryMapError(f"leaf bit {key} encodes order {order}", phys=int(ptrs[k]),
-                                     expected=f"orders 0..{geom.max_order}")
+                raise MemoryMapError(
+                    f"leaf bit {key} encodes order {order}", phys=int(ptrs[k]), expected=f"orders 0..{geom.max_order}"
+                )
             _collect(per_order, order, np.array([key ^ (1 << hb)], dtype=np.uint64))
     sel = np.flatnonzero(nonempty & (prefixes != 0))
     if sel.size == 0:
@@ -269,7 +278,7 @@ def _read_leaves(
         lists[1].append(l)
 
 
-def _collect(per_order: Dict[int, Tuple[List[np.ndarray], List[np.ndarray]]], order: int, idx: np.ndarray) -> None:
+def _collect(per_order: dict[int, tuple[list[np.ndarray], list[np.ndarray]]], order: int, idx: np.ndarray) -> None:
     f, l = runs_from_sorted_indexes(idx)
     lists = per_order.setdefault(order, ([], []))
     lists[0].append(f)
@@ -296,11 +305,11 @@ def build_radix(
     pages: PageSet,
     geom: RadixGeometry,
     lay: Layout,
-    alloc: Optional[PageAllocator],
+    alloc: PageAllocator | None,
     *,
-    placement: Optional[Dict[NodeId, int]] = None,
+    placement: dict[NodeId, int] | None = None,
     keep_empty: bool = False,
-) -> Tuple[int, List[Tuple[int, bytes]], RadixTree]:
+) -> tuple[int, list[tuple[int, bytes]], RadixTree]:
     """Pages -> ``(root_phys, [(phys, page bytes)], tree)``.
 
     The page bytes are read-only ``memoryview`` slices of one array per
@@ -336,15 +345,15 @@ def build_radix(
     else:
         leaf_ids, packed = np.zeros(0, np.uint64), np.zeros((0, nbits // 8), np.uint8)
     # 2. node ids per level, sorted (a level's ids are its children's ids >> tshift)
-    ids: List[np.ndarray] = [leaf_ids.view(np.int64)]
+    ids: list[np.ndarray] = [leaf_ids.view(np.int64)]
     for level in range(1, depth):
         up = ids[level - 1] >> tshift
         keep = np.ones(up.size, dtype=bool)
         np.not_equal(up[1:], up[:-1], out=keep[1:])
         ids.append(up[keep])
     if placement and keep_empty:
-        extra: List[List[int]] = [[] for _ in range(depth)]
-        for (level, nid) in placement:
+        extra: list[list[int]] = [[] for _ in range(depth)]
+        for level, nid in placement:
             if 0 <= level < depth:
                 for lv in range(level, depth):
                     extra[lv].append(nid >> (tshift * (lv - level)))
@@ -385,7 +394,7 @@ def build_radix(
     # 4. bytes: every level's tables in one array, leaves straight from the packed bitmaps
     ps = lay.page_size
     offs = np.cumsum([0] + [x.size for x in ids])
-    node_bytes: List[memoryview] = []  # per level, the flat page bytes of that level's nodes in id order
+    node_bytes: list[memoryview] = []  # per level, the flat page bytes of that level's nodes in id order
     for level in range(depth):
         if level == 0:
             if ids[0].size == leaf_ids.size:
@@ -399,10 +408,10 @@ def build_radix(
             continue
         children = ids[level - 1]
         table = np.zeros((ids[level].size, lay.words_per_page), dtype=np.uint64)
-        table[np.searchsorted(ids[level], children >> tshift), children & tmask] = addr[offs[level - 1]:offs[level]]
+        table[np.searchsorted(ids[level], children >> tshift), children & tmask] = addr[offs[level - 1] : offs[level]]
         node_bytes.append(memoryview(table.astype(lay.dtype, copy=False).reshape(-1)).cast("B").toreadonly())
     row_in_level = np.arange(nid.size, dtype=np.int64) - np.repeat(offs[:-1], [x.size for x in ids])
-    out: List[Tuple[int, bytes]] = []
+    out: list[tuple[int, bytes]] = []
     for lv, row, q in zip(pre_lvl, (row_in_level[preorder] * ps).tolist(), pre_addr):
         out.append((q, node_bytes[lv][row : row + ps]))
     tree.tables = int(nid.size - ids[0].size)
