@@ -193,7 +193,7 @@ def bench(w: Workload, repeat: int, c_ok: bool, rows: list[dict]) -> None:
             version=w.version,
             page_size=w.page_size,
             preserved=pages,
-            v1_bitmap_bytes=w.v1_bitmap,
+            map_params={"v1_bitmap_bytes": w.v1_bitmap} if w.v1_bitmap else {},
             root_fdt_phys=ROOT_FDT_PHYS,
         )
         built = kstate.build(st, alloc=ALLOC)
@@ -221,7 +221,7 @@ def bench(w: Workload, repeat: int, c_ok: bool, rows: list[dict]) -> None:
         version=w.version,
         page_size=w.page_size,
         preserved=pages,
-        v1_bitmap_bytes=w.v1_bitmap,
+        map_params={"v1_bitmap_bytes": w.v1_bitmap} if w.v1_bitmap else {},
         root_fdt_phys=ROOT_FDT_PHYS,
     )
     built = kstate.build(st, alloc=ALLOC)

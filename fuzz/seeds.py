@@ -206,7 +206,7 @@ def build_seed(
         subblobs=subblobs,
         scratch=scratch,
         root_fdt_phys=root_phys,
-        v1_bitmap_bytes=(512 if v1_bitmap == "512" else ps) if ver.memory_map == "chunk-list" else None,
+        map_params={"v1_bitmap_bytes": 512 if v1_bitmap == "512" else ps} if ver.memory_map == "chunk-list" else {},
     )
     img = PhysImage(segments)
     built = kstate.build(st, alloc=[meta_region], image=img)

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import memmap
 from .errors import ImageError, KhoFormatError
 from .fdt import fdt_totalsize
 from .image import PhysImage
@@ -52,7 +53,8 @@ class Capture:
     #: hints from handover.json / meta.json (None: not recorded)
     page_size: int | None = None
     byte_order: str | None = None
-    v1_bitmap: str | None = None
+    #: memory-map parameters the root FDT does not record (``memmap.param_names()``)
+    map_params: dict[str, int] = field(default_factory=dict)
     arch: str | None = None
     #: free regions recorded by a fixture (usable for new metadata pages)
     alloc: list[tuple[int, int]] = field(default_factory=list)
@@ -203,9 +205,10 @@ def _load_dir(d: Path, *, use_own_image: bool) -> Capture:
     bo = meta.get("byte_order")
     if bo in ("little", "big"):
         cap.byte_order = bo
-    bb = _meta_int(meta, "v1_bitmap_bytes", mpath)
-    if bb:
-        cap.v1_bitmap = "512" if bb == 512 else "page"
+    for name in memmap.param_names():
+        value = _meta_int(meta, name, mpath)
+        if value:
+            cap.map_params[name] = value
     if meta.get("arch"):
         cap.arch = str(meta["arch"])
     if "scratch" in meta:
@@ -243,15 +246,14 @@ def parse_capture(
     """
     ps = page_size or cap.page_size or 4096
     bo = byteorder or cap.byte_order or "little"
-    # explicit "auto" detects; no choice at all uses what a fixture recorded
-    v1b = cap.v1_bitmap if v1_bitmap is None else (None if v1_bitmap == "auto" else v1_bitmap)
     st = parse(
         cap.root_fdt,
         cap.image,
         version=version,
         page_size=ps,
         byteorder=bo,
-        v1_bitmap=v1b,
+        v1_bitmap=v1_bitmap,  # explicit "auto" detects; None uses what a fixture recorded
+        map_params=cap.map_params,
         limits=limits,
         root_fdt_phys=cap.root_fdt_phys,
         scratch=cap.scratch,

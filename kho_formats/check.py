@@ -150,8 +150,9 @@ def check(
                 out.append(Finding(ERROR, "map-in-scratch", f"memory-map page {a:#x} lies in scratch", phys=a))
     if not state.map_read:
         return out
-    # radix-version rules
-    if state.abi.memory_map == "radix":
+    # what the version's map kind requires (its codec's policy)
+    codec = state.codec
+    if codec.root_fdt_must_be_preserved:
         if state.root_fdt_phys is not None and not _covered(state, state.root_fdt_phys, ps, cov):
             out.append(
                 Finding(
@@ -166,7 +167,7 @@ def check(
         if sb.size is not None and not _covered(state, sb.phys, sb.size, cov):
             out.append(
                 Finding(
-                    WARNING if state.abi.memory_map == "chunk-list" else ERROR,
+                    codec.unpreserved_blob_severity,
                     "blob-not-preserved",
                     f"sub-blob {sb.name!r} ({sb.size} bytes) is not fully preserved",
                     phys=sb.phys,

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, memmap
 from .alloc import PageAllocator, disjoint_regions
 from .errors import AllocationError, KhoFormatError
 from .image import PhysImage
@@ -148,7 +148,7 @@ class Fixture:
             "scratch_array_phys": self.scratch_array_phys,
             "scratch_array_size": len(self.scratch_array()),
             "memmap_phys": st.memmap_phys,
-            "v1_bitmap_bytes": st.v1_bitmap_bytes,
+            **memmap.params_json(st.codec, st.map_params),
             "alloc": [[a, s] for a, s in self.alloc],
             "subblobs": [{"name": sb.name, "phys": sb.phys, "size": sb.size} for sb in st.subblobs],
             "preserved_pages": st.preserved.num_pages,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from . import memmap
 from .capture import Capture, strip_ranges
 from .errors import KhoFormatError
 from .fixture import Fixture, disjoint_regions, make_fixture
@@ -45,13 +46,8 @@ def convert_capture(
             "convert needs the memory image that holds the memory map",
             expected="a fixture/capture directory with image.elf, or --mem IMAGE",
         )
-    target = convert(state, to_version)
+    target = convert(state, to_version, map_options={"v1_bitmap": v1_bitmap} if v1_bitmap else None)
     ps = state.page_size
-    if target.abi.memory_map == "chunk-list":
-        if v1_bitmap == "512":
-            target.v1_bitmap_bytes = 512
-        elif v1_bitmap == "page":
-            target.v1_bitmap_bytes = ps
     old_meta = state.metadata_pages()
     drop = list(old_meta) + list(cap.boot_ranges)
     root = state.root_fdt_phys
@@ -78,11 +74,8 @@ def convert_capture(
         changes.append(f"compatible {state.abi.compatible} -> {target.abi.compatible}")
     if state.abi.memory_map != target.abi.memory_map:
         changes.append(f"memory map {state.abi.memory_map} -> {target.abi.memory_map}")
-    elif state.abi.memory_map == "radix":
-        d0 = state.abi.radix(ps).depth
-        d1 = target.abi.radix(ps).depth
-        if d0 != d1:
-            changes.append(f"radix depth {d0} -> {d1}")
+    else:
+        changes += target.codec.changes(state.map_context, target.map_context)
     p0, p1 = _describe_props(state), _describe_props(built.state)
     if p0 != p1:
         changes.append(f"sub-node properties {'+'.join(p0) or '-'} -> {'+'.join(p1)}")
@@ -93,14 +86,14 @@ def convert_capture(
             "version": state.version,
             "memmap_phys": state.memmap_phys,
             "metadata_bytes": sum(b - a for a, b in old_meta),
-            "v1_bitmap_bytes": state.v1_bitmap_bytes,
+            **memmap.params_json(state.codec, state.map_params),
         },
         "to": {
             "version": target.version,
             "memmap_phys": built.memmap_phys,
             "metadata_bytes": sum(b - a for a, b in new_meta),
             "metadata_blocks": len(built.metadata),
-            "v1_bitmap_bytes": built.state.v1_bitmap_bytes,
+            **memmap.params_json(built.state.codec, built.state.map_params),
         },
         "page_size": ps,
         "byte_order": state.byteorder,

@@ -16,7 +16,7 @@ import json
 from collections.abc import Sequence
 from itertools import chain
 
-from . import __version__
+from . import __version__, memmap
 from .check import ERROR, WARNING, Finding
 from .clients import ClientReport
 from .image import PhysImage
@@ -97,16 +97,7 @@ def inspect_report(
                 v["bytes"] = area.nr_pages * state.page_size
                 vm.append(v)
     mm: dict = {"phys": state.memmap_phys, "kind": state.abi.memory_map, "read": state.map_read}
-    if state.radix is not None:
-        mm.update({"depth": state.abi.radix(state.page_size).depth, "pages": len(state.radix.pages)})
-    if state.chunklist is not None:
-        mm.update(
-            {
-                "chunks": len(state.chunklist.chunks),
-                "bitmaps": len(state.chunklist.bitmaps),
-                "bitmap_bytes": state.chunklist.bitmap_bytes,
-            }
-        )
+    mm.update(state.codec.summary(state.map_context, state.memmap))
     return {
         "schema": SCHEMA.format("inspect"),
         "generator": f"kho-formats {__version__}",
@@ -115,7 +106,7 @@ def inspect_report(
         "compatible": [state.abi.compatible] + list(state.extra_compatible),
         "page_size": state.page_size,
         "byte_order": state.byteorder,
-        "v1_bitmap_bytes": state.v1_bitmap_bytes,
+        **memmap.params_json(state.codec, state.map_params),
         "root_fdt": {"phys": state.root_fdt_phys, "size": len(root_fdt)},
         "memory_map": mm,
         "scratch": [{"addr": a, "size": s} for a, s in state.scratch],
@@ -237,17 +228,14 @@ def render_inspect(r: dict, *, max_ranges: int = 32) -> str:
     rf = r["root_fdt"]
     L.append(f"  root FDT:        {_fmt_addr(rf['phys'])} ({rf['size']} bytes)")
     mm = r["memory_map"]
-    detail = ""
-    if "depth" in mm:
-        detail = f", radix depth {mm['depth']}, {mm['pages']} node/leaf pages"
-    elif "chunks" in mm:
-        detail = f", {mm['chunks']} chunks, {mm['bitmaps']} bitmaps of {mm['bitmap_bytes']} bytes"
+    codec = memmap.get(mm["kind"])
+    detail = codec.describe(mm)
     L.append(
         f"  memory map:      {_fmt_addr(mm['phys'])} ({mm['kind']}{detail})"
         + ("" if mm["read"] else " -- not read: no memory image")
     )
-    if r["v1_bitmap_bytes"]:
-        L.append(f"  v1 bitmaps:      {r['v1_bitmap_bytes']} bytes")
+    for label, text in codec.param_lines(r):
+        L.append(f"  {label + ':':<17}{text}")
     if r["image"]:
         L.append(f"  memory image:    {r['image']['segments']} segments, {human_size(r['image']['bytes'])}")
     L.append("")

@@ -86,7 +86,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from . import abi
+from . import abi, memmap
 from .alloc import PageAllocator, merge_ranges
 from .clients import kexec_metadata, kho_test, memblock
 from .clients.vmalloc import build_vmalloc
@@ -540,8 +540,8 @@ def build_spec(sp: Spec) -> Fixture:
     ps = sp.page_size
     lay = layout(ps, sp.byte_order)
     w = sp.source or sp.name
-    if ver.memory_map == "radix":
-        geom = ver.radix(ps)
+    map_ctx = memmap.MapContext(ver, ps, sp.byte_order)
+    codec = memmap.codec_for(ver)
     # -- what the spec places explicitly: the allocator must avoid it ------------------
     preserved = PageSet(ps)
     for i, p in enumerate(sp.preserve):
@@ -658,10 +658,7 @@ def build_spec(sp: Spec) -> Fixture:
         preserved.add(phys, 0)
         subblobs.append(_subblob(sp, ver, v.name, phys, data, w))
     # -- the handover -------------------------------------------------------------------------
-    if ver.memory_map == "radix":
-        from .memmap.radix import check_representable
-
-        check_representable(preserved, geom)
+    codec.check_representable(preserved, map_ctx)
     ov = preserved.find_overlap()
     if ov:
         raise SpecError(f"{w}: order-{ov[1]} page {ov[0]:#x} overlaps order-{ov[3]} page {ov[2]:#x}", phys=ov[2])
@@ -680,7 +677,7 @@ def build_spec(sp: Spec) -> Fixture:
         scratch=list(sp.scratch),
         root_fdt_phys=root_phys,
         extra_compatible=list(sp.extra_compatible),
-        v1_bitmap_bytes=(512 if sp.v1_bitmap == "512" else ps) if ver.memory_map == "chunk-list" else None,
+        map_params=codec.params_for(map_ctx, {}, {"v1_bitmap": sp.v1_bitmap}),
     )
     built = build(state, alloc=regions, image=image, avoid=[(a, b) for a, b in alloc.allocated])
     extra = {"spec": os.path.basename(sp.source) if sp.source else None}

@@ -13,19 +13,19 @@ Data flows one way on each path::
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import abi
 from .abi import AbiVersion
-from .alloc import PageAllocator, merge_ranges
+from .alloc import PageAllocator
 from .errors import FdtError, KhoFormatError, PropertyError, ScratchError, VersionError
 from .fdt import FdtNode, build_fdt, fdt_totalsize, get_strings, get_u64, parse_fdt, str_bytes, u64_bytes
 from .image import PhysImage
 from .layout import Layout, layout
 from .limits import Budget, Limits
-from .memmap.chunklist import ChunkList, build_chunklist, read_chunklist
-from .memmap.radix import RadixTree, build_radix, read_radix
+from .memmap import MapCodec, MapContext, MemoryMap, codec_for
 from .pageset import PageSet
 
 ROOT = "root FDT"
@@ -68,12 +68,14 @@ class KhoState:
     scratch: list[tuple[int, int]] = field(default_factory=list)  # (addr, size)
     root_fdt_phys: int | None = None
     extra_compatible: list[str] = field(default_factory=list)
-    v1_bitmap_bytes: int | None = None
+    #: parameters of the memory map that the root FDT does not record
+    #: (``memmap.param_names()``; kho-v1: ``v1_bitmap_bytes``)
+    map_params: dict[str, int] = field(default_factory=dict)
     # what the parse saw (not part of equality)
     memmap_phys: int = 0
     map_read: bool = True
-    radix: RadixTree | None = None
-    chunklist: ChunkList | None = None
+    #: the map a parse walked or a build wrote (its pages and their placement)
+    memmap: MemoryMap | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -84,6 +86,15 @@ class KhoState:
     def layout(self) -> Layout:
         return layout(self.page_size, self.byteorder)
 
+    @property
+    def map_context(self) -> MapContext:
+        return MapContext(self.abi, self.page_size, self.byteorder)
+
+    @property
+    def codec(self) -> MapCodec:
+        """The codec of this version's memory-map kind."""
+        return codec_for(self.abi)
+
     def subblob(self, name: str) -> SubBlob | None:
         for s in self.subblobs:
             if s.name == name:
@@ -92,15 +103,7 @@ class KhoState:
 
     def metadata_pages(self) -> list[tuple[int, int]]:
         """Byte ranges of the memory map's own pages (nodes, chunks, bitmaps)."""
-        ps = self.page_size
-        if self.radix is not None:
-            return merge_ranges((p, p + ps) for p in self.radix.pages)
-        if self.chunklist is not None:
-            rng = [(p, p + ps) for p in self.chunklist.chunks]
-            b = self.chunklist.bitmap_bytes
-            rng += [(p, p + b) for p in self.chunklist.bitmaps.values()]
-            return merge_ranges(rng)
-        return []
+        return self.memmap.metadata_ranges(self.page_size) if self.memmap is not None else []
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, KhoState):
@@ -123,8 +126,8 @@ class KhoState:
             scratch=list(self.scratch),
             extra_compatible=list(self.extra_compatible),
             notes=list(self.notes),
-            radix=self.radix.copy() if self.radix is not None else None,
-            chunklist=self.chunklist.copy() if self.chunklist is not None else None,
+            map_params=dict(self.map_params),
+            memmap=self.memmap.copy() if self.memmap is not None else None,
         )
 
 
@@ -161,6 +164,7 @@ def parse(
     page_size: int = 4096,
     byteorder: str = "little",
     v1_bitmap: str | None = None,
+    map_params: Mapping[str, int] | None = None,
     limits: Limits | None = None,
     root_fdt_phys: int | None = None,
     scratch: Sequence[tuple[int, int]] = (),
@@ -169,9 +173,13 @@ def parse(
 
     ``version`` overrides what ``compatible`` says; ``page_size`` and
     ``byteorder`` are the producer's (a note says when they look wrong).
-    Without an image only the FDT is read (``map_read`` is False).
+    ``map_params`` are memory-map parameters a fixture recorded (see
+    :func:`kho_formats.memmap.param_names`); ``v1_bitmap`` (``"auto"``,
+    ``"page"``, ``"512"``) is the caller's choice for a kho-v1 chunk list
+    and wins over them.  Without an image only the FDT is read (``map_read``
+    is False).
     """
-    lay = layout(page_size, byteorder)
+    layout(page_size, byteorder)  # refuses an unknown page size or byte order first
     fdt = parse_fdt(root_fdt, where=ROOT, phys=root_fdt_phys)
     root = fdt.root
     notes: list[str] = []
@@ -264,21 +272,12 @@ def parse(
         state.map_read = False
         notes.append("no memory image given: the preserved memory map was not read")
         return state
-    budget = Budget(limits)
-    if ver.memory_map == "radix":
-        geom = ver.radix(page_size)
-        state.preserved, state.radix = read_radix(image, map_phys, geom, lay, budget=budget)
-        if state.radix.empty_leaves:
-            notes.append(f"radix tree has {state.radix.empty_leaves} empty leaves (the kernel never frees nodes)")
-    else:
-        from .memmap.chunklist import bitmap_bytes_for
-
-        bb = bitmap_bytes_for(v1_bitmap, page_size)
-        state.preserved, state.chunklist = read_chunklist(image, map_phys, lay, bitmap_bytes=bb, budget=budget)
-        state.v1_bitmap_bytes = state.chunklist.bitmap_bytes
-        notes.append(f"v1 bitmaps: {state.chunklist.detection}")
-        if map_phys == 0:
-            notes.append("preserved-memory-map is 0: nothing preserved, or the v1 handover was not finalized yet")
+    options = {"v1_bitmap": v1_bitmap} if v1_bitmap is not None else {}
+    got = state.codec.read(
+        image, map_phys, state.map_context, budget=Budget(limits), params=map_params or {}, options=options
+    )
+    state.preserved, state.memmap, state.map_params = got.pages, got.map, got.params
+    notes += got.notes
     return state
 
 
@@ -293,9 +292,9 @@ class Built:
     root_fdt: bytes
     image: PhysImage
     memmap_phys: int
-    metadata: list[tuple[int, bytes]]
-    radix: RadixTree | None = None
-    chunklist: ChunkList | None = None
+    metadata: list[tuple[int, bytes | memoryview]]
+    #: the map written (its pages and their placement)
+    memmap: MemoryMap | None = None
 
 
 def root_fdt_tree(state: KhoState, memmap_phys: int) -> FdtNode:
@@ -339,11 +338,10 @@ def build(
     Metadata pages are placed in the ``alloc`` regions (``(start, size)``),
     never over preserved memory, scratch, sub-blobs, the root FDT page, the
     ``image`` given (client data) or ``avoid``.  ``reuse_placement`` puts
-    nodes/chunks where ``state.radix`` / ``state.chunklist`` say (a parsed
-    capture then rebuilds byte for byte).
+    the map's pages where ``state.memmap`` had them (a parsed capture then
+    rebuilds byte for byte).
     """
     ver = state.abi
-    lay = state.layout
     ps = state.page_size
     base = image.copy() if image is not None else PhysImage()
     forbid: list[tuple[int, int]] = [(a, a + s) for a, s in state.scratch]
@@ -356,17 +354,15 @@ def build(
     allocator = None
     if alloc:
         allocator = PageAllocator(alloc, ps, avoid=forbid, avoid_merged=[(ps_s, ps_e)])
-    radix_tree = chunklist = None
-    if ver.memory_map == "radix":
-        placement = state.radix.placement if (reuse_placement and state.radix) else None
-        memmap_phys, pages, radix_tree = build_radix(
-            state.preserved, ver.radix(ps), lay, allocator, placement=placement, keep_empty=reuse_placement
-        )
-    else:
-        placement_cl = state.chunklist if reuse_placement else None
-        memmap_phys, pages, chunklist = build_chunklist(
-            state.preserved, lay, allocator, bitmap_bytes=state.v1_bitmap_bytes, placement=placement_cl
-        )
+    made = state.codec.build(
+        state.preserved,
+        state.map_context,
+        allocator,
+        params=state.map_params,
+        placement=state.memmap if reuse_placement else None,
+        keep_empty=reuse_placement,
+    )
+    memmap_phys, pages = made.first, made.pages
     for phys, data in pages:
         base.write(phys, data, what="memory-map page")
     for sb in state.subblobs:
@@ -383,21 +379,22 @@ def build(
         base.write(state.root_fdt_phys, fdt, what="root FDT")
     out_state = state.copy()
     out_state.memmap_phys = memmap_phys
-    out_state.radix, out_state.chunklist = radix_tree, chunklist
-    return Built(out_state, fdt, base, memmap_phys, pages, radix_tree, chunklist)
+    out_state.memmap = made.map
+    return Built(out_state, fdt, base, memmap_phys, pages, made.map)
 
 
-def convert(state: KhoState, to_version: str) -> KhoState:
+def convert(state: KhoState, to_version: str, *, map_options: Mapping[str, Any] | None = None) -> KhoState:
     """The same preserved set and sub-blobs under another ABI version.
 
     Sub-blob sizes the target requires come from what the source had
     (``blob-size`` or the sub-FDT's own header).  What the target cannot hold
-    is refused when it is built (e.g. kho-v2, 16 KiB pages, order 0).
+    is refused (e.g. kho-v2, 16 KiB pages, order 0).  ``map_options`` are
+    the target map's choices (``{"v1_bitmap": "512"}``).
     """
     ver = abi.get_version(to_version)
     out = state.copy()
     out.version = ver.name
-    out.radix = out.chunklist = None
+    out.memmap = None
     out.notes = []
     for sb in out.subblobs:
         if ver.size_property and ver.size_required and sb.size is None:
@@ -418,11 +415,7 @@ def convert(state: KhoState, to_version: str) -> KhoState:
         elif not ver.size_property:
             sb.size_source = "fdt-header" if sb.size is not None else "unknown"
         sb.extra_props = []
-    if ver.memory_map == "chunk-list" and out.v1_bitmap_bytes is None:
-        out.v1_bitmap_bytes = state.page_size
-    if ver.memory_map == "radix":
-        from .memmap.radix import check_representable
-
-        check_representable(out.preserved, ver.radix(state.page_size))
-        out.v1_bitmap_bytes = None
+    codec = out.codec
+    codec.check_representable(out.preserved, out.map_context)
+    out.map_params = codec.params_for(out.map_context, state.map_params, map_options or {})
     return out

@@ -50,7 +50,7 @@ def handover(
         scratch=list(scratch),
     )
     if st.abi.memory_map == "chunk-list":
-        st.v1_bitmap_bytes = v1_bitmap_bytes or page_size
+        st.map_params["v1_bitmap_bytes"] = v1_bitmap_bytes or page_size
     return kstate.build(st, alloc=[(ALLOC_BASE, 0x1000 * page_size)], image=image)
 
 

@@ -65,10 +65,10 @@ def test_version_and_map(state, meta):
     assert state.version == "kho-v4"
     assert state.extra_compatible == []
     assert state.memmap_phys == meta["preserved_memory_map"]
-    assert state.radix.depth == 6
-    assert state.radix.root == meta["preserved_memory_map"]
-    assert state.radix.tables == meta["radix_nodes"]
-    assert state.radix.leaves == meta["radix_leaves"]
+    assert state.memmap.depth == 6
+    assert state.memmap.root == meta["preserved_memory_map"]
+    assert state.memmap.tables == meta["radix_nodes"]
+    assert state.memmap.leaves == meta["radix_leaves"]
 
 
 def test_preserved_set_equals_kernel_walk(state, meta):
@@ -147,8 +147,8 @@ def test_rebuild_byte_for_byte(state, root_dtb, image):
     b = build(state, reuse_placement=True)
     assert b.root_fdt == root_dtb
     assert b.memmap_phys == state.memmap_phys
-    assert len(b.metadata) == state.radix.tables + state.radix.leaves == 48
-    assert sorted(p for p, _ in b.metadata) == sorted(state.radix.pages)
+    assert len(b.metadata) == state.memmap.tables + state.memmap.leaves == 48
+    assert sorted(p for p, _ in b.metadata) == sorted(state.memmap.pages)
     for phys, data in b.metadata:
         assert data == image.read(phys, 4096), hex(phys)
     # the root FDT lands at its captured address too
@@ -160,7 +160,7 @@ def test_rebuild_from_scratch_reads_back(state):
     b = build(state, alloc=[(0x8000_0000, 0x100_0000)])
     again = parse(b.root_fdt, b.image, root_fdt_phys=state.root_fdt_phys, scratch=state.scratch)
     assert again == state
-    assert all(0x8000_0000 <= p < 0x8100_0000 for p in b.radix.pages)
+    assert all(0x8000_0000 <= p < 0x8100_0000 for p in b.memmap.pages)
 
 
 def test_check_is_clean(state, image):

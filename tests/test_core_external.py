@@ -70,7 +70,7 @@ def built_handover(version, page_size, bo):
         preserved=pres,
         subblobs=subs,
         root_fdt_phys=ROOT_PHYS,
-        v1_bitmap_bytes=page_size if version == "kho-v1" else None,
+        map_params={"v1_bitmap_bytes": page_size} if version == "kho-v1" else {},
     )
     return st, build(st, alloc=MAP_ALLOC, image=img), kt
 

@@ -39,6 +39,8 @@ def bit_byte(b: int, bo: str):
 
 
 def _build(version, pages, page_size=4096, bo="little", **kw):
+    if "v1_bitmap_bytes" in kw:
+        kw["map_params"] = {"v1_bitmap_bytes": kw.pop("v1_bitmap_bytes")}
     st = KhoState(
         version=version, page_size=page_size, byteorder=bo, preserved=PageSet.from_pages(page_size, pages), **kw
     )
@@ -76,7 +78,7 @@ def test_radix_worked_example_bytes(version, bo):
         assert sum(1 for x in leaf if x) == 1
         # depth 6: five tables and a leaf, nothing else
         assert len(b.metadata) == 6
-        assert b.radix.tables == 5 and b.radix.leaves == 1
+        assert b.memmap.tables == 5 and b.memmap.leaves == 1
         assert parse(b.root_fdt, b.image, byteorder=bo).preserved == st.preserved
 
 
@@ -86,7 +88,7 @@ def test_leaf_is_unsigned_long_bitmap(bo):
     base = 0x1_0000_0000  # leaf bit 0
     bits = [1, 9, 63, 64, 100]
     st, b = _build("kho-v4", [(base + k * 4096, 0) for k in bits], bo=bo)
-    leaf_phys = b.radix.placement[(0, ((1 << 52) | (base >> 12)) >> 15)]
+    leaf_phys = b.memmap.placement[(0, ((1 << 52) | (base >> 12)) >> 15)]
     leaf = b.image.read(leaf_phys, 4096)
     assert set_bits(leaf, bo) == bits
     expect = bytearray(4096)
@@ -110,16 +112,16 @@ def test_radix_table_entries_native_order(bo):
     assert len(nz) == 1
     child = tbl[nz[0]]
     assert raw[8 * nz[0] : 8 * nz[0] + 8] == child.to_bytes(8, bo)
-    assert child in b.radix.pages
+    assert child in b.memmap.pages
     assert child % 16384 == 0
 
 
 def test_radix_pages_of_all_orders_share_one_tree():
     pages = [(0x1_0000_0000, 0), (0x1_0020_0000, 9), (0x2_0000_0000, 18), (1 << 42, 30)]
     st, b = _build("kho-v4", pages)
-    assert b.radix.depth == 6
+    assert b.memmap.depth == 6
     # one root, shared by all four keys
-    assert sum(1 for (lvl, _) in b.radix.placement if lvl == 5) == 1
+    assert sum(1 for (lvl, _) in b.memmap.placement if lvl == 5) == 1
     got = parse(b.root_fdt, b.image)
     assert sorted(got.preserved.iter_pages()) == sorted(pages)
 
@@ -146,12 +148,12 @@ def test_v2_16k_order0_refused_order1_accepted():
     assert ei.value.phys == 0x4000
     st = KhoState("kho-v2", 16384, "little", PageSet.from_pages(16384, [(0x8000, 1), (0x10_0000, 3)]))
     b = build(st, alloc=ALLOC)
-    assert b.radix.depth == 4
+    assert b.memmap.depth == 4
     assert parse(b.root_fdt, b.image, page_size=16384).preserved == st.preserved
     # the same order-0 page is fine under kho-v3 (depth 5)
     st = KhoState("kho-v3", 16384, "little", PageSet.from_pages(16384, [(0x4000, 0)]))
     b = build(st, alloc=ALLOC)
-    assert b.radix.depth == 5
+    assert b.memmap.depth == 5
     assert parse(b.root_fdt, b.image, page_size=16384).preserved == st.preserved
 
 
@@ -160,7 +162,7 @@ def test_radix_metadata_never_over_preserved_memory():
     ps = PageSet.from_ranges(4096, [(0x4000_0000, 0x4010_0000)])
     st = KhoState("kho-v4", preserved=ps)
     b = build(st, alloc=ALLOC)
-    for p in b.radix.pages:
+    for p in b.memmap.pages:
         assert p >= 0x4010_0000
         assert ps.overlaps_range(p, p + 4096) is None
 
@@ -228,8 +230,8 @@ def test_v1_chunk_list_by_hand(variant, bits, bo):
     # and the library reads it back, with the variant named explicitly
     back = parse(b.root_fdt, b.image, byteorder=bo, v1_bitmap=variant)
     assert back.preserved == st.preserved
-    assert back.v1_bitmap_bytes == bb
-    assert "chosen by the caller" in back.chunklist.detection
+    assert back.map_params["v1_bitmap_bytes"] == bb
+    assert "chosen by the caller" in back.memmap.detection
 
 
 @pytest.mark.parametrize("page_size", [4096, 16384])
@@ -250,7 +252,7 @@ def test_v1_chunk_splits_when_full(page_size):
 def test_v1_512_bitmaps_share_pages():
     pages = [((i * 4096) << 12, 0) for i in range(10)]  # ten 512-byte bitmaps
     st, b = _build("kho-v1", pages, v1_bitmap_bytes=512)
-    ptrs = sorted(b.chunklist.bitmaps.values())
+    ptrs = sorted(b.memmap.bitmaps.values())
     assert len(ptrs) == 10
     assert all(p % 512 == 0 for p in ptrs)
     assert len({p // 4096 for p in ptrs}) == 2  # eight to a page
@@ -262,33 +264,33 @@ def test_v1_bitmap_detection_and_override():
     pages = [((i * 4096) << 12, 0) for i in range(3)]
     st, b = _build("kho-v1", pages, v1_bitmap_bytes=512)
     got = parse(b.root_fdt, b.image)
-    assert got.v1_bitmap_bytes == 512
-    assert got.chunklist.detection.startswith("512-byte")
+    assert got.map_params["v1_bitmap_bytes"] == 512
+    assert got.memmap.detection.startswith("512-byte")
     assert got.preserved == st.preserved
     assert any("v1 bitmaps: 512-byte" in n for n in got.notes)
     # page-sized bitmaps are detected as such
     st, b = _build("kho-v1", [((i * 32768) << 12, 0) for i in range(3)], v1_bitmap_bytes=4096)
     got = parse(b.root_fdt, b.image)
-    assert got.v1_bitmap_bytes == 4096
-    assert got.chunklist.detection.startswith("page-sized")
+    assert got.map_params["v1_bitmap_bytes"] == 4096
+    assert got.memmap.detection.startswith("page-sized")
     assert got.preserved == st.preserved
     # phys_start not a multiple of a page bitmap's coverage tells 512 apart
     st, b = _build("kho-v1", [((4096 * 1 + 5) << 12, 0)], v1_bitmap_bytes=512)
     got = parse(b.root_fdt, b.image)
-    assert got.v1_bitmap_bytes == 512 and "phys_start" in got.chunklist.detection
+    assert got.map_params["v1_bitmap_bytes"] == 512 and "phys_start" in got.memmap.detection
     assert got.preserved == st.preserved
 
 
 def test_v1_ambiguous_variant_needs_the_override():
     # one 512-byte bitmap at a page-aligned address, index 0: looks page-sized
     st, b = _build("kho-v1", [(0x5000, 0)], v1_bitmap_bytes=512)
-    (bm,) = b.chunklist.bitmaps.values()
+    (bm,) = b.memmap.bitmaps.values()
     assert bm % 4096 == 0
     auto = parse(b.root_fdt, b.image)
-    assert auto.v1_bitmap_bytes == 4096
-    assert "ambiguous" in auto.chunklist.detection
+    assert auto.map_params["v1_bitmap_bytes"] == 4096
+    assert "ambiguous" in auto.memmap.detection
     forced = parse(b.root_fdt, b.image, v1_bitmap="512")
-    assert forced.v1_bitmap_bytes == 512
+    assert forced.map_params["v1_bitmap_bytes"] == 512
     assert forced.preserved == st.preserved
 
 
@@ -297,7 +299,7 @@ def test_v1_override_changes_the_reading():
     st, b = _build("kho-v1", [(5000 << 12, 0), (3 << 12, 0)], v1_bitmap_bytes=4096)
     assert parse(b.root_fdt, b.image, v1_bitmap="page").preserved == st.preserved
     as512 = parse(b.root_fdt, b.image, v1_bitmap="512")
-    assert as512.v1_bitmap_bytes == 512
+    assert as512.map_params["v1_bitmap_bytes"] == 512
     assert list(as512.preserved.iter_pages()) == [(3 << 12, 0)]
 
 
@@ -309,7 +311,7 @@ def test_v1_map_zero_note():
     assert not got.preserved
     assert got.memmap_phys == 0
     assert any("not finalized" in n for n in got.notes)
-    assert "not finalized" in got.chunklist.detection
+    assert "not finalized" in got.memmap.detection
     # a v2+ map of 0 is simply empty: no such note
     st, b = _build("kho-v4", [])
     assert not any("finalized" in n for n in parse(b.root_fdt, b.image).notes)
@@ -328,7 +330,7 @@ def test_v1_detection_high_orders_no_overflow(page_size, orders):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             got = parse(b.root_fdt, b.image, page_size=page_size)
-        assert got.v1_bitmap_bytes == page_size
+        assert got.map_params["v1_bitmap_bytes"] == page_size
         assert got.preserved == st.preserved
 
 
@@ -339,12 +341,12 @@ def test_empty_leaves_kept_with_reuse_placement(bo):
     a, b_ = (0x1_0000_0000, 0), (0x2_0000_0000, 0)  # different leaves
     st, b = _build("kho-v4", [a, b_], bo=bo)
     got = parse(b.root_fdt, b.image, byteorder=bo)
-    assert got.radix.leaves == 2 and got.radix.empty_leaves == 0
+    assert got.memmap.leaves == 2 and got.memmap.empty_leaves == 0
     got.preserved = PageSet.from_pages(4096, [a])
     b2 = build(got, reuse_placement=True)
     assert b2.memmap_phys == b.memmap_phys
     assert sorted(p for p, _ in b2.metadata) == sorted(p for p, _ in b.metadata)
-    leaf_b = b.radix.placement[(0, ((1 << 52) | (b_[0] >> 12)) >> 15)]
+    leaf_b = b.memmap.placement[(0, ((1 << 52) | (b_[0] >> 12)) >> 15)]
     assert dict(b2.metadata)[leaf_b] == bytes(4096)
     # every other page is unchanged
     for p, d in b.metadata:
@@ -352,11 +354,11 @@ def test_empty_leaves_kept_with_reuse_placement(bo):
             assert dict(b2.metadata)[p] == d
     back = parse(b2.root_fdt, b2.image, byteorder=bo)
     assert list(back.preserved.iter_pages()) == [a]
-    assert back.radix.empty_leaves == 1
+    assert back.memmap.empty_leaves == 1
     assert any("empty leaves" in n for n in back.notes)
     # and rebuilding that again is byte-identical
     b3 = build(back, reuse_placement=True)
     assert dict(b3.metadata) == dict(b2.metadata) and b3.root_fdt == b2.root_fdt
     # a fresh build drops the empty leaf and its now-empty parents
     fresh = build(back, alloc=ALLOC)
-    assert fresh.radix.empty_leaves == 0 and fresh.radix.leaves == 1
+    assert fresh.memmap.empty_leaves == 0 and fresh.memmap.leaves == 1

@@ -151,7 +151,7 @@ def states(draw, version: str, v1_variant, page_size: int, byteorder: str):
         root_fdt_phys=SUB_BASE,
         scratch=[SCRATCH] if draw(st.booleans()) else [],
         extra_compatible=["radix-v1"] if draw(st.integers(0, 4)) == 0 else [],
-        v1_bitmap_bytes=(512 if v1_variant == "512" else page_size) if version == "kho-v1" else None,
+        map_params={"v1_bitmap_bytes": 512 if v1_variant == "512" else page_size} if version == "kho-v1" else {},
     )
     return st_
 
@@ -258,9 +258,9 @@ def test_round_trip(version, variant, page_size, bo):
             assert (a.name, a.phys, a.size, a.data) == (c.name, c.phys, c.size, c.data)
         # an independent walk of the built bytes finds exactly the preserved pages
         if version == "kho-v1":
-            hand = hand_walk_v1(b.image, b.memmap_phys, page_size, bo, s.v1_bitmap_bytes)
+            hand = hand_walk_v1(b.image, b.memmap_phys, page_size, bo, s.map_params["v1_bitmap_bytes"])
         else:
-            hand = hand_walk_radix(b.image, b.memmap_phys, page_size, bo, b.radix.depth)
+            hand = hand_walk_radix(b.image, b.memmap_phys, page_size, bo, b.memmap.depth)
         assert hand == set(s.preserved.iter_pages())
         # rebuild at the parsed placement: same root FDT, same memory-map pages
         b2 = build(got, reuse_placement=True)

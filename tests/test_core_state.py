@@ -51,7 +51,11 @@ def _state(version, bo="little", page_size=4096, subblobs=(), pages=((0x10_0000,
 
 def test_v1_subnode_uses_fdt_property():
     blob = small_fdt()
-    st = _state("kho-v1", subblobs=[SubBlob("client", 0x20_0000, len(blob), blob, "fdt-header")], v1_bitmap_bytes=4096)
+    st = _state(
+        "kho-v1",
+        subblobs=[SubBlob("client", 0x20_0000, len(blob), blob, "fdt-header")],
+        map_params={"v1_bitmap_bytes": 4096},
+    )
     b = build(st, alloc=ALLOC)
     node = parse_fdt(b.root_fdt).root.child("client")
     assert [n for n, _ in node.props] == ["fdt"]
@@ -248,7 +252,7 @@ def test_oversized_root_fdt_noted_on_parse():
 
 
 def test_fdt_styles():
-    v1 = build(_state("kho-v1", v1_bitmap_bytes=4096), alloc=ALLOC).root_fdt
+    v1 = build(_state("kho-v1", map_params={"v1_bitmap_bytes": 4096}), alloc=ALLOC).root_fdt
     v4 = build(_state("kho-v4"), alloc=ALLOC).root_fdt
     # off_mem_rsvmap: sequential-write 0x30, read-write-then-packed 0x28
     assert struct.unpack(">I", v1[16:20])[0] == 0x30
@@ -261,11 +265,11 @@ def test_root_fdt_written_into_image_and_convert():
         "kho-v1",
         subblobs=[SubBlob("client", 0x20_0000, len(blob), blob, "fdt-header")],
         root_fdt_phys=0x30_0000,
-        v1_bitmap_bytes=4096,
+        map_params={"v1_bitmap_bytes": 4096},
     )
     b = build(st, alloc=ALLOC)
     assert b.image.read(0x30_0000, len(b.root_fdt)) == b.root_fdt
-    for p in (b.memmap_phys, *b.chunklist.chunks):
+    for p in (b.memmap_phys, *b.memmap.chunks):
         assert not (0x30_0000 <= p < 0x30_1000)
     # convert v1 -> v4: sizes come from the sub-FDT header
     v4 = convert(parse(b.root_fdt, b.image, root_fdt_phys=0x30_0000), "kho-v4")

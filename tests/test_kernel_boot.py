@@ -133,7 +133,7 @@ def radix_entry(fx: Fixture, phys: int, order: int) -> tuple[int, int]:
     leaf = key >> geom.bitmap_size_log2
     node = (1, leaf >> geom.table_size_log2)
     slot = leaf & ((1 << geom.table_size_log2) - 1)
-    placement = st.radix.placement
+    placement = st.memmap.placement
     return placement[node] + 8 * slot, placement[(0, leaf)]
 
 

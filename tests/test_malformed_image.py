@@ -239,4 +239,4 @@ def test_capture_metadata_good(tmp_path):
     (d / "root.dtb").write_bytes(CAPTURE_ROOT.read_bytes())
     (d / "meta.json").write_text('{"fdt_phys": 18821120, "page_size": 4096, "v1_bitmap_bytes": 512}')
     cap = load_capture(d)
-    assert (cap.root_fdt_phys, cap.page_size, cap.v1_bitmap) == (18821120, 4096, "512")
+    assert (cap.root_fdt_phys, cap.page_size, cap.map_params) == (18821120, 4096, {"v1_bitmap_bytes": 512})

@@ -40,7 +40,7 @@ def test_radix_walk_reads_each_node_once(ps):
     pages, tree = read_radix(
         b.image, b.memmap_phys, get_version("kho-v4").radix(ps), layout(ps, "little"), budget=budget
     )
-    assert budget.pages == len(tree.placement) == len(b.radix.placement)
+    assert budget.pages == len(tree.placement) == len(b.memmap.placement)
     assert pages == b.state.preserved
 
 
@@ -106,7 +106,7 @@ def test_blob_size_of_2_64_allocates_nothing():
 
 def test_v1_num_elms_huge_is_refused_before_reading_entries():
     b = handover("kho-v1", [(0x100000, 0)])
-    c0 = b.chunklist.chunks[0]
+    c0 = b.memmap.chunks[0]
     put32(b.image, c0 + 12, 0xFFFFFFFF)
     assert peak_bytes(lambda: parse(b, v1_bitmap="page")) < 1 << 20
     with fails(MemoryMapError, "num_elms 4294967295", phys=c0):
@@ -117,7 +117,7 @@ def test_radix_tree_with_every_entry_pointing_at_fresh_full_leaves_is_bounded():
     # the worst legal-looking tree the image can hold: N full leaves; the
     # parse is bounded by the image (pages read) and the limit stops it early
     b = handover("kho-v4", [(0x1_0000_0000 + k * 0x8000000, 0) for k in range(64)])
-    leaves = sorted(p for (lv, _), p in b.radix.placement.items() if lv == 0)
+    leaves = sorted(p for (lv, _), p in b.memmap.placement.items() if lv == 0)
     for leaf in leaves:
         b.image.write(leaf, b"\xff" * 4096)
     t0 = time.perf_counter()
@@ -148,7 +148,7 @@ def test_vmalloc_entry_limit_through_a_client():
 
 def test_chain_of_chunks_pointing_forward_forever_stops_at_the_image_edge():
     b = handover("kho-v1", [(0x100000, 0)])
-    c0 = b.chunklist.chunks[0]
+    c0 = b.memmap.chunks[0]
     # make every page after c0 a chunk pointing at the next one, for 2000 pages
     for k in range(2000):
         page = c0 + (k + 1) * 4096

@@ -79,7 +79,7 @@ def test_map_page_inside_preserved_memory():
     b = handover("kho-v4", [(ALLOC_BASE, 9)])
     first_meta = min(p for p, _ in b.metadata)
     assert first_meta == ALLOC_BASE + (2 << 20)
-    leaves = [p for (lv, _), p in b.radix.placement.items() if lv == 0]
+    leaves = [p for (lv, _), p in b.memmap.placement.items() if lv == 0]
     (leaf,) = leaves
     word = bytearray(b.image.read(leaf + 8 * 8, 8))
     assert word[0] == 1  # bit 0x200 of the leaf: ALLOC_BASE, order 9
@@ -109,7 +109,7 @@ def test_many_map_pages_in_preserved_memory_are_summed_up():
 
     base = 1 << 30
     st = kstate.KhoState(version="kho-v4", preserved=PageSet.from_pages(4096, [(base, 18)]))
-    st.radix = RadixTree(root=base, depth=6, placement={(0, k): base + 2 * 4096 * k for k in range(100)})
+    st.memmap = RadixTree(root=base, depth=6, placement={(0, k): base + 2 * 4096 * k for k in range(100)})
     hits = codes(st, None, "map-in-preserved")
     assert len(hits) == kcheck.MAX_DETAILED + 1
     assert hits[0].phys == base and "order-18 page 0x40000000" in hits[0].message

@@ -25,7 +25,7 @@ def tree(version="kho-v4", ps=4096, bo="little", pages=PAGES):
 
 
 def nodes(b, level):
-    return sorted(p for (lv, _), p in b.radix.placement.items() if lv == level)
+    return sorted(p for (lv, _), p in b.memmap.placement.items() if lv == level)
 
 
 def first_entry(b, phys, bo="little"):
@@ -48,7 +48,7 @@ def test_built_trees_parse(version, ps, bo):
 
 def test_self_pointer():
     b = tree()
-    root = b.radix.root
+    root = b.memmap.root
     addr, _ = first_entry(b, root)
     put64(b.image, addr, root)
     with fails(MemoryMapError, "shared or cyclic radix node", phys=root):
@@ -57,7 +57,7 @@ def test_self_pointer():
 
 def test_cycle_back_to_an_ancestor():
     b = tree()
-    root = b.radix.root
+    root = b.memmap.root
     mid = nodes(b, 3)[0]
     addr, _ = first_entry(b, mid)
     put64(b.image, addr, root)
@@ -120,7 +120,7 @@ def test_dag_fails_fast_even_with_generous_limits():
 @pytest.mark.parametrize("kind", ["outside", "unaligned", "inside-page", "top"])
 def test_bad_child_pointers(kind):
     b = tree()
-    root = b.radix.root
+    root = b.memmap.root
     addr, child = first_entry(b, root)
     value = {"outside": 0x7777_0000_0000, "unaligned": child + 8, "inside-page": child + 2048, "top": (1 << 64) - 4096}[
         kind
@@ -133,7 +133,7 @@ def test_bad_child_pointers(kind):
 
 def test_root_pointer_unaligned_or_outside():
     b = tree()
-    for value, msg in [(b.radix.root + 16, "not page aligned"), (0x5555_0000_0000, "points outside the image")]:
+    for value, msg in [(b.memmap.root + 16, "not page aligned"), (0x5555_0000_0000, "points outside the image")]:
         fdt = root_fdt([("compatible", str_bytes("kho-v4")), ("preserved-memory-map", u64_bytes(value, "little"))])
         with fails(MemoryMapError, msg, phys=value):
             kstate.parse(fdt, b.image)
@@ -142,7 +142,7 @@ def test_root_pointer_unaligned_or_outside():
 def test_key_bits_above_the_order_bit():
     # 4 KiB: root index i covers key bits 51.. ; index >= 4 sets bit 53 > ORDER_0_LOG2 (52)
     b = tree()
-    root = b.radix.root
+    root = b.memmap.root
     _, child = first_entry(b, root)
     put64(b.image, root + 8 * 4, child + 0)  # a second reference would be "shared": use a new page instead
     spare = 0x3000_0000
@@ -187,10 +187,10 @@ def test_node_page_missing_from_the_image():
 
 def test_small_page_limit_trips():
     b = tree()
-    assert len(b.radix.placement) > 3
+    assert len(b.memmap.placement) > 3
     with fails(LimitExceeded, "more than 3 metadata pages read", "max_pages"):
         parse(b, limits=Limits(max_pages=3))
-    assert parse(b, limits=Limits(max_pages=len(b.radix.placement))).preserved == b.state.preserved
+    assert parse(b, limits=Limits(max_pages=len(b.memmap.placement))).preserved == b.state.preserved
 
 
 def test_overlapping_orders_are_a_check_finding():
@@ -224,7 +224,7 @@ def test_bad_leaf_pointers(kind):
         "unaligned": leaf + 64,
         "outside": 0x6666_0000_0000,
         "is-a-level-1-node": l1[0],
-        "is-the-root": b.radix.root,
+        "is-the-root": b.memmap.root,
     }[kind]
     put64(b.image, addr, value)
     msg = {
@@ -262,6 +262,6 @@ def test_limits_are_charged_once_when_the_walk_is_redone():
     l1 = nodes(b, 1)
     addr, leaf = first_entry(b, l1[1])
     put64(b.image, addr, leaf + 64)
-    n_nodes = len(b.radix.placement)
+    n_nodes = len(b.memmap.placement)
     with fails(MemoryMapError, "not page aligned"):
         parse(b, limits=Limits(max_pages=n_nodes))

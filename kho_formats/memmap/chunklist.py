@@ -10,11 +10,13 @@ the alignment of ``phys_start`` values and bitmap pointers and says why.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 
-from ..alloc import PageAllocator
+from ..alloc import PageAllocator, merge_ranges
 from ..bits import bitmaps_to_runs, runs_to_bitmaps
 from ..chain import walk_page_chain
 from ..errors import ImageError, MemoryMapError, UnrepresentableError
@@ -22,6 +24,7 @@ from ..image import PhysImage
 from ..layout import Layout
 from ..limits import Budget
 from ..pageset import PageSet
+from . import MapBuilt, MapContext, MapRead, MemoryMap, register
 
 U64 = np.uint64
 BITMAP_VARIANTS = {"page": None, "512": 512}
@@ -30,6 +33,8 @@ BITMAP_VARIANTS = {"page": None, "512": 512}
 @dataclass
 class ChunkList:
     """What a walk saw (or a build wrote)."""
+
+    kind: ClassVar[str] = "chunk-list"
 
     first: int
     bitmap_bytes: int
@@ -41,6 +46,11 @@ class ChunkList:
     def copy(self) -> ChunkList:
         """Independent copy (keys and values are immutable: no deep copy)."""
         return dataclasses.replace(self, chunks=list(self.chunks), bitmaps=dict(self.bitmaps))
+
+    def metadata_ranges(self, page_size: int) -> list[tuple[int, int]]:
+        rng = [(p, p + page_size) for p in self.chunks]
+        rng += [(p, p + self.bitmap_bytes) for p in self.bitmaps.values()]
+        return merge_ranges(rng)
 
     def to_json(self) -> dict:
         return {
@@ -368,3 +378,87 @@ def _bitmap_pages(
     buf[page, ((phys - base) // np.uint64(bitmap_bytes)).astype(np.intp)] = rows
     flat = memoryview(buf.reshape(-1)).toreadonly()
     return [(p, flat[k * page_size : (k + 1) * page_size]) for k, p in enumerate(bases.tolist())]
+
+
+class ChunkListCodec:
+    """kho-v1: the ``khoser_mem_chunk`` list and its per-order bitmaps.
+
+    Nothing in the blob says how big a bitmap is (512 bytes in 6.16, a page
+    later): the ``v1_bitmap_bytes`` parameter carries it, and a read without
+    it detects it (:func:`detect_bitmap_bytes`).
+    """
+
+    kind: ClassVar[str] = "chunk-list"
+    params: ClassVar[Mapping[str, str]] = {
+        "v1_bitmap_bytes": "size of one kho_mem_phys_bits bitmap: 512 (Linux 6.16) or PAGE_SIZE (later kho-v1)",
+    }
+    #: v1 kernels hand the root FDT over at finalize; nothing requires its page preserved
+    root_fdt_must_be_preserved: ClassVar[bool] = False
+    unpreserved_blob_severity: ClassVar[str] = "warning"
+
+    def read(
+        self,
+        image: PhysImage,
+        first: int,
+        ctx: MapContext,
+        *,
+        budget: Budget,
+        params: Mapping[str, int],
+        options: Mapping[str, Any],
+    ) -> MapRead:
+        variant = options.get("v1_bitmap")
+        if variant is None and params.get("v1_bitmap_bytes"):
+            variant = "512" if params["v1_bitmap_bytes"] == 512 else "page"
+        bb = bitmap_bytes_for(variant, ctx.page_size)
+        pages, cl = read_chunklist(image, first, ctx.layout, bitmap_bytes=bb, budget=budget)
+        notes = [f"v1 bitmaps: {cl.detection}"]
+        if first == 0:
+            notes.append("preserved-memory-map is 0: nothing preserved, or the v1 handover was not finalized yet")
+        return MapRead(pages, cl, {"v1_bitmap_bytes": cl.bitmap_bytes}, notes)
+
+    def build(
+        self,
+        pages: PageSet,
+        ctx: MapContext,
+        alloc: PageAllocator | None,
+        *,
+        params: Mapping[str, int],
+        placement: MemoryMap | None = None,
+        keep_empty: bool = False,
+    ) -> MapBuilt:
+        where = placement if isinstance(placement, ChunkList) else None
+        first, out, cl = build_chunklist(
+            pages, ctx.layout, alloc, bitmap_bytes=params.get("v1_bitmap_bytes"), placement=where
+        )
+        return MapBuilt(first, list(out), cl)
+
+    def check_representable(self, pages: PageSet, ctx: MapContext) -> None:
+        for order in pages.orders:
+            if ctx.layout.page_shift + order >= 64:
+                raise UnrepresentableError(f"order {order} with {ctx.page_size} byte pages")
+
+    def params_for(self, ctx: MapContext, source: Mapping[str, int], options: Mapping[str, Any]) -> dict[str, int]:
+        variant = options.get("v1_bitmap")
+        if variant in ("512", "page"):
+            return {"v1_bitmap_bytes": 512 if variant == "512" else ctx.page_size}
+        return {"v1_bitmap_bytes": source.get("v1_bitmap_bytes") or ctx.page_size}
+
+    def summary(self, ctx: MapContext, m: MemoryMap | None) -> dict[str, Any]:
+        if not isinstance(m, ChunkList):
+            return {}
+        return {"chunks": len(m.chunks), "bitmaps": len(m.bitmaps), "bitmap_bytes": m.bitmap_bytes}
+
+    def describe(self, summary: Mapping[str, Any]) -> str:
+        if "chunks" not in summary:
+            return ""
+        return f", {summary['chunks']} chunks, {summary['bitmaps']} bitmaps of {summary['bitmap_bytes']} bytes"
+
+    def param_lines(self, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+        bb = params.get("v1_bitmap_bytes")
+        return [("v1 bitmaps", f"{bb} bytes")] if bb else []
+
+    def changes(self, old: MapContext, new: MapContext) -> list[str]:
+        return []
+
+
+CODEC = register(ChunkListCodec())

@@ -16,19 +16,22 @@ captured tree byte for byte.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import repeat
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..abi import RadixGeometry
-from ..alloc import PageAllocator
+from ..alloc import PageAllocator, merge_ranges
 from ..bits import bitmaps_to_runs, runs_to_bitmaps
 from ..errors import ImageError, KhoFormatError, MemoryMapError, UnrepresentableError
 from ..image import PhysImage
 from ..layout import Layout
 from ..limits import Budget
 from ..pageset import PageSet, coalesce_runs, runs_from_sorted_indexes
+from . import MapBuilt, MapContext, MapRead, MemoryMap, register
 
 U64 = np.uint64
 NodeId = tuple[int, int]  # (level, key >> (shift of the node))
@@ -38,12 +41,21 @@ NodeId = tuple[int, int]  # (level, key >> (shift of the node))
 class RadixTree:
     """What a walk saw (or a build wrote): node placement and counts."""
 
+    kind: ClassVar[str] = "radix"
+
     root: int
     depth: int
     placement: dict[NodeId, int] = field(default_factory=dict)  # pre-order
     tables: int = 0
     leaves: int = 0
     empty_leaves: int = 0
+
+    @property
+    def first(self) -> int:
+        return self.root
+
+    def metadata_ranges(self, page_size: int) -> list[tuple[int, int]]:
+        return merge_ranges((p, p + page_size) for p in self.placement.values())
 
     def copy(self) -> RadixTree:
         """Independent copy (keys and values are immutable: no deep copy)."""
@@ -419,3 +431,76 @@ def build_radix(
     tree.empty_leaves = int(ids[0].size - leaf_ids.size)
     tree.root = tree.placement[(depth - 1, 0)]
     return tree.root, out, tree
+
+
+class RadixCodec:
+    """kho-v2+: the radix tree of page-sized tables with bitmap leaves; the
+    depth comes from the version's formula (``schemas/kho-vN.toml``)."""
+
+    kind: ClassVar[str] = "radix"
+    params: ClassVar[Mapping[str, str]] = {}
+    #: the next kernel reads sub-nodes from the root FDT page: it must stay preserved
+    root_fdt_must_be_preserved: ClassVar[bool] = True
+    unpreserved_blob_severity: ClassVar[str] = "error"
+
+    @staticmethod
+    def geometry(ctx: MapContext) -> RadixGeometry:
+        return ctx.version.radix(ctx.page_size)
+
+    def read(
+        self,
+        image: PhysImage,
+        first: int,
+        ctx: MapContext,
+        *,
+        budget: Budget,
+        params: Mapping[str, int],
+        options: Mapping[str, Any],
+    ) -> MapRead:
+        pages, tree = read_radix(image, first, self.geometry(ctx), ctx.layout, budget=budget)
+        notes = []
+        if tree.empty_leaves:
+            notes.append(f"radix tree has {tree.empty_leaves} empty leaves (the kernel never frees nodes)")
+        return MapRead(pages, tree, {}, notes)
+
+    def build(
+        self,
+        pages: PageSet,
+        ctx: MapContext,
+        alloc: PageAllocator | None,
+        *,
+        params: Mapping[str, int],
+        placement: MemoryMap | None = None,
+        keep_empty: bool = False,
+    ) -> MapBuilt:
+        where = placement.placement if isinstance(placement, RadixTree) else None
+        first, out, tree = build_radix(
+            pages, self.geometry(ctx), ctx.layout, alloc, placement=where, keep_empty=keep_empty
+        )
+        return MapBuilt(first, list(out), tree)
+
+    def check_representable(self, pages: PageSet, ctx: MapContext) -> None:
+        check_representable(pages, self.geometry(ctx))
+
+    def params_for(self, ctx: MapContext, source: Mapping[str, int], options: Mapping[str, Any]) -> dict[str, int]:
+        return {}
+
+    def summary(self, ctx: MapContext, m: MemoryMap | None) -> dict[str, Any]:
+        if not isinstance(m, RadixTree):
+            return {}
+        return {"depth": self.geometry(ctx).depth, "pages": len(m.placement)}
+
+    def describe(self, summary: Mapping[str, Any]) -> str:
+        if "depth" not in summary:
+            return ""
+        return f", radix depth {summary['depth']}, {summary['pages']} node/leaf pages"
+
+    def param_lines(self, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+        return []
+
+    def changes(self, old: MapContext, new: MapContext) -> list[str]:
+        d0, d1 = self.geometry(old).depth, self.geometry(new).depth
+        return [f"radix depth {d0} -> {d1}"] if d0 != d1 else []
+
+
+CODEC = register(RadixCodec())
