@@ -23,6 +23,8 @@ multi-MiB temporary costs its page faults, more than the arithmetic.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from .pageset import runs_from_sorted_indexes
@@ -224,15 +226,13 @@ def bitmaps_to_runs(words: np.ndarray, bases: np.ndarray) -> tuple[np.ndarray, n
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-_EXECUTOR = None
+_EXECUTOR: ThreadPoolExecutor | None = None
 
 
-def _executor():
+def _executor() -> ThreadPoolExecutor:
     """One process-wide pool of two threads (numpy releases the GIL)."""
     global _EXECUTOR
     if _EXECUTOR is None:
-        from concurrent.futures import ThreadPoolExecutor
-
         _EXECUTOR = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kho-bits")
     return _EXECUTOR
 
@@ -464,7 +464,7 @@ def runs_to_bitmaps(first: np.ndarray, length: np.ndarray, nbits: int) -> tuple[
         # dense: the touched bitmaps lie close together; address them directly
         ids = None
         nrows = span
-        addr = (f64, l64, lo_min << shift, None)
+        addr: tuple[np.ndarray, np.ndarray, int, np.ndarray | None] = (f64, l64, lo_min << shift, None)
     else:
         # sparse: number the touched bitmaps and address them by rank
         rows, crossing = _distinct_rows_parallel(f64, l64, shift)

@@ -20,7 +20,9 @@ import re
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from ._types import as_byteorder
 from .errors import FdtError, PropertyError
 from .layout import FDT_MAGIC, fdt_header
 
@@ -107,7 +109,10 @@ def _cstring(buf: bytes, start: int, end: int) -> int | None:
 def parse_fdt(data: bytes, *, where: str = "FDT", phys: int | None = None, max_depth: int = MAX_DEPTH) -> Fdt:
     """Parse and validate an FDT blob (``where`` names it in errors)."""
     buf = bytes(data)
-    e = lambda msg, **kw: _err(msg, where=where, phys=phys, **kw)
+
+    def e(msg: str, **kw: Any) -> FdtError:
+        return _err(msg, where=where, phys=phys, **kw)
+
     if len(buf) < HEADER_SIZE:
         raise e(f"blob of {len(buf)} bytes is shorter than the FDT header", path="", expected="at least 40 bytes")
     h = fdt_header.parse(buf[:HEADER_SIZE])
@@ -271,7 +276,7 @@ def get_u64(node: FdtNode, name: str, byteorder: str, *, where: str = "FDT", req
         return None
     if len(v) != 8:
         raise PropertyError(f"property is {len(v)} bytes", path=path, expected="8 bytes (u64, native order)")
-    return int.from_bytes(v, byteorder)
+    return int.from_bytes(v, as_byteorder(byteorder))
 
 
 def get_u32(node: FdtNode, name: str, byteorder: str, *, where: str = "FDT") -> int:
@@ -281,7 +286,7 @@ def get_u32(node: FdtNode, name: str, byteorder: str, *, where: str = "FDT") -> 
         raise PropertyError("missing property", path=path, expected="a u32")
     if len(v) != 4:
         raise PropertyError(f"property is {len(v)} bytes", path=path, expected="4 bytes (u32, native order)")
-    return int.from_bytes(v, byteorder)
+    return int.from_bytes(v, as_byteorder(byteorder))
 
 
 def get_strings(node: FdtNode, name: str, *, where: str = "FDT") -> list[str]:
@@ -298,11 +303,11 @@ def get_strings(node: FdtNode, name: str, *, where: str = "FDT") -> list[str]:
 
 
 def u64_bytes(value: int, byteorder: str) -> bytes:
-    return int(value).to_bytes(8, byteorder)
+    return int(value).to_bytes(8, as_byteorder(byteorder))
 
 
 def u32_bytes(value: int, byteorder: str) -> bytes:
-    return int(value).to_bytes(4, byteorder)
+    return int(value).to_bytes(4, as_byteorder(byteorder))
 
 
 def str_bytes(*values: str) -> bytes:
@@ -427,12 +432,12 @@ def to_dts(blob: bytes, *, byteorder: str = "little", where: str = "FDT") -> str
     out = []
     for line in text.splitlines():
         stripped = line.strip()
-        name = stripped.split(" = ", 1)[0] if " = " in stripped else None
+        key = stripped.split(" = ", 1)[0] if " = " in stripped else None
         # only a two-cell rendering: a string value that happens to contain
         # "<...>" (e.g. b"a<x>cde\0") must not be taken for cells
-        m = _TWO_CELLS.match(stripped) if name in u64_props else None
+        m = _TWO_CELLS.match(stripped) if key in u64_props else None
         if m:
             raw = struct.pack(">II", int(m.group(1), 16) & 0xFFFFFFFF, int(m.group(2), 16) & 0xFFFFFFFF)
-            line += f" /* u64 {byteorder}-endian: {int.from_bytes(raw, byteorder):#x} */"
+            line += f" /* u64 {byteorder}-endian: {int.from_bytes(raw, as_byteorder(byteorder)):#x} */"
         out.append(line)
     return "\n".join(out) + "\n"

@@ -296,16 +296,18 @@ class PageSet:
         if not self._runs:
             z = np.zeros(0, np.uint64)
             return z, z, np.zeros(0, np.int64)
-        starts, ends, orders = [], [], []
+        starts: list[np.ndarray] = []
+        ends: list[np.ndarray] = []
+        orders: list[np.ndarray] = []
         for o, (s, c) in self._runs.items():
             starts.append(s)
             ends.append(_run_ends(s, c, self.page_size << o))
             orders.append(np.full(s.size, o, dtype=np.int64))
         if len(starts) == 1:
             return starts[0], ends[0], orders[0]
-        s, e, o = np.concatenate(starts), np.concatenate(ends), np.concatenate(orders)
-        idx = np.argsort(s, kind="stable")
-        return s[idx], e[idx], o[idx]
+        all_s, all_e, all_o = np.concatenate(starts), np.concatenate(ends), np.concatenate(orders)
+        idx = np.argsort(all_s, kind="stable")
+        return all_s[idx], all_e[idx], all_o[idx]
 
     def range_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Coalesced byte ranges across all orders as (starts, ends) arrays."""
@@ -357,9 +359,10 @@ class PageSet:
         return None
 
     def contains(self, phys: int, order: int) -> bool:
-        s, c = self._runs.get(order, (None, None))
-        if s is None:
+        run = self._runs.get(order)
+        if run is None:
             return False
+        s, c = run
         unit = self.page_size << order
         i = int(np.searchsorted(s, U64(phys), side="right")) - 1
         return i >= 0 and phys < int(s[i]) + int(c[i]) * unit and (phys - int(s[i])) % unit == 0
@@ -390,18 +393,3 @@ class PageSet:
 
     def __repr__(self) -> str:
         return f"PageSet(page_size={self.page_size}, pages={self.num_pages}, runs={self.num_runs}, orders={self.counts_by_order()})"
-
-    def to_json(self, *, max_runs: int | None = None) -> dict:
-        runs = []
-        for i, (s, o, c) in enumerate(self.iter_run_tuples()):
-            if max_runs is not None and i >= max_runs:
-                break
-            runs.append({"phys": s, "order": o, "count": c, "bytes": c * (self.page_size << o)})
-        return {
-            "pages": self.num_pages,
-            "bytes": self.total_bytes,
-            "runs_total": self.num_runs,
-            "per_order": {str(o): n for o, n in self.counts_by_order().items()},
-            "runs": runs,
-            "ranges": [{"start": s, "end": e} for s, e in self.ranges()],
-        }
