@@ -20,7 +20,7 @@ import re
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
 from ._types import as_byteorder
 from .errors import FdtError, PropertyError
@@ -250,7 +250,8 @@ def parse_fdt(data: bytes, *, where: str = "FDT", phys: int | None = None, max_d
                 off=tpos - s0,
                 expected="BEGIN_NODE, END_NODE, PROP, NOP or END",
             )
-    assert root is not None
+    if root is None:  # the loop above ends only at FDT_END, which needs a root
+        raise e("no root node", path="/")
     return Fdt(header=h, root=root, reserve_map=rsv, size=total)
 
 
@@ -267,7 +268,12 @@ def fdt_totalsize(data: bytes, *, where: str = "FDT", phys: int | None = None) -
 # -- property helpers ---------------------------------------------------------
 
 
+@overload
+def get_u64(node: FdtNode, name: str, byteorder: str, *, where: str = ..., required: Literal[True] = ...) -> int: ...
+@overload
+def get_u64(node: FdtNode, name: str, byteorder: str, *, where: str = ..., required: bool) -> int | None: ...
 def get_u64(node: FdtNode, name: str, byteorder: str, *, where: str = "FDT", required: bool = True) -> int | None:
+    """A native-order u64 property; a missing one raises unless not ``required`` (then ``None``)."""
     v = node.get(name)
     path = f"{where}:{node.path.rstrip('/')}/{name}" if node.path != "/" else f"{where}:/{name}"
     if v is None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import abi
+from ._types import as_byteorder
 from .abi import AbiVersion
 from .alloc import PageAllocator
 from .errors import FdtError, KhoFormatError, PropertyError, ScratchError, VersionError
@@ -44,10 +45,10 @@ class SubBlob:
     #: properties of the sub-node this version does not define (kept, reported)
     extra_props: list[tuple[str, bytes]] = field(default_factory=list)
 
-    def key(self) -> tuple:
+    def key(self) -> tuple[str, int, int | None, bytes | None]:
         return (self.name, self.phys, self.size, self.data)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, object]:
         return {
             "name": self.name,
             "phys": self.phys,
@@ -208,10 +209,9 @@ def parse(
         if name not in known_root:
             notes.append(f"root property {name!r} is not defined by {ver.name}")
     map_phys = get_u64(root, "preserved-memory-map", byteorder, where=ROOT)
-    assert map_phys is not None
     other = "big" if byteorder == "little" else "little"
     if map_phys and not _plausible_phys(map_phys, page_size):
-        swapped = int.from_bytes(map_phys.to_bytes(8, byteorder), other)
+        swapped = int.from_bytes(map_phys.to_bytes(8, as_byteorder(byteorder)), as_byteorder(other))
         if _plausible_phys(swapped, page_size):
             notes.append(
                 f"byte order looks wrong: preserved-memory-map reads {map_phys:#x} as {byteorder}-endian "
@@ -240,7 +240,6 @@ def parse(
     for child in root.children:
         where = f"{ROOT}:{child.path}"
         phys = get_u64(child, ver.address_property, byteorder, where=ROOT)
-        assert phys is not None
         size = None
         src = "unknown"
         if ver.size_property:
