@@ -57,7 +57,16 @@ def test_schema_facts():
     assert v1.memory_map == "chunk-list"
     assert v1.address_property == "fdt" and v1.size_property == "" and v1.blob_is_fdt
     assert set(v1.bitmap_variants) == {"page", "512"}
-    assert v1.map_zero_means != "empty"  # "empty or not finalized"
+    assert v1.bitmap_sizes(4096) == (4096, 512) and v1.bitmap_sizes(65536) == (65536, 512)
+    # a v1 map of 0 is "empty or not finalized" (KHO-ABI.md 3.1): the reader says so
+    from kho_formats.fdt import FdtNode, build_fdt, str_bytes, u64_bytes
+    from kho_formats.image import PhysImage
+    from kho_formats.state import parse
+
+    root = FdtNode("")
+    root.set("compatible", str_bytes("kho-v1"))
+    root.set("preserved-memory-map", u64_bytes(0, "little"))
+    assert any("not finalized" in n for n in parse(build_fdt(root), PhysImage()).notes)
     for v in (v2, v3, v4):
         assert v.memory_map == "radix"
         assert v.address_property == "preserved-data"
