@@ -205,6 +205,8 @@ _NP_KIND = {
 
 
 def _field_dtype(con: cs.Construct) -> np.dtype | tuple[np.dtype, tuple[int, ...]]:
+    if isinstance(con, (cs.Default, cs.Const)):
+        return _field_dtype(con.subcon)
     if isinstance(con, cs.FormatField) and con.fmtstr[1:] in _NP_KIND:
         return np.dtype(con.fmtstr[0] + _NP_KIND[con.fmtstr[1:]])
     if isinstance(con, U64Array):
