@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -79,7 +79,7 @@ def eval_formula(expr: str, names: dict[str, int]) -> int:
                 raise VersionError(f"unknown name {node.id!r} in formula {expr!r}")
             return names[node.id]
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-            return _BINOPS[type(node.op)](ev(node.left), ev(node.right))
+            return cast(float, _BINOPS[type(node.op)](ev(node.left), ev(node.right)))
         if (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Name)

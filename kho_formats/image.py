@@ -245,14 +245,14 @@ class PhysImage:
 
     # -- raw ---------------------------------------------------------------------
     @classmethod
-    def from_raw(cls, data: BytesLike | str | os.PathLike, base: int) -> PhysImage:
+    def from_raw(cls, data: BytesLike | str | os.PathLike[str], base: int) -> PhysImage:
         if isinstance(data, (str, os.PathLike)):
             data = _read_file(data, "raw image")
         return cls([(base, data)])
 
     # -- ELF core --------------------------------------------------------------
     @classmethod
-    def from_elf(cls, data: BytesLike | str | os.PathLike, *, name: str = "ELF image") -> PhysImage:
+    def from_elf(cls, data: BytesLike | str | os.PathLike[str], *, name: str = "ELF image") -> PhysImage:
         """PT_LOAD segments placed at ``p_paddr`` (``p_filesz`` bytes each)."""
         if isinstance(data, (str, os.PathLike)):
             name = str(data)
@@ -349,7 +349,9 @@ class PhysImage:
     # -- bundle directory ----------------------------------------------------------
     MANIFEST = "manifest.json"
 
-    def to_bundle(self, directory: str | os.PathLike, *, extra: dict | None = None, merge: bool = True) -> dict:
+    def to_bundle(
+        self, directory: str | os.PathLike[str], *, extra: dict[str, object] | None = None, merge: bool = True
+    ) -> dict[str, object]:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         segs = []
@@ -365,7 +367,7 @@ class PhysImage:
         return manifest
 
     @classmethod
-    def from_bundle(cls, directory: str | os.PathLike) -> PhysImage:
+    def from_bundle(cls, directory: str | os.PathLike[str]) -> PhysImage:
         d = Path(directory)
         mpath = d / cls.MANIFEST
         try:
@@ -426,7 +428,7 @@ class PhysImage:
         return f"PhysImage({len(self._segs)} segments, {self.total_bytes} bytes)"
 
 
-def _read_file(path: str | os.PathLike, what: str) -> bytes:
+def _read_file(path: str | os.PathLike[str], what: str) -> bytes:
     try:
         with open(path, "rb") as fh:
             return fh.read()

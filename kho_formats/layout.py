@@ -101,10 +101,10 @@ class WordRows(cs.Adapter):  # type: ignore[misc]
         self.dtype = np.dtype("<u8" if byteorder == "little" else ">u8")
         width = elem.sizeof()
         rec = struct_dtype(elem)
-        assert rec.names is not None
-        if width % 8 or any(rec.fields[n][0] != self.dtype for n in rec.names) or len(rec.names) * 8 != width:
+        fields: Mapping[str, Any] = rec.fields or {}
+        if width % 8 or any(f[0] != self.dtype for f in fields.values()) or len(fields) * 8 != width:
             raise TypeError("WordRows needs a struct of u64 fields only")
-        self.fields = len(rec.names)
+        self.fields = len(fields)
         super().__init__(cs.Bytes(width * count))
 
     def _decode(self, obj: bytes, context: Any, path: Any) -> np.ndarray:
@@ -208,7 +208,7 @@ def _field_dtype(con: cs.Construct) -> np.dtype | tuple[np.dtype, tuple[int, ...
     if isinstance(con, (cs.Default, cs.Const)):
         return _field_dtype(con.subcon)
     if isinstance(con, cs.FormatField) and con.fmtstr[1:] in _NP_KIND:
-        return np.dtype(con.fmtstr[0] + _NP_KIND[con.fmtstr[1:]])
+        return np.dtype(str(con.fmtstr[0]) + _NP_KIND[con.fmtstr[1:]])
     if isinstance(con, U64Array):
         return (con.dtype, (con.count,))
     if isinstance(con, WordRows):
@@ -590,7 +590,7 @@ class Layout:
     @cached_property
     def khoser_mem_chunk_capacity(self) -> int:
         """``(PAGE_SIZE - sizeof(hdr)) / sizeof(khoser_mem_bitmap_ptr)``: 255 at 4 KiB."""
-        return (self.page_size - self.khoser_mem_chunk_hdr.sizeof()) // self.khoser_mem_bitmap_ptr.sizeof()
+        return (self.page_size - self.sizeof("khoser_mem_chunk_hdr")) // self.sizeof("khoser_mem_bitmap_ptr")
 
     @cached_property
     def khoser_mem_bitmaps_offset(self) -> int:
@@ -617,7 +617,7 @@ class Layout:
     @cached_property
     def kho_vmalloc_chunk_capacity(self) -> int:
         """``KHO_VMALLOC_SIZE = (PAGE_SIZE - sizeof(kho_vmalloc_hdr)) / sizeof(phys_addr_t)``: 511 at 4 KiB."""
-        return (self.page_size - self.kho_vmalloc_hdr.sizeof()) // self.dtype.itemsize
+        return (self.page_size - self.sizeof("kho_vmalloc_hdr")) // self.dtype.itemsize
 
     @cached_property
     def radix_table_entries(self) -> int:

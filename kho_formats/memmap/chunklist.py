@@ -10,6 +10,7 @@ the alignment of ``phys_start`` values and bitmap pointers and says why.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,7 +21,7 @@ from ..bits import bitmaps_to_runs, runs_to_bitmaps
 from ..chain import walk_page_chain
 from ..errors import ImageError, MemoryMapError, UnrepresentableError
 from ..image import PhysImage
-from ..layout import Layout
+from ..layout import KhoserMemChunk, Layout
 from ..limits import Budget
 from ..pageset import PageSet
 
@@ -58,7 +59,7 @@ class ChunkList:
         """Independent copy (keys and values are immutable: no deep copy)."""
         return dataclasses.replace(self, chunks=list(self.chunks), bitmaps=dict(self.bitmaps))
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, object]:
         return {
             "first": self.first,
             "bitmap_bytes": self.bitmap_bytes,
@@ -78,7 +79,7 @@ def bitmap_bytes_for(variant: str | None, page_size: int) -> int | None:
     raise MemoryMapError(f"unknown v1 bitmap variant {variant!r}", expected="auto, page or 512")
 
 
-def _walk_chunks(image: PhysImage, first: int, lay: Layout, budget: Budget):
+def _walk_chunks(image: PhysImage, first: int, lay: Layout, budget: Budget) -> Iterator[tuple[int, KhoserMemChunk]]:
     for phys, page in walk_page_chain(
         image,
         first,
@@ -90,7 +91,7 @@ def _walk_chunks(image: PhysImage, first: int, lay: Layout, budget: Budget):
         kind="list",
         short="chunk",
     ):
-        chunk = lay.parse("khoser_mem_chunk", page, phys=phys, error=MemoryMapError)
+        chunk: KhoserMemChunk = lay.parse("khoser_mem_chunk", page, phys=phys, error=MemoryMapError)
         if chunk.hdr.num_elms > lay.khoser_mem_chunk_capacity:
             raise MemoryMapError(
                 f"num_elms {chunk.hdr.num_elms} is past the chunk capacity",

@@ -53,7 +53,7 @@ class RadixTree:
     def pages(self) -> list[int]:
         return list(self.placement.values())
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, object]:
         return {
             "root": self.root,
             "depth": self.depth,
