@@ -1,9 +1,14 @@
 """ABI versions, loaded from the declarative descriptions in ``schemas/``.
 
 Nothing in the code paths names ``kho-v2`` or ``kho-v3``: what a version
-requires (compatible string, property names, memory-map kind, radix depth
-formula) is read from ``schemas/kho-vN.toml``.  Adding a version is adding a
-file there.
+requires (compatible string, sub-node properties, memory-map kind, radix
+depth formula, v1 bitmap sizes, FDT style) is read from
+``schemas/kho-vN.toml``.  A version that changes only those is a new file
+there (``tests/test_extending.py`` proves it with imaginary versions loaded
+by :func:`extra_schemas`); one that changes a struct also needs a layout
+declaration registered in :mod:`kho_formats.layout` and named in the
+schema's ``[layout]`` table.  A new memory-map *kind* or a new property
+type is code.
 
 Radix constants are derived from ``PAGE_SHIFT`` the way the kernel's
 ``enum kho_radix_consts`` derives them, never repeated as literals.
@@ -14,10 +19,15 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import os
+import re
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Any, cast
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -69,7 +79,7 @@ def eval_formula(expr: str, names: dict[str, int]) -> int:
                 raise VersionError(f"unknown name {node.id!r} in formula {expr!r}")
             return names[node.id]
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-            return _BINOPS[type(node.op)](ev(node.left), ev(node.right))
+            return cast(float, _BINOPS[type(node.op)](ev(node.left), ev(node.right)))
         if (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Name)
@@ -194,6 +204,25 @@ class RadixGeometry:
         return key
 
 
+PROPERTY_TYPES = ("u64",)
+_SCHEMA_TABLES = {"version", "compatible", "memory_map", "root", "subnode", "fdt", "radix", "chunk_list", "layout"}
+
+
+@dataclass(frozen=True)
+class SubnodeProperty:
+    """One property of a root sub-node, as the schema declares it.
+
+    ``role``: ``"address"`` (the blob's phys), ``"size"`` (its size) or
+    ``"value"`` (any other declared property, kept in ``SubBlob.values``)."""
+
+    name: str
+    role: str
+    type: str = "u64"
+    required: bool = False
+    default: int | None = None
+    doc: str = ""
+
+
 @dataclass(frozen=True)
 class AbiVersion:
     """One ``schemas/kho-vN.toml`` description."""
@@ -211,25 +240,60 @@ class AbiVersion:
     fdt_style: str
     strings_order: tuple[str, ...]
     depth_formula: str | None = None
+    #: kho-v1 bitmap sizes under this compatible (``"page"`` or a byte count)
     bitmap_variants: tuple[str, ...] = ()
-    map_zero_means: str = "empty"
-    raw: dict = field(default_factory=dict, compare=False, repr=False)
+    #: sub-node properties besides the address and size ones (``[[subnode.property]]``)
+    value_properties: tuple[SubnodeProperty, ...] = ()
+    #: struct name -> layout declaration variant (``[layout]``); others are "default"
+    layout: tuple[tuple[str, str], ...] = ()
+    #: the schema file it was loaded from
+    source: str = field(default="", compare=False)
 
     @property
     def number(self) -> int:
-        return int(self.name.rsplit("v", 1)[1])
+        m = re.search(r"v(\d+)", self.name)
+        return int(m.group(1)) if m else 0
+
+    @property
+    def subnode_properties(self) -> tuple[SubnodeProperty, ...]:
+        """Every declared sub-node property: address, size (if any), values."""
+        out = [SubnodeProperty(self.address_property, "address", required=True)]
+        if self.size_property:
+            out.append(SubnodeProperty(self.size_property, "size", required=self.size_required))
+        return (*out, *self.value_properties)
 
     def radix(self, page_size: int) -> RadixGeometry:
         if self.memory_map != "radix" or not self.depth_formula:
             raise VersionError(f"{self.name} has no radix tree memory map")
         return RadixGeometry(page_size, self.depth_formula)
 
+    def bitmap_sizes(self, page_size: int) -> tuple[int, ...]:
+        """The v1 bitmap sizes in bytes this version allows (``bitmap_variants``)."""
+        return tuple(page_size if v == "page" else int(v) for v in self.bitmap_variants)
+
     @classmethod
-    def from_toml(cls, data: dict) -> AbiVersion:
+    def from_toml(cls, data: dict[str, Any], source: str = "") -> AbiVersion:
+        where = source or data.get("version", "?")
+        unknown = set(data) - _SCHEMA_TABLES
+        if unknown:
+            raise VersionError(
+                f"schema {where}: unknown keys {sorted(unknown)}", expected=", ".join(sorted(_SCHEMA_TABLES))
+            )
         try:
             sub = data["subnode"]
             fdt = data.get("fdt", {})
-            return cls(
+            values = tuple(
+                SubnodeProperty(
+                    name=str(p["name"]),
+                    role="value",
+                    type=str(p.get("type", "u64")),
+                    required=bool(p.get("required", False)),
+                    default=None if p.get("default") is None else int(p["default"]),
+                    doc=str(p.get("doc", "")),
+                )
+                for p in sub.get("property", [])
+            )
+            v = cls(
                 name=data["version"],
                 compatible=data["compatible"],
                 memory_map=data["memory_map"],
@@ -243,28 +307,113 @@ class AbiVersion:
                 fdt_style=fdt.get("style", "read-write"),
                 strings_order=tuple(fdt.get("strings_order", [])),
                 depth_formula=data.get("radix", {}).get("depth"),
-                bitmap_variants=tuple(data.get("chunk_list", {}).get("bitmap_variants", [])),
-                map_zero_means=data.get("map_zero_means", "empty"),
-                raw=data,
+                bitmap_variants=tuple(str(b) for b in data.get("chunk_list", {}).get("bitmap_variants", [])),
+                value_properties=values,
+                layout=tuple(sorted((str(k), str(x)) for k, x in data.get("layout", {}).items())),
+                source=source,
             )
-        except (KeyError, TypeError) as exc:
-            raise VersionError(f"schema {data.get('version', '?')}: missing key {exc}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise VersionError(f"schema {where}: missing or bad key {exc}") from None
+        v._check(where)
+        return v
+
+    def _check(self, where: str) -> None:
+        from . import memmap  # the map kinds are a registry of their own
+
+        try:
+            codec = memmap.get(self.memory_map)
+        except VersionError as exc:
+            raise VersionError(
+                f"schema {where}: unknown memory_map {self.memory_map!r}", expected=exc.expected
+            ) from None
+        codec.check_schema(self, where)
+        names = [p.name for p in self.subnode_properties]
+        if len(set(names)) != len(names):
+            raise VersionError(f"schema {where}: sub-node property declared twice: {names}")
+        for p in self.value_properties:
+            if p.type not in PROPERTY_TYPES:
+                raise VersionError(
+                    f"schema {where}: property {p.name!r} has type {p.type!r}", expected=" or ".join(PROPERTY_TYPES)
+                )
+
+
+def load_schema_file(path: str | os.PathLike[str]) -> AbiVersion:
+    """Read one ABI description (``kho-vN.toml``)."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise VersionError(f"cannot read schema {os.fspath(path)}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise VersionError(f"schema {os.fspath(path)} is not TOML: {exc}") from None
+    return AbiVersion.from_toml(data, source=os.fspath(path))
 
 
 @cache
 def _load_all() -> dict[str, AbiVersion]:
+    """The shipped versions (``schemas/``)."""
     versions: dict[str, AbiVersion] = {}
     for path in sorted(_schema_dir().glob("kho-v*.toml")):
-        with open(path, "rb") as fh:
-            v = AbiVersion.from_toml(tomllib.load(fh))
-        if v.memory_map not in ("chunk-list", "radix"):
-            raise VersionError(f"{path.name}: unknown memory_map {v.memory_map!r}")
+        v = load_schema_file(path)
         versions[v.name] = v
     return versions
 
 
+_EXTRA: dict[str, AbiVersion] = {}
+_LISTENERS: list[Callable[[], None]] = []
+
+
+def on_registry_change(fn: Callable[[], None]) -> None:
+    """Call ``fn`` whenever a version is registered or unregistered (caches keyed by version)."""
+    _LISTENERS.append(fn)
+
+
+def _registry() -> dict[str, AbiVersion]:
+    return {**_load_all(), **_EXTRA} if _EXTRA else _load_all()
+
+
+def register(v: AbiVersion) -> None:
+    """Make a version known (for schemas outside ``schemas/``, e.g. tests)."""
+    known = _registry()
+    if v.name in known:
+        raise VersionError(f"version {v.name} is already known (from {known[v.name].source or 'schemas/'})")
+    for other in known.values():
+        if other.compatible == v.compatible:
+            raise VersionError(f"{v.name}: compatible {v.compatible!r} is already {other.name}'s")
+    _EXTRA[v.name] = v
+    for fn in _LISTENERS:
+        fn()
+
+
+def unregister(name: str) -> None:
+    if name not in _EXTRA:
+        raise VersionError(f"{name} was not registered with abi.register")
+    del _EXTRA[name]
+    for fn in _LISTENERS:
+        fn()
+
+
+@contextmanager
+def extra_schemas(*paths: str | os.PathLike[str]) -> Iterator[list[AbiVersion]]:
+    """Register the schemas in ``paths`` (files, or directories of
+    ``kho-v*.toml``) for the duration of the ``with`` block."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files.extend(sorted(p.glob("kho-v*.toml")) if p.is_dir() else [p])
+    added: list[AbiVersion] = []
+    try:
+        for f in files:
+            v = load_schema_file(f)
+            register(v)
+            added.append(v)
+        yield added
+    finally:
+        for v in added:
+            unregister(v.name)
+
+
 def versions() -> list[AbiVersion]:
-    return sorted(_load_all().values(), key=lambda v: v.number)
+    return sorted(_registry().values(), key=lambda v: (v.number, v.name))
 
 
 def version_names() -> list[str]:
@@ -273,7 +422,7 @@ def version_names() -> list[str]:
 
 def get_version(name: str) -> AbiVersion:
     try:
-        return _load_all()[name]
+        return _registry()[name]
     except KeyError:
         raise VersionError(f"unknown KHO ABI version {name!r}", expected=" or ".join(version_names())) from None
 
@@ -289,7 +438,7 @@ def by_compatible(compatible: list[str]) -> tuple[AbiVersion, list[str]]:
     """
     if not compatible:
         raise VersionError("root node has no compatible string", path="/compatible")
-    table = {v.compatible: v for v in _load_all().values()}
+    table = {v.compatible: v for v in _registry().values()}
     for i, entry in enumerate(compatible):
         if entry in table:
             return table[entry], list(compatible[:i]) + list(compatible[i + 1 :])

@@ -31,6 +31,7 @@ from . import memmap
 from .errors import ImageError, KhoFormatError
 from .fdt import fdt_totalsize
 from .image import PhysImage
+from .layout import layout
 from .limits import Limits
 from .state import KhoState, parse
 
@@ -217,7 +218,7 @@ def _load_dir(d: Path, *, use_own_image: bool) -> Capture:
         cap.alloc = _pairs(meta["alloc"], f"{d}/handover.json: alloc")
     sa = _meta_int(meta, "scratch_array_phys", mpath)
     if sa is not None:
-        n = len(cap.scratch) * 16
+        n = len(cap.scratch) * layout(byteorder=cap.byte_order or "little").kho_scratch_size  # struct kho_scratch[]
         if n:
             cap.boot_ranges.append((int(sa), int(sa) + n))
     if use_own_image:

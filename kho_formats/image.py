@@ -15,12 +15,14 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import construct as cs
 import numpy as np
 
 from .errors import ImageError
+from .layout import parse_struct, struct_dtype
 
 BytesLike = bytes | bytearray | memoryview
 
@@ -29,37 +31,59 @@ PT_LOAD = 1
 ET_CORE = 4
 
 
-def _elf_structs(little: bool):
+@dataclass(frozen=True)
+class ElfStructs:
+    """``Elf64_Ehdr`` and ``Elf64_Phdr`` for one byte order, declared once
+    (``<elf.h>`` names) and used by both :meth:`PhysImage.to_elf` and
+    :meth:`PhysImage.from_elf`; ``phdr_dtype`` is the program header as a numpy
+    structured dtype, derived from the declaration."""
+
+    ehdr: cs.Construct
+    phdr: cs.Construct
+    phdr_dtype: np.dtype
+
+    @property
+    def ehdr_size(self) -> int:
+        return int(self.ehdr.sizeof())
+
+    @property
+    def phdr_size(self) -> int:
+        return int(self.phdr.sizeof())
+
+
+@cache
+def elf_structs(byteorder: str) -> ElfStructs:
+    little = byteorder == "little"
     u16 = cs.Int16ul if little else cs.Int16ub
     u32 = cs.Int32ul if little else cs.Int32ub
     u64 = cs.Int64ul if little else cs.Int64ub
     ehdr = cs.Struct(
-        "e_ident" / cs.Bytes(16),
-        "e_type" / u16,
-        "e_machine" / u16,
-        "e_version" / u32,
-        "e_entry" / u64,
-        "e_phoff" / u64,
-        "e_shoff" / u64,
-        "e_flags" / u32,
-        "e_ehsize" / u16,
-        "e_phentsize" / u16,
-        "e_phnum" / u16,
-        "e_shentsize" / u16,
-        "e_shnum" / u16,
-        "e_shstrndx" / u16,
+        "e_ident" / cs.Bytes(16) * "\\x7fELF, EI_CLASS (2 = ELFCLASS64), EI_DATA (1 = LSB, 2 = MSB), EI_VERSION ...",
+        "e_type" / u16 * "ET_CORE (4)",
+        "e_machine" / u16 * "EM_X86_64 (62) or EM_AARCH64 (183)",
+        "e_version" / u32 * "EV_CURRENT (1)",
+        "e_entry" / u64 * "entry point (0 in a core)",
+        "e_phoff" / u64 * "file offset of the program header table",
+        "e_shoff" / u64 * "file offset of the section header table (0: none)",
+        "e_flags" / u32 * "processor flags",
+        "e_ehsize" / u16 * "sizeof(Elf64_Ehdr)",
+        "e_phentsize" / u16 * "sizeof(Elf64_Phdr)",
+        "e_phnum" / u16 * "number of program headers",
+        "e_shentsize" / u16 * "sizeof(Elf64_Shdr)",
+        "e_shnum" / u16 * "number of section headers",
+        "e_shstrndx" / u16 * "section name string table index",
     )
     phdr = cs.Struct(
-        "p_type" / u32,
-        "p_flags" / u32,
-        "p_offset" / u64,
-        "p_vaddr" / u64,
-        "p_paddr" / u64,
-        "p_filesz" / u64,
-        "p_memsz" / u64,
-        "p_align" / u64,
+        "p_type" / u32 * "PT_LOAD (1) for memory",
+        "p_flags" / u32 * "PF_R | PF_W ...",
+        "p_offset" / u64 * "file offset of the segment's bytes",
+        "p_vaddr" / u64 * "virtual address (= phys in our cores)",
+        "p_paddr" / u64 * "physical address: where the bytes go",
+        "p_filesz" / u64 * "bytes in the file",
+        "p_memsz" / u64 * "bytes in memory",
+        "p_align" / u64 * "alignment",
     )
-    return ehdr, phdr
+    return ElfStructs(ehdr, phdr, struct_dtype(phdr))
 
 
 @dataclass(frozen=True)
@@ -221,48 +245,37 @@ class PhysImage:
 
     # -- raw ---------------------------------------------------------------------
     @classmethod
-    def from_raw(cls, data: BytesLike | str | os.PathLike, base: int) -> PhysImage:
+    def from_raw(cls, data: BytesLike | str | os.PathLike[str], base: int) -> PhysImage:
         if isinstance(data, (str, os.PathLike)):
             data = _read_file(data, "raw image")
         return cls([(base, data)])
 
     # -- ELF core --------------------------------------------------------------
     @classmethod
-    def from_elf(cls, data: BytesLike | str | os.PathLike, *, name: str = "ELF image") -> PhysImage:
+    def from_elf(cls, data: BytesLike | str | os.PathLike[str], *, name: str = "ELF image") -> PhysImage:
         """PT_LOAD segments placed at ``p_paddr`` (``p_filesz`` bytes each)."""
         if isinstance(data, (str, os.PathLike)):
             name = str(data)
             data = _read_file(data, "ELF image")
         buf = memoryview(data)
-        if len(buf) < 64 or bytes(buf[:4]) != b"\x7fELF":
+        if len(buf) < elf_structs("little").ehdr_size or bytes(buf[:4]) != b"\x7fELF":
             raise ImageError(f"{name}: not an ELF file", expected="\\x7fELF magic")
         if buf[4] != 2:
             raise ImageError(f"{name}: not ELF64 (EI_CLASS={buf[4]})", expected="ELFCLASS64")
         if buf[5] not in (1, 2):
             raise ImageError(f"{name}: bad EI_DATA {buf[5]}", expected="1 (LSB) or 2 (MSB)")
-        ehdr_s, _ = _elf_structs(buf[5] == 1)
-        eh = ehdr_s.parse(bytes(buf[:64]))
-        if eh.e_phnum and eh.e_phentsize != 56:
-            raise ImageError(f"{name}: e_phentsize {eh.e_phentsize}", expected="56")
-        if eh.e_phoff + eh.e_phnum * 56 > len(buf):
-            raise ImageError(f"{name}: program headers past end of file ({eh.e_phoff:#x} + {eh.e_phnum} x 56)")
+        elf = elf_structs("little" if buf[5] == 1 else "big")
+        eh = parse_struct(elf.ehdr, bytes(buf[: elf.ehdr_size]), what=f"{name}: ELF header", error=ImageError)
+        phsize = elf.phdr_size
+        if eh.e_phnum and eh.e_phentsize != phsize:
+            raise ImageError(f"{name}: e_phentsize {eh.e_phentsize}", expected=f"{phsize}")
+        if eh.e_phoff + eh.e_phnum * phsize > len(buf):
+            raise ImageError(f"{name}: program headers past end of file ({eh.e_phoff:#x} + {eh.e_phnum} x {phsize})")
         img = cls()
         # all program headers at once (up to 65535 of them: one construct parse
         # each would take seconds on a hostile file), then PT_LOADs by address
         # so that adding them is O(n log n) and overlaps are caught pairwise
-        bo = "<" if buf[5] == 1 else ">"
-        ph_dt = np.dtype(
-            [
-                ("p_type", bo + "u4"),
-                ("p_flags", bo + "u4"),
-                ("p_offset", bo + "u8"),
-                ("p_vaddr", bo + "u8"),
-                ("p_paddr", bo + "u8"),
-                ("p_filesz", bo + "u8"),
-                ("p_memsz", bo + "u8"),
-                ("p_align", bo + "u8"),
-            ]
-        )
+        ph_dt = elf.phdr_dtype
         phs = np.frombuffer(buf, dtype=ph_dt, count=eh.e_phnum, offset=eh.e_phoff) if eh.e_phnum else np.zeros(0, ph_dt)
         loads = np.flatnonzero((phs["p_type"] == PT_LOAD) & (phs["p_filesz"] != 0))
         loads = loads[np.argsort(phs["p_paddr"][loads], kind="stable")]
@@ -281,12 +294,13 @@ class PhysImage:
         (``p_paddr`` = ``p_vaddr`` = phys), readable by pyelftools and QEMU's
         generic loader."""
         little = byteorder == "little"
-        ehdr_s, phdr_s = _elf_structs(little)
+        elf = elf_structs("little" if little else "big")
+        ehdr_s, phdr_s = elf.ehdr, elf.phdr
         if machine not in ELF_MACHINES:
             raise ImageError(f"unknown ELF machine {machine!r}", expected=", ".join(ELF_MACHINES))
         chunks = self.covered() if merge else [(s.phys, s.end) for s in self._segs]
-        phoff = 64
-        data_off = phoff + 56 * len(chunks)
+        phoff = elf.ehdr_size
+        data_off = phoff + elf.phdr_size * len(chunks)
         data_off = (data_off + 15) & ~15
         if len(chunks) > 0xFFFF:
             raise ImageError(f"{len(chunks)} segments do not fit e_phnum", expected="<= 65535")
@@ -302,8 +316,8 @@ class PhysImage:
                     e_phoff=phoff if chunks else 0,
                     e_shoff=0,
                     e_flags=0,
-                    e_ehsize=64,
-                    e_phentsize=56,
+                    e_ehsize=elf.ehdr_size,
+                    e_phentsize=elf.phdr_size,
                     e_phnum=len(chunks),
                     e_shentsize=64,
                     e_shnum=0,
@@ -335,7 +349,9 @@ class PhysImage:
     # -- bundle directory ----------------------------------------------------------
     MANIFEST = "manifest.json"
 
-    def to_bundle(self, directory: str | os.PathLike, *, extra: dict | None = None, merge: bool = True) -> dict:
+    def to_bundle(
+        self, directory: str | os.PathLike[str], *, extra: dict[str, object] | None = None, merge: bool = True
+    ) -> dict[str, object]:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         segs = []
@@ -351,7 +367,7 @@ class PhysImage:
         return manifest
 
     @classmethod
-    def from_bundle(cls, directory: str | os.PathLike) -> PhysImage:
+    def from_bundle(cls, directory: str | os.PathLike[str]) -> PhysImage:
         d = Path(directory)
         mpath = d / cls.MANIFEST
         try:
@@ -412,7 +428,7 @@ class PhysImage:
         return f"PhysImage({len(self._segs)} segments, {self.total_bytes} bytes)"
 
 
-def _read_file(path: str | os.PathLike, what: str) -> bytes:
+def _read_file(path: str | os.PathLike[str], what: str) -> bytes:
     try:
         with open(path, "rb") as fh:
             return fh.read()

@@ -44,8 +44,12 @@ class SubBlob:
     size_source: str = "unknown"
     #: properties of the sub-node this version does not define (kept, reported)
     extra_props: list[tuple[str, bytes]] = field(default_factory=list)
+    #: values of the other sub-node properties the version declares (schema ``[[subnode.property]]``)
+    values: dict[str, int] = field(default_factory=dict)
 
-    def key(self) -> tuple[str, int, int | None, bytes | None]:
+    def key(self) -> tuple[object, ...]:
+        if self.values:
+            return (self.name, self.phys, self.size, self.data, tuple(sorted(self.values.items())))
         return (self.name, self.phys, self.size, self.data)
 
     def to_json(self) -> dict[str, object]:
@@ -56,6 +60,7 @@ class SubBlob:
             "size_source": self.size_source,
             "in_image": self.data is not None,
             "extra_props": [n for n, _ in self.extra_props],
+            **({"values": dict(self.values)} if self.values else {}),
         }
 
 
@@ -85,7 +90,7 @@ class KhoState:
 
     @property
     def layout(self) -> Layout:
-        return layout(self.page_size, self.byteorder)
+        return layout(self.page_size, self.byteorder, self.version)
 
     @property
     def map_context(self) -> MapContext:
@@ -123,7 +128,9 @@ class KhoState:
         return dataclasses.replace(
             self,
             preserved=self.preserved.copy(),
-            subblobs=[dataclasses.replace(s, extra_props=list(s.extra_props)) for s in self.subblobs],
+            subblobs=[
+                dataclasses.replace(s, extra_props=list(s.extra_props), values=dict(s.values)) for s in self.subblobs
+            ],
             scratch=list(self.scratch),
             extra_compatible=list(self.extra_compatible),
             notes=list(self.notes),
@@ -180,7 +187,7 @@ def parse(
     and wins over them.  Without an image only the FDT is read (``map_read``
     is False).
     """
-    layout(page_size, byteorder)  # refuses an unknown page size or byte order first
+    layout(page_size, byteorder)  # refuses a bad page size or byte order before anything is read
     fdt = parse_fdt(root_fdt, where=ROOT, phys=root_fdt_phys)
     root = fdt.root
     notes: list[str] = []
@@ -199,6 +206,7 @@ def parse(
             )
     if extra:
         notes.append(f"unknown compatible entries after {ver.compatible!r}: {extra}")
+    layout(page_size, byteorder, ver.name)  # refuses a version whose struct variants are not declared
     for prop in ver.root_required:
         if not root.has(prop):
             raise PropertyError(
@@ -246,7 +254,13 @@ def parse(
             size = get_u64(child, ver.size_property, byteorder, where=ROOT, required=ver.size_required)
             if size is not None:
                 src = ver.size_property
-        extras = [(n, v) for n, v in child.props if n not in (ver.address_property, ver.size_property)]
+        values: dict[str, int] = {}
+        for prop in ver.value_properties:  # declared u64 properties (schema)
+            val = get_u64(child, prop.name, byteorder, where=ROOT, required=prop.required)
+            if val is not None:
+                values[prop.name] = val
+        declared = {p.name for p in ver.subnode_properties}
+        extras = [(n, v) for n, v in child.props if n not in declared]
         for n, _ in extras:
             notes.append(f"{where}: property {n!r} is not defined by {ver.name}")
         if child.children:
@@ -265,7 +279,7 @@ def parse(
                 data = image.read(phys, size, f"sub-blob {child.name}")
             elif size is not None:
                 notes.append(f"{where}: blob ({size} bytes at {phys:#x}) is not in the memory image")
-        state.subblobs.append(SubBlob(child.name, phys, size, data, src, extras))
+        state.subblobs.append(SubBlob(child.name, phys, size, data, src, extras, values))
     # the memory map
     if image is None:
         state.map_read = False
@@ -314,6 +328,16 @@ def root_fdt_tree(state: KhoState, memmap_phys: int) -> FdtNode:
                         path=f"{ROOT}:/{sb.name}",
                     )
                 values[ver.size_property] = u64_bytes(sb.size, bo)
+        for vp in ver.value_properties:
+            val = sb.values.get(vp.name, vp.default)
+            if val is None:
+                if vp.required:
+                    raise VersionError(
+                        f"{ver.name} requires {vp.name} but sub-blob {sb.name!r} has no value for it",
+                        path=f"{ROOT}:/{sb.name}",
+                    )
+                continue
+            values[vp.name] = u64_bytes(val, bo)
         for prop in ver.property_order:
             if prop in values:
                 node.set(prop, values.pop(prop))
@@ -414,6 +438,7 @@ def convert(state: KhoState, to_version: str, *, map_options: Mapping[str, Any] 
         elif not ver.size_property:
             sb.size_source = "fdt-header" if sb.size is not None else "unknown"
         sb.extra_props = []
+        sb.values = {n: v for n, v in sb.values.items() if any(p.name == n for p in ver.value_properties)}
     codec = out.codec
     codec.check_representable(out.preserved, out.map_context)
     out.map_params = codec.params_for(out.map_context, state.map_params, map_options or {})

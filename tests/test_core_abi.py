@@ -57,7 +57,16 @@ def test_schema_facts():
     assert v1.memory_map == "chunk-list"
     assert v1.address_property == "fdt" and v1.size_property == "" and v1.blob_is_fdt
     assert set(v1.bitmap_variants) == {"page", "512"}
-    assert v1.map_zero_means != "empty"  # "empty or not finalized"
+    assert v1.bitmap_sizes(4096) == (4096, 512) and v1.bitmap_sizes(65536) == (65536, 512)
+    # a v1 map of 0 is "empty or not finalized" (KHO-ABI.md 3.1): the reader says so
+    from kho_formats.fdt import FdtNode, build_fdt, str_bytes, u64_bytes
+    from kho_formats.image import PhysImage
+    from kho_formats.state import parse
+
+    root = FdtNode("")
+    root.set("compatible", str_bytes("kho-v1"))
+    root.set("preserved-memory-map", u64_bytes(0, "little"))
+    assert any("not finalized" in n for n in parse(build_fdt(root), PhysImage()).notes)
     for v in (v2, v3, v4):
         assert v.memory_map == "radix"
         assert v.address_property == "preserved-data"
@@ -211,3 +220,41 @@ def test_version_not_first_in_compatible_is_read_and_noted():
     st = parse(build_fdt(root))
     assert st.version == "kho-v4" and st.extra_compatible == ["foo"]
     assert any("not the first entry" in n for n in st.notes)
+
+
+# -- schemas as data -----------------------------------------------------------------------
+
+
+def _write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_load_schema_file_checks_keys(tmp_path):
+    from pathlib import Path
+
+    v4 = (Path(abi.get_version("kho-v4").source)).read_text()
+    v = abi.load_schema_file(_write(tmp_path, "kho-v4.toml", v4))
+    assert v == abi.get_version("kho-v4")  # same description, whatever the file
+    with pytest.raises(VersionError, match="unknown keys"):
+        abi.load_schema_file(_write(tmp_path, "a.toml", 'map_zero_means = "x"\n' + v4))
+    with pytest.raises(VersionError, match="memory_map"):
+        abi.load_schema_file(_write(tmp_path, "b.toml", v4.replace('"radix"', '"tree"', 1)))
+    with pytest.raises(VersionError, match="not TOML"):
+        abi.load_schema_file(_write(tmp_path, "c.toml", "version = "))
+    with pytest.raises(VersionError):
+        abi.load_schema_file(tmp_path / "missing.toml")
+
+
+def test_register_refuses_clashes(tmp_path):
+    v4 = abi.get_version("kho-v4")
+    with pytest.raises(VersionError, match="already known"):
+        abi.register(v4)
+    text = open(v4.source).read().replace('version = "kho-v4"', 'version = "kho-v4b"')
+    with pytest.raises(VersionError, match="compatible"):
+        with abi.extra_schemas(_write(tmp_path, "kho-v4b.toml", text)):
+            pass
+    assert "kho-v4b" not in abi.version_names()
+    with pytest.raises(VersionError):
+        abi.unregister("kho-v4")

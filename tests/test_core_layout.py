@@ -125,3 +125,95 @@ def test_layout_refuses_bad_parameters():
         layout(4096, "middle")
     with pytest.raises(KhoFormatError):
         layout(2048, "little")
+
+
+# -- declarations carry the numbers the fast paths use ------------------------------------
+
+DTYPE_STRUCTS = (
+    "khoser_mem_chunk_hdr",
+    "khoser_mem_bitmap_ptr",
+    "kho_vmalloc",
+    "kho_vmalloc_chunk",
+    "kho_scratch",
+    "kho_data",
+    "setup_data_hdr",
+    "kexec_metadata",
+    "kho_block_header_ser",
+)
+
+
+@pytest.mark.parametrize("bo", ORDERS)
+@pytest.mark.parametrize("name", DTYPE_STRUCTS)
+def test_struct_dtype_reads_what_construct_parses(bo, name):
+    """``dtype_of`` has the declaration's size, offsets and byte order: numpy
+    reads random bytes exactly as the Construct declaration parses them."""
+    lay = layout(4096, bo)
+    con = lay.struct(name)
+    dt = lay.dtype_of(name)
+    assert dt.itemsize == con.sizeof()
+    raw = np.random.default_rng(1).integers(0, 256, con.sizeof(), dtype=np.uint8).tobytes()
+    rec = np.frombuffer(raw, dtype=dt)[0]
+    parsed = con.parse(raw)
+    for field in dt.names:
+        want = getattr(parsed, field) if not isinstance(parsed, dict) else parsed[field]
+        got = rec[field]
+        if isinstance(want, np.ndarray):
+            assert got.tolist() == want.tolist()
+        elif isinstance(want, str):
+            assert got.split(b"\0", 1)[0].decode("utf-8", "replace") == want
+        else:
+            assert int(got) == want, field
+        assert dt.fields[field][1] == lay.offsetof(name, field)
+
+
+@pytest.mark.parametrize("page_size", PAGE_SIZES)
+def test_derived_numbers(page_size):
+    lay = layout(page_size, "little")
+    assert lay.offsetof("khoser_mem_chunk", "bitmaps") == lay.khoser_mem_bitmaps_offset == 16
+    assert lay.khoser_mem_entry_field(0, "phys_start") == 16 and lay.khoser_mem_entry_field(3, "bitmap") == 24 + 48
+    assert lay.radix_table_entries == lay.radix_leaf_words == page_size // 8
+    assert lay.radix_table_offset == 0
+    assert lay.kho_block_header_size == 16 and lay.kho_block_entries_per_page(24) == (page_size - 16) // 24
+    assert lay.kho_scratch_size == 16
+    assert lay.v1_preserve_bits(512) == 4096 and lay.v1_preserve_bits(page_size) == page_size * 8
+    assert lay.khoser_mem_bitmap_ptr_dtype.names == ("phys_start", "bitmap")
+    # every released version uses the kernel layout
+    for v in ("kho-v1", "kho-v2", "kho-v3", "kho-v4"):
+        lv = layout(page_size, "little", v)
+        assert lv.version == v and dict(lv.variants) == {}
+        assert (
+            lv.khoser_mem_chunk.sizeof() == page_size and lv.khoser_mem_chunk_capacity == lay.khoser_mem_chunk_capacity
+        )
+    assert layout(page_size, "little") is layout(page_size, "little", None)
+
+
+def test_every_field_documented():
+    lay = layout(4096, "little")
+    from kho_formats.layout import fdt_header, struct_fields
+
+    for name in (*DTYPE_STRUCTS, "khoser_mem_chunk", "kho_radix_node", "kho_radix_leaf"):
+        st = lay.struct(name)
+        inner = st.subcon if hasattr(st, "cls") else st
+        for sc in inner.subcons:
+            if sc.name:
+                assert sc.docs, (name, sc.name)
+        assert struct_fields(st)
+    assert all(sc.docs for sc in fdt_header.subcon.subcons)
+
+
+def test_construct_errors_become_kho_errors():
+    from kho_formats.errors import MemoryMapError, VersionError
+    from kho_formats.layout import build_struct, parse_struct
+
+    lay = layout(4096, "little")
+    with pytest.raises(MemoryMapError) as ei:
+        lay.parse("khoser_mem_chunk", bytes(100), phys=0x5000, error=MemoryMapError)
+    assert ei.value.phys == 0x5000 and "khoser_mem_chunk" in str(ei.value)
+    with pytest.raises(KhoFormatError, match="kho_vmalloc"):
+        build_struct(lay.kho_vmalloc, dict(first=1, total_pages=1 << 40, flags=0, order=0), what="kho_vmalloc")
+    with pytest.raises(KhoFormatError):
+        parse_struct(lay.kho_scratch, b"\0" * 3, what="kho_scratch")
+    with pytest.raises(VersionError):
+        layout(4096, "little", "kho-v9")
+    with pytest.raises(VersionError):
+        lay.struct("no_such_struct")

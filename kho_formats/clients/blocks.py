@@ -11,10 +11,11 @@ from ..alloc import PageAllocator
 from ..chain import walk_page_chain
 from ..errors import BlockError
 from ..image import PhysImage
-from ..layout import Layout
+from ..layout import Layout, layout
 from ..limits import Budget
 
-HEADER_SIZE = 16
+#: ``sizeof(struct kho_block_header_ser)`` (from the declaration; use ``lay.kho_block_header_size``)
+HEADER_SIZE = layout().kho_block_header_size
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,9 @@ def read_block_chain(
     where: str = "kho block chain",
 ) -> list[Block]:
     budget = budget or Budget()
-    room = lay.page_size - HEADER_SIZE
-    max_count = room // entry_size if entry_size else room
+    head = lay.kho_block_header_size
+    room = lay.page_size - head
+    max_count = lay.kho_block_entries_per_page(entry_size) if entry_size else room
     out: list[Block] = []
     for phys, page in walk_page_chain(
         image,
@@ -47,7 +49,7 @@ def read_block_chain(
         error=BlockError,
         where=where,
     ):
-        hdr = lay.kho_block_header_ser.parse(page[:HEADER_SIZE])
+        hdr = lay.parse("kho_block_header_ser", page[:head], phys=phys, error=BlockError)
         if hdr.count > max_count:
             raise BlockError(
                 f"{where}: count {hdr.count} does not fit one page",
@@ -56,14 +58,16 @@ def read_block_chain(
             )
         budget.entries_add(hdr.count, where, phys)
         n = hdr.count * entry_size if entry_size else room
-        out.append(Block(phys, hdr.count, page[HEADER_SIZE : HEADER_SIZE + n]))
+        out.append(Block(phys, hdr.count, page[head : head + n]))
     return out
 
 
 def build_block_chain(
     entries: Sequence[bytes], entry_size: int, lay: Layout, alloc: PageAllocator
 ) -> tuple[int, list[tuple[int, bytes]]]:
-    per = (lay.page_size - HEADER_SIZE) // entry_size
+    if entry_size <= 0:
+        raise BlockError(f"entry size {entry_size}", expected="a positive number of bytes")
+    per = lay.kho_block_entries_per_page(entry_size)
     if per == 0:
         raise BlockError(f"entry size {entry_size} does not fit a page")
     groups = [list(entries[i : i + per]) for i in range(0, len(entries), per)] or [[]]
@@ -74,6 +78,7 @@ def build_block_chain(
             if len(e) != entry_size:
                 raise BlockError(f"entry of {len(e)} bytes", expected=f"{entry_size}")
         nxt = phys[i + 1] if i + 1 < len(phys) else 0
-        body = lay.kho_block_header_ser.build(dict(next=nxt, count=len(g))) + b"".join(g)
+        body = lay.build("kho_block_header_ser", dict(next=nxt, count=len(g)), phys=phys[i], error=BlockError)
+        body += b"".join(g)
         out.append((phys[i], body.ljust(lay.page_size, b"\0")))
     return phys[0], out

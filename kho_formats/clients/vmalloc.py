@@ -99,7 +99,7 @@ def read_vmalloc(
         error=VmallocError,
         where=where,
     ):
-        chunk = lay.kho_vmalloc_chunk.parse(page)
+        chunk = lay.parse("kho_vmalloc_chunk", page, phys=phys, error=VmallocError)
         chunks.append(phys)
         z = np.flatnonzero(chunk.phys == 0)
         n = int(z[0]) if z.size else cap
@@ -167,7 +167,7 @@ def build_vmalloc(
         part = groups[i * cap : (i + 1) * cap]
         entries[: len(part)] = part
         nxt = chunk_phys[i + 1] if i + 1 < nchunks else 0
-        out.append((cp, lay.kho_vmalloc_chunk.build(dict(next=nxt, phys=entries))))
+        out.append((cp, lay.build("kho_vmalloc_chunk", dict(next=nxt, phys=entries), phys=cp, error=VmallocError)))
     desc = KhoVmalloc(first=chunk_phys[0], total_pages=len(groups) << order, flags=flags, order=order)
     shift = lay.page_shift
     preserve = [(p, 0) for p in chunk_phys]

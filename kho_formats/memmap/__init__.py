@@ -43,7 +43,7 @@ class MapContext:
     def layout(self) -> Layout:
         from ..layout import layout
 
-        return layout(self.page_size, self.byteorder)
+        return layout(self.page_size, self.byteorder, self.version.name)
 
 
 @runtime_checkable
@@ -103,6 +103,10 @@ class MapCodec(Protocol):
     #: that is not preserved a problem, and how bad is an unpreserved sub-blob
     root_fdt_must_be_preserved: ClassVar[bool]
     unpreserved_blob_severity: ClassVar[str]
+
+    def check_schema(self, version: AbiVersion, where: str) -> None:
+        """Refuse a schema that lacks what this kind needs (``VersionError``)."""
+        ...
 
     def read(
         self,

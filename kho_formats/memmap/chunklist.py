@@ -10,24 +10,40 @@ the alignment of ``phys_start`` values and bitmap pointers and says why.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
+from .. import abi
 from ..alloc import PageAllocator, merge_ranges
 from ..bits import bitmaps_to_runs, runs_to_bitmaps
 from ..chain import walk_page_chain
-from ..errors import ImageError, MemoryMapError, UnrepresentableError
+from ..errors import ImageError, MemoryMapError, UnrepresentableError, VersionError
 from ..image import PhysImage
-from ..layout import Layout
+from ..layout import KhoserMemChunk, Layout
 from ..limits import Budget
 from ..pageset import PageSet
 from . import MapBuilt, MapContext, MapRead, MemoryMap, register
 
 U64 = np.uint64
+#: the kho-v1 bitmap variants of the shipped schema (KHO-ABI.md 3.2), for callers without a version
 BITMAP_VARIANTS = {"page": None, "512": 512}
+
+
+def bitmap_sizes(lay: Layout) -> tuple[int, ...]:
+    """v1 bitmap sizes in bytes that ``lay``'s version allows (its schema's
+    ``bitmap_variants``); both kernel sizes for a layout without a version."""
+    if lay.version is not None:
+        sizes = abi.get_version(lay.version).bitmap_sizes(lay.page_size)
+        if sizes:
+            return sizes
+    return (lay.page_size, 512)
+
+
+def _sizes_text(sizes: tuple[int, ...]) -> str:
+    return " or ".join(str(b) for b in sorted(sizes))
 
 
 @dataclass
@@ -52,7 +68,7 @@ class ChunkList:
         rng += [(p, p + self.bitmap_bytes) for p in self.bitmaps.values()]
         return merge_ranges(rng)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, object]:
         return {
             "first": self.first,
             "bitmap_bytes": self.bitmap_bytes,
@@ -72,7 +88,7 @@ def bitmap_bytes_for(variant: str | None, page_size: int) -> int | None:
     raise MemoryMapError(f"unknown v1 bitmap variant {variant!r}", expected="auto, page or 512")
 
 
-def _walk_chunks(image: PhysImage, first: int, lay: Layout, budget: Budget):
+def _walk_chunks(image: PhysImage, first: int, lay: Layout, budget: Budget) -> Iterator[tuple[int, KhoserMemChunk]]:
     for phys, page in walk_page_chain(
         image,
         first,
@@ -84,7 +100,7 @@ def _walk_chunks(image: PhysImage, first: int, lay: Layout, budget: Budget):
         kind="list",
         short="chunk",
     ):
-        chunk = lay.khoser_mem_chunk.parse(page)
+        chunk: KhoserMemChunk = lay.parse("khoser_mem_chunk", page, phys=phys, error=MemoryMapError)
         if chunk.hdr.num_elms > lay.khoser_mem_chunk_capacity:
             raise MemoryMapError(
                 f"num_elms {chunk.hdr.num_elms} is past the chunk capacity",
@@ -103,7 +119,11 @@ def _walk_chunks(image: PhysImage, first: int, lay: Layout, budget: Budget):
 def detect_bitmap_bytes(image: PhysImage, first: int, lay: Layout, budget: Budget | None = None) -> tuple[int, str]:
     """Guess the v1 bitmap size and say why."""
     budget = budget or Budget()
-    page_bits = lay.page_size * 8
+    sizes = bitmap_sizes(lay)
+    if len(sizes) == 1:
+        return sizes[0], f"{sizes[0]}-byte bitmaps: the only size {lay.version} has"
+    small = min(sizes)
+    page_bits = lay.v1_preserve_bits(lay.page_size)
     entries = 0
     for phys, chunk in _walk_chunks(image, first, lay, Budget(budget.limits)):
         used = chunk.used()
@@ -117,13 +137,16 @@ def detect_bitmap_bytes(image: PhysImage, first: int, lay: Layout, budget: Budge
         starts, bms = used[:, 0], used[:, 1]
         if cover is not None and np.any(starts % cover):
             i = int(np.flatnonzero(starts % cover)[0])
-            return 512, (
-                f"512-byte bitmaps: phys_start {int(starts[i]):#x} in chunk {phys:#x} is not a multiple "
+            return small, (
+                f"{small}-byte bitmaps: phys_start {int(starts[i]):#x} in chunk {phys:#x} is not a multiple "
                 f"of the {lay.page_size}-byte bitmap coverage"
             )
         if np.any(bms % U64(lay.page_size)):
             i = int(np.flatnonzero(bms % U64(lay.page_size))[0])
-            return 512, f"512-byte bitmaps: bitmap pointer {int(bms[i]):#x} in chunk {phys:#x} is not page aligned"
+            return (
+                small,
+                f"{small}-byte bitmaps: bitmap pointer {int(bms[i]):#x} in chunk {phys:#x} is not page aligned",
+            )
     if entries == 0:
         return lay.page_size, "page-sized bitmaps: no bitmaps to tell from (default)"
     return lay.page_size, (
@@ -151,9 +174,9 @@ def read_chunklist(
         bitmap_bytes, why = detect_bitmap_bytes(image, first, lay, budget)
     else:
         why = f"{bitmap_bytes}-byte bitmaps: chosen by the caller"
-    if bitmap_bytes not in (512, lay.page_size):
-        raise MemoryMapError(f"v1 bitmap size {bitmap_bytes}", expected=f"512 or {lay.page_size}")
-    bits = bitmap_bytes * 8
+    if bitmap_bytes not in bitmap_sizes(lay):
+        raise MemoryMapError(f"v1 bitmap size {bitmap_bytes}", expected=_sizes_text(bitmap_sizes(lay)))
+    bits = lay.v1_preserve_bits(bitmap_bytes)
     cl = ChunkList(first=first, bitmap_bytes=bitmap_bytes, detection=why)
     per_order: dict[int, list[tuple[int, np.ndarray]]] = {}
     seen_bitmaps: dict[int, int] = {}
@@ -174,13 +197,13 @@ def read_chunklist(
             if start % cover:
                 raise MemoryMapError(
                     f"phys_start {start:#x} of {where} is not a multiple of {cover:#x}",
-                    phys=phys + 16 + 16 * k,
+                    phys=phys + lay.khoser_mem_entry_field(k, "phys_start"),
                     expected="(index * PRESERVE_BITS) << (order + PAGE_SHIFT)",
                 )
             if bm % bitmap_bytes or bm == 0:
                 raise MemoryMapError(
                     f"bitmap pointer {bm:#x} of {where} is not {bitmap_bytes}-byte aligned",
-                    phys=phys + 24 + 16 * k,
+                    phys=phys + lay.khoser_mem_entry_field(k, "bitmap"),
                     expected=f"a multiple of {bitmap_bytes}",
                 )
             if bm in seen_bitmaps:
@@ -243,15 +266,16 @@ def build_chunklist(
     """Pages -> chunk list in the kernel's order: ascending orders, ascending
     bitmap indexes, a new chunk for every order and when one is full.
 
-    512-byte bitmaps are packed eight to a page (``kzalloc`` objects, 512-byte
-    aligned); page-sized bitmaps take one page each.  Chunk pages come
+    Smaller bitmaps (512 bytes) are packed into slab pages (``kzalloc``
+    objects, aligned to their size); page-sized bitmaps take one page each.  Chunk pages come
     first as ``bytes``, then bitmap pages as read-only ``memoryview``s.
     """
     bitmap_bytes = bitmap_bytes or lay.page_size
-    if bitmap_bytes not in (512, lay.page_size):
-        raise UnrepresentableError(f"v1 bitmap size {bitmap_bytes}", expected=f"512 or {lay.page_size}")
-    bits = bitmap_bytes * 8
+    if bitmap_bytes not in bitmap_sizes(lay):
+        raise UnrepresentableError(f"v1 bitmap size {bitmap_bytes}", expected=_sizes_text(bitmap_sizes(lay)))
+    bits = lay.v1_preserve_bits(bitmap_bytes)
     cap = lay.khoser_mem_chunk_capacity
+    row = len(lay.khoser_mem_bitmap_ptr_dtype.names or ())  # words per bitmaps[] entry
     cl = ChunkList(first=0, bitmap_bytes=bitmap_bytes, detection="built")
     if not pages:
         return 0, [], cl
@@ -273,11 +297,11 @@ def build_chunklist(
         if bitmap_bytes == lay.page_size:
             return alloc.alloc(what="v1 bitmap page")
         if not slab:
-            base = alloc.alloc(what="v1 512-byte bitmap slab page")
-            slab.extend(range(base + lay.page_size - 512, base - 1, -512))
+            base = alloc.alloc(what="v1 small-bitmap slab page")
+            slab.extend(range(base + lay.page_size - bitmap_bytes, base - 1, -bitmap_bytes))
         return slab.pop()
 
-    slab_next, slab_end = 0, 0  # the current 512-byte slab page: next free slot, end
+    slab_next, slab_end = 0, 0  # the current slab page of small bitmaps: next free slot, end
     for order in pages.orders:
         shift = lay.page_shift + order
         if shift >= 64:
@@ -302,21 +326,21 @@ def build_chunklist(
         if bitmap_bytes == lay.page_size:
             phys = np.array(alloc.alloc_pages(n, what="v1 bitmap page"), dtype=np.uint64)
         else:
-            per_page = lay.page_size // 512
+            per_page = lay.page_size // bitmap_bytes
             slots: list[np.ndarray] = []
-            left = (slab_end - slab_next) // 512
+            left = (slab_end - slab_next) // bitmap_bytes
             take = min(left, n)
             if take:
-                slots.append(np.uint64(slab_next) + np.arange(take, dtype=np.uint64) * U64(512))
-                slab_next += take * 512
+                slots.append(np.uint64(slab_next) + np.arange(take, dtype=np.uint64) * U64(bitmap_bytes))
+                slab_next += take * bitmap_bytes
             need = n - take
             if need:
                 npages = -(-need // per_page)
-                bases = np.array(alloc.alloc_pages(npages, what="v1 512-byte bitmap slab page"), dtype=np.uint64)
+                bases = np.array(alloc.alloc_pages(npages, what="v1 small-bitmap slab page"), dtype=np.uint64)
                 k = np.arange(need, dtype=np.uint64)
-                slots.append(bases[(k // U64(per_page)).astype(np.intp)] + (k % U64(per_page)) * U64(512))
+                slots.append(bases[(k // U64(per_page)).astype(np.intp)] + (k % U64(per_page)) * U64(bitmap_bytes))
                 last_used = need - (npages - 1) * per_page
-                slab_next = int(bases[-1]) + last_used * 512
+                slab_next = int(bases[-1]) + last_used * bitmap_bytes
                 slab_end = int(bases[-1]) + lay.page_size
             phys = np.concatenate(slots) if slots else np.zeros(0, np.uint64)
         cl.bitmaps.update(zip(zip([order] * n, ids.tolist()), phys.tolist()))
@@ -339,15 +363,11 @@ def build_chunklist(
     out: list[tuple[int, bytes]] = []
     for n, (order, entries) in enumerate(chunk_plan):
         nxt = phys_list[n + 1] if n + 1 < len(phys_list) else 0
-        arr = np.zeros((cap, 2), dtype=np.uint64)
+        arr = np.zeros((cap, row), dtype=np.uint64)
         if len(entries):
             arr[: len(entries)] = np.asarray(entries, dtype=np.uint64)
-        out.append(
-            (
-                phys_list[n],
-                lay.khoser_mem_chunk.build(dict(hdr=dict(next=nxt, order=order, num_elms=len(entries)), bitmaps=arr)),
-            )
-        )
+        chunk = dict(hdr=dict(next=nxt, order=order, num_elms=len(entries)), bitmaps=arr)
+        out.append((phys_list[n], lay.build("khoser_mem_chunk", chunk, phys=phys_list[n], error=MemoryMapError)))
     cl.first = phys_list[0]
     cl.chunks = phys_list
     return cl.first, out + _bitmap_pages(out_bitmaps, bitmap_bytes, lay.page_size), cl
@@ -395,6 +415,13 @@ class ChunkListCodec:
     #: v1 kernels hand the root FDT over at finalize; nothing requires its page preserved
     root_fdt_must_be_preserved: ClassVar[bool] = False
     unpreserved_blob_severity: ClassVar[str] = "warning"
+
+    def check_schema(self, version: abi.AbiVersion, where: str) -> None:
+        if not version.bitmap_variants:
+            raise VersionError(f"schema {where}: a chunk-list memory map needs [chunk_list] bitmap_variants")
+        for b in version.bitmap_variants:
+            if b != "page" and not (b.isdigit() and int(b) % 8 == 0 and int(b) > 0):
+                raise VersionError(f"schema {where}: bad bitmap variant {b!r}", expected='"page" or a byte count')
 
     def read(
         self,

@@ -23,10 +23,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..abi import RadixGeometry
+from ..abi import AbiVersion, RadixGeometry
 from ..alloc import PageAllocator, merge_ranges
 from ..bits import bitmaps_to_runs, runs_to_bitmaps
-from ..errors import ImageError, KhoFormatError, MemoryMapError, UnrepresentableError
+from ..errors import ImageError, KhoFormatError, MemoryMapError, UnrepresentableError, VersionError
 from ..image import PhysImage
 from ..layout import Layout
 from ..limits import Budget
@@ -65,7 +65,7 @@ class RadixTree:
     def pages(self) -> list[int]:
         return list(self.placement.values())
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, object]:
         return {
             "root": self.root,
             "depth": self.depth,
@@ -74,6 +74,16 @@ class RadixTree:
             "empty_leaves": self.empty_leaves,
             "node_pages": sorted(self.placement.values()),
         }
+
+
+def _check_geometry(geom: RadixGeometry, lay: Layout) -> None:
+    """The tree's constants (schema) and its node declarations (layout) agree."""
+    if 1 << geom.table_size_log2 != lay.radix_table_entries or 1 << geom.bitmap_size_log2 != 64 * lay.radix_leaf_words:
+        raise VersionError(
+            f"radix geometry for {geom.page_size}-byte pages does not match the kho_radix_node/kho_radix_leaf "
+            f"declarations of {lay.version or 'the kernel layout'}",
+            expected=f"{1 << geom.table_size_log2} table entries and {1 << geom.bitmap_size_log2} leaf bits",
+        )
 
 
 def _node_shift(geom: RadixGeometry, level: int) -> int:
@@ -90,6 +100,7 @@ def read_radix(
     budget: Budget | None = None,
 ) -> tuple[PageSet, RadixTree]:
     budget = budget or Budget()
+    _check_geometry(geom, lay)
     ps_size = lay.page_size
     if root == 0:
         return PageSet(ps_size), RadixTree(root=root, depth=geom.depth)
@@ -139,6 +150,8 @@ def _walk_tables(
     seen: dict[int, NodeId] = {}
     leaf_batches: list[tuple[np.ndarray, np.ndarray, int, np.ndarray]] = []
 
+    entries, table_at = lay.radix_table_entries, lay.radix_table_offset
+    entry_size = lay.dtype.itemsize
     nshift = [_node_shift(geom, lv) for lv in range(depth)]
     lshifts = [geom.level_shift(lv) if lv else 0 for lv in range(depth)]
 
@@ -171,7 +184,8 @@ def _walk_tables(
         tree.placement[(level, nid)] = phys
         budget.page(phys, "radix node")
         try:
-            words = np.frombuffer(image.view(phys, ps_size, "radix node"), dtype=lay.dtype)
+            node = image.view(phys, ps_size, "radix node")
+            words = np.frombuffer(node, dtype=lay.dtype, count=entries, offset=table_at)
         except ImageError:
             where = f"radix level {level} node" if level else "radix leaf"
             raise MemoryMapError(
@@ -186,7 +200,7 @@ def _walk_tables(
             i = next(i for i in nz.tolist() if (prefix | (i << lshift)) >> (o0 + 1))
             raise MemoryMapError(
                 f"entry {i} of the level-{level} node makes keys with bits above the order-0 bit {o0}",
-                phys=phys + 8 * i,
+                phys=phys + table_at + entry_size * i,
                 expected=f"entries whose keys stay below 1 << {o0 + 1}",
             )
         if level > 1:
@@ -253,7 +267,7 @@ def _read_leaves(
                     expected="a page present in the memory image",
                 ) from None
         raise MemoryMapError(str(exc), phys=bad) from None
-    words = raw.view(lay.dtype).reshape(ptrs.size, lay.words_per_page)
+    words = raw.view(lay.dtype).reshape(ptrs.size, lay.radix_leaf_words)
     nonempty = words.any(axis=1)
     tree.leaves += int(ptrs.size)
     tree.empty_leaves += int(ptrs.size - np.count_nonzero(nonempty))
@@ -331,6 +345,7 @@ def build_radix(
     with a ``placement`` that has nodes).
     """
     check_representable(pages, geom)
+    _check_geometry(geom, lay)
     depth = geom.depth
     bshift = geom.bitmap_size_log2
     tshift = geom.table_size_log2
@@ -419,7 +434,7 @@ def build_radix(
             node_bytes.append(memoryview(np.ascontiguousarray(rows).reshape(-1)).toreadonly())
             continue
         children = ids[level - 1]
-        table = np.zeros((ids[level].size, lay.words_per_page), dtype=np.uint64)
+        table = np.zeros((ids[level].size, lay.radix_table_entries), dtype=np.uint64)
         table[np.searchsorted(ids[level], children >> tshift), children & tmask] = addr[offs[level - 1] : offs[level]]
         node_bytes.append(memoryview(table.astype(lay.dtype, copy=False).reshape(-1)).cast("B").toreadonly())
     row_in_level = np.arange(nid.size, dtype=np.int64) - np.repeat(offs[:-1], [x.size for x in ids])
@@ -442,6 +457,10 @@ class RadixCodec:
     #: the next kernel reads sub-nodes from the root FDT page: it must stay preserved
     root_fdt_must_be_preserved: ClassVar[bool] = True
     unpreserved_blob_severity: ClassVar[str] = "error"
+
+    def check_schema(self, version: AbiVersion, where: str) -> None:
+        if not version.depth_formula:
+            raise VersionError(f"schema {where}: a radix memory map needs [radix] depth")
 
     @staticmethod
     def geometry(ctx: MapContext) -> RadixGeometry:
