@@ -171,11 +171,12 @@ def run_boot(
     expected ``VFS: Unable to mount root fs`` panic: no root fs is given), or
     any other panic, or after ``timeout`` seconds.
     """
+    # the fixture first: a fixture kho boot refuses is refused with or without QEMU
+    fx = load_fixture(fixture_dir) if fixture_dir is not None else None
     qemu_bin = need(qemu)
     kpath = Path(kernel) if kernel else default_kernel()
     if not kpath.is_file():
         raise BootError(f"kernel Image {kpath} not found (run scripts/build-kernel.sh)")
-    fx = load_fixture(fixture_dir) if fixture_dir is not None else None
     scratch_dir: AbstractContextManager[str] = (
         tempfile.TemporaryDirectory(prefix="kho-boot-") if workdir is None else nullcontext(os.fspath(workdir))
     )
