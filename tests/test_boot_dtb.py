@@ -13,9 +13,11 @@ from kho_formats.boot.dtb import fdt_nodes, patch_chosen, repack_dtb
 from kho_formats.errors import BootError, FdtError, KhoFormatError
 from kho_formats.fdt import parse_fdt
 
-DTC = shutil.which("dtc")
-FDTGET = shutil.which("fdtget")
-needs_dtc = pytest.mark.skipif(DTC is None or FDTGET is None, reason="dtc / fdtget not installed")
+DTC = shutil.which("dtc") or "dtc"
+FDTGET = shutil.which("fdtget") or "fdtget"
+needs_dtc = pytest.mark.skipif(
+    shutil.which("dtc") is None or shutil.which("fdtget") is None, reason="dtc / fdtget not installed"
+)
 
 #: the shape of QEMU's virt DTB: 2/2 cells, a /chosen, a memory reservation
 VIRT_DTS = """/dts-v1/;
@@ -78,7 +80,7 @@ def dts_of(blob: bytes, tmp_path: Path) -> str:
 
 
 @needs_dtc
-def test_virt_dtb_2_2_cells(tmp_path):
+def test_virt_dtb_2_2_cells(tmp_path: Path) -> None:
     # padded to 1 MiB like QEMU's dumpdtb
     virt = dtb_from(VIRT_DTS, tmp_path, "-S", str(1 << 20))
     assert len(virt) == 1 << 20 and parse_fdt(virt).size == 1 << 20
@@ -101,7 +103,7 @@ def test_virt_dtb_2_2_cells(tmp_path):
 
 
 @needs_dtc
-def test_small_dtb_1_1_cells_chosen_created(tmp_path):
+def test_small_dtb_1_1_cells_chosen_created(tmp_path: Path) -> None:
     small = dtb_from(SMALL_DTS, tmp_path)
     assert "/chosen" not in fdt_nodes(small)
     out = patch_chosen(small, FDT, SCRATCH)
@@ -113,7 +115,7 @@ def test_small_dtb_1_1_cells_chosen_created(tmp_path):
 
 
 @needs_dtc
-def test_patch_replaces_existing_properties(tmp_path):
+def test_patch_replaces_existing_properties(tmp_path: Path) -> None:
     virt = dtb_from(VIRT_DTS, tmp_path)
     once = patch_chosen(virt, (1, 2), (3, 4))
     twice = patch_chosen(once, FDT, SCRATCH)
@@ -122,7 +124,7 @@ def test_patch_replaces_existing_properties(tmp_path):
 
 
 @needs_dtc
-def test_value_too_wide_for_the_cells(tmp_path):
+def test_value_too_wide_for_the_cells(tmp_path: Path) -> None:
     small = dtb_from(SMALL_DTS, tmp_path)
     with pytest.raises(BootError, match="linux,kho-fdt address"):
         patch_chosen(small, (1 << 32, 0x1000), SCRATCH)
@@ -132,7 +134,7 @@ def test_value_too_wide_for_the_cells(tmp_path):
 
 
 @needs_dtc
-def test_repack_is_compact_and_same_tree(tmp_path):
+def test_repack_is_compact_and_same_tree(tmp_path: Path) -> None:
     virt = dtb_from(VIRT_DTS, tmp_path, "-S", str(1 << 20))
     out = repack_dtb(virt)
     assert len(out) < 4096 and fdt_nodes(out) == fdt_nodes(virt)
@@ -150,7 +152,7 @@ def test_repack_is_compact_and_same_tree(tmp_path):
         + bytes(32),
     ],
 )
-def test_crafted_virt_dtb_is_a_typed_error(blob):
+def test_crafted_virt_dtb_is_a_typed_error(blob: bytes) -> None:
     with pytest.raises(FdtError) as ei:
         patch_chosen(blob, FDT, SCRATCH)
     assert isinstance(ei.value, KhoFormatError) and "QEMU virt DTB" in str(ei.value)

@@ -82,7 +82,7 @@ def loaders(cmd: list[str]) -> list[str]:
 # -- loading -------------------------------------------------------------------------------------------------
 
 
-def test_load_v4_4k_through_the_library(tmp_path):
+def test_load_v4_4k_through_the_library(tmp_path: Path) -> None:
     d = copy_fixture(tmp_path / "fx")
     fx = load_fixture(d)
     ho = json.loads((d / "handover.json").read_text())
@@ -97,7 +97,7 @@ def test_load_v4_4k_through_the_library(tmp_path):
     assert fx.image.read(ho["scratch_array_phys"], len(arr)) == arr
 
 
-def test_root_fdt_from_memory_when_root_dtb_is_missing(tmp_path):
+def test_root_fdt_from_memory_when_root_dtb_is_missing(tmp_path: Path) -> None:
     d = copy_fixture(tmp_path / "fx")
     (d / "root.dtb").unlink()
     assert load_fixture(d).clients == ["kho_test", "memblock", "kexec-metadata"]
@@ -125,21 +125,21 @@ def test_root_fdt_from_memory_when_root_dtb_is_missing(tmp_path):
         ({"cmdline": 7}, "cmdline"),
     ],
 )
-def test_handover_refusals(tmp_path, change, match):
+def test_handover_refusals(tmp_path: Path, change: dict[str, object], match: str) -> None:
     d = copy_fixture(tmp_path / "fx")
     edit_json(d / "handover.json", **change)
     with pytest.raises(BootError, match=match):
         load_fixture(d)
 
 
-def test_sizes_in_handover_json_through_parse_int(tmp_path):
+def test_sizes_in_handover_json_through_parse_int(tmp_path: Path) -> None:
     d = copy_fixture(tmp_path / "fx")
     edit_json(d / "handover.json", fdt_phys=hex(SEG_PHYS), fdt_size="4K", cmdline=["a=1", "b=2"])
     fx = load_fixture(d)
     assert (fx.fdt_phys, fx.fdt_size, fx.cmdline) == (SEG_PHYS, 4096, "a=1 b=2")
 
 
-def test_missing_and_bad_json(tmp_path):
+def test_missing_and_bad_json(tmp_path: Path) -> None:
     d = copy_fixture(tmp_path / "fx")
     (d / "manifest.json").write_text("{nope")
     with pytest.raises(BootError, match="bad JSON in manifest.json"):
@@ -166,7 +166,7 @@ def test_missing_and_bad_json(tmp_path):
         b"not an FDT at all, just text" * 4,
     ],
 )
-def test_crafted_root_dtb_is_a_typed_error(tmp_path, blob):
+def test_crafted_root_dtb_is_a_typed_error(tmp_path: Path, blob: bytes) -> None:
     d = copy_fixture(tmp_path / "fx")
     (d / "root.dtb").write_bytes(blob)
     with pytest.raises(FdtError) as ei:
@@ -174,7 +174,7 @@ def test_crafted_root_dtb_is_a_typed_error(tmp_path, blob):
     assert "root.dtb" in str(ei.value)
 
 
-def test_crafted_root_dtb_through_the_cli(tmp_path):
+def test_crafted_root_dtb_through_the_cli(tmp_path: Path) -> None:
     d = copy_fixture(tmp_path / "fx")
     (d / "root.dtb").write_bytes(b"\xd0\x0d\xfe\xed" + bytes(60))
     r = subprocess.run(
@@ -188,7 +188,7 @@ def test_crafted_root_dtb_through_the_cli(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["../outside.bin", "/etc/hostname", "sub/../../outside.bin", "", "a\0b"])
-def test_segment_path_must_stay_inside(tmp_path, name):
+def test_segment_path_must_stay_inside(tmp_path: Path, name: str) -> None:
     d = copy_fixture(tmp_path / "fx")
     (tmp_path / "outside.bin").write_bytes(bytes(4096))
     set_segments(d, [{"file": name, "phys": SEG_PHYS, "size": 4096}])
@@ -196,7 +196,7 @@ def test_segment_path_must_stay_inside(tmp_path, name):
         load_fixture(d)
 
 
-def test_symlinks(tmp_path):
+def test_symlinks(tmp_path: Path) -> None:
     d = copy_fixture(tmp_path / "fx")
     (tmp_path / "outside.bin").write_bytes((d / SEG).read_bytes())
     (d / "link-out.bin").symlink_to(tmp_path / "outside.bin")
@@ -212,7 +212,7 @@ def test_symlinks(tmp_path):
         load_fixture(d)
 
 
-def test_fifo_and_directory_are_not_segments(tmp_path):
+def test_fifo_and_directory_are_not_segments(tmp_path: Path) -> None:
     d = copy_fixture(tmp_path / "fx")
     os.mkfifo(d / "fifo.bin")  # opening it would block: it must be refused unopened
     set_segments(d, [{"file": "fifo.bin", "phys": SEG_PHYS, "size": 4096}])
@@ -230,7 +230,7 @@ def test_fifo_and_directory_are_not_segments(tmp_path):
         load_fixture(d)
 
 
-def test_segment_refusals(tmp_path):
+def test_segment_refusals(tmp_path: Path) -> None:
     d = copy_fixture(tmp_path / "fx")
     set_segments(d, [{"file": SEG, "phys": SEG_PHYS, "size": 1}])
     with pytest.raises(BootError, match="size"):
@@ -254,7 +254,7 @@ def test_segment_refusals(tmp_path):
 # -- the QEMU command line ---------------------------------------------------------------------------------------
 
 
-def test_command_line_for_a_fixture(tmp_path):
+def test_command_line_for_a_fixture(tmp_path: Path) -> None:
     d = copy_fixture(tmp_path / "fx")
     fx = load_fixture(d)
     p = plan(fx, tmp_path)
@@ -273,7 +273,7 @@ def test_command_line_for_a_fixture(tmp_path):
     assert chosen["stdout-path"] == b"/pl011@9000000\0"
 
 
-def test_command_line_extras_and_cold_boot(tmp_path):
+def test_command_line_extras_and_cold_boot(tmp_path: Path) -> None:
     d = copy_fixture(tmp_path / "fx")
     edit_json(d / "handover.json", cmdline="memblock=debug")
     p = plan(load_fixture(d), tmp_path, extra_cmdline="initcall_debug", memory="1024", cpu="cortex-a57")
@@ -284,7 +284,7 @@ def test_command_line_extras_and_cold_boot(tmp_path):
     assert "linux,kho-fdt" not in fdt_nodes(cold.dtb)["/chosen"] and len(cold.dtb) < 4096
 
 
-def test_comma_in_a_path_is_escaped(tmp_path):
+def test_comma_in_a_path_is_escaped(tmp_path: Path) -> None:
     d = copy_fixture(tmp_path / "a,b")
     edit_json(d / "handover.json", scratch_array_phys=None)
     work = tmp_path / "w,1"
@@ -298,7 +298,7 @@ def test_comma_in_a_path_is_escaped(tmp_path):
     assert qemu_opt("x,y,,z") == "x,,y,,,,z"
 
 
-def test_scratch_array_placed_in_a_free_page(tmp_path):
+def test_scratch_array_placed_in_a_free_page(tmp_path: Path) -> None:
     d = copy_fixture(tmp_path / "fx")
     edit_json(d / "handover.json", scratch_array_phys=None)
     fx = load_fixture(d)
@@ -320,7 +320,7 @@ def test_scratch_array_placed_in_a_free_page(tmp_path):
     assert plan(load_fixture(d), tmp_path).scratch_array_phys == boot.KHO_BOOT_SCRATCH_ARRAY + 0x2000
 
 
-def test_layout_refusals(tmp_path):
+def test_layout_refusals(tmp_path: Path) -> None:
     d = copy_fixture(tmp_path / "fx")
     fx = load_fixture(d)
     with pytest.raises(BootError, match="outside QEMU virt RAM"):
@@ -334,7 +334,7 @@ def test_layout_refusals(tmp_path):
         plan(fx, tmp_path, memory="a lot")
 
 
-def test_ram_and_kernel_header(tmp_path):
+def test_ram_and_kernel_header(tmp_path: Path) -> None:
     assert ram_bytes("1G") == ram_bytes("1024M") == ram_bytes("1024") == 1 << 30
     assert kernel_span(fake_kernel(tmp_path / "I", 0x100_0000)) == (boot.QEMU_RAM_BASE + (2 << 20), 0x100_0000)
     (tmp_path / "raw").write_bytes(bytes(100))
@@ -343,7 +343,7 @@ def test_ram_and_kernel_header(tmp_path):
         kernel_span(tmp_path / "missing")
 
 
-def test_memblock_rule_reads_the_sub_fdt_leniently():
+def test_memblock_rule_reads_the_sub_fdt_leniently() -> None:
     rule = CLIENT_RULES["memblock"]
     assert rule.cmdline is not None
     sub = FdtNode("")
@@ -365,6 +365,6 @@ def test_memblock_rule_reads_the_sub_fdt_leniently():
     assert rule.cmdline(node, img, "little") == []
 
 
-def test_boot_error_is_a_kho_format_error():
+def test_boot_error_is_a_kho_format_error() -> None:
     assert issubclass(BootError, KhoFormatError) and BootError("x").to_json()["kind"] == "boot"
     assert boot.BootError is BootError
