@@ -13,7 +13,6 @@ stderr as one line: ``kho: error: <message>``.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -300,39 +299,24 @@ def cmd_diff(args) -> int:
 
 
 def cmd_boot(args) -> int:
-    try:
-        boot = importlib.import_module("kho_formats.boot")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("kho_formats.boot", None):
-            raise
-        _error("kho boot needs kho_formats.boot (the QEMU boot harness), which this installation does not have")
-        return EXIT_USAGE
+    from . import boot
+
     fixture = Path(args.fixture)
     if not (fixture / "handover.json").is_file():
         _error(f"{fixture}: not a fixture directory (no handover.json; write one with kho build)")
         return EXIT_PROBLEM
-    boot_error = getattr(boot, "BootError", None)
-    try:
-        res = boot.run_boot(str(fixture), args.kernel, args.timeout)
-    except Exception as exc:
-        if boot_error is not None and isinstance(exc, boot_error):
-            _error(f"boot: {exc}")
-            return EXIT_PROBLEM
-        raise
-    verdict = str(getattr(res, "verdict", "unknown"))
-    reason = getattr(res, "reason", "") or ""
-    lines = list(getattr(res, "kho_lines", []) or [])
+    res = boot.run_boot(str(fixture), args.kernel, args.timeout)  # BootError is a KhoFormatError: see main()
     data = {
         "schema": "kho-formats/boot/1",
         "fixture": str(fixture),
         "kernel": args.kernel,
-        "verdict": verdict,
-        "reason": reason,
-        "kho_lines": lines,
+        "verdict": res.verdict,
+        "reason": res.reason,
+        "kho_lines": list(res.kho_lines),
     }
-    text = "".join(f"  {ln}\n" for ln in lines) + f"{verdict}{': ' + reason if reason else ''}\n"
+    text = "".join(f"  {ln}\n" for ln in res.kho_lines) + f"{res.verdict}{': ' + res.reason if res.reason else ''}\n"
     _emit(args, data, text)
-    return EXIT_OK if verdict.lower() == "accepted" else EXIT_PROBLEM
+    return EXIT_OK if res.verdict == "accepted" else EXIT_PROBLEM
 
 
 # -- parser ------------------------------------------------------------------------------------------
@@ -500,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="boot a kernel under QEMU with a fixture",
         description="Boot KERNEL under QEMU with the handover of FIXTURE (a kho build directory) "
         "and report whether the kernel accepted it (exit 0) or rejected it (exit 1). "
-        "Needs kho_formats.boot.",
+        "Needs qemu-system-aarch64.",
         epilog=EPILOG,
     )
     s.add_argument("fixture", metavar="FIXTURE")

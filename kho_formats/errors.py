@@ -136,3 +136,11 @@ class AllocationError(KhoFormatError):
     """The metadata allocator ran out of room in the given free regions."""
 
     kind = "alloc"
+
+
+class BootError(KhoFormatError):
+    """``kho boot`` cannot boot: a missing tool or kernel Image, a fixture
+    directory it refuses (foreign arch, unsafe segment file, layout that does
+    not fit QEMU virt), or QEMU failing before the kernel ran."""
+
+    kind = "boot"

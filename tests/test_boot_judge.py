@@ -8,6 +8,8 @@ import pytest
 from _kernel import kernel_image, requires_kernel
 
 from kho_formats import boot
+from kho_formats.boot.dtb import fdt_nodes
+from kho_formats.boot.load import load_fixture
 
 HEAD = "[    0.000000] Booting Linux on physical CPU 0x0000000000 [0x000f0510]\n[    0.000000] Linux version 7.3.4\n"
 FOUND = "[    0.000000] KHO: found kexec handover data.\n"
@@ -79,7 +81,7 @@ def test_fdt_reader():
     hdr = struct.pack(
         ">10I", 0xD00DFEED, off + len(st) + len(strings), off, off + len(st), 40, 17, 16, 0, len(strings), len(st)
     )
-    nodes = boot._fdt_nodes(hdr + bytes(16) + st + strings)
+    nodes = fdt_nodes(hdr + bytes(16) + st + strings)
     assert nodes["/"]["compatible"] == b"kho-v4\0"
     assert nodes["/a"]["x"] == b"\0\0\0\1"
 
@@ -120,4 +122,4 @@ def test_refuses_foreign_fixtures(tmp_path):
         json.dumps({"arch": "x86_64", "fdt_phys": 0x1000000, "fdt_size": 4096, "scratch": []})
     )
     with pytest.raises(boot.BootError, match="x86_64"):
-        boot._load_fixture(tmp_path)
+        load_fixture(tmp_path)

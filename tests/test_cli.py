@@ -486,28 +486,30 @@ def test_boot_not_a_fixture(tmp_path):
 
 
 def test_boot_dispatch_in_process(monkeypatch, capsys):
-    from kho_formats import cli
-
-    monkeypatch.setitem(sys.modules, "kho_formats.boot", None)  # "not installed"
-    assert cli.main(["boot", str(FIX / "v4-4k"), "--kernel", "Image"]) == 2
-    assert "kho_formats.boot" in capsys.readouterr().err
+    from kho_formats import boot, cli
 
     class Result:
         def __init__(self, verdict):
             self.verdict, self.reason, self.kho_lines, self.log = verdict, "because", ["KHO: found"], ""
 
-    class FakeBoot:
-        verdict = "accepted"
+    verdict = ["accepted"]
 
-        @staticmethod
-        def run_boot(fixture_dir, kernel, timeout):
-            assert Path(fixture_dir, "handover.json").is_file()
-            return Result(FakeBoot.verdict)
+    def run_boot(fixture_dir, kernel, timeout):
+        assert Path(fixture_dir, "handover.json").is_file()
+        return Result(verdict[0])
 
-    monkeypatch.setitem(sys.modules, "kho_formats.boot", FakeBoot)
+    monkeypatch.setattr(boot, "run_boot", run_boot)
     assert cli.main(["boot", str(FIX / "v4-4k"), "--kernel", "Image"]) == 0
     assert "accepted" in capsys.readouterr().out
-    FakeBoot.verdict = "rejected"
+    verdict[0] = "rejected"
     assert cli.main(["--json", "boot", str(FIX / "v4-4k"), "--kernel", "Image"]) == 1
     j = json.loads(capsys.readouterr().out)
     assert j["verdict"] == "rejected" and j["kho_lines"] == ["KHO: found"]
+
+    def refuse(fixture_dir, kernel, timeout):
+        raise boot.BootError("segment file x is not a regular file")
+
+    monkeypatch.setattr(boot, "run_boot", refuse)  # a BootError is reported like every KhoFormatError
+    assert cli.main(["--json", "boot", str(FIX / "v4-4k"), "--kernel", "Image"]) == 1
+    out = capsys.readouterr()
+    assert "not a regular file" in out.err and json.loads(out.out)["kind"] == "boot"

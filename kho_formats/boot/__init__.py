@@ -1,0 +1,91 @@
+"""``kho boot``: hand a fixture to a real arm64 Linux kernel under QEMU and
+report whether the kernel accepted it ("kernel in the loop").
+
+Modules: :mod:`.load` reads a fixture directory (segments into a
+:class:`~kho_formats.image.PhysImage`, the root FDT with
+:func:`~kho_formats.fdt.parse_fdt`); :mod:`.dtb` patches ``/chosen`` of
+QEMU's virt DTB with the library's FDT reader and writer; :mod:`.qemu` knows
+QEMU virt (memory map, kernel Image header, option escaping, running it);
+:mod:`.runner` plans and runs one boot; :mod:`.judge` turns the serial log
+into a verdict, with one :class:`~.judge.ClientRule` per KHO client.
+
+Inputs: a *fixture directory* and an arm64 kernel ``Image`` (built by
+``scripts/build-kernel.sh``; default location :func:`default_kernel`).
+
+Fixture directory contract (what this package reads; everything else is ignored):
+
+``root.dtb``
+    The root KHO FDT. Only used to list the client sub-nodes and to find the
+    ``memblock`` sub-node (the bytes that boot are the ones in the segments).
+    When present it must parse (a :class:`~kho_formats.errors.FdtError`
+    otherwise); when absent, the FDT at ``fdt_phys`` in the segments is read
+    instead, and if that does not parse no client is judged (the kernel
+    judges those bytes).
+``manifest.json``
+    ``{"segments": [{"file": "seg-....bin", "phys": int, "size": int}, ...]}``
+    (a bare list is accepted too): raw bytes loaded at physical addresses with
+    QEMU's generic loader. They must include the root FDT page, the radix tree,
+    every sub-blob and preserved page that a client reads, and the
+    ``struct kho_scratch[]`` array. A segment file must be a regular file
+    inside the fixture directory (a relative path without ``..``; symlinks
+    only within the directory).
+``handover.json``
+    ``fdt_phys`` and ``fdt_size`` (-> ``/chosen/linux,kho-fdt``), ``scratch``
+    (``[[addr, size], ...]``) and ``scratch_array_phys`` (where the segments
+    hold the ``struct kho_scratch`` array: ``/chosen/linux,kho-scratch`` is
+    ``<scratch_array_phys, 16 * len(scratch)>``: the kernel reads the array
+    from memory, it is not a list of ranges in the DT). When
+    ``scratch_array_phys`` is missing, the array is written as an extra
+    loader segment in the first free page at or after ``KHO_BOOT_SCRATCH_ARRAY``
+    that nothing else uses. Optional: ``byte_order`` (``"little"``, default),
+    ``page_size`` (4096; the kernel is built for 4 KiB pages), ``arch``
+    (``arm64``), ``cmdline`` (a string, or a list of strings, appended to the
+    kernel command line).
+
+Everything is laid into QEMU ``virt`` with ``-m 1G`` (RAM ``0x40000000 ..
+0x80000000``). Segments must stay inside RAM and clear of QEMU's boot stub
+(``0x40000000``), the kernel (``0x40200000 + image_size``, ~``0x415c0000``
+for the cached 7.3 build) and the boot DTB (``0x48000000``); scratch should
+be >= 64 MiB (48 MiB panics allocating the memmap). See
+``docs/kernel-notes.md``.
+
+Verdicts: ``accepted`` (``KHO: found kexec handover data.``, no WARNING /
+BUG / Oops / unexpected panic / KHO error line, and every known client in the
+root FDT reported success: ``test_kho: KHO restore succeeded``,
+``KHO: exec from:`` for ``kexec-metadata``, ``Revived memory reservation``
+for each ``memblock`` region, which ``kho boot`` requests with
+``reserve_mem=SIZE:4096:NAME``); ``rejected`` (anything else, timeout
+included); ``error`` (the harness or QEMU could not run the kernel).
+A fixture the harness cannot boot at all raises :class:`BootError` (a
+:class:`~kho_formats.errors.KhoFormatError`).
+"""
+
+from __future__ import annotations
+
+from ..errors import BootError
+from .dtb import patch_chosen
+from .judge import CLIENT_RULES, FOUND, ClientLog, ClientRule, judge_log
+from .load import BootFixture, load_fixture
+from .qemu import KHO_BOOT_SCRATCH_ARRAY, QEMU_DTB_ADDR, QEMU_RAM_BASE, QEMU_RAM_SIZE, default_kernel
+from .runner import BootPlan, BootResult, plan_boot, run_boot
+
+__all__ = [
+    "BootResult",
+    "BootPlan",
+    "BootFixture",
+    "BootError",
+    "run_boot",
+    "plan_boot",
+    "load_fixture",
+    "patch_chosen",
+    "default_kernel",
+    "judge_log",
+    "ClientLog",
+    "ClientRule",
+    "CLIENT_RULES",
+    "FOUND",
+    "QEMU_RAM_BASE",
+    "QEMU_RAM_SIZE",
+    "QEMU_DTB_ADDR",
+    "KHO_BOOT_SCRATCH_ARRAY",
+]

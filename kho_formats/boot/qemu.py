@@ -1,0 +1,197 @@
+"""QEMU ``virt`` (arm64): its memory map, the kernel Image header, the
+command line, and running it with the serial log captured."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from ..alloc import PageAllocator
+from ..errors import AllocationError, BootError, SpecError
+from ..spec import parse_int
+from .judge import END_OF_BOOT
+from .load import BootFixture, PathLike
+
+__all__ = [
+    "QEMU_RAM_BASE",
+    "QEMU_RAM_SIZE",
+    "QEMU_DTB_ADDR",
+    "KHO_BOOT_SCRATCH_ARRAY",
+    "BASE_CMDLINE",
+    "default_kernel",
+    "qemu_opt",
+    "ram_bytes",
+    "kernel_span",
+    "need",
+    "loader_args",
+    "check_layout",
+    "place_scratch_array",
+    "dump_virt_dtb",
+    "run_qemu",
+]
+
+QEMU_RAM_BASE = 0x4000_0000
+QEMU_RAM_SIZE = 1 << 30
+#: where QEMU puts the -dtb blob with no initrd: RAM + min(RAM / 2, 128 MiB)
+QEMU_DTB_ADDR = QEMU_RAM_BASE + 0x0800_0000
+#: QEMU's boot stub at the start of RAM
+QEMU_STUB_SIZE = 0x1000
+#: where a missing scratch array is placed (first free page at or above)
+KHO_BOOT_SCRATCH_ARRAY = 0x7FF0_0000
+BASE_CMDLINE = "console=ttyAMA0 earlycon=pl011,0x9000000 kho=on loglevel=7 panic=-1"
+_PAGE = 4096
+
+
+def default_kernel() -> Path:
+    root = os.environ.get("KHO_KERNEL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "kho-formats")
+    return Path(root) / "linux-7.3-arm64" / "Image"
+
+
+def qemu_opt(value: str) -> str:
+    """``value`` escaped for a QEMU option list (``-device a=...,b=...``): a comma is doubled."""
+    return value.replace(",", ",,")
+
+
+def ram_bytes(memory: str) -> int:
+    """QEMU ``-m``: ``1G``, ``1024M``, or a bare number of MiB."""
+    s = str(memory).strip()
+    try:
+        return parse_int(s, "-m") << 20 if s.isdigit() else parse_int(s, "-m")
+    except SpecError:
+        raise BootError(f"memory size {memory!r}", expected="a QEMU -m size such as 1G or 1024M") from None
+
+
+def kernel_span(kpath: Path) -> tuple[int, int]:
+    """Where QEMU (hw/arm/boot.c) loads an arm64 Image: RAM + 2 MiB + text_offset, image_size bytes
+    (a file without an arm64 Image header is loaded at the start of RAM, whole)."""
+    try:
+        with open(kpath, "rb") as f:
+            hdr = f.read(64)
+        fsize = os.stat(kpath).st_size
+    except OSError as exc:
+        raise BootError(f"cannot read kernel Image {kpath}: {exc.strerror or exc}") from None
+    if len(hdr) < 64 or hdr[56:60] != b"ARM\x64":
+        return QEMU_RAM_BASE, fsize
+    text_offset = int.from_bytes(hdr[8:16], "little")
+    image_size = int.from_bytes(hdr[16:24], "little")
+    if image_size == 0:
+        return QEMU_RAM_BASE, fsize
+    load = QEMU_RAM_BASE + text_offset + (2 << 20 if text_offset < (2 << 20) else 0)
+    return load, image_size
+
+
+def need(tool: str) -> str:
+    p = shutil.which(tool)
+    if not p:
+        raise BootError(f"{tool} not found (apt-get install qemu-system-arm)")
+    return p
+
+
+def loader_args(path: PathLike, phys: int) -> list[str]:
+    """QEMU generic-loader arguments placing the raw bytes of ``path`` at ``phys``."""
+    return ["-device", f"loader,file={qemu_opt(os.fspath(path))},addr={phys:#x},force-raw=on"]
+
+
+def _busy(kspan: tuple[int, int], dtb_size: int) -> list[tuple[str, int, int]]:
+    return [
+        ("the kernel Image", kspan[0], kspan[0] + kspan[1]),
+        ("the boot DTB", QEMU_DTB_ADDR, QEMU_DTB_ADDR + dtb_size),
+        ("QEMU's boot stub", QEMU_RAM_BASE, QEMU_RAM_BASE + QEMU_STUB_SIZE),
+    ]
+
+
+def check_layout(fx: BootFixture, kspan: tuple[int, int], dtb_size: int, ram_size: int) -> None:
+    """Refuse a fixture that does not fit QEMU virt RAM or whose segments
+    cover QEMU's boot stub, the kernel or the boot DTB."""
+    ram = (QEMU_RAM_BASE, QEMU_RAM_BASE + ram_size)
+    busy = _busy(kspan, dtb_size)
+    ranges = [(f"segment {s.file}", s.phys, s.phys + s.size) for s in fx.segments]
+    ranges += [("root FDT", fx.fdt_phys, fx.fdt_phys + 1)]
+    ranges += [(f"scratch area {a:#x}+{n:#x}", a, a + n) for a, n in fx.scratch if n]
+    for what, a, b in ranges:
+        if a < ram[0] or b > ram[1]:
+            raise BootError(f"{what} [{a:#x}, {b:#x}) is outside QEMU virt RAM [{ram[0]:#x}, {ram[1]:#x})")
+        if what.startswith("segment"):
+            for name, x, y in busy:
+                if a < y and b > x:
+                    raise BootError(f"{what} [{a:#x}, {b:#x}) overlaps {name} [{x:#x}, {y:#x})")
+
+
+#: room kept for the boot DTB when placing the scratch array (the compact virt DTB is ~10 KiB)
+_DTB_ROOM = 1 << 20
+
+
+def place_scratch_array(fx: BootFixture, size: int, kspan: tuple[int, int], ram_size: int = QEMU_RAM_SIZE) -> int:
+    """The first free page at or above :data:`KHO_BOOT_SCRATCH_ARRAY` (then
+    above the boot DTB) for ``size`` bytes of ``struct kho_scratch``: clear
+    of every segment, scratch area, the kernel, the boot DTB and QEMU's stub."""
+    end = QEMU_RAM_BASE + ram_size
+    top = min(KHO_BOOT_SCRATCH_ARRAY, end)
+    regions = [(top, end - top), (QEMU_DTB_ADDR, max(0, top - QEMU_DTB_ADDR))]
+    avoid = [(s.phys, s.phys + s.size) for s in fx.segments] + [(a, a + n) for a, n in fx.scratch if n]
+    avoid += [(x, y) for _, x, y in _busy(kspan, _DTB_ROOM)]
+    try:
+        pa = PageAllocator([(a, n) for a, n in regions if n > 0], _PAGE, avoid=avoid)
+        return pa.alloc(-(-max(size, 1) // _PAGE) * _PAGE, what="kho_scratch array")
+    except AllocationError:
+        raise BootError("no free page for the kho_scratch array in QEMU virt RAM") from None
+
+
+def dump_virt_dtb(qemu_bin: str, workdir: Path, *, cpu: str, memory: str) -> bytes:
+    """The DTB QEMU builds for ``-M virt`` (``dumpdtb``: padded to 1 MiB)."""
+    out = workdir / "virt.dtb"
+    r = subprocess.run(
+        [qemu_bin, "-M", f"virt,dumpdtb={qemu_opt(str(out))}", "-cpu", cpu, "-m", memory, "-nographic"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    if not out.is_file():
+        raise BootError(f"QEMU could not dump the virt DTB: {r.stderr.strip()}")
+    return out.read_bytes()
+
+
+def run_qemu(cmd: list[str], timeout: float, keep_going: bool) -> tuple[str, int | None, bool, float]:
+    """Run QEMU, collecting its serial output; stop at the end of boot
+    (unless ``keep_going``) or after ``timeout`` seconds.
+    ``(log, returncode or None on timeout, timed_out, seconds)``."""
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    except OSError as exc:
+        raise BootError(f"cannot run {cmd[0]}: {exc.strerror or exc}") from None
+    chunks: list[str] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        assert proc.stdout is not None
+        for raw in iter(proc.stdout.readline, b""):
+            line = raw.decode("utf-8", "replace")
+            chunks.append(line)
+            if not keep_going and END_OF_BOOT.search(line):
+                done.set()
+        done.set()
+
+    th = threading.Thread(target=reader, daemon=True)
+    th.start()
+    finished = done.wait(timeout)
+    if finished and proc.poll() is None:
+        # let the panic message and any trace after it reach the log
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            pass
+    timed_out = not finished
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    th.join(timeout=5)
+    return "".join(chunks), proc.returncode if not timed_out else None, timed_out, time.monotonic() - t0
