@@ -84,6 +84,15 @@ class StrType(FieldType):
         return value
 
 
+class AnyType(FieldType):
+    """Passed through unchecked (the loader validates it further)."""
+
+    name = "value"
+
+    def parse(self, value: Any, where: str) -> Any:
+        return value
+
+
 class ListOf(FieldType):
     """A list of ``item`` values; ``what`` completes "expected ..." in errors."""
 
@@ -139,6 +148,7 @@ class RangeType(FieldType):
         return start, size
 
 
+ANY = AnyType()
 INT = IntType()
 BOOL = BoolType()
 STR = StrType()
@@ -267,17 +277,22 @@ class SpecTable:
         for f in self.fields:
             if f.name in by_first:
                 r = by_first[f.name]
-                out.append((r.label, r.default, r.doc))
+                if r.label:  # a row without a label: documented by another table
+                    out.append((r.label, r.default, r.doc))
             elif f.name not in covered:
                 label = (self.title + " " if self.title else "") + f"`{f.name}`"
                 out.append((label, f.default_text(), f.doc))
         return out
 
 
+def indent(text: str, prefix: str) -> str:
+    return "".join(prefix + line if line.strip() else line for line in text.splitlines(True))
+
+
 def markdown_table(tables: Sequence[SpecTable]) -> str:
     lines = ["| key | default | meaning |", "|---|---|---|"]
     for t in tables:
-        lines += [f"| {k} | {d} | {m} |" for k, d, m in t.doc_rows()]
+        lines += ["|" + "|".join(f" {c} " if c else " " for c in row) + "|" for row in t.doc_rows()]
     return "\n".join(lines) + "\n"
 
 
@@ -294,6 +309,8 @@ def text_table(tables: Sequence[SpecTable]) -> str:
 __all__ = [
     "parse_int",
     "FieldType",
+    "AnyType",
+    "ANY",
     "IntType",
     "BoolType",
     "StrType",
@@ -311,6 +328,7 @@ __all__ = [
     "validate",
     "check_mapping",
     "markdown_table",
+    "indent",
     "text_table",
     "toml_literal",
 ]
