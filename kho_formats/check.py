@@ -6,46 +6,17 @@ path).  Parse errors are not findings: they raise before a state exists.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from .clients import ClientReport, decode_clients
+from .clients import CheckContext, ClientReport, decode_clients
+from .findings import ERROR, INFO, WARNING, Finding
 from .image import PhysImage
 from .limits import Budget, Limits
 from .pageset import END_OF_SPACE
 from .state import KhoState
 
-ERROR, WARNING, INFO = "error", "warning", "info"
 #: findings of one kind reported one by one before the rest are summed up
 MAX_DETAILED = 64
-
-
-@dataclass(frozen=True)
-class Finding:
-    severity: str
-    code: str
-    message: str
-    phys: int | None = None
-    path: str | None = None
-
-    def __str__(self) -> str:
-        where = []
-        if self.path:
-            where.append(self.path)
-        if self.phys is not None:
-            where.append(f"{self.phys:#x}")
-        loc = (" @ ".join(where) + ": ") if where else ""
-        return f"{self.severity}: [{self.code}] {loc}{self.message}"
-
-    def to_json(self) -> dict:
-        return {
-            "severity": self.severity,
-            "code": self.code,
-            "message": self.message,
-            "phys": self.phys,
-            "path": self.path,
-        }
 
 
 class _Coverage:
@@ -213,56 +184,14 @@ def _client_findings(state: KhoState, rep: ClientReport, cov: _Coverage | None =
                         path=path,
                     )
                 )
-    if rep.kind == "kho_test" and rep.decoded is not None:
-        kt = rep.decoded
-        for p in kt.problems:
-            out.append(Finding(ERROR, "kho_test", p, path=path))
-        for phys, order in kt.folios:
-            if not state.preserved.contains(phys, order):
-                out.append(
-                    Finding(
-                        ERROR,
-                        "folio-not-preserved",
-                        f"kho_test folio (order {order}) is not preserved as one page of its order",
-                        phys=phys,
-                        path=path,
-                    )
-                )
-        if kt.csum_check:
-            match = [a for a, v in kt.csum_check.items() if v == kt.csum]
-            if match:
-                out.append(
-                    Finding(
-                        INFO,
-                        "csum",
-                        f"kho_test csum {kt.csum:#x} matches the {'/'.join(match)} csum_partial of the folio data",
-                        path=path,
-                    )
-                )
-            else:
-                got = ", ".join(f"{a} {v:#x}" for a, v in kt.csum_check.items())
-                out.append(
-                    Finding(
-                        WARNING,
-                        "csum",
-                        f"kho_test csum {kt.csum:#x} matches no architecture's csum_partial of the folio data ({got})",
-                        path=path,
-                    )
-                )
-    if rep.kind == "memblock" and isinstance(rep.decoded, list):
-        for r in rep.decoded:
-            if r["size"] and not _covered(state, r["start"], r["size"], cov):
-                out.append(
-                    Finding(
-                        WARNING,
-                        "reserve-mem-not-preserved",
-                        f"reserve_mem region {r['name']!r} is not preserved",
-                        phys=r["start"],
-                        path=path,
-                    )
-                )
+    if rep.client is not None and rep.decoded is not None:
+        ctx = CheckContext(state, path, lambda phys, size: _covered(state, phys, size, cov))
+        out.extend(rep.client.findings(rep.decoded, ctx))
     return out
 
 
 def has_errors(findings: list[Finding]) -> bool:
     return any(f.severity == ERROR for f in findings)
+
+
+__all__ = ["check", "has_errors", "Finding", "ERROR", "WARNING", "INFO"]

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from itertools import chain
 
 from . import __version__, memmap
-from .check import ERROR, WARNING, Finding
-from .clients import ClientReport
+from .clients import ClientReport, registry
+from .findings import ERROR, WARNING, Finding
 from .image import PhysImage
 from .pageset import END_OF_SPACE
 from .state import KhoState
@@ -201,23 +201,17 @@ def _summary(sub: dict) -> str:
     d = sub.get("decoded")
     if sub.get("error"):
         return f"ERROR: {sub['error']}"
-    k = sub["kind"]
     if d is None:
         return "(not in image)" if not sub["has_data"] else ""
-    if k == "kexec-metadata":
-        return f"version {d['version']}, previous release {d['previous_release']!r}, kexec count {d['kexec_count']}"
-    if k == "memblock":
-        return "; ".join(f"{r['name']}: {r['start']:#x}+{human_size(r['size'])}" for r in d) or "no regions"
-    if k == "kho_test":
-        cs = d.get("csum_check") or {}
-        match = [a for a, v in cs.items() if v == d["csum"]]
-        ctext = f"csum {d['csum']:#010x}"
-        if cs:
-            ctext += f" (matches {'/'.join(match)})" if match else " (matches no arch)"
-        return f"{d['nr_folios']} folios, {ctext}"
-    if k == "unknown":
-        return f"{d['size']} bytes: {d['head']}..."
-    return ""
+    client = registry.by_kind(sub["kind"])
+    return client.summary(d) if client is not None else ""
+
+
+def _details(sub: dict) -> list[str]:
+    client = registry.by_kind(sub["kind"])
+    if client is None or sub.get("decoded") is None:
+        return []
+    return client.details(sub["name"], sub["decoded"])
 
 
 def render_inspect(r: dict, *, max_ranges: int = 32) -> str:
@@ -247,10 +241,7 @@ def render_inspect(r: dict, *, max_ranges: int = 32) -> str:
         ]
         L += _table(rows, ("name", "phys", "size", "kind", "contents"))
     for s in r["subblobs"]:
-        if s["kind"] == "kho_test" and s.get("decoded") and s["decoded"].get("folios"):
-            fol = s["decoded"]["folios"]
-            shown = ", ".join(f"{f['phys']:#x}/{f['order']}" for f in fol[:8])
-            L.append(f"  {s['name']} folios (phys/order): {shown}{' ...' if len(fol) > 8 else ''}")
+        L += _details(s)
     L.append("")
     L.append(f"vmalloc areas ({len(r['vmalloc'])}):")
     if r["vmalloc"]:

@@ -139,8 +139,10 @@ def test_decode_clients_all_known(state, image):
         "kexec-metadata": "kexec-metadata",
     }
     assert all(r.error is None for r in reps.values())
-    assert reps["kexec-metadata"].decoded["previous_release"] == "7.3.4"
-    assert reps["memblock"].decoded == [{"name": "trace_buf", "start": 0x3E80_0000, "size": 4 << 20}]
+    assert reps["kexec-metadata"].decoded.previous_release == "7.3.4"
+    assert reps["kexec-metadata"].to_json()["decoded"]["previous_release"] == "7.3.4"
+    assert reps["memblock"].decoded == memblock.Memblock([memblock.ReserveMem("trace_buf", 0x3E80_0000, 4 << 20)])
+    assert reps["memblock"].to_json()["decoded"] == [{"name": "trace_buf", "start": 0x3E80_0000, "size": 4 << 20}]
 
 
 def test_rebuild_byte_for_byte(state, root_dtb, image):

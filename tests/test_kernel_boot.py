@@ -100,7 +100,7 @@ def build_two_chunks(monkeypatch: pytest.MonkeyPatch) -> Fixture:
 def build_wrong_csum() -> Fixture:
     sp = load_spec(SPECS / "orders-0-10.toml")
     good = kho_test_of(build_spec(sp)).csum
-    sp.blobs[0].csum = good ^ 1
+    sp.blobs[0].params = dataclasses.replace(sp.blobs[0].params, csum=good ^ 1)
     return build_spec(sp)
 
 

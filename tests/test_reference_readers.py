@@ -72,7 +72,13 @@ SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[Healt
 def test_fast_readers_match_reference(version: str, bitmap: str | None, page_size: int, byteorder: str, data) -> None:
     bitmap_bytes = None if bitmap is None else (page_size if bitmap == "page" else int(bitmap))
     pages = data.draw(preserved_sets(page_size, min_order(version, page_size)))
-    state = KhoState(version, page_size, byteorder, preserved=pages, map_params={"v1_bitmap_bytes": bitmap_bytes} if bitmap_bytes else {})
+    state = KhoState(
+        version,
+        page_size,
+        byteorder,
+        preserved=pages,
+        map_params={"v1_bitmap_bytes": bitmap_bytes} if bitmap_bytes else {},
+    )
     built = build(state, alloc=ALLOC)
     fast = parse(built.root_fdt, built.image, page_size=page_size, byteorder=byteorder, v1_bitmap=bitmap)
     lay = fast.layout

@@ -11,16 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..alloc import PageAllocator
-from ..errors import ClientError, ImageError, KhoFormatError
+from ..errors import ClientError, ImageError, KhoFormatError, SpecError
 from ..fdt import FdtNode, build_fdt, get_strings, get_u32, parse_fdt, str_bytes, u32_bytes
+from ..findings import ERROR, INFO, WARNING, Finding
 from ..image import PhysImage
 from ..layout import KHO_VMALLOC_ALLOC, KhoVmalloc, Layout
 from ..limits import Budget
 from ..pageset import PageSet
+from ..specfields import INT, STR, ListOf, SpecField, SpecRow, SpecTable, Table
+from .base import BootRule, BuildContext, BuiltBlob, CheckContext, Client, DecodeContext, gen_bytes
 from .vmalloc import VmallocArea, build_vmalloc, read_vmalloc
 
 NAME = "kho_test"
@@ -215,3 +220,183 @@ def encode(
     return KhoTestBuild(
         fdt=fdt, fdt_phys=fdt_phys, fdt_order=fdt_order, segments=segments, preserve=preserve, csum=csum, desc=desc
     )
+
+
+# -- the client ------------------------------------------------------------------------------
+
+#: architectures with a csum_partial (the spec's ``csum_arch``)
+CSUM_ARCHS = ("arm64", "x86_64")
+
+
+@dataclass(frozen=True)
+class FolioSpec:
+    order: int
+    phys: int | None = None
+
+
+@dataclass(frozen=True)
+class KhoTestParams:
+    folios: tuple[FolioSpec, ...] = (FolioSpec(0), FolioSpec(1), FolioSpec(2))
+    csum_arch: str | None = None
+    csum: int | None = None
+
+
+def _arm64(arch: str) -> str:
+    return "arm64" if arch == "aarch64" else arch
+
+
+FOLIO_FIELDS = (
+    SpecField("order", INT, 0, doc="folio order"),
+    SpecField("phys", INT, doc="folio address", default_doc="allocated"),
+)
+
+SPEC = SpecTable(
+    NAME,
+    (
+        SpecField("orders", ListOf(INT, "a list of orders"), doc="folio orders, allocated", default_doc="`[0, 1, 2]`"),
+        SpecField(
+            "folios",
+            ListOf(Table(FOLIO_FIELDS), "a list (TOML [[folios]] / YAML sequence)"),
+            doc="folios with optional fixed addresses",
+        ),
+        SpecField(
+            "csum_arch",
+            STR,
+            doc="csum_partial flavour",
+            default_doc="arch",
+            convert=_arm64,
+            choices=CSUM_ARCHS,
+        ),
+        SpecField("csum", INT, doc="force a csum value", default_doc="computed"),
+    ),
+    title=f'`type = "{NAME}"`:',
+    rows=(
+        SpecRow(
+            ("orders", "folios", "csum_arch", "csum"),
+            f'`type = "{NAME}"`: `orders` or `folios = [{{order, phys}}]`, `csum_arch`, `csum`',
+            "`orders = [0, 1, 2]`, `csum_arch = arch`",
+            "folio data is SHAKE-256 of the seed (never zeros); `csum` = that arch's `csum_partial` over the "
+            "folios unless forced; the FDT folio, `folios_info` page and vmalloc chunk are placed and preserved "
+            "as `lib/test_kho.c` does",
+        ),
+    ),
+)
+
+
+def _judge_boot(lines: Sequence[str], decoded: Any) -> tuple[str, str | None]:
+    if any("test_kho: KHO restore succeeded" in line for line in lines):
+        return "ok", None
+    said = [line for line in lines if line.startswith("test_kho: ")]
+    if said:
+        return "failed", said[0]
+    return "not-reported", "test_kho reported nothing"
+
+
+class KhoTestClient(Client):
+    name = NAME
+    spec_type = NAME
+    spec_table = SPEC
+    boot_rule = BootRule(judge=_judge_boot)
+
+    def decode(self, blob: bytes, ctx: DecodeContext) -> KhoTest:
+        return decode(blob, ctx.layout, ctx.image, budget=ctx.budget, where=ctx.where or NAME)
+
+    def areas(self, result: KhoTest) -> list[VmallocArea]:
+        return [result.area] if result.area is not None else []
+
+    def summary(self, decoded: Any) -> str:
+        d = decoded
+        cs = d.get("csum_check") or {}
+        match = [a for a, v in cs.items() if v == d["csum"]]
+        ctext = f"csum {d['csum']:#010x}"
+        if cs:
+            ctext += f" (matches {'/'.join(match)})" if match else " (matches no arch)"
+        return f"{d['nr_folios']} folios, {ctext}"
+
+    def details(self, name: str, decoded: Any) -> list[str]:
+        fol = decoded.get("folios") if decoded else None
+        if not fol:
+            return []
+        shown = ", ".join(f"{f['phys']:#x}/{f['order']}" for f in fol[:8])
+        return [f"  {name} folios (phys/order): {shown}{' ...' if len(fol) > 8 else ''}"]
+
+    def findings(self, result: KhoTest, ctx: CheckContext) -> list[Finding]:
+        kt, path = result, ctx.path
+        out = [Finding(ERROR, "kho_test", p, path=path) for p in kt.problems]
+        for phys, order in kt.folios:
+            if not ctx.preserved_as(phys, order):
+                out.append(
+                    Finding(
+                        ERROR,
+                        "folio-not-preserved",
+                        f"kho_test folio (order {order}) is not preserved as one page of its order",
+                        phys=phys,
+                        path=path,
+                    )
+                )
+        if kt.csum_check:
+            match = [a for a, v in kt.csum_check.items() if v == kt.csum]
+            if match:
+                out.append(
+                    Finding(
+                        INFO,
+                        "csum",
+                        f"kho_test csum {kt.csum:#x} matches the {'/'.join(match)} csum_partial of the folio data",
+                        path=path,
+                    )
+                )
+            else:
+                got = ", ".join(f"{a} {v:#x}" for a, v in kt.csum_check.items())
+                out.append(
+                    Finding(
+                        WARNING,
+                        "csum",
+                        f"kho_test csum {kt.csum:#x} matches no architecture's csum_partial of the folio data ({got})",
+                        path=path,
+                    )
+                )
+        return out
+
+    def spec_params(self, values: dict[str, Any], where: str, base_dir: Path | None) -> KhoTestParams:
+        if values["orders"] is not None and values["folios"] is not None:
+            raise SpecError(f"{where}: give orders or folios, not both")
+        if values["orders"] is not None:
+            folios = tuple(FolioSpec(o) for o in values["orders"])
+        else:
+            folios = tuple(FolioSpec(f["order"], f["phys"]) for f in values["folios"] or [])
+        return KhoTestParams(
+            folios=folios or KhoTestParams.folios,
+            csum_arch=values["csum_arch"],
+            csum=None if values["csum"] is None else values["csum"] & 0xFFFFFFFF,
+        )
+
+    def fixed_ranges(self, entry: Any, page_size: int) -> list[tuple[int, int]]:
+        return [(f.phys, f.phys + (page_size << f.order)) for f in entry.params.folios if f.phys is not None]
+
+    def build(self, entry: Any, ctx: BuildContext) -> BuiltBlob:
+        p: KhoTestParams = entry.params
+        ps = ctx.page_size
+        seed = ctx.seed_for(entry.seed)
+        # place big folios first (fewer alignment holes), keep the array in spec order
+        phys_of: dict[int, int] = {}
+        for k in sorted(range(len(p.folios)), key=lambda k: -p.folios[k].order):
+            f = p.folios[k]
+            size = ps << f.order
+            if f.phys is None:
+                phys_of[k] = ctx.alloc.alloc(size, align=size, what=f"kho_test folio {k}")
+            else:
+                if f.phys % size:
+                    raise SpecError(
+                        f"{ctx.where}: kho_test folio {k} phys {f.phys:#x} is not aligned to order {f.order}"
+                    )
+                phys_of[k] = f.phys
+        folios = [
+            (phys_of[k], f.order, gen_bytes(seed, f"{entry.name}/folio{k}", ps << f.order))
+            for k, f in enumerate(p.folios)
+        ]
+        kt = encode(folios, ctx.layout, ctx.alloc, arch=p.csum_arch or ctx.arch, csum=p.csum, fdt_phys=entry.phys)
+        segs = [(phys, data, f"{entry.name} page") for phys, data in kt.segments]
+        return BuiltBlob(kt.fdt, kt.fdt_phys, segs, kt.preserve)
+
+
+CLIENT = KhoTestClient()

@@ -1,0 +1,302 @@
+"""The client protocol and the registries.
+
+A KHO client is whatever one sub-node of the root FDT points at.  One
+:class:`Client` subclass per client owns everything about it:
+
+* ``decode(blob, ctx)`` -> its own typed result (a dataclass, never a bare
+  dict or list); ``ctx`` is a :class:`DecodeContext` (layout, image, budget,
+  ``where``, the registry for nested decoding);
+* ``to_json(result)`` (the ``decoded`` value of ``kho inspect --json``),
+  ``summary(decoded_json)`` and ``details(name, decoded_json)`` (the text of
+  ``kho inspect``, rendered from the JSON form so a saved report renders the
+  same);
+* ``areas(result)``: the vmalloc areas it references (inspect lists them and
+  check verifies their chunks and groups are preserved, whatever the client);
+* ``findings(result, ctx)``: its own ``kho check`` findings;
+* ``spec_type``, ``spec_table`` and ``spec_params(values, where, base_dir)``:
+  the ``[[blob]]`` keys it adds and their typed form;
+  ``fixed_ranges(entry, page_size)`` and ``build(entry, ctx)``: what it
+  places at fixed addresses, and how it allocates and encodes itself into
+  segments and pages to preserve;
+* ``boot_rule``: how a booted kernel's log says it restored its data (an
+  optional hook for ``kho boot``).
+
+A :class:`Registry` maps keys to handlers; :data:`kho_formats.clients.registry`
+is the registry of clients keyed by sub-node name, with a fallback (raw
+bytes) for unknown names.  A client that owns other data (LUO sessions
+holding memfd files, say) keeps a second registry keyed by its own key (a
+``compatible`` string) of handlers with the same decode/JSON/area methods.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from ..errors import KhoFormatError
+from ..findings import Finding
+from ..image import PhysImage
+from ..layout import Layout
+from ..limits import Budget
+from ..pageset import PageSet
+from ..specfields import SpecTable
+from .vmalloc import VmallocArea
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..alloc import PageAllocator
+    from ..state import KhoState
+
+#: a segment of the fixture image: (phys, bytes, what it is)
+Segment = tuple[int, bytes, str]
+
+
+def gen_bytes(seed: int, label: str, size: int) -> bytes:
+    """Deterministic pseudo-random bytes (SHAKE-256 of seed and label): never all zero."""
+    return hashlib.shake_256(f"kho-formats:{seed}:{label}".encode()).digest(size)
+
+
+def page_round(n: int, page_size: int) -> int:
+    return -(-n // page_size) * page_size
+
+
+# -- contexts ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecodeContext:
+    """What a decoder may use besides its blob."""
+
+    layout: Layout
+    image: PhysImage | None = None
+    budget: Budget | None = None
+    #: prefix for error paths ("memblock", "LUO:/session/0", ...)
+    where: str = ""
+    #: the client registry, for clients that decode other clients' data
+    registry: Registry[Client] | None = None
+    state: KhoState | None = None
+
+    @property
+    def byteorder(self) -> str:
+        return self.layout.byteorder
+
+    def at(self, where: str) -> DecodeContext:
+        """The same context for a nested object."""
+        return replace(self, where=where)
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """What a client's ``findings`` may ask about the handover."""
+
+    state: KhoState
+    #: the path findings carry ("/kho_test")
+    path: str
+    #: is every page of ``[phys, phys + size)`` inside a preserved range?
+    covered: Callable[[int, int], bool]
+
+    @property
+    def page_size(self) -> int:
+        return self.state.page_size
+
+    def preserved_as(self, phys: int, order: int) -> bool:
+        """Is ``phys`` preserved as one page of exactly ``order``?"""
+        return self.state.preserved.contains(phys, order)
+
+
+@dataclass
+class BuildContext:
+    """What a client's ``build`` gets from the spec builder."""
+
+    layout: Layout
+    alloc: PageAllocator
+    #: the spec's seed and arch (a blob's own ``seed`` overrides the seed)
+    seed: int
+    arch: str
+    #: spec name for error messages
+    where: str
+
+    @property
+    def page_size(self) -> int:
+        return self.layout.page_size
+
+    def seed_for(self, own: int | None) -> int:
+        return self.seed if own is None else own
+
+    def place(self, data: bytes, phys: int | None, what: str) -> tuple[int, Segment]:
+        """Allocate (or claim, when ``phys`` is given) whole pages for ``data``."""
+        size = page_round(len(data), self.page_size)
+        if phys is None:
+            phys = self.alloc.alloc(size, what=what)
+        else:
+            self.alloc.avoid(phys, phys + size)
+        return phys, (phys, data.ljust(size, b"\0"), what)
+
+
+@dataclass
+class BuiltBlob:
+    """A client's blob as built: the bytes the sub-node points at, where they
+    are, every segment to put in the image (the blob's own included) and the
+    pages the client preserves."""
+
+    data: bytes
+    phys: int
+    segments: list[Segment]
+    preserve: PageSet
+
+
+@dataclass(frozen=True)
+class BootRule:
+    """How a booted kernel's log says a client restored its data (for ``kho boot``).
+
+    ``judge(lines, decoded_json)`` -> ``(status, problem or None)`` with status
+    ``ok``, ``failed``, ``not-reported`` or ``not-exercised``;
+    ``cmdline(decoded_json)`` -> extra kernel command-line arguments."""
+
+    judge: Callable[[Sequence[str], Any], tuple[str, str | None]]
+    cmdline: Callable[[Any], list[str]] = field(default=lambda decoded: [])
+
+
+# -- the client protocol -----------------------------------------------------------------------
+
+
+class Client:
+    """Base class of a KHO client (subclass it; override what applies)."""
+
+    #: the sub-node name in the root FDT (the registry key); None: matched by no name
+    name: ClassVar[str | None] = None
+    #: ``kind`` in inspect JSON (defaults to ``name``)
+    kind: ClassVar[str] = ""
+    #: ``type = ...`` of a ``[[blob]]`` that builds this client (None: not buildable)
+    spec_type: ClassVar[str | None] = None
+    #: the keys it adds to ``[[blob]]`` (and their README rows)
+    spec_table: ClassVar[SpecTable | None] = None
+    boot_rule: ClassVar[BootRule | None] = None
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if "kind" not in cls.__dict__ and cls.name:
+            cls.kind = cls.name
+
+    # decoding
+    def decode(self, blob: bytes, ctx: DecodeContext) -> Any:
+        raise NotImplementedError
+
+    def to_json(self, result: Any) -> Any:
+        tj = getattr(result, "to_json", None)
+        if tj is None:
+            raise TypeError(f"{type(self).__name__}: no JSON form for {type(result).__name__}")
+        return tj()
+
+    def areas(self, result: Any) -> list[VmallocArea]:
+        return []
+
+    # text (from the JSON form)
+    def summary(self, decoded: Any) -> str:
+        return ""
+
+    def details(self, name: str, decoded: Any) -> list[str]:
+        return []
+
+    # checking
+    def findings(self, result: Any, ctx: CheckContext) -> list[Finding]:
+        return []
+
+    # building
+    def spec_params(self, values: dict[str, Any], where: str, base_dir: Path | None) -> Any:
+        """The validated ``[[blob]]`` keys of :attr:`spec_table` -> the client's params."""
+        return values
+
+    def fixed_ranges(self, entry: Any, page_size: int) -> list[tuple[int, int]]:
+        """Byte ranges the entry places at fixed addresses (the allocator avoids them)."""
+        return []
+
+    def build(self, entry: Any, ctx: BuildContext) -> BuiltBlob:
+        raise KhoFormatError(f"client {self.kind!r} cannot be built from a spec")
+
+
+# -- registries --------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Handlers keyed by a string (``key(handler)``), in registration order,
+    with an optional ``fallback`` for keys nobody registered."""
+
+    def __init__(self, what: str, key: Callable[[T], str | None], fallback: T | None = None) -> None:
+        self.what = what
+        self._key = key
+        self._items: dict[str, T] = {}
+        self.fallback = fallback
+
+    def register(self, item: T, *, replace: bool = False) -> T:
+        k = self._key(item)
+        if not k:
+            raise ValueError(f"{self.what}: {item!r} has no key")
+        if k in self._items and not replace:
+            raise ValueError(f"{self.what}: {k!r} is already registered")
+        self._items[k] = item
+        return item
+
+    def unregister(self, key: str) -> T:
+        return self._items.pop(key)
+
+    def get(self, key: str) -> T | None:
+        return self._items.get(key)
+
+    def lookup(self, key: str) -> T:
+        """The handler for ``key``, else the fallback."""
+        item = self._items.get(key, self.fallback)
+        if item is None:
+            raise KeyError(f"{self.what}: nothing registered for {key!r}")
+        return item
+
+    def keys(self) -> list[str]:
+        return list(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(list(self._items.values()))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class ClientRegistry(Registry[Client]):
+    """Clients keyed by sub-node name; the fallback decodes unknown blobs."""
+
+    def __init__(self, fallback: Client) -> None:
+        super().__init__("client registry", lambda c: c.name, fallback)
+
+    def everyone(self) -> list[Client]:
+        """Registered clients, then the fallback."""
+        return list(self) + ([self.fallback] if self.fallback is not None else [])
+
+    def by_kind(self, kind: str) -> Client | None:
+        return next((c for c in self.everyone() if c.kind == kind), None)
+
+    def by_spec_type(self, spec_type: str) -> Client | None:
+        return next((c for c in self.everyone() if c.spec_type == spec_type), None)
+
+    def spec_types(self) -> list[str]:
+        return [c.spec_type for c in self.everyone() if c.spec_type]
+
+
+__all__ = [
+    "Client",
+    "ClientRegistry",
+    "Registry",
+    "DecodeContext",
+    "CheckContext",
+    "BuildContext",
+    "BuiltBlob",
+    "BootRule",
+    "Segment",
+    "gen_bytes",
+    "page_round",
+]

@@ -1,0 +1,130 @@
+"""Fixture specs: a small declarative description of a handover (YAML or TOML)
+and the builder that turns it into a :class:`~kho_formats.fixture.Fixture`.
+
+Schema (every address and size is an integer, a ``"0x..."`` string, or a
+string with a ``K``/``M``/``G``/``T`` suffix such as ``"16M"``)::
+
+    name = "v4-4k"              # fixture name (default: the spec file's stem)
+    version = "kho-v4"          # kho-v1 | kho-v2 | kho-v3 | kho-v4
+    page_size = 4096            # 4096 | 16384 | 65536
+    byte_order = "little"       # little | big
+    arch = "arm64"              # arm64 | x86_64: ELF machine, default csum_partial
+    v1_bitmap = "page"          # kho-v1 only: "page" (later kernels) | "512" (6.16)
+    seed = 1                    # default seed for generated data
+    root_fdt_phys = "0x1000000" # default: first free page of alloc
+    preserve_root = true        # preserve the root FDT page (the kernel does)
+    blob_size = true            # kho-v2: write blob-size (later v2 kernels do)
+    extra_compatible = []       # more compatible entries after the version
+
+    [[alloc]]                   # free memory for everything placed automatically
+    start = "16M"               # (root page, client data, memory-map pages,
+    size = "16M"                #  the kho_scratch array); default 16M at 16M
+
+    [[scratch]]                 # scratch areas (never hold preserved pages)
+    start = "256M"              # ("addr" is accepted for "start")
+    size = "64M"
+
+    [[preserve]]                # preserved pages: phys + order (+ count) ...
+    phys = "0x4000000"
+    order = 2
+    count = 3                   # consecutive pages of this order (default 1)
+
+    [[preserve]]                # ... or a byte range split into aligned orders
+    start = "0x5000000"
+    size = "1M"                 # or: end = ...; optional max_order
+
+    [[blob]]                    # sub-blobs, in root FDT node order
+    name = "kho_test"
+    type = "kho_test"           # kho_test | memblock | kexec-metadata | raw
+    orders = [0, 1, 2]          # folios to allocate (or folios = [{order, phys}])
+    seed = 7                    # folio data: deterministic bytes from the seed
+    csum_arch = "arm64"         # csum_partial flavour (default: arch)
+    # csum = 0x1234             # force a csum value instead
+    # phys = ...                # FDT folio placement (default: allocated)
+    # preserve = true           # preserve the blob's pages (default true)
+
+    [[blob]]
+    name = "memblock"
+    type = "memblock"
+    regions = [{name = "trace_buf", start = "0x3e800000", size = "4M"}]
+    preserve_regions = true     # reserve_mem regions are preserved memory
+
+    [[blob]]
+    name = "kexec-metadata"
+    type = "kexec-metadata"
+    previous_release = "7.3.4"
+    kexec_count = 1
+
+    [[blob]]
+    name = "mine"
+    type = "raw"
+    file = "blob.bin"           # relative to the spec; or hex = "..."; or text = "..."
+
+    [[vmalloc]]                 # a vmalloc area whose 16-byte struct kho_vmalloc
+    name = "area0"              # is the whole content of raw sub-blob "area0"
+    pages = 3
+    order = 0
+    seed = 5
+
+Everything is deterministic: the same spec gives the same bytes.
+
+The package: :mod:`.model` (``Spec``, ``BlobSpec`` ...), :mod:`.tables` (the
+field tables: every key, its type, default and doc; the README's spec table
+is generated from them by ``scripts/gen_spec_docs.py``), :mod:`.load`
+(validation driven by the tables), :mod:`.build` (``build_spec``: the
+generic work; each blob's client builds itself).  A client's own ``[[blob]]``
+keys are declared in its module (``spec_table``).
+
+Every key (generated from the tables)::
+
+"""
+
+from __future__ import annotations
+
+from ..clients import registry
+from ..specfields import SpecField, SpecRow, SpecTable, indent, parse_int, text_table
+from .build import build_spec, gen_bytes
+from .load import load_spec, loads_spec, spec_from_dict
+from .model import (
+    DEFAULT_ALLOC,
+    BlobSpec,
+    FolioSpec,
+    KhoTestParams,
+    MemblockParams,
+    PreserveSpec,
+    RawParams,
+    RegionSpec,
+    Spec,
+    VmallocSpec,
+)
+from .tables import doc_tables, readme_table
+
+#: the ``[[blob]]`` types of the built-in clients (``registry.spec_types()`` is current)
+BLOB_TYPES = tuple(registry.spec_types())
+
+__doc__ = (__doc__ or "") + "\n" + indent(text_table(doc_tables()), "    ")
+
+__all__ = [
+    "Spec",
+    "BlobSpec",
+    "PreserveSpec",
+    "FolioSpec",
+    "RegionSpec",
+    "VmallocSpec",
+    "KhoTestParams",
+    "MemblockParams",
+    "RawParams",
+    "DEFAULT_ALLOC",
+    "SpecField",
+    "SpecRow",
+    "SpecTable",
+    "load_spec",
+    "loads_spec",
+    "spec_from_dict",
+    "build_spec",
+    "parse_int",
+    "gen_bytes",
+    "doc_tables",
+    "readme_table",
+    "BLOB_TYPES",
+]

@@ -1,0 +1,150 @@
+"""Building a fixture from a :class:`~.model.Spec`.
+
+The builder does the generic work (allocation regions, the root FDT page,
+preserved ranges, scratch, overlap checks, ``state.build`` and
+``make_fixture``) and asks each blob's client to place and encode itself.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .. import abi, memmap
+from ..alloc import PageAllocator, merge_ranges
+from ..clients import BuildContext, BuiltBlob, Client, ClientRegistry, registry, vmalloc_area
+from ..clients.base import gen_bytes
+from ..errors import KhoFormatError, SpecError
+from ..fdt import FDT_MAGIC
+from ..fixture import Fixture, disjoint_regions, make_fixture
+from ..image import PhysImage
+from ..layout import layout
+from ..pageset import PageSet
+from ..state import KhoState, SubBlob, build
+from .model import BlobSpec, Spec
+
+
+def _is_fdt(data: bytes) -> bool:
+    return len(data) >= 8 and int.from_bytes(data[:4], "big") == FDT_MAGIC
+
+
+def _client(reg: ClientRegistry, b: BlobSpec, w: str) -> Client:
+    client = reg.by_spec_type(b.type)
+    if client is None:
+        raise SpecError(f"{w}: blob {b.name!r} has type {b.type!r}, which no registered client builds")
+    return client
+
+
+def build_spec(sp: Spec, *, clients: ClientRegistry | None = None) -> Fixture:
+    """Build the handover a :class:`Spec` describes (deterministic)."""
+    reg = registry if clients is None else clients
+    ver = abi.get_version(sp.version)
+    ps = sp.page_size
+    lay = layout(ps, sp.byte_order, ver.name)
+    w = sp.source or sp.name
+    map_ctx = memmap.MapContext(ver, ps, sp.byte_order)
+    codec = memmap.codec_for(ver)
+    # -- what the spec places explicitly: the allocator must avoid it ------------------
+    preserved = PageSet(ps)
+    for i, p in enumerate(sp.preserve):
+        try:
+            if p.end is not None:
+                preserved.update(PageSet.from_ranges(ps, [(p.phys, p.end)], max_order=p.max_order))
+            else:
+                if p.count < 1:
+                    raise SpecError(f"{w}.preserve[{i}]: count {p.count} < 1")
+                unit = ps << p.order
+                if p.phys % unit:
+                    raise SpecError(
+                        f"{w}.preserve[{i}]: phys {p.phys:#x} is not aligned to order {p.order}",
+                        expected=f"a multiple of {unit:#x}",
+                    )
+                preserved.update(PageSet.from_runs(ps, {p.order: ([p.phys], [p.count])}))
+        except SpecError:
+            raise
+        except KhoFormatError as exc:
+            raise SpecError(f"{w}.preserve[{i}]: {exc}") from None
+    explicit: list[tuple[int, int]] = [(a, a + s) for a, s in sp.scratch]
+    explicit += preserved.ranges()
+    if sp.root_fdt_phys is not None:
+        if sp.root_fdt_phys % ps:
+            raise SpecError(f"{w}.root_fdt_phys: {sp.root_fdt_phys:#x} is not page aligned")
+        explicit.append((sp.root_fdt_phys, sp.root_fdt_phys + ps))
+    clients = {b.name: _client(reg, b, w) for b in sp.blobs}
+    for b in sp.blobs:
+        if b.phys is not None:
+            if b.phys % ps:
+                raise SpecError(f"{w}: blob {b.name!r} phys {b.phys:#x} is not page aligned")
+            explicit.append((b.phys, b.phys + ps))  # at least its first page
+        explicit += clients[b.name].fixed_ranges(b, ps)
+    for v in sp.vmalloc:
+        if v.phys is not None:
+            explicit.append((v.phys, v.phys + ps))
+    regions = disjoint_regions(sp.alloc)
+    alloc = PageAllocator(regions, ps, avoid=merge_ranges(explicit))
+    image = PhysImage()
+
+    # -- the root FDT page (filled by state.build) -------------------------------------
+    root_phys = sp.root_fdt_phys if sp.root_fdt_phys is not None else alloc.alloc(what="root FDT page")
+    image.add(root_phys, bytes(ps), what="root FDT page")
+    if sp.preserve_root:
+        preserved.add(root_phys, 0)
+    # -- sub-blobs: each client places and encodes its own ----------------------------------
+    ctx = BuildContext(layout=lay, alloc=alloc, seed=sp.seed, arch=sp.arch, where=w)
+    subblobs: list[SubBlob] = []
+
+    def add(name: str, built: BuiltBlob, preserve: bool) -> None:
+        for phys, data, what in built.segments:
+            image.add(phys, data, what=what)
+        if preserve:
+            preserved.update(built.preserve)
+        subblobs.append(_subblob(sp, ver, name, built.phys, built.data, w))
+
+    for b in sp.blobs:
+        add(b.name, clients[b.name].build(b, ctx), b.preserve)
+    # -- vmalloc areas (raw sub-blobs holding one struct kho_vmalloc), always preserved ----------
+    for v in sp.vmalloc:
+        add(v.name, vmalloc_area.CLIENT.build(v, ctx), True)
+    # -- the handover -------------------------------------------------------------------------
+    codec.check_representable(preserved, map_ctx)
+    ov = preserved.find_overlap()
+    if ov:
+        raise SpecError(f"{w}: order-{ov[1]} page {ov[0]:#x} overlaps order-{ov[3]} page {ov[2]:#x}", phys=ov[2])
+    for a, s in sp.scratch:
+        hit = preserved.overlaps_range(a, a + s)
+        if hit:
+            raise SpecError(
+                f"{w}: preserved order-{hit[1]} page {hit[0]:#x} lies in scratch area {a:#x}+{s:#x}", phys=hit[0]
+            )
+    state = KhoState(
+        version=ver.name,
+        page_size=ps,
+        byteorder=sp.byte_order,
+        preserved=preserved,
+        subblobs=subblobs,
+        scratch=list(sp.scratch),
+        root_fdt_phys=root_phys,
+        extra_compatible=list(sp.extra_compatible),
+        map_params=codec.params_for(map_ctx, {}, {"v1_bitmap": sp.v1_bitmap}),
+    )
+    built = build(state, alloc=regions, image=image, avoid=[(a, b) for a, b in alloc.allocated])
+    extra = {"spec": os.path.basename(sp.source) if sp.source else None}
+    return make_fixture(built, arch=sp.arch, name=sp.name, alloc=regions, extra=extra)
+
+
+def _subblob(sp: Spec, ver: abi.AbiVersion, name: str, phys: int, data: bytes, w: str) -> SubBlob:
+    is_fdt = _is_fdt(data)
+    if ver.blob_is_fdt and not is_fdt:
+        raise SpecError(
+            f"{w}: sub-blob {name!r} is not an FDT, but {ver.name} sub-nodes point at FDTs",
+            expected="an FDT blob, or version kho-v2+",
+        )
+    if ver.size_property and (ver.size_required or sp.blob_size):
+        src = ver.size_property
+    elif is_fdt:
+        src = "fdt-header"
+    else:
+        raise SpecError(f"{w}: sub-blob {name!r} is not an FDT and blob_size = false: a reader could not size it")
+    return SubBlob(name=name, phys=phys, size=len(data), data=data, size_source=src)
+
+
+__all__ = ["build_spec", "gen_bytes"]
