@@ -16,8 +16,8 @@ import pytest
 
 from kho_formats import boot
 from kho_formats.boot.dtb import fdt_nodes
-from kho_formats.boot.judge import CLIENT_RULES
-from kho_formats.boot.load import load_fixture
+from kho_formats.boot.judge import client_rule
+from kho_formats.boot.load import BootFixture, load_fixture
 from kho_formats.boot.qemu import BASE_CMDLINE, kernel_span, qemu_opt, ram_bytes
 from kho_formats.errors import BootError, FdtError, KhoFormatError
 from kho_formats.fdt import FdtNode, build_fdt, u64_bytes
@@ -343,26 +343,38 @@ def test_ram_and_kernel_header(tmp_path: Path) -> None:
         kernel_span(tmp_path / "missing")
 
 
-def test_memblock_rule_reads_the_sub_fdt_leniently() -> None:
-    rule = CLIENT_RULES["memblock"]
-    assert rule.cmdline is not None
+def _memblock_fixture(tmp_path: Path, image: PhysImage, blob_len: int) -> BootFixture:
+    root = FdtNode("")
+    root.set("compatible", b"kho-v4\0")
+    root.set("preserved-memory-map", u64_bytes(0, "little"))
+    node = root.add_child("memblock")
+    node.set("preserved-data", u64_bytes(0x7000_0000, "little"))
+    node.set("blob-size", u64_bytes(blob_len, "little"))
+    fx = BootFixture(tmp_path, [], image, 0x7100_0000, 4096, [], None)
+    fx.root_fdt_bytes = build_fdt(root)
+    return fx
+
+
+def test_memblock_rule_reads_the_sub_blob_leniently(tmp_path: Path) -> None:
+    rule = client_rule("memblock")
+    assert rule is not None and rule.cmdline is not None
     sub = FdtNode("")
     sub.set("compatible", b"memblock-v1\0")
     for name, size in (("trace_buf", 0x40_0000), ("bad name!", 0x1000), ("empty", 0)):
         r = sub.add_child(name)
+        r.set("compatible", b"reserve-mem-v1\0")
         r.set("start", u64_bytes(0x6000_0000, "little"))
         r.set("size", u64_bytes(size, "little"))
     blob = build_fdt(sub)
-    node = FdtNode("memblock", path="/memblock")
-    node.set("preserved-data", u64_bytes(0x7000_0000, "little"))
-    node.set("blob-size", u64_bytes(len(blob), "little"))
-    img = PhysImage([(0x7000_0000, blob)])
-    assert rule.cmdline(node, img, "little") == [("trace_buf", "reserve_mem=4194304:4096:trace_buf")]
-    # crafted or absent sub-FDT bytes: nothing asked, no exception (the kernel judges those bytes)
-    assert rule.cmdline(node, PhysImage([(0x7000_0000, b"\xd0\x0d\xfe\xed" + bytes(len(blob) - 4))]), "little") == []
-    assert rule.cmdline(node, PhysImage(), "little") == []
-    node.set("preserved-data", b"\1\2\3")
-    assert rule.cmdline(node, img, "little") == []
+    decoded = _memblock_fixture(tmp_path, PhysImage([(0x7000_0000, blob)]), len(blob)).decoded_clients()
+    assert rule.cmdline(decoded["memblock"]) == [("trace_buf", "reserve_mem=4194304:4096:trace_buf")]
+    # crafted or absent sub-blob bytes: nothing decoded, nothing asked, no exception (the kernel judges those bytes)
+    crafted = PhysImage([(0x7000_0000, b"\xd0\x0d\xfe\xed" + bytes(len(blob) - 4))])
+    assert "memblock" not in _memblock_fixture(tmp_path, crafted, len(blob)).decoded_clients()
+    assert "memblock" not in _memblock_fixture(tmp_path, PhysImage(), len(blob)).decoded_clients()
+    broken_root = _memblock_fixture(tmp_path, PhysImage([(0x7000_0000, blob)]), len(blob))
+    broken_root.root_fdt_bytes = b"\xd0\x0d\xfe\xed" + bytes(60)
+    assert broken_root.decoded_clients() == {}
 
 
 def test_boot_error_is_a_kho_format_error() -> None:

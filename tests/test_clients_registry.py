@@ -366,14 +366,20 @@ def test_nested_client_with_file_handlers(luo: LuoTestClient) -> None:
 
 
 def test_boot_rules() -> None:
+    from kho_formats.clients import BootLog
+
     ok = ["test_kho: KHO restore succeeded", "KHO: exec from: 7.3.4 (count 1)"]
     assert kho_test.CLIENT.boot_rule is not None and kexec_metadata.CLIENT.boot_rule is not None
-    assert kho_test.CLIENT.boot_rule.judge(ok, None) == ("ok", None)
-    assert kho_test.CLIENT.boot_rule.judge(["test_kho: csum mismatch"], None) == ("failed", "test_kho: csum mismatch")
-    assert kexec_metadata.CLIENT.boot_rule.judge(ok, None) == ("ok", None)
+    assert kho_test.CLIENT.boot_rule.judge(BootLog(ok, True)) == ("ok", None)
+    said = BootLog(["test_kho: csum mismatch"], True)
+    assert kho_test.CLIENT.boot_rule.judge(said) == ("failed", "test_kho: csum mismatch")
+    assert kexec_metadata.CLIENT.boot_rule.judge(BootLog(ok, True)) == ("ok", None)
+    assert kexec_metadata.CLIENT.boot_rule.judge(BootLog([], False)) == ("not-reported", None)
     rule = memblock.CLIENT.boot_rule
-    assert rule is not None
-    regions = [{"name": "trace_buf", "start": 0x7C000000, "size": 4 << 20}]
-    assert rule.cmdline(regions) == ["reserve_mem=4194304:4096:trace_buf"]
-    assert rule.judge(["Revived memory reservation 'trace_buf' from KHO"], regions) == ("ok", None)
-    assert rule.judge([], regions)[0] == "failed" and rule.judge([], [])[0] == "not-exercised"
+    assert rule is not None and rule.cmdline is not None
+    regions = memblock.Memblock([memblock.ReserveMem("trace_buf", 0x7C000000, 4 << 20)])
+    assert rule.cmdline(regions) == [("trace_buf", "reserve_mem=4194304:4096:trace_buf")]
+    revived = BootLog(["Revived memory reservation 'trace_buf' from KHO"], True, ("trace_buf",))
+    assert rule.judge(revived) == ("ok", None)
+    assert rule.judge(BootLog([], True, ("trace_buf",)))[0] == "failed"
+    assert rule.judge(BootLog([], True))[0] == "not-exercised"

@@ -7,7 +7,7 @@ Modules: :mod:`.load` reads a fixture directory (segments into a
 QEMU's virt DTB with the library's FDT reader and writer; :mod:`.qemu` knows
 QEMU virt (memory map, kernel Image header, option escaping, running it);
 :mod:`.runner` plans and runs one boot; :mod:`.judge` turns the serial log
-into a verdict, with one :class:`~.judge.ClientRule` per KHO client.
+into a verdict, with each KHO client's own ``boot_rule`` (``kho_formats.clients``).
 
 Inputs: a *fixture directory* and an arm64 kernel ``Image`` (built by
 ``scripts/build-kernel.sh``; default location :func:`default_kernel`).
@@ -64,7 +64,7 @@ from __future__ import annotations
 
 from ..errors import BootError
 from .dtb import patch_chosen
-from .judge import CLIENT_RULES, FOUND, ClientLog, ClientRule, judge_log
+from .judge import FOUND, ClientLog, client_rule, judge_log
 from .load import BootFixture, load_fixture
 from .qemu import KHO_BOOT_SCRATCH_ARRAY, QEMU_DTB_ADDR, QEMU_RAM_BASE, QEMU_RAM_SIZE, default_kernel
 from .runner import BootPlan, BootResult, plan_boot, run_boot
@@ -81,8 +81,7 @@ __all__ = [
     "default_kernel",
     "judge_log",
     "ClientLog",
-    "ClientRule",
-    "CLIENT_RULES",
+    "client_rule",
     "FOUND",
     "QEMU_RAM_BASE",
     "QEMU_RAM_SIZE",

@@ -61,6 +61,8 @@ class BootFixture:
     cmdline: str = ""
     #: the root KHO FDT (``root.dtb``, else the bytes at ``fdt_phys``), None if unreadable in memory
     root_fdt: FdtNode | None = None
+    #: its bytes
+    root_fdt_bytes: bytes | None = None
     #: the root FDT's sub-node names (KHO clients), in order
     clients: list[str] = field(default_factory=list)
 
@@ -71,6 +73,25 @@ class BootFixture:
 
     def client_node(self, name: str) -> FdtNode | None:
         return self.root_fdt.child(name) if self.root_fdt is not None else None
+
+    def decoded_clients(self) -> dict[str, Any]:
+        """Each client sub-blob decoded by its registered client (typed
+        result), from the fixture's memory; clients that do not decode are
+        left out (the kernel judges those bytes)."""
+        if self.root_fdt_bytes is None:
+            return {}
+        from ..clients import decode_clients
+        from ..state import parse
+
+        try:
+            st = parse(self.root_fdt_bytes, None, page_size=self.page_size, byteorder=self.byte_order)
+        except KhoFormatError:
+            return {}
+        for sb in st.subblobs:
+            if sb.size is not None and self.image.has(sb.phys, sb.size):
+                sb.data = self.image.read(sb.phys, sb.size, f"sub-blob {sb.name}")
+        reports = decode_clients(st, self.image)
+        return {n: r.decoded for n, r in reports.items() if r.error is None and r.decoded is not None}
 
 
 # -- files -------------------------------------------------------------------------------------------------------
@@ -210,13 +231,15 @@ def load_fixture(fixture_dir: PathLike) -> BootFixture:
     if (d / "root.dtb").exists() or (d / "root.dtb").is_symlink():
         # the harness's own view of the handover: refused when unreadable
         path = _checked_file(d, "root.dtb", "root FDT")
-        fx.root_fdt = parse_fdt(_read(path, "root FDT"), where=str(d / "root.dtb")).root
+        fx.root_fdt_bytes = _read(path, "root FDT")
+        fx.root_fdt = parse_fdt(fx.root_fdt_bytes, where=str(d / "root.dtb")).root
     elif image.has(fdt_phys, fdt_size):
         # the bytes under test: the kernel judges them, an unreadable FDT only lists no clients
         try:
-            fx.root_fdt = parse_fdt(image.read(fdt_phys, fdt_size), where="root FDT", phys=fdt_phys).root
+            fx.root_fdt_bytes = image.read(fdt_phys, fdt_size)
+            fx.root_fdt = parse_fdt(fx.root_fdt_bytes, where="root FDT", phys=fdt_phys).root
         except KhoFormatError:
-            fx.root_fdt = None
+            fx.root_fdt = fx.root_fdt_bytes = None
     if fx.root_fdt is not None:
         fx.clients = list(dict.fromkeys(c.name for c in fx.root_fdt.children))
     return fx

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import BootError
 from .dtb import patch_chosen, repack_dtb
-from .judge import CLIENT_RULES, has_kernel_output, judge_log
+from .judge import client_rule, has_kernel_output, judge_log
 from .load import BootFixture, PathLike, load_fixture
 from .qemu import (
     BASE_CMDLINE,
@@ -121,12 +121,12 @@ def plan_boot(
         dtb = patch_chosen(virt_dtb, (fx.fdt_phys, fx.fdt_size), (sap or 0, len(arr)))
         dtb_path = workdir / "patched.dtb"
         check_layout(fx, kspan, len(dtb), ram_size)
+        decoded = fx.decoded_clients()
         for c in plan_clients:
-            rule = CLIENT_RULES.get(c)
-            node = fx.client_node(c)
-            if rule is None or rule.cmdline is None or node is None:
+            rule = client_rule(c)
+            if rule is None or rule.cmdline is None or c not in decoded:
                 continue
-            asks = rule.cmdline(node, fx.image, fx.byte_order)
+            asks = rule.cmdline(decoded[c])
             expected[c] = [name for name, _ in asks]
             for _, arg in asks:
                 cmdline += " " + arg

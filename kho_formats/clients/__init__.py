@@ -21,6 +21,7 @@ from ..image import PhysImage
 from ..limits import Budget
 from . import kexec_metadata, kho_test, memblock, raw
 from .base import (
+    BootLog,
     BootRule,
     BuildContext,
     BuiltBlob,
@@ -112,6 +113,7 @@ __all__ = [
     "CheckContext",
     "BuildContext",
     "BuiltBlob",
+    "BootLog",
     "BootRule",
     "RawBlob",
     "VmallocArea",

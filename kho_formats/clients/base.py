@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -148,15 +148,29 @@ class BuiltBlob:
 
 
 @dataclass(frozen=True)
+class BootLog:
+    """What a client's boot judge sees of a booted kernel."""
+
+    #: serial log lines, printk timestamps stripped
+    lines: Sequence[str]
+    #: the kernel printed ``KHO: found kexec handover data.``
+    found: bool
+    #: what this client's command-line contribution asked the kernel for
+    #: (e.g. memblock region names); empty when it contributed nothing
+    expected: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
 class BootRule:
-    """How a booted kernel's log says a client restored its data (for ``kho boot``).
+    """How ``kho boot`` exercises and judges a client.
 
-    ``judge(lines, decoded_json)`` -> ``(status, problem or None)`` with status
-    ``ok``, ``failed``, ``not-reported`` or ``not-exercised``;
-    ``cmdline(decoded_json)`` -> extra kernel command-line arguments."""
+    ``judge(log)`` -> ``(status, problem or None)``, status ``ok``, ``failed``,
+    ``not-reported`` or ``not-exercised`` (a problem makes the boot
+    ``rejected``); ``cmdline(result)`` -> ``[(expected name, kernel
+    command-line argument), ...]`` from the client's decoded blob."""
 
-    judge: Callable[[Sequence[str], Any], tuple[str, str | None]]
-    cmdline: Callable[[Any], list[str]] = field(default=lambda decoded: [])
+    judge: Callable[[BootLog], tuple[str, str | None]]
+    cmdline: Callable[[Any], list[tuple[str, str]]] | None = None
 
 
 # -- the client protocol -----------------------------------------------------------------------
@@ -295,6 +309,7 @@ __all__ = [
     "CheckContext",
     "BuildContext",
     "BuiltBlob",
+    "BootLog",
     "BootRule",
     "Segment",
     "gen_bytes",

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from ..errors import ClientError, SpecError
 from ..layout import KEXEC_METADATA_VERSION, KexecMetadata, Layout
 from ..pageset import PageSet
 from ..specfields import INT, STR, SpecField, SpecRow, SpecTable
-from .base import BootRule, BuildContext, BuiltBlob, Client, DecodeContext, page_round
+from .base import BootLog, BootRule, BuildContext, BuiltBlob, Client, DecodeContext, page_round
 
 NAME = "kexec-metadata"
 
@@ -71,12 +70,13 @@ SPEC = SpecTable(
 )
 
 
-def _judge_boot(lines: Sequence[str], decoded: Any) -> tuple[str, str | None]:
-    if any(line.startswith("KHO: exec from: ") for line in lines):
+def _judge_boot(log: BootLog) -> tuple[str, str | None]:
+    """The next kernel prints where it was kexec'd from when it read the blob."""
+    if any(line.startswith("KHO: exec from: ") for line in log.lines):
         return "ok", None
-    if any(NAME in line for line in lines):
+    if any(NAME in line for line in log.lines):
         return "failed", None
-    return "not-reported", "kexec-metadata was not read ('KHO: exec from:' missing)"
+    return "not-reported", ("kexec-metadata was not read ('KHO: exec from:' missing)" if log.found else None)
 
 
 class KexecMetadataClient(Client):

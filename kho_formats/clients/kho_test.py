@@ -25,7 +25,7 @@ from ..layout import KHO_VMALLOC_ALLOC, KhoVmalloc, Layout
 from ..limits import Budget
 from ..pageset import PageSet
 from ..specfields import INT, STR, ListOf, SpecField, SpecRow, SpecTable, Table
-from .base import BootRule, BuildContext, BuiltBlob, CheckContext, Client, DecodeContext, gen_bytes
+from .base import BootLog, BootRule, BuildContext, BuiltBlob, CheckContext, Client, DecodeContext, gen_bytes
 from .vmalloc import VmallocArea, build_vmalloc, read_vmalloc
 
 NAME = "kho_test"
@@ -283,10 +283,11 @@ SPEC = SpecTable(
 )
 
 
-def _judge_boot(lines: Sequence[str], decoded: Any) -> tuple[str, str | None]:
-    if any("test_kho: KHO restore succeeded" in line for line in lines):
+def _judge_boot(log: BootLog) -> tuple[str, str | None]:
+    """lib/test_kho.c says so when it found and checked its folios."""
+    if any("test_kho: KHO restore succeeded" in line for line in log.lines):
         return "ok", None
-    said = [line for line in lines if line.startswith("test_kho: ")]
+    said = [line for line in log.lines if line.startswith("test_kho: ")]
     if said:
         return "failed", said[0]
     return "not-reported", "test_kho reported nothing"

@@ -17,7 +17,7 @@ from ..fdt import FdtNode, build_fdt, get_strings, get_u64, parse_fdt, str_bytes
 from ..findings import WARNING, Finding
 from ..pageset import PageSet
 from ..specfields import BOOL, INT, RANGE, STR, ListOf, SpecField, SpecRow, SpecTable, Table
-from .base import BootRule, BuildContext, BuiltBlob, CheckContext, Client, DecodeContext, page_round
+from .base import BootLog, BootRule, BuildContext, BuiltBlob, CheckContext, Client, DecodeContext, page_round
 
 NAME = "memblock"
 COMPATIBLE = "memblock-v1"
@@ -130,19 +130,21 @@ SPEC = SpecTable(
 )
 
 
-def _boot_cmdline(decoded: Any) -> list[str]:
-    """``reserve_mem=SIZE:4096:NAME`` per region, so the kernel revives them."""
+def _boot_cmdline(result: Memblock) -> list[tuple[str, str]]:
+    """``(name, "reserve_mem=SIZE:4096:NAME")`` per region: the kernel revives
+    a region only when the command line asks for it by name."""
     return [
-        f"reserve_mem={r['size']}:4096:{r['name']}"
-        for r in decoded or []
-        if r["size"] and re.fullmatch(r"[A-Za-z0-9_.\-]+", r["name"])
+        (r.name, f"reserve_mem={r.size}:4096:{r.name}")
+        for r in result.regions
+        if r.size and re.fullmatch(r"[A-Za-z0-9_.\-]+", r.name)
     ]
 
 
-def _judge_boot(lines: Sequence[str], decoded: Any) -> tuple[str, str | None]:
-    names = [a.rsplit(":", 1)[1] for a in _boot_cmdline(decoded)]
+def _judge_boot(log: BootLog) -> tuple[str, str | None]:
+    names = list(log.expected)
     if not names:
         return "not-exercised", None
+    lines = log.lines
     revived = [n for n in names if any(f"Revived memory reservation '{n}' from KHO" in line for line in lines)]
     if len(revived) == len(names):
         return "ok", None
