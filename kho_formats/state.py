@@ -255,10 +255,10 @@ def parse(
             if size is not None:
                 src = ver.size_property
         values: dict[str, int] = {}
-        for prop in ver.value_properties:  # declared u64 properties (schema)
-            val = get_u64(child, prop.name, byteorder, where=ROOT, required=prop.required)
+        for vprop in ver.value_properties:  # declared u64 properties (schema)
+            val = get_u64(child, vprop.name, byteorder, where=ROOT, required=vprop.required)
             if val is not None:
-                values[prop.name] = val
+                values[vprop.name] = val
         declared = {p.name for p in ver.subnode_properties}
         extras = [(n, v) for n, v in child.props if n not in declared]
         for n, _ in extras:

@@ -10,9 +10,9 @@ the alignment of ``phys_start`` values and bitmap pointers and says why.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
@@ -189,7 +189,7 @@ def read_chunklist(
         try:  # every bitmap of the chunk in one gather; the loop below names any that is missing
             rows = image.gather(used[:, 1].astype(np.uint64), bitmap_bytes, "v1 bitmap").view(lay.dtype)
             rows = rows.reshape(used.shape[0], bitmap_bytes // 8)
-            nonempty = rows.any(axis=1).tolist()
+            nonempty = cast("list[bool]", rows.any(axis=1).tolist())
         except ImageError:
             rows = None
         for k, (start, bm) in enumerate(used.tolist()):
@@ -262,7 +262,7 @@ def build_chunklist(
     *,
     bitmap_bytes: int | None = None,
     placement: ChunkList | None = None,
-) -> tuple[int, list[tuple[int, bytes]], ChunkList]:
+) -> tuple[int, list[tuple[int, bytes | memoryview]], ChunkList]:
     """Pages -> chunk list in the kernel's order: ascending orders, ascending
     bitmap indexes, a new chunk for every order and when one is full.
 
@@ -285,8 +285,8 @@ def build_chunklist(
         for p in placement.bitmaps.values():
             alloc.avoid(p, p + bitmap_bytes)
     out_bitmaps: list[tuple[np.ndarray, np.ndarray]] = []  # per order: (phys, rows)
-    # per order: sorted bitmap indexes with their bytes
-    per_order: list[tuple[int, list[tuple[int, int]]]] = []
+    # per order: its chunk entries (phys_start, bitmap phys), ascending
+    per_order: list[tuple[int, Sequence[tuple[int, int]] | np.ndarray]] = []
     slab: list[int] = []  # free 512-byte slots in the current slab page
 
     def new_bitmap(order: int, index: int) -> int:
@@ -311,13 +311,13 @@ def build_chunklist(
         if lay.byteorder == "big":
             packed = packed.view("<u8").astype(">u8").view(np.uint8).reshape(packed.shape)
         if placement is not None or alloc is None:
-            entries = []
-            placed = []
+            entries: list[tuple[int, int]] = []
+            placed: list[int] = []
             for index in ids.tolist():
-                phys = new_bitmap(order, index)
-                cl.bitmaps[(order, index)] = phys
-                placed.append(phys)
-                entries.append(((index * bits) << shift, phys))
+                bm_phys = new_bitmap(order, index)
+                cl.bitmaps[(order, index)] = bm_phys
+                placed.append(bm_phys)
+                entries.append(((index * bits) << shift, bm_phys))
             out_bitmaps.append((np.array(placed, dtype=np.uint64), packed))
             per_order.append((order, entries))
             continue
@@ -347,12 +347,12 @@ def build_chunklist(
         out_bitmaps.append((phys, packed))  # expanded into pages below
         per_order.append((order, np.column_stack(((ids * U64(bits)) << U64(shift), phys))))
     # chunks
-    chunk_plan: list[tuple[int, list[tuple[int, int]]]] = []
-    for order, entries in per_order:
-        for k in range(0, max(len(entries), 1), cap):
-            chunk_plan.append((order, entries[k : k + cap]))
+    chunk_plan: list[tuple[int, Sequence[tuple[int, int]] | np.ndarray]] = []
+    for order, order_entries in per_order:
+        for at in range(0, max(len(order_entries), 1), cap):
+            chunk_plan.append((order, order_entries[at : at + cap]))
     reuse = list(placement.chunks) if placement else []
-    phys_list = []
+    phys_list: list[int] = []
     for n in range(len(chunk_plan)):
         if n < len(reuse):
             phys_list.append(reuse[n])
@@ -360,17 +360,18 @@ def build_chunklist(
             if alloc is None:
                 raise MemoryMapError("no allocator for v1 chunks")
             phys_list.append(alloc.alloc(what="khoser_mem_chunk"))
-    out: list[tuple[int, bytes]] = []
-    for n, (order, entries) in enumerate(chunk_plan):
+    out: list[tuple[int, bytes | memoryview]] = []
+    for n, (order, chunk_entries) in enumerate(chunk_plan):
         nxt = phys_list[n + 1] if n + 1 < len(phys_list) else 0
         arr = np.zeros((cap, row), dtype=np.uint64)
-        if len(entries):
-            arr[: len(entries)] = np.asarray(entries, dtype=np.uint64)
-        chunk = dict(hdr=dict(next=nxt, order=order, num_elms=len(entries)), bitmaps=arr)
+        if len(chunk_entries):
+            arr[: len(chunk_entries)] = np.asarray(chunk_entries, dtype=np.uint64)
+        chunk = dict(hdr=dict(next=nxt, order=order, num_elms=len(chunk_entries)), bitmaps=arr)
         out.append((phys_list[n], lay.build("khoser_mem_chunk", chunk, phys=phys_list[n], error=MemoryMapError)))
     cl.first = phys_list[0]
     cl.chunks = phys_list
-    return cl.first, out + _bitmap_pages(out_bitmaps, bitmap_bytes, lay.page_size), cl
+    out += _bitmap_pages(out_bitmaps, bitmap_bytes, lay.page_size)
+    return cl.first, out, cl
 
 
 def _bitmap_pages(
@@ -387,7 +388,7 @@ def _bitmap_pages(
     if bitmap_bytes == page_size:
         out: list[tuple[int, memoryview]] = []
         for phys, rows in placed:
-            flat = memoryview(np.ascontiguousarray(rows).reshape(-1)).toreadonly()
+            flat = np.ascontiguousarray(rows).reshape(-1).data.toreadonly()
             out.extend((p, flat[k * page_size : (k + 1) * page_size]) for k, p in enumerate(phys.tolist()))
         return out
     phys = np.concatenate([p for p, _ in placed])
@@ -396,7 +397,7 @@ def _bitmap_pages(
     bases, page = np.unique(base, return_inverse=True)
     buf = np.zeros((bases.size, page_size // bitmap_bytes, bitmap_bytes), dtype=np.uint8)
     buf[page, ((phys - base) // np.uint64(bitmap_bytes)).astype(np.intp)] = rows
-    flat = memoryview(buf.reshape(-1)).toreadonly()
+    flat = buf.reshape(-1).data.toreadonly()
     return [(p, flat[k * page_size : (k + 1) * page_size]) for k, p in enumerate(bases.tolist())]
 
 

@@ -16,7 +16,7 @@ captured tree byte for byte.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any, ClassVar
@@ -335,7 +335,7 @@ def build_radix(
     *,
     placement: dict[NodeId, int] | None = None,
     keep_empty: bool = False,
-) -> tuple[int, list[tuple[int, bytes]], RadixTree]:
+) -> tuple[int, list[tuple[int, bytes | memoryview]], RadixTree]:
     """Pages -> ``(root_phys, [(phys, page bytes)], tree)``.
 
     The page bytes are read-only ``memoryview`` slices of one array per
@@ -380,10 +380,10 @@ def build_radix(
         ids.append(up[keep])
     if placement and keep_empty:
         extra: list[list[int]] = [[] for _ in range(depth)]
-        for level, nid in placement:
+        for level, node_id in placement:
             if 0 <= level < depth:
                 for lv in range(level, depth):
-                    extra[lv].append(nid >> (tshift * (lv - level)))
+                    extra[lv].append(node_id >> (tshift * (lv - level)))
         ids = [np.union1d(ids[lv], np.array(extra[lv], dtype=np.int64)) for lv in range(depth)]
     if not ids[0].size and not (placement and keep_empty and any(x.size for x in ids)):
         return 0, [], RadixTree(root=0, depth=depth)
@@ -398,23 +398,27 @@ def build_radix(
     pre_nid = nid[preorder].tolist()
     nodes = list(zip(pre_lvl, pre_nid))
     addr = np.empty(nid.size, dtype=np.uint64)  # level-major, like ``nid``
+    given: list[int | None] | None = None
+    fresh_at: Sequence[int] = range(len(nodes))
     if placement:
         given = [placement.get(n) for n in nodes]
         fresh_at = [k for k, g in enumerate(given) if g is None]
         if alloc is not None:
             for q in placement.values():
                 alloc.avoid(q, q + lay.page_size)
-    else:
-        given, fresh_at = None, range(len(nodes))
-    if len(fresh_at) and alloc is None:
-        raise MemoryMapError(f"no address for radix node {nodes[fresh_at[0]]} and no allocator")
-    fresh = alloc.alloc_pages(len(fresh_at), what="radix node") if len(fresh_at) else []
+    fresh: list[int] = []
+    if len(fresh_at):
+        if alloc is None:
+            raise MemoryMapError(f"no address for radix node {nodes[fresh_at[0]]} and no allocator")
+        fresh = alloc.alloc_pages(len(fresh_at), what="radix node")
     if given is None:
         pre_addr = fresh
     else:
-        pre_addr = list(given)
         for k, q in zip(fresh_at, fresh):
-            pre_addr[k] = q
+            given[k] = q
+        pre_addr = [int(g) for g in given if g is not None]
+        if len(pre_addr) != len(nodes):  # the allocator hands out exactly what is asked, or raises
+            raise MemoryMapError(f"{len(nodes) - len(pre_addr)} radix nodes got no address")
     addr[preorder] = np.array(pre_addr, dtype=np.uint64)
     tree = RadixTree(root=0, depth=depth)
     tree.placement = dict(zip(nodes, pre_addr))
@@ -431,14 +435,14 @@ def build_radix(
                 rows[np.searchsorted(ids[0], leaf_ids.view(np.int64))] = packed
             if lay.byteorder == "big":
                 rows = rows.view("<u8").astype(">u8").view(np.uint8)
-            node_bytes.append(memoryview(np.ascontiguousarray(rows).reshape(-1)).toreadonly())
+            node_bytes.append(np.ascontiguousarray(rows).reshape(-1).data.toreadonly())
             continue
         children = ids[level - 1]
         table = np.zeros((ids[level].size, lay.radix_table_entries), dtype=np.uint64)
         table[np.searchsorted(ids[level], children >> tshift), children & tmask] = addr[offs[level - 1] : offs[level]]
-        node_bytes.append(memoryview(table.astype(lay.dtype, copy=False).reshape(-1)).cast("B").toreadonly())
+        node_bytes.append(table.astype(lay.dtype, copy=False).reshape(-1).data.cast("B").toreadonly())
     row_in_level = np.arange(nid.size, dtype=np.int64) - np.repeat(offs[:-1], [x.size for x in ids])
-    out: list[tuple[int, bytes]] = []
+    out: list[tuple[int, bytes | memoryview]] = []
     for lv, row, q in zip(pre_lvl, (row_in_level[preorder] * ps).tolist(), pre_addr):
         out.append((q, node_bytes[lv][row : row + ps]))
     tree.tables = int(nid.size - ids[0].size)
