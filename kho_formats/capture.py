@@ -37,9 +37,6 @@ from .state import KhoState, parse
 
 PathLike = str | os.PathLike
 
-#: files that make a directory a fixture (written by ``kho build``)
-FIXTURE_FILES = ("root.dtb", "handover.json")
-
 
 @dataclass
 class Capture:
