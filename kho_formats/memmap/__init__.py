@@ -172,6 +172,14 @@ def register(codec: MapCodec) -> MapCodec:
     return codec
 
 
+def unregister(kind: str) -> None:
+    """Forget the codec of ``kind`` (for tests that register their own)."""
+    _load_builtin()
+    if kind not in _CODECS:
+        raise VersionError(f"no memory map kind {kind!r} is registered")
+    del _CODECS[kind]
+
+
 def _load_builtin() -> None:
     from . import chunklist, radix  # noqa: F401  (each registers its codec)
 
@@ -227,4 +235,5 @@ __all__ = [
     "param_names",
     "params_json",
     "register",
+    "unregister",
 ]
