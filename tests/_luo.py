@@ -130,7 +130,8 @@ def synth(
             data = bytearray(f.size)
             recs = b""
             for k, (index, order) in enumerate(f.folios):
-                body = bytes((index * 7 + k + i) & 0xFF or 1 for i in range(ps << order))
+                pat = bytes(((index * 7 + k + i) & 0xFF) or 1 for i in range(256))
+                body = pat * ((ps << order) // 256)
                 fp = put(body, order)
                 lo, hi = index * ps, min(f.size, (index * ps) + (ps << order))
                 if lo < f.size:

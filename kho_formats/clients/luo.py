@@ -110,6 +110,10 @@ class FileHandler:
         """(size, folios, seals) columns of the text report."""
         return ("", "", "")
 
+    def index_json(self, result: Any) -> dict[str, Any]:
+        """What ``kho luo extract`` records of the file in ``index.json``."""
+        return {}
+
     def content_size(self, result: Any) -> int | None:
         """Bytes of file contents ``extract`` writes (None: not extractable)."""
         return None

@@ -278,6 +278,10 @@ class MemfdHandler(FileHandler):
         each("memfd-folio-duplicate", dup, lambda k: f"folio {k}: the same folio is listed twice")
         return out
 
+    def index_json(self, result: MemfdFile) -> dict[str, Any]:
+        s = result.ser
+        return {"size": s.size, "pos": s.pos, "seals": s.seals, "flags": s.flags, "nr_folios": s.nr_folios}
+
     def content_size(self, result: MemfdFile) -> int:
         return result.size
 
