@@ -37,6 +37,8 @@ MEMFD_LUO_ALL_SEALS = 0x3F
 SEAL_NAMES = ("seal", "shrink", "grow", "write", "future_write", "exec")
 #: ``MEMFD_LUO_FOLIO_DIRTY``, ``MEMFD_LUO_FOLIO_UPTODATE``
 FOLIO_DIRTY, FOLIO_UPTODATE = 0x1, 0x2
+#: ``MAX_LFS_FILESIZE`` on 64-bit kernels
+MAX_LFS_FILESIZE = (1 << 63) - 1
 #: the largest piece :meth:`MemfdHandler.contents` yields
 CHUNK = 4 << 20
 
@@ -137,6 +139,12 @@ class MemfdHandler(FileHandler):
                     "memfd-seals",
                     f"seals {ser.seals:#x} outside MEMFD_LUO_ALL_SEALS {MEMFD_LUO_ALL_SEALS:#x}",
                     pa,
+                )
+            )
+        if ser.size > MAX_LFS_FILESIZE:
+            m.problems.append(
+                LuoProblem(
+                    ERROR, "memfd-size", f"size {ser.size:#x} is above MAX_LFS_FILESIZE {MAX_LFS_FILESIZE:#x}", pa
                 )
             )
         if ser.flags:
