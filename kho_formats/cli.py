@@ -284,6 +284,32 @@ def cmd_check(args) -> int:
     return EXIT_PROBLEM if bad else EXIT_OK
 
 
+def cmd_luo_extract(args) -> int:
+    from .clients import decode_clients
+    from .clients.luo import NAME, LuoState
+    from .errors import KhoFormatError
+    from .limits import Budget
+    from .luo_extract import extract
+
+    cap, st = _load(args, args.input, args.mem, args.root_phys)
+    rep = decode_clients(st, cap.image, budget=Budget(_limits(args))).get(NAME)
+    if rep is None:
+        raise KhoFormatError(f"{args.input}: no {NAME} sub-node", expected="a handover with Live Update state")
+    if rep.error is not None:
+        raise rep.error
+    if cap.image is None or not isinstance(rep.decoded, LuoState):
+        raise KhoFormatError(f"{args.input}: no memory image", expected="--mem IMAGE or a capture with image.elf")
+    index = extract(rep.decoded, cap.image, args.output, page_size=st.page_size, force=args.force, source=args.input)
+    lines = [f"wrote {index['files_written']} files and index.json into {args.output}\n"]
+    for s in index["sessions"]:
+        for f in s["files"]:
+            what = f["file"] or f"not extracted ({f['compatible']})"
+            lines.append(f"  {s['name']!r} {f['token']:#018x}: {what}\n")
+    lines += [f"note: {n}\n" for n in index["notes"]]
+    _emit(args, index, "".join(lines))
+    return EXIT_OK
+
+
 def cmd_diff(args) -> int:
     from .report import diff_report, render_diff
 
@@ -458,6 +484,31 @@ def build_parser() -> argparse.ArgumentParser:
     mem_opts(s)
     s.add_argument("--strict", action="store_true", help="warnings fail too")
     s.set_defaults(func=cmd_check)
+
+    s = sub.add_parser(
+        "luo",
+        parents=[common],
+        help="Live Update (LUO) state: extract memfd contents",
+        description="Commands on the Live Update Orchestrator state of a handover.",
+        epilog=EPILOG,
+    )
+    luo_sub = s.add_subparsers(dest="luo_command", metavar="LUO_COMMAND", parser_class=_Parser)
+    luo_sub.required = True
+    s = luo_sub.add_parser(
+        "extract",
+        parents=[common],
+        help="write every preserved memfd's contents to DIR",
+        description="Write the contents of every preserved memfd to DIR/<session>/<token as 16 hex digits>.bin "
+        "(exactly size bytes; pages without a folio are zeros) and DIR/index.json. Session names are "
+        "mapped to safe file names (percent-encoded, see the README); nothing is written outside DIR "
+        "or through a symlink. " + where,
+        epilog=EPILOG,
+    )
+    s.add_argument("input", metavar="INPUT")
+    mem_opts(s)
+    s.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory (new or empty)")
+    s.add_argument("--force", action="store_true", help="write into a non-empty DIR (replaces files there)")
+    s.set_defaults(func=cmd_luo_extract)
 
     s = sub.add_parser(
         "diff",

@@ -369,6 +369,55 @@ class KhoBlockHeaderSer:
 
 
 @dataclass(frozen=True)
+class LuoSer:
+    """``struct luo_ser`` (the ``LUO`` sub-blob); ``compatible`` raw bytes."""
+
+    compatible: bytes
+    liveupdate_num: int
+    sessions_pa: int
+    flbs_pa: int
+
+
+@dataclass(frozen=True)
+class LuoSessionSer:
+    """``struct luo_session_ser``: ``name`` raw bytes, ``file_set_ser`` flattened."""
+
+    name: bytes
+    files: int
+    count: int
+
+
+@dataclass(frozen=True)
+class LuoFileSer:
+    compatible: bytes
+    data: int
+    token: int
+
+
+@dataclass(frozen=True)
+class LuoFlbHeaderSer:
+    pgcnt: int
+    count: int
+
+
+@dataclass(frozen=True)
+class LuoFlbSer:
+    name: bytes
+    data: int
+    count: int
+
+
+@dataclass(frozen=True)
+class MemfdLuoSer:
+    pos: int
+    size: int
+    seals: int
+    flags: int
+    nr_folios: int
+    folios: KhoVmalloc
+
+
+@dataclass(frozen=True)
 class FdtHeader:
     magic: int
     totalsize: int
@@ -573,6 +622,13 @@ class Layout:
     setup_data_hdr = _Declared[Typed[SetupDataHdr]]()
     kexec_metadata = _Declared[Typed[KexecMetadata]]()
     kho_block_header_ser = _Declared[Typed[KhoBlockHeaderSer]]()
+    luo_ser = _Declared[Typed[LuoSer]]()
+    luo_session_ser = _Declared[Typed[LuoSessionSer]]()
+    luo_file_ser = _Declared[Typed[LuoFileSer]]()
+    luo_flb_header_ser = _Declared[Typed[LuoFlbHeaderSer]]()
+    luo_flb_ser = _Declared[Typed[LuoFlbSer]]()
+    memfd_luo_ser = _Declared[Typed[MemfdLuoSer]]()
+    memfd_luo_folio_ser = _Declared[cs.Construct]()
 
     def kho_mem_phys_bits(self, bitmap_bytes: int) -> cs.Construct:
         """A v1 bitmap (``struct kho_mem_phys_bits``): 512 bytes (6.16) or one
@@ -797,6 +853,130 @@ def _kho_block_header_ser(lay: Layout) -> cs.Construct:
         ),
         KhoBlockHeaderSer,
     )
+
+
+#: ``LUO_ABI_COMPATIBLE`` of Linux 7.3 and ``ALIGN(sizeof(it), 8)``, the size of ``luo_ser.compatible``
+LUO_ABI_COMPATIBLE = "luo-v5"
+LUO_ABI_COMPAT_LEN = 8
+#: ``LIVEUPDATE_SESSION_NAME_LENGTH``, ``LIVEUPDATE_HNDL_COMPAT_LENGTH``, ``LIVEUPDATE_FLB_COMPAT_LENGTH``
+LIVEUPDATE_SESSION_NAME_LENGTH = 64
+LIVEUPDATE_HNDL_COMPAT_LENGTH = 48
+LIVEUPDATE_FLB_COMPAT_LENGTH = 48
+
+
+@declare("luo_ser")
+def _luo_ser(lay: Layout) -> cs.Construct:
+    """``__packed struct luo_ser`` (include/linux/kho/abi/luo.h): the raw ``LUO`` sub-blob."""
+    return Typed(
+        cs.Struct(
+            "compatible" / cs.Bytes(LUO_ABI_COMPAT_LEN) * 'char compatible[LUO_ABI_COMPAT_LEN]: "luo-v5", NUL padded',
+            "liveupdate_num" / lay.u64 * "number of live updates so far (this one included)",
+            "sessions_pa" / lay.u64 * "phys of the first session block (kho_block_header_ser); 0 until serialized",
+            "flbs_pa" / lay.u64 * "phys of the FLB page (luo_flb_header_ser)",
+        ),
+        LuoSer,
+    )
+
+
+@declare("luo_session_ser")
+def _luo_session_ser(lay: Layout) -> cs.Construct:
+    """``__packed struct luo_session_ser``: one entry of a session block."""
+    return Typed(
+        cs.Struct(
+            "name" / cs.Bytes(LIVEUPDATE_SESSION_NAME_LENGTH) * "char name[LIVEUPDATE_SESSION_NAME_LENGTH]",
+            "files" / lay.u64 * "file_set_ser.files: phys of the session's first file block, 0 = none",
+            "count" / lay.u64 * "file_set_ser.count: files in the session at serialization",
+        ),
+        LuoSessionSer,
+    )
+
+
+@declare("luo_file_ser")
+def _luo_file_ser(lay: Layout) -> cs.Construct:
+    """``__packed struct luo_file_ser``: one entry of a file block."""
+    return Typed(
+        cs.Struct(
+            "compatible" / cs.Bytes(LIVEUPDATE_HNDL_COMPAT_LENGTH) * "char compatible[48]: the file handler",
+            "data" / lay.u64 * "the handler's opaque handle (memfd-v2: phys of struct memfd_luo_ser)",
+            "token" / lay.u64 * "the token userspace gave the file",
+        ),
+        LuoFileSer,
+    )
+
+
+@declare("luo_flb_header_ser")
+def _luo_flb_header_ser(lay: Layout) -> cs.Construct:
+    """``__packed struct luo_flb_header_ser`` at ``luo_ser.flbs_pa``; entries follow."""
+    return Typed(
+        cs.Struct(
+            "pgcnt" / lay.u64 * "pages of the FLB region, this header included (LUO_FLB_PGCNT = 1)",
+            "count" / lay.u64 * "luo_flb_ser entries that follow",
+        ),
+        LuoFlbHeaderSer,
+    )
+
+
+@declare("luo_flb_ser")
+def _luo_flb_ser(lay: Layout) -> cs.Construct:
+    """``__packed struct luo_flb_ser``: one File-Lifecycle-Bound global object."""
+    return Typed(
+        cs.Struct(
+            "name" / cs.Bytes(LIVEUPDATE_FLB_COMPAT_LENGTH) * "char name[48]: the FLB's compatible string",
+            "data" / lay.u64 * "the opaque handle its .preserve() returned",
+            "count" / lay.u64 * "preserved files depending on it",
+        ),
+        LuoFlbSer,
+    )
+
+
+@declare("memfd_luo_ser")
+def _memfd_luo_ser(lay: Layout) -> cs.Construct:
+    """``__packed struct memfd_luo_ser`` (include/linux/kho/abi/memfd.h, ``memfd-v2``)."""
+    return Typed(
+        cs.Struct(
+            "pos" / lay.u64 * "f_pos",
+            "size" / lay.u64 * "i_size in bytes",
+            "seals" / lay.u32 * "F_SEAL_* (uABI values)",
+            "flags" / lay.u32 * "file flags; unused bits 0",
+            "nr_folios" / lay.u64 * "entries of the folio array",
+            "folios" / lay.kho_vmalloc * "struct kho_vmalloc: the memfd_luo_folio_ser array",
+        ),
+        MemfdLuoSer,
+    )
+
+
+@declare("memfd_luo_folio_ser")
+def _memfd_luo_folio_ser(lay: Layout) -> cs.Construct:
+    """``__packed struct memfd_luo_folio_ser { u64 pfn:52; u64 flags:12; u64 index; }``.
+
+    The bit-fields share one u64 (``pfn_flags``): GCC allocates them from the
+    least significant bit on little-endian targets (``pfn`` = low 52 bits)
+    and from the most significant bit on big-endian ones (``pfn`` = high 52
+    bits); see :func:`memfd_folio_fields`."""
+    return cs.Struct(
+        "pfn_flags" / lay.u64 * "u64 pfn:52; u64 flags:12 (MEMFD_LUO_FOLIO_DIRTY 1, _UPTODATE 2)",
+        "index" / lay.u64 * "pgoff_t index of the folio in the file",
+    )
+
+
+#: width of ``memfd_luo_folio_ser.pfn`` and ``.flags``
+MEMFD_FOLIO_PFN_BITS = 52
+MEMFD_FOLIO_FLAGS_BITS = 12
+
+
+def memfd_folio_fields(words: np.ndarray, byteorder: str) -> tuple[np.ndarray, np.ndarray]:
+    """``pfn_flags`` words -> (pfn, flags) arrays, by the compiler's bit-field order."""
+    w = words.astype(np.uint64)
+    if byteorder == "little":
+        return w & np.uint64((1 << MEMFD_FOLIO_PFN_BITS) - 1), w >> np.uint64(MEMFD_FOLIO_PFN_BITS)
+    return w >> np.uint64(MEMFD_FOLIO_FLAGS_BITS), w & np.uint64((1 << MEMFD_FOLIO_FLAGS_BITS) - 1)
+
+
+def memfd_folio_word(pfn: int, flags: int, byteorder: str) -> int:
+    """The ``pfn_flags`` word of one folio record (inverse of :func:`memfd_folio_fields`)."""
+    if byteorder == "little":
+        return (pfn & ((1 << MEMFD_FOLIO_PFN_BITS) - 1)) | (flags << MEMFD_FOLIO_PFN_BITS)
+    return (pfn << MEMFD_FOLIO_FLAGS_BITS) | (flags & ((1 << MEMFD_FOLIO_FLAGS_BITS) - 1))
 
 
 _FDT_HEADER_DOCS = {

@@ -115,7 +115,25 @@ def inspect_report(
         "preserved": preserved_report(state, max_ranges) if state.map_read else None,
         "image": {"segments": len(image), "bytes": image.total_bytes} if image is not None else None,
         "notes": list(state.notes),
+        **client_report_keys(clients),
     }
+
+
+def client_report_keys(clients: dict[str, ClientReport]) -> dict:
+    """The top-level keys clients own (``Client.report_key``: ``luo``), in
+    registration order: the client's ``report`` of its decoded blob, or
+    ``null`` when its sub-node is absent or did not decode."""
+    out: dict = {}
+    for c in registry.everyone():
+        if c.report_key:
+            out[c.report_key] = None
+    for rep in clients.values():
+        c = rep.client
+        if c is not None and c.report_key:
+            out.setdefault(c.report_key, None)
+            if rep.decoded is not None:
+                out[c.report_key] = c.report(rep.decoded)
+    return out
 
 
 def dumps_json(data: object) -> str:
@@ -259,6 +277,9 @@ def render_inspect(r: dict, *, max_ranges: int = 32) -> str:
         ]
         L += _table(rows, ("client", "first chunk", "pages", "order", "flags", "chunks", "size"))
     L.append("")
+    for c in registry.everyone():
+        if c.report_key and r.get(c.report_key) is not None:
+            L += c.report_text(r[c.report_key])
     if r["scratch"]:
         L.append(f"Scratch areas ({len(r['scratch'])}):")
         L += _table(

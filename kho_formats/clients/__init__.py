@@ -3,7 +3,8 @@
 :func:`decode_clients` decodes every sub-blob with the client registered
 under its sub-node name (``kexec-metadata``, ``memblock``, ``kho_test``) and
 passes anything else to the registry's fallback (:class:`~.raw.RawBlob`).
-A client that fails to decode is reported with its error, not raised, so
+``LUO`` (:mod:`.luo`) holds a second registry, of file handlers keyed by
+compatible (``memfd-v2``: :mod:`.memfd`).  A client that fails to decode is reported with its error, not raised, so
 one bad client does not hide the rest of a capture.
 
 Adding a client: a module with a :class:`~.base.Client` subclass (decode,
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import KhoFormatError
 from ..image import PhysImage
 from ..limits import Budget
-from . import kexec_metadata, kho_test, memblock, raw
+from . import kexec_metadata, kho_test, luo, memblock, memfd, raw
 from .base import (
     BootLog,
     BootRule,
@@ -39,12 +40,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: the clients, keyed by sub-node name; unknown names decode as raw bytes
 registry = ClientRegistry(fallback=raw.CLIENT)
-for _c in (kho_test.CLIENT, memblock.CLIENT, kexec_metadata.CLIENT):
+for _c in (kho_test.CLIENT, memblock.CLIENT, kexec_metadata.CLIENT, luo.CLIENT):
     registry.register(_c)
 del _c
+#: LUO's file handlers, keyed by compatible (unknown ones are shown, not decoded)
+luo.FILE_HANDLERS.register(memfd.HANDLER)
 
 #: the built-in client names (the registry may hold more)
-KNOWN = (kexec_metadata.NAME, memblock.NAME, kho_test.NAME)
+KNOWN = (kexec_metadata.NAME, memblock.NAME, kho_test.NAME, luo.NAME)
 
 
 @dataclass

@@ -19,7 +19,11 @@ A KHO client is whatever one sub-node of the root FDT points at.  One
   places at fixed addresses, and how it allocates and encodes itself into
   segments and pages to preserve;
 * ``boot_rule``: how a booted kernel's log says it restored its data (an
-  optional hook for ``kho boot``).
+  optional hook for ``kho boot``);
+* ``report_key``, ``report(result)`` and ``report_text(value)``: an optional
+  top-level key of ``kho inspect --json`` the client owns (``luo``: ``null``
+  when the sub-node is absent or did not decode) and its section of the text
+  report.
 
 A :class:`Registry` maps keys to handlers; :data:`kho_formats.clients.registry`
 is the registry of clients keyed by sub-node name, with a fallback (raw
@@ -188,6 +192,8 @@ class Client:
     #: the keys it adds to ``[[blob]]`` (and their README rows)
     spec_table: ClassVar[SpecTable | None] = None
     boot_rule: ClassVar[BootRule | None] = None
+    #: a top-level key of inspect JSON this client fills (None: none)
+    report_key: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
@@ -212,6 +218,15 @@ class Client:
         return ""
 
     def details(self, name: str, decoded: Any) -> list[str]:
+        return []
+
+    # a top-level inspect key (when ``report_key`` is set)
+    def report(self, result: Any) -> Any:
+        """The value of ``report_key`` in inspect JSON for a decoded blob."""
+        return None
+
+    def report_text(self, value: Any) -> list[str]:
+        """Lines of the text report for a non-null ``report_key`` value."""
         return []
 
     # checking

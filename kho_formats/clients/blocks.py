@@ -16,6 +16,8 @@ from ..limits import Budget
 
 #: ``sizeof(struct kho_block_header_ser)`` (from the declaration; use ``lay.kho_block_header_size``)
 HEADER_SIZE = layout().kho_block_header_size
+#: ``KHO_MAX_BLOCKS`` (kernel/liveupdate/kho_block.c): the next kernel refuses longer chains
+KHO_MAX_BLOCKS = 10000
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,8 @@ class Block:
     phys: int
     count: int
     payload: bytes  # count * entry_size bytes (or the rest of the page when entry_size is unknown)
+    #: the header's ``next`` (phys of the following block, 0 = last)
+    next: int = 0
 
 
 def read_block_chain(
@@ -33,7 +37,10 @@ def read_block_chain(
     entry_size: int | None = None,
     budget: Budget | None = None,
     where: str = "kho block chain",
+    max_blocks: int | None = None,
 ) -> list[Block]:
+    """The blocks of the chain at ``first``; ``max_blocks``: refuse longer
+    chains (the kernel's ``KHO_MAX_BLOCKS`` safeguard, :data:`KHO_MAX_BLOCKS`)."""
     budget = budget or Budget()
     head = lay.kho_block_header_size
     room = lay.page_size - head
@@ -49,6 +56,10 @@ def read_block_chain(
         error=BlockError,
         where=where,
     ):
+        if max_blocks is not None and len(out) >= max_blocks:
+            raise BlockError(
+                f"{where}: more than {max_blocks} serialization blocks", phys=phys, expected=f"<= {max_blocks} blocks"
+            )
         hdr = lay.parse("kho_block_header_ser", page[:head], phys=phys, error=BlockError)
         if hdr.count > max_count:
             raise BlockError(
@@ -58,7 +69,7 @@ def read_block_chain(
             )
         budget.entries_add(hdr.count, where, phys)
         n = hdr.count * entry_size if entry_size else room
-        out.append(Block(phys, hdr.count, page[head : head + n]))
+        out.append(Block(phys, hdr.count, page[head : head + n], hdr.next))
     return out
 
 

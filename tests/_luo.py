@@ -1,0 +1,182 @@
+"""Shared helpers of the LUO tests: the real capture, its truth, and a small
+synthesizer that lays out ``luo_ser`` + session/file blocks + memfd
+structures + folios from the layout declarations at any page size and byte
+order (a test helper, not a builder: the spec builder comes with issue 11's
+deliverable 5)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kho_formats.capture import Capture, load_capture, parse_capture
+from kho_formats.clients import ClientReport, decode_clients
+from kho_formats.clients.luo import LuoState
+from kho_formats.image import PhysImage
+from kho_formats.layout import KhoVmalloc, Layout, layout, memfd_folio_word
+from kho_formats.pageset import PageSet
+from kho_formats.state import KhoState, SubBlob
+
+FIX = Path(__file__).resolve().parent.parent / "fixtures"
+LUO_CAP = FIX / "captures" / "linux-7.3-x86_64-luo-v5-small"
+TRUTH: dict[str, Any] = json.loads((LUO_CAP / "luo-truth.json").read_text())
+
+
+def h(v: str) -> int:
+    return int(v, 16)
+
+
+def load_luo(image: PhysImage | None = None) -> tuple[Capture, KhoState, dict[str, ClientReport]]:
+    cap = load_capture(LUO_CAP)
+    if image is not None:
+        cap.image = image
+    st = parse_capture(cap)
+    return cap, st, decode_clients(st, cap.image)
+
+
+def luo_of(reps: dict[str, ClientReport]) -> LuoState:
+    rep = reps["LUO"]
+    assert rep.error is None, rep.error
+    assert isinstance(rep.decoded, LuoState)
+    return rep.decoded
+
+
+def fnv1a64(chunks: Any) -> int:
+    """FNV-1a 64 (what luoprep hashes the contents with)."""
+    v = 0xCBF29CE484222325
+    for c in chunks:
+        for b in bytes(c):
+            v = ((v ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return v
+
+
+# -- the synthesizer ------------------------------------------------------------------------------
+
+
+@dataclass
+class SynthMemfd:
+    token: int
+    size: int
+    #: (page index, order) of each folio, in array order
+    folios: list[tuple[int, int]] = field(default_factory=list)
+    seals: int = 1
+    pos: int = 0
+    compatible: str = "memfd-v2"
+
+
+@dataclass
+class SynthSession:
+    name: bytes
+    files: list[SynthMemfd] = field(default_factory=list)
+
+
+@dataclass
+class Synth:
+    lay: Layout
+    image: PhysImage
+    state: KhoState
+    luo_phys: int
+    #: (token -> expected contents)
+    contents: dict[int, bytes]
+
+
+def synth(
+    sessions: list[SynthSession],
+    *,
+    page_size: int = 4096,
+    byteorder: str = "little",
+    flbs: list[tuple[str, int, int]] = (),  # type: ignore[assignment]
+    liveupdate_num: int = 3,
+    base: int = 0x100000,
+) -> Synth:
+    """Lay out LUO state like the kernel does (one page per structure,
+    folios at their order, aligned) into a fresh image, with a state whose
+    preserved set holds exactly those pages."""
+    lay = layout(page_size, byteorder)
+    ps = page_size
+    img = PhysImage()
+    pages: list[tuple[int, int]] = []
+    nxt = [base]
+
+    def alloc(order: int = 0) -> int:
+        size = ps << order
+        p = -(-nxt[0] // size) * size
+        nxt[0] = p + size
+        return p
+
+    def put(data: bytes, order: int = 0) -> int:
+        p = alloc(order)
+        img.add(p, data.ljust(ps << order, b"\0"))
+        pages.append((p, order))
+        return p
+
+    def chain(entries: list[bytes], esize: int) -> int:
+        per = lay.kho_block_entries_per_page(esize)
+        groups = [entries[i : i + per] for i in range(0, len(entries), per)] or [[]]
+        addrs = [alloc() for _ in groups]
+        for i, g in enumerate(groups):
+            hdr = lay.build("kho_block_header_ser", dict(next=addrs[i + 1] if i + 1 < len(addrs) else 0, count=len(g)))
+            img.add(addrs[i], (hdr + b"".join(g)).ljust(ps, b"\0"))
+            pages.append((addrs[i], 0))
+        return addrs[0]
+
+    contents: dict[int, bytes] = {}
+    sess_entries = []
+    for s in sessions:
+        fents = []
+        for f in s.files:
+            data = bytearray(f.size)
+            recs = b""
+            for k, (index, order) in enumerate(f.folios):
+                pat = bytes(((index * 7 + k + i) & 0xFF) or 1 for i in range(256))
+                body = pat * ((ps << order) // 256)
+                fp = put(body, order)
+                lo, hi = index * ps, min(f.size, (index * ps) + (ps << order))
+                if lo < f.size:
+                    data[lo:hi] = body[: hi - lo]
+                word = memfd_folio_word(fp >> lay.page_shift, 3, byteorder)
+                recs += lay.build("memfd_luo_folio_ser", dict(pfn_flags=word, index=index))
+            contents[f.token] = bytes(data)
+            if f.folios:
+                npages = -(-len(recs) // ps)
+                groups = [put(recs[i * ps : (i + 1) * ps]) for i in range(npages)]
+                cap = lay.kho_vmalloc_chunk_capacity
+                chunk_words = groups + [0] * (cap - len(groups))
+                ch = put(lay.build("kho_vmalloc_chunk", dict(next=0, phys=chunk_words)))
+                desc = KhoVmalloc(first=ch, total_pages=npages, flags=1, order=0)
+            else:
+                desc = KhoVmalloc(first=0, total_pages=0, flags=0, order=0)
+            ser = lay.build(
+                "memfd_luo_ser",
+                dict(pos=f.pos, size=f.size, seals=f.seals, flags=0, nr_folios=len(f.folios), folios=desc),
+            )
+            data_pa = put(ser)
+            fents.append(
+                lay.build(
+                    "luo_file_ser", dict(compatible=f.compatible.encode().ljust(48, b"\0"), data=data_pa, token=f.token)
+                )
+            )
+        files_pa = chain(fents, lay.sizeof("luo_file_ser")) if fents else 0
+        sess_entries.append(
+            lay.build("luo_session_ser", dict(name=s.name.ljust(64, b"\0")[:64], files=files_pa, count=len(s.files)))
+        )
+    sessions_pa = chain(sess_entries, lay.sizeof("luo_session_ser"))
+    flb = lay.build("luo_flb_header_ser", dict(pgcnt=1, count=len(flbs)))
+    for name, d, c in flbs:
+        flb += lay.build("luo_flb_ser", dict(name=name.encode().ljust(48, b"\0"), data=d, count=c))
+    flbs_pa = put(flb)
+    blob = lay.build(
+        "luo_ser",
+        dict(compatible=b"luo-v5\0\0", liveupdate_num=liveupdate_num, sessions_pa=sessions_pa, flbs_pa=flbs_pa),
+    )
+    luo_phys = put(blob)
+    st = KhoState(
+        version="kho-v4",
+        page_size=ps,
+        byteorder=byteorder,
+        preserved=PageSet.from_pages(ps, pages),
+        subblobs=[SubBlob("LUO", luo_phys, len(blob), blob, "blob-size")],
+    )
+    return Synth(lay, img, st, luo_phys, contents)
