@@ -125,7 +125,7 @@ def _emit(args, data: dict, text) -> None:
 def _load(args, path: str, mem: Sequence[str] = (), root_phys: int | None = None):
     from .capture import load_capture, parse_capture
 
-    cap = load_capture(path, mem or (), root_phys=root_phys)
+    cap = load_capture(path, mem or (), root_phys=root_phys, boot_info=_opt(args, "boot_info"))
     st = parse_capture(
         cap,
         version=_opt(args, "abi"),
@@ -169,7 +169,7 @@ def cmd_dts(args) -> int:
     from .fdt import FDT_MAGIC, to_dts
 
     bo = _opt(args, "byte_order")
-    cap = load_capture(args.input, args.mem or (), root_phys=args.root_phys)
+    cap = load_capture(args.input, args.mem or (), root_phys=args.root_phys, boot_info=_opt(args, "boot_info"))
     docs = [
         (
             "root",
@@ -340,8 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     where = (
         "INPUT is a root FDT file, a debugfs capture directory (containing kho/out, debugfs/kho/out or "
-        "out/: fdt, sub_fdts/<name>, scratch_phys, scratch_len) or a fixture directory written by "
-        "kho build (root.dtb + image.elf + handover.json)."
+        "out/: fdt, sub_fdts/<name>, scratch_phys, scratch_len), a fixture directory written by "
+        "kho build (root.dtb + image.elf + handover.json) or a memory dump alone (ELF core or kdump file: "
+        "the root FDT is found in it). A debugfs fdt that is only a prefix is completed from the image."
     )
 
     def mem_opts(sp, root=True):
@@ -358,7 +359,14 @@ def build_parser() -> argparse.ArgumentParser:
                 "--root-phys",
                 type=_int,
                 metavar="ADDR",
-                help="physical address of the root FDT (default: from handover.json / meta.json)",
+                help="physical address of the root FDT; read from the memory image when it holds it "
+                "(default: handover.json / meta.json, else found in the image)",
+            )
+            sp.add_argument(
+                "--boot-info",
+                metavar="FILE",
+                help="where the root FDT is, as the next kernel was told: an arm64 boot DTB (/chosen "
+                "linux,kho-fdt), an x86 setup_data (SETUP_KEXEC_KHO) or kho_data blob, or a boot_params copy",
             )
 
     s = sub.add_parser(
