@@ -46,7 +46,7 @@ from pathlib import Path
 from . import locate, memmap
 from .errors import ImageError, KhoFormatError
 from .fdt import fdt_totalsize
-from .image import PhysImage
+from .image import LazyData, PhysImage
 from .layout import layout
 from .limits import Limits
 from .safeio import read_regular
@@ -448,6 +448,7 @@ def strip_ranges(image: PhysImage, ranges: Sequence[tuple[int, int]]) -> PhysIma
     """A copy of ``image`` without the byte ranges ``[start, end)``."""
     cuts = sorted((int(a), int(b)) for a, b in ranges if b > a)
     out = PhysImage()
+    out.arch = image.arch
     for seg in image:
         pieces = [(seg.phys, seg.end)]
         for a, b in cuts:
@@ -461,8 +462,10 @@ def strip_ranges(image: PhysImage, ranges: Sequence[tuple[int, int]]) -> PhysIma
                 if b < e:
                     nxt.append((b, e))
             pieces = nxt
-        for s, e in pieces:
-            out.add(s, bytes(seg.data[s - seg.phys : e - seg.phys]))
+        for s, e in pieces:  # views, not copies: a mapped dump stays mapped
+            d = seg.data
+            part = d.sub(s - seg.phys, e - s) if isinstance(d, LazyData) else d[s - seg.phys : e - seg.phys]
+            out.add(s, part)
     return out
 
 
