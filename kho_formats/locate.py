@@ -22,6 +22,7 @@ no copy, one page fault per page).
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,12 +90,41 @@ def _page_heads(image: PhysImage, page_size: int) -> tuple[np.ndarray, np.ndarra
             offs, h = seg.data.page_heads(first, page_size)
         else:
             offs = first + np.arange(n, dtype=np.int64) * page_size
-            h = np.ndarray((n,), dtype=">u4", buffer=seg.data, offset=first, strides=(page_size,))
+            h = _mapped_heads(seg.data, first, n, page_size)
         addrs.append(offs.astype(np.uint64) + np.uint64(seg.phys))
         heads.append(np.asarray(h, dtype=np.uint32))
     if not addrs:
         return np.zeros(0, np.uint64), np.zeros(0, np.uint32)
     return np.concatenate(addrs), np.concatenate(heads)
+
+
+#: bytes of a mapped file scanned before its pages are dropped from this process
+SCAN_CHUNK = 64 << 20
+
+
+def _mapped_heads(data: memoryview, first: int, n: int, page_size: int) -> np.ndarray:
+    """The big-endian u32 at ``first + k * page_size`` of ``data`` for k < n.
+
+    For a view of an ``mmap`` the scan goes chunk by chunk and each chunk's
+    pages are dropped afterwards (``MADV_DONTNEED``: they stay in the page
+    cache), so a scan of a multi-GiB dump does not leave it resident here."""
+    out = np.empty(n, dtype=np.uint32)
+    mm = data.obj if isinstance(data.obj, mmap.mmap) else None
+    base = np.frombuffer(mm, dtype=np.uint8).ctypes.data if mm is not None else 0
+    step = max(1, SCAN_CHUNK // page_size)
+    for k in range(0, n, step):
+        m = min(step, n - k)
+        off = first + k * page_size
+        out[k : k + m] = np.ndarray((m,), dtype=">u4", buffer=data, offset=off, strides=(page_size,))
+        if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            start = np.frombuffer(data, dtype=np.uint8, count=1, offset=off).ctypes.data - base
+            a = start // mmap.PAGESIZE * mmap.PAGESIZE
+            b = min(len(mm), start + m * page_size)
+            try:
+                mm.madvise(mmap.MADV_DONTNEED, a, b - a)
+            except (OSError, ValueError):
+                pass
+    return out
 
 
 def _fdt_pages(image: PhysImage, page_size: int) -> list[int]:
