@@ -221,7 +221,9 @@ def test_inspect_full_dump_rss_and_time(dump):
     rc, secs, rss_kib = int(line[1]), float(line[2]), int(line[3])
     assert rc == 0, out.stderr
     assert "0x1cfe000" in out.stdout
-    assert rss_kib < 300 * 1024, f"peak RSS {rss_kib} KiB for a 1 GiB dump"
+    # 117 MiB when run alone; up to ~390 MiB seen inside the full suite (file pages mapped
+    # around the scan's faults); before mmap it was the dump size + 20 MiB
+    assert rss_kib < 512 * 1024, f"peak RSS {rss_kib} KiB for a 1 GiB dump"
     assert secs < 20
 
 
