@@ -121,7 +121,7 @@ def _emit(args, data: dict, text) -> None:
 def _load(args, path: str, mem: Sequence[str] = (), root_phys: int | None = None):
     from .capture import load_capture, parse_capture
 
-    cap = load_capture(path, mem or (), root_phys=root_phys)
+    cap = load_capture(path, mem or (), root_phys=root_phys, boot_info=_opt(args, "boot_info"))
     st = parse_capture(
         cap,
         version=_opt(args, "abi"),
@@ -165,7 +165,7 @@ def cmd_dts(args) -> int:
     from .fdt import FDT_MAGIC, to_dts
 
     bo = _opt(args, "byte_order")
-    cap = load_capture(args.input, args.mem or (), root_phys=args.root_phys)
+    cap = load_capture(args.input, args.mem or (), root_phys=args.root_phys, boot_info=_opt(args, "boot_info"))
     docs = [
         (
             "root",
@@ -269,6 +269,50 @@ def cmd_convert(args) -> int:
     return EXIT_OK
 
 
+def cmd_capture(args) -> int:
+    from .capture import load_capture, parse_capture
+    from .clients import decode_clients
+    from .extract import handover_image, write_capture
+    from .limits import Budget
+
+    if not args.from_dump:
+        raise UsageError("live capture is not implemented yet: give --from-dump DUMP [DEBUGFS]")
+    if args.debugfs:
+        cap = load_capture(args.debugfs, [args.from_dump], root_phys=args.root_phys, boot_info=args.boot_info)
+    else:
+        cap = load_capture(args.from_dump, root_phys=args.root_phys, boot_info=args.boot_info)
+    st = parse_capture(
+        cap,
+        version=_opt(args, "abi"),
+        page_size=_opt(args, "page_size"),
+        byteorder=_opt(args, "byte_order"),
+        v1_bitmap=_opt(args, "v1_bitmap"),
+        limits=_limits(args),
+    )
+    assert cap.image is not None
+    clients = decode_clients(st, cap.image, budget=Budget(_limits(args)))
+    keep = handover_image(cap.image, st, clients, referenced_only=args.referenced_only)
+    files = write_capture(args.output, cap, st, keep, referenced_only=args.referenced_only, source=str(args.from_dump))
+    data = {
+        "schema": "kho-formats/capture/1",
+        "outdir": args.output,
+        "files": files,
+        "root_fdt_phys": st.root_fdt_phys,
+        "image_bytes": keep.total_bytes,
+        "image_segments": len(keep.covered()),
+        "source_bytes": cap.image.total_bytes,
+        "referenced_only": args.referenced_only,
+        "notes": list(st.notes),
+    }
+    text = (
+        f"captured the {st.version} handover at {st.root_fdt_phys:#x} into {args.output}: "
+        f"{keep.total_bytes} bytes in {len(keep.covered())} ranges (of {cap.image.total_bytes} in the dump)\n"
+        + "".join(f"  note: {n}\n" for n in st.notes)
+    )
+    _emit(args, data, text)
+    return EXIT_OK
+
+
 def cmd_check(args) -> int:
     from .check import check
     from .clients import decode_clients
@@ -362,8 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     where = (
         "INPUT is a root FDT file, a debugfs capture directory (containing kho/out, debugfs/kho/out or "
-        "out/: fdt, sub_fdts/<name>, scratch_phys, scratch_len) or a fixture directory written by "
-        "kho build (root.dtb + image.elf + handover.json)."
+        "out/: fdt, sub_fdts/<name>, scratch_phys, scratch_len), a fixture directory written by "
+        "kho build (root.dtb + image.elf + handover.json) or a memory dump alone (ELF core or kdump file: "
+        "the root FDT is found in it). A debugfs fdt that is only a prefix is completed from the image."
     )
 
     def mem_opts(sp, root=True):
@@ -380,7 +425,14 @@ def build_parser() -> argparse.ArgumentParser:
                 "--root-phys",
                 type=_int,
                 metavar="ADDR",
-                help="physical address of the root FDT (default: from handover.json / meta.json)",
+                help="physical address of the root FDT; read from the memory image when it holds it "
+                "(default: handover.json / meta.json, else found in the image)",
+            )
+            sp.add_argument(
+                "--boot-info",
+                metavar="FILE",
+                help="where the root FDT is, as the next kernel was told: an arm64 boot DTB (/chosen "
+                "linux,kho-fdt), an x86 setup_data (SETUP_KEXEC_KHO) or kho_data blob, or a boot_params copy",
             )
 
     s = sub.add_parser(
@@ -467,10 +519,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="bitmap size when converting to kho-v1 (default: the source's, else page)",
     )
     s.add_argument(
-        "--arch", choices=("arm64", "x86_64"), help="ELF machine of the output (default: recorded, else arm64)"
+        "--arch",
+        choices=("arm64", "x86_64"),
+        help="ELF machine of the output (default: recorded, else the input ELF's e_machine, else arm64)",
     )
     s.add_argument("--name", help="fixture name (default: OUTDIR's name)")
     s.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser(
+        "capture",
+        parents=[common],
+        help="write the handover of a memory dump as a compact capture directory",
+        description="Write only the handover of DUMP (ELF core, kdump file, bundle or RAW@BASE) into a "
+        "new directory: root.dtb, image.elf (root FDT page, memory-map pages, sub-blobs, the memory "
+        "clients reference and the contents of every preserved page) and meta.json. DEBUGFS, when "
+        "given, is the debugfs capture (its fdt may be the prefix debugfs exposes); without it the "
+        "root FDT is found in the dump.",
+        epilog=EPILOG,
+    )
+    s.add_argument("--from-dump", metavar="DUMP", help="the memory dump to cut the handover out of")
+    s.add_argument("debugfs", nargs="?", metavar="DEBUGFS")
+    s.add_argument("-o", "--output", required=True, metavar="DIR", help="new (or empty) output directory")
+    s.add_argument("--referenced-only", action="store_true", help="leave the preserved pages' contents out")
+    s.add_argument("--root-phys", type=_int, metavar="ADDR", help="physical address of the root FDT in the dump")
+    s.add_argument("--boot-info", metavar="FILE", help="boot DTB / setup_data / boot_params naming the root FDT")
+    s.set_defaults(func=cmd_capture)
 
     s = sub.add_parser(
         "check",

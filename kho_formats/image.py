@@ -6,27 +6,44 @@ them) and a bundle directory (``manifest.json`` plus raw segment files).
 Writers: the same ELF core and bundle.  Reads across the boundary of two
 adjacent segments work; a read of memory the image lacks raises
 :class:`ImageError` naming the address and what was being read.
+
+Files are mapped, not read (:func:`~kho_formats.safeio.map_regular`): a
+segment loaded from a file is a read-only view of a shared ``mmap``, so a
+multi-GiB dump costs page cache, not resident memory, and only the pages a
+parse touches are ever brought in.  :meth:`PhysImage.write` into such a
+segment splits it and copies only the pages written (never the file).  A
+segment may also be a :class:`LazyData` (a kdump file's pages, decompressed
+on access).
 """
 
 from __future__ import annotations
 
 import bisect
 import json
+import mmap
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import IO
 
 import construct as cs
 import numpy as np
 
 from .errors import ImageError
 from .layout import parse_struct, struct_dtype
+from .safeio import SMALL_FILE_LIMIT, map_regular, read_regular
 
 BytesLike = bytes | bytearray | memoryview
 
 ELF_MACHINES = {"x86_64": 62, "aarch64": 183, "arm64": 183}
+#: ``e_machine`` -> the arch name fixtures record
+ELF_ARCHS = {62: "x86_64", 183: "arm64"}
+#: a read-only segment larger than this is split by :meth:`PhysImage.write`, not copied whole
+SPLIT_ON_WRITE = 1 << 20
+#: the granule :meth:`PhysImage.write` copies out of a split segment
+WRITE_GRANULE = 4096
 PT_LOAD = 1
 ET_CORE = 4
 
@@ -86,10 +103,74 @@ def elf_structs(byteorder: str) -> ElfStructs:
     return ElfStructs(ehdr, phdr, struct_dtype(phdr))
 
 
+class LazyData:
+    """Segment bytes produced on demand (e.g. decompressed kdump pages).
+
+    Subclasses give ``size`` and :meth:`fetch`; slicing returns a memoryview
+    of the bytes fetched.  Immutable: :meth:`PhysImage.write` splits around it.
+    """
+
+    readonly = True
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def fetch(self, off: int, n: int) -> bytes:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __getitem__(self, item: slice) -> memoryview:
+        start, stop, step = item.indices(self.size)
+        if step != 1:
+            raise ValueError("LazyData slices have step 1")
+        return memoryview(self.fetch(start, max(0, stop - start)))
+
+    def sub(self, off: int, n: int) -> LazyData:
+        """The bytes ``[off, off + n)`` as another lazy object."""
+        return _LazySlice(self, off, n)
+
+    def page_heads(self, first: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(offsets, big-endian u32 at each offset) for ``first, first + step, ...``
+        (page scans; subclasses may avoid producing whole pages)."""
+        offs = np.arange(first, self.size - 3, step, dtype=np.int64)
+        heads = np.array([int.from_bytes(self.fetch(int(o), 4), "big") for o in offs.tolist()], dtype=np.uint32)
+        return offs, heads
+
+
+class _LazySlice(LazyData):
+    def __init__(self, base: LazyData, off: int, n: int) -> None:
+        super().__init__(n)
+        self.base, self.off = base, off
+
+    def fetch(self, off: int, n: int) -> bytes:
+        return self.base.fetch(self.off + off, n)
+
+    def page_heads(self, first: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+        offs, heads = self.base.page_heads(self.off + first, step)
+        keep = offs < self.off + self.size - 3
+        return offs[keep] - self.off, heads[keep]
+
+    def sub(self, off: int, n: int) -> LazyData:
+        return _LazySlice(self.base, self.off + off, n)
+
+
+SegmentData = memoryview | LazyData
+
+
+def _immutable(data: SegmentData) -> bool:
+    """Bytes nobody can change through this image: an ``ACCESS_READ`` mapping,
+    ``bytes`` or lazy data (shared between copies instead of duplicated)."""
+    if isinstance(data, LazyData):
+        return True
+    return data.readonly and isinstance(data.obj, (bytes, mmap.mmap))
+
+
 @dataclass(frozen=True)
 class Segment:
     phys: int
-    data: memoryview
+    data: SegmentData
 
     @property
     def end(self) -> int:
@@ -99,19 +180,25 @@ class Segment:
 class PhysImage:
     """Sparse physical memory: non-overlapping segments sorted by address."""
 
-    def __init__(self, segments: Iterable[tuple[int, BytesLike]] = ()) -> None:
+    def __init__(self, segments: Iterable[tuple[int, BytesLike | LazyData]] = ()) -> None:
         self._segs: list[Segment] = []
         self._starts: list[int] = []
+        #: the arch of the ELF core it was loaded from (``e_machine``), if known
+        self.arch: str | None = None
         for phys, data in segments:
             self.add(phys, data)
 
     # -- building ---------------------------------------------------------
-    def add(self, phys: int, data: BytesLike, *, what: str = "segment") -> None:
+    def add(self, phys: int, data: BytesLike | LazyData, *, what: str = "segment") -> None:
         if phys < 0 or phys + len(data) > 1 << 64:
             raise ImageError(f"{what} of {len(data)} bytes does not fit the 64-bit address space", phys=phys)
         if len(data) == 0:
             return
-        mv = memoryview(data).cast("B") if not isinstance(data, memoryview) else data.cast("B")
+        mv: SegmentData
+        if isinstance(data, LazyData):
+            mv = data
+        else:
+            mv = memoryview(data).cast("B") if not isinstance(data, memoryview) else data.cast("B")
         i = bisect.bisect_left(self._starts, phys)
         if i > 0 and self._segs[i - 1].end > phys:
             prev = self._segs[i - 1]
@@ -123,25 +210,61 @@ class PhysImage:
         self._starts.insert(i, phys)
 
     def write(self, phys: int, data: BytesLike, *, what: str = "data") -> None:
-        """Add bytes, or overwrite bytes already covered by one writable segment."""
+        """Add bytes, or overwrite bytes already covered by one segment.
+
+        A read-only segment (a mapped file, lazy data) is never written
+        through: a small one is copied, a large one split so that only the
+        :data:`WRITE_GRANULE` pages written become private copies.
+        """
+        n = len(data)
         i = bisect.bisect_right(self._starts, phys) - 1
-        if i >= 0 and self._segs[i].phys <= phys and phys + len(data) <= self._segs[i].end:
+        if i >= 0 and self._segs[i].phys <= phys and phys + n <= self._segs[i].end:
             seg = self._segs[i]
-            if seg.data.readonly:
-                buf = bytearray(seg.data)
-                self._segs[i] = seg = Segment(seg.phys, memoryview(buf))
-            seg.data[phys - seg.phys : phys - seg.phys + len(data)] = bytes(data)
+            if n == 0:
+                return
+            sd = seg.data
+            if isinstance(sd, LazyData) or sd.readonly:
+                if len(sd) <= SPLIT_ON_WRITE:
+                    buf = memoryview(bytearray(sd[0 : len(sd)]))
+                    self._segs[i] = seg = Segment(seg.phys, buf)
+                else:
+                    seg = self._split_for_write(i, phys, n)
+            target = seg.data
+            assert isinstance(target, memoryview)
+            target[phys - seg.phys : phys - seg.phys + n] = bytes(data)
             return
         self.add(phys, bytes(data), what=what)
+
+    def _split_for_write(self, i: int, phys: int, n: int) -> Segment:
+        """Replace read-only segment ``i`` by [before, private copy, after]
+        around ``[phys, phys + n)`` (granule-aligned); the copy's Segment."""
+        seg = self._segs[i]
+        g = WRITE_GRANULE
+        a = max(seg.phys, phys // g * g)
+        b = min(seg.end, -(-(phys + n) // g) * g)
+        parts: list[Segment] = []
+        if a > seg.phys:
+            parts.append(Segment(seg.phys, _slice(seg.data, 0, a - seg.phys)))
+        mid = Segment(a, memoryview(bytearray(seg.data[a - seg.phys : b - seg.phys])))
+        parts.append(mid)
+        if b < seg.end:
+            parts.append(Segment(b, _slice(seg.data, b - seg.phys, seg.end - b)))
+        self._segs[i : i + 1] = parts
+        self._starts[i : i + 1] = [p.phys for p in parts]
+        return mid
 
     def merged(self, other: PhysImage) -> PhysImage:
         out = PhysImage((s.phys, s.data) for s in self._segs)
         for s in other._segs:
             out.add(s.phys, s.data)
+        out.arch = self.arch or other.arch
         return out
 
     def copy(self) -> PhysImage:
-        return PhysImage((s.phys, bytes(s.data)) for s in self._segs)
+        """An independent copy; immutable bytes (mapped files, lazy data) are shared, not duplicated."""
+        out = PhysImage((s.phys, s.data if _immutable(s.data) else bytes(s.data[0 : len(s.data)])) for s in self._segs)
+        out.arch = self.arch
+        return out
 
     # -- reading ------------------------------------------------------------
     @property
@@ -214,7 +337,7 @@ class PhysImage:
             sel = np.flatnonzero(idx == k)
             off = addrs[sel] - np.uint64(seg.phys)
             fits = (off % np.uint64(size) == 0) & (off + np.uint64(size) <= np.uint64(len(seg.data)))
-            if not fits.any():
+            if not fits.any() or isinstance(seg.data, LazyData):
                 continue
             rows = np.frombuffer(seg.data, dtype=np.uint8, count=len(seg.data) // size * size).reshape(-1, size)
             out[sel[fits]] = rows[(off[fits] // np.uint64(size)).astype(np.int64)]
@@ -245,18 +368,20 @@ class PhysImage:
 
     # -- raw ---------------------------------------------------------------------
     @classmethod
-    def from_raw(cls, data: BytesLike | str | os.PathLike[str], base: int) -> PhysImage:
+    def from_raw(cls, data: BytesLike | mmap.mmap | str | os.PathLike[str], base: int) -> PhysImage:
+        """One segment at ``base``; a path is mapped, not read."""
         if isinstance(data, (str, os.PathLike)):
-            data = _read_file(data, "raw image")
-        return cls([(base, data)])
+            data = _map_file(data, "raw image")
+        return cls([(base, memoryview(data))])
 
     # -- ELF core --------------------------------------------------------------
     @classmethod
-    def from_elf(cls, data: BytesLike | str | os.PathLike[str], *, name: str = "ELF image") -> PhysImage:
-        """PT_LOAD segments placed at ``p_paddr`` (``p_filesz`` bytes each)."""
+    def from_elf(cls, data: BytesLike | mmap.mmap | str | os.PathLike[str], *, name: str = "ELF image") -> PhysImage:
+        """PT_LOAD segments placed at ``p_paddr`` (``p_filesz`` bytes each);
+        a path is mapped, and the segments are views of the mapping."""
         if isinstance(data, (str, os.PathLike)):
             name = str(data)
-            data = _read_file(data, "ELF image")
+            data = _map_file(data, "ELF image")
         buf = memoryview(data)
         if len(buf) < elf_structs("little").ehdr_size or bytes(buf[:4]) != b"\x7fELF":
             raise ImageError(f"{name}: not an ELF file", expected="\\x7fELF magic")
@@ -272,6 +397,7 @@ class PhysImage:
         if eh.e_phoff + eh.e_phnum * phsize > len(buf):
             raise ImageError(f"{name}: program headers past end of file ({eh.e_phoff:#x} + {eh.e_phnum} x {phsize})")
         img = cls()
+        img.arch = ELF_ARCHS.get(int(eh.e_machine))
         # all program headers at once (up to 65535 of them: one construct parse
         # each would take seconds on a hostile file), then PT_LOADs by address
         # so that adding them is O(n log n) and overlaps are caught pairwise
@@ -293,6 +419,30 @@ class PhysImage:
         """An ELF64 core whose PT_LOAD segments carry physical addresses
         (``p_paddr`` = ``p_vaddr`` = phys), readable by pyelftools and QEMU's
         generic loader."""
+        head, chunks = self._elf_head(byteorder=byteorder, machine=machine, merge=merge)
+        return head + b"".join(self.read(a, b - a) for a, b in chunks)
+
+    def write_elf(
+        self, out: IO[bytes], *, byteorder: str = "little", machine: str = "x86_64", merge: bool = True
+    ) -> int:
+        """:meth:`to_elf` streamed into ``out`` in bounded chunks; bytes written."""
+        head, chunks = self._elf_head(byteorder=byteorder, machine=machine, merge=merge)
+        out.write(head)
+        n = len(head)
+        for a, b in chunks:
+            n += self.stream(out, a, b - a)
+        return n
+
+    def stream(self, out: IO[bytes], phys: int, size: int, *, chunk: int = 1 << 22) -> int:
+        """Copy ``size`` bytes at ``phys`` into ``out``, ``chunk`` bytes at a time."""
+        done = 0
+        while done < size:
+            k = min(chunk, size - done)
+            out.write(self.view(phys + done, k))
+            done += k
+        return done
+
+    def _elf_head(self, *, byteorder: str, machine: str, merge: bool) -> tuple[bytes, list[tuple[int, int]]]:
         little = byteorder == "little"
         elf = elf_structs("little" if little else "big")
         ehdr_s, phdr_s = elf.ehdr, elf.phdr
@@ -344,7 +494,7 @@ class PhysImage:
             off += b - a
         head = b"".join(out)
         head += bytes(data_off - len(head))
-        return head + b"".join(self.read(a, b - a) for a, b in chunks)
+        return head, chunks
 
     # -- bundle directory ----------------------------------------------------------
     MANIFEST = "manifest.json"
@@ -358,7 +508,8 @@ class PhysImage:
         chunks = self.covered() if merge else [(s.phys, s.end) for s in self._segs]
         for a, b in chunks:
             fname = f"seg-{a:016x}.bin"
-            (d / fname).write_bytes(self.read(a, b - a))
+            with open(d / fname, "wb") as fh:
+                self.stream(fh, a, b - a)
             segs.append({"file": fname, "phys": a, "size": b - a})
         manifest = {"format": "kho-formats-image", "version": 1, "segments": segs}
         if extra:
@@ -370,8 +521,10 @@ class PhysImage:
     def from_bundle(cls, directory: str | os.PathLike[str]) -> PhysImage:
         d = Path(directory)
         mpath = d / cls.MANIFEST
+        if not os.path.lexists(mpath):
+            raise ImageError(f"{mpath}: no manifest")
         try:
-            manifest = json.loads(mpath.read_text())
+            manifest = json.loads(read_regular(mpath, "the manifest", inside=d, error=ImageError))
             segs = manifest["segments"]
             if not isinstance(segs, list):
                 raise TypeError("segments is not a list")
@@ -382,6 +535,7 @@ class PhysImage:
         except (ValueError, KeyError, TypeError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
             raise ImageError(f"{mpath}: bad manifest ({type(exc).__name__}: {str(exc)[:200]})") from None
         img = cls()
+        mapped: dict[Path, memoryview] = {}
         for k, seg in enumerate(segs):
             try:
                 fname, phys = seg["file"], seg["phys"]
@@ -398,7 +552,9 @@ class PhysImage:
                 raise ImageError(f"{mpath}: segment #{k} file {fname!r} cannot be resolved ({exc})") from None
             if d.resolve() not in fpath.parents:
                 raise ImageError(f"{mpath}: segment #{k} file {fname!r} is outside the bundle")
-            data = _read_file(fpath, f"segment #{k}")
+            data = mapped.get(fpath)
+            if data is None:  # one mapping per file, however often the manifest names it
+                data = mapped[fpath] = memoryview(_map_file(fpath, f"segment #{k}", inside=d))
             if size >= 0 and size != len(data):
                 raise ImageError(f"{fpath}: {len(data)} bytes, manifest says {size}", phys=phys)
             img.add(phys, data, what=f"segment #{k} ({fname})")
@@ -416,10 +572,17 @@ class PhysImage:
         p = Path(spec)
         if p.is_dir():
             return cls.from_bundle(p)
-        head = _read_file(p, "image")
+        data = _map_file(p, "image")
+        head = bytes(data[:16])
         if head[:4] == b"\x7fELF":
-            return cls.from_elf(head, name=str(p))
-        raise ImageError(f"{spec}: neither an ELF core nor a bundle directory; give a raw dump as FILE@BASE")
+            return cls.from_elf(data, name=str(p))
+        from .kdump import is_kdump, load_kdump
+
+        if is_kdump(head):
+            return load_kdump(p, data)
+        raise ImageError(
+            f"{spec}: neither an ELF core, a kdump file nor a bundle directory; give a raw dump as FILE@BASE"
+        )
 
     def __iter__(self) -> Iterator[Segment]:
         return iter(self._segs)
@@ -428,9 +591,24 @@ class PhysImage:
         return f"PhysImage({len(self._segs)} segments, {self.total_bytes} bytes)"
 
 
-def _read_file(path: str | os.PathLike[str], what: str) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except OSError as exc:
-        raise ImageError(f"cannot read {what} {os.fspath(path)}: {exc.strerror}") from None
+def _slice(data: SegmentData, off: int, n: int) -> SegmentData:
+    return data.sub(off, n) if isinstance(data, LazyData) else data[off : off + n]
+
+
+def _map_file(
+    path: str | os.PathLike[str], what: str, *, inside: str | os.PathLike[str] | None = None
+) -> mmap.mmap | bytes:
+    """A regular file mapped read-only (see :mod:`kho_formats.safeio`)."""
+    return map_regular(path, what, inside=inside, error=ImageError)
+
+
+__all__ = [
+    "PhysImage",
+    "Segment",
+    "LazyData",
+    "ElfStructs",
+    "elf_structs",
+    "ELF_MACHINES",
+    "ELF_ARCHS",
+    "SMALL_FILE_LIMIT",
+]

@@ -9,6 +9,13 @@ the old map's own pages (v1 chunks and bitmaps, radix nodes and leaves, see
 :meth:`KhoState.metadata_pages`), the free regions a fixture recorded in
 ``handover.json`` and any regions the caller names.  What the target cannot
 hold is refused (:class:`~kho_formats.errors.UnrepresentableError`).
+
+From a full memory dump only the handover is kept
+(:func:`~kho_formats.extract.handover_image`: root FDT page, map pages,
+sub-blobs, client data, preserved contents), the arch comes from the dump's
+ELF ``e_machine`` when nothing recorded it, and memory the dump shows but the
+handover does not use is where the ``kho_scratch`` array (and, when the old
+map's pages do not suffice, the new map) may go.
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ from collections.abc import Sequence
 
 from . import memmap
 from .capture import Capture, strip_ranges
+from .clients import decode_clients
 from .errors import KhoFormatError
+from .extract import handover_image, handover_ranges, merge_ranges, spare_ranges, subtract
 from .fixture import Fixture, disjoint_regions, make_fixture
 from .state import KhoState, build, convert
 
@@ -53,7 +62,22 @@ def convert_capture(
     root = state.root_fdt_phys
     if root is not None:
         drop.append((root, root + ps))
-    base = strip_ranges(cap.image, drop)
+    clients = decode_clients(state, cap.image)
+    keep = handover_ranges(state, clients)
+    source = cap.image
+    notes: list[str] = []
+    spare: list[tuple[int, int]] = []
+    kept = handover_image(cap.image, state, clients)
+    boot_pages = [(a // ps * ps, -(-b // ps) * ps) for a, b in cap.boot_ranges]
+    outside = subtract(merge_ranges(cap.image.covered()), merge_ranges(keep + boot_pages))
+    if outside:  # a full dump: keep the handover, not the machine
+        source = kept
+        spare = spare_ranges(cap.image, keep + list(cap.boot_ranges) + [(a, a + s) for a, s in state.scratch], ps)
+        notes.append(
+            f"kept the handover only: {kept.total_bytes} of the image's {cap.image.total_bytes} bytes "
+            "(root FDT page, map pages, sub-blobs, client data, preserved pages)"
+        )
+    base = strip_ranges(source, drop)
     if root is not None:
         base.add(root, bytes(ps), what="root FDT page")
     regions: list[tuple[int, int]] = []
@@ -61,6 +85,9 @@ def convert_capture(
         regions.append((a, b - a))
     regions += [(int(a), int(s)) for a, s in alloc]
     regions = disjoint_regions(regions + list(cap.alloc))
+    if not regions and spare:
+        regions = disjoint_regions(spare)
+        notes.append("new map pages placed in memory the dump shows as unused by the handover")
     if not regions and (target.preserved or target.scratch):
         raise KhoFormatError(
             "no memory to place the new memory map in: the source has no map pages to reuse",
@@ -68,7 +95,14 @@ def convert_capture(
         )
     built = build(target, alloc=regions, image=base)
     extra = {"converted_from": state.version, "source": cap.sources.get("root_fdt")}
-    fx = make_fixture(built, arch=arch or cap.arch or "arm64", name=name, alloc=regions, extra=extra)
+    the_arch = arch or cap.arch or "arm64"
+    fx = make_fixture(built, arch=the_arch, name=name, alloc=regions, extra=extra)
+    if fx.scratch_array_phys is None and target.scratch and spare:
+        fx = make_fixture(built, arch=the_arch, name=name, alloc=disjoint_regions(regions + spare), extra=extra)
+        if fx.scratch_array_phys is not None:
+            notes.append(f"kho_scratch array placed at {fx.scratch_array_phys:#x}, memory the dump shows as unused")
+    if notes:
+        fx.extra["notes"] = notes + list(fx.extra.get("notes", []))  # type: ignore[operator]
     changes = []
     if state.abi.compatible != target.abi.compatible:
         changes.append(f"compatible {state.abi.compatible} -> {target.abi.compatible}")

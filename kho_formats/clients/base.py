@@ -12,6 +12,9 @@ A KHO client is whatever one sub-node of the root FDT points at.  One
   same);
 * ``areas(result)``: the vmalloc areas it references (inspect lists them and
   check verifies their chunks and groups are preserved, whatever the client);
+* ``referenced(result, page_size)``: the byte ranges of memory it references
+  (what a compact capture of a full dump must keep: by default the chunks and
+  pages of its vmalloc areas; a client adds its own structures);
 * ``findings(result, ctx)``: its own ``kho check`` findings;
 * ``spec_type``, ``spec_table`` and ``spec_params(values, where, base_dir)``:
   the ``[[blob]]`` keys it adds and their typed form;
@@ -212,6 +215,15 @@ class Client:
 
     def areas(self, result: Any) -> list[VmallocArea]:
         return []
+
+    def referenced(self, result: Any, page_size: int) -> list[tuple[int, int]]:
+        """Byte ranges ``[start, end)`` this client's data lives in, besides its
+        sub-blob (kept by ``kho capture --from-dump`` and ``convert``)."""
+        out: list[tuple[int, int]] = []
+        for area in self.areas(result):
+            out += [(int(c), int(c) + page_size) for c in area.chunks]
+            out += [(int(a), int(a) + page_size) for a in area.page_addresses(page_size).tolist()]
+        return out
 
     # text (from the JSON form)
     def summary(self, decoded: Any) -> str:

@@ -299,6 +299,11 @@ class KhoTestClient(Client):
     spec_table = SPEC
     boot_rule = BootRule(judge=_judge_boot)
 
+    def referenced(self, result: Any, page_size: int) -> list[tuple[int, int]]:
+        """The folio list's vmalloc chunks and pages, and every folio."""
+        out = super().referenced(result, page_size)
+        return out + [(int(p), int(p) + (page_size << int(o))) for p, o in result.folios]
+
     def decode(self, blob: bytes, ctx: DecodeContext) -> KhoTest:
         return decode(blob, ctx.layout, ctx.image, budget=ctx.budget, where=ctx.where or NAME)
 

@@ -1,0 +1,495 @@
+"""makedumpfile's compressed kdump format (``KDUMP   ``) as a :class:`PhysImage` source.
+
+What ``makedumpfile -c/-l/-p/-z`` and QEMU's ``dump-guest-memory -z/-l/-s``
+write (makedumpfile's ``diskdump_mod.h``)::
+
+    block 0                  struct disk_dump_header   ("KDUMP   ", block_size, bitmap_blocks, max_mapnr ...)
+    block 1 .. sub_hdr_size  struct kdump_sub_header   (phys_base, max_mapnr_64 from header_version 6)
+    bitmap_blocks blocks     two bitmaps of max_mapnr bits: 1st valid RAM, 2nd dumped pages
+    page descriptors         struct page_desc { off_t offset; u32 size; u32 flags; u64 page_flags; }
+                             one per dumped page (2nd bitmap bit set), in pfn order
+    page data                zlib (flags 0x1), lzo (0x2), snappy (0x4), zstd (0x20) or raw (0)
+
+The *flattened* variant (``makedumpfile -F``, for piping) is a 4096-byte
+``makedumpfile`` header followed by ``{be64 offset, be64 size, data}``
+records of the same file, ended by offset ``-1``: records are indexed once and
+read in place.
+
+Pages are decompressed on access (:class:`KdumpPages`, a
+:class:`~kho_formats.image.LazyData` per run of dumped pages) and kept in a
+bounded cache; the file is mapped, not read.  zlib always works; snappy and
+zstd need ``cramjam`` (or ``zstandard``), lzo needs ``python-lzo``: a page
+compressed with a missing codec raises :class:`ImageError` naming what to
+install.  :func:`write_kdump` writes the format (tests, and converting other
+images into files ``crash`` reads).
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import mmap
+import os
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import IO
+
+import construct as cs
+import numpy as np
+
+from .errors import ImageError
+from .image import LazyData, PhysImage
+from .layout import parse_struct
+
+KDUMP_SIGNATURE = b"KDUMP   "
+FLAT_SIGNATURE = b"makedumpfile"
+FLAT_HEADER_SIZE = 4096
+DUMP_DH_COMPRESSED_ZLIB = 0x1
+DUMP_DH_COMPRESSED_LZO = 0x2
+DUMP_DH_COMPRESSED_SNAPPY = 0x4
+DUMP_DH_COMPRESSED_INCOMPLETE = 0x8
+DUMP_DH_EXCLUDED_VMEMMAP = 0x10
+DUMP_DH_COMPRESSED_ZSTD = 0x20
+COMPRESSIONS = {"none": 0, "zlib": DUMP_DH_COMPRESSED_ZLIB, "snappy": DUMP_DH_COMPRESSED_SNAPPY, "zstd": 0x20}
+_CODEC_FLAGS = DUMP_DH_COMPRESSED_ZLIB | DUMP_DH_COMPRESSED_LZO | DUMP_DH_COMPRESSED_SNAPPY | DUMP_DH_COMPRESSED_ZSTD
+#: decompressed pages kept per file
+PAGE_CACHE = 1024
+BLOCK_SIZES = (4096, 8192, 16384, 65536)
+
+
+@dataclass(frozen=True)
+class KdumpStructs:
+    header: cs.Construct
+    sub_header: cs.Construct
+    page_desc: np.dtype
+
+
+@cache
+def kdump_structs(byteorder: str) -> KdumpStructs:
+    """``struct disk_dump_header``, ``struct kdump_sub_header`` (64-bit) and
+    ``page_desc_t`` for one byte order."""
+    le = byteorder == "little"
+    i32, u32 = (cs.Int32sl, cs.Int32ul) if le else (cs.Int32sb, cs.Int32ub)
+    i64, u64 = (cs.Int64sl, cs.Int64ul) if le else (cs.Int64sb, cs.Int64ub)
+    header = cs.Struct(
+        "signature" / cs.Bytes(8) * '"KDUMP   "',
+        "header_version" / i32,
+        "utsname" / cs.Bytes(390) * "struct new_utsname: 6 x 65 chars",
+        cs.Padding(6),
+        "tv_sec" / i64,
+        "tv_usec" / i64,
+        "status" / u32,
+        "block_size" / i32 * "page size of the dumped machine",
+        "sub_hdr_size" / i32 * "blocks of kdump_sub_header",
+        "bitmap_blocks" / u32 * "blocks of both bitmaps",
+        "max_mapnr" / u32 * "32-bit max_mapnr (obsolete, see max_mapnr_64)",
+        "total_ram_blocks" / u32,
+        "device_blocks" / u32,
+        "written_blocks" / u32,
+        "current_cpu" / u32,
+        "nr_cpus" / i32,
+    )
+    sub = cs.Struct(
+        "phys_base" / u64,
+        "dump_level" / i32,
+        "split" / i32,
+        "start_pfn" / u64,
+        "end_pfn" / u64,
+        "offset_vmcoreinfo" / i64,
+        "size_vmcoreinfo" / u64,
+        "offset_note" / i64,
+        "size_note" / u64,
+        "offset_eraseinfo" / i64,
+        "size_eraseinfo" / u64,
+        "start_pfn_64" / u64,
+        "end_pfn_64" / u64,
+        "max_mapnr_64" / u64,
+    )
+    e = "<" if le else ">"
+    pd = np.dtype([("offset", e + "i8"), ("size", e + "u4"), ("flags", e + "u4"), ("page_flags", e + "u8")])
+    return KdumpStructs(header, sub, pd)
+
+
+def is_kdump(head: bytes) -> bool:
+    """A kdump-compressed (or flattened) file's first bytes."""
+    return head.startswith(KDUMP_SIGNATURE) or head.startswith(FLAT_SIGNATURE)
+
+
+# -- sources: the file's bytes, in place or through the flattened records ----------------
+
+
+class _Mapped:
+    def __init__(self, buf: mmap.mmap | bytes, name: str) -> None:
+        self.buf = memoryview(buf)
+        self.size = len(self.buf)
+        self.name = name
+
+    def pread(self, off: int, n: int, what: str) -> bytes:
+        if off < 0 or n < 0 or off + n > self.size:
+            raise ImageError(f"{self.name}: {what} ({n} bytes at file offset {off:#x}) past the end of the file")
+        return bytes(self.buf[off : off + n])
+
+    def array(self, dtype: np.dtype, count: int, off: int, what: str) -> np.ndarray:
+        if off < 0 or off + count * dtype.itemsize > self.size:
+            raise ImageError(f"{self.name}: {what} ({count} entries at file offset {off:#x}) past the end")
+        return np.frombuffer(self.buf, dtype=dtype, count=count, offset=off)
+
+
+class _Flattened(_Mapped):
+    """``makedumpfile -F`` output: records ``{be64 offset, be64 size, data}``."""
+
+    def __init__(self, buf: mmap.mmap | bytes, name: str) -> None:
+        super().__init__(buf, name)
+        recs: list[tuple[int, int, int, int]] = []  # (virtual offset, size, file offset, sequence)
+        pos, end = FLAT_HEADER_SIZE, len(self.buf)
+        while True:
+            if pos + 16 > end:
+                raise ImageError(f"{name}: flattened kdump ends without its end marker (at {pos:#x})")
+            vo = int.from_bytes(self.buf[pos : pos + 8], "big", signed=True)
+            size = int.from_bytes(self.buf[pos + 8 : pos + 16], "big", signed=True)
+            if vo == -1:
+                break
+            if vo < 0 or size < 0 or pos + 16 + size > end:
+                raise ImageError(f"{name}: bad flattened record at {pos:#x} (offset {vo:#x}, size {size})")
+            recs.append((vo, size, pos + 16, len(recs)))
+            pos += 16 + size
+        recs.sort()
+        self.recs = recs
+        self.starts = [r[0] for r in recs]
+        self.longest = max((r[1] for r in recs), default=0)
+        self.size = max((r[0] + r[1] for r in recs), default=0)
+
+    def pread(self, off: int, n: int, what: str) -> bytes:
+        out = bytearray(n)
+        have = np.zeros(n, dtype=bool)
+        lo = bisect.bisect_left(self.starts, off - self.longest)
+        hi = bisect.bisect_left(self.starts, off + n)
+        for vo, size, fpos, _seq in sorted(self.recs[lo:hi], key=lambda r: r[3]):  # later records win
+            a, b = max(off, vo), min(off + n, vo + size)
+            if a < b:
+                out[a - off : b - off] = self.buf[fpos + a - vo : fpos + b - vo]
+                have[a - off : b - off] = True
+        if n and not have.all():
+            raise ImageError(f"{self.name}: {what} ({n} bytes at offset {off:#x}) not in the flattened records")
+        return bytes(out)
+
+    def array(self, dtype: np.dtype, count: int, off: int, what: str) -> np.ndarray:
+        return np.frombuffer(self.pread(off, count * dtype.itemsize, what), dtype=dtype)
+
+
+# -- codecs --------------------------------------------------------------------------------
+
+
+def _codec(flag: int) -> Callable[[bytes, int], bytes]:
+    if flag == DUMP_DH_COMPRESSED_ZLIB:
+        return lambda data, n: zlib.decompress(data)
+    if flag == DUMP_DH_COMPRESSED_SNAPPY:
+        try:
+            import cramjam
+        except ImportError:
+            raise ImageError("snappy-compressed kdump pages need cramjam (pip install cramjam)") from None
+        return lambda data, n: bytes(cramjam.snappy.decompress_raw(data))
+    if flag == DUMP_DH_COMPRESSED_ZSTD:
+        try:
+            import cramjam
+
+            return lambda data, n: bytes(cramjam.zstd.decompress(data, output_len=n))
+        except ImportError:
+            pass
+        try:
+            import zstandard
+        except ImportError:
+            raise ImageError("zstd-compressed kdump pages need cramjam or zstandard (pip install cramjam)") from None
+        return lambda data, n: zstandard.ZstdDecompressor().decompress(data, max_output_size=n)
+    if flag == DUMP_DH_COMPRESSED_LZO:
+        try:
+            import lzo
+        except ImportError:
+            raise ImageError("lzo-compressed kdump pages need python-lzo (pip install python-lzo)") from None
+        return lambda data, n: bytes(lzo.decompress(data, False, n))
+    raise ImageError(f"unknown kdump page compression flags {flag:#x}", expected="zlib, lzo, snappy or zstd")
+
+
+# -- the reader ------------------------------------------------------------------------------
+
+
+class KdumpFile:
+    """One kdump file: header, dumped-page runs and page access."""
+
+    def __init__(self, buf: mmap.mmap | bytes, name: str = "kdump file") -> None:
+        self.name = name
+        head = bytes(memoryview(buf)[:16])
+        self.src: _Mapped = _Flattened(buf, name) if head.startswith(FLAT_SIGNATURE) else _Mapped(buf, name)
+        hb = self.src.pread(0, 464, "disk_dump_header")
+        if not hb.startswith(KDUMP_SIGNATURE):
+            raise ImageError(f"{name}: not a kdump file (signature {hb[:8]!r})", expected="'KDUMP   '")
+        for bo in ("little", "big"):
+            ks = kdump_structs(bo)
+            h = parse_struct(ks.header, hb, what=f"{name}: disk_dump_header", error=ImageError)
+            if h.block_size in BLOCK_SIZES:
+                break
+        else:
+            raise ImageError(f"{name}: block_size is not a page size", expected=" or ".join(map(str, BLOCK_SIZES)))
+        self.byteorder, self.structs, self.header = bo, ks, h
+        bs = self.block_size = int(h.block_size)
+        self.phys_base = 0
+        max_mapnr = int(h.max_mapnr)
+        if h.sub_hdr_size > 0:
+            sh = parse_struct(
+                ks.sub_header, self.src.pread(bs, 104, "kdump_sub_header"), what=f"{name}: sub header", error=ImageError
+            )
+            self.phys_base = int(sh.phys_base)
+            if h.header_version >= 6 and sh.max_mapnr_64:
+                max_mapnr = int(sh.max_mapnr_64)
+        if h.sub_hdr_size < 0 or h.bitmap_blocks == 0:
+            raise ImageError(f"{name}: sub_hdr_size {h.sub_hdr_size}, bitmap_blocks {h.bitmap_blocks}")
+        half = int(h.bitmap_blocks) * bs // 2
+        if max_mapnr > half * 8:
+            raise ImageError(f"{name}: max_mapnr {max_mapnr} does not fit the {half}-byte bitmap")
+        self.max_mapnr = max_mapnr
+        bm_off = (1 + int(h.sub_hdr_size)) * bs
+        bm2 = self.src.array(np.dtype(np.uint8), -(-max_mapnr // 8), bm_off + half, "dumped-page bitmap")
+        bits = np.unpackbits(bm2, bitorder="little")[:max_mapnr].astype(bool)
+        edges = np.flatnonzero(np.diff(np.concatenate(([False], bits, [False])).astype(np.int8)))
+        starts, ends = edges[0::2], edges[1::2]
+        counts = ends - starts
+        self.runs: list[tuple[int, int, int]] = []  # (first pfn, pages, first descriptor)
+        first = np.concatenate(([0], np.cumsum(counts)[:-1])) if counts.size else counts
+        for s, c, f in zip(starts.tolist(), counts.tolist(), first.tolist()):
+            self.runs.append((int(s), int(c), int(f)))
+        self.num_pages = int(counts.sum())
+        pd_off = (1 + int(h.sub_hdr_size) + int(h.bitmap_blocks)) * bs
+        self.descs = self.src.array(ks.page_desc, self.num_pages, pd_off, "page descriptors")
+        self._cache: OrderedDict[int, bytes] = OrderedDict()
+
+    def page(self, k: int, pfn: int) -> bytes:
+        """The bytes of dumped page number ``k`` (pfn ``pfn``), decompressed."""
+        hit = self._cache.get(k)
+        if hit is not None:
+            self._cache.move_to_end(k)
+            return hit
+        d = self.descs[k]
+        off, size, flags = int(d["offset"]), int(d["size"]), int(d["flags"])
+        phys = pfn * self.block_size
+        if size > self.block_size * 2 or size < 0:
+            raise ImageError(f"{self.name}: page descriptor #{k} size {size}", phys=phys)
+        raw = self.src.pread(off, size, f"page data of pfn {pfn:#x}")
+        codec = flags & _CODEC_FLAGS
+        if codec:
+            try:
+                data = _codec(codec)(raw, self.block_size)
+            except ImageError:
+                raise
+            except Exception as exc:  # zlib.error, cramjam errors, lzo.error
+                raise ImageError(f"{self.name}: page does not decompress ({exc})", phys=phys) from None
+        else:
+            data = raw
+        if len(data) != self.block_size:
+            raise ImageError(f"{self.name}: page is {len(data)} bytes", phys=phys, expected=f"{self.block_size}")
+        self._cache[k] = data
+        if len(self._cache) > PAGE_CACHE:
+            self._cache.popitem(last=False)
+        return data
+
+    def head_of(self, k: int, inoff: int, n: int) -> bytes:
+        """``n`` bytes at ``inoff`` of page ``k`` without decompressing more than needed (zlib, raw)."""
+        d = self.descs[k]
+        flags, off, size = int(d["flags"]) & _CODEC_FLAGS, int(d["offset"]), int(d["size"])
+        if flags == 0 and size == self.block_size:
+            return self.src.pread(off + inoff, n, "page data")
+        if flags == DUMP_DH_COMPRESSED_ZLIB and k not in self._cache:
+            try:
+                return zlib.decompressobj().decompress(self.src.pread(off, size, "page data"), inoff + n)[inoff:]
+            except zlib.error as exc:
+                raise ImageError(f"{self.name}: page does not decompress ({exc})") from None
+        return self.page(k, -1)[inoff : inoff + n]
+
+    def image(self) -> PhysImage:
+        img = PhysImage()
+        for pfn, n, first in self.runs:
+            img.add(pfn * self.block_size, KdumpPages(self, pfn, n, first), what=f"{self.name} pages {pfn:#x}+{n}")
+        return img
+
+
+class KdumpPages(LazyData):
+    """One run of consecutive dumped pages, decompressed on access."""
+
+    def __init__(self, f: KdumpFile, pfn: int, pages: int, first: int) -> None:
+        super().__init__(pages * f.block_size)
+        self.f, self.pfn, self.first = f, pfn, first
+
+    def fetch(self, off: int, n: int) -> bytes:
+        bs = self.f.block_size
+        out = bytearray()
+        while n > 0:
+            k, inoff = divmod(off, bs)
+            take = min(n, bs - inoff)
+            out += self.f.page(self.first + k, self.pfn + k)[inoff : inoff + take]
+            off += take
+            n -= take
+        return bytes(out)
+
+    def page_heads(self, first: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+        bs = self.f.block_size
+        offs = np.arange(first, self.size - 3, step, dtype=np.int64)
+        heads = np.zeros(offs.size, dtype=np.uint32)
+        seen: dict[tuple[int, int], int] = {}
+        for i, o in enumerate(offs.tolist()):
+            k, inoff = divmod(o, bs)
+            if inoff + 4 > bs:
+                heads[i] = int.from_bytes(self.fetch(o, 4), "big")
+                continue
+            key = (int(self.f.descs[self.first + k]["offset"]), inoff)  # zero pages share one descriptor target
+            v = seen.get(key)
+            if v is None:
+                v = seen[key] = int.from_bytes(self.f.head_of(self.first + k, inoff, 4), "big")
+            heads[i] = v
+        return offs, heads
+
+
+def load_kdump(path: str | os.PathLike[str], data: mmap.mmap | bytes | None = None) -> PhysImage:
+    """A kdump file as a :class:`PhysImage` (pages decompressed on access)."""
+    if data is None:
+        from .safeio import map_regular
+
+        data = map_regular(path, "kdump file", error=ImageError)
+    f = KdumpFile(data, name=os.fspath(path))
+    img = f.image()
+    img.arch = None
+    return img
+
+
+# -- the writer --------------------------------------------------------------------------------
+
+
+def _compress(data: bytes, compression: str) -> bytes:
+    if compression == "zlib":
+        return zlib.compress(data)
+    import cramjam
+
+    if compression == "snappy":
+        return bytes(cramjam.snappy.compress_raw(data))
+    return bytes(cramjam.zstd.compress(data))
+
+
+def write_kdump(
+    image: PhysImage,
+    out: IO[bytes],
+    *,
+    compression: str = "zlib",
+    block_size: int = 4096,
+    byteorder: str = "little",
+    flattened: bool = False,
+) -> None:
+    """Write ``image`` as a kdump-compressed file (whole pages; partial pages
+    are padded with zeros; all-zero pages share one page of data, as QEMU does)."""
+    if compression not in COMPRESSIONS:
+        raise ImageError(f"unknown compression {compression!r}", expected=", ".join(COMPRESSIONS))
+    if flattened:
+        buf = io.BytesIO()
+        write_kdump(image, buf, compression=compression, block_size=block_size, byteorder=byteorder)
+        raw = buf.getvalue()
+        out.write(FLAT_SIGNATURE.ljust(16, b"\0") + (1).to_bytes(8, "big") + (1).to_bytes(8, "big"))
+        out.write(bytes(FLAT_HEADER_SIZE - 32))
+        chunks = [(o, raw[o : o + 65536]) for o in range(0, len(raw), 65536)]
+        head = chunks.pop(0)
+        for o, c in [*chunks, head]:  # the header last, as makedumpfile rewrites it at the end
+            out.write(o.to_bytes(8, "big", signed=True) + len(c).to_bytes(8, "big") + c)
+        out.write((-1).to_bytes(8, "big", signed=True) + (0).to_bytes(8, "big"))
+        return
+    bs = block_size
+    pfns: list[int] = sorted({p for a, b in image.covered() for p in range(a // bs, -(-b // bs))})
+    max_mapnr = (pfns[-1] + 1) if pfns else 1
+    half_blocks = -(-max_mapnr // (bs * 8))
+    bitmap = np.zeros(half_blocks * bs, dtype=np.uint8)
+    if pfns:
+        bits = np.zeros(half_blocks * bs * 8, dtype=np.uint8)
+        bits[np.array(pfns)] = 1
+        bitmap = np.packbits(bits, bitorder="little")
+    ks = kdump_structs(byteorder)
+    header = ks.header.build(
+        dict(
+            signature=KDUMP_SIGNATURE,
+            header_version=6,
+            utsname=b"Linux".ljust(390, b"\0"),
+            tv_sec=0,
+            tv_usec=0,
+            status=COMPRESSIONS[compression],
+            block_size=bs,
+            sub_hdr_size=1,
+            bitmap_blocks=2 * half_blocks,
+            max_mapnr=min(max_mapnr, 0xFFFFFFFF),
+            total_ram_blocks=0,
+            device_blocks=0,
+            written_blocks=0,
+            current_cpu=0,
+            nr_cpus=1,
+        )
+    )
+    sub = ks.sub_header.build(
+        dict(
+            phys_base=0,
+            dump_level=0,
+            split=0,
+            start_pfn=0,
+            end_pfn=0,
+            offset_vmcoreinfo=0,
+            size_vmcoreinfo=0,
+            offset_note=0,
+            size_note=0,
+            offset_eraseinfo=0,
+            size_eraseinfo=0,
+            start_pfn_64=0,
+            end_pfn_64=max_mapnr,
+            max_mapnr_64=max_mapnr,
+        )
+    )
+    pd_off = (2 + 2 * half_blocks) * bs
+    data_off = pd_off + len(pfns) * ks.page_desc.itemsize
+    descs = np.zeros(len(pfns), dtype=ks.page_desc)
+    out.write(header.ljust(bs, b"\0") + sub.ljust(bs, b"\0") + bitmap.tobytes() + bitmap.tobytes())
+    out.write(bytes(len(pfns) * ks.page_desc.itemsize))
+    pos = data_off
+    zero_at: int | None = None
+    flag = COMPRESSIONS[compression]
+    for i, pfn in enumerate(pfns):
+        page = bytearray(bs)
+        a = pfn * bs
+        for s, t in image.covered():
+            lo, hi = max(s, a), min(t, a + bs)
+            if lo < hi:
+                page[lo - a : hi - a] = image.read(lo, hi - lo)
+        if not any(page):
+            if zero_at is None:
+                zero_at = pos
+                out.write(bytes(bs))
+                pos += bs
+            descs[i] = (zero_at, bs, 0, 0)
+            continue
+        blob, fl = bytes(page), 0
+        if flag:
+            c = _compress(blob, compression)
+            if len(c) < bs:
+                blob, fl = c, flag
+        out.write(blob)
+        descs[i] = (pos, len(blob), fl, 0)
+        pos += len(blob)
+    if hasattr(out, "seek"):
+        out.seek(pd_off)
+        out.write(descs.tobytes())
+        out.seek(0, io.SEEK_END)
+
+
+__all__ = [
+    "KDUMP_SIGNATURE",
+    "FLAT_SIGNATURE",
+    "KdumpFile",
+    "KdumpPages",
+    "kdump_structs",
+    "is_kdump",
+    "load_kdump",
+    "write_kdump",
+]

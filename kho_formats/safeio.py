@@ -1,0 +1,164 @@
+"""Checked opening of input files: regular files only, sizes checked before reading.
+
+Every file kho-formats reads from a capture, fixture or bundle goes through
+these helpers, so that a hostile or careless input cannot make it block, read
+gigabytes, or escape the directory it came from:
+
+* the path is ``stat``-ed before it is opened and anything but a regular file
+  (a FIFO, socket, device, directory) is refused without being opened;
+* it is opened ``O_RDONLY | O_NONBLOCK | O_NOFOLLOW`` (a FIFO swapped in after
+  the ``stat`` cannot block the open, a symlink swapped in for the last
+  component is not followed) and ``fstat``-ed again: the file read is the one
+  checked;
+* with ``inside=DIR``, a path that resolves (through symlinks) outside ``DIR``
+  is refused: a capture's ``sub_fdts/<name>`` or a bundle's segment cannot
+  pull in ``/etc/shadow``;
+* :func:`read_regular` refuses files larger than ``max_size`` *before*
+  reading a byte; :func:`map_regular` maps the file read-only instead of
+  reading it (an 8 GiB sparse file costs nothing until its pages are touched).
+
+API (each raises ``error`` -- :class:`~kho_formats.errors.KhoFormatError` by
+default -- naming the file and what it was meant to be):
+
+``open_regular(path, what, *, inside=None, max_size=None, error=...) -> (fd, stat)``
+    an open file descriptor (the caller closes it) and its ``fstat``.
+``read_regular(path, what, *, inside=None, max_size=SMALL_FILE_LIMIT, error=...) -> bytes``
+    the whole file, at most ``max_size`` bytes (``None``: no limit).
+``map_regular(path, what, *, inside=None, error=...) -> mmap | bytes``
+    a read-only ``mmap`` of the file (``b""`` for an empty file).
+``confined(path, inside, what, *, error=...) -> Path``
+    ``path`` resolved, refused unless it lies inside ``inside``.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import stat
+from pathlib import Path
+
+from .errors import KhoFormatError
+
+PathLike = str | os.PathLike[str]
+
+#: default size limit of :func:`read_regular` (root FDTs, sub-blobs, JSON and text side files)
+SMALL_FILE_LIMIT = 64 << 20
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISLNK, "a symbolic link"),
+)
+
+
+def _kind(mode: int) -> str:
+    for test, name in _KINDS:
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def confined(path: PathLike, inside: PathLike, what: str, *, error: type[KhoFormatError] = KhoFormatError) -> Path:
+    """``path`` with every symlink resolved; refused unless it lies in ``inside``."""
+    try:
+        real = Path(path).resolve(strict=False)
+        root = Path(inside).resolve(strict=False)
+    except (OSError, RuntimeError, ValueError) as exc:  # symlink loops, NUL bytes
+        raise error(f"{os.fspath(path)}: {what} cannot be resolved ({exc})") from None
+    if real != root and root not in real.parents:
+        raise error(f"{os.fspath(path)}: {what} leads outside {os.fspath(inside)} (to {real})")
+    return real
+
+
+def open_regular(
+    path: PathLike,
+    what: str,
+    *,
+    inside: PathLike | None = None,
+    max_size: int | None = None,
+    error: type[KhoFormatError] = KhoFormatError,
+) -> tuple[int, os.stat_result]:
+    """Open a regular file for reading (see the module doc); ``(fd, fstat)``."""
+    name = os.fspath(path)
+    target: PathLike = confined(path, inside, what, error=error) if inside is not None else path
+    try:
+        before = os.stat(target)
+    except FileNotFoundError:
+        raise error(f"cannot read {what} {name}: no such file") from None
+    except (OSError, ValueError) as exc:
+        raise error(f"cannot read {what} {name}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not stat.S_ISREG(before.st_mode):
+        raise error(f"cannot read {what} {name}: it is {_kind(before.st_mode)}, not a regular file")
+    if max_size is not None and before.st_size > max_size:
+        raise error(f"{name}: {before.st_size} bytes, more than the {max_size} allowed for {what}")
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    if inside is not None:
+        flags |= getattr(os, "O_NOFOLLOW", 0)  # `target` is resolved: a symlink there now is a swap
+    try:
+        fd = os.open(target, flags)
+    except OSError as exc:
+        raise error(f"cannot open {what} {name}: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
+            raise error(f"{name}: changed while being opened ({_kind(st.st_mode)}), expected {what}")
+        if max_size is not None and st.st_size > max_size:
+            raise error(f"{name}: {st.st_size} bytes, more than the {max_size} allowed for {what}")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def read_regular(
+    path: PathLike,
+    what: str,
+    *,
+    inside: PathLike | None = None,
+    max_size: int | None = SMALL_FILE_LIMIT,
+    error: type[KhoFormatError] = KhoFormatError,
+) -> bytes:
+    """The bytes of a regular file no larger than ``max_size``."""
+    fd, st = open_regular(path, what, inside=inside, max_size=max_size, error=error)
+    limit = st.st_size if max_size is None else max_size
+    try:
+        with os.fdopen(fd, "rb", closefd=True) as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise error(f"cannot read {what} {os.fspath(path)}: {exc.strerror or exc}") from None
+    if max_size is not None and len(data) > max_size:  # grew since the stat
+        raise error(f"{os.fspath(path)}: more than the {max_size} bytes allowed for {what}")
+    return data
+
+
+def map_regular(
+    path: PathLike,
+    what: str,
+    *,
+    inside: PathLike | None = None,
+    error: type[KhoFormatError] = KhoFormatError,
+) -> mmap.mmap | bytes:
+    """A read-only shared mapping of a regular file (``b""`` when it is empty).
+
+    Nothing is read: pages come in from the page cache when touched, so the
+    resident size does not grow with the file.  Writes through the mapping
+    are impossible (``ACCESS_READ``); the input file is never modified.
+    """
+    fd, st = open_regular(path, what, inside=inside, error=error)
+    try:
+        if st.st_size == 0:
+            return b""
+        try:
+            return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError, OverflowError) as exc:
+            raise error(f"cannot map {what} {os.fspath(path)}: {getattr(exc, 'strerror', None) or exc}") from None
+    finally:
+        os.close(fd)
+
+
+__all__ = ["SMALL_FILE_LIMIT", "confined", "open_regular", "read_regular", "map_regular"]
