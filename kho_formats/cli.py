@@ -24,6 +24,10 @@ from . import __version__, abi
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
 
+class UsageError(Exception):
+    """A bad combination of arguments (exit 2)."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2
         sys.stderr.write(f"kho: error: {message} (see '{self.prog} --help')\n")
@@ -634,6 +638,9 @@ def main(argv: list[str] | None = None) -> int:
         if _opt(args, "json"):
             sys.stdout.write(json.dumps({"schema": "kho-formats/error/1", **exc.to_json()}, indent=2) + "\n")
         return EXIT_PROBLEM
+    except UsageError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
     except OSError as exc:
         _error(f"{exc.filename + ': ' if getattr(exc, 'filename', None) else ''}{exc.strerror or exc}")
         return EXIT_PROBLEM
