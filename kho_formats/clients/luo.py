@@ -106,6 +106,10 @@ class FileHandler:
     def findings(self, result: Any, ctx: CheckContext, path: str) -> list[Finding]:
         return []
 
+    def referenced(self, result: Any, page_size: int) -> list[tuple[int, int]]:
+        """Byte ranges the file's data lives in (``kho capture`` keeps them)."""
+        return []
+
     def summary(self, file_json: dict[str, Any]) -> tuple[str, str, str]:
         """(size, folios, seals) columns of the text report."""
         return ("", "", "")
@@ -498,6 +502,19 @@ class LuoClient(Client):
 
     def areas(self, result: LuoState) -> list[VmallocArea]:
         return [a for _, f in result.files() if f.decoded is not None for a in f.handler.areas(f.decoded)]
+
+    def referenced(self, result: LuoState, page_size: int) -> list[tuple[int, int]]:
+        """The session and file blocks, the FLB page and every file's data
+        (memfd-v2: its ``memfd_luo_ser``, folio array and folios)."""
+        pages = [b.phys for b in result.session_blocks]
+        pages += [b.phys for s in result.sessions for b in s.blocks]
+        if result.ser.flbs_pa:
+            pages.append(result.ser.flbs_pa)
+        out = [(p, p + page_size) for p in pages]
+        for _, f in result.files():
+            if f.decoded is not None:
+                out += f.handler.referenced(f.decoded, page_size)
+        return out
 
     def summary(self, decoded: Any) -> str:
         d = decoded

@@ -196,6 +196,15 @@ class MemfdHandler(FileHandler):
     def to_json(self, result: MemfdFile) -> dict[str, Any]:
         return result.to_json()
 
+    def referenced(self, result: MemfdFile, page_size: int) -> list[tuple[int, int]]:
+        out = [(result.ser_phys, result.ser_phys + page_size)]
+        for area in self.areas(result):
+            out += [(int(c), int(c) + page_size) for c in area.chunks]
+            out += [(int(a), int(a) + page_size) for a in area.page_addresses(page_size).tolist()]
+        for p, o in zip(result.phys.tolist(), result.order.tolist()):
+            out.append((p, p + (page_size << max(o, 0))))  # order unknown (no map): the first page
+        return out
+
     def areas(self, result: MemfdFile) -> list[VmallocArea]:
         return [result.area] if result.area is not None else []
 
