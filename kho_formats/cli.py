@@ -197,12 +197,13 @@ def cmd_dts(args) -> int:
                 )
     written = []
     if args.output:
-        out = Path(args.output)
-        out.mkdir(parents=True, exist_ok=True)
-        for name, _, _, text in docs:
-            f = out / f"{name if name == 'root' else 'sub-' + name}.dts"
-            f.write_text(text)
-            written.append(str(f))
+        from .outdir import OutputDir
+
+        with OutputDir(args.output, force=args.force, inputs=[args.input, *(args.mem or ())]) as out:
+            for name, _, _, text in docs:
+                fname = f"{name if name == 'root' else 'sub-' + name}.dts"
+                out.write(fname, text)
+                written.append(str(Path(args.output) / fname))
     if _opt(args, "json"):
         _emit(
             args,
@@ -231,6 +232,7 @@ def cmd_dts(args) -> int:
 def cmd_build(args) -> int:
     from .fixture import write_fixture
     from .spec import build_spec, load_spec
+    from .specfields import check_name
 
     sp = load_spec(args.spec)
     if _opt(args, "abi"):
@@ -240,9 +242,9 @@ def cmd_build(args) -> int:
     if _opt(args, "byte_order"):
         sp.byte_order = args.byte_order
     if args.name:
-        sp.name = args.name
+        sp.name = check_name(args.name, "--name")
     fx = build_spec(sp)
-    files = write_fixture(fx, args.output)
+    files = write_fixture(fx, args.output, force=args.force, inputs=[args.spec])
     st = fx.state
     data = {"schema": "kho-formats/build/1", "name": fx.name, "outdir": args.output, "files": files, **fx.handover()}
     text = (
@@ -260,13 +262,17 @@ def cmd_build(args) -> int:
 def cmd_convert(args) -> int:
     from .fixture import write_fixture
     from .migrate import convert_capture, render_convert
+    from .outdir import check_output_target
+    from .specfields import check_name, safe_name
 
+    inputs = [args.input, *(args.mem or ())]
+    check_output_target(args.output, force=args.force, inputs=inputs)  # refuse before the work
+    name = check_name(args.name, "--name") if args.name else safe_name(Path(args.output).name, "converted")
     cap, st = _load(args, args.input, args.mem, args.root_phys)
-    name = args.name or Path(args.output).name or "converted"
     fx, summary = convert_capture(
         cap, st, args.to, alloc=args.alloc or (), v1_bitmap=args.v1_bitmap_out, arch=args.arch, name=name
     )
-    files = write_fixture(fx, args.output)
+    files = write_fixture(fx, args.output, force=args.force, inputs=inputs)
     summary["outdir"] = args.output
     summary["files"] = files
     _emit(args, summary, render_convert(summary, args.output))
@@ -395,6 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
     mem_opts(s)
     s.add_argument("--sub", action="store_true", help="also the sub-FDTs found in the capture/image")
     s.add_argument("-o", "--output", metavar="DIR", help="write root.dts and sub-<name>.dts into DIR")
+    s.add_argument(
+        "--force",
+        action="store_true",
+        help="write into an existing non-empty directory (only the files written are replaced, nothing is deleted)",
+    )
     s.set_defaults(func=cmd_dts)
 
     s = sub.add_parser(
@@ -410,6 +421,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("spec", metavar="SPEC", help="spec file (.toml, .yaml, .yml or .json)")
     s.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     s.add_argument("--name", help="fixture name (default: the spec's name, else its file name)")
+    s.add_argument(
+        "--force",
+        action="store_true",
+        help="write into an existing non-empty directory (only the files written are replaced, nothing is deleted)",
+    )
     s.set_defaults(func=cmd_build)
 
     s = sub.add_parser(
@@ -448,6 +464,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--arch", choices=("arm64", "x86_64"), help="ELF machine of the output (default: recorded, else arm64)"
     )
     s.add_argument("--name", help="fixture name (default: OUTDIR's name)")
+    s.add_argument(
+        "--force",
+        action="store_true",
+        help="write into an existing non-empty directory (only the files written are replaced, nothing is deleted)",
+    )
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser(

@@ -40,6 +40,25 @@ def parse_int(value: Any, where: str) -> int:
     raise SpecError(f"{where}: expected an integer, got {value!r}", expected='123, "0x7b" or "16M"')
 
 
+#: a fixture name: it becomes a file name and is pasted into kho_fixture.h and chosen.dtsi
+NAME_RE = re.compile(r"[A-Za-z0-9_.+-]{1,128}")
+
+
+def check_name(name: object, where: str) -> str:
+    """``name`` if it is a plain fixture name (:data:`NAME_RE`), else :class:`SpecError`."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise SpecError(
+            f"{where}: {name!r} is not a plain name", expected="1-128 of A-Z a-z 0-9 _ . + -"
+        )
+    return name
+
+
+def safe_name(text: str, default: str = "fixture") -> str:
+    """``text`` made into a plain fixture name (for defaults derived from paths)."""
+    s = re.sub(r"[^A-Za-z0-9_.+-]", "_", text)[:128]
+    return s if s and NAME_RE.fullmatch(s) else default
+
+
 # -- value types -------------------------------------------------------------------------
 
 
@@ -308,6 +327,9 @@ def text_table(tables: Sequence[SpecTable]) -> str:
 
 __all__ = [
     "parse_int",
+    "NAME_RE",
+    "check_name",
+    "safe_name",
     "FieldType",
     "AnyType",
     "ANY",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from ..clients import ClientRegistry, registry
 from ..clients.vmalloc_area import VmallocSpec
 from ..errors import SpecError
 from ..layout import KHO_VMALLOC_FLAGS_MASK
-from ..specfields import RANGE, check_mapping, validate
+from ..specfields import RANGE, check_mapping, check_name, validate
 from .model import BlobSpec, PreserveSpec, Spec
 from .tables import BLOB, PRESERVE, TOP, VMALLOC
 
@@ -40,8 +39,7 @@ def spec_from_dict(
     w = source or "spec"
     v = validate(TOP.fields, d, w)
     sp = Spec(name=v["name"] if v["name"] is not None else (name or "fixture"), source=source)
-    if not re.fullmatch(r"[A-Za-z0-9_.+-]+", sp.name):
-        raise SpecError(f"{w}.name: {sp.name!r} is not a plain file name")
+    check_name(sp.name, f"{w}.name")
     sp.version, sp.page_size, sp.byte_order, sp.arch = v["version"], v["page_size"], v["byte_order"], v["arch"]
     if sp.arch == "x86_64" and sp.byte_order != "little":
         raise SpecError(f"{w}: x86_64 is little-endian only")
