@@ -241,7 +241,7 @@ def cmd_build(args) -> int:
         sp.page_size = args.page_size
     if _opt(args, "byte_order"):
         sp.byte_order = args.byte_order
-    if args.name:
+    if args.name is not None:
         sp.name = check_name(args.name, "--name")
     fx = build_spec(sp)
     files = write_fixture(fx, args.output, force=args.force, inputs=[args.spec])
@@ -267,7 +267,7 @@ def cmd_convert(args) -> int:
 
     inputs = [args.input, *(args.mem or ())]
     check_output_target(args.output, force=args.force, inputs=inputs)  # refuse before the work
-    name = check_name(args.name, "--name") if args.name else safe_name(Path(args.output).name, "converted")
+    name = check_name(args.name, "--name") if args.name is not None else safe_name(Path(args.output).name, "converted")
     cap, st = _load(args, args.input, args.mem, args.root_phys)
     fx, summary = convert_capture(
         cap, st, args.to, alloc=args.alloc or (), v1_bitmap=args.v1_bitmap_out, arch=args.arch, name=name
