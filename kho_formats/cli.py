@@ -234,7 +234,7 @@ def cmd_build(args) -> int:
     from .spec import build_spec, load_spec
     from .specfields import check_name
 
-    sp = load_spec(args.spec)
+    sp = load_spec(args.spec, allow_outside_files=args.allow_outside_files)
     if _opt(args, "abi"):
         sp.version = args.abi
     if _opt(args, "page_size"):
@@ -421,6 +421,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("spec", metavar="SPEC", help="spec file (.toml, .yaml, .yml or .json)")
     s.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     s.add_argument("--name", help="fixture name (default: the spec's name, else its file name)")
+    s.add_argument(
+        "--allow-outside-files",
+        action="store_true",
+        help="let raw blob files named by the spec lie outside the spec's directory (absolute, '..', symlinks)",
+    )
     s.add_argument(
         "--force",
         action="store_true",

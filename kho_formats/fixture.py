@@ -32,7 +32,6 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -40,8 +39,8 @@ from . import __version__, memmap
 from .alloc import PageAllocator, disjoint_regions
 from .errors import AllocationError, KhoFormatError
 from .image import PhysImage
-from .outdir import OutputDir
 from .layout import SETUP_KEXEC_KHO, KhoData, KhoScratch, SetupDataHdr
+from .outdir import OutputDir
 from .specfields import check_name
 from .state import Built, KhoState
 

@@ -117,9 +117,7 @@ class OutputDir:
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
 
-    def __exit__(
-        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         assert self.path is not None
         stage, self.path = self.path, None
         if typ is not None:
