@@ -32,7 +32,7 @@ class Limits:
     #: free regions an allocation may be given (convert --alloc, fixture alloc)
     max_alloc_regions: int = 1 << 16
     #: bytes a checksum (kho_test csum_partial) may run over
-    max_csum_bytes: int = 1 << 30
+    max_csum_bytes: int = 256 << 20
 
     def __post_init__(self) -> None:
         for f in fields(self):
