@@ -21,7 +21,7 @@ from .capture import Capture, strip_ranges
 from .errors import KhoFormatError, LimitExceeded
 from .fixture import Fixture, disjoint_regions, make_fixture
 from .limits import DEFAULT_LIMITS, Limits
-from .state import KhoState, build, convert
+from .state import KhoState, _scratch_areas, build, convert
 
 
 def _describe_props(st: KhoState) -> list[str]:
@@ -56,6 +56,14 @@ def convert_capture(
     check_type(limits, Limits, "limits", f, optional=True)
     lim = limits or DEFAULT_LIMITS
     regs = _alloc_regions(alloc, "alloc")
+    _scratch_areas(state.scratch)  # a state built by hand may hold areas no u64 can (ScratchError)
+    for sb in state.subblobs:
+        if not 0 <= sb.phys < 1 << 64 or (sb.size is not None and not 0 <= sb.size <= (1 << 64) - sb.phys):
+            raise KhoFormatError(
+                f"sub-blob {sb.name!r} at {sb.phys:#x}+{sb.size or 0:#x} is not inside the 64-bit space",
+                path=f"/{sb.name}",
+                expected="0 <= phys, phys + size <= 2**64",
+            )
     if len(regs) + len(cap.alloc) > lim.max_alloc_regions:
         raise LimitExceeded(
             f"{len(regs) + len(cap.alloc)} free regions",
