@@ -98,7 +98,7 @@ def test_harness_catches_escapes_and_hangs(monkeypatch):
 def test_short_fuzz_of_the_file_level_targets(target):
     """Issue 12: specs, bundle manifests, boot fixture directories and convert
     get only KhoFormatErrors out of mutated inputs (the long run is
-    ``python fuzz/fuzz_kho.py --target all --runs 20000``)."""
+    ``python fuzz/fuzz_kho.py --target all --runs 2000``)."""
     from fuzz.targets import fuzz_target
 
     st = fuzz_target(target, 150, seed=20260101, timeout=10.0)
