@@ -25,8 +25,11 @@ Plain random mutation loop (atheris 3.0 works on this Python too, but a
 coverage-guided byte mutator spends most of its time failing the FDT magic;
 here inputs that reach a *new* error kind are kept and mutated further).
 
-Short run (CI): ``pytest tests/test_fuzz_short.py`` (~2000 inputs).
+Short run (CI): ``pytest tests/test_fuzz_short.py`` (~2000 inputs, plus 150
+per file-level target).
 Long run:       ``python fuzz/fuzz_kho.py --runs 100000`` (both cores).
+File-level targets (spec text, bundle manifests, boot fixture directories,
+convert; ``fuzz/targets.py``): ``python fuzz/fuzz_kho.py --target all --runs 2000``.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ if str(HERE.parent) not in sys.path:
 import numpy as np  # noqa: E402
 
 from fuzz.seeds import LUO_ENTRY_SIZE, LUO_NAME, FuzzInput, all_seeds  # noqa: E402
+from fuzz.targets import TARGETS, TargetStats, fuzz_target  # noqa: E402
 from kho_formats import check as kcheck  # noqa: E402
 from kho_formats import state as kstate  # noqa: E402
 from kho_formats.clients import decode_clients  # noqa: E402
@@ -564,7 +568,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crash-dir", type=Path, default=HERE / "crashes", help="where escaped inputs are written")
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds before an input counts as a hang")
     ap.add_argument("--write-seeds", action="store_true", help="write the in-process seeds to --corpus and exit")
+    ap.add_argument(
+        "--target",
+        choices=("handover", "spec", "bundle", "boot", "convert", "all"),
+        default="handover",
+        help="what to fuzz: handover bytes (default), spec text, bundle manifests, boot fixture "
+        "directories, convert (fuzz/targets.py); all = every target, --runs inputs each",
+    )
     a = ap.parse_args(argv)
+    if a.target != "handover":
+        return _main_targets(a)
     if a.write_seeds:
         a.corpus.mkdir(parents=True, exist_ok=True)
         for s in all_seeds():
@@ -598,6 +611,29 @@ def main(argv: list[str] | None = None) -> int:
     top = sorted(total.outcomes.items(), key=lambda kv: -kv[1])[:12]
     print("outcomes: " + ", ".join(f"{k} {v}" for k, v in top))
     return 1 if total.escaped else 0
+
+
+def _target_worker(args: tuple[str, int, int, float]) -> TargetStats:
+    name, runs, seed, timeout = args
+    return fuzz_target(name, runs, seed=seed, timeout=timeout)
+
+
+def _main_targets(a: argparse.Namespace) -> int:
+    """The file-level targets of fuzz/targets.py, one after the other in this
+    process (peak RSS is the process's, so it covers every target run)."""
+    names = list(TARGETS) if a.target == "all" else [a.target]
+    t0 = time.time()
+    results = [_target_worker((n, a.runs, a.seed, a.timeout)) for n in names]
+    escaped = 0
+    for st in results:
+        print(st.line())
+        print("  outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(st.outcomes.items(), key=lambda kv: -kv[1])))
+        print(f"  slowest: {st.worst_input[:160]}")
+        for ex in st.examples:
+            print("  ESCAPE: " + ex.replace("\n", "\n    "))
+        escaped += st.escapes
+    print(f"wall time: {time.time() - t0:.1f} s")
+    return 1 if escaped else 0
 
 
 if __name__ == "__main__":

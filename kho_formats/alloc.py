@@ -31,8 +31,16 @@ def merge_range_arrays(starts: np.ndarray, ends: np.ndarray) -> RangeArrays:
     return merge_sorted_intervals(starts[o], ends[o])
 
 
+#: the largest value a uint64 holds: range ends past it are clamped (nothing is allocated there)
+_U64_MAX = (1 << 64) - 1
+
+
+def _clamp(v: int) -> int:
+    return 0 if v < 0 else min(v, _U64_MAX)
+
+
 def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    rs = [(int(a), int(b)) for a, b in ranges]
+    rs = [(_clamp(int(a)), _clamp(int(b))) for a, b in ranges]
     if not rs:
         return []
     s, e = merge_range_arrays(
@@ -44,26 +52,31 @@ def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
 def disjoint_regions(regions: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     """``(start, size)`` regions with the parts already named by an earlier
     region removed, preference order kept (the bump allocator walks regions in
-    order and must never see one page twice)."""
-    taken: list[tuple[int, int]] = []
+    order and must never see one page twice).
+
+    O(n log n) comparisons: the union of earlier regions is kept as sorted,
+    disjoint intervals and each region is cut against its neighbours found
+    by binary search (each interval is merged away at most once)."""
+    starts: list[int] = []  # union of the regions so far: sorted, disjoint [start, end)
+    ends: list[int] = []
     out: list[tuple[int, int]] = []
     for a, s in regions:
-        pieces = [(int(a), int(a) + int(s))]
-        for ta, tb in taken:
-            nxt = []
-            for pa, pb in pieces:
-                if tb <= pa or ta >= pb:
-                    nxt.append((pa, pb))
-                    continue
-                if pa < ta:
-                    nxt.append((pa, ta))
-                if tb < pb:
-                    nxt.append((tb, pb))
-            pieces = nxt
-        for pa, pb in pieces:
-            if pb > pa:
-                out.append((pa, pb - pa))
-        taken.append((int(a), int(a) + int(s)))
+        a, b = int(a), int(a) + int(s)
+        if b <= a:
+            continue
+        i = bisect.bisect_right(ends, a)  # first interval ending after a
+        j = bisect.bisect_left(starts, b)  # intervals [i, j) intersect or touch [a, b)
+        cur = a
+        for k in range(i, j):
+            if starts[k] > cur:
+                out.append((cur, starts[k] - cur))
+            cur = max(cur, ends[k])
+        if cur < b:
+            out.append((cur, b - cur))
+        lo = min(a, starts[i]) if i < j else a
+        hi = max(b, ends[j - 1]) if i < j else b
+        starts[i:j] = [lo]
+        ends[i:j] = [hi]
     return out
 
 
@@ -92,7 +105,7 @@ class PageAllocator:
         if isinstance(avoid, tuple) and len(avoid) == 2 and isinstance(avoid[0], np.ndarray):
             self._s, self._e = merge_range_arrays(*avoid)
         else:
-            pairs = [(int(a), int(b)) for a, b in avoid]
+            pairs = [(_clamp(int(a)), _clamp(int(b))) for a, b in avoid]
             self._s, self._e = merge_range_arrays(
                 np.array([a for a, _ in pairs], dtype=np.uint64), np.array([b for _, b in pairs], dtype=np.uint64)
             )

@@ -6,12 +6,16 @@ path).  Parse errors are not findings: they raise before a state exists.
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Iterable
+
 import numpy as np
 
+from ._types import check_type
 from .clients import CheckContext, ClientReport, decode_clients
 from .findings import ERROR, INFO, WARNING, Finding
 from .image import PhysImage
-from .limits import Budget, Limits
+from .limits import DEFAULT_LIMITS, Budget, Limits
 from .pageset import END_OF_SPACE
 from .state import KhoState
 
@@ -46,13 +50,120 @@ def _covered(state: KhoState, phys: int, size: int, cov: _Coverage | None = None
     return (cov or _Coverage(state)).covers(start, end)
 
 
+class _Findings(list):
+    """The findings list, capped at ``Limits.max_findings`` entries: the rest
+    are counted per (severity, code) and summed up by :meth:`close`."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__()
+        self.cap = cap
+        self.dropped: dict[tuple[str, str], tuple[int, int | None]] = {}
+
+    def append(self, f: Finding) -> None:  # type: ignore[override]
+        if len(self) < self.cap:
+            super().append(f)
+            return
+        n, phys = self.dropped.get((f.severity, f.code), (0, f.phys))
+        self.dropped[(f.severity, f.code)] = (n + 1, phys)
+
+    def extend(self, fs: Iterable[Finding]) -> None:  # type: ignore[override]
+        for f in fs:
+            self.append(f)
+
+    def close(self) -> list[Finding]:
+        out = list(self)
+        for (sev, code), (n, phys) in self.dropped.items():
+            out.append(
+                Finding(sev, code, f"... and {n} more {code} findings (Limits.max_findings = {self.cap})", phys=phys)
+            )
+        return out
+
+
 def check(
-    state: KhoState, image: PhysImage | None = None, *, limits: Limits | None = None, clients: dict | None = None
+    state: KhoState,
+    image: PhysImage | None = None,
+    *,
+    limits: Limits | None = None,
+    clients: dict | None = None,
+    root_phys_required: bool = False,
 ) -> list[Finding]:
-    out: list[Finding] = []
+    """Every finding for ``state``.  ``root_phys_required``: the input says
+    where it hands the root FDT to a kernel (a fixture directory), so an
+    unknown root FDT address is an error, not a warning.  At most
+    ``limits.max_findings`` findings are listed; the rest are summed up per
+    code (one more finding each)."""
+    check_type(state, KhoState, "state", "check")
+    check_type(image, PhysImage, "image", "check", optional=True)
+    check_type(limits, Limits, "limits", "check", optional=True)
+    lim = limits or DEFAULT_LIMITS
+    out = _Findings(lim.max_findings)
+    _check(state, image, lim, clients, root_phys_required, out)
+    return out.close()
+
+
+def _root_findings(state: KhoState, image: PhysImage | None, root_phys_required: bool, out: _Findings) -> None:
+    """Addresses a kernel is handed or follows: the root FDT, the memory map, sub-blobs."""
+    ps = state.page_size
+    root = state.root_fdt_phys
+    if root is None:
+        if image is not None or root_phys_required:
+            out.append(
+                Finding(
+                    ERROR if root_phys_required else INFO,
+                    "root-fdt-address",
+                    "the root FDT's physical address is not recorded: a fixture without it hands "
+                    "the kernel address 0 (setup_data / linux,kho-fdt)",
+                )
+            )
+    elif root == 0:
+        out.append(Finding(ERROR, "root-fdt-address", "the root FDT is at physical address 0", phys=0))
+    elif not 0 < root < 1 << 64:
+        out.append(Finding(ERROR, "root-fdt-address", f"root FDT address {root:#x} is outside the 64-bit space"))
+    else:
+        if root % ps:
+            out.append(
+                Finding(
+                    ERROR, "root-fdt-align", f"the root FDT at {root:#x} is not aligned to {ps}-byte pages", phys=root
+                )
+            )
+        if image is not None and not image.has(root, 8):
+            out.append(
+                Finding(ERROR, "root-fdt-outside", f"the root FDT at {root:#x} is not in the memory image", phys=root)
+            )
+    mp = state.memmap_phys
+    if mp is not None and mp != 0:
+        if not 0 < mp < 1 << 64:
+            out.append(Finding(ERROR, "memmap-address", f"memory map address {mp:#x} is outside the 64-bit space"))
+        elif mp % 8:
+            out.append(Finding(ERROR, "memmap-align", f"memory map pointer {mp:#x} is not 8-byte aligned", phys=mp))
+    for sb in state.subblobs:
+        end = sb.phys + (sb.size or 0)
+        if sb.phys == 0 or end > 1 << 64:
+            out.append(
+                Finding(
+                    ERROR,
+                    "blob-address",
+                    f"sub-blob {sb.name!r} at {sb.phys:#x}+{sb.size or 0:#x} "
+                    + ("is at address 0" if sb.phys == 0 else "runs past the 64-bit space"),
+                    phys=sb.phys if sb.phys < 1 << 64 else None,
+                    path=f"/{sb.name}",
+                )
+            )
+
+
+def _check(
+    state: KhoState,
+    image: PhysImage | None,
+    limits: Limits,
+    clients: dict | None,
+    root_phys_required: bool,
+    out: _Findings,
+) -> None:
     ps = state.page_size
     for n in state.notes:
         out.append(Finding(INFO, "note", n))
+    _root_findings(state, image, root_phys_required, out)
+    Budget(limits).count(len(state.scratch), "max_scratch", "scratch areas")
     if not state.map_read:
         out.append(Finding(WARNING, "no-image", "no memory image: the preserved memory map was not checked"))
     ov = state.preserved.find_overlap()
@@ -115,12 +226,18 @@ def check(
                 phys=meta[hits[MAX_DETAILED]][0],
             )
         )
-    for a, b in meta:
-        for sa, ss in sc:
-            if sa < b and a < sa + ss:
+    if meta and sc:  # sorted scratch starts + running max of ends: a binary search per map range
+        s_starts = [a for a, _ in sc]
+        run_end, best = [], 0
+        for a, s in sc:
+            best = max(best, a + s)
+            run_end.append(best)
+        for a, b in meta:
+            i = bisect.bisect_left(s_starts, b) - 1  # last scratch area starting below b
+            if i >= 0 and run_end[i] > a:
                 out.append(Finding(ERROR, "map-in-scratch", f"memory-map page {a:#x} lies in scratch", phys=a))
     if not state.map_read:
-        return out
+        return
     # what the version's map kind requires (its codec's policy)
     codec = state.codec
     if codec.root_fdt_must_be_preserved:
@@ -148,7 +265,6 @@ def check(
     reports = clients if clients is not None else decode_clients(state, image, budget=Budget(limits))
     for _name, rep in reports.items():
         out.extend(_client_findings(state, rep, cov))
-    return out
 
 
 def _client_findings(state: KhoState, rep: ClientReport, cov: _Coverage | None = None) -> list[Finding]:

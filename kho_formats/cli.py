@@ -16,7 +16,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import __version__, abi
@@ -29,6 +30,11 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    # no prefix matching: "inspect --version" must not be read as --version-override
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # one line, exit 2
         sys.stderr.write(f"kho: error: {message} (see '{self.prog} --help')\n")
         raise SystemExit(EXIT_USAGE)
@@ -61,7 +67,8 @@ def _region(text: str):
 def _common() -> argparse.ArgumentParser:
     """Options accepted before and after the subcommand (defaults suppressed
     here so a subcommand never overrides what was given before it)."""
-    p = argparse.ArgumentParser(add_help=False)
+    p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    p.add_argument("--version", action="version", version=f"kho {__version__}")
     S = argparse.SUPPRESS
     g = p.add_argument_group("reading options")
     g.add_argument(
@@ -126,15 +133,36 @@ def _load(args, path: str, mem: Sequence[str] = (), root_phys: int | None = None
     from .capture import load_capture, parse_capture
 
     cap = load_capture(path, mem or (), root_phys=root_phys, boot_info=_opt(args, "boot_info"))
-    st = parse_capture(
-        cap,
-        version=_opt(args, "abi"),
-        page_size=_opt(args, "page_size"),
-        byteorder=_opt(args, "byte_order"),
-        v1_bitmap=_opt(args, "v1_bitmap"),
-        limits=_limits(args),
-    )
+    with _naming_the_root_fdt(cap, path):
+        st = parse_capture(
+            cap,
+            version=_opt(args, "abi"),
+            page_size=_opt(args, "page_size"),
+            byteorder=_opt(args, "byte_order"),
+            v1_bitmap=_opt(args, "v1_bitmap"),
+            limits=_limits(args),
+        )
     return cap, st
+
+
+@contextmanager
+def _naming_the_root_fdt(cap, path: str) -> Iterator[None]:
+    """A root FDT with a bad magic: say which file it came from, and what it
+    looks like instead (an ELF core wants ``--mem``)."""
+    from .errors import FdtError
+
+    try:
+        yield
+    except FdtError as exc:
+        if not exc.message.startswith("bad magic") or exc.path != "root FDT":
+            raise
+        src = cap.sources.get("root_fdt", path)
+        head = bytes(cap.root_fdt[:4])
+        if head == b"\x7fELF":
+            hint = f"{src} is an ELF file (a memory image?): give the root FDT as INPUT and the image with --mem"
+        else:
+            hint = f"{src} is not a flattened device tree (magic 0xd00dfeed)"
+        raise FdtError(f"{exc.message} ({hint})", path=f"root FDT {src}") from None
 
 
 # -- subcommands ------------------------------------------------------------------------------
@@ -170,14 +198,9 @@ def cmd_dts(args) -> int:
 
     bo = _opt(args, "byte_order")
     cap = load_capture(args.input, args.mem or (), root_phys=args.root_phys, boot_info=_opt(args, "boot_info"))
-    docs = [
-        (
-            "root",
-            cap.sources.get("root_fdt", args.input),
-            None,
-            to_dts(cap.root_fdt, byteorder=bo or cap.byte_order or "little", where="root FDT"),
-        )
-    ]
+    with _naming_the_root_fdt(cap, args.input):
+        root_dts = to_dts(cap.root_fdt, byteorder=bo or cap.byte_order or "little", where="root FDT")
+    docs = [("root", cap.sources.get("root_fdt", args.input), None, root_dts)]
     skipped = []
     if args.sub:
         _, st = _load(args, args.input, args.mem, args.root_phys)
@@ -197,12 +220,13 @@ def cmd_dts(args) -> int:
                 )
     written = []
     if args.output:
-        out = Path(args.output)
-        out.mkdir(parents=True, exist_ok=True)
-        for name, _, _, text in docs:
-            f = out / f"{name if name == 'root' else 'sub-' + name}.dts"
-            f.write_text(text)
-            written.append(str(f))
+        from .outdir import OutputDir
+
+        with OutputDir(args.output, force=args.force, inputs=[args.input, *(args.mem or ())]) as out:
+            for name, _, _, text in docs:
+                fname = f"{name if name == 'root' else 'sub-' + name}.dts"
+                out.write(fname, text)
+                written.append(str(Path(args.output) / fname))
     if _opt(args, "json"):
         _emit(
             args,
@@ -215,7 +239,9 @@ def cmd_dts(args) -> int:
             "",
         )
     elif args.output:
-        sys.stdout.write("".join(f"wrote {w}\n" for w in written))
+        from .report import safe_text
+
+        sys.stdout.write("".join(f"wrote {safe_text(w)}\n" for w in written))
     else:
         parts = []
         for i, (name, _src, phys, text) in enumerate(docs):
@@ -224,25 +250,29 @@ def cmd_dts(args) -> int:
             parts.append(text)
         for s in skipped:
             parts.append(f"// sub-blob {s['name']} skipped: {s['reason']}\n")
-        sys.stdout.write("".join(parts))
+        from .report import safe_text
+
+        # the terminal gets escaped text; -o files and --json keep the bytes
+        sys.stdout.write("".join(safe_text(ln) + "\n" for ln in "".join(parts).splitlines()))
     return EXIT_OK
 
 
 def cmd_build(args) -> int:
     from .fixture import write_fixture
     from .spec import build_spec, load_spec
+    from .specfields import check_name
 
-    sp = load_spec(args.spec)
+    sp = load_spec(args.spec, allow_outside_files=args.allow_outside_files)
     if _opt(args, "abi"):
         sp.version = args.abi
     if _opt(args, "page_size"):
         sp.page_size = args.page_size
     if _opt(args, "byte_order"):
         sp.byte_order = args.byte_order
-    if args.name:
-        sp.name = args.name
+    if args.name is not None:
+        sp.name = check_name(args.name, "--name")
     fx = build_spec(sp)
-    files = write_fixture(fx, args.output)
+    files = write_fixture(fx, args.output, force=args.force, inputs=[args.spec])
     st = fx.state
     data = {"schema": "kho-formats/build/1", "name": fx.name, "outdir": args.output, "files": files, **fx.handover()}
     text = (
@@ -260,13 +290,17 @@ def cmd_build(args) -> int:
 def cmd_convert(args) -> int:
     from .fixture import write_fixture
     from .migrate import convert_capture, render_convert
+    from .outdir import check_output_target
+    from .specfields import check_name, safe_name
 
+    inputs = [args.input, *(args.mem or ())]
+    check_output_target(args.output, force=args.force, inputs=inputs)  # refuse before the work
+    name = check_name(args.name, "--name") if args.name is not None else safe_name(Path(args.output).name, "converted")
     cap, st = _load(args, args.input, args.mem, args.root_phys)
-    name = args.name or Path(args.output).name or "converted"
     fx, summary = convert_capture(
         cap, st, args.to, alloc=args.alloc or (), v1_bitmap=args.v1_bitmap_out, arch=args.arch, name=name
     )
-    files = write_fixture(fx, args.output)
+    files = write_fixture(fx, args.output, force=args.force, inputs=inputs)
     summary["outdir"] = args.output
     summary["files"] = files
     _emit(args, summary, render_convert(summary, args.output))
@@ -325,11 +359,10 @@ def cmd_check(args) -> int:
 
     cap, st = _load(args, args.input, args.mem, args.root_phys)
     clients = decode_clients(st, cap.image, budget=Budget(_limits(args)))
-    findings = check(st, cap.image, limits=_limits(args), clients=clients)
-    rep = check_report(findings, source=args.input)
+    findings = check(st, cap.image, limits=_limits(args), clients=clients, root_phys_required=cap.kind == "fixture")
+    rep = check_report(findings, source=args.input, strict=args.strict)
     _emit(args, rep, lambda: render_check(rep))
-    bad = rep["errors"] or (args.strict and rep["warnings"])
-    return EXIT_PROBLEM if bad else EXIT_OK
+    return EXIT_OK if rep["ok"] else EXIT_PROBLEM
 
 
 def cmd_luo_extract(args) -> int:
@@ -405,7 +438,6 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         parents=[common],
     )
-    p.add_argument("--version", action="version", version=f"kho {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     where = (
@@ -473,6 +505,11 @@ def build_parser() -> argparse.ArgumentParser:
     mem_opts(s)
     s.add_argument("--sub", action="store_true", help="also the sub-FDTs found in the capture/image")
     s.add_argument("-o", "--output", metavar="DIR", help="write root.dts and sub-<name>.dts into DIR")
+    s.add_argument(
+        "--force",
+        action="store_true",
+        help="write into an existing non-empty directory (only the files written are replaced, nothing is deleted)",
+    )
     s.set_defaults(func=cmd_dts)
 
     s = sub.add_parser(
@@ -488,6 +525,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("spec", metavar="SPEC", help="spec file (.toml, .yaml, .yml or .json)")
     s.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     s.add_argument("--name", help="fixture name (default: the spec's name, else its file name)")
+    s.add_argument(
+        "--allow-outside-files",
+        action="store_true",
+        help="let raw blob files named by the spec lie outside the spec's directory (absolute, '..', symlinks)",
+    )
+    s.add_argument(
+        "--force",
+        action="store_true",
+        help="write into an existing non-empty directory (only the files written are replaced, nothing is deleted)",
+    )
     s.set_defaults(func=cmd_build)
 
     s = sub.add_parser(
@@ -528,6 +575,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="ELF machine of the output (default: recorded, else the input ELF's e_machine, else arm64)",
     )
     s.add_argument("--name", help="fixture name (default: OUTDIR's name)")
+    s.add_argument(
+        "--force",
+        action="store_true",
+        help="write into an existing non-empty directory (only the files written are replaced, nothing is deleted)",
+    )
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser(
@@ -619,7 +671,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _error(message: str) -> None:
-    one = " ".join(str(message).split())
+    from .report import safe_text
+
+    one = safe_text(" ".join(str(message).split()))
     sys.stderr.write(f"kho: error: {one}\n")
 
 

@@ -144,3 +144,10 @@ class BootError(KhoFormatError):
     not fit QEMU virt), or QEMU failing before the kernel ran."""
 
     kind = "boot"
+
+
+class OutputError(KhoFormatError):
+    """An output directory the command refuses to write: not empty (without
+    ``--force``), a symlink, or equal to or inside an input."""
+
+    kind = "output"

@@ -18,11 +18,12 @@ from __future__ import annotations
 import io
 import re
 import struct
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
-from ._types import as_byteorder
+from ._types import BYTES_LIKE, as_byteorder, check_type
 from .errors import FdtError, PropertyError
 from .layout import FDT_MAGIC, fdt_header
 
@@ -40,7 +41,19 @@ class FdtNode:
     name: str
     props: list[tuple[str, bytes]] = field(default_factory=list)
     children: list[FdtNode] = field(default_factory=list)
-    path: str = "/"
+    #: the node this one is a child of (set by :meth:`add_child`); paths are
+    #: computed from it on demand, so building a tree costs no path copies
+    parent: FdtNode | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def path(self) -> str:
+        """``/a/b`` (``/`` for a root or a node without a parent)."""
+        parts: list[str] = []
+        n: FdtNode | None = self
+        while n is not None and n.parent is not None:
+            parts.append(n.name)
+            n = n.parent
+        return "/" + "/".join(reversed(parts))
 
     def get(self, name: str) -> bytes | None:
         for n, v in self.props:
@@ -65,7 +78,7 @@ class FdtNode:
         return None
 
     def add_child(self, name: str) -> FdtNode:
-        node = FdtNode(name, path=(self.path.rstrip("/") + "/" + name))
+        node = FdtNode(name, parent=self)
         self.children.append(node)
         return node
 
@@ -108,6 +121,7 @@ def _cstring(buf: bytes, start: int, end: int) -> int | None:
 
 def parse_fdt(data: bytes, *, where: str = "FDT", phys: int | None = None, max_depth: int = MAX_DEPTH) -> Fdt:
     """Parse and validate an FDT blob (``where`` names it in errors)."""
+    check_type(data, BYTES_LIKE, "data", "parse_fdt")
     buf = bytes(data)
 
     def e(msg: str, **kw: Any) -> FdtError:
@@ -202,7 +216,7 @@ def parse_fdt(data: bytes, *, where: str = "FDT", phys: int | None = None, max_d
             if root is None:
                 if name != "":
                     raise e(f"root node is named {name!r}", off=tpos - s0, expected="an empty name")
-                root = FdtNode("", path="/")
+                root = FdtNode("")
                 stack.append(root)
             else:
                 if not stack:
@@ -420,14 +434,47 @@ def build_fdt(
 _TWO_CELLS = re.compile(r"^\S+ = <(0x[0-9a-fA-F]{1,8}) (0x[0-9a-fA-F]{1,8})>;$")
 
 
+_PYFDT_LOCK = threading.Lock()
+
+
+def _no_duplicate(self: object, name: str) -> bool:
+    return False
+
+
+def _refuse_duplicate_names(fdt: Fdt, where: str) -> None:
+    """Two properties, two sub-nodes or a property and a sub-node with one
+    name in a node (dtc refuses them; pyfdt did too, in quadratic time)."""
+    for node in fdt.root.walk():
+        seen: set[str] = set()
+        for name in [n for n, _ in node.props] + [c.name for c in node.children]:
+            if name in seen:
+                raise FdtError(
+                    f"duplicate name {name!r}", path=f"{where}:{node.path}", expected="unique names in a node"
+                )
+            seen.add(name)
+
+
 def to_dts(blob: bytes, *, byteorder: str = "little", where: str = "FDT") -> str:
     """DTS text (via pyfdt) with every 8-byte property annotated with its
     native-order u64 value as a comment.  The blob is validated first."""
+    check_type(blob, BYTES_LIKE, "blob", "to_dts")
     fdt = parse_fdt(blob, where=where)  # our checks first: pyfdt trusts its input
+    _refuse_duplicate_names(fdt, where)
     try:
         from pyfdt.pyfdt import FdtBlobParse
+        from pyfdt.pyfdt import FdtNode as PyFdtNode
 
-        text = FdtBlobParse(io.BytesIO(bytes(blob[: fdt.size]))).to_fdt().to_dts()
+        # pyfdt checks every appended name against all earlier siblings
+        # (quadratic: 20k siblings took 15 s); the names were checked above
+        # in linear time, so its check is switched off for this call
+        with _PYFDT_LOCK:
+            attr = "_FdtNode__check_name_duplicate"
+            saved = PyFdtNode.__dict__[attr]
+            setattr(PyFdtNode, attr, _no_duplicate)
+            try:
+                text = FdtBlobParse(io.BytesIO(bytes(blob[: fdt.size]))).to_fdt().to_dts()
+            finally:
+                setattr(PyFdtNode, attr, saved)
     except Exception as exc:  # pyfdt raises bare struct.error / TypeError / ...
         raise FdtError(f"pyfdt could not render the blob: {type(exc).__name__}: {exc}", path=where) from None
     u64_props = {}

@@ -32,7 +32,6 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -41,6 +40,8 @@ from .alloc import PageAllocator, disjoint_regions
 from .errors import AllocationError, KhoFormatError
 from .image import PhysImage
 from .layout import SETUP_KEXEC_KHO, KhoData, KhoScratch, SetupDataHdr
+from .outdir import OutputDir
+from .specfields import check_name
 from .state import Built, KhoState
 
 ARCHS = ("arm64", "x86_64")
@@ -173,6 +174,7 @@ def make_fixture(
     """
     if arch not in ARCHS:
         raise KhoFormatError(f"unknown arch {arch!r}", expected=" or ".join(ARCHS))
+    check_name(name, "fixture name")
     st = built.state
     fx = Fixture(
         state=st,
@@ -317,33 +319,34 @@ def c_header(fx: Fixture, segments: Sequence[tuple[int, int]]) -> str:
     return "\n".join(d)
 
 
-def _write(path: Path, data: str | bytes) -> None:
-    if isinstance(data, str):
-        data = data.encode()
-    path.write_bytes(data)
-
-
-def write_fixture(fx: Fixture, outdir: str | os.PathLike) -> list[str]:
-    """Write every fixture file into ``outdir`` (created; stale ``seg-*.bin`` removed)."""
-    d = Path(outdir)
-    if d.exists() and not d.is_dir():
-        raise KhoFormatError(f"{d}: exists and is not a directory")
-    d.mkdir(parents=True, exist_ok=True)
-    for old in d.glob("seg-*.bin"):
-        old.unlink()
+def write_fixture(
+    fx: Fixture,
+    outdir: str | os.PathLike,
+    *,
+    force: bool = False,
+    inputs: Sequence[str | os.PathLike] = (),
+) -> list[str]:
+    """Write every fixture file into ``outdir`` through :class:`~kho_formats.outdir.OutputDir`:
+    a non-empty ``outdir`` is refused unless ``force`` (then only these files
+    are replaced, nothing is deleted), files are staged next to it and
+    renamed into place, an ``outdir`` equal to or inside one of ``inputs`` is
+    refused."""
+    check_name(fx.name, "fixture name")
     st = fx.state
     machine = "arm64" if fx.arch == "arm64" else "x86_64"
-    _write(d / "root.dtb", fx.root_fdt)
-    _write(d / "image.elf", fx.image.to_elf(byteorder=st.byteorder, machine=machine))
-    manifest = fx.image.to_bundle(d)
-    segs = [(s["phys"], s["phys"] + s["size"]) for s in manifest["segments"]]
-    _write(d / "handover.json", json.dumps(fx.handover(), indent=1, sort_keys=True) + "\n")
-    qemu = [f"-device loader,file={s['file']},addr={s['phys']:#x},force-raw=on" for s in manifest["segments"]]
-    _write(d / "qemu-args.txt", "\n".join(qemu) + "\n")
-    _write(d / "kho_fixture.h", c_header(fx, segs))
-    _write(d / "setup_data.bin", fx.setup_data())
-    _write(d / "chosen.json", json.dumps(fx.chosen(), indent=1, sort_keys=True) + "\n")
-    _write(d / "chosen.dtsi", fx.chosen_dtsi())
+    with OutputDir(outdir, force=force, inputs=inputs) as out:
+        assert out.path is not None
+        out.write("root.dtb", fx.root_fdt)
+        out.write("image.elf", fx.image.to_elf(byteorder=st.byteorder, machine=machine))
+        manifest = fx.image.to_bundle(out.path)
+        segs = [(s["phys"], s["phys"] + s["size"]) for s in manifest["segments"]]
+        out.write("handover.json", json.dumps(fx.handover(), indent=1, sort_keys=True) + "\n")
+        qemu = [f"-device loader,file={s['file']},addr={s['phys']:#x},force-raw=on" for s in manifest["segments"]]
+        out.write("qemu-args.txt", "\n".join(qemu) + "\n")
+        out.write("kho_fixture.h", c_header(fx, segs))
+        out.write("setup_data.bin", fx.setup_data())
+        out.write("chosen.json", json.dumps(fx.chosen(), indent=1, sort_keys=True) + "\n")
+        out.write("chosen.dtsi", fx.chosen_dtsi())
     return list(FIXTURE_FILES) + [s["file"] for s in manifest["segments"]]
 
 

@@ -3,13 +3,16 @@
 Every walker charges a :class:`Budget` for each metadata page it reads (radix
 nodes, v1 chunks and bitmaps, vmalloc chunks, serialization blocks) and for
 each entry it expands, so a hostile capture costs bounded time and memory.
+The other bounds: sub-blob bytes materialized by a parse, findings one
+check reports in detail, scratch areas and allocation regions accepted,
+bytes a checksum may run over.
 Exceeding a bound raises :class:`~kho_formats.errors.LimitExceeded`, which
 names the flag that raises it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from .errors import LimitExceeded
 
@@ -20,6 +23,22 @@ class Limits:
     max_pages: int = 1 << 20
     #: entries (vmalloc pages, folios, block entries) one parse may expand
     max_entries: int = 1 << 26
+    #: sub-blob bytes one parse copies out of the image (each (phys, size) once)
+    max_blob_bytes: int = 256 << 20
+    #: findings one check reports one by one (the rest are summed up per code)
+    max_findings: int = 4096
+    #: scratch areas a handover may have
+    max_scratch: int = 1 << 16
+    #: free regions an allocation may be given (convert --alloc, fixture alloc)
+    max_alloc_regions: int = 1 << 16
+    #: bytes a checksum (kho_test csum_partial) may run over
+    max_csum_bytes: int = 256 << 20
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise TypeError(f"Limits.{f.name} must be a non-negative int, not {v!r}")
 
 
 DEFAULT_LIMITS = Limits()
@@ -27,9 +46,12 @@ DEFAULT_LIMITS = Limits()
 
 class Budget:
     def __init__(self, limits: Limits | None = None) -> None:
+        if limits is not None and not isinstance(limits, Limits):
+            raise TypeError(f"limits must be a Limits or None, not {type(limits).__name__}")
         self.limits = limits or DEFAULT_LIMITS
         self.pages = 0
         self.entries = 0
+        self.bytes = 0
 
     def page(self, phys: int, what: str, count: int = 1) -> None:
         """Charge ``count`` metadata pages (``phys``: the first, for the error)."""
@@ -39,6 +61,22 @@ class Budget:
                 f"more than {self.limits.max_pages} metadata pages read (at {what})",
                 phys=phys,
                 expected="raise it with --max-pages / Limits(max_pages=...)",
+            )
+
+    def count(self, n: int, limit: str, what: str) -> None:
+        """Refuse ``n`` things of a kind bounded by ``Limits.<limit>`` (not cumulative)."""
+        cap = getattr(self.limits, limit)
+        if n > cap:
+            raise LimitExceeded(f"{n} {what}: more than {cap}", expected=f"raise it with Limits({limit}=...)")
+
+    def blob_bytes(self, n: int, what: str, phys: int | None = None) -> None:
+        """Charge ``n`` sub-blob bytes copied out of the image."""
+        self.bytes += n
+        if self.bytes > self.limits.max_blob_bytes:
+            raise LimitExceeded(
+                f"more than {self.limits.max_blob_bytes} sub-blob bytes read (at {what})",
+                phys=phys,
+                expected="raise it with Limits(max_blob_bytes=...)",
             )
 
     def entries_add(self, n: int, what: str, phys: int | None = None) -> None:

@@ -23,12 +23,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from . import memmap
+from ._types import check_type
 from .capture import Capture, strip_ranges
 from .clients import decode_clients
-from .errors import KhoFormatError
+from .errors import KhoFormatError, LimitExceeded
 from .extract import handover_image, handover_ranges, merge_ranges, spare_ranges, subtract
 from .fixture import Fixture, disjoint_regions, make_fixture
-from .state import KhoState, build, convert
+from .limits import DEFAULT_LIMITS, Limits
+from .state import KhoState, _scratch_areas, build, convert
 
 
 def _describe_props(st: KhoState) -> list[str]:
@@ -48,8 +50,67 @@ def convert_capture(
     v1_bitmap: str | None = None,
     arch: str | None = None,
     name: str = "converted",
+    limits: Limits | None = None,
 ) -> tuple[Fixture, dict]:
-    """``state`` (parsed from ``cap``) as ``to_version``: a fixture + a summary dict."""
+    """``state`` (parsed from ``cap``) as ``to_version``: a fixture + a summary dict.
+
+    Every failure is a :class:`KhoFormatError`; ``alloc`` regions must be
+    ``(start, size)`` ints inside the 64-bit space (at most
+    ``limits.max_alloc_regions`` of them)."""
+    f = "convert_capture"
+    check_type(cap, Capture, "cap", f)
+    check_type(state, KhoState, "state", f)
+    check_type(to_version, str, "to_version", f)
+    check_type(name, str, "name", f)
+    check_type(limits, Limits, "limits", f, optional=True)
+    lim = limits or DEFAULT_LIMITS
+    regs = _alloc_regions(alloc, "alloc")
+    _scratch_areas(state.scratch)  # a state built by hand may hold areas no u64 can (ScratchError)
+    for sb in state.subblobs:
+        if not 0 <= sb.phys < 1 << 64 or (sb.size is not None and not 0 <= sb.size <= (1 << 64) - sb.phys):
+            raise KhoFormatError(
+                f"sub-blob {sb.name!r} at {sb.phys:#x}+{sb.size or 0:#x} is not inside the 64-bit space",
+                path=f"/{sb.name}",
+                expected="0 <= phys, phys + size <= 2**64",
+            )
+    if len(regs) + len(cap.alloc) > lim.max_alloc_regions:
+        raise LimitExceeded(
+            f"{len(regs) + len(cap.alloc)} free regions",
+            expected=f"at most {lim.max_alloc_regions} (Limits.max_alloc_regions)",
+        )
+    try:
+        return _convert(cap, state, to_version, regs, v1_bitmap, arch, name)
+    except KhoFormatError:
+        raise
+    except (OverflowError, ValueError, MemoryError, RecursionError) as exc:
+        raise KhoFormatError(f"cannot convert this handover ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def _alloc_regions(alloc: object, what: str) -> list[tuple[int, int]]:
+    try:
+        regs = [(a, s) for a, s in alloc]  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        raise TypeError(f"convert_capture: {what} must be a sequence of (start, size) pairs") from None
+    for a, s in regs:
+        if not isinstance(a, int) or not isinstance(s, int) or isinstance(a, bool) or isinstance(s, bool):
+            raise TypeError(f"convert_capture: {what} must hold int (start, size) pairs, not {(a, s)!r}")
+        if a < 0 or s < 0 or a + s > 1 << 64:
+            raise KhoFormatError(
+                f"free region {a:#x}+{s:#x} is not inside the 64-bit space",
+                expected="0 <= start, start + size <= 2**64",
+            )
+    return regs
+
+
+def _convert(
+    cap: Capture,
+    state: KhoState,
+    to_version: str,
+    alloc: list[tuple[int, int]],
+    v1_bitmap: str | None,
+    arch: str | None,
+    name: str,
+) -> tuple[Fixture, dict]:
     if cap.image is None or not state.map_read:
         raise KhoFormatError(
             "convert needs the memory image that holds the memory map",
@@ -83,7 +144,7 @@ def convert_capture(
     regions: list[tuple[int, int]] = []
     for a, b in old_meta:
         regions.append((a, b - a))
-    regions += [(int(a), int(s)) for a, s in alloc]
+    regions += alloc
     regions = disjoint_regions(regions + list(cap.alloc))
     if not regions and spare:
         regions = disjoint_regions(spare)

@@ -333,6 +333,8 @@ class PageSet:
     def find_overlap(self) -> tuple[int, int, int, int] | None:
         """First pair of runs of different orders that overlap:
         ``(phys_a, order_a, phys_b, order_b)`` or ``None``."""
+        if sum(1 for _, c in self._runs.values() if c.size) < 2:  # runs of one order are disjoint
+            return None
         s, e, o = self.byte_intervals()
         if s.size < 2:
             return None

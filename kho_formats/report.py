@@ -26,6 +26,30 @@ from .state import KhoState
 SCHEMA = "kho-formats/{}/1"
 
 
+def safe_text(text: object) -> str:
+    """``text`` with every non-printable character (controls such as ``ESC``,
+    newlines, bidi overrides) written as a Python escape (``\\x1b``), so a
+    string from the input cannot retitle, clear or rewrite a terminal.  Text
+    renderers apply it to each line they print; JSON output is not touched
+    (``json.dumps`` escapes control characters itself)."""
+    s = str(text)
+    if s.isprintable():
+        return s
+    out = []
+    for ch in s:
+        if ch.isprintable():
+            out.append(ch)
+        else:
+            o = ord(ch)
+            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}")
+    return "".join(out)
+
+
+def _lines(L: Sequence[str]) -> str:
+    """The report's lines joined, each escaped with :func:`safe_text`."""
+    return "\n".join(safe_text(x) for x in L) + "\n"
+
+
 def human_size(n: int) -> str:
     """``4096`` -> ``4 KiB``, ``1536`` -> ``1.5 KiB``."""
     for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
@@ -65,6 +89,12 @@ def _client_json(rep: ClientReport | None) -> dict:
     return {"kind": j["kind"], "decoded": j["decoded"], "error": j["error"]}
 
 
+#: ``sources`` keys of the inspect report (null when that input was not used)
+SOURCE_KEYS = ("root_fdt", "images", "debugfs", "metadata")
+#: ``memory_map`` keys per map kind (null when the map was not read)
+_MAP_SUMMARY_KEYS = {"radix": ("depth", "pages"), "chunk-list": ("chunks", "bitmaps", "bitmap_bytes")}
+
+
 def inspect_report(
     state: KhoState,
     image: PhysImage | None,
@@ -97,11 +127,12 @@ def inspect_report(
                 v["bytes"] = area.nr_pages * state.page_size
                 vm.append(v)
     mm: dict = {"phys": state.memmap_phys, "kind": state.abi.memory_map, "read": state.map_read}
+    mm.update({k: None for k in _MAP_SUMMARY_KEYS.get(state.abi.memory_map, ())})  # documented: null when unread
     mm.update(state.codec.summary(state.map_context, state.memmap))
     return {
         "schema": SCHEMA.format("inspect"),
         "generator": f"kho-formats {__version__}",
-        "sources": sources or {},
+        "sources": {**{k: None for k in SOURCE_KEYS}, **(sources or {})},
         "version": state.version,
         "compatible": [state.abi.compatible] + list(state.extra_compatible),
         "page_size": state.page_size,
@@ -307,7 +338,7 @@ def render_inspect(r: dict, *, max_ranges: int = 32) -> str:
         L.append("")
         L.append("Notes:")
         L += [f"  - {n}" for n in r["notes"]]
-    return "\n".join(L) + "\n"
+    return _lines(L)
 
 
 # -- diff -----------------------------------------------------------------------------------
@@ -361,12 +392,14 @@ def diff_report(a: KhoState, b: KhoState, *, names: Sequence[str] = ("A", "B"), 
     ):
         if va != vb:
             meta[key] = {"a": va, "b": vb}
+    both_read = a.map_read and b.map_read
     return {
         "schema": SCHEMA.format("diff"),
         "a": names[0],
         "b": names[1],
-        "identical": same_set and not blobs and a.map_read and b.map_read,
-        "preserved_identical": same_set,
+        "identical": same_set and not blobs and both_read,
+        # null: a memory map was not read, so the preserved sets are unknown
+        "preserved_identical": same_set if both_read else None,
         "map_read": {"a": a.map_read, "b": b.map_read},
         "only_in_a": pages(only_a),
         "only_in_b": pages(only_b),
@@ -386,10 +419,12 @@ def render_diff(d: dict) -> str:
     L = []
     if d["identical"]:
         L.append(f"identical: same preserved set and sub-blobs ({d['a']} vs {d['b']})")
+    elif d["preserved_identical"] is None and not d["subblobs"]:
+        L.append(f"not compared: {d['a']} vs {d['b']}: same sub-blobs, but the preserved memory is unknown")
     else:
         L.append(f"different: {d['a']} vs {d['b']}")
     if not (d["map_read"]["a"] and d["map_read"]["b"]):
-        L.append("  (a memory map was not read: give memory images)")
+        L.append("  (a memory map was not read: give memory images with --mem-a / --mem-b)")
     for side, key in (("A", "only_in_a"), ("B", "only_in_b")):
         x = d[key]
         if x["pages"]:
@@ -408,17 +443,21 @@ def render_diff(d: dict) -> str:
             L.append(f"  sub-blob {s['name']}: only in {s['change'][-1].upper()}")
     for k, v in d["other"].items():
         L.append(f"  note: {k} differs (A {v['a']}, B {v['b']}; not compared)")
-    return "\n".join(L) + "\n"
+    return _lines(L)
 
 
 # -- check -----------------------------------------------------------------------------------
 
 
-def check_report(findings: list[Finding], *, source: str = "") -> dict:
+def check_report(findings: list[Finding], *, source: str = "", strict: bool = False) -> dict:
+    """``ok``: no errors (with ``strict``, no warnings either): the verdict
+    the text and the exit status both follow."""
+    bad = (ERROR, WARNING) if strict else (ERROR,)
     return {
         "schema": SCHEMA.format("check"),
         "source": source,
-        "ok": not any(f.severity == ERROR for f in findings),
+        "ok": not any(f.severity in bad for f in findings),
+        "strict": strict,
         "errors": sum(f.severity == ERROR for f in findings),
         "warnings": sum(f.severity == WARNING for f in findings),
         "findings": [f.to_json() for f in findings],
@@ -438,11 +477,13 @@ def render_check(r: dict) -> str:
     L.append(
         f"{r['source'] + ': ' if r['source'] else ''}{'OK' if r['ok'] else 'FAILED'}: "
         f"{r['errors']} errors, {r['warnings']} warnings"
+        + (" (--strict: warnings fail)" if r.get("strict") and not r["ok"] and not r["errors"] else "")
     )
-    return "\n".join(L) + "\n"
+    return _lines(L)
 
 
 __all__ = [
+    "safe_text",
     "inspect_report",
     "render_inspect",
     "diff_report",

@@ -16,9 +16,13 @@ client modules can declare their fields without import cycles
 from __future__ import annotations
 
 import copy
+import os
 import re
+import stat
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .errors import SpecError
@@ -26,18 +30,115 @@ from .errors import SpecError
 _SUFFIX = {"K": 10, "M": 20, "G": 30, "T": 40}
 
 
+#: integers in specs and on the command line: 0 .. 2**64 (an exclusive end may be 2**64)
+INT_MAX = 1 << 64
+#: longest integer text converted (checked before conversion: no 5000-digit int())
+INT_TEXT_MAX = 40
+
+
 def parse_int(value: Any, where: str) -> int:
-    """An int, or a string: ``0x1000``, ``4096``, ``16M``, ``1_000``."""
+    """An int, or a string: ``0x1000``, ``4096``, ``16M``, ``1_000``; always in
+    ``0 .. 2**64`` (:class:`SpecError` otherwise, also for absurdly long text)."""
     if isinstance(value, bool):
-        raise SpecError(f"{where}: expected an integer, got {value!r}")
+        raise SpecError(f"{where}: expected an integer, got {_short(value)}")
     if isinstance(value, int):
-        return value
-    if isinstance(value, str):
+        v = value
+    elif isinstance(value, str):
+        if len(value) > INT_TEXT_MAX:
+            raise SpecError(
+                f"{where}: integer text of {len(value)} characters", expected=f"at most {INT_TEXT_MAX} characters"
+            )
         s = value.strip().replace("_", "")
         m = re.fullmatch(r"(0[xX][0-9a-fA-F]+|\d+)\s*([KMGT])?(?:i?B)?", s)
-        if m:
-            return int(m.group(1), 0) << _SUFFIX.get(m.group(2) or "", 0)
-    raise SpecError(f"{where}: expected an integer, got {value!r}", expected='123, "0x7b" or "16M"')
+        if not m:
+            raise SpecError(f"{where}: expected an integer, got {_short(value)}", expected='123, "0x7b" or "16M"')
+        v = int(m.group(1), 0) << _SUFFIX.get(m.group(2) or "", 0)
+    else:
+        raise SpecError(f"{where}: expected an integer, got {_short(value)}", expected='123, "0x7b" or "16M"')
+    if not 0 <= v <= INT_MAX:
+        raise SpecError(f"{where}: {_short(v)} is out of range", expected="0 .. 2**64")
+    return v
+
+
+def _short(v: Any) -> str:
+    """``repr(v)`` cut to 60 characters (no 5000-digit or megabyte reprs in errors)."""
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 128:
+        return f"an integer of {v.bit_length()} bits"
+    if isinstance(v, (list, dict)):
+        return f"a {type(v).__name__} of {len(v)} items"
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+#: a fixture name: it becomes a file name and is pasted into kho_fixture.h and chosen.dtsi
+NAME_RE = re.compile(r"[A-Za-z0-9_.+-]{1,128}")
+
+
+def check_name(name: object, where: str) -> str:
+    """``name`` if it is a plain fixture name (:data:`NAME_RE`), else :class:`SpecError`."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise SpecError(f"{where}: {name!r} is not a plain name", expected="1-128 of A-Z a-z 0-9 _ . + -")
+    return name
+
+
+def safe_name(text: str, default: str = "fixture") -> str:
+    """``text`` made into a plain fixture name (for defaults derived from paths)."""
+    s = re.sub(r"[^A-Za-z0-9_.+-]", "_", text)[:128]
+    return s if s and NAME_RE.fullmatch(s) else default
+
+
+# -- files a spec names (``[[blob]] file = ...``) -----------------------------------------
+
+#: largest file a spec may name (bytes)
+SPEC_FILE_MAX = 64 << 20
+
+
+@dataclass(frozen=True)
+class SpecFiles:
+    """Where a spec's relative file names are looked up: ``base_dir`` (the
+    spec's directory); files outside it (absolute, ``..``, symlinks leading
+    out) only with ``allow_outside`` (``kho build --allow-outside-files``)."""
+
+    base_dir: Path | None = None
+    allow_outside: bool = False
+    max_bytes: int = SPEC_FILE_MAX
+
+
+#: the policy of the spec being loaded (set by ``spec.load_spec``)
+SPEC_FILES: ContextVar[SpecFiles | None] = ContextVar("SPEC_FILES", default=None)
+
+
+def read_spec_file(name: str, where: str, base_dir: Path | None = None) -> bytes:
+    """The bytes of a file a spec names: a regular file inside the spec's
+    directory (unless :data:`SPEC_FILES` allows more), at most ``max_bytes``."""
+    pol = SPEC_FILES.get() or SpecFiles()
+    base = base_dir if base_dir is not None else pol.base_dir
+    fp = Path(name)
+    if not fp.is_absolute() and base is not None:
+        fp = base / fp
+    if not pol.allow_outside:
+        if base is None:
+            raise SpecError(f"{where}: {name!r}: the spec has no directory to read files from")
+        real, top = os.path.realpath(fp), os.path.realpath(base)
+        if os.path.commonpath([real, top]) != top:
+            raise SpecError(
+                f"{where}: {name!r} is outside the spec's directory {base}",
+                expected="a file under the spec's directory (or --allow-outside-files)",
+            )
+    try:
+        fd = os.open(fp, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise SpecError(f"{where}: cannot read {fp}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise SpecError(f"{where}: {fp} is not a regular file")
+        if st.st_size > pol.max_bytes:
+            raise SpecError(f"{where}: {fp} has {st.st_size} bytes", expected=f"at most {pol.max_bytes}")
+        data = f.read(pol.max_bytes + 1)
+    if len(data) > pol.max_bytes:
+        raise SpecError(f"{where}: {fp} is larger than {pol.max_bytes} bytes")
+    return data
 
 
 # -- value types -------------------------------------------------------------------------
@@ -64,7 +165,7 @@ class BoolType(FieldType):
 
     def parse(self, value: Any, where: str) -> bool:
         if not isinstance(value, bool):
-            raise SpecError(f"{where}: expected true or false, got {value!r}")
+            raise SpecError(f"{where}: expected true or false, got {_short(value)}")
         return value
 
 
@@ -80,7 +181,7 @@ class StrType(FieldType):
         if self.coerce and not isinstance(value, (dict, list)):
             return str(value)
         if not isinstance(value, str):
-            raise SpecError(f"{where}: expected a string, got {value!r}")
+            raise SpecError(f"{where}: expected a string, got {_short(value)}")
         return value
 
 
@@ -119,6 +220,12 @@ class Table(FieldType):
         return validate(self.fields, value, where)
 
 
+def _in_space(start: int, size: int, where: str) -> tuple[int, int]:
+    if start + size > INT_MAX:
+        raise SpecError(f"{where}: {start:#x}+{size:#x} wraps past 2**64", expected="a range inside the 64-bit space")
+    return start, size
+
+
 RANGE_FIELDS: tuple[SpecField, ...]  # defined below (SpecField comes first)
 
 
@@ -133,9 +240,9 @@ class RangeType(FieldType):
     def parse(self, value: Any, where: str) -> tuple[int, int]:
         if isinstance(value, str) and ":" in value:
             a, s = value.split(":", 1)
-            return parse_int(a, where), parse_int(s, where)
+            return _in_space(parse_int(a, where), parse_int(s, where), where)
         if isinstance(value, list) and len(value) == 2:
-            return parse_int(value[0], where), parse_int(value[1], where)
+            return _in_space(parse_int(value[0], where), parse_int(value[1], where), where)
         d = validate([f for f in RANGE_FIELDS if f.name in self.keys], value, where)
         if (d["start"] is None) == (d.get("addr") is None):
             raise SpecError(f"{where}: give exactly one of start / addr")
@@ -145,7 +252,7 @@ class RangeType(FieldType):
         size = d["size"] if d["size"] is not None else d["end"] - start
         if size < 0:
             raise SpecError(f"{where}: end is below start")
-        return start, size
+        return _in_space(start, size, where)
 
 
 ANY = AnyType()
@@ -308,6 +415,14 @@ def text_table(tables: Sequence[SpecTable]) -> str:
 
 __all__ = [
     "parse_int",
+    "NAME_RE",
+    "INT_MAX",
+    "SpecFiles",
+    "SPEC_FILES",
+    "SPEC_FILE_MAX",
+    "read_spec_file",
+    "check_name",
+    "safe_name",
     "FieldType",
     "AnyType",
     "ANY",

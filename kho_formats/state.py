@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import abi
-from ._types import as_byteorder
+from ._types import BYTES_LIKE, as_byteorder, check_type
 from .abi import AbiVersion
 from .alloc import PageAllocator
 from .errors import FdtError, KhoFormatError, PropertyError, ScratchError, VersionError
@@ -160,6 +160,25 @@ def _scratch_areas(scratch: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
+def _check_parse_args(
+    root_fdt: object,
+    image: object,
+    version: object,
+    page_size: object,
+    byteorder: object,
+    root_fdt_phys: object,
+    limits: object,
+) -> None:
+    f = "parse"
+    check_type(root_fdt, BYTES_LIKE, "root_fdt", f)
+    check_type(image, PhysImage, "image", f, optional=True)
+    check_type(version, str, "version", f, optional=True)
+    check_type(page_size, int, "page_size", f)
+    check_type(byteorder, str, "byteorder", f)
+    check_type(root_fdt_phys, int, "root_fdt_phys", f, optional=True)
+    check_type(limits, Limits, "limits", f, optional=True)
+
+
 def _plausible_phys(v: int, page_size: int) -> bool:
     return v % page_size == 0 and v < (1 << 52)
 
@@ -187,6 +206,9 @@ def parse(
     and wins over them.  Without an image only the FDT is read (``map_read``
     is False).
     """
+    _check_parse_args(root_fdt, image, version, page_size, byteorder, root_fdt_phys, limits)
+    budget = Budget(limits)
+    budget.count(len(scratch), "max_scratch", "scratch areas")
     layout(page_size, byteorder)  # refuses a bad page size or byte order before anything is read
     fdt = parse_fdt(root_fdt, where=ROOT, phys=root_fdt_phys)
     root = fdt.root
@@ -245,6 +267,7 @@ def parse(
         notes=notes,
     )
     # sub-nodes
+    blob_cache: dict[tuple[int, int], bytes] = {}
     for child in root.children:
         where = f"{ROOT}:{child.path}"
         phys = get_u64(child, ver.address_property, byteorder, where=ROOT)
@@ -276,7 +299,11 @@ def parse(
                         if ver.blob_is_fdt:
                             raise
             if size is not None and image.has(phys, size):
-                data = image.read(phys, size, f"sub-blob {child.name}")
+                # one copy per (phys, size): 200 sub-nodes naming one blob share its bytes
+                data = blob_cache.get((phys, size))
+                if data is None:
+                    budget.blob_bytes(size, f"sub-blob {child.name}", phys)
+                    data = blob_cache[(phys, size)] = image.read(phys, size, f"sub-blob {child.name}")
             elif size is not None:
                 notes.append(f"{where}: blob ({size} bytes at {phys:#x}) is not in the memory image")
         state.subblobs.append(SubBlob(child.name, phys, size, data, src, extras, values))
@@ -286,9 +313,7 @@ def parse(
         notes.append("no memory image given: the preserved memory map was not read")
         return state
     options = {"v1_bitmap": v1_bitmap} if v1_bitmap is not None else {}
-    got = state.codec.read(
-        image, map_phys, state.map_context, budget=Budget(limits), params=map_params or {}, options=options
-    )
+    got = state.codec.read(image, map_phys, state.map_context, budget=budget, params=map_params or {}, options=options)
     state.preserved, state.memmap, state.map_params = got.pages, got.map, got.params
     notes += got.notes
     return state

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -90,3 +92,17 @@ def test_harness_catches_escapes_and_hangs(monkeypatch):
     monkeypatch.setattr(fk.kstate, "parse", slow)
     out, exc, dt = guarded(s, 0.2)
     assert isinstance(exc, fk.Hang) and dt < 2.0
+
+
+@pytest.mark.parametrize("target", ["spec", "bundle", "boot", "convert"])
+def test_short_fuzz_of_the_file_level_targets(target):
+    """Issue 12: specs, bundle manifests, boot fixture directories and convert
+    get only KhoFormatErrors out of mutated inputs (the long run is
+    ``python fuzz/fuzz_kho.py --target all --runs 2000``)."""
+    from fuzz.targets import fuzz_target
+
+    st = fuzz_target(target, 150, seed=20260101, timeout=10.0)
+    assert st.runs == 150
+    assert st.escapes == 0, "\n\n".join(st.examples)
+    assert "ok" in st.outcomes and len(st.outcomes) > 1, st.outcomes  # both valid and refused inputs were reached
+    assert st.worst_seconds < 10.0, st.worst_input

@@ -128,10 +128,17 @@ def _read(path: Path, what: str) -> bytes:
         raise BootError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
 
 
+#: largest handover.json / manifest.json read (bytes)
+JSON_MAX_BYTES = 4 << 20
+
+
 def _json(d: Path, name: str) -> Any:
     if not (d / name).exists() and not (d / name).is_symlink():
         raise BootError(f"fixture directory {d}: missing {d / name}")
     path = _checked_file(d, name, name)
+    size = path.stat().st_size
+    if size > JSON_MAX_BYTES:  # checked before reading: handover.json and manifest.json are small
+        raise BootError(f"{d / name}: {size} bytes", expected=f"at most {JSON_MAX_BYTES} bytes of JSON")
     try:
         return json.loads(_read(path, name))
     except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON

@@ -22,7 +22,7 @@ from ..fdt import FdtNode, build_fdt, get_strings, get_u32, parse_fdt, str_bytes
 from ..findings import ERROR, INFO, WARNING, Finding
 from ..image import PhysImage
 from ..layout import KHO_VMALLOC_ALLOC, KhoVmalloc, Layout
-from ..limits import Budget
+from ..limits import DEFAULT_LIMITS, Budget
 from ..pageset import PageSet
 from ..specfields import INT, STR, ListOf, SpecField, SpecRow, SpecTable, Table
 from .base import BootLog, BootRule, BuildContext, BuiltBlob, CheckContext, Client, DecodeContext, gen_bytes
@@ -144,6 +144,13 @@ def decode(
     # whose bytes add up to no more than the image holds (so hostile lists
     # that repeat one big folio cannot make us checksum it thousands of times)
     if bad or sum(b - a for a, b in spans) > image.total_bytes:
+        return kt
+    # and no more than Limits.max_csum_bytes in all (PT_LOADs aliasing one
+    # block inflate total_bytes; the checksum is Python/numpy work per byte)
+    cap = (budget.limits if budget else DEFAULT_LIMITS).max_csum_bytes
+    work = sum(b - a for a, b in spans) * len(archs)
+    if work > cap:
+        kt.problems.append(f"csum not checked: {work} bytes to checksum, more than Limits.max_csum_bytes = {cap}")
         return kt
     try:
         for arch in archs:

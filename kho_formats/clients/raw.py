@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import SpecError
 from ..pageset import PageSet
-from ..specfields import STR, SpecField, SpecRow, SpecTable
+from ..specfields import STR, SpecField, SpecRow, SpecTable, read_spec_file
 from .base import BuildContext, BuiltBlob, Client, DecodeContext, page_round
 
 
@@ -37,7 +37,7 @@ class RawParams:
 SPEC = SpecTable(
     "raw",
     (
-        SpecField("file", STR, doc="file with the bytes, relative to the spec"),
+        SpecField("file", STR, doc="file with the bytes, relative to the spec and inside its directory"),
         SpecField("hex", STR, doc="the bytes as hex digits"),
         SpecField("text", STR, doc="the bytes as UTF-8 text"),
     ),
@@ -45,7 +45,7 @@ SPEC = SpecTable(
     rows=(
         SpecRow(
             ("file", "hex", "text"),
-            '`type = "raw"`: `file` (relative to the spec), `hex` or `text`',
+            '`type = "raw"`: `file` (relative to the spec, inside its directory unless `kho build --allow-outside-files`), `hex` or `text`',
             "",
             "bytes passed through (kho-v1 needs FDT blobs)",
         ),
@@ -69,13 +69,7 @@ class RawClient(Client):
         if len(srcs) != 1:
             raise SpecError(f"{where}: a raw blob needs exactly one of file / hex / text")
         if values["file"] is not None:
-            fp = Path(values["file"])
-            if not fp.is_absolute() and base_dir is not None:
-                fp = base_dir / fp
-            try:
-                data = fp.read_bytes()
-            except OSError as exc:
-                raise SpecError(f"{where}.file: cannot read {fp}: {exc.strerror}") from None
+            data = read_spec_file(values["file"], f"{where}.file", base_dir)
         elif values["hex"] is not None:
             try:
                 data = bytes.fromhex(re.sub(r"\s+", "", values["hex"]))

@@ -18,6 +18,7 @@ from ..fdt import FDT_MAGIC
 from ..fixture import Fixture, disjoint_regions, make_fixture
 from ..image import PhysImage
 from ..layout import layout
+from ..limits import DEFAULT_LIMITS
 from ..pageset import PageSet
 from ..state import KhoState, SubBlob, build
 from .model import BlobSpec, Spec
@@ -34,8 +35,64 @@ def _client(reg: ClientRegistry, b: BlobSpec, w: str) -> Client:
     return client
 
 
+#: pages one ``[[preserve]]`` entry (count x order), vmalloc area or folio may name
+SPEC_MAX_PAGES = DEFAULT_LIMITS.max_entries
+
+
 def build_spec(sp: Spec, *, clients: ClientRegistry | None = None) -> Fixture:
-    """Build the handover a :class:`Spec` describes (deterministic)."""
+    """Build the handover a :class:`Spec` describes (deterministic).
+
+    Every failure is a :class:`~kho_formats.errors.KhoFormatError`
+    (mostly :class:`SpecError`); sizes that would need absurd memory are
+    refused before anything is allocated."""
+    if not isinstance(sp, Spec):
+        raise TypeError(f"build_spec: sp must be a Spec, not {type(sp).__name__}")
+    w = sp.source or sp.name
+    _check_sizes(sp, w)
+    try:
+        return _build_spec(sp, clients)
+    except KhoFormatError:
+        raise
+    except (MemoryError, OverflowError, ValueError, RecursionError) as exc:
+        raise SpecError(f"{w}: cannot build this spec ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def _check_sizes(sp: Spec, w: str) -> None:
+    ps = sp.page_size
+    if ps not in abi.PAGE_SIZES:
+        raise SpecError(f"{w}.page_size: {ps!r}", expected="4096, 16384 or 65536")
+    max_order = 64 - ps.bit_length()  # (ps << order) still fits the 64-bit space
+    for i, p in enumerate(sp.preserve):
+        pw = f"{w}.preserve[{i}]"
+        if p.end is not None:
+            if not 0 <= p.phys <= p.end <= 1 << 64:
+                raise SpecError(f"{pw}: range {p.phys:#x}..{p.end:#x} is not inside the 64-bit space")
+            continue
+        if not 0 <= p.order <= max_order:
+            raise SpecError(f"{pw}.order: {p.order}", expected=f"0..{max_order} for {ps}-byte pages")
+        if not 1 <= p.count <= SPEC_MAX_PAGES >> p.order:
+            raise SpecError(
+                f"{pw}.count: {p.count}", expected=f"1..{SPEC_MAX_PAGES >> p.order} pages of order {p.order}"
+            )
+        if p.phys + (p.count * ps << p.order) > 1 << 64:
+            raise SpecError(f"{pw}: {p.count} order-{p.order} pages at {p.phys:#x} run past 2**64")
+    for i, v in enumerate(sp.vmalloc):
+        vw = f"{w}.vmalloc[{i}]"
+        if not 0 <= v.order <= max_order:
+            raise SpecError(f"{vw}.order: {v.order}", expected=f"0..{max_order}")
+        if v.pages > SPEC_MAX_PAGES:
+            raise SpecError(f"{vw}.pages: {v.pages}", expected=f"at most {SPEC_MAX_PAGES}")
+    for a, s in list(sp.alloc) + list(sp.scratch):
+        if a + s > 1 << 64:
+            raise SpecError(f"{w}: region {a:#x}+{s:#x} runs past 2**64")
+    for b in sp.blobs:
+        for f in getattr(b.params, "folios", ()) or ():
+            order = getattr(f, "order", 0)
+            if not 0 <= order <= max_order or (1 << order) > SPEC_MAX_PAGES:
+                raise SpecError(f"{w}: blob {b.name!r} folio order {order}", expected="a folio of at most 64 Mi pages")
+
+
+def _build_spec(sp: Spec, clients: ClientRegistry | None) -> Fixture:
     reg = registry if clients is None else clients
     ver = abi.get_version(sp.version)
     ps = sp.page_size

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,9 @@ else:  # pragma: no cover
 
 from ..clients import ClientRegistry, registry
 from ..clients.vmalloc_area import VmallocSpec
-from ..errors import SpecError
+from ..errors import KhoFormatError, SpecError
 from ..layout import KHO_VMALLOC_FLAGS_MASK
-from ..specfields import RANGE, check_mapping, validate
+from ..specfields import RANGE, SPEC_FILES, SpecFiles, check_mapping, check_name, validate
 from .model import BlobSpec, PreserveSpec, Spec
 from .tables import BLOB, PRESERVE, TOP, VMALLOC
 
@@ -40,8 +40,7 @@ def spec_from_dict(
     w = source or "spec"
     v = validate(TOP.fields, d, w)
     sp = Spec(name=v["name"] if v["name"] is not None else (name or "fixture"), source=source)
-    if not re.fullmatch(r"[A-Za-z0-9_.+-]+", sp.name):
-        raise SpecError(f"{w}.name: {sp.name!r} is not a plain file name")
+    check_name(sp.name, f"{w}.name")
     sp.version, sp.page_size, sp.byte_order, sp.arch = v["version"], v["page_size"], v["byte_order"], v["arch"]
     if sp.arch == "x86_64" and sp.byte_order != "little":
         raise SpecError(f"{w}: x86_64 is little-endian only")
@@ -125,14 +124,171 @@ def _blob(b: Any, bw: str, base_dir: Path | None, reg: ClientRegistry) -> BlobSp
     return BlobSpec(name=x["name"], type=typ, phys=x["phys"], preserve=x["preserve"], seed=x["seed"], params=params)
 
 
-def load_spec(path: str | os.PathLike) -> Spec:
-    """Load a ``.toml`` / ``.yaml`` / ``.yml`` / ``.json`` spec file."""
+#: largest spec file read (bytes)
+SPEC_TEXT_MAX = 16 << 20
+#: deepest nesting of lists/tables a spec may have (checked before parsing)
+SPEC_MAX_DEPTH = 32
+#: YAML aliases a spec may use (``*name``): a few are handy, a bomb is refused
+YAML_MAX_ALIASES = 64
+#: YAML nodes after expanding the aliases
+YAML_MAX_NODES = 1 << 20
+
+
+def load_spec(path: str | os.PathLike, *, allow_outside_files: bool = False) -> Spec:
+    """Load a ``.toml`` / ``.yaml`` / ``.yml`` / ``.json`` spec file.
+
+    Files the spec names (``[[blob]] file = ...``) must be regular files under
+    the spec's directory unless ``allow_outside_files`` (the CLI's
+    ``kho build --allow-outside-files``)."""
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
-        raise SpecError(f"cannot read spec {p}: {exc.strerror}") from None
-    return loads_spec(raw, fmt=p.suffix.lstrip(".").lower(), name=p.stem, base_dir=p.parent, source=str(p))
+        raise SpecError(f"cannot read spec {p}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise SpecError(f"spec {p} is not a regular file")
+        raw = f.read(SPEC_TEXT_MAX + 1)
+    if len(raw) > SPEC_TEXT_MAX:
+        raise SpecError(f"spec {p} is larger than {SPEC_TEXT_MAX} bytes")
+    token = SPEC_FILES.set(SpecFiles(base_dir=p.parent, allow_outside=allow_outside_files))
+    try:
+        return loads_spec(raw, fmt=p.suffix.lstrip(".").lower(), name=p.stem, base_dir=p.parent, source=str(p))
+    finally:
+        SPEC_FILES.reset(token)
+
+
+#: longest run of number characters outside strings (digit limit before conversion)
+SPEC_MAX_NUMBER_TEXT = 72
+_NUMBER_CHARS = frozenset("0123456789abcdefABCDEF_xXoO")
+
+
+def _scan(text: str, fmt: str) -> tuple[int, int]:
+    """Deepest ``[``/``{`` nesting and longest run of number characters, both
+    outside strings and comments (a conservative scan: it may over-count,
+    never under-count)."""
+    depth = best = run = longest = 0
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c in _NUMBER_CHARS:
+            run += 1
+            longest = max(longest, run)
+            i += 1
+            continue
+        run = 0
+        if c in "[{":
+            depth += 1
+            best = max(best, depth)
+        elif c in "]}":
+            depth = max(0, depth - 1)
+        elif c == "#" and fmt != "json":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        elif c in "\"'":
+            if text.startswith(c * 3, i) and fmt == "toml":
+                j = text.find(c * 3, i + 3)
+                i = n if j < 0 else j + 3
+                continue
+            j = i + 1
+            while j < n and text[j] != c and text[j] != "\n":
+                j += 2 if text[j] == "\\" and c == '"' else 1
+            i = j + 1
+            continue
+        i += 1
+    return best, longest
+
+
+def _yaml_load(text: str, where: str) -> Any:
+    import yaml
+    from yaml.events import AliasEvent, CollectionStartEvent
+
+    class Loader(yaml.SafeLoader):
+        aliases = 0
+        depth = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(AliasEvent):
+                self.aliases += 1
+                if self.aliases > YAML_MAX_ALIASES:
+                    raise SpecError(f"{where}: more than {YAML_MAX_ALIASES} YAML aliases")
+            elif self.check_event(CollectionStartEvent):
+                if self.depth >= SPEC_MAX_DEPTH:
+                    raise SpecError(f"{where}: nested deeper than {SPEC_MAX_DEPTH}")
+            self.depth += 1
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    def construct_int(loader: yaml.SafeLoader, node: Any) -> Any:
+        if len(str(node.value)) > SPEC_MAX_NUMBER_TEXT:
+            raise SpecError(f"{where}: a number of {len(str(node.value))} characters")
+        return yaml.SafeLoader.construct_yaml_int(loader, node)
+
+    Loader.add_constructor("tag:yaml.org,2002:int", construct_int)
+    loader = Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node) > YAML_MAX_NODES:
+            raise SpecError(f"{where}: aliases expand to more than {YAML_MAX_NODES} YAML nodes")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(root: Any) -> int:
+    """Nodes of the YAML graph with every alias expanded (memoized per node,
+    so a bomb is measured, not expanded)."""
+    from yaml.nodes import MappingNode, SequenceNode
+
+    memo: dict[int, int] = {}
+
+    def size(node: Any) -> int:
+        k = id(node)
+        if k in memo:
+            return memo[k]
+        memo[k] = YAML_MAX_NODES + 1  # a cycle counts as too big
+        if isinstance(node, SequenceNode):
+            n = 1 + sum(size(c) for c in node.value)
+        elif isinstance(node, MappingNode):
+            n = 1 + sum(size(a) + size(b) for a, b in node.value)
+        else:
+            n = 1
+        memo[k] = n = min(n, YAML_MAX_NODES + 1)
+        return n
+
+    return size(root)
+
+
+def _parse_text(text: str, fmt: str, where: str) -> Any:
+    if fmt not in ("toml", "yaml", "yml", "json"):
+        raise SpecError(f"{where}: unknown spec format {fmt!r}", expected=".toml, .yaml, .yml or .json")
+    depth, number = _scan(text, fmt)
+    if depth > SPEC_MAX_DEPTH:
+        raise SpecError(f"{where}: nested deeper than {SPEC_MAX_DEPTH}")
+    if number > SPEC_MAX_NUMBER_TEXT and fmt != "yaml" and fmt != "yml":  # YAML: checked by its int constructor
+        raise SpecError(f"{where}: a number of {number} characters", expected=f"at most {SPEC_MAX_NUMBER_TEXT}")
+    if fmt == "toml":
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise SpecError(f"{where}: bad TOML: {exc}") from None
+    if fmt == "json":
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise SpecError(f"{where}: bad JSON: {exc}") from None
+    import yaml
+
+    try:
+        return _yaml_load(text, where)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{where}: bad YAML: {' '.join(str(exc).split())}") from None
 
 
 def loads_spec(
@@ -143,30 +299,25 @@ def loads_spec(
     base_dir: Path | None = None,
     source: str | None = None,
 ) -> Spec:
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    """A spec from text.  Every failure is a :class:`SpecError`: nesting
+    deeper than :data:`SPEC_MAX_DEPTH` and YAML alias bombs are refused before
+    anything is built, integers longer than 40 characters before conversion."""
+    if not isinstance(raw, (str, bytes, bytearray, memoryview)):
+        raise TypeError(f"loads_spec: raw must be str or bytes, not {type(raw).__name__}")
+    text = bytes(raw).decode("utf-8", "replace") if not isinstance(raw, str) else raw
     where = source or "spec"
-    if fmt == "toml":
-        try:
-            d = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise SpecError(f"{where}: bad TOML: {exc}") from None
-    elif fmt in ("yaml", "yml"):
-        import yaml
-
-        try:
-            d = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise SpecError(f"{where}: bad YAML: {' '.join(str(exc).split())}") from None
-    elif fmt == "json":
-        try:
-            d = json.loads(text)
-        except ValueError as exc:
-            raise SpecError(f"{where}: bad JSON: {exc}") from None
-    else:
-        raise SpecError(f"{where}: unknown spec format {fmt!r}", expected=".toml, .yaml, .yml or .json")
-    if d is None:
-        d = {}
-    return spec_from_dict(d, base_dir=base_dir, name=name, source=source)
+    try:
+        d = _parse_text(text, fmt, where)
+        if d is None:
+            d = {}
+        return spec_from_dict(d, base_dir=base_dir, name=name, source=source)
+    except SpecError:
+        raise
+    except KhoFormatError as exc:
+        raise SpecError(f"{where}: {exc}") from None
+    except (RecursionError, MemoryError, OverflowError, ValueError, TypeError) as exc:
+        # a last net: parsers and validators must not leak these for any text
+        raise SpecError(f"{where}: unusable spec ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
 __all__ = ["spec_from_dict", "load_spec", "loads_spec"]
