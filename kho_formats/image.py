@@ -141,7 +141,9 @@ class PhysImage:
         return out
 
     def copy(self) -> PhysImage:
-        return PhysImage((s.phys, bytes(s.data)) for s in self._segs)
+        """An independent image; read-only segments are shared, not copied
+        (:meth:`write` copies a read-only segment before changing it)."""
+        return PhysImage((s.phys, s.data if s.data.readonly else bytes(s.data)) for s in self._segs)
 
     # -- reading ------------------------------------------------------------
     @property
