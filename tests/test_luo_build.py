@@ -232,3 +232,41 @@ def test_bad_luo_specs(d: dict[str, Any], match: str) -> None:
 
 def test_memfd_is_the_only_buildable_handler_and_listed() -> None:
     assert [h.compatible for h in FILE_HANDLERS if h.spec_fields is not None] == ["memfd-v2"]
+
+
+def test_shipped_fixture_v4_4k_luo() -> None:
+    from kho_formats.capture import load_capture, parse_capture
+
+    fix = Path(__file__).resolve().parent.parent / "fixtures" / "v4-4k-luo"
+    cap = load_capture(fix)
+    state = parse_capture(cap)
+    rep = decode_clients(state, cap.image)["LUO"]
+    st = rep.decoded
+    assert isinstance(st, LuoState) and st.problems == []
+    assert [s.name for s in st.sessions] == ["vm-a", "vm-b"]
+    a, b = st.sessions
+    assert [(blk.count, blk.capacity) for blk in a.blocks] == [(63, 63), (4, 63)]
+    assert len(a.files) == 67 and [f.token for f in a.files][:3] == [0, 0x1001, (1 << 64) - 1]
+    big = a.files[2].decoded
+    assert (big.size, big.ser.seals, big.ser.pos, big.order.tolist()) == (2 << 20, 7, 9029, [8, 8])
+    marker = bytes.fromhex("4b484f2d4c554f21")
+    assert content_digest(a.files[2], cap.image, 4096) == hashlib.sha256(marker + bytes((2 << 20) - 8)).hexdigest()
+    sparse = b.files[0].decoded
+    assert sparse.index.tolist() == [0, 16] and sparse.order.tolist() == [2, 1]
+    assert [(f.name, f.ser.data) for f in st.flbs] == [("liveupdate-test-flb-v0", 0xFEEDF00DCAFEBEE0)]
+
+
+def test_readme_luo_example_builds() -> None:
+    import re
+
+    from kho_formats.spec import loads_spec
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = next(b for b in re.findall(r"```toml\n(.*?)```", text, re.S) if 'type = "LUO"' in b)
+    fx = build_spec(loads_spec('version = "kho-v4"\narch = "x86_64"\n' + block))
+    st = parse(fx.root_fdt, fx.image)
+    rep = decode_clients(st, fx.image)["LUO"].decoded
+    assert isinstance(rep, LuoState)
+    st = rep
+    assert [len(s.files) for s in st.sessions] == [3, 1]
+    assert st.sessions[0].files[2].decoded.order.tolist() == [9]
