@@ -394,9 +394,9 @@ def cmd_luo_extract(args) -> int:
 def cmd_diff(args) -> int:
     from .report import diff_report, render_diff
 
-    _, a = _load(args, args.a, args.mem_a)
-    _, b = _load(args, args.b, args.mem_b)
-    rep = diff_report(a, b, names=(args.a, args.b))
+    cap_a, a = _load(args, args.a, args.mem_a)
+    cap_b, b = _load(args, args.b, args.mem_b)
+    rep = diff_report(a, b, names=(args.a, args.b), images=(cap_a.image, cap_b.image))
     _emit(args, rep, lambda: render_diff(rep))
     return EXIT_OK if rep["identical"] else EXIT_PROBLEM
 

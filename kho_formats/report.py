@@ -344,8 +344,34 @@ def render_inspect(r: dict, *, max_ranges: int = 32) -> str:
 # -- diff -----------------------------------------------------------------------------------
 
 
-def diff_report(a: KhoState, b: KhoState, *, names: Sequence[str] = ("A", "B"), max_pages: int = 1000) -> dict:
-    """Preserved-set and sub-blob differences (version/page size noted, not compared)."""
+def _luo_diff(a: KhoState, b: KhoState, images: Sequence[PhysImage | None]) -> dict | None:
+    """The ``luo`` key of a diff: None when neither side has a ``LUO`` sub-node."""
+    from .clients import decode_clients
+    from .clients import luo as luo_client
+
+    if a.subblob(luo_client.NAME) is None and b.subblob(luo_client.NAME) is None:
+        return None
+    got: list[luo_client.LuoState | None] = []
+    errs: list[str | None] = []
+    for st, img in zip((a, b), images):
+        rep = decode_clients(st, img).get(luo_client.NAME) if st.subblob(luo_client.NAME) else None
+        ok = rep is not None and isinstance(rep.decoded, luo_client.LuoState)
+        got.append(rep.decoded if ok and rep is not None else None)
+        errs.append(str(rep.error) if rep is not None and rep.error is not None else None)
+    return luo_client.diff(got[0], got[1], (images[0], images[1]), (a.page_size, b.page_size), (errs[0], errs[1]))
+
+
+def diff_report(
+    a: KhoState,
+    b: KhoState,
+    *,
+    names: Sequence[str] = ("A", "B"),
+    max_pages: int = 1000,
+    images: Sequence[PhysImage | None] = (None, None),
+) -> dict:
+    """Preserved-set and sub-blob differences (version/page size noted, not
+    compared); ``luo``: Live Update state compared (sessions, files and, with
+    ``images``, their contents), None when neither side has ``LUO``."""
     only_a, only_b = a.preserved.difference(b.preserved) if a.page_size == b.page_size else (a.preserved, b.preserved)
 
     def pages(ps) -> dict:
@@ -393,11 +419,12 @@ def diff_report(a: KhoState, b: KhoState, *, names: Sequence[str] = ("A", "B"), 
         if va != vb:
             meta[key] = {"a": va, "b": vb}
     both_read = a.map_read and b.map_read
+    luo = _luo_diff(a, b, images)
     return {
         "schema": SCHEMA.format("diff"),
         "a": names[0],
         "b": names[1],
-        "identical": same_set and not blobs and both_read,
+        "identical": same_set and not blobs and both_read and (luo is None or luo["identical"]),
         # null: a memory map was not read, so the preserved sets are unknown
         "preserved_identical": same_set if both_read else None,
         "map_read": {"a": a.map_read, "b": b.map_read},
@@ -405,6 +432,7 @@ def diff_report(a: KhoState, b: KhoState, *, names: Sequence[str] = ("A", "B"), 
         "only_in_b": pages(only_b),
         "subblobs": blobs,
         "other": meta,
+        "luo": luo,
     }
 
 
@@ -441,6 +469,10 @@ def render_diff(d: dict) -> str:
             )
         else:
             L.append(f"  sub-blob {s['name']}: only in {s['change'][-1].upper()}")
+    if d.get("luo"):
+        from .clients.luo import diff_text
+
+        L += diff_text(d["luo"])
     for k, v in d["other"].items():
         L.append(f"  note: {k} differs (A {v['a']}, B {v['b']}; not compared)")
     return _lines(L)

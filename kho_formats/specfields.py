@@ -108,9 +108,10 @@ class SpecFiles:
 SPEC_FILES: ContextVar[SpecFiles | None] = ContextVar("SPEC_FILES", default=None)
 
 
-def read_spec_file(name: str, where: str, base_dir: Path | None = None) -> bytes:
-    """The bytes of a file a spec names: a regular file inside the spec's
-    directory (unless :data:`SPEC_FILES` allows more), at most ``max_bytes``."""
+def spec_file_path(name: str, where: str, base_dir: Path | None = None) -> Path:
+    """The path of a file a spec names, refused unless it is inside the
+    spec's directory (or :data:`SPEC_FILES` allows more).  For files that are
+    streamed rather than read whole (memfd contents); see :func:`read_spec_file`."""
     pol = SPEC_FILES.get() or SpecFiles()
     base = base_dir if base_dir is not None else pol.base_dir
     fp = Path(name)
@@ -125,6 +126,14 @@ def read_spec_file(name: str, where: str, base_dir: Path | None = None) -> bytes
                 f"{where}: {name!r} is outside the spec's directory {base}",
                 expected="a file under the spec's directory (or --allow-outside-files)",
             )
+    return fp
+
+
+def read_spec_file(name: str, where: str, base_dir: Path | None = None) -> bytes:
+    """The bytes of a file a spec names: a regular file inside the spec's
+    directory (unless :data:`SPEC_FILES` allows more), at most ``max_bytes``."""
+    pol = SPEC_FILES.get() or SpecFiles()
+    fp = spec_file_path(name, where, base_dir)
     try:
         fd = os.open(fp, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:

@@ -453,8 +453,8 @@ def convert(state: KhoState, to_version: str, *, map_options: Mapping[str, Any] 
             )
         if ver.blob_is_fdt and sb.data is not None and sb.data[:4] != b"\xd0\x0d\xfe\xed":
             raise VersionError(
-                f"{ver.name} sub-nodes point at FDTs, but sub-blob {sb.name!r} is not an FDT "
-                "(its size could not be recovered)",
+                f"{ver.name} sub-nodes point at FDTs, but sub-blob {sb.name!r} is {len(sb.data)} bytes of raw data, "
+                f"not an FDT: {ver.name} sizes a sub-blob by its FDT header, so it cannot hold this one",
                 path=f"{ROOT}:/{sb.name}",
                 expected="an FDT blob, or a target version with blob-size",
             )

@@ -65,12 +65,20 @@ def test_shipped_fixture_checks_clean(name):
     assert j["ok"] and j["errors"] == 0 and j["warnings"] == 0
 
 
+#: bytes of client data a fixture holds on purpose (beyond a few pages)
+LARGE_DATA = {"v4-4k-luo": (2 << 20) + (512 << 10)}
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_fixture_is_small(name):
     total = sum(p.stat().st_size for p in (FIX / name).iterdir())
     ps = json.loads((FIX / name / "handover.json").read_text())["page_size"]
     # image.elf + the same bytes as segments + the C header: about 40 pages' worth
-    assert total <= 40 * ps + 512 * 1024, (name, total)
+    limit = 40 * ps + 512 * 1024
+    # v4-4k-luo holds a 2 MiB memfd (twice: image.elf and its segment), mostly
+    # zeros, so about 150 KiB in git
+    limit += LARGE_DATA.get(name, 0) * 2
+    assert total <= limit, (name, total)
 
 
 @pytest.mark.parametrize("target", ["kho-v2", "kho-v3", "kho-v4"])

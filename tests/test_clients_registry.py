@@ -137,7 +137,7 @@ def test_builtin_clients_are_registered() -> None:
     assert registry.keys() == ["kho_test", "memblock", "kexec-metadata", "LUO"]
     assert registry.get("memblock") is memblock.CLIENT and registry.lookup("nope") is registry.fallback
     assert registry.by_spec_type("raw") is registry.fallback and registry.fallback.kind == "unknown"
-    assert registry.spec_types() == ["kho_test", "memblock", "kexec-metadata", "raw"]
+    assert registry.spec_types() == ["kho_test", "memblock", "kexec-metadata", "LUO", "raw"]
     assert [c.kind for c in registry] == ["kho_test", "memblock", "kexec-metadata", "LUO"]
     assert [c.report_key for c in registry.everyone() if c.report_key] == ["luo"]
     with pytest.raises(ValueError, match="already registered"):

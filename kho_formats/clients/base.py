@@ -20,7 +20,9 @@ A KHO client is whatever one sub-node of the root FDT points at.  One
   the ``[[blob]]`` keys it adds and their typed form;
   ``fixed_ranges(entry, page_size)`` and ``build(entry, ctx)``: what it
   places at fixed addresses, and how it allocates and encodes itself into
-  segments and pages to preserve;
+  segments and pages to preserve; ``reencode(result, layout)``: the pages a
+  decoded result references, encoded again at their own addresses (the
+  byte-exact rebuild of a capture);
 * ``boot_rule``: how a booted kernel's log says it restored its data (an
   optional hook for ``kho boot``);
 * ``report_key``, ``report(result)`` and ``report_text(value)``: an optional
@@ -256,6 +258,12 @@ class Client:
 
     def build(self, entry: Any, ctx: BuildContext) -> BuiltBlob:
         raise KhoFormatError(f"client {self.kind!r} cannot be built from a spec")
+
+    def reencode(self, result: Any, lay: Layout) -> list[tuple[int, bytes]]:
+        """The pages the client's decoded result occupies besides its blob,
+        encoded again at the addresses the decode recorded (``[]``: none, or
+        not supported); a capture the kernel laid out gives them back byte for byte."""
+        return []
 
 
 # -- registries --------------------------------------------------------------------------------

@@ -16,20 +16,31 @@ ends at ``size``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import ClientError, KhoFormatError
+from ..errors import ClientError, KhoFormatError, SpecError
 from ..findings import ERROR, WARNING, Finding
 from ..image import PhysImage
-from ..layout import LuoFileSer, MemfdLuoSer, memfd_folio_fields
+from ..layout import (
+    KHO_VMALLOC_ALLOC,
+    KhoVmalloc,
+    Layout,
+    LuoFileSer,
+    MemfdLuoSer,
+    memfd_folio_fields,
+    memfd_folio_word,
+)
 from ..pageset import PageSet
-from .base import CheckContext, DecodeContext
-from .luo import MAX_DETAILED, FileHandler, LuoProblem
-from .vmalloc import VmallocArea, read_vmalloc
+from ..specfields import INT, STR, ListOf, SpecField, Table, spec_file_path
+from .base import CheckContext, DecodeContext, gen_bytes
+from .luo import MAX_DETAILED, FileBuildContext, FileBuilt, FileHandler, LuoProblem
+from .vmalloc import VmallocArea, build_vmalloc, encode_vmalloc_chunks, read_vmalloc
 
 COMPATIBLE = "memfd-v2"
 #: ``MEMFD_LUO_ALL_SEALS``: F_SEAL_SEAL, _SHRINK, _GROW, _WRITE, _FUTURE_WRITE, _EXEC
@@ -113,6 +124,18 @@ def seal_names(seals: int) -> str:
     if seals & ~MEMFD_LUO_ALL_SEALS:
         names.append(f"{seals & ~MEMFD_LUO_ALL_SEALS:#x}?")
     return "|".join(names)
+
+
+#: ``fill``: what the contents are after ``hex`` / ``file``
+FILLS = ("seed", "zero")
+#: generated contents come in pieces of this size (a piece depends only on seed, label and offset)
+CONTENT_PIECE = 64 << 10
+
+MEMFD_FOLIO_FIELDS = (
+    SpecField("index", INT, doc="first page of the file the folio holds", required=True),
+    SpecField("order", INT, 0, doc="folio order"),
+    SpecField("flags", INT, FOLIO_DIRTY | FOLIO_UPTODATE, doc="record flags"),
+)
 
 
 class MemfdHandler(FileHandler):
@@ -316,6 +339,38 @@ class MemfdHandler(FileHandler):
                 b = min(n, a + CHUNK)
                 yield off + a, image.view(phys + a, b - a, f"memfd folio {k} at index {int(m.index[k])}")
 
+    # -- building (the LUO spec's memfd files) -------------------------------------------------
+
+    spec_fields = (
+        SpecField("size", INT, doc="file size in bytes", default_doc="the length of `hex` / `file`, else 0"),
+        SpecField("pos", INT, 0, doc="file position"),
+        SpecField("seals", INT, 0, doc="F_SEAL_* bits (seal 1, shrink 2, grow 4, write 8, future_write 16, exec 32)"),
+        SpecField("folio_order", INT, 0, doc="order of the folios that cover the file"),
+        SpecField(
+            "folios",
+            ListOf(Table(MEMFD_FOLIO_FIELDS), "a list of {index, order, flags} tables"),
+            doc="explicit folios in array order (pages without one read as zeros)",
+            default_doc="`size` covered by `folio_order` folios",
+        ),
+        SpecField("folio_flags", INT, FOLIO_DIRTY | FOLIO_UPTODATE, doc="folio record flags (dirty 1, uptodate 2)"),
+        SpecField("seed", INT, doc="seed of generated contents", default_doc="the blob's seed"),
+        SpecField("fill", STR, doc="contents after `hex`/`file`: `seed` or `zero`", choices=FILLS),
+        SpecField("hex", STR, doc="the first bytes of the contents"),
+        SpecField("file", STR, doc="a file with the first bytes of the contents, relative to the spec"),
+    )
+
+    def spec_params(self, values: dict[str, Any], where: str, base_dir: Path | None) -> MemfdParams:
+        return memfd_params(values, where, base_dir)
+
+    def folio_orders(self, params: MemfdParams, page_size: int, where: str) -> list[int]:
+        return [f.order for f in check_folios(params, page_size, where)]
+
+    def build_file(self, params: MemfdParams, ctx: FileBuildContext, folio_phys: Sequence[int]) -> FileBuilt:
+        return build_memfd(params, ctx, folio_phys)
+
+    def reencode(self, result: MemfdFile, lay: Layout) -> list[tuple[int, bytes]]:
+        return reencode_memfd(result, lay)
+
 
 def _read_prefix(area: VmallocArea, image: PhysImage, page_size: int, nbytes: int) -> bytes:
     """The first ``nbytes`` of a vmalloc area (only the groups needed)."""
@@ -326,6 +381,275 @@ def _read_prefix(area: VmallocArea, image: PhysImage, page_size: int, nbytes: in
     if len(data) < nbytes:  # pragma: no cover - read_vmalloc guarantees the groups
         raise KhoFormatError("memfd folio array is short", phys=area.desc.first)
     return data[:nbytes]
+
+
+# -- building -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemfdFolioSpec:
+    index: int
+    order: int
+    flags: int = FOLIO_DIRTY | FOLIO_UPTODATE
+
+
+@dataclass(frozen=True)
+class MemfdParams:
+    """A memfd file of a LUO spec."""
+
+    size: int = 0
+    pos: int = 0
+    seals: int = 0
+    folio_order: int = 0
+    #: explicit folios (array order); None: ``size`` covered by ``folio_order`` folios from index 0
+    folios: tuple[MemfdFolioSpec, ...] | None = None
+    folio_flags: int = FOLIO_DIRTY | FOLIO_UPTODATE
+    seed: int | None = None
+    fill: str = "seed"
+    #: the first bytes of the contents (``hex``), or a file holding them (``file``)
+    head: bytes = b""
+    head_file: str | None = None
+    head_size: int = 0
+
+    def folio_layout(self, page_size: int) -> list[MemfdFolioSpec]:
+        if self.folios is not None:
+            return list(self.folios)
+        pages = -(-self.size // page_size)
+        return [MemfdFolioSpec(i, self.folio_order, self.folio_flags) for i in range(0, pages, 1 << self.folio_order)]
+
+
+def pmd_order(page_size: int) -> int:
+    """The largest shmem folio: ``PMD_ORDER`` (a page of 8-byte PTEs maps 2**order pages)."""
+    return (page_size // 8).bit_length() - 1
+
+
+def memfd_params(values: dict[str, Any], where: str, base_dir: Path | None) -> MemfdParams:
+    """Validated memfd keys of a LUO spec file (page-size rules come at build time)."""
+    v = values
+    if v["hex"] is not None and v["file"] is not None:
+        raise SpecError(f"{where}: give hex or file, not both")
+    head, head_file, head_size = b"", None, 0
+    if v["hex"] is not None:
+        try:
+            head = bytes.fromhex(re.sub(r"\s+", "", v["hex"]))
+        except ValueError:
+            raise SpecError(f"{where}.hex: not hex digits") from None
+        head_size = len(head)
+    elif v["file"] is not None:
+        fp = spec_file_path(v["file"], f"{where}.file", base_dir)
+        try:
+            head_size = fp.stat().st_size
+        except OSError as exc:
+            raise SpecError(f"{where}.file: cannot read {fp}: {exc.strerror}") from None
+        if not fp.is_file():
+            raise SpecError(f"{where}.file: {fp} is not a regular file")
+        head_file = str(fp)
+    size = v["size"] if v["size"] is not None else head_size
+    if not 0 <= size <= MAX_LFS_FILESIZE:
+        raise SpecError(f"{where}.size: {size}", expected=f"0 .. MAX_LFS_FILESIZE {MAX_LFS_FILESIZE:#x}")
+    if size < head_size:
+        raise SpecError(f"{where}.size: {size} is smaller than the {head_size} bytes of hex/file")
+    if not 0 <= v["pos"] <= MAX_LFS_FILESIZE:
+        raise SpecError(f"{where}.pos: {v['pos']}", expected=f"0 .. MAX_LFS_FILESIZE {MAX_LFS_FILESIZE:#x}")
+    if v["seals"] & ~MEMFD_LUO_ALL_SEALS or v["seals"] < 0:
+        raise SpecError(
+            f"{where}.seals: {v['seals']:#x}", expected=f"bits of MEMFD_LUO_ALL_SEALS {MEMFD_LUO_ALL_SEALS:#x}"
+        )
+    if v["folio_order"] < 0:
+        raise SpecError(f"{where}.folio_order: {v['folio_order']} < 0")
+    for key in ("folio_flags",):
+        if not 0 <= v[key] < 1 << 12:
+            raise SpecError(f"{where}.{key}: {v[key]:#x} does not fit the record's 12 flag bits")
+    folios = None
+    if v["folios"] is not None:
+        if "folio_order" in v and v["folio_order"]:
+            raise SpecError(f"{where}: give folio_order or folios, not both")
+        folios = []
+        for k, f in enumerate(v["folios"]):
+            fw = f"{where}.folios[{k}]"
+            if f["index"] < 0 or f["order"] < 0:
+                raise SpecError(f"{fw}: index {f['index']} and order {f['order']} must not be negative")
+            if f["index"] % (1 << f["order"]):
+                raise SpecError(f"{fw}: index {f['index']} is not aligned to order {f['order']}")
+            if not 0 <= f["flags"] < 1 << 12:
+                raise SpecError(f"{fw}.flags: {f['flags']:#x} does not fit the record's 12 flag bits")
+            folios.append(MemfdFolioSpec(f["index"], f["order"], f["flags"]))
+        spans = sorted((f.index, f.index + (1 << f.order), k) for k, f in enumerate(folios))
+        for (a0, a1, i), (b0, _b1, j) in zip(spans, spans[1:]):
+            if b0 < a1:
+                raise SpecError(f"{where}.folios[{j}]: index {b0} overlaps folios[{i}] (pages {a0}..{a1 - 1})")
+    fill = v["fill"] if v["fill"] is not None else ("zero" if head_size else "seed")
+    return MemfdParams(
+        size=size,
+        pos=v["pos"],
+        seals=v["seals"],
+        folio_order=v["folio_order"],
+        folios=None if folios is None else tuple(folios),
+        folio_flags=v["folio_flags"],
+        seed=v["seed"],
+        fill=fill,
+        head=head,
+        head_file=head_file,
+        head_size=head_size,
+    )
+
+
+def check_folios(p: MemfdParams, page_size: int, where: str) -> list[MemfdFolioSpec]:
+    """The file's folios, refusing what a kernel of this page size cannot hold."""
+    top = pmd_order(page_size)
+    pages = -(-p.size // page_size)
+    out = p.folio_layout(page_size)
+    for k, f in enumerate(out):
+        if f.order > top:
+            raise SpecError(
+                f"{where}: folio {k} order {f.order} is above PMD order {top}, the largest shmem folio "
+                f"at {page_size}-byte pages"
+            )
+        if f.index >= pages:
+            raise SpecError(
+                f"{where}: folio {k} starts at page {f.index}, past the file's size {p.size} ({pages} pages)"
+            )
+    return out
+
+
+class MemfdContents:
+    """The contents a spec gives a memfd, read piece by piece (never the whole file at once)."""
+
+    def __init__(self, p: MemfdParams, seed: int, label: str) -> None:
+        self.p = p
+        self.seed = p.seed if p.seed is not None else seed
+        self.label = label
+        self._piece: tuple[int, bytes] | None = None
+        self._fh: Any = None
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> MemfdContents:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _head(self, off: int, n: int) -> bytes:
+        if self.p.head_file is None:
+            return self.p.head[off : off + n]
+        if self._fh is None:
+            self._fh = open(self.p.head_file, "rb")
+        self._fh.seek(off)
+        got = self._fh.read(n)
+        if len(got) != n:
+            raise SpecError(f"{self.p.head_file}: file changed while building (short read at {off})")
+        return bytes(got)
+
+    def _seeded(self, k: int) -> bytes:
+        if self._piece is None or self._piece[0] != k:
+            self._piece = (k, gen_bytes(self.seed, f"{self.label}@{k}", CONTENT_PIECE))
+        return self._piece[1]
+
+    def read(self, off: int, n: int) -> bytearray:
+        """``n`` bytes from file offset ``off`` (zeros past ``size``)."""
+        out = bytearray(n)
+        end = min(off + n, self.p.size)
+        pos = off
+        hs = min(end, self.p.head_size)
+        if pos < hs:
+            out[: hs - pos] = self._head(pos, hs - pos)
+            pos = hs
+        if self.p.fill == "seed":
+            while pos < end:
+                k = pos // CONTENT_PIECE
+                base = k * CONTENT_PIECE
+                stop = min(base + CONTENT_PIECE, end)
+                out[pos - off : stop - off] = self._seeded(k)[pos - base : stop - base]
+                pos = stop
+        return out
+
+    def chunks(self, page_size: int, chunk: int = CHUNK) -> Iterator[bytes]:
+        """The whole file as ``kho luo extract`` writes it (pages without a folio are zeros)."""
+        covered = np.zeros(-(-self.p.size // page_size), dtype=bool)
+        for f in self.p.folio_layout(page_size):
+            covered[f.index : f.index + (1 << f.order)] = True
+        for off in range(0, self.p.size, chunk):
+            n = min(chunk, self.p.size - off)
+            data = self.read(off, n)
+            for pg in np.flatnonzero(~covered[off // page_size : -(-(off + n) // page_size)]).tolist():
+                a = pg * page_size
+                data[a : a + page_size] = bytes(len(data[a : a + page_size]))
+            yield bytes(data)
+
+
+def build_memfd(p: MemfdParams, ctx: FileBuildContext, folio_phys: Sequence[int]) -> FileBuilt:
+    """One memfd as ``memfd_luo_preserve()`` leaves it: the ``memfd_luo_ser``
+    page, then the folio record array (vmalloc, order-0 pages) and its chunk;
+    the folios (at ``folio_phys``, allocated by the caller) hold the contents."""
+    lay, ps = ctx.layout, ctx.page_size
+    folios = check_folios(p, ps, ctx.where)
+    if len(folio_phys) != len(folios):  # pragma: no cover - the caller allocates folio_orders()
+        raise SpecError(f"{ctx.where}: {len(folio_phys)} folio addresses for {len(folios)} folios")
+    ser_phys = ctx.alloc.alloc(what="memfd_luo_ser page")
+    segments: list[tuple[int, bytes, str]] = []
+    preserve = PageSet(ps)
+    preserve.add(ser_phys, 0)
+    recs = bytearray()
+    order_idx = sorted(range(len(folios)), key=lambda k: folios[k].index)
+    with MemfdContents(p, ctx.seed, ctx.label) as contents:
+        for k in order_idx:
+            f, phys = folios[k], folio_phys[k]
+            size = ps << f.order
+            if phys % size:  # pragma: no cover - allocated aligned
+                raise SpecError(f"{ctx.where}: folio {k} at {phys:#x} is not aligned to order {f.order}")
+            segments.append((phys, bytes(contents.read(f.index * ps, size)), f"memfd folio {ctx.label}/{f.index}"))
+            preserve.add(phys, f.order)
+    for f, phys in zip(folios, folio_phys):
+        word = memfd_folio_word(phys >> lay.page_shift, f.flags, lay.byteorder)
+        recs += lay.build("memfd_luo_folio_ser", dict(pfn_flags=word, index=f.index), error=SpecError)
+    if folios:
+        npages = -(-len(recs) // ps)
+        recs = recs.ljust(npages * ps, b"\0")
+        groups = [ctx.alloc.alloc(what="memfd folio array page") for _ in range(npages)]
+        for i, g in enumerate(groups):
+            segments.append((g, bytes(recs[i * ps : (i + 1) * ps]), "memfd folio array page"))
+        desc, chunks, vpres = build_vmalloc(groups, 0, lay, ctx.alloc, flags=KHO_VMALLOC_ALLOC)
+        segments += [(c, data, "memfd folio array chunk") for c, data in chunks]
+        preserve.update(vpres)
+    else:
+        desc = KhoVmalloc(first=0, total_pages=0, flags=0, order=0)
+    ser = lay.build(
+        "memfd_luo_ser",
+        dict(pos=p.pos, size=p.size, seals=p.seals, flags=0, nr_folios=len(folios), folios=desc),
+        phys=ser_phys,
+        error=SpecError,
+    )
+    segments.append((ser_phys, ser.ljust(ps, b"\0"), "memfd_luo_ser page"))
+    return FileBuilt(ser_phys, segments, preserve)
+
+
+def reencode_memfd(m: MemfdFile, lay: Layout) -> list[tuple[int, bytes]]:
+    """The pages of a decoded memfd file at its own addresses: the
+    ``memfd_luo_ser`` page, the folio record array and its chunks (not the folios)."""
+    ps = lay.page_size
+    s = m.ser
+    ser = lay.build(
+        "memfd_luo_ser",
+        dict(pos=s.pos, size=s.size, seals=s.seals, flags=s.flags, nr_folios=s.nr_folios, folios=s.folios),
+        phys=m.ser_phys,
+    )
+    base = m.ser_phys - m.ser_phys % ps
+    out = [(base, bytes(m.ser_phys - base) + ser.ljust(ps - (m.ser_phys - base), b"\0"))]
+    if m.area is None:
+        return out
+    recs = bytearray()
+    for phys, flags, index in zip(m.phys.tolist(), m.flags.tolist(), m.index.tolist()):
+        word = memfd_folio_word(phys >> lay.page_shift, flags, lay.byteorder)
+        recs += lay.build("memfd_luo_folio_ser", dict(pfn_flags=word, index=index))
+    pages = m.area.page_addresses(ps).tolist()
+    recs = recs.ljust(len(pages) * ps, b"\0")
+    out += [(p, bytes(recs[i * ps : (i + 1) * ps])) for i, p in enumerate(pages)]
+    out += encode_vmalloc_chunks(m.area.groups.tolist(), m.area.chunks, lay)
+    return out
 
 
 HANDLER = MemfdHandler()

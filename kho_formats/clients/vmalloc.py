@@ -140,6 +140,22 @@ def read_vmalloc(
     return VmallocArea(desc=desc, groups=arr, chunks=chunks)
 
 
+def encode_vmalloc_chunks(groups: Sequence[int], chunk_phys: Sequence[int], lay: Layout) -> list[tuple[int, bytes]]:
+    """The chunk pages at ``chunk_phys`` (in chain order) listing ``groups``:
+    each chunk full before the next, the rest of the last one zero."""
+    cap = lay.kho_vmalloc_chunk_capacity
+    if len(groups) > cap * len(chunk_phys):
+        raise VmallocError(f"{len(groups)} groups do not fit {len(chunk_phys)} chunks of {cap}")
+    out = []
+    for i, cp in enumerate(chunk_phys):
+        entries = np.zeros(cap, dtype=np.uint64)
+        part = [int(g) for g in groups[i * cap : (i + 1) * cap]]
+        entries[: len(part)] = part
+        nxt = chunk_phys[i + 1] if i + 1 < len(chunk_phys) else 0
+        out.append((cp, lay.build("kho_vmalloc_chunk", dict(next=nxt, phys=entries), phys=cp, error=VmallocError)))
+    return out
+
+
 def build_vmalloc(
     groups: Sequence[int],
     order: int,
@@ -161,13 +177,7 @@ def build_vmalloc(
     # the kernel links a fresh chunk as soon as one fills up
     nchunks = len(groups) // cap + 1
     chunk_phys = [alloc.alloc(what="kho_vmalloc_chunk") for _ in range(nchunks)]
-    out = []
-    for i, cp in enumerate(chunk_phys):
-        entries = np.zeros(cap, dtype=np.uint64)
-        part = groups[i * cap : (i + 1) * cap]
-        entries[: len(part)] = part
-        nxt = chunk_phys[i + 1] if i + 1 < nchunks else 0
-        out.append((cp, lay.build("kho_vmalloc_chunk", dict(next=nxt, phys=entries), phys=cp, error=VmallocError)))
+    out = encode_vmalloc_chunks(groups, chunk_phys, lay)
     desc = KhoVmalloc(first=chunk_phys[0], total_pages=len(groups) << order, flags=flags, order=order)
     shift = lay.page_shift
     preserve = [(p, 0) for p in chunk_phys]
