@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from ._types import as_byteorder
 from .errors import KhoFormatError
 from .image import PhysImage
 from .limits import Budget
@@ -36,6 +37,7 @@ def walk_page_chain(
     client's FDT path, for instance).
     """
     pre = f"{where}: " if where else ""
+    bo = as_byteorder(byteorder)
     seen = set()
     phys, prev = first, None
     while phys:
@@ -56,7 +58,7 @@ def walk_page_chain(
             raise error(f"{pre}{noun} is outside the image{came}", phys=phys, expected="a page in the memory image")
         page = image.read(phys, page_size, noun)
         yield phys, page
-        prev, phys = phys, int.from_bytes(page[:8], byteorder)
+        prev, phys = phys, int.from_bytes(page[:8], bo)
 
 
 __all__ = ["walk_page_chain"]
