@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 from _kernel import kernel_image, requires_kernel
 
+import kho_formats.spec.build as spec_mod  # the spec builder module (it calls state.build)
 from kho_formats import boot
-from kho_formats import spec as spec_mod
 from kho_formats.clients import kho_test
 from kho_formats.fixture import Fixture
 from kho_formats.pageset import PageSet
