@@ -67,7 +67,13 @@ def _bit_positions(mask: np.ndarray) -> np.ndarray:
     nzw = np.flatnonzero(mask != 0)  # on bool: several times faster than on uint64
     if nzw.size == 0:
         return np.zeros(0, dtype=np.int64)
-    vals = mask[nzw].astype(np.uint64, copy=False)
+    return _positions_in_words(nzw, mask[nzw].astype(np.uint64, copy=False), mask)
+
+
+def _positions_in_words(nzw: np.ndarray, vals: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """:func:`_bit_positions` of the nonzero words ``vals`` (native uint64)
+    at the ascending word indexes ``nzw``; ``mask``, when given, is the
+    whole array they come from (unpacked whole when most of it is set)."""
     rest = vals & (vals - _ONE)  # each word without its lowest bit
     multi = np.flatnonzero(rest != 0)
     base = nzw << 6
@@ -77,7 +83,7 @@ def _bit_positions(mask: np.ndarray) -> np.ndarray:
     pc = _popcount(vals)
     total = int(pc.sum(dtype=np.int64))
     if total > 8 * nzw.size:
-        if nzw.size * 4 > mask.size:
+        if mask is not None and nzw.size * 4 > mask.size:
             le = mask if np.little_endian else mask.astype("<u8")
             return np.flatnonzero(np.unpackbits(le.view(np.uint8), bitorder="little").view(bool))
         sel = np.ascontiguousarray(vals.astype("<u8", copy=False))
@@ -163,52 +169,150 @@ def _in_bases_units(pos: np.ndarray, bases: np.ndarray, contiguous: np.ndarray, 
     return bases[pos >> shift] + (pos & (nbits - 1)).view(np.uint64)
 
 
+class _Stack:
+    """The bitmaps of a stack, read a block at a time: bitmap ``i`` is row
+    ``rows[i]`` of ``words`` (row ``i`` when ``rows`` is None).  A block of
+    consecutive rows is a view of ``words``; any other block is copied into
+    a block-sized scratch, so a map is never gathered whole."""
+
+    def __init__(self, words: np.ndarray, rows: np.ndarray | None) -> None:
+        self.words = words
+        self.rows = rows
+        self.breaks: np.ndarray | None = None
+        if rows is not None:
+            # breaks[i]: rows that do not follow the one before, up to bitmap i
+            step = np.ones(rows.size, dtype=bool)
+            np.not_equal(rows[1:], rows[:-1] + 1, out=step[1:])
+            step[0] = False
+            self.breaks = np.cumsum(step, dtype=np.int64)
+
+    def scratch(self, k: int) -> np.ndarray | None:
+        return None if self.rows is None else np.empty((k, self.words.shape[1]), dtype=self.words.dtype)
+
+    def block(self, i: int, j: int, scratch: np.ndarray | None) -> np.ndarray:
+        if self.rows is None:
+            return self.words[i:j]
+        assert self.breaks is not None and scratch is not None
+        if self.breaks[j - 1] == self.breaks[i]:
+            r = int(self.rows[i])
+            return self.words[r : r + j - i]
+        out = scratch[: j - i]
+        np.take(self.words, self.rows[i:j], axis=0, out=out, mode="clip")  # rows are valid: no bounds pass
+        return out
+
+    def sample(self, idx: np.ndarray) -> np.ndarray:
+        return self.words[idx if self.rows is None else self.rows[idx]]
+
+
 def _runs_of_blocks(
-    words: np.ndarray, bases: np.ndarray, contiguous: np.ndarray, k: int, lo: int, hi: int
+    stack: _Stack, bases: np.ndarray, contiguous: np.ndarray, k: int, lo: int, hi: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     out = []
+    scratch = stack.scratch(k)
     for i in range(lo, hi, k):
         c = contiguous[i : i + k].copy()
         c[0] = False  # a run continued from the block before is joined afterwards
-        out.append(_runs_of_block(words[i : i + k], bases[i : i + k], c))
+        out.append(_runs_of_block(stack.block(i, min(hi, i + k), scratch), bases[i : i + k], c))
     return out
 
 
-def _looks_sparse(words: np.ndarray) -> bool:
+#: in a sparse stack, a block with more than one nonzero word in this many
+#: is scanned with the run masks instead of bit by bit
+_SPARSE_WORDS = 8
+
+
+def _runs_of_sparse_stack(
+    stack: _Stack, bases: np.ndarray, contiguous: np.ndarray, k: int, lo: int, hi: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Runs of a stack that looks sparse: each block contributes only its
+    nonzero words (index and value: two numpy passes over the block, in
+    place when its rows are consecutive), and the bits of a whole streak
+    of such blocks are read at once, so the cost per block stays a few
+    numpy calls.  A block that turns out dense is scanned with the masks."""
+    n_words = stack.words.shape[1]
+    nbits = n_words * 64
+    scratch = stack.scratch(k)
+    flags = np.empty(k * n_words, dtype=bool)
+    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    idx: list[np.ndarray] = []
+    val: list[np.ndarray] = []
+    first = lo  # first bitmap of the current streak of sparse blocks
+
+    def flush(end: int) -> None:
+        if idx:
+            nzw = np.concatenate(idx) if len(idx) > 1 else idx[0]
+            vals = np.concatenate(val) if len(val) > 1 else val[0]
+            pos = _positions_in_words(nzw, vals.astype(np.uint64, copy=False))
+            c = contiguous[first:end].copy()
+            c[0] = False
+            parts.append(runs_from_sorted_indexes(_in_bases_units(pos, bases[first:end], c, nbits)))
+        idx.clear()
+        val.clear()
+
+    for i in range(lo, hi, k):
+        j = min(hi, i + k)
+        flat = stack.block(i, j, scratch).reshape(-1)
+        f = flags[: flat.size]
+        np.not_equal(flat, 0, out=f)
+        nz = np.flatnonzero(f)
+        if nz.size * _SPARSE_WORDS > flat.size:  # dense after all: its runs from the masks
+            flush(i)
+            c = contiguous[i:j].copy()
+            c[0] = False
+            parts.append(_runs_of_block(flat.reshape(j - i, n_words), bases[i:j], c))
+            first = j
+            continue
+        if nz.size:
+            val.append(flat[nz])
+            nz += (i - first) * n_words
+            idx.append(nz)
+    flush(hi)
+    return parts
+
+
+def _looks_sparse(stack: _Stack, n: int) -> bool:
     """Whether a sample of the bitmaps holds fewer than one set bit in
     ``_SPARSE_BITS``.  Sparse blocks are many small numpy calls, which two
     threads only slow down (they contend for the GIL)."""
-    n = words.shape[0]
-    sample = words[np.linspace(0, n - 1, min(n, 64)).astype(np.intp)].astype(np.uint64, copy=False)
+    sample = stack.sample(np.linspace(0, n - 1, min(n, 64)).astype(np.intp)).astype(np.uint64, copy=False)
     return int(_popcount(sample.reshape(-1)).sum(dtype=np.int64)) * _SPARSE_BITS < sample.size * 64
 
 
-def bitmaps_to_runs(words: np.ndarray, bases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def bitmaps_to_runs(
+    words: np.ndarray, bases: np.ndarray, rows: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Runs of set bits in a stack of bitmaps.
 
-    ``words``: (n, W) uint64 in native numeric value (any byte order dtype);
-    ``bases``: (n,) bit index of bit 0 of each bitmap, ascending.  Returns
-    ``(first_bit, length)`` arrays in the bases' units, sorted, with runs that
-    cross from one bitmap into the next contiguous one merged.  Bitmaps are
-    scanned a cache-sized block at a time, the blocks shared by two
-    threads; a run crossing a block boundary is joined at the end.
+    ``words``: (m, W) uint64 in native numeric value (any byte order dtype);
+    ``rows``: (n,) the stack's bitmaps as row indexes of ``words`` (None:
+    every row, n = m), e.g. leaves where they lie in a memory image, read
+    without a whole copy; ``bases``: (n,) bit index of bit 0 of each
+    bitmap, ascending.  Returns ``(first_bit, length)`` arrays in the
+    bases' units, sorted, with runs that cross from one bitmap into the
+    next contiguous one merged.  Bitmaps are scanned a cache-sized block
+    at a time, dense stacks on two threads; a run crossing a block
+    boundary is joined at the end.
     """
-    n, w = words.shape
+    w = words.shape[1]
+    n = words.shape[0] if rows is None else rows.size
     if n == 0:
         z = np.zeros(0, np.uint64)
         return z, z
+    stack = _Stack(words, None if rows is None else np.asarray(rows, dtype=np.intp))
     nbits = w * 64
     bases = np.asarray(bases, dtype=np.uint64)
     contiguous = np.zeros(n, dtype=bool)
     if n > 1:
         contiguous[1:] = bases[1:] == bases[:-1] + U64(nbits)
     k = max(1, _BLOCK_WORDS // w)
-    if n * w >= _PARALLEL_WORDS and n > k and not _looks_sparse(words):
+    if n > k and _looks_sparse(stack, n):
+        parts = _runs_of_sparse_stack(stack, bases, contiguous, k, 0, n)
+    elif n * w >= _PARALLEL_WORDS and n > k:
         mid = (n // 2 + k - 1) // k * k
-        halves = _executor().map(lambda r: _runs_of_blocks(words, bases, contiguous, k, *r), ((0, mid), (mid, n)))
+        halves = _executor().map(lambda r: _runs_of_blocks(stack, bases, contiguous, k, *r), ((0, mid), (mid, n)))
         parts = [p for h in halves for p in h]
     else:
-        parts = _runs_of_blocks(words, bases, contiguous, k, 0, n)
+        parts = _runs_of_blocks(stack, bases, contiguous, k, 0, n)
     parts = [p for p in parts if p[0].size]
     if not parts:
         z = np.zeros(0, np.uint64)
