@@ -200,6 +200,10 @@ class _Stack:
         np.take(self.words, self.rows[i:j], axis=0, out=out, mode="clip")  # rows are valid: no bounds pass
         return out
 
+    def word(self, i: int, k: int) -> int:
+        """Word ``k`` of bitmap ``i``, as a native integer."""
+        return int(self.words[i if self.rows is None else int(self.rows[i]), k])
+
     def sample(self, idx: np.ndarray) -> np.ndarray:
         return self.words[idx if self.rows is None else self.rows[idx]]
 
@@ -214,6 +218,109 @@ def _runs_of_blocks(
         c[0] = False  # a run continued from the block before is joined afterwards
         out.append(_runs_of_block(stack.block(i, min(hi, i + k), scratch), bases[i : i + k], c))
     return out
+
+
+def _edge_masks(
+    stack: _Stack, contiguous: np.ndarray, i: int, j: int, scratch: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Block ``[i, j)`` of a dense stack: its words (flat, native uint64)
+    and the masks of its runs' first and last bits, with the carries of
+    the whole stack (a run continued from the bitmap before the block has
+    no start here, one continued into the bitmap after has no end here)."""
+    n, w = contiguous.size, stack.words.shape[1]
+    flat = np.ascontiguousarray(stack.block(i, j, scratch).astype(np.uint64, copy=False)).reshape(-1)
+    c = contiguous[i:j].copy()
+    c[0] = False
+    ms, ml = _run_masks(flat, w, c)
+    if i > 0 and contiguous[i] and int(stack.word(i - 1, w - 1)) >> 63:
+        ms[0] &= ~_ONE
+    if j < n and contiguous[j] and int(stack.word(j, 0)) & 1:
+        ml[-1] &= ~(_ONE << _63)
+    return flat, ms, ml
+
+
+def _count_edges(stack: _Stack, contiguous: np.ndarray, k: int, lo: int, hi: int) -> list[tuple[int, int]]:
+    """(run starts, run ends) in each block of ``[lo, hi)``."""
+    scratch = stack.scratch(k)
+    out = []
+    for i in range(lo, hi, k):
+        _, ms, ml = _edge_masks(stack, contiguous, i, min(hi, i + k), scratch)
+        out.append((int(_popcount(ms).sum(dtype=np.int64)), int(_popcount(ml).sum(dtype=np.int64))))
+    return out
+
+
+def _write_edges(
+    stack: _Stack,
+    bases: np.ndarray,
+    contiguous: np.ndarray,
+    k: int,
+    lo: int,
+    hi: int,
+    at: list[tuple[int, int]],
+    first: np.ndarray,
+    last: np.ndarray,
+) -> None:
+    """Second pass over ``[lo, hi)``: each block's run starts written into
+    ``first`` and its run ends into ``last`` (bases' units), at the ranks
+    ``at`` counted by the first pass, with no per-block result kept."""
+    scratch = stack.scratch(k)
+    nbits = stack.words.shape[1] * 64
+    for b, i in enumerate(range(lo, hi, k)):
+        j = min(hi, i + k)
+        _, ms, ml = _edge_masks(stack, contiguous, i, j, scratch)
+        for mask, out, a in ((ms, first, at[b][0]), (ml, last, at[b][1])):
+            pos = _bit_positions(mask)
+            dst = out[a : a + pos.size]
+            if contiguous[i + 1 : j].all() and int(bases[i]) < 1 << 62:
+                np.add(pos.view(np.uint64), bases[i], out=dst)
+            else:
+                shift = nbits.bit_length() - 1
+                np.add(bases[i:j][pos >> shift], (pos & (nbits - 1)).view(np.uint64), out=dst)
+
+
+def _runs_of_dense_stack(
+    stack: _Stack, bases: np.ndarray, contiguous: np.ndarray, k: int, n: int, threads: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Runs of a dense stack written straight into two arrays of their
+    final size: a first pass counts each block's run starts and ends (the
+    masks are cheap; carries cross blocks, so no run is cut), a second
+    recomputes the masks and writes the positions at their ranks.  No
+    per-block results are kept and nothing is concatenated: at millions of
+    runs, the page faults of those copies cost more than the masks."""
+    nblocks = -(-n // k)
+    mid = (nblocks + 1) // 2 * k if threads and nblocks > 1 else n
+    halves = [(0, mid), (mid, n)] if mid < n else [(0, n)]
+    if len(halves) > 1:
+        counts = [c for h in _executor().map(lambda r: _count_edges(stack, contiguous, k, *r), halves) for c in h]
+    else:
+        counts = _count_edges(stack, contiguous, k, 0, n)
+    cs = np.array(counts, dtype=np.int64).reshape(-1, 2)
+    total = int(cs[:, 0].sum())
+    if total != int(cs[:, 1].sum()):  # pragma: no cover - impossible by construction
+        raise AssertionError("run starts and ends disagree")
+    at = np.cumsum(cs, axis=0) - cs
+    first = np.empty(total, dtype=np.uint64)
+    last = np.empty(total, dtype=np.uint64)
+    if total == 0:
+        return first, last
+    ranks = [tuple(r) for r in at.tolist()]
+    if len(halves) > 1:
+        hb = mid // k
+        jobs = [(0, mid, ranks[:hb]), (mid, n, ranks[hb:])]
+        list(_executor().map(lambda r: _write_edges(stack, bases, contiguous, k, r[0], r[1], r[2], first, last), jobs))
+        cut = total // 2
+
+        def finish(sl: slice) -> None:
+            seg = last[sl]
+            seg -= first[sl]
+            seg += _ONE
+
+        list(_executor().map(finish, (slice(0, cut), slice(cut, None))))
+    else:
+        _write_edges(stack, bases, contiguous, k, 0, n, ranks, first, last)
+        last -= first
+        last += _ONE
+    return first, last
 
 
 #: in a sparse stack, a block with more than one nonzero word in this many
@@ -307,10 +414,8 @@ def bitmaps_to_runs(
     k = max(1, _BLOCK_WORDS // w)
     if n > k and _looks_sparse(stack, n):
         parts = _runs_of_sparse_stack(stack, bases, contiguous, k, 0, n)
-    elif n * w >= _PARALLEL_WORDS and n > k:
-        mid = (n // 2 + k - 1) // k * k
-        halves = _executor().map(lambda r: _runs_of_blocks(stack, bases, contiguous, k, *r), ((0, mid), (mid, n)))
-        parts = [p for h in halves for p in h]
+    elif n > k:
+        return _runs_of_dense_stack(stack, bases, contiguous, k, n, n * w >= _PARALLEL_WORDS)
     else:
         parts = _runs_of_blocks(stack, bases, contiguous, k, 0, n)
     parts = [p for p in parts if p[0].size]
