@@ -256,26 +256,51 @@ def _write_edges(
     k: int,
     lo: int,
     hi: int,
-    at: list[tuple[int, int]],
+    at: list[tuple[int, int, int, int]],
     first: np.ndarray,
-    last: np.ndarray,
+    end: np.ndarray,
 ) -> None:
     """Second pass over ``[lo, hi)``: each block's run starts written into
-    ``first`` and its run ends into ``last`` (bases' units), at the ranks
-    ``at`` counted by the first pass, with no per-block result kept."""
+    ``first`` and its run ends (one past the last bit) into ``end``, in the
+    bases' units, at the ranks counted by the first pass (``at``: starts
+    and ends before the block, starts and ends in it); no per-block result
+    is kept.  A block of contiguous bitmaps unpacks one mask, its
+    transitions (a bit unlike the one before it), which alternate start,
+    end, start...: one ``flatnonzero`` per block instead of two."""
     scratch = stack.scratch(k)
-    nbits = stack.words.shape[1] * 64
+    n, w = contiguous.size, stack.words.shape[1]
+    nbits = w * 64
     for b, i in enumerate(range(lo, hi, k)):
         j = min(hi, i + k)
+        s_at, e_at, s_n, e_n = at[b]
+        if contiguous[i + 1 : j].all() and int(bases[i]) < 1 << 62:
+            flat = np.ascontiguousarray(stack.block(i, j, scratch).astype(np.uint64, copy=False)).reshape(-1)
+            tr = flat << _ONE
+            np.bitwise_or(tr[1:], flat[:-1] >> _63, out=tr[1:])
+            carry = i > 0 and bool(contiguous[i]) and stack.word(i - 1, w - 1) >> 63
+            if carry:
+                tr[0] |= _ONE
+            tr ^= flat
+            le = tr if np.little_endian else tr.astype("<u8")
+            pos = np.flatnonzero(np.unpackbits(le.view(np.uint8), bitorder="little").view(bool)).view(np.uint64)
+            if carry and not int(flat[0]) & 1:  # the end of a run of the block before: written there
+                pos = pos[1:]
+            base = bases[i]
+            if int(flat[-1]) >> 63 and (j == n or not contiguous[j] or not stack.word(j, 0) & 1):
+                end[e_at + e_n - 1] = base + U64((j - i) * nbits)  # a run ends with the block: its end is here
+            opened = s_at != e_at  # a run started before the block: its first transition is an end
+            starts, ends = (pos[1::2], pos[0::2]) if opened else (pos[0::2], pos[1::2])
+            np.add(starts, base, out=first[s_at : s_at + s_n])
+            np.add(ends, base, out=end[e_at : e_at + ends.size])
+            continue
         _, ms, ml = _edge_masks(stack, contiguous, i, j, scratch)
-        for mask, out, a in ((ms, first, at[b][0]), (ml, last, at[b][1])):
-            pos = _bit_positions(mask)
-            dst = out[a : a + pos.size]
-            if contiguous[i + 1 : j].all() and int(bases[i]) < 1 << 62:
-                np.add(pos.view(np.uint64), bases[i], out=dst)
-            else:
-                shift = nbits.bit_length() - 1
-                np.add(bases[i:j][pos >> shift], (pos & (nbits - 1)).view(np.uint64), out=dst)
+        shift = nbits.bit_length() - 1
+        for mask, out, r, one in ((ms, first, s_at, 0), (ml, end, e_at, 1)):
+            bit = _bit_positions(mask)
+            dst = out[r : r + bit.size]
+            np.add(bases[i:j][bit >> shift], (bit & (nbits - 1)).view(np.uint64), out=dst)
+            if one:
+                dst += _ONE
 
 
 def _runs_of_dense_stack(
@@ -303,7 +328,7 @@ def _runs_of_dense_stack(
     last = np.empty(total, dtype=np.uint64)
     if total == 0:
         return first, last
-    ranks = [tuple(r) for r in at.tolist()]
+    ranks = [(a, b, c, d) for (a, b), (c, d) in zip(at.tolist(), cs.tolist())]
     if len(halves) > 1:
         hb = mid // k
         jobs = [(0, mid, ranks[:hb]), (mid, n, ranks[hb:])]
@@ -313,13 +338,11 @@ def _runs_of_dense_stack(
         def finish(sl: slice) -> None:
             seg = last[sl]
             seg -= first[sl]
-            seg += _ONE
 
         list(_executor().map(finish, (slice(0, cut), slice(cut, None))))
     else:
         _write_edges(stack, bases, contiguous, k, 0, n, ranks, first, last)
         last -= first
-        last += _ONE
     return first, last
 
 
