@@ -314,12 +314,9 @@ def _runs_of_dense_stack(
     runs, the page faults of those copies cost more than the masks."""
     nblocks = -(-n // k)
     mid = (nblocks + 1) // 2 * k if threads and nblocks > 1 else n
-    halves = [(0, mid), (mid, n)] if mid < n else [(0, n)]
-    if len(halves) > 1:
-        counts = [c for h in _executor().map(lambda r: _count_edges(stack, contiguous, k, *r), halves) for c in h]
-    else:
-        counts = _count_edges(stack, contiguous, k, 0, n)
-    cs = np.array(counts, dtype=np.int64).reshape(-1, 2)
+    # the counting pass is cheap: one thread, so the threads meet only once
+    # (on a loaded machine every meeting waits for the slower of the two)
+    cs = np.array(_count_edges(stack, contiguous, k, 0, n), dtype=np.int64).reshape(-1, 2)
     total = int(cs[:, 0].sum())
     if total != int(cs[:, 1].sum()):  # pragma: no cover - impossible by construction
         raise AssertionError("run starts and ends disagree")
@@ -329,17 +326,20 @@ def _runs_of_dense_stack(
     if total == 0:
         return first, last
     ranks = [(a, b, c, d) for (a, b), (c, d) in zip(at.tolist(), cs.tolist())]
-    if len(halves) > 1:
+    if mid < n:
         hb = mid // k
-        jobs = [(0, mid, ranks[:hb]), (mid, n, ranks[hb:])]
-        list(_executor().map(lambda r: _write_edges(stack, bases, contiguous, k, r[0], r[1], r[2], first, last), jobs))
-        cut = total // 2
+        s_mid, e_mid = int(at[hb, 0]), int(at[hb, 1])  # ranks where the second half starts writing
 
-        def finish(sl: slice) -> None:
-            seg = last[sl]
-            seg -= first[sl]
+        def half(r: tuple[int, int, list[tuple[int, int, int, int]], slice]) -> None:
+            _write_edges(stack, bases, contiguous, k, r[0], r[1], r[2], first, last)
+            own = last[r[3]]  # runs whose start and end this half wrote: lengths now
+            own -= first[r[3]]
 
-        list(_executor().map(finish, (slice(0, cut), slice(cut, None))))
+        jobs = [(0, mid, ranks[:hb], slice(0, e_mid)), (mid, n, ranks[hb:], slice(s_mid, None))]
+        list(_executor().map(half, jobs))
+        if e_mid < s_mid:  # the run across the cut: started in the first half, ended in the second
+            last[e_mid] -= first[e_mid]
+        return first, last
     else:
         _write_edges(stack, bases, contiguous, k, 0, n, ranks, first, last)
         last -= first
