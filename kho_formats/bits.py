@@ -6,11 +6,15 @@ routines turn a stack of such bitmaps into runs of consecutive set bits and
 back, without one Python object per page and without an array as large as
 the bitmaps' bit count:
 
-* :func:`bitmaps_to_runs` scans a cache-sized block of bitmaps at a time.
-  Dense blocks: run starts and ends from shifted word masks
-  (``w & ~(w << 1 | carry)``), carried across contiguous bitmaps.  Sparse
-  blocks: the set bits' positions, grouped into runs of consecutive ones.
-  Runs crossing a block boundary are joined afterwards.
+* :func:`bitmaps_to_runs` scans a cache-sized block of bitmaps at a time,
+  read where they lie (``rows`` of a bigger array, e.g. leaves in a memory
+  image: views, or a block-sized scratch).  Dense stacks: run starts and
+  ends from shifted word masks (``w & ~(w << 1 | carry)``), carried across
+  blocks and contiguous bitmaps, counted in a first pass and written at
+  their ranks into the final arrays in a second.  Sparse stacks: each
+  block's nonzero words, whose bits are read a streak of blocks at once and
+  grouped into runs of consecutive ones; runs crossing from a sparse streak
+  into a dense block are joined afterwards.
 * :func:`runs_to_bitmaps` numbers the touched bitmaps, then sets the runs
   64 Ki at a time: close runs as toggles at their ends filled by a
   word-level prefix XOR, sparse runs a word at a time (head, tail and
