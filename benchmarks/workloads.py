@@ -8,6 +8,8 @@ built with numpy, never page by page:
 (c) orders 0-18 mixed over 4 TiB of address space, 1% random occupancy
 (d) (a) at 16 KiB and 64 KiB pages
 (e) a kho-v1 capture of (a), with 512-byte and with page-sized bitmaps
+(f) 1 Mi order-0 pages at random over 4 TiB: a sparse map, ~32 bits in each
+    of ~32k leaves (issue 14)
 """
 
 from __future__ import annotations
@@ -55,6 +57,21 @@ def scattered(page_size: int, span_bytes: int, density: float, seed: int = 1) ->
     return PageSet.from_runs(page_size, {0: (starts, np.concatenate(out_l))}, sort=False)
 
 
+def sparse_random(page_size: int, span_bytes: int, count: int, seed: int = 5) -> PageSet:
+    """``count`` distinct order-0 pages drawn uniformly from ``span_bytes``
+    (drawn as indexes, so the cost does not grow with the span)."""
+    rng = np.random.default_rng(seed)
+    slots = span_bytes // page_size
+    taken = np.zeros(0, dtype=np.uint64)
+    while taken.size < count:
+        more = rng.integers(0, slots, size=count - taken.size + count // 64 + 16, dtype=np.uint64)
+        taken = np.union1d(taken, more)
+    taken = np.sort(rng.choice(taken, size=count, replace=False))
+    f, l = runs_from_sorted_indexes(taken)
+    starts = (f << U64(page_size.bit_length() - 1)) + U64(BASE)
+    return PageSet.from_runs(page_size, {0: (starts, l)}, sort=False)
+
+
 def huge_order(page_size: int, total: int, order: int) -> PageSet:
     unit = page_size << order
     return PageSet.from_runs(page_size, {order: ([BASE], [total // unit])})
@@ -88,6 +105,9 @@ WORKLOADS: list[Workload] = [
     Workload("d64", "(a) at 64 KiB pages", "kho-v4", 65536, lambda: scattered(65536, 65536 * (32 << 20), 0.5)),
     Workload("e512", "(a) as kho-v1, 512-byte bitmaps", "kho-v1", 4096, lambda: scattered(4096, 128 * GiB, 0.5), 512),
     Workload("epage", "(a) as kho-v1, page bitmaps", "kho-v1", 4096, lambda: scattered(4096, 128 * GiB, 0.5), 4096),
+    Workload(
+        "f", "1Mi order-0 pages at random over 4 TiB", "kho-v4", 4096, lambda: sparse_random(4096, 4 * TiB, 1 << 20)
+    ),
 ]
 
 

@@ -6,11 +6,15 @@ routines turn a stack of such bitmaps into runs of consecutive set bits and
 back, without one Python object per page and without an array as large as
 the bitmaps' bit count:
 
-* :func:`bitmaps_to_runs` scans a cache-sized block of bitmaps at a time.
-  Dense blocks: run starts and ends from shifted word masks
-  (``w & ~(w << 1 | carry)``), carried across contiguous bitmaps.  Sparse
-  blocks: the set bits' positions, grouped into runs of consecutive ones.
-  Runs crossing a block boundary are joined afterwards.
+* :func:`bitmaps_to_runs` scans a cache-sized block of bitmaps at a time,
+  read where they lie (``rows`` of a bigger array, e.g. leaves in a memory
+  image: views, or a block-sized scratch).  Dense stacks: run starts and
+  ends from shifted word masks (``w & ~(w << 1 | carry)``), carried across
+  blocks and contiguous bitmaps, counted in a first pass and written at
+  their ranks into the final arrays in a second.  Sparse stacks: each
+  block's nonzero words, whose bits are read a streak of blocks at once and
+  grouped into runs of consecutive ones; runs crossing from a sparse streak
+  into a dense block are joined afterwards.
 * :func:`runs_to_bitmaps` numbers the touched bitmaps, then sets the runs
   64 Ki at a time: close runs as toggles at their ends filled by a
   word-level prefix XOR, sparse runs a word at a time (head, tail and
@@ -67,7 +71,13 @@ def _bit_positions(mask: np.ndarray) -> np.ndarray:
     nzw = np.flatnonzero(mask != 0)  # on bool: several times faster than on uint64
     if nzw.size == 0:
         return np.zeros(0, dtype=np.int64)
-    vals = mask[nzw].astype(np.uint64, copy=False)
+    return _positions_in_words(nzw, mask[nzw].astype(np.uint64, copy=False), mask)
+
+
+def _positions_in_words(nzw: np.ndarray, vals: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """:func:`_bit_positions` of the nonzero words ``vals`` (native uint64)
+    at the ascending word indexes ``nzw``; ``mask``, when given, is the
+    whole array they come from (unpacked whole when most of it is set)."""
     rest = vals & (vals - _ONE)  # each word without its lowest bit
     multi = np.flatnonzero(rest != 0)
     base = nzw << 6
@@ -77,7 +87,7 @@ def _bit_positions(mask: np.ndarray) -> np.ndarray:
     pc = _popcount(vals)
     total = int(pc.sum(dtype=np.int64))
     if total > 8 * nzw.size:
-        if nzw.size * 4 > mask.size:
+        if mask is not None and nzw.size * 4 > mask.size:
             le = mask if np.little_endian else mask.astype("<u8")
             return np.flatnonzero(np.unpackbits(le.view(np.uint8), bitorder="little").view(bool))
         sel = np.ascontiguousarray(vals.astype("<u8", copy=False))
@@ -163,52 +173,278 @@ def _in_bases_units(pos: np.ndarray, bases: np.ndarray, contiguous: np.ndarray, 
     return bases[pos >> shift] + (pos & (nbits - 1)).view(np.uint64)
 
 
+class _Stack:
+    """The bitmaps of a stack, read a block at a time: bitmap ``i`` is row
+    ``rows[i]`` of ``words`` (row ``i`` when ``rows`` is None).  A block of
+    consecutive rows is a view of ``words``; any other block is copied into
+    a block-sized scratch, so a map is never gathered whole."""
+
+    def __init__(self, words: np.ndarray, rows: np.ndarray | None) -> None:
+        self.words = words
+        self.rows = rows
+        self.breaks: np.ndarray | None = None
+        if rows is not None:
+            # breaks[i]: rows that do not follow the one before, up to bitmap i
+            step = np.ones(rows.size, dtype=bool)
+            np.not_equal(rows[1:], rows[:-1] + 1, out=step[1:])
+            step[0] = False
+            self.breaks = np.cumsum(step, dtype=np.int64)
+
+    def scratch(self, k: int) -> np.ndarray | None:
+        return None if self.rows is None else np.empty((k, self.words.shape[1]), dtype=self.words.dtype)
+
+    def block(self, i: int, j: int, scratch: np.ndarray | None) -> np.ndarray:
+        if self.rows is None:
+            return self.words[i:j]
+        assert self.breaks is not None and scratch is not None
+        if self.breaks[j - 1] == self.breaks[i]:
+            r = int(self.rows[i])
+            return self.words[r : r + j - i]
+        out = scratch[: j - i]
+        np.take(self.words, self.rows[i:j], axis=0, out=out, mode="clip")  # rows are valid: no bounds pass
+        return out
+
+    def word(self, i: int, k: int) -> int:
+        """Word ``k`` of bitmap ``i``, as a native integer."""
+        return int(self.words[i if self.rows is None else int(self.rows[i]), k])
+
+    def sample(self, idx: np.ndarray) -> np.ndarray:
+        return self.words[idx if self.rows is None else self.rows[idx]]
+
+
 def _runs_of_blocks(
-    words: np.ndarray, bases: np.ndarray, contiguous: np.ndarray, k: int, lo: int, hi: int
+    stack: _Stack, bases: np.ndarray, contiguous: np.ndarray, k: int, lo: int, hi: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     out = []
+    scratch = stack.scratch(k)
     for i in range(lo, hi, k):
         c = contiguous[i : i + k].copy()
         c[0] = False  # a run continued from the block before is joined afterwards
-        out.append(_runs_of_block(words[i : i + k], bases[i : i + k], c))
+        out.append(_runs_of_block(stack.block(i, min(hi, i + k), scratch), bases[i : i + k], c))
     return out
 
 
-def _looks_sparse(words: np.ndarray) -> bool:
+def _edge_masks(
+    stack: _Stack, contiguous: np.ndarray, i: int, j: int, scratch: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Block ``[i, j)`` of a dense stack: its words (flat, native uint64)
+    and the masks of its runs' first and last bits, with the carries of
+    the whole stack (a run continued from the bitmap before the block has
+    no start here, one continued into the bitmap after has no end here)."""
+    n, w = contiguous.size, stack.words.shape[1]
+    flat = np.ascontiguousarray(stack.block(i, j, scratch).astype(np.uint64, copy=False)).reshape(-1)
+    c = contiguous[i:j].copy()
+    c[0] = False
+    ms, ml = _run_masks(flat, w, c)
+    if i > 0 and contiguous[i] and int(stack.word(i - 1, w - 1)) >> 63:
+        ms[0] &= ~_ONE
+    if j < n and contiguous[j] and int(stack.word(j, 0)) & 1:
+        ml[-1] &= ~(_ONE << _63)
+    return flat, ms, ml
+
+
+def _count_edges(stack: _Stack, contiguous: np.ndarray, k: int, lo: int, hi: int) -> list[tuple[int, int]]:
+    """(run starts, run ends) in each block of ``[lo, hi)``."""
+    scratch = stack.scratch(k)
+    out = []
+    for i in range(lo, hi, k):
+        _, ms, ml = _edge_masks(stack, contiguous, i, min(hi, i + k), scratch)
+        out.append((int(_popcount(ms).sum(dtype=np.int64)), int(_popcount(ml).sum(dtype=np.int64))))
+    return out
+
+
+def _write_edges(
+    stack: _Stack,
+    bases: np.ndarray,
+    contiguous: np.ndarray,
+    k: int,
+    lo: int,
+    hi: int,
+    at: list[tuple[int, int, int, int]],
+    first: np.ndarray,
+    end: np.ndarray,
+) -> None:
+    """Second pass over ``[lo, hi)``: each block's run starts written into
+    ``first`` and its run ends (one past the last bit) into ``end``, in the
+    bases' units, at the ranks counted by the first pass (``at``: starts
+    and ends before the block, starts and ends in it); no per-block result
+    is kept.  A block of contiguous bitmaps unpacks one mask, its
+    transitions (a bit unlike the one before it), which alternate start,
+    end, start...: one ``flatnonzero`` per block instead of two."""
+    scratch = stack.scratch(k)
+    n, w = contiguous.size, stack.words.shape[1]
+    nbits = w * 64
+    for b, i in enumerate(range(lo, hi, k)):
+        j = min(hi, i + k)
+        s_at, e_at, s_n, e_n = at[b]
+        if contiguous[i + 1 : j].all() and int(bases[i]) < 1 << 62:
+            flat = np.ascontiguousarray(stack.block(i, j, scratch).astype(np.uint64, copy=False)).reshape(-1)
+            tr = flat << _ONE
+            np.bitwise_or(tr[1:], flat[:-1] >> _63, out=tr[1:])
+            carry = i > 0 and bool(contiguous[i]) and stack.word(i - 1, w - 1) >> 63
+            if carry:
+                tr[0] |= _ONE
+            tr ^= flat
+            le = tr if np.little_endian else tr.astype("<u8")
+            pos = np.flatnonzero(np.unpackbits(le.view(np.uint8), bitorder="little").view(bool)).view(np.uint64)
+            if carry and not int(flat[0]) & 1:  # the end of a run of the block before: written there
+                pos = pos[1:]
+            base = bases[i]
+            if int(flat[-1]) >> 63 and (j == n or not contiguous[j] or not stack.word(j, 0) & 1):
+                end[e_at + e_n - 1] = base + U64((j - i) * nbits)  # a run ends with the block: its end is here
+            opened = s_at != e_at  # a run started before the block: its first transition is an end
+            starts, ends = (pos[1::2], pos[0::2]) if opened else (pos[0::2], pos[1::2])
+            np.add(starts, base, out=first[s_at : s_at + s_n])
+            np.add(ends, base, out=end[e_at : e_at + ends.size])
+            continue
+        _, ms, ml = _edge_masks(stack, contiguous, i, j, scratch)
+        shift = nbits.bit_length() - 1
+        for mask, out, r, one in ((ms, first, s_at, 0), (ml, end, e_at, 1)):
+            bit = _bit_positions(mask)
+            dst = out[r : r + bit.size]
+            np.add(bases[i:j][bit >> shift], (bit & (nbits - 1)).view(np.uint64), out=dst)
+            if one:
+                dst += _ONE
+
+
+def _runs_of_dense_stack(
+    stack: _Stack, bases: np.ndarray, contiguous: np.ndarray, k: int, n: int, threads: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Runs of a dense stack written straight into two arrays of their
+    final size: a first pass counts each block's run starts and ends (the
+    masks are cheap; carries cross blocks, so no run is cut), a second
+    recomputes the masks and writes the positions at their ranks.  No
+    per-block results are kept and nothing is concatenated: at millions of
+    runs, the page faults of those copies cost more than the masks."""
+    nblocks = -(-n // k)
+    mid = (nblocks + 1) // 2 * k if threads and nblocks > 1 else n
+    # the counting pass is cheap: one thread, so the threads meet only once
+    # (on a loaded machine every meeting waits for the slower of the two)
+    cs = np.array(_count_edges(stack, contiguous, k, 0, n), dtype=np.int64).reshape(-1, 2)
+    total = int(cs[:, 0].sum())
+    if total != int(cs[:, 1].sum()):  # pragma: no cover - impossible by construction
+        raise AssertionError("run starts and ends disagree")
+    at = np.cumsum(cs, axis=0) - cs
+    first = np.empty(total, dtype=np.uint64)
+    last = np.empty(total, dtype=np.uint64)
+    if total == 0:
+        return first, last
+    ranks = [(a, b, c, d) for (a, b), (c, d) in zip(at.tolist(), cs.tolist())]
+    if mid < n:
+        hb = mid // k
+        s_mid, e_mid = int(at[hb, 0]), int(at[hb, 1])  # ranks where the second half starts writing
+
+        def half(r: tuple[int, int, list[tuple[int, int, int, int]], slice]) -> None:
+            _write_edges(stack, bases, contiguous, k, r[0], r[1], r[2], first, last)
+            own = last[r[3]]  # runs whose start and end this half wrote: lengths now
+            own -= first[r[3]]
+
+        jobs = [(0, mid, ranks[:hb], slice(0, e_mid)), (mid, n, ranks[hb:], slice(s_mid, None))]
+        list(_executor().map(half, jobs))
+        if e_mid < s_mid:  # the run across the cut: started in the first half, ended in the second
+            last[e_mid] -= first[e_mid]
+        return first, last
+    else:
+        _write_edges(stack, bases, contiguous, k, 0, n, ranks, first, last)
+        last -= first
+    return first, last
+
+
+#: in a sparse stack, a block with more than one nonzero word in this many
+#: is scanned with the run masks instead of bit by bit
+_SPARSE_WORDS = 8
+
+
+def _runs_of_sparse_stack(
+    stack: _Stack, bases: np.ndarray, contiguous: np.ndarray, k: int, lo: int, hi: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Runs of a stack that looks sparse: each block contributes only its
+    nonzero words (index and value: two numpy passes over the block, in
+    place when its rows are consecutive), and the bits of a whole streak
+    of such blocks are read at once, so the cost per block stays a few
+    numpy calls.  A block that turns out dense is scanned with the masks."""
+    n_words = stack.words.shape[1]
+    nbits = n_words * 64
+    scratch = stack.scratch(k)
+    flags = np.empty(k * n_words, dtype=bool)
+    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    idx: list[np.ndarray] = []
+    val: list[np.ndarray] = []
+    first = lo  # first bitmap of the current streak of sparse blocks
+
+    def flush(end: int) -> None:
+        if idx:
+            nzw = np.concatenate(idx) if len(idx) > 1 else idx[0]
+            vals = np.concatenate(val) if len(val) > 1 else val[0]
+            pos = _positions_in_words(nzw, vals.astype(np.uint64, copy=False))
+            c = contiguous[first:end].copy()
+            c[0] = False
+            parts.append(runs_from_sorted_indexes(_in_bases_units(pos, bases[first:end], c, nbits)))
+        idx.clear()
+        val.clear()
+
+    for i in range(lo, hi, k):
+        j = min(hi, i + k)
+        flat = stack.block(i, j, scratch).reshape(-1)
+        f = flags[: flat.size]
+        np.not_equal(flat, 0, out=f)
+        nz = np.flatnonzero(f)
+        if nz.size * _SPARSE_WORDS > flat.size:  # dense after all: its runs from the masks
+            flush(i)
+            c = contiguous[i:j].copy()
+            c[0] = False
+            parts.append(_runs_of_block(flat.reshape(j - i, n_words), bases[i:j], c))
+            first = j
+            continue
+        if nz.size:
+            val.append(flat[nz])
+            nz += (i - first) * n_words
+            idx.append(nz)
+    flush(hi)
+    return parts
+
+
+def _looks_sparse(stack: _Stack, n: int) -> bool:
     """Whether a sample of the bitmaps holds fewer than one set bit in
     ``_SPARSE_BITS``.  Sparse blocks are many small numpy calls, which two
     threads only slow down (they contend for the GIL)."""
-    n = words.shape[0]
-    sample = words[np.linspace(0, n - 1, min(n, 64)).astype(np.intp)].astype(np.uint64, copy=False)
+    sample = stack.sample(np.linspace(0, n - 1, min(n, 64)).astype(np.intp)).astype(np.uint64, copy=False)
     return int(_popcount(sample.reshape(-1)).sum(dtype=np.int64)) * _SPARSE_BITS < sample.size * 64
 
 
-def bitmaps_to_runs(words: np.ndarray, bases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def bitmaps_to_runs(
+    words: np.ndarray, bases: np.ndarray, rows: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Runs of set bits in a stack of bitmaps.
 
-    ``words``: (n, W) uint64 in native numeric value (any byte order dtype);
-    ``bases``: (n,) bit index of bit 0 of each bitmap, ascending.  Returns
-    ``(first_bit, length)`` arrays in the bases' units, sorted, with runs that
-    cross from one bitmap into the next contiguous one merged.  Bitmaps are
-    scanned a cache-sized block at a time, the blocks shared by two
-    threads; a run crossing a block boundary is joined at the end.
+    ``words``: (m, W) uint64 in native numeric value (any byte order dtype);
+    ``rows``: (n,) the stack's bitmaps as row indexes of ``words`` (None:
+    every row, n = m), e.g. leaves where they lie in a memory image, read
+    without a whole copy; ``bases``: (n,) bit index of bit 0 of each
+    bitmap, ascending.  Returns ``(first_bit, length)`` arrays in the
+    bases' units, sorted, with runs that cross from one bitmap into the
+    next contiguous one merged.  Bitmaps are scanned a cache-sized block
+    at a time, dense stacks on two threads; a run crossing a block
+    boundary is joined at the end.
     """
-    n, w = words.shape
+    w = words.shape[1]
+    n = words.shape[0] if rows is None else rows.size
     if n == 0:
         z = np.zeros(0, np.uint64)
         return z, z
+    stack = _Stack(words, None if rows is None else np.asarray(rows, dtype=np.intp))
     nbits = w * 64
     bases = np.asarray(bases, dtype=np.uint64)
     contiguous = np.zeros(n, dtype=bool)
     if n > 1:
         contiguous[1:] = bases[1:] == bases[:-1] + U64(nbits)
     k = max(1, _BLOCK_WORDS // w)
-    if n * w >= _PARALLEL_WORDS and n > k and not _looks_sparse(words):
-        mid = (n // 2 + k - 1) // k * k
-        halves = _executor().map(lambda r: _runs_of_blocks(words, bases, contiguous, k, *r), ((0, mid), (mid, n)))
-        parts = [p for h in halves for p in h]
+    if n > k and _looks_sparse(stack, n):
+        parts = _runs_of_sparse_stack(stack, bases, contiguous, k, 0, n)
+    elif n > k:
+        return _runs_of_dense_stack(stack, bases, contiguous, k, n, n * w >= _PARALLEL_WORDS)
     else:
-        parts = _runs_of_blocks(words, bases, contiguous, k, 0, n)
+        parts = _runs_of_blocks(stack, bases, contiguous, k, 0, n)
     parts = [p for p in parts if p[0].size]
     if not parts:
         z = np.zeros(0, np.uint64)

@@ -346,6 +346,32 @@ class PhysImage:
             out[i] = np.frombuffer(self.read(int(addrs[i]), size, what), dtype=np.uint8)
         return out
 
+    def rows(self, addrs: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Zero-copy :meth:`gather`: when every block ``[addr, addr + size)``
+        lies in one in-memory segment at an offset that is a multiple of
+        ``size`` from a common origin, ``(rows, index)`` with ``rows`` an
+        (m, size) uint8 view of that segment and ``rows[index[i]]`` the bytes
+        at ``addrs[i]``; else None (use :meth:`gather`, which also says what
+        is missing).  Big maps are then read where they lie, not copied."""
+        addrs = np.asarray(addrs, dtype=np.uint64)
+        if addrs.size == 0 or size <= 0:
+            return None
+        lo, hi = int(addrs.min()), int(addrs.max())
+        i = bisect.bisect_right(self._starts, lo) - 1
+        if i < 0:
+            return None
+        seg = self._segs[i]
+        if isinstance(seg.data, LazyData) or hi + size > seg.end:
+            return None
+        origin = seg.phys + (lo - seg.phys) % size  # every block must sit at origin + k * size
+        rel = addrs - np.uint64(origin)
+        if np.any(rel % np.uint64(size)):
+            return None
+        count = (seg.end - origin) // size
+        rows = np.frombuffer(seg.data, dtype=np.uint8, count=count * size, offset=origin - seg.phys)
+        rows.flags.writeable = False
+        return rows.reshape(count, size), (rel // np.uint64(size)).astype(np.int64)
+
     def read(self, phys: int, size: int, what: str = "data") -> bytes:
         return bytes(self.view(phys, size, what))
 

@@ -16,8 +16,8 @@ def _run_module():
     return mod
 
 
-def row(w, op, secs, ratio=None, peak=None):
-    r = {"workload": w, "op": op, "seconds": secs, "ratio": ratio}
+def row(w, op, secs, ratio=None, peak=None, count_ratio=None):
+    r = {"workload": w, "op": op, "seconds": secs, "ratio": ratio, "count_ratio": count_ratio}
     if peak is not None:
         r["peak_bound_ratio"] = peak
     return r
@@ -34,7 +34,7 @@ def test_targets_met_and_missed():
         row("a", "inspect", 1.0),
     ]
     lines = run.target_lines(rows)
-    parse, build, peak, total = lines[1:]
+    parse, build, peak, total = lines[1:5]
     assert parse.endswith("a 0.60, b 0.10: met")  # (c) parse is not a target
     assert "c 2.40" in build and build.endswith("NOT MET")
     assert "c 1.30" in peak and peak.endswith("NOT MET")
@@ -48,3 +48,18 @@ def test_targets_without_the_c_baseline_are_not_measured():
     assert lines[3].endswith("a 0.50: met")
     lines = run.target_lines([row("a", "build", 70.0, 1.0)])
     assert lines[4].endswith("NOT MET")
+
+
+def test_issue_14_target_against_the_counting_walk():
+    run = _run_module()
+    rows = [
+        row("a", "parse", 0.1, 0.5, 0.6, count_ratio=2.4),
+        row("b", "parse", 0.0, 0.1, 0.2, count_ratio=9.0),  # not a target of issue 14
+        row("f", "parse", 0.1, 1.5, 0.9, count_ratio=2.9),
+    ]
+    lines = run.target_lines(rows)
+    assert lines[5].startswith("target (issue 14")
+    assert lines[6].endswith("a 2.40, f 2.90: met")
+    rows[2]["count_ratio"] = 3.2
+    assert run.target_lines(rows)[6].endswith("a 2.40, f 3.20: NOT MET")
+    assert run.target_lines([row("a", "parse", 0.1, None, 0.5)])[6].endswith("not measured")

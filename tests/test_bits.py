@@ -233,3 +233,162 @@ def test_empty_runs_set_nothing():
     assert int(words[1]) == 0x1F << 36 and np.count_nonzero(words) == 1
     ids, packed = runs_to_bitmaps(np.array([7], np.uint64), np.array([0], np.uint64), 64)
     assert ids.size == 0 and packed.shape == (0, 8)
+
+
+# -- issue 14: stacks read in place (``rows``), sparse stacks by nonzero words,
+# dense stacks written straight into their final arrays ------------------------
+
+
+def _stack(bits: np.ndarray, bases: np.ndarray, rng, junk_rows: int, order: str):
+    """The bitmaps of ``bits`` placed as rows of a bigger table with junk
+    rows around them (which must never be read), in ``order``: "consecutive"
+    (one stretch), "shuffled" (every row elsewhere) or "stretches" (runs of
+    consecutive rows broken now and then, like leaves between level-1 tables)."""
+    n, nb = bits.shape
+    words = np.packbits(bits, axis=1, bitorder="little").view("<u8")
+    m = n + junk_rows
+    table = rng.integers(1, 1 << 63, size=(m, nb // 64), dtype=np.uint64).astype("<u8")  # junk everywhere
+    if order == "consecutive":
+        rows = np.arange(n) + junk_rows // 2
+    elif order == "shuffled":
+        rows = rng.permutation(m)[:n]
+    else:
+        gaps = np.zeros(n, dtype=np.int64)
+        gaps[rng.choice(n, size=max(1, n // 37), replace=False)] = 1  # a junk row before some bitmaps
+        rows = np.arange(n) + np.cumsum(gaps)
+        assert rows[-1] < m
+    table[rows] = words
+    return table, rows.astype(np.intp)
+
+
+@pytest.mark.parametrize("order", ["consecutive", "shuffled", "stretches"])
+@pytest.mark.parametrize(
+    "n,w,density,contiguous",
+    [
+        (1500, 64, 0.002, True),  # sparse stack, several blocks
+        (1500, 64, 0.002, False),
+        (1500, 64, 0.4, True),  # dense stack, several blocks, threaded
+        (1500, 64, 0.4, False),
+        (300, 512, 0.7, True),  # page-sized leaves
+        (7, 64, 0.3, True),  # one block
+    ],
+)
+def test_rows_read_in_place_match_the_model(order, n, w, density, contiguous):
+    rng = np.random.default_rng(n + w + len(order))
+    bits = rng.random((n, w * 64), dtype=np.float32) < density
+    if contiguous:
+        bases = np.arange(n, dtype=np.uint64) * np.uint64(w * 64) + np.uint64(7 << 30)
+    else:
+        bases = np.sort(rng.choice(1 << 20, n, replace=False)).astype(np.uint64) * np.uint64(w * 64)
+    table, rows = _stack(bits, bases, rng, 40, order)
+    f, ll = model_runs(bits, bases)
+    s, l = bitmaps_to_runs(table, bases, rows)
+    assert np.array_equal(s, f) and np.array_equal(l, ll)
+    s2, l2 = bitmaps_to_runs(table.astype(">u8"), bases, rows)  # the other byte order: word-wise sparse scan
+    assert np.array_equal(s2, f) and np.array_equal(l2, ll)
+
+
+def _edges_model_check(bits, bases, rows=None, words=None):
+    if words is None:
+        words = np.packbits(bits, axis=1, bitorder="little").view("<u8")
+    s, l = bitmaps_to_runs(words, bases, rows)
+    f, ll = model_runs(bits, bases)
+    assert np.array_equal(s, f) and np.array_equal(l, ll)
+    return s, l
+
+
+def test_sparse_stack_with_a_dense_block_takes_the_masks_there(monkeypatch):
+    """A stack whose sample looks sparse but one block of which is dense:
+    that block is read with the run masks, the streaks around it bit by
+    bit, and runs crossing from one into the other are joined."""
+    import kho_formats.bits as kb
+
+    w = 64
+    k = kb._BLOCK_WORDS // w  # bitmaps per block
+    n = 8 * k
+    rng = np.random.default_rng(5)
+    bits = rng.random((n, w * 64), dtype=np.float32) < 0.001
+    dense = slice(2 * k, 3 * k)
+    bits[dense] = rng.random((k, w * 64), dtype=np.float32) < 0.6
+    # runs across both edges of the dense block, and one across a sparse block edge
+    bits[2 * k - 1, -5:] = True
+    bits[2 * k, :9] = True
+    bits[3 * k - 1, -3:] = True
+    bits[3 * k, :70] = True
+    bits[5 * k - 1, -1] = True
+    bits[5 * k, 0] = True
+    bases = np.arange(n, dtype=np.uint64) * np.uint64(w * 64)
+    calls = []
+    real = kb._runs_of_block
+    monkeypatch.setattr(kb, "_runs_of_block", lambda *a: calls.append(1) or real(*a))
+    s, l = _edges_model_check(bits, bases)
+    assert len(calls) == 1  # the dense block only
+    assert kb._looks_sparse(kb._Stack(np.packbits(bits, axis=1, bitorder="little").view("<u8"), None), n)
+    # the joined runs are there
+    start = int(bases[2 * k - 1]) + w * 64 - 5
+    assert start in s.tolist()
+
+
+@pytest.mark.parametrize("rows_order", [None, "stretches"])
+def test_dense_stack_carries_cross_blocks_and_the_thread_cut(rows_order):
+    """All-ones stretches crossing several block boundaries (the masks carry
+    them: nothing is joined afterwards), one crossing the middle where the
+    two threads meet, a non-contiguous bitmap at a block boundary with bits
+    on both sides (not joined), a run ending exactly at a block end and
+    sparse blocks inside the dense stack."""
+    import kho_formats.bits as kb
+
+    w = 64
+    k = kb._BLOCK_WORDS // w
+    n = 6 * k + 17
+    rng = np.random.default_rng(9)
+    bits = rng.random((n, w * 64), dtype=np.float32) < 0.5
+    bits[k - 3 : 2 * k + 4] = True  # across two block boundaries
+    mid = (n // 2 + k - 1) // k * k  # the threads' cut
+    bits[mid - 2 : mid + 1] = True
+    bits[4 * k - 1, -1] = True
+    bits[4 * k, 0] = True
+    bits[5 * k : 5 * k + 40] = False  # a sparse stretch in a dense stack
+    bits[5 * k + 3, 100] = True
+    bits[k * 6 - 1, -7:] = True  # run ending at a block's end
+    bits[k * 6, 0] = False
+    bases = np.arange(n, dtype=np.uint64) * np.uint64(w * 64)
+    bases[4 * k :] += np.uint64(w * 64)  # bitmap 4k starts a new stretch: no carry from 4k-1
+    assert not kb._looks_sparse(kb._Stack(np.packbits(bits, axis=1, bitorder="little").view("<u8"), None), n)
+    if rows_order is None:
+        s, l = _edges_model_check(bits, bases)
+    else:
+        table, rows = _stack(bits, bases, rng, 200, rows_order)
+        s, l = _edges_model_check(bits, bases, rows, table)
+    assert int(l.max()) >= (k + 7) * w * 64
+    assert (int(bases[4 * k]) in s.tolist()) and int(bases[4 * k - 1]) + w * 64 - 1 in (s + l - np.uint64(1)).tolist()
+
+
+def test_dense_stack_all_zero_and_all_ones():
+    import kho_formats.bits as kb
+
+    w = 64
+    n = 3 * (kb._BLOCK_WORDS // w) + 1
+    bases = np.arange(n, dtype=np.uint64) * np.uint64(w * 64) + np.uint64(64)
+    ones = np.ones((n, w * 64), dtype=bool)
+    s, l = _edges_model_check(ones, bases)
+    assert s.tolist() == [64] and l.tolist() == [n * w * 64]
+    s, l = bitmaps_to_runs(np.zeros((n, w), dtype="<u8"), bases)
+    assert s.size == 0 and l.size == 0
+
+
+@pytest.mark.parametrize("bits_per_word", [1, 2, 5, 40, 64])
+def test_sparse_streaks_words_with_several_bits(bits_per_word):
+    """Nonzero words holding one bit (a single round), a few (peeled one
+    rank at a time) or many (unpacked), in a stack that looks sparse."""
+    w = 64
+    n = 2000
+    rng = np.random.default_rng(bits_per_word)
+    bits = np.zeros((n, w * 64), dtype=bool)
+    words_hit = rng.choice(n * w, size=n * w // 300, replace=False)
+    for q in words_hit.tolist():
+        r, c = divmod(q, w)
+        bits[r, c * 64 + rng.choice(64, size=bits_per_word, replace=False)] = True
+    bases = np.arange(n, dtype=np.uint64) * np.uint64(w * 64)
+    _edges_model_check(bits, bases)
+    _edges_model_check(bits, bases, words=np.packbits(bits, axis=1, bitorder="little").view("<u8").astype(">u8"))

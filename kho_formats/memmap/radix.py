@@ -250,32 +250,46 @@ def _read_leaves(
     tree: RadixTree,
     per_order: dict[int, tuple[list[np.ndarray], list[np.ndarray]]],
 ) -> None:
-    """Every leaf at once: one gather from the image, orders from the key
-    prefixes, one :func:`bitmaps_to_runs` per order."""
+    """Every leaf at once, read where it lies in the image (or gathered
+    when the leaves are not in one segment): orders from the key prefixes,
+    one :func:`bitmaps_to_runs` per order.  Whether a leaf is empty is
+    told by the runs found, not by a pass over every leaf word."""
     ptrs = np.concatenate([b[0] for b in batches])
     prefixes = np.concatenate([b[1] for b in batches])
-    try:
-        raw = image.gather(ptrs, lay.page_size, "radix leaf")
-    except ImageError as exc:
-        bad = exc.phys
-        for p, _, parent, nz in batches:
-            hit = np.flatnonzero(p == np.uint64(bad if bad is not None else 0))
-            if hit.size:
-                raise MemoryMapError(
-                    f"radix leaf (entry {int(nz[hit[0]])} of the level-1 node at {parent:#x}) points outside the image",
-                    phys=int(p[hit[0]]),
-                    expected="a page present in the memory image",
-                ) from None
-        raise MemoryMapError(str(exc), phys=bad) from None
-    words = raw.view(lay.dtype).reshape(ptrs.size, lay.radix_leaf_words)
-    nonempty = words.any(axis=1)
+    n_words = lay.radix_leaf_words
+    placed = image.rows(ptrs, lay.page_size) if n_words * lay.dtype.itemsize == lay.page_size else None
+    if placed is not None:
+        words = placed[0].view(lay.dtype)
+        rows: np.ndarray = placed[1]
+    else:
+        try:
+            raw = image.gather(ptrs, lay.page_size, "radix leaf")
+        except ImageError as exc:
+            bad = exc.phys
+            for p, _, parent, nz in batches:
+                hit = np.flatnonzero(p == np.uint64(bad if bad is not None else 0))
+                if hit.size:
+                    raise MemoryMapError(
+                        f"radix leaf (entry {int(nz[hit[0]])} of the level-1 node at {parent:#x}) "
+                        "points outside the image",
+                        phys=int(p[hit[0]]),
+                        expected="a page present in the memory image",
+                    ) from None
+            raise MemoryMapError(str(exc), phys=bad) from None
+        words = raw.view(lay.dtype).reshape(ptrs.size, n_words)
+        rows = np.arange(ptrs.size, dtype=np.intp)
     tree.leaves += int(ptrs.size)
-    tree.empty_leaves += int(ptrs.size - np.count_nonzero(nonempty))
+    nonempty = 0
     o0 = geom.order_0_log2
-    zero = nonempty & (prefixes == 0)
-    for k in np.flatnonzero(zero).tolist():
+    zero = np.flatnonzero(prefixes == 0)
+    if zero.size:
+        full = zero[words[rows[zero]].any(axis=1)]
+        nonempty += int(full.size)
+    else:
+        full = zero
+    for k in full.tolist():
         # order bit inside the leaf's own bits: orders >= ORDER_0_LOG2 - BITMAP_SIZE_LOG2 + 1
-        le = words[k].astype("<u8")
+        le = words[rows[k]].astype("<u8")
         for key in np.flatnonzero(np.unpackbits(le.view(np.uint8), bitorder="little")).tolist():
             if key == 0:
                 raise MemoryMapError("leaf bit 0 under an all-zero key prefix encodes no order", phys=int(ptrs[k]))
@@ -286,22 +300,36 @@ def _read_leaves(
                     f"leaf bit {key} encodes order {order}", phys=int(ptrs[k]), expected=f"orders 0..{geom.max_order}"
                 )
             _collect(per_order, order, np.array([key ^ (1 << hb)], dtype=np.uint64))
-    sel = np.flatnonzero(nonempty & (prefixes != 0))
-    if sel.size == 0:
-        return
-    pref = prefixes[sel]
-    hb = np.frexp(pref.astype(np.float64))[1].astype(np.int64) - 1  # exact: prefixes have few significant bits
-    orders = o0 - hb
-    if np.any(orders < 0):
-        k = int(sel[np.flatnonzero(orders < 0)[0]])
-        raise MemoryMapError(f"leaf key prefix {int(prefixes[k]):#x} has no valid order bit", phys=int(ptrs[k]))
-    bases = pref ^ (np.uint64(1) << hb.astype(np.uint64))
-    for order in np.unique(orders).tolist():
-        grp = np.flatnonzero(orders == order)
-        f, l = bitmaps_to_runs(words[sel[grp]], bases[grp])
-        lists = per_order.setdefault(order, ([], []))
-        lists[0].append(f)
-        lists[1].append(l)
+    sel = np.flatnonzero(prefixes != 0)
+    if sel.size:
+        pref = prefixes[sel]
+        hb = np.frexp(pref.astype(np.float64))[1].astype(np.int64) - 1  # exact: prefixes have few significant bits
+        orders = o0 - hb
+        if np.any(orders < 0):  # only an empty leaf may have such a prefix
+            neg = np.flatnonzero(orders < 0)
+            used = neg[words[rows[sel[neg]]].any(axis=1)]
+            if used.size:
+                k = int(sel[used[0]])
+                raise MemoryMapError(f"leaf key prefix {int(prefixes[k]):#x} has no valid order bit", phys=int(ptrs[k]))
+            ok = np.flatnonzero(orders >= 0)
+            sel, pref, hb, orders = sel[ok], pref[ok], hb[ok], orders[ok]
+        bases = pref ^ (np.uint64(1) << hb.astype(np.uint64))
+        nbits = U64(64 * n_words)
+        for order in np.unique(orders).tolist():
+            grp = np.flatnonzero(orders == order)
+            gb = bases[grp]
+            f, l = bitmaps_to_runs(words, gb, rows[sel[grp]])
+            if not f.size:
+                continue
+            # a leaf holds bits iff the last run starting before its end reaches into it
+            last = np.searchsorted(f, gb + nbits, side="left") - 1
+            hit = last >= 0
+            hit[hit] = f[last[hit]] + l[last[hit]] > gb[hit]
+            nonempty += int(np.count_nonzero(hit))
+            lists = per_order.setdefault(order, ([], []))
+            lists[0].append(f)
+            lists[1].append(l)
+    tree.empty_leaves += int(ptrs.size) - nonempty
 
 
 def _collect(per_order: dict[int, tuple[list[np.ndarray], list[np.ndarray]]], order: int, idx: np.ndarray) -> None:
