@@ -5,11 +5,22 @@
 # fetched with a *private* apt configuration (the system's apt sources are not
 # touched). Cross-compiled with Debian's gcc-aarch64-linux-gnu.
 #
-# Output (outside the repo):
+# Output (outside the repo), one directory per page size / LUO combination:
 #   ${KHO_KERNEL_CACHE:-$HOME/.cache/kho-formats}/linux-7.3-arm64/{Image,config,System.map}
+#       4 KiB pages, no LUO (the default; the directory name predates the options)
+#   .../linux-7.3-arm64-16k/, .../linux-7.3-arm64-64k/          other page sizes
+#   .../linux-7.3-arm64-4k-luo/, ...-16k-luo/, ...-64k-luo/     with KHO_KERNEL_LUO=1
+# Each combination has its own out-of-tree build directory under work/
+# (build-arm64 for the default, build-arm64-<suffix> for the others).
 #
 # Idempotent: exits at once when the Image already exists (set KHO_KERNEL_REBUILD=1
 # to force a rebuild). Environment knobs:
+#   KHO_KERNEL_PAGE_SIZE  4K (default), 16K or 64K
+#   KHO_KERNEL_LUO     1 = also LIVEUPDATE + LIVEUPDATE_MEMFD (with SHMEM, TMPFS,
+#                      MEMFD_CREATE, TRANSPARENT_HUGEPAGE for large memfd folios)
+#   KHO_KERNEL_SEED    1 (default) = a new build directory starts as a copy of the
+#                      same page size's non-LUO build directory when that exists,
+#                      so Kbuild only recompiles what the extra options touch
 #   KHO_KERNEL_CACHE   cache root (default $HOME/.cache/kho-formats)
 #   KHO_KERNEL_JOBS    make -j value (default: nproc)
 #   KHO_APT_MIRROR     Debian mirror URL (default: first deb.debian.org-like URI
@@ -18,8 +29,25 @@
 set -euo pipefail
 
 CACHE_ROOT="${KHO_KERNEL_CACHE:-$HOME/.cache/kho-formats}"
-OUT="$CACHE_ROOT/linux-7.3-arm64"
 WORK="$CACHE_ROOT/work"
+PAGE_SIZE="${KHO_KERNEL_PAGE_SIZE:-4K}"
+PAGE_SIZE="${PAGE_SIZE^^}"
+LUO="${KHO_KERNEL_LUO:-0}"
+case "$PAGE_SIZE" in
+    4K|16K|64K) ;;
+    *) echo "[build-kernel] KHO_KERNEL_PAGE_SIZE must be 4K, 16K or 64K (got '$PAGE_SIZE')" >&2; exit 2 ;;
+esac
+case "$LUO" in
+    0|1) ;;
+    *) echo "[build-kernel] KHO_KERNEL_LUO must be 0 or 1 (got '$LUO')" >&2; exit 2 ;;
+esac
+# Directory suffix: empty for the historical default (4K, no LUO).
+SUFFIX=""
+if [[ "$PAGE_SIZE" != 4K || "$LUO" == 1 ]]; then
+    SUFFIX="-${PAGE_SIZE,,}"
+    [[ "$LUO" == 1 ]] && SUFFIX="$SUFFIX-luo"
+fi
+OUT="$CACHE_ROOT/linux-7.3-arm64$SUFFIX"
 SRCPKG="linux-source-7.3"
 JOBS="${KHO_KERNEL_JOBS:-$(nproc)}"
 CROSS="aarch64-linux-gnu-"
@@ -95,7 +123,17 @@ KVER=$(make -s -C "$SRC" kernelversion)
 log "kernel version: $KVER"
 
 # --- configure --------------------------------------------------------------
-BUILD="$WORK/build-arm64"
+BUILD="$WORK/build-arm64$SUFFIX"
+if [[ ! -d "$BUILD" && "${KHO_KERNEL_SEED:-1}" == 1 ]]; then
+    # Seed from the same page size without LUO (Kbuild's per-option dependency
+    # tracking then rebuilds only the objects the LUO options reach).
+    SEED="$WORK/build-arm64"
+    [[ "$PAGE_SIZE" != 4K ]] && SEED="$WORK/build-arm64-${PAGE_SIZE,,}"
+    if [[ "$LUO" == 1 && -f "$SEED/.config" ]]; then
+        log "seeding $BUILD from $SEED"
+        cp -a "$SEED" "$BUILD.tmp" && mv "$BUILD.tmp" "$BUILD"
+    fi
+fi
 mkdir -p "$BUILD"
 MK=(make -C "$SRC" O="$BUILD" ARCH=arm64 CROSS_COMPILE="$CROSS")
 "${MK[@]}" -s defconfig
@@ -104,8 +142,22 @@ CFG="$SRC/scripts/config --file $BUILD/.config"
 $CFG --enable KEXEC_HANDOVER --enable KEXEC_HANDOVER_DEBUGFS --enable KEXEC_HANDOVER_DEBUG \
      --enable TEST_KEXEC_HANDOVER --enable DEBUG_FS \
      --enable SERIAL_AMBA_PL011 --enable SERIAL_AMBA_PL011_CONSOLE \
-     --enable ARM64_4K_PAGES --disable ARM64_16K_PAGES --disable ARM64_64K_PAGES \
      --enable CPU_LITTLE_ENDIAN --disable CPU_BIG_ENDIAN
+PAGE_OPT="ARM64_${PAGE_SIZE}_PAGES"
+for ps in 4K 16K 64K; do
+    if [[ "$ps" == "$PAGE_SIZE" ]]; then $CFG --enable "ARM64_${ps}_PAGES"
+    else $CFG --disable "ARM64_${ps}_PAGES"; fi
+done
+LUO_OPTS=()
+if [[ "$LUO" == 1 ]]; then
+    # LIVEUPDATE depends on KEXEC_HANDOVER; LIVEUPDATE_MEMFD on MEMFD_CREATE and
+    # SHMEM (7.3 kernel/liveupdate/Kconfig). TMPFS gives the shmem mount the
+    # memfds live on; TRANSPARENT_HUGEPAGE lets a memfd hold (and get back)
+    # large folios; DEVTMPFS provides /dev/liveupdate to the initramfs program.
+    LUO_OPTS=(LIVEUPDATE LIVEUPDATE_MEMFD SHMEM TMPFS MEMFD_CREATE TRANSPARENT_HUGEPAGE
+              DEVTMPFS BLK_DEV_INITRD)
+    for o in "${LUO_OPTS[@]}"; do $CFG --enable "$o"; done
+fi
 # Smaller, faster build: no debug info, no SoC platforms (QEMU virt needs none),
 # no KVM, and only the Image target is built (modules are never compiled).
 $CFG --enable DEBUG_INFO_NONE --disable DEBUG_INFO_DWARF_TOOLCHAIN_DEFAULT \
@@ -122,12 +174,12 @@ done
 "${MK[@]}" -s olddefconfig
 # Verify the options that matter really stuck.
 for opt in KEXEC_HANDOVER KEXEC_HANDOVER_DEBUGFS TEST_KEXEC_HANDOVER DEBUG_FS \
-           SERIAL_AMBA_PL011_CONSOLE ARM64_4K_PAGES; do
+           SERIAL_AMBA_PL011_CONSOLE "$PAGE_OPT" "${LUO_OPTS[@]}"; do
     grep -q "^CONFIG_${opt}=y" "$BUILD/.config" || { log "CONFIG_$opt is not =y after olddefconfig"; exit 1; }
 done
 
 # --- build ------------------------------------------------------------------
-log "building Image with -j$JOBS (this takes a while)"
+log "building Image ($PAGE_SIZE pages, LUO=$LUO) in $BUILD with -j$JOBS (this takes a while)"
 "${MK[@]}" -j"$JOBS" Image
 cp "$BUILD/.config" "$OUT/config"
 cp "$BUILD/System.map" "$OUT/System.map"
