@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..clients import BootLog, BootRule, registry
 
@@ -30,7 +31,8 @@ FOUND = "KHO: found kexec handover data."
 #: lines worth reporting (``BootResult.kho_lines``)
 _KHO_LINE = re.compile(
     r"KHO|kho|test_kho|kexec-metadata|reserve[-_]mem|memory reservation|WARNING:|BUG:|Oops|"
-    r"Unable to handle|Kernel panic|Call trace|Internal error|rom: requested regions overlap"
+    r"Unable to handle|Kernel panic|Call trace|Internal error|rom: requested regions overlap|"
+    r"luo_|LUOCHECK|liveupdate|memfd_luo"
 )
 _BAD = [
     (re.compile(r"WARNING: "), "kernel WARNING"),
@@ -40,8 +42,9 @@ _BAD = [
     (re.compile(r"Kernel panic - not syncing: (?!VFS: Unable to mount root fs)"), "kernel panic"),
 ]
 _KHO_ERROR_WORDS = ("failed", "broken", "invalid", "incompatible", "not supported", "too small", "Failed")
-#: the kernel is done: the expected no-root-fs panic, any other panic, a reboot
-END_OF_BOOT = re.compile(r"Kernel panic - not syncing|VFS: Unable to mount root fs|reboot: |Rebooting")
+#: the kernel is done: the expected no-root-fs panic, any other panic, a reboot or power-off,
+#: the last line of the initramfs's check program
+END_OF_BOOT = re.compile(r"Kernel panic - not syncing|VFS: Unable to mount root fs|reboot: |Rebooting|LUOCHECK end ")
 _TS = re.compile(r"^\[\s*\d+\.\d+\]")
 _TS_PREFIX = re.compile(r"^\[\s*\d+\.\d+\]\s*")
 
@@ -77,12 +80,14 @@ def judge_log(
     timed_out: bool = False,
     *,
     expected: Mapping[str, Sequence[str]] | None = None,
+    truths: Mapping[str, Any] | None = None,
 ) -> tuple[str, str, dict[str, str], list[str]]:
     """Verdict from a serial log: ``(verdict, reason, clients, kho_lines)``.
 
     ``expected`` maps a client to what its command-line contribution asked
     for (:attr:`kho_formats.clients.BootRule.cmdline`); ``reserve_mem`` is the memblock entry
-    of it, kept as a parameter of its own.
+    of it, kept as a parameter of its own; ``truths`` maps a client to what
+    its :attr:`~kho_formats.clients.BootRule.truth` computed from the fixture.
     """
     lines = [strip_timestamp(l) for l in log.splitlines()]
     kho_lines = [l for l in lines if _KHO_LINE.search(l)]
@@ -112,7 +117,8 @@ def judge_log(
         if rule is None:
             status[c] = "not-exercised"
             continue
-        status[c], problem = rule.judge(ClientLog(lines, found, tuple(asked.get(c, ()))))
+        truth = (truths or {}).get(c)
+        status[c], problem = rule.judge(ClientLog(lines, found, tuple(asked.get(c, ())), truth))
         if problem:
             problems.append(problem)
 

@@ -83,10 +83,15 @@ class BootFixture:
         from ..clients import decode_clients
         from ..state import parse
 
+        # with the image, so the preserved memory map is read (a client's boot
+        # truth needs folio orders: LUO memfd contents); without it if the map does not parse
         try:
-            st = parse(self.root_fdt_bytes, None, page_size=self.page_size, byteorder=self.byte_order)
+            st = parse(self.root_fdt_bytes, self.image, page_size=self.page_size, byteorder=self.byte_order)
         except KhoFormatError:
-            return {}
+            try:
+                st = parse(self.root_fdt_bytes, None, page_size=self.page_size, byteorder=self.byte_order)
+            except KhoFormatError:
+                return {}
         for sb in st.subblobs:
             if sb.size is not None and self.image.has(sb.phys, sb.size):
                 sb.data = self.image.read(sb.phys, sb.size, f"sub-blob {sb.name}")

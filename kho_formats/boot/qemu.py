@@ -20,6 +20,8 @@ __all__ = [
     "QEMU_RAM_BASE",
     "QEMU_RAM_SIZE",
     "QEMU_DTB_ADDR",
+    "QEMU_INITRD_ADDR",
+    "dtb_addr",
     "KHO_BOOT_SCRATCH_ARRAY",
     "BASE_CMDLINE",
     "default_kernel",
@@ -38,6 +40,10 @@ QEMU_RAM_BASE = 0x4000_0000
 QEMU_RAM_SIZE = 1 << 30
 #: where QEMU puts the -dtb blob with no initrd: RAM + min(RAM / 2, 128 MiB)
 QEMU_DTB_ADDR = QEMU_RAM_BASE + 0x0800_0000
+#: where QEMU puts an -initrd (hw/arm/boot.c: the same RAM + min(RAM / 2, 128 MiB));
+#: the DTB then follows it, aligned up to 2 MiB for an AArch64 kernel
+QEMU_INITRD_ADDR = QEMU_DTB_ADDR
+_DTB_ALIGN_AFTER_INITRD = 2 << 20
 #: QEMU's boot stub at the start of RAM
 QEMU_STUB_SIZE = 0x1000
 #: where a missing scratch array is placed (first free page at or above)
@@ -46,9 +52,19 @@ BASE_CMDLINE = "console=ttyAMA0 earlycon=pl011,0x9000000 kho=on loglevel=7 panic
 _PAGE = 4096
 
 
-def default_kernel() -> Path:
+def default_kernel(luo: bool = False) -> Path:
+    """The Image ``scripts/build-kernel.sh`` builds: 4 KiB pages, and with
+    ``luo`` the LUO build (``KHO_KERNEL_LUO=1``, ``linux-7.3-arm64-4k-luo/``)."""
     root = os.environ.get("KHO_KERNEL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "kho-formats")
-    return Path(root) / "linux-7.3-arm64" / "Image"
+    return Path(root) / ("linux-7.3-arm64-4k-luo" if luo else "linux-7.3-arm64") / "Image"
+
+
+def dtb_addr(initrd_size: int = 0) -> int:
+    """Where QEMU loads the -dtb: :data:`QEMU_DTB_ADDR`, or after an initrd of ``initrd_size`` bytes."""
+    if not initrd_size:
+        return QEMU_DTB_ADDR
+    end = QEMU_INITRD_ADDR + initrd_size
+    return end + (-end % _DTB_ALIGN_AFTER_INITRD)
 
 
 def qemu_opt(value: str) -> str:
@@ -96,19 +112,23 @@ def loader_args(path: PathLike, phys: int) -> list[str]:
     return ["-device", f"loader,file={qemu_opt(os.fspath(path))},addr={phys:#x},force-raw=on"]
 
 
-def _busy(kspan: tuple[int, int], dtb_size: int) -> list[tuple[str, int, int]]:
-    return [
+def _busy(kspan: tuple[int, int], dtb_size: int, initrd_size: int = 0) -> list[tuple[str, int, int]]:
+    dtb = dtb_addr(initrd_size)
+    out = [
         ("the kernel Image", kspan[0], kspan[0] + kspan[1]),
-        ("the boot DTB", QEMU_DTB_ADDR, QEMU_DTB_ADDR + dtb_size),
+        ("the boot DTB", dtb, dtb + dtb_size),
         ("QEMU's boot stub", QEMU_RAM_BASE, QEMU_RAM_BASE + QEMU_STUB_SIZE),
     ]
+    if initrd_size:
+        out.append(("the initramfs", QEMU_INITRD_ADDR, QEMU_INITRD_ADDR + initrd_size))
+    return out
 
 
-def check_layout(fx: BootFixture, kspan: tuple[int, int], dtb_size: int, ram_size: int) -> None:
+def check_layout(fx: BootFixture, kspan: tuple[int, int], dtb_size: int, ram_size: int, initrd_size: int = 0) -> None:
     """Refuse a fixture that does not fit QEMU virt RAM or whose segments
-    cover QEMU's boot stub, the kernel or the boot DTB."""
+    cover QEMU's boot stub, the kernel, the initramfs or the boot DTB."""
     ram = (QEMU_RAM_BASE, QEMU_RAM_BASE + ram_size)
-    busy = _busy(kspan, dtb_size)
+    busy = _busy(kspan, dtb_size, initrd_size)
     ranges = [(f"segment {s.file}", s.phys, s.phys + s.size) for s in fx.segments]
     ranges += [("root FDT", fx.fdt_phys, fx.fdt_phys + 1)]
     ranges += [(f"scratch area {a:#x}+{n:#x}", a, a + n) for a, n in fx.scratch if n]
@@ -125,7 +145,9 @@ def check_layout(fx: BootFixture, kspan: tuple[int, int], dtb_size: int, ram_siz
 _DTB_ROOM = 1 << 20
 
 
-def place_scratch_array(fx: BootFixture, size: int, kspan: tuple[int, int], ram_size: int = QEMU_RAM_SIZE) -> int:
+def place_scratch_array(
+    fx: BootFixture, size: int, kspan: tuple[int, int], ram_size: int = QEMU_RAM_SIZE, initrd_size: int = 0
+) -> int:
     """The first free page at or above :data:`KHO_BOOT_SCRATCH_ARRAY` (then
     above the boot DTB) for ``size`` bytes of ``struct kho_scratch``: clear
     of every segment, scratch area, the kernel, the boot DTB and QEMU's stub."""
@@ -133,7 +155,7 @@ def place_scratch_array(fx: BootFixture, size: int, kspan: tuple[int, int], ram_
     top = min(KHO_BOOT_SCRATCH_ARRAY, end)
     regions = [(top, end - top), (QEMU_DTB_ADDR, max(0, top - QEMU_DTB_ADDR))]
     avoid = [(s.phys, s.phys + s.size) for s in fx.segments] + [(a, a + n) for a, n in fx.scratch if n]
-    avoid += [(x, y) for _, x, y in _busy(kspan, _DTB_ROOM)]
+    avoid += [(x, y) for _, x, y in _busy(kspan, _DTB_ROOM, initrd_size)]
     try:
         pa = PageAllocator([(a, n) for a, n in regions if n > 0], _PAGE, avoid=avoid)
         return pa.alloc(-(-max(size, 1) // _PAGE) * _PAGE, what="kho_scratch array")

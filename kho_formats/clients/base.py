@@ -167,6 +167,9 @@ class BootLog:
     #: what this client's command-line contribution asked the kernel for
     #: (e.g. memblock region names); empty when it contributed nothing
     expected: Sequence[str] = ()
+    #: what the kernel must give back, computed from the fixture before the
+    #: boot by :attr:`BootRule.truth` (None: the rule has none)
+    truth: Any = None
 
 
 @dataclass(frozen=True)
@@ -176,10 +179,19 @@ class BootRule:
     ``judge(log)`` -> ``(status, problem or None)``, status ``ok``, ``failed``,
     ``not-reported`` or ``not-exercised`` (a problem makes the boot
     ``rejected``); ``cmdline(result)`` -> ``[(expected name, kernel
-    command-line argument), ...]`` from the client's decoded blob."""
+    command-line argument), ...]`` from the client's decoded blob.
+
+    A client checked from userspace (LUO) also has ``initrd(result)`` ->
+    ``{path: bytes}``, the files the boot initramfs's ``/init``
+    (``kho_formats/boot/luo_check.c``) reads, or None when this blob needs no
+    userspace check; and ``truth(result, image, page_size)`` -> what the
+    booted kernel must give back (:attr:`BootLog.truth` of ``judge``),
+    computed from the fixture's bytes before the boot."""
 
     judge: Callable[[BootLog], tuple[str, str | None]]
     cmdline: Callable[[Any], list[tuple[str, str]]] | None = None
+    initrd: Callable[[Any], dict[str, bytes] | None] | None = None
+    truth: Callable[[Any, PhysImage, int], Any] | None = None
 
 
 # -- the client protocol -----------------------------------------------------------------------

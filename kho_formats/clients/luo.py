@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from ..alloc import PageAllocator
 from ..errors import ClientError, KhoFormatError, SpecError
@@ -56,6 +56,7 @@ from ..pageset import PageSet
 from ..specfields import ANY, BOOL, INT, STR, ListOf, SpecField, SpecRow, SpecTable, Table, validate
 from .base import BuildContext, BuiltBlob, CheckContext, Client, DecodeContext, Registry, Segment
 from .blocks import KHO_MAX_BLOCKS, Block, read_block_chain
+from .luo_boot import BOOT_RULE
 from .vmalloc import VmallocArea
 
 NAME = "LUO"
@@ -193,10 +194,17 @@ class UnknownFileHandler(FileHandler):
 FILE_HANDLERS: Registry[FileHandler] = Registry("LUO file handlers", lambda h: h.compatible, UnknownFileHandler())
 
 
-def content_digest(f: LuoFile, image: PhysImage, page_size: int) -> str | None:
-    """SHA-256 of a file's contents as ``kho luo extract`` writes them (gaps
-    are zeros, exactly ``content_size`` bytes), streamed piece by piece;
-    None when the handler has no contents or the file did not decode."""
+class Hasher(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+def content_digest(f: LuoFile, image: PhysImage, page_size: int, hasher: Hasher | None = None) -> str | None:
+    """SHA-256 (or ``hasher``'s digest, e.g. :class:`~.luo_boot.Fnv1a64`) of
+    a file's contents as ``kho luo extract`` writes them (gaps are zeros,
+    exactly ``content_size`` bytes), streamed piece by piece; None when the
+    handler has no contents or the file did not decode."""
     import hashlib
 
     if f.decoded is None:
@@ -204,7 +212,7 @@ def content_digest(f: LuoFile, image: PhysImage, page_size: int) -> str | None:
     size = f.handler.content_size(f.decoded)
     if size is None:
         return None
-    h = hashlib.sha256()
+    h: Hasher = hashlib.sha256() if hasher is None else hasher
     zeros = bytes(1 << 20)
 
     def pad(n: int) -> None:
@@ -1060,6 +1068,8 @@ class LuoClient(Client):
     report_key = "luo"
     spec_type = NAME
     spec_table = SPEC
+    #: ``liveupdate=on``, the initramfs's session list, and the restored files compared with the fixture
+    boot_rule = BOOT_RULE
 
     def spec_params(self, values: dict[str, Any], where: str, base_dir: Path | None) -> LuoParams:
         return luo_params(values, where, base_dir)
