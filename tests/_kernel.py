@@ -12,6 +12,12 @@ The tests run automatically when both are present and are skipped otherwise
 
 ``KHO_BOOT_TESTS=0`` (or ``false``/``no``/``off``) skips them even when
 everything is there.
+
+The LUO restore tests (``requires_luo_kernel``) also need the LUO build
+(``$KHO_LUO_KERNEL``, else ``default_kernel(luo=True)``:
+``.../linux-7.3-arm64-4k-luo/Image``, from ``KHO_KERNEL_LUO=1
+scripts/build-kernel.sh``) and the arm64 cross compiler for the initramfs
+program (``aarch64-linux-gnu-gcc`` + ``libc6-dev-arm64-cross``).
 """
 
 from __future__ import annotations
@@ -52,3 +58,32 @@ def missing() -> str | None:
 
 #: mark + skip for a test that boots the kernel
 requires_kernel = pytest.mark.skipif(missing() is not None, reason=missing() or "")
+
+
+def luo_kernel_image() -> Path:
+    env = os.environ.get("KHO_LUO_KERNEL")
+    return Path(env).expanduser() if env else boot.default_kernel(luo=True)
+
+
+def luo_missing() -> str | None:
+    """Why the LUO restore tests cannot run here, or None when they can."""
+    if os.environ.get("KHO_BOOT_TESTS", "").strip().lower() in ("0", "false", "no", "off"):
+        return "kernel boot tests disabled by KHO_BOOT_TESTS=0"
+    img = luo_kernel_image()
+    if not img.is_file():
+        return (
+            f"no LUO kernel Image at {img}: build it with KHO_KERNEL_LUO=1 scripts/build-kernel.sh"
+            " or set KHO_LUO_KERNEL"
+        )
+    tools = [t for t in TOOLS if shutil.which(t) is None]
+    if tools:
+        return f"{', '.join(tools)} not on PATH (apt-get install qemu-system-arm)"
+    from kho_formats.boot.initramfs import CROSS_CC, cross_compiler
+
+    if cross_compiler() is None:
+        return f"{CROSS_CC} not on PATH (apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross)"
+    return None
+
+
+#: mark + skip for a test that boots the LUO kernel with the luo_check initramfs
+requires_luo_kernel = pytest.mark.skipif(luo_missing() is not None, reason=luo_missing() or "")

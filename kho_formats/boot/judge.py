@@ -32,7 +32,7 @@ FOUND = "KHO: found kexec handover data."
 _KHO_LINE = re.compile(
     r"KHO|kho|test_kho|kexec-metadata|reserve[-_]mem|memory reservation|WARNING:|BUG:|Oops|"
     r"Unable to handle|Kernel panic|Call trace|Internal error|rom: requested regions overlap|"
-    r"luo_|LUOCHECK|liveupdate|memfd_luo"
+    r"luo[_:]|LUOCHECK|liveupdate|memfd_luo"
 )
 _BAD = [
     (re.compile(r"WARNING: "), "kernel WARNING"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,6 +191,7 @@ def run_boot(
     workdir: PathLike | None = None,
     keep_going: bool = False,
     init_binary: PathLike | None = None,
+    truths: Mapping[str, Any] | None = None,
 ) -> BootResult:
     """Boot ``kernel`` with the handover in ``fixture_dir`` and judge the serial log.
 
@@ -202,6 +204,10 @@ def run_boot(
     ``/init`` retrieves every session and file, prints what it got and
     powers off; the default kernel is then the LUO build
     (``default_kernel(luo=True)``).
+
+    ``truths`` replaces what a client's rule computed from the fixture as
+    what the kernel must give back (client -> truth): a negative control
+    boots corrupted bytes and judges them against the intact fixture's truth.
     """
     # the fixture first: a fixture kho boot refuses is refused with or without QEMU
     fx = load_fixture(fixture_dir) if fixture_dir is not None else None
@@ -242,7 +248,7 @@ def run_boot(
             rc,
         )
     verdict, reason, status, kho_lines = judge_log(
-        log, plan.clients, timed_out=timed_out, expected=plan.expected, truths=plan.truths
+        log, plan.clients, timed_out=timed_out, expected=plan.expected, truths={**plan.truths, **(truths or {})}
     )
     if fx is None and verdict == "rejected" and reason.startswith("kernel did not accept"):
         # a cold boot: no handover is the expected outcome
