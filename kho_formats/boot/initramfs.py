@@ -179,7 +179,7 @@ def initramfs(init: bytes, files: Mapping[str, bytes]) -> bytes:
         CpioEntry("init", stat.S_IFREG | 0o755, init),
     ]
     dirs: set[str] = {"dev", "proc"}
-    for path in sorted(files):
+    for path in sorted(files, key=lambda p: p.strip("/")):
         name = path.strip("/")
         parts = name.split("/")
         if not name or any(p in ("", ".", "..") for p in parts) or name in ("init", "dev/console"):

@@ -264,6 +264,8 @@ def compare(truth: LuoTruth, got: CheckOutput) -> list[str]:
     out: list[str] = []
     if not got.begun:
         return ["luo_check did not run (no 'LUOCHECK begin' line: is the initramfs /init running?)"]
+    if got.end is None:
+        out.append("luo_check did not finish (no 'LUOCHECK end' line)")
     for e in got.errors:
         if "op=open_dev" in e:
             n = int(dict(_KV.findall(e)).get("err", "0") or 0)
@@ -272,7 +274,7 @@ def compare(truth: LuoTruth, got: CheckOutput) -> list[str]:
             out.append(f"luo_check: {e}")
     for name in truth.sessions:
         err = got.sessions.get(name, -1)
-        if err == -1 and not out:
+        if err == -1:
             out.append(f"LUO session {name!r}: not reported")
         elif err is not None and err != -1:
             out.append(f"LUO session {name!r}: the kernel refused to retrieve it: {_errno(err)}")
@@ -295,8 +297,6 @@ def compare(truth: LuoTruth, got: CheckOutput) -> list[str]:
                 out.append(
                     f"{what}: content mismatch (fnv1a64 {h:#018x} != fixture {ef.fnv1a64:#018x}, {ef.size} bytes)"
                 )
-    if got.end is None:
-        out.append("luo_check did not finish (no 'LUOCHECK end' line)")
     return out
 
 
