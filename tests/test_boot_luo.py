@@ -262,6 +262,13 @@ def test_judge_kernel_lines(truth):
     restore = "memfd_luo: Unable to restore folio at physical address: 70002000"
     assert luo_boot.judge(BootLog([RETRIEVED, restore, *ok], True, (), truth)) == ("failed", restore)
     assert luo_boot.judge(BootLog(ok, True, (), truth))[0] == "not-reported"
+    # a kernel without LIVEUPDATE: no LUO line, no /dev/liveupdate
+    nodev = ["LUOCHECK begin list=70", "LUOCHECK error err=2 op=open_dev", "LUOCHECK end sessions=0 files=0 errors=1"]
+    assert luo_boot.judge(BootLog(nodev, True, (), truth)) == (
+        "not-reported",
+        "the kernel did not report retrieving LUO state (luo: Retrieved live update data);"
+        " luo_check could not open /dev/liveupdate: ENOENT (No such file or directory) (a kernel without LIVEUPDATE?)",
+    )
     other = RETRIEVED.replace("number: 1", "number: 2")
     assert luo_boot.judge(BootLog([other, *ok], True, (), truth)) == ("failed", "LUO liveupdate number 2 != fixture 1")
     # no truth (a state with nothing to retrieve): the kernel's word alone

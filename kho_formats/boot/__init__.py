@@ -7,7 +7,10 @@ Modules: :mod:`.load` reads a fixture directory (segments into a
 QEMU's virt DTB with the library's FDT reader and writer; :mod:`.qemu` knows
 QEMU virt (memory map, kernel Image header, option escaping, running it);
 :mod:`.runner` plans and runs one boot; :mod:`.judge` turns the serial log
-into a verdict, with each KHO client's own ``boot_rule`` (``kho_formats.clients``).
+into a verdict, with each KHO client's own ``boot_rule`` (``kho_formats.clients``);
+:mod:`.initramfs` writes the initramfs (its own newc cpio writer) whose
+``/init``, ``luo_check.c`` cross-compiled for arm64, retrieves a LUO
+fixture's sessions and memfds for the ``LUO`` client's rule to compare.
 
 Inputs: a *fixture directory* and an arm64 kernel ``Image`` (built by
 ``scripts/build-kernel.sh``; default location :func:`default_kernel`).

@@ -310,7 +310,9 @@ def judge(log: BootLog) -> tuple[str, str | None]:
         # nothing to retrieve from userspace: the kernel's own word
         return ("ok", None) if retrieved else ("not-reported", "the kernel did not report retrieving LUO state")
     if not retrieved:
-        return "not-reported", "the kernel did not report retrieving LUO state (luo: Retrieved live update data)"
+        why = "the kernel did not report retrieving LUO state (luo: Retrieved live update data)"
+        said = compare(truth, parse_check_output(log.lines))
+        return "not-reported", why + (f"; {said[0]}" if said else "")
     if retrieved[0] != truth.liveupdate_num:
         return "failed", f"LUO liveupdate number {retrieved[0]} != fixture {truth.liveupdate_num}"
     problems = compare(truth, parse_check_output(log.lines))
