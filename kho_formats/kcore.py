@@ -42,6 +42,7 @@ import os
 import stat
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -127,7 +128,7 @@ class KcoreFile:
             raise ImageError(f"{self.name}: not ELF64 (EI_CLASS={head[4]})", expected="ELFCLASS64")
         if head[5] not in (1, 2):
             raise ImageError(f"{self.name}: bad EI_DATA {head[5]}", expected="1 (LSB) or 2 (MSB)")
-        self.byteorder = "little" if head[5] == 1 else "big"
+        self.byteorder: Literal["little", "big"] = "little" if head[5] == 1 else "big"
         elf = elf_structs(self.byteorder)
         eh = parse_struct(elf.ehdr, head[: elf.ehdr_size], what=f"{self.name}: ELF header", error=ImageError)
         if eh.e_type != 4:
