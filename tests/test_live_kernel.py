@@ -6,7 +6,7 @@ to the same handover as the dump with the debugfs copy taken in the guest: versi
 address and bytes, preserved set, sub-blobs, decoded clients.
 
 Skipped (with the reason) when the kernel or qemu-system-x86_64 is missing, or with
-``KHO_BOOT_TESTS=0``. Takes a minute or more (TCG without KVM).
+``KHO_BOOT_TESTS=0``. About 25 s here (QEMU TCG, 1 GiB guest).
 """
 
 from __future__ import annotations
