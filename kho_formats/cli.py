@@ -313,12 +313,41 @@ def cmd_capture(args) -> int:
     from .extract import handover_image, write_capture
     from .limits import Budget
 
-    if not args.from_dump:
-        raise UsageError("live capture is not implemented yet: give --from-dump DUMP [DEBUGFS]")
-    if args.debugfs:
-        cap = load_capture(args.debugfs, [args.from_dump], root_phys=args.root_phys, boot_info=args.boot_info)
+    live = not args.from_dump
+    extra: dict = {}
+    if live:
+        from .live import default_debugfs, live_capture
+
+        if args.debugfs:
+            raise UsageError(
+                f"{args.debugfs}: a DEBUGFS argument goes with --from-dump; live capture takes --debugfs DIR"
+            )
+        boot_info = None
+        if args.boot_info is not None:
+            from .safeio import read_regular
+
+            boot_info = read_regular(args.boot_info, "boot info", max_size=1 << 20)
+        side = args.side or "out"
+        dbg = args.live_debugfs or default_debugfs(side)
+        cap = live_capture(
+            kcore=args.kcore or "/proc/kcore", debugfs=dbg, side=side, root_phys=args.root_phys, boot_info=boot_info
+        )
+        source = f"live: {args.kcore or '/proc/kcore'} + {dbg}"
+        extra["live"] = {
+            "side": side,
+            "kcore": args.kcore or "/proc/kcore",
+            "debugfs": str(dbg),
+            "boot_info": cap.sources.get("boot_info"),
+        }
     else:
-        cap = load_capture(args.from_dump, root_phys=args.root_phys, boot_info=args.boot_info)
+        for opt, given in (("--kcore", args.kcore), ("--debugfs", args.live_debugfs), ("--side", args.side)):
+            if given is not None:
+                raise UsageError(f"{opt} is for live capture; with --from-dump give DEBUGFS as an argument")
+        if args.debugfs:
+            cap = load_capture(args.debugfs, [args.from_dump], root_phys=args.root_phys, boot_info=args.boot_info)
+        else:
+            cap = load_capture(args.from_dump, root_phys=args.root_phys, boot_info=args.boot_info)
+        source = str(args.from_dump)
     st = parse_capture(
         cap,
         version=_opt(args, "abi"),
@@ -330,7 +359,7 @@ def cmd_capture(args) -> int:
     assert cap.image is not None
     clients = decode_clients(st, cap.image, budget=Budget(_limits(args)))
     keep = handover_image(cap.image, st, clients, referenced_only=args.referenced_only)
-    files = write_capture(args.output, cap, st, keep, referenced_only=args.referenced_only, source=str(args.from_dump))
+    files = write_capture(args.output, cap, st, keep, referenced_only=args.referenced_only, source=source, extra=extra)
     data = {
         "schema": "kho-formats/capture/1",
         "outdir": args.output,
@@ -340,11 +369,13 @@ def cmd_capture(args) -> int:
         "image_segments": len(keep.covered()),
         "source_bytes": cap.image.total_bytes,
         "referenced_only": args.referenced_only,
+        "live": extra.get("live"),
         "notes": list(st.notes),
     }
     text = (
         f"captured the {st.version} handover at {st.root_fdt_phys:#x} into {args.output}: "
-        f"{keep.total_bytes} bytes in {len(keep.covered())} ranges (of {cap.image.total_bytes} in the dump)\n"
+        f"{keep.total_bytes} bytes in {len(keep.covered())} ranges "
+        f"(of {cap.image.total_bytes} in {'RAM' if live else 'the dump'})\n"
         + "".join(f"  note: {n}\n" for n in st.notes)
     )
     _emit(args, data, text)
@@ -585,12 +616,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "capture",
         parents=[common],
-        help="write the handover of a memory dump as a compact capture directory",
-        description="Write only the handover of DUMP (ELF core, kdump file, bundle or RAW@BASE) into a "
-        "new directory: root.dtb, image.elf (root FDT page, memory-map pages, sub-blobs, the memory "
-        "clients reference and the contents of every preserved page) and meta.json. DEBUGFS, when "
-        "given, is the debugfs capture (its fdt may be the prefix debugfs exposes); without it the "
-        "root FDT is found in the dump.",
+        help="write the handover of the running system or of a memory dump as a compact capture directory",
+        description="Write only the handover into a new directory: root.dtb, image.elf (root FDT page, "
+        "memory-map pages, sub-blobs, the memory clients reference and the contents of every preserved "
+        "page) and meta.json. Without --from-dump, of the running system (as root): debugfs kho/out "
+        "(--side in: kho/in, the handover this kernel received) and physical memory read through "
+        "/proc/kcore; the whole root FDT is found in memory (debugfs shows a prefix of it). With "
+        "--from-dump DUMP (ELF core, kdump file, bundle or RAW@BASE): DEBUGFS, when given, is the "
+        "debugfs capture (its fdt may be the prefix debugfs exposes); without it the root FDT is found "
+        "in the dump.",
         epilog=EPILOG,
     )
     s.add_argument("--from-dump", metavar="DUMP", help="the memory dump to cut the handover out of")
@@ -599,6 +633,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--referenced-only", action="store_true", help="leave the preserved pages' contents out")
     s.add_argument("--root-phys", type=_int, metavar="ADDR", help="physical address of the root FDT in the dump")
     s.add_argument("--boot-info", metavar="FILE", help="boot DTB / setup_data / boot_params naming the root FDT")
+    g = s.add_argument_group("live capture (without --from-dump)")
+    g.add_argument("--kcore", metavar="PATH", help="physical memory as an ELF core (default /proc/kcore)")
+    g.add_argument(
+        "--debugfs",
+        dest="live_debugfs",
+        metavar="DIR",
+        help="the debugfs kho/out (or kho/in) directory (default /sys/kernel/debug/kho/SIDE)",
+    )
+    g.add_argument(
+        "--side",
+        choices=("out", "in"),
+        help="out: the handover this kernel prepares (default); in: the one it received "
+        "(root FDT address from /sys/kernel/boot_params/setup_data type 10 or /sys/firmware/fdt)",
+    )
     s.set_defaults(func=cmd_capture)
 
     s = sub.add_parser(

@@ -151,3 +151,10 @@ class OutputError(KhoFormatError):
     ``--force``), a symlink, or equal to or inside an input."""
 
     kind = "output"
+
+
+class LiveCaptureError(KhoFormatError):
+    """``kho capture`` of the running system cannot start: debugfs ``kho/out`` (or
+    ``kho/in``) or ``/proc/kcore`` missing or unreadable (not root)."""
+
+    kind = "live"

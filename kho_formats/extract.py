@@ -135,11 +135,13 @@ def write_capture(
     *,
     referenced_only: bool = False,
     source: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> list[str]:
     """Write a compact capture directory (the one place files are written).
 
     ``image`` is what to keep (:func:`handover_image`); the ELF core is
-    streamed.  Returns the names written.
+    streamed.  ``extra`` adds keys to ``meta.json`` (a live capture records
+    ``live``).  Returns the names written.
     """
     d = Path(outdir)
     if d.exists() and not d.is_dir():
@@ -167,6 +169,7 @@ def write_capture(
         "image_segments": len(image.covered()),
         "notes": list(state.notes),
     }
+    meta.update(extra or {})
     (d / "root.dtb").write_bytes(cap.root_fdt)
     with open(d / "image.elf", "wb") as fh:
         image.write_elf(fh, byteorder=state.byteorder, machine=arch)
