@@ -25,13 +25,14 @@ import numpy as np
 
 from ..abi import AbiVersion, RadixGeometry
 from ..alloc import PageAllocator, merge_ranges
-from ..bits import bitmaps_to_runs, runs_to_bitmaps
+from ..bits import runs_to_bitmaps
 from ..errors import ImageError, KhoFormatError, MemoryMapError, UnrepresentableError, VersionError
 from ..image import PhysImage
 from ..layout import Layout
 from ..limits import Budget
 from ..pageset import PageSet, coalesce_runs, runs_from_sorted_indexes
 from . import MapBuilt, MapContext, MapRead, MemoryMap, register
+from .runs import runs_of_bitmaps
 
 U64 = np.uint64
 NodeId = tuple[int, int]  # (level, key >> (shift of the node))
@@ -118,7 +119,7 @@ def read_radix(
         tree, leaf_batches = _walk_tables(image, root, geom, lay, budget, fast=False)
     per_order: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {}
     if leaf_batches:
-        _read_leaves(image, leaf_batches, geom, lay, tree, per_order)
+        _read_leaves(image, leaf_batches, geom, lay, tree, per_order, budget)
     runs = {}
     for order, (firsts, lens) in per_order.items():
         if len(firsts) == 1:  # one stack of leaves: already merged
@@ -249,9 +250,11 @@ def _read_leaves(
     lay: Layout,
     tree: RadixTree,
     per_order: dict[int, tuple[list[np.ndarray], list[np.ndarray]]],
+    budget: Budget,
 ) -> None:
     """Every leaf at once: one gather from the image, orders from the key
-    prefixes, one :func:`bitmaps_to_runs` per order."""
+    prefixes, one :func:`~.runs.runs_of_bitmaps` per order (runs charged to
+    ``Limits.max_runs``, built without a second copy)."""
     ptrs = np.concatenate([b[0] for b in batches])
     prefixes = np.concatenate([b[1] for b in batches])
     try:
@@ -286,6 +289,7 @@ def _read_leaves(
                     f"leaf bit {key} encodes order {order}", phys=int(ptrs[k]), expected=f"orders 0..{geom.max_order}"
                 )
             _collect(per_order, order, np.array([key ^ (1 << hb)], dtype=np.uint64))
+            budget.runs_add(1, "radix leaf", int(ptrs[k]))
     sel = np.flatnonzero(nonempty & (prefixes != 0))
     if sel.size == 0:
         return
@@ -298,7 +302,7 @@ def _read_leaves(
     bases = pref ^ (np.uint64(1) << hb.astype(np.uint64))
     for order in np.unique(orders).tolist():
         grp = np.flatnonzero(orders == order)
-        f, l = bitmaps_to_runs(words[sel[grp]], bases[grp])
+        f, l = runs_of_bitmaps(words, bases[grp], budget, f"order-{order} radix leaves", rows=sel[grp])
         lists = per_order.setdefault(order, ([], []))
         lists[0].append(f)
         lists[1].append(l)

@@ -1,0 +1,148 @@
+"""Issue 12, memory: a valid but maximally fragmented map stays far below
+1 GiB within the default limits.
+
+Every other page preserved makes each 4 KiB radix leaf 16,384 runs (16
+bytes each: 256 KiB).  Before, the leaf reader held the runs twice at its
+peak (per-block pieces plus their concatenation), ``check`` and ``inspect``
+computed every run's end (8 more bytes per run) and, with several orders,
+merged all runs at once (about 60 more bytes per run): 562 KiB per leaf for
+one order, over 1.3 MiB for two.  The limit ``max_runs`` bounds the runs a
+parse materializes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kho_formats.check import check
+from kho_formats.clients import decode_clients
+from kho_formats.errors import LimitExceeded
+from kho_formats.fixture import make_fixture, write_fixture
+from kho_formats.limits import DEFAULT_LIMITS, Limits
+from kho_formats.pageset import PageSet
+from kho_formats.report import inspect_report, render_inspect
+from kho_formats.state import KhoState, build, parse
+
+ROOT = Path(__file__).resolve().parent.parent
+PS = 4096
+BITS = PS * 8
+
+
+def fragmented(leaves: int, orders: tuple[int, ...] = (0,), version: str = "kho-v4") -> PageSet:
+    """Every other page of ``leaves`` radix leaves (split over ``orders``)."""
+    runs = {}
+    per = leaves // len(orders)
+    for k, order in enumerate(orders):
+        unit = PS << order
+        base = (1 << 40) + k * (1 << 39)
+        phys = np.concatenate(
+            [np.arange(0, BITS, 2, dtype=np.uint64) * unit + np.uint64(base + i * BITS * unit * 4) for i in range(per)]
+        )
+        runs[order] = (phys, np.ones(phys.size, dtype=np.uint64))
+    return PageSet.from_runs(PS, runs)
+
+
+def built(leaves: int, orders: tuple[int, ...] = (0,), version: str = "kho-v4"):
+    st = KhoState(version=version, page_size=PS, byteorder="little", preserved=fragmented(leaves, orders))
+    return build(st, alloc=[(1 << 30, 1 << 30)])
+
+
+def _peak(leaves: int, orders: tuple[int, ...]) -> int:
+    """Peak traced bytes of parse + decode_clients + check + inspect (text,
+    and the JSON listing of 100,000 ranges) over ``leaves`` fragmented leaves."""
+    b = built(leaves, orders)
+    tracemalloc.start()
+    try:
+        st = parse(b.root_fdt, b.image, root_fdt_phys=b.state.root_fdt_phys)
+        cl = decode_clients(st, b.image)
+        findings = check(st, b.image, clients=cl)
+        render_inspect(inspect_report(st, b.image, cl, max_ranges=32))
+        rep = inspect_report(st, b.image, cl, max_ranges=100_000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert st.preserved == b.state.preserved
+    assert rep["preserved"]["ranges_total"] == leaves * BITS // 2
+    assert not [f for f in findings if f.severity == "error" and f.code != "root-fdt-address"]
+    return peak
+
+
+@pytest.mark.parametrize("orders", [(0,), (0, 1)], ids=["one-order", "two-orders"])
+def test_fragmented_map_peak_per_leaf(orders: tuple[int, ...]) -> None:
+    """Peak traced memory grows by under 300 KiB per fragmented leaf page
+    (256 KiB of them the runs themselves; before: about 550 KiB for one
+    order, more for two), plus under 64 MiB whatever the map (one slice of
+    conversion, the 100,000 listed ranges)."""
+    small, big = _peak(128, orders), _peak(512, orders)
+    per_leaf = (big - small) / (512 - 128)
+    assert per_leaf < 300 << 10, f"{per_leaf / 1024:.0f} KiB per metadata page"
+    fixed = big - 512 * per_leaf
+    assert fixed < 64 << 20, f"{fixed / 2**20:.0f} MiB besides the runs"
+
+
+def test_runs_join_across_slices() -> None:
+    """Leaves converted a slice at a time: a run crossing slices is one run."""
+    dense = PageSet.from_runs(PS, {0: ([1 << 40], [BITS * 300])})
+    b = build(KhoState(version="kho-v4", page_size=PS, byteorder="little", preserved=dense), alloc=[(1 << 30, 1 << 30)])
+    st = parse(b.root_fdt, b.image, root_fdt_phys=b.state.root_fdt_phys)
+    assert st.preserved == dense and st.preserved.num_runs == 1
+    frag = fragmented(300)
+    b = build(KhoState(version="kho-v4", page_size=PS, byteorder="little", preserved=frag), alloc=[(1 << 30, 1 << 30)])
+    assert parse(b.root_fdt, b.image, root_fdt_phys=b.state.root_fdt_phys).preserved == frag
+
+
+@pytest.mark.parametrize("version", ["kho-v4", "kho-v1"])
+def test_max_runs_is_a_clear_limit(version: str) -> None:
+    b = built(8, version=version)
+    with pytest.raises(LimitExceeded) as info:
+        parse(b.root_fdt, b.image, root_fdt_phys=b.state.root_fdt_phys, limits=Limits(max_runs=5 * BITS // 2))
+    assert "max_runs" in str(info.value) and "--max-runs" in str(info.value)
+    st = parse(b.root_fdt, b.image, root_fdt_phys=b.state.root_fdt_phys, limits=Limits(max_runs=8 * BITS // 2))
+    assert st.preserved.num_runs == 8 * BITS // 2
+
+
+def test_default_max_runs_bounds_the_worst_map() -> None:
+    """The default admits the 8 MiB image of 2,040 fragmented leaves (33.4 M
+    runs); at about 24 bytes of peak per run that is under 1 GiB."""
+    assert 2040 * BITS // 2 <= DEFAULT_LIMITS.max_runs <= 40 << 20
+
+
+_CHILD = """
+import resource, sys
+from kho_formats import cli
+rc = cli.main(sys.argv[1:])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def _child_rss_kib(*argv: str) -> int:
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, *argv],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def test_fragmented_fixture_rss_of_inspect_and_check(tmp_path: Path) -> None:
+    """RSS of ``kho inspect --json`` and ``kho check`` in a subprocess over a
+    fixture of 512 fragmented leaves, less the same commands on a shipped
+    fixture: under 400 KiB per leaf page (before: about 560)."""
+    leaves = 512
+    b = built(leaves)
+    write_fixture(make_fixture(b, alloc=[(1 << 30, 1 << 30)]), tmp_path / "frag")
+    del b
+    small = ROOT / "fixtures" / "v4-4k"
+    for cmd in (["inspect", "--json"], ["check"]):
+        base = _child_rss_kib(*cmd, str(small))
+        rss = _child_rss_kib(*cmd, str(tmp_path / "frag"))
+        per_leaf = (rss - base) / leaves
+        assert per_leaf < 400, f"{cmd}: {per_leaf:.0f} KiB per leaf page ({rss} KiB, base {base} KiB)"
