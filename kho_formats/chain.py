@@ -56,7 +56,7 @@ def walk_page_chain(
             raise error(f"{pre}{noun} is outside the image{came}", phys=phys, expected="a page in the memory image")
         page = image.read(phys, page_size, noun)
         yield phys, page
-        prev, phys = phys, int.from_bytes(page[:8], byteorder)
+        prev, phys = phys, int.from_bytes(page[:8], "big" if byteorder == "big" else "little")
 
 
 __all__ = ["walk_page_chain"]

@@ -42,7 +42,7 @@ class KhoFormatError(Exception):
             return f"{' @ '.join(where)}: {text}"
         return text
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, object]:
         return {
             "error": type(self).__name__,
             "kind": self.kind,

@@ -37,6 +37,9 @@ class Limits:
     max_scratch: int = 1 << 16
     #: free regions an allocation may be given (convert --alloc, fixture alloc)
     max_alloc_regions: int = 1 << 16
+    #: bytes of memory image a bundle's segments may add up to (a file named
+    #: N times counts N times: it is N times as much image to check or write)
+    max_image_bytes: int = 1 << 40
     #: bytes a checksum (kho_test csum_partial) may run over
     max_csum_bytes: int = 256 << 20
 
@@ -48,6 +51,15 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+def check_limits(limits: Limits | None, where: str) -> Limits:
+    """``limits`` or the defaults; a ``TypeError`` naming ``where`` otherwise."""
+    if limits is None:
+        return DEFAULT_LIMITS
+    if not isinstance(limits, Limits):
+        raise TypeError(f"{where}: limits must be a Limits or None, not {type(limits).__name__}")
+    return limits
 
 
 class Budget:

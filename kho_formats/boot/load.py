@@ -22,6 +22,7 @@ from ..errors import BootError, ImageError, KhoFormatError, SpecError
 from ..fdt import FdtNode, parse_fdt
 from ..image import PhysImage
 from ..layout import KhoScratch, layout
+from ..safeio import SMALL_FILE_LIMIT, map_regular, read_regular
 from ..spec import parse_int
 
 __all__ = ["BootFixture", "SegmentFile", "load_fixture", "PathLike"]
@@ -121,15 +122,18 @@ def _checked_file(d: Path, name: str, what: str) -> Path:
     return real
 
 
-def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise BootError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+def _read(d: Path, path: Path, what: str, max_size: int) -> bytes:
+    """A checked file's bytes through :mod:`~kho_formats.safeio`: a regular
+    file inside ``d`` (stat-ed again when opened, without blocking, so a
+    FIFO swapped in after :func:`_checked_file` cannot hang the read), at
+    most ``max_size`` bytes, refused before reading a byte."""
+    return read_regular(path, what, inside=d, max_size=max_size, error=BootError)
 
 
 #: largest handover.json / manifest.json read (bytes)
 JSON_MAX_BYTES = 4 << 20
+#: largest root.dtb read (the kernel's own limit for the KHO FDT is far smaller)
+FDT_MAX_BYTES = SMALL_FILE_LIMIT
 
 
 def _json(d: Path, name: str) -> Any:
@@ -140,7 +144,7 @@ def _json(d: Path, name: str) -> Any:
     if size > JSON_MAX_BYTES:  # checked before reading: handover.json and manifest.json are small
         raise BootError(f"{d / name}: {size} bytes", expected=f"at most {JSON_MAX_BYTES} bytes of JSON")
     try:
-        return json.loads(_read(path, name))
+        return json.loads(_read(d, path, name, JSON_MAX_BYTES))
     except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
         raise BootError(f"fixture directory {d}: bad JSON in {name} ({str(exc)[:200]})") from None
 
@@ -164,6 +168,7 @@ def _segments(d: Path, manifest: Any) -> tuple[list[SegmentFile], PhysImage]:
         raise BootError(f"{d / 'manifest.json'}: no segment list", expected='{"segments": [{"file", "phys", "size"}]}')
     out: list[SegmentFile] = []
     image = PhysImage()
+    mapped: dict[Path, memoryview] = {}  # one mapping per file, however often the manifest names it
     for k, s in enumerate(raw):
         where = f"manifest.json: segment #{k}"
         if not isinstance(s, dict) or not isinstance(s.get("file"), str):
@@ -174,7 +179,9 @@ def _segments(d: Path, manifest: Any) -> tuple[list[SegmentFile], PhysImage]:
         size = _int(s["size"], f"{where} ({s['file']}): size") if "size" in s else actual
         if actual != size:
             raise BootError(f"segment {d / s['file']}: size {actual} != manifest {size}")
-        data = _read(path, "segment file")
+        data = mapped.get(path)
+        if data is None:
+            data = mapped[path] = memoryview(map_regular(path, "segment file", inside=d, error=BootError))
         if len(data) != size:  # changed under us
             raise BootError(f"segment {d / s['file']}: size {len(data)} != manifest {size}")
         try:
@@ -238,7 +245,7 @@ def load_fixture(fixture_dir: PathLike) -> BootFixture:
     if (d / "root.dtb").exists() or (d / "root.dtb").is_symlink():
         # the harness's own view of the handover: refused when unreadable
         path = _checked_file(d, "root.dtb", "root FDT")
-        fx.root_fdt_bytes = _read(path, "root FDT")
+        fx.root_fdt_bytes = _read(d, path, "root FDT", FDT_MAX_BYTES)
         fx.root_fdt = parse_fdt(fx.root_fdt_bytes, where=str(d / "root.dtb")).root
     elif image.has(fdt_phys, fdt_size):
         # the bytes under test: the kernel judges them, an unreadable FDT only lists no clients
