@@ -106,7 +106,7 @@ def _common() -> argparse.ArgumentParser:
         type=_int,
         default=S,
         metavar="N",
-        help="materialize at most N runs of preserved pages from the map (default 32Mi, about 24 bytes each)",
+        help="materialize at most N runs of preserved pages from the map (default 32Mi, 16 bytes of memory each)",
     )
     g.add_argument("--json", action="store_true", default=S, help="machine-readable JSON on stdout")
     return p

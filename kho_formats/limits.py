@@ -27,7 +27,7 @@ class Limits:
     #: runs (start, count: 16 bytes each) one parse may materialize from the
     #: memory map's bitmaps; a maximally fragmented map makes one run per
     #: two bits, so this, not max_pages, bounds its memory (32 Mi runs:
-    #: 512 MiB of runs, about 800 MiB peak in ``inspect``/``check``)
+    #: 512 MiB of runs, about 650 MiB peak RSS in ``inspect``/``check``)
     max_runs: int = 1 << 25
     #: sub-blob bytes one parse copies out of the image (each (phys, size) once)
     max_blob_bytes: int = 256 << 20
@@ -104,7 +104,7 @@ class Budget:
         if self.runs > self.limits.max_runs:
             raise LimitExceeded(
                 f"more than {self.limits.max_runs} preserved-page runs materialized (at {what}): "
-                "a map this fragmented needs about 24 bytes per run",
+                "each costs 16 bytes of memory",
                 phys=phys,
                 expected="raise it with --max-runs / Limits(max_runs=...)",
             )

@@ -109,7 +109,8 @@ def test_max_runs_is_a_clear_limit(version: str) -> None:
 
 def test_default_max_runs_bounds_the_worst_map() -> None:
     """The default admits the 8 MiB image of 2,040 fragmented leaves (33.4 M
-    runs); at about 24 bytes of peak per run that is under 1 GiB."""
+    runs); at about 16 bytes of peak per run (plus a fixed 30-60 MiB) that
+    is far under 1 GiB."""
     assert 2040 * BITS // 2 <= DEFAULT_LIMITS.max_runs <= 40 << 20
 
 
