@@ -77,10 +77,12 @@ class _Coverage:
     def covers(self, start: int, end: int) -> bool:
         if not self.orders or not 0 <= start < 1 << 64:
             return False
-        if len(self.orders) == 1:
-            o = self.orders[0]
+        for o in self.orders:  # the usual case: one run holds the whole range
             i = int(np.searchsorted(o.starts, np.uint64(start), side="right")) - 1
-            return i >= 0 and end <= o.end(i)
+            if i >= 0 and end <= o.end(i):
+                return True
+        if len(self.orders) == 1:
+            return False
         parts = [o.within(start, end) for o in self.orders]
         s = np.concatenate([p[0] for p in parts])
         if s.size == 0:

@@ -153,3 +153,64 @@ def test_fragmented_fixture_rss_of_inspect_and_check(tmp_path: Path) -> None:
         rss = _child_rss_kib(*cmd, str(tmp_path / "frag"))
         per_leaf = (rss - base) / leaves
         assert per_leaf < 480, f"{cmd}: {per_leaf:.0f} KiB per leaf page ({rss} KiB, base {base} KiB)"
+
+
+def _reference_overlap(ps: PageSet) -> tuple[int, int, int, int] | None:
+    """``find_overlap`` as it was: every run at once."""
+    if sum(1 for r in ps.iter_runs() if r.starts.size) < 2:
+        return None
+    s, e, o = ps.byte_intervals()
+    run_end = np.maximum.accumulate(e)
+    bad = np.flatnonzero(s[1:] < run_end[:-1])
+    if bad.size == 0:
+        return None
+    j = int(bad[0]) + 1
+    i = int(np.flatnonzero(e[:j] > s[j])[0])
+    return int(s[i]), int(o[i]), int(s[j]), int(o[j])
+
+
+@pytest.mark.parametrize("slice_runs", [2, 3, 7, 1 << 18])
+def test_sliced_merges_match_the_all_at_once_ones(monkeypatch: pytest.MonkeyPatch, slice_runs: int) -> None:
+    """Merged ranges, the ranges listed, the first overlap, the first run in
+    a range and check's coverage: the same as computed over every run at
+    once, whatever the slice size (overlapping orders included)."""
+    import random
+
+    from kho_formats import pageset as pm
+    from kho_formats.check import _Coverage
+
+    monkeypatch.setattr(pm, "_SLICE_RUNS", slice_runs)
+    rng = random.Random(slice_runs)
+    for _ in range(150):
+        runs = {}
+        for o in rng.sample([0, 1, 2, 5, 9], rng.randint(1, 4)):
+            idx = sorted(rng.sample(range(600), rng.randint(1, 25)))
+            runs[o] = ([i * (PS << o) for i in idx], [1] * len(idx))
+        ps = PageSet.from_runs(PS, runs)
+        s0, e0, _ = ps.byte_intervals()
+        rs, re_ = pm.merge_sorted_intervals(s0, e0)
+        s, e = ps.range_arrays()
+        assert s.tolist() == rs.tolist() and e.tolist() == re_.tolist()
+        total, hs, he = ps.range_head(5)
+        assert total == rs.size and hs.tolist() == rs[:5].tolist() and he.tolist() == re_[:5].tolist()
+        assert ps.find_overlap() == _reference_overlap(ps)
+        pages = {q for a, b in zip(rs.tolist(), re_.tolist()) for q in range(a // PS, b // PS)}
+        cov = _Coverage(KhoState(version="kho-v4", page_size=PS, byteorder="little", preserved=ps))
+        spans = []
+        for _ in range(20):
+            a = rng.randrange(700) * PS
+            b = a + rng.randint(1, 40) * PS
+            spans.append((a, b))
+            assert cov.covers(a, b) == all(q in pages for q in range(a // PS, b // PS))
+            first = next(
+                (
+                    (int(x), o)
+                    for o, (xs, cs) in ps._runs.items()
+                    for x, c in zip(xs, cs)
+                    if x < b and x + c * (PS << o) > a
+                ),
+                None,
+            )
+            assert ps.overlaps_range(a, b) == first
+        want = [k for k, (a, b) in enumerate(spans) if any(q in pages for q in range(a // PS, b // PS))]
+        assert cov.intersecting(spans) == want
