@@ -29,10 +29,10 @@ import pytest
 from _kernel import kernel_image, requires_kernel
 
 from kho_formats import boot
-from kho_formats import spec as spec_mod
 from kho_formats.clients import kho_test
 from kho_formats.fixture import Fixture
 from kho_formats.pageset import PageSet
+from kho_formats.spec import build as spec_mod  # the module whose `build` (state.build) build_spec calls
 from kho_formats.spec import build_spec, load_spec
 
 pytestmark = [pytest.mark.kernel, requires_kernel]
