@@ -31,7 +31,7 @@ from typing import IO
 import construct as cs
 import numpy as np
 
-from .errors import ImageError, LimitExceeded
+from .errors import ImageError, LimitExceeded, short_repr
 from .layout import parse_struct, struct_dtype
 from .limits import Limits, check_limits
 from .safeio import SMALL_FILE_LIMIT, map_regular, read_regular
@@ -499,6 +499,9 @@ class PhysImage:
 
     # -- bundle directory ----------------------------------------------------------
     MANIFEST = "manifest.json"
+    #: largest manifest.json read (50,000 segments fit; a 40 MB nested document
+    #: took 500 MiB and 10 s to parse before its error)
+    MANIFEST_MAX_BYTES = 4 << 20
 
     def to_bundle(
         self, directory: str | os.PathLike[str], *, extra: dict[str, object] | None = None, merge: bool = True
@@ -532,7 +535,9 @@ class PhysImage:
         if not os.path.lexists(mpath):
             raise ImageError(f"{mpath}: no manifest")
         try:
-            manifest = json.loads(read_regular(mpath, "the manifest", inside=d, error=ImageError))
+            text = read_regular(mpath, "the manifest", inside=d, max_size=cls.MANIFEST_MAX_BYTES, error=ImageError)
+            manifest = json.loads(text)
+            del text
             segs = manifest["segments"]
             if not isinstance(segs, list):
                 raise TypeError("segments is not a list")
@@ -547,12 +552,12 @@ class PhysImage:
             try:
                 fname, phys = seg["file"], seg["phys"]
                 size = seg.get("size", -1)
-                if not isinstance(fname, str) or "\0" in fname:
-                    raise TypeError(f"file {fname!r} is not a file name")
+                if not isinstance(fname, str) or "\0" in fname or len(fname) > 4096:  # PATH_MAX
+                    raise TypeError(f"file {short_repr(fname)} is not a file name")
                 if not all(isinstance(v, int) and not isinstance(v, bool) for v in (phys, size)):
-                    raise TypeError(f"phys {phys!r} and size {size!r} must be integers")
+                    raise TypeError(f"phys {short_repr(phys)} and size {short_repr(size)} must be integers")
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise ImageError(f"{mpath}: segment #{k} is malformed ({exc})") from None
+                raise ImageError(f"{mpath}: segment #{k} is malformed ({short_repr(str(exc), 200)})") from None
             entries.append((phys, k, fname, size))
         entries.sort()
         img = cls()
@@ -569,9 +574,11 @@ class PhysImage:
                 try:
                     fpath = (d / fname).resolve()
                 except (OSError, RuntimeError, ValueError) as exc:  # symlink loops, bad names
-                    raise ImageError(f"{mpath}: segment #{k} file {fname!r} cannot be resolved ({exc})") from None
+                    raise ImageError(
+                        f"{mpath}: segment #{k} file {short_repr(fname)} cannot be resolved ({short_repr(str(exc), 200)})"
+                    ) from None
                 if top not in fpath.parents:
-                    raise ImageError(f"{mpath}: segment #{k} file {fname!r} is outside the bundle")
+                    raise ImageError(f"{mpath}: segment #{k} file {short_repr(fname)} is outside the bundle")
                 resolved[fname] = fpath
             data = mapped.get(fpath)
             if data is None:  # one mapping per file, however often the manifest names it
@@ -582,7 +589,7 @@ class PhysImage:
             if total > lim.max_image_bytes:
                 raise LimitExceeded(
                     f"{mpath}: the segments add up to more than {lim.max_image_bytes} bytes "
-                    f"(at segment #{k}, {fname!r}; {len(entries)} segments name {len(mapped)} files)",
+                    f"(at segment #{k}, {short_repr(fname)}; {len(entries)} segments name {len(mapped)} files)",
                     phys=phys,
                     expected="raise it with Limits(max_image_bytes=...)",
                 )

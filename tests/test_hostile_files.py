@@ -17,7 +17,7 @@ import pytest
 
 from kho_formats.boot import load as boot_load
 from kho_formats.boot.load import load_fixture
-from kho_formats.errors import BootError, LimitExceeded
+from kho_formats.errors import BootError, ImageError, LimitExceeded
 from kho_formats.image import PhysImage
 from kho_formats.limits import Limits
 from kho_formats.safeio import read_regular
@@ -141,3 +141,39 @@ def test_boot_fifo_swapped_in_after_the_check_does_not_block(
         pytest.fail(f"load_fixture blocked on a FIFO {name}")
     assert isinstance(result[0], BootError), result
     assert "FIFO" in str(result[0]) or "not a regular file" in str(result[0])
+
+
+def test_huge_nested_manifest_is_refused_by_size_with_a_short_message(tmp_path: Path) -> None:
+    """Found by the 20,000-input fuzz run: a 40 MB manifest of nested lists
+    (the fuzzer's aliased mutations) was parsed whole (500 MiB, 10 s) and
+    its error message held the whole document (40 MB)."""
+    d = tmp_path / "b"
+    d.mkdir()
+    inner = json.dumps([[0, 4096]] * 3000)
+    text = '{"segments": [{"file": [' + ",".join([inner] * 1000) + '], "phys": 0}]}'
+    assert len(text) > 30 << 20
+    (d / "manifest.json").write_text(text)
+    t0 = time.perf_counter()
+    with pytest.raises(ImageError, match="more than the 4194304") as info:
+        PhysImage.from_bundle(d)
+    assert time.perf_counter() - t0 < 1.0
+    assert len(str(info.value)) < 400
+    # under the size cap: the value in the message is summed up, not printed
+    (d / "manifest.json").write_text('{"segments": [{"file": ' + inner + ', "phys": 0}]}')
+    with pytest.raises(ImageError, match="a list of 3000 items is not a file name") as info:
+        PhysImage.from_bundle(d)
+    assert len(str(info.value)) < 400
+    (d / "manifest.json").write_text(json.dumps({"segments": [{"file": "x" * 1_000_000, "phys": 0}]}))
+    with pytest.raises(ImageError) as info:
+        PhysImage.from_bundle(d)
+    assert len(str(info.value)) < 400
+
+
+def test_boot_and_capture_messages_sum_up_huge_values(tmp_path: Path) -> None:
+    d = _boot_fixture(tmp_path / "fx")
+    ho = json.loads((d / "handover.json").read_text())
+    ho["cmdline"] = {"x": list(range(200_000))}
+    (d / "handover.json").write_text(json.dumps(ho))
+    with pytest.raises(BootError) as info:
+        load_fixture(d)
+    assert "a dict of 1 items" in str(info.value) and len(str(info.value)) < 400

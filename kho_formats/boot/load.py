@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..errors import BootError, ImageError, KhoFormatError, SpecError
+from ..errors import BootError, ImageError, KhoFormatError, SpecError, short_repr
 from ..fdt import FdtNode, parse_fdt
 from ..image import PhysImage
 from ..layout import KhoScratch, layout
@@ -102,7 +102,7 @@ def _checked_file(d: Path, name: str, what: str) -> Path:
     """``d/name`` resolved, refused unless it is a regular file inside ``d``."""
     rel = PurePosixPath(name)
     if not name or "\0" in name or rel.is_absolute() or ".." in rel.parts or os.path.isabs(name):
-        raise BootError(f"{what} {name!r}: not a relative path inside the fixture directory {d}")
+        raise BootError(f"{what} {short_repr(name)}: not a relative path inside the fixture directory {d}")
     p = d / name
     try:
         base = d.resolve(strict=True)
@@ -209,7 +209,7 @@ def load_fixture(fixture_dir: PathLike) -> BootFixture:
         raise BootError(f"fixture page_size {page_size}: the boot kernel is built for 4 KiB pages")
     byte_order = handover.get("byte_order", "little")
     if byte_order not in ("little", "big"):
-        raise BootError(f"handover.json: byte_order {byte_order!r}", expected='"little" or "big"')
+        raise BootError(f"handover.json: byte_order {short_repr(byte_order)}", expected='"little" or "big"')
     if "fdt_phys" not in handover:
         raise BootError("handover.json: missing field fdt_phys")
     fdt_phys = _int(handover["fdt_phys"], "handover.json: fdt_phys")
@@ -227,7 +227,7 @@ def load_fixture(fixture_dir: PathLike) -> BootFixture:
     if isinstance(cmdline, list) and all(isinstance(a, str) for a in cmdline):
         cmdline = " ".join(cmdline)
     if not isinstance(cmdline, str):
-        raise BootError(f"handover.json: cmdline {cmdline!r}", expected="a string or a list of strings")
+        raise BootError(f"handover.json: cmdline {short_repr(cmdline)}", expected="a string or a list of strings")
 
     segments, image = _segments(d, manifest)
     fx = BootFixture(
