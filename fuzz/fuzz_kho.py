@@ -29,7 +29,7 @@ Short run (CI): ``pytest tests/test_fuzz_short.py`` (~2000 inputs, plus 150
 per file-level target).
 Long run:       ``python fuzz/fuzz_kho.py --runs 100000`` (both cores).
 File-level targets (spec text, bundle manifests, boot fixture directories,
-convert; ``fuzz/targets.py``): ``python fuzz/fuzz_kho.py --target all --runs 2000``.
+convert; ``fuzz/targets.py``): ``python fuzz/fuzz_kho.py --target all --runs 20000``.
 """
 
 from __future__ import annotations
@@ -595,12 +595,25 @@ def main(argv: list[str] | None = None) -> int:
         total.merge(st)
         rss.append(r)
     else:
+        # Not multiprocessing.Pool: a worker that dies (OOM killer, a signal)
+        # loses its task and Pool.imap waits for it forever (the earlier hang);
+        # ProcessPoolExecutor notices the death and raises BrokenProcessPool.
+        # forkserver: workers start from a clean single-threaded server, not
+        # forked from this process's pool threads (a lock held there at the
+        # fork would stay held in the child).
         import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures.process import BrokenProcessPool
 
-        with mp.get_context("fork").Pool(jobs, maxtasksperchild=1) as pool:
-            for st, r in pool.imap_unordered(_worker, work):
-                total.merge(st)
-                rss.append(r)
+        try:
+            with ProcessPoolExecutor(jobs, mp_context=mp.get_context("forkserver")) as ex:
+                for fut in as_completed([ex.submit(_worker, w) for w in work]):
+                    st, r = fut.result()
+                    total.merge(st)
+                    rss.append(r)
+        except BrokenProcessPool as exc:
+            print(f"fuzz: a worker process died ({exc}); its inputs are lost", file=sys.stderr)
+            return 2
     print(f"inputs run: {total.runs}")
     print(f"escaped exceptions: {total.escaped} ({len(total.crashes)} distinct)")
     for sig, rec in total.crashes.items():

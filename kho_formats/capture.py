@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import locate, memmap
-from .errors import ImageError, KhoFormatError
+from .errors import ImageError, KhoFormatError, short_repr
 from .fdt import fdt_totalsize
 from .image import LazyData, PhysImage
 from .layout import layout
@@ -186,7 +186,7 @@ def _meta_int(meta: dict, key: str, where: Path) -> int | None:
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, int):
-        raise KhoFormatError(f"{where}: {key} is {v!r}", expected="an integer")
+        raise KhoFormatError(f"{where}: {key} is {short_repr(v)}", expected="an integer")
     return v
 
 

@@ -16,30 +16,94 @@ from .clients import CheckContext, ClientReport, decode_clients
 from .findings import ERROR, INFO, WARNING, Finding
 from .image import PhysImage
 from .limits import DEFAULT_LIMITS, Budget, Limits
-from .pageset import END_OF_SPACE
+from .pageset import END_OF_SPACE, _run_ends, merge_sorted_intervals
 from .state import KhoState
 
 #: findings of one kind reported one by one before the rest are summed up
 MAX_DETAILED = 64
 
 
+class _OrderRuns:
+    """One order's runs (already merged) with a binary search per query;
+    ends are computed only for the runs a query lands on."""
+
+    def __init__(self, starts: np.ndarray, counts: np.ndarray, unit: int) -> None:
+        self.starts, self.counts, self.unit = starts, counts, unit
+
+    def end(self, i: int) -> int:
+        return int(self.starts[i]) + int(self.counts[i]) * self.unit
+
+    def within(self, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+        """Byte (starts, ends) of the runs intersecting ``[start, end)`` (ends
+        up to 2**64 as Python-exact uint64 except END_OF_SPACE for 2**64)."""
+        s = self.starts
+        hi = s.size if end >= 1 << 64 else int(np.searchsorted(s, np.uint64(end), side="left"))
+        lo = int(np.searchsorted(s, np.uint64(start), side="right")) - 1
+        if lo < 0 or self.end(lo) <= start:
+            lo += 1
+        if lo >= hi:
+            z = np.zeros(0, np.uint64)
+            return z, z
+        return s[lo:hi], _run_ends(s[lo:hi], self.counts[lo:hi], self.unit)
+
+    def first_ending_after(self, at: np.ndarray) -> np.ndarray:
+        """For each address, the index of the first run ending after it."""
+        j = np.searchsorted(self.starts, at, side="right").astype(np.int64) - 1
+        ok = j >= 0
+        jj = np.where(ok, j, 0)
+        e = self.starts[jj] + self.counts[jj] * np.uint64(self.unit)
+        wrapped = e <= self.starts[jj]  # the run ending at 2**64
+        return np.where(ok & ((e > at) | wrapped), j, j + 1)
+
+
 class _Coverage:
-    """The preserved set's merged byte ranges, computed once per check, with
-    a binary search per query (a per-query scan would make checking N vmalloc
-    groups against R preserved ranges O(N * R))."""
+    """Is a byte range inside preserved memory?  Binary searches in each
+    order's runs (a per-query scan would make checking N vmalloc groups
+    against R preserved ranges O(N * R)); nothing is built per run, so a
+    map of tens of millions of runs costs no copy (the merged ranges across
+    orders would cost 16 bytes per run).  Across orders, the runs a query
+    touches are merged for that query only."""
 
     def __init__(self, state: KhoState) -> None:
-        self.starts, self.ends = state.preserved.range_arrays()
+        ps = state.page_size
+        self.orders = [
+            _OrderRuns(r.starts, r.counts, ps << r.order) for r in state.preserved.iter_runs() if r.starts.size
+        ]
+
+    @property
+    def size(self) -> int:
+        return sum(int(o.starts.size) for o in self.orders)
 
     def covers(self, start: int, end: int) -> bool:
-        if self.starts.size == 0 or not 0 <= start < 1 << 64:
+        if not self.orders or not 0 <= start < 1 << 64:
             return False
-        i = int(np.searchsorted(self.starts, np.uint64(start), side="right")) - 1
-        if i < 0:
+        for o in self.orders:  # the usual case: one run holds the whole range
+            i = int(np.searchsorted(o.starts, np.uint64(start), side="right")) - 1
+            if i >= 0 and end <= o.end(i):
+                return True
+        if len(self.orders) == 1:
             return False
-        e = int(self.ends[i])
-        # a range ending at 2**64 ends at END_OF_SPACE (or, wrapped, at 0)
-        return end <= (e if int(self.starts[i]) < e < END_OF_SPACE else 1 << 64)
+        parts = [o.within(start, end) for o in self.orders]
+        s = np.concatenate([p[0] for p in parts])
+        if s.size == 0:
+            return False
+        e = np.concatenate([p[1] for p in parts])
+        idx = np.argsort(s, kind="stable")
+        ms, me = merge_sorted_intervals(s[idx], e[idx])
+        last = int(me[0])
+        return int(ms[0]) <= start and end <= (1 << 64 if last == END_OF_SPACE else last)
+
+    def intersecting(self, spans: list[tuple[int, int]]) -> list[int]:
+        """Indexes of the ``[a, b)`` spans that intersect a preserved run."""
+        at = np.array([min(a, (1 << 64) - 1) for a, _ in spans], dtype=np.uint64)
+        hit = np.zeros(at.size, dtype=bool)
+        for o in self.orders:
+            j = o.first_ending_after(at)
+            cand = np.flatnonzero(j < o.starts.size)
+            for k in cand.tolist():
+                if int(o.starts[j[k]]) < spans[k][1]:
+                    hit[k] = True
+        return np.flatnonzero(hit).tolist()
 
 
 def _covered(state: KhoState, phys: int, size: int, cov: _Coverage | None = None) -> bool:
@@ -198,13 +262,7 @@ def _check(
     # few hits only, so a hostile map cannot make this O(pages * runs))
     cov = _Coverage(state)
     meta = state.metadata_pages()
-    if meta and cov.starts.size:
-        ma = np.array([min(a, (1 << 64) - 1) for a, _ in meta], dtype=np.uint64)
-        j = np.searchsorted(cov.ends, ma, side="right")
-        hits = np.flatnonzero(j < cov.starts.size)
-        hits = [int(k) for k in hits.tolist() if int(cov.starts[j[k]]) < meta[k][1]]
-    else:
-        hits = []
+    hits = cov.intersecting(meta) if meta and cov.size else []
     for k in hits[:MAX_DETAILED]:
         a, b = meta[k]
         hit = state.preserved.overlaps_range(a, b)

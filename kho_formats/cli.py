@@ -101,6 +101,13 @@ def _common() -> argparse.ArgumentParser:
     )
     g.add_argument("--max-pages", type=_int, default=S, metavar="N", help="read at most N metadata pages (default 1Mi)")
     g.add_argument("--max-entries", type=_int, default=S, metavar="N", help="expand at most N entries (default 64Mi)")
+    g.add_argument(
+        "--max-runs",
+        type=_int,
+        default=S,
+        metavar="N",
+        help="materialize at most N runs of preserved pages from the map (default 32Mi, 16 bytes of memory each)",
+    )
     g.add_argument("--json", action="store_true", default=S, help="machine-readable JSON on stdout")
     return p
 
@@ -115,6 +122,7 @@ def _limits(args):
     return Limits(
         max_pages=_opt(args, "max_pages") or DEFAULT_LIMITS.max_pages,
         max_entries=_opt(args, "max_entries") or DEFAULT_LIMITS.max_entries,
+        max_runs=_opt(args, "max_runs") or DEFAULT_LIMITS.max_runs,
     )
 
 

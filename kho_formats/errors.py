@@ -9,6 +9,8 @@ of these.
 
 from __future__ import annotations
 
+import reprlib
+
 
 class KhoFormatError(Exception):
     """Base class: the input is not what the KHO ABI says it should be."""
@@ -158,3 +160,24 @@ class LiveCaptureError(KhoFormatError):
     ``kho/in``) or ``/proc/kcore`` missing or unreadable (not root)."""
 
     kind = "live"
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxtuple = 3, 8, 4, 8
+
+
+def short_repr(v: object, limit: int = 60) -> str:
+    """``repr(v)`` of at most ``limit`` characters, computed without building
+    the whole repr: an input value in an error message (a megabyte string,
+    a nested list of millions of items, a 5000-digit integer) stays short."""
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 128:
+        return f"an integer of {v.bit_length()} bits"
+    if isinstance(v, (list, dict, tuple)):
+        r = _REPR.repr(v)  # bounded: reprlib stops at a few levels and items
+        if "..." not in r and len(r) <= limit:
+            return r
+        return f"a {type(v).__name__} of {len(v)} items"
+    if isinstance(v, (str, bytes)) and len(v) > limit:
+        return repr(v[: limit - 3])[: limit - 3] + "..."
+    r = repr(v)
+    return r if len(r) <= limit else r[: limit - 3] + "..."

@@ -105,6 +105,44 @@ def runs_from_sorted_indexes(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return idx[first], lengths
 
 
+class GrowingPair:
+    """Two u64 arrays appended to in place (``ndarray.resize``: a ``realloc``,
+    which large blocks do by remapping, not copying), so building N items
+    a slice at a time never holds two copies of them.  Small arrays grow by
+    a quarter, large ones (remapped) to exactly what they hold."""
+
+    def __init__(self) -> None:
+        self.a = np.empty(0, dtype=np.uint64)
+        self.b = np.empty(0, dtype=np.uint64)
+        self.size = 0
+
+    def append(self, a: np.ndarray, b: np.ndarray) -> None:
+        need = self.size + int(a.size)
+        if need > self.a.size:
+            cap = need if self.a.size >= _EXACT_GROWTH else max(need, self.a.size + self.a.size // 4)
+            self.a.resize(cap, refcheck=False)
+            self.b.resize(cap, refcheck=False)
+        self.a[self.size : need] = a
+        self.b[self.size : need] = b
+        self.size = need
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        """Both arrays at exactly their size (the caller owns them)."""
+        self.a.resize(self.size, refcheck=False)
+        self.b.resize(self.size, refcheck=False)
+        out = (self.a, self.b)
+        self.a = self.b = np.empty(0, dtype=np.uint64)
+        self.size = 0
+        return out
+
+
+#: from this many items (32 MiB per array) GrowingPair grows exactly: realloc remaps
+_EXACT_GROWTH = 1 << 22
+
+#: runs per numpy pass in the merges across orders (bounds their temporaries)
+_SLICE_RUNS = 1 << 18
+
+
 def split_aligned(start_pfn: int, nr_pages: int, max_order: int) -> Iterator[tuple[int, int]]:
     """Split a contiguous pfn range into the largest naturally aligned orders.
 
@@ -314,8 +352,85 @@ class PageSet:
         if len(self._runs) == 1:  # one order: its runs are already merged
             ((o, (s, c)),) = self._runs.items()
             return s, _run_ends(s, c, self.page_size << o)
-        s, e, _ = self.byte_intervals()
-        return merge_sorted_intervals(s, e)
+        out = GrowingPair()
+        for ms, me in self._merged_slices():
+            out.append(ms, me)
+        return out.finish()
+
+    def range_head(self, n: int | None) -> tuple[int, np.ndarray, np.ndarray]:
+        """``(number of coalesced ranges, starts, ends of the first n)``
+        (``None``: all) without materializing every range: one order's
+        runs are its ranges, several orders are merged a slice at a time."""
+        if len(self._runs) == 1:
+            ((o, (s, c)),) = self._runs.items()
+            return int(s.size), s[:n], _run_ends(s[:n], c[:n], self.page_size << o)
+        if n is None:
+            s, e = self.range_arrays()
+            return int(s.size), s, e
+        total = 0
+        hs: list[np.ndarray] = []
+        he: list[np.ndarray] = []
+        for ms, me in self._merged_slices():
+            if total < n:
+                hs.append(ms[: n - total].copy())
+                he.append(me[: n - total].copy())
+            total += int(ms.size)
+        if not hs:
+            z = np.zeros(0, np.uint64)
+            return 0, z, z
+        return total, np.concatenate(hs), np.concatenate(he)
+
+    def _merged_slices(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The coalesced ranges across orders, a slice at a time (a range
+        reaching into later slices is held back until it is complete)."""
+        pend: tuple[np.ndarray, np.ndarray] | None = None
+        for s, e, _ in self._slices():
+            s, e = merge_sorted_intervals(s, e)
+            if pend is not None:
+                # a slice's merged ranges are sorted with rising ends: the
+                # first m start inside (or touch) the last range so far
+                last_end = int(pend[1][-1])
+                m = int(np.searchsorted(s, U64(last_end), side="right"))
+                if m:
+                    pend[1][-1] = U64(max(last_end, int(e[m - 1])))
+                    s, e = s[m:], e[m:]
+                if s.size == 0:
+                    continue
+                yield pend
+            pend = (s, e.copy())
+        if pend is not None:
+            yield pend
+
+    def _slices(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """All runs as (start, end, order) arrays sorted by start (stable over
+        the orders' dict order), a slice of the address space at a time: each
+        slice holds fewer than ``_SLICE_RUNS`` runs, a run belongs to the slice
+        it starts in."""
+        items = [(o, s, c) for o, (s, c) in self._runs.items() if s.size]
+        if not items:
+            return
+        step = max(1, _SLICE_RUNS // len(items))
+        cuts = np.unique(np.concatenate([s[step::step] for _, s, _ in items]))
+        bounds = [None, *cuts.tolist(), None]
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            ss: list[np.ndarray] = []
+            es: list[np.ndarray] = []
+            os_: list[np.ndarray] = []
+            for o, s, c in items:
+                i = 0 if lo is None else int(np.searchsorted(s, U64(lo), side="left"))
+                j = s.size if hi is None else int(np.searchsorted(s, U64(hi), side="left"))
+                if j > i:
+                    ss.append(s[i:j])
+                    es.append(_run_ends(s[i:j], c[i:j], self.page_size << o))
+                    os_.append(np.full(j - i, o, dtype=np.int64))
+            if not ss:
+                continue
+            if len(ss) == 1:
+                yield ss[0], es[0], os_[0]
+                continue
+            a, b, k = np.concatenate(ss), np.concatenate(es), np.concatenate(os_)
+            idx = np.argsort(a, kind="stable")
+            yield a[idx], b[idx], k[idx]
 
     def ranges(self) -> list[tuple[int, int]]:
         """Coalesced byte ranges ``[start, end)`` across all orders."""
@@ -332,32 +447,45 @@ class PageSet:
 
     def find_overlap(self) -> tuple[int, int, int, int] | None:
         """First pair of runs of different orders that overlap:
-        ``(phys_a, order_a, phys_b, order_b)`` or ``None``."""
+        ``(phys_a, order_a, phys_b, order_b)`` or ``None``.  Runs are swept
+        a slice at a time (bounded temporaries), carrying the run that ends
+        last so far (before the first overlap, runs are disjoint: only it can
+        reach into the next slice)."""
         if sum(1 for _, c in self._runs.values() if c.size) < 2:  # runs of one order are disjoint
             return None
-        s, e, o = self.byte_intervals()
-        if s.size < 2:
-            return None
-        run_end = np.maximum.accumulate(e)
-        bad = np.flatnonzero(s[1:] < run_end[:-1])
-        if bad.size == 0:
-            return None
-        j = int(bad[0]) + 1
-        i = int(np.flatnonzero(e[:j] > s[j])[0])
-        return int(s[i]), int(o[i]), int(s[j]), int(o[j])
+        carry: tuple[int, int, int] | None = None  # (start, end, order) of the run ending last so far
+        for s, e, o in self._slices():
+            if carry is not None and int(s[0]) < carry[1]:
+                return carry[0], carry[2], int(s[0]), int(o[0])
+            if s.size > 1:
+                run_end = np.maximum.accumulate(e)
+                bad = np.flatnonzero(s[1:] < run_end[:-1])
+                if bad.size:
+                    j = int(bad[0]) + 1
+                    i = int(np.flatnonzero(e[:j] > s[j])[0])
+                    return int(s[i]), int(o[i]), int(s[j]), int(o[j])
+            k = int(np.argmax(e))
+            if carry is None or int(e[k]) > carry[1]:
+                carry = (int(s[k]), int(e[k]), int(o[k]))
+        return None
 
     def overlaps_range(self, start: int, end: int) -> tuple[int, int] | None:
-        """First preserved run (phys, order) that intersects ``[start, end)``."""
+        """First preserved run (phys, order) that intersects ``[start, end)``
+        (two binary searches per order, no per-run temporary)."""
         if start >= end or start >= 1 << 64 or end <= 0:
             return None
+        start = max(start, 0)
         for o, (s, c) in self._runs.items():
-            e = s + c * U64(self.page_size << o)
-            # ``end`` may be 2**64 (a range ending at the top of the space) and
-            # a run ending there wraps ``e`` to 0: compare without a u64 overflow
-            below = s < U64(end) if end < 1 << 64 else np.ones(s.shape, dtype=bool)
-            hit = np.flatnonzero(below & ((e > U64(max(start, 0))) | (e <= s)))
-            if hit.size:
-                return int(s[hit[0]]), o
+            if s.size == 0:
+                continue
+            hi = (
+                s.size if end >= 1 << 64 else int(np.searchsorted(s, U64(end), side="left"))
+            )  # runs starting before end
+            j = int(np.searchsorted(s, U64(start), side="right")) - 1  # the run starting at or before start
+            if j < 0 or int(s[j]) + int(c[j]) * (self.page_size << o) <= start:
+                j += 1
+            if j < hi:
+                return int(s[j]), o
         return None
 
     def contains(self, phys: int, order: int) -> bool:

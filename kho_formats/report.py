@@ -67,8 +67,7 @@ def preserved_report(state: KhoState, max_ranges: int | None = None) -> dict:
     per_order = {}
     for o, n in state.preserved.counts_by_order().items():
         per_order[str(o)] = {"pages": n, "bytes": n * (ps << o), "runs": int(state.preserved.runs(o).starts.size)}
-    starts, ends = state.preserved.range_arrays()
-    total = int(starts.size)
+    total, starts, ends = state.preserved.range_head(max_ranges)
     shown = total if max_ranges is None else min(total, max_ranges)
     ends_list = [1 << 64 if e == END_OF_SPACE else e for e in ends[:shown].tolist()]
     return {

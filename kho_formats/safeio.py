@@ -128,7 +128,12 @@ def read_regular(
     limit = st.st_size if max_size is None else max_size
     try:
         with os.fdopen(fd, "rb", closefd=True) as fh:
-            data = fh.read(limit + 1)
+            # read(n) allocates n bytes first: ask for the size stat saw (plus
+            # one, to notice growth), not for the limit (64 MiB per JSON file)
+            want = min(st.st_size, limit) + 1
+            data = fh.read(want)
+            if len(data) == want and want <= limit:  # grew since the stat: the rest, up to the limit
+                data += fh.read(limit + 1 - want)
     except OSError as exc:
         raise error(f"cannot read {what} {os.fspath(path)}: {exc.strerror or exc}") from None
     if max_size is not None and len(data) > max_size:  # grew since the stat

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import SpecError
+from .errors import SpecError, short_repr
 
 _SUFFIX = {"K": 10, "M": 20, "G": 30, "T": 40}
 
@@ -62,12 +62,7 @@ def parse_int(value: Any, where: str) -> int:
 
 def _short(v: Any) -> str:
     """``repr(v)`` cut to 60 characters (no 5000-digit or megabyte reprs in errors)."""
-    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 128:
-        return f"an integer of {v.bit_length()} bits"
-    if isinstance(v, (list, dict)):
-        return f"a {type(v).__name__} of {len(v)} items"
-    r = repr(v)
-    return r if len(r) <= 60 else r[:57] + "..."
+    return short_repr(v)
 
 
 #: a fixture name: it becomes a file name and is pasted into kho_fixture.h and chosen.dtsi

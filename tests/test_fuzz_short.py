@@ -8,6 +8,9 @@ The long run is ``python fuzz/fuzz_kho.py --runs 100000`` (see fuzz/README.md).
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -106,3 +109,57 @@ def test_short_fuzz_of_the_file_level_targets(target):
     assert st.escapes == 0, "\n\n".join(st.examples)
     assert "ok" in st.outcomes and len(st.outcomes) > 1, st.outcomes  # both valid and refused inputs were reached
     assert st.worst_seconds < 10.0, st.worst_input
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc: its children, theirs...)."""
+    kids: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        kids.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        for k in kids.get(todo.pop(), []):
+            out.append(k)
+            todo.append(k)
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_multi_process_run_ends_when_a_worker_dies(tmp_path):
+    """``--jobs 2``: a worker killed mid-run (as the OOM killer would) ends
+    the run with an error at once; multiprocessing.Pool lost the task and
+    waited for it forever."""
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "fuzz" / "fuzz_kho.py"), "--jobs", "2", "--runs", "1000000"]
+        + ["--crash-dir", str(tmp_path / "crashes")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(_descendants(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(3)  # the workers are running their inputs
+        for pid in _descendants(proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the fuzzer kept waiting for a killed worker")
+        assert proc.returncode != 0 and "worker process died" in err, err[-2000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

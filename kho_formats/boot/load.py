@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..errors import BootError, ImageError, KhoFormatError, SpecError
+from ..errors import BootError, ImageError, KhoFormatError, SpecError, short_repr
 from ..fdt import FdtNode, parse_fdt
 from ..image import PhysImage
 from ..layout import KhoScratch, layout
+from ..safeio import SMALL_FILE_LIMIT, map_regular, read_regular
 from ..spec import parse_int
 
 __all__ = ["BootFixture", "SegmentFile", "load_fixture", "PathLike"]
@@ -106,7 +107,7 @@ def _checked_file(d: Path, name: str, what: str) -> Path:
     """``d/name`` resolved, refused unless it is a regular file inside ``d``."""
     rel = PurePosixPath(name)
     if not name or "\0" in name or rel.is_absolute() or ".." in rel.parts or os.path.isabs(name):
-        raise BootError(f"{what} {name!r}: not a relative path inside the fixture directory {d}")
+        raise BootError(f"{what} {short_repr(name)}: not a relative path inside the fixture directory {d}")
     p = d / name
     try:
         base = d.resolve(strict=True)
@@ -126,15 +127,18 @@ def _checked_file(d: Path, name: str, what: str) -> Path:
     return real
 
 
-def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise BootError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+def _read(d: Path, path: Path, what: str, max_size: int) -> bytes:
+    """A checked file's bytes through :mod:`~kho_formats.safeio`: a regular
+    file inside ``d`` (stat-ed again when opened, without blocking, so a
+    FIFO swapped in after :func:`_checked_file` cannot hang the read), at
+    most ``max_size`` bytes, refused before reading a byte."""
+    return read_regular(path, what, inside=d, max_size=max_size, error=BootError)
 
 
 #: largest handover.json / manifest.json read (bytes)
 JSON_MAX_BYTES = 4 << 20
+#: largest root.dtb read (the kernel's own limit for the KHO FDT is far smaller)
+FDT_MAX_BYTES = SMALL_FILE_LIMIT
 
 
 def _json(d: Path, name: str) -> Any:
@@ -145,7 +149,7 @@ def _json(d: Path, name: str) -> Any:
     if size > JSON_MAX_BYTES:  # checked before reading: handover.json and manifest.json are small
         raise BootError(f"{d / name}: {size} bytes", expected=f"at most {JSON_MAX_BYTES} bytes of JSON")
     try:
-        return json.loads(_read(path, name))
+        return json.loads(_read(d, path, name, JSON_MAX_BYTES))
     except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
         raise BootError(f"fixture directory {d}: bad JSON in {name} ({str(exc)[:200]})") from None
 
@@ -169,6 +173,7 @@ def _segments(d: Path, manifest: Any) -> tuple[list[SegmentFile], PhysImage]:
         raise BootError(f"{d / 'manifest.json'}: no segment list", expected='{"segments": [{"file", "phys", "size"}]}')
     out: list[SegmentFile] = []
     image = PhysImage()
+    mapped: dict[Path, memoryview] = {}  # one mapping per file, however often the manifest names it
     for k, s in enumerate(raw):
         where = f"manifest.json: segment #{k}"
         if not isinstance(s, dict) or not isinstance(s.get("file"), str):
@@ -179,7 +184,9 @@ def _segments(d: Path, manifest: Any) -> tuple[list[SegmentFile], PhysImage]:
         size = _int(s["size"], f"{where} ({s['file']}): size") if "size" in s else actual
         if actual != size:
             raise BootError(f"segment {d / s['file']}: size {actual} != manifest {size}")
-        data = _read(path, "segment file")
+        data = mapped.get(path)
+        if data is None:
+            data = mapped[path] = memoryview(map_regular(path, "segment file", inside=d, error=BootError))
         if len(data) != size:  # changed under us
             raise BootError(f"segment {d / s['file']}: size {len(data)} != manifest {size}")
         try:
@@ -207,7 +214,7 @@ def load_fixture(fixture_dir: PathLike) -> BootFixture:
         raise BootError(f"fixture page_size {page_size}: the boot kernel is built for 4 KiB pages")
     byte_order = handover.get("byte_order", "little")
     if byte_order not in ("little", "big"):
-        raise BootError(f"handover.json: byte_order {byte_order!r}", expected='"little" or "big"')
+        raise BootError(f"handover.json: byte_order {short_repr(byte_order)}", expected='"little" or "big"')
     if "fdt_phys" not in handover:
         raise BootError("handover.json: missing field fdt_phys")
     fdt_phys = _int(handover["fdt_phys"], "handover.json: fdt_phys")
@@ -225,7 +232,7 @@ def load_fixture(fixture_dir: PathLike) -> BootFixture:
     if isinstance(cmdline, list) and all(isinstance(a, str) for a in cmdline):
         cmdline = " ".join(cmdline)
     if not isinstance(cmdline, str):
-        raise BootError(f"handover.json: cmdline {cmdline!r}", expected="a string or a list of strings")
+        raise BootError(f"handover.json: cmdline {short_repr(cmdline)}", expected="a string or a list of strings")
 
     segments, image = _segments(d, manifest)
     fx = BootFixture(
@@ -243,7 +250,7 @@ def load_fixture(fixture_dir: PathLike) -> BootFixture:
     if (d / "root.dtb").exists() or (d / "root.dtb").is_symlink():
         # the harness's own view of the handover: refused when unreadable
         path = _checked_file(d, "root.dtb", "root FDT")
-        fx.root_fdt_bytes = _read(path, "root FDT")
+        fx.root_fdt_bytes = _read(d, path, "root FDT", FDT_MAX_BYTES)
         fx.root_fdt = parse_fdt(fx.root_fdt_bytes, where=str(d / "root.dtb")).root
     elif image.has(fdt_phys, fdt_size):
         # the bytes under test: the kernel judges them, an unreadable FDT only lists no clients

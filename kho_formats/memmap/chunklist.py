@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import abi
 from ..alloc import PageAllocator, merge_ranges
-from ..bits import bitmaps_to_runs, runs_to_bitmaps
+from ..bits import runs_to_bitmaps
 from ..chain import walk_page_chain
 from ..errors import ImageError, MemoryMapError, UnrepresentableError, VersionError
 from ..image import PhysImage
@@ -26,6 +26,7 @@ from ..layout import KhoserMemChunk, Layout
 from ..limits import Budget
 from ..pageset import PageSet
 from . import MapBuilt, MapContext, MapRead, MemoryMap, register
+from .runs import runs_of_bitmaps
 
 U64 = np.uint64
 #: the kho-v1 bitmap variants of the shipped schema (KHO-ABI.md 3.2), for callers without a version
@@ -249,7 +250,10 @@ def read_chunklist(
     runs = {}
     for order, group in per_order.items():
         group.sort(key=lambda g: g[0])
-        f, l = bitmaps_to_runs(np.stack([w for _, w in group]), np.array([b for b, _ in group], dtype=np.uint64))
+        stack, bases = np.stack([w for _, w in group]), np.array([b for b, _ in group], dtype=np.uint64)
+        group.clear()
+        f, l = runs_of_bitmaps(stack, bases, budget, f"order-{order} v1 bitmaps")
+        del stack
         f <<= U64(lay.page_shift + order)
         runs[order] = (f, l)
     return PageSet._from_coalesced(lay.page_size, runs), cl

@@ -118,7 +118,7 @@ def read_radix(
         tree, leaf_batches = _walk_tables(image, root, geom, lay, budget, fast=False)
     per_order: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {}
     if leaf_batches:
-        _read_leaves(image, leaf_batches, geom, lay, tree, per_order)
+        _read_leaves(image, leaf_batches, geom, lay, tree, per_order, budget)
     runs = {}
     for order, (firsts, lens) in per_order.items():
         if len(firsts) == 1:  # one stack of leaves: already merged
@@ -249,11 +249,13 @@ def _read_leaves(
     lay: Layout,
     tree: RadixTree,
     per_order: dict[int, tuple[list[np.ndarray], list[np.ndarray]]],
+    budget: Budget,
 ) -> None:
     """Every leaf at once, read where it lies in the image (or gathered
     when the leaves are not in one segment): orders from the key prefixes,
-    one :func:`bitmaps_to_runs` per order.  Whether a leaf is empty is
-    told by the runs found, not by a pass over every leaf word."""
+    one :func:`bitmaps_to_runs` per order, its runs charged to
+    ``Limits.max_runs``.  Whether a leaf is empty is told by the runs found,
+    not by a pass over every leaf word."""
     ptrs = np.concatenate([b[0] for b in batches])
     prefixes = np.concatenate([b[1] for b in batches])
     n_words = lay.radix_leaf_words
@@ -300,6 +302,7 @@ def _read_leaves(
                     f"leaf bit {key} encodes order {order}", phys=int(ptrs[k]), expected=f"orders 0..{geom.max_order}"
                 )
             _collect(per_order, order, np.array([key ^ (1 << hb)], dtype=np.uint64))
+            budget.runs_add(1, "radix leaf", int(ptrs[k]))
     sel = np.flatnonzero(prefixes != 0)
     if sel.size:
         pref = prefixes[sel]
@@ -319,6 +322,7 @@ def _read_leaves(
             grp = np.flatnonzero(orders == order)
             gb = bases[grp]
             f, l = bitmaps_to_runs(words, gb, rows[sel[grp]])
+            budget.runs_add(int(f.size), f"order-{order} radix leaves", int(ptrs[sel[grp[0]]]))
             if not f.size:
                 continue
             # a leaf holds bits iff the last run starting before its end reaches into it
