@@ -138,19 +138,26 @@ def _emit(args, data: dict, text) -> None:
 
 
 def _load(args, path: str, mem: Sequence[str] = (), root_phys: int | None = None):
-    from .capture import load_capture, parse_capture
+    from .capture import load_capture
 
     cap = load_capture(path, mem or (), root_phys=root_phys, boot_info=_opt(args, "boot_info"))
     with _naming_the_root_fdt(cap, path):
-        st = parse_capture(
-            cap,
-            version=_opt(args, "abi"),
-            page_size=_opt(args, "page_size"),
-            byteorder=_opt(args, "byte_order"),
-            v1_bitmap=_opt(args, "v1_bitmap"),
-            limits=_limits(args),
-        )
+        st = _parse(args, cap)
     return cap, st
+
+
+def _parse(args, cap):
+    """A loaded capture parsed with the reading options of the command line."""
+    from .capture import parse_capture
+
+    return parse_capture(
+        cap,
+        version=_opt(args, "abi"),
+        page_size=_opt(args, "page_size"),
+        byteorder=_opt(args, "byte_order"),
+        v1_bitmap=_opt(args, "v1_bitmap"),
+        limits=_limits(args),
+    )
 
 
 @contextmanager
@@ -316,8 +323,9 @@ def cmd_convert(args) -> int:
 
 
 def cmd_capture(args) -> int:
-    from .capture import load_capture, parse_capture
+    from .capture import load_capture
     from .clients import decode_clients
+    from .errors import KhoFormatError
     from .extract import handover_image, write_capture
     from .limits import Budget
 
@@ -356,15 +364,9 @@ def cmd_capture(args) -> int:
         else:
             cap = load_capture(args.from_dump, root_phys=args.root_phys, boot_info=args.boot_info)
         source = str(args.from_dump)
-    st = parse_capture(
-        cap,
-        version=_opt(args, "abi"),
-        page_size=_opt(args, "page_size"),
-        byteorder=_opt(args, "byte_order"),
-        v1_bitmap=_opt(args, "v1_bitmap"),
-        limits=_limits(args),
-    )
-    assert cap.image is not None
+    st = _parse(args, cap)
+    if cap.image is None:  # a dump or kcore always gives one; a loader that did not is a bug to report clearly
+        raise KhoFormatError(f"{source}: no memory image was loaded", expected="a memory dump or /proc/kcore")
     clients = decode_clients(st, cap.image, budget=Budget(_limits(args)))
     keep = handover_image(cap.image, st, clients, referenced_only=args.referenced_only)
     files = write_capture(args.output, cap, st, keep, referenced_only=args.referenced_only, source=source, extra=extra)
