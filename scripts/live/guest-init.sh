@@ -10,7 +10,10 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t debugfs debugfs /sys/kernel/debug
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
-mount -t tmpfs tmpfs /tmp
+# scratch space on /run, not /tmp: the kho-formats tree or the python running
+# the test may live under the host's /tmp (a CI clone, a venv), which must stay visible
+mount -t tmpfs tmpfs /run
+export TMPDIR=/run
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 out /mnt
 echo "KHO-LIVE-BOOTED $(uname -r)"
 cp -r /sys/kernel/debug/kho /mnt/debugfs-kho
