@@ -112,7 +112,7 @@ def test_root_fdt_from_memory_when_root_dtb_is_missing(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "change, match",
     [
-        ({"page_size": 16384}, "4 KiB pages"),
+        ({"page_size": 8192}, "fixture page_size 8192"),
         ({"page_size": "lots"}, "page_size"),
         ({"arch": "x86_64"}, "fixture is for x86_64"),
         ({"byte_order": "middle"}, "byte_order"),
@@ -380,3 +380,49 @@ def test_memblock_rule_reads_the_sub_blob_leniently(tmp_path: Path) -> None:
 def test_boot_error_is_a_kho_format_error() -> None:
     assert issubclass(BootError, KhoFormatError) and BootError("x").to_json()["kind"] == "boot"
     assert boot.BootError is BootError
+
+
+def _image_with_flags(path: Path, flags: int) -> Path:
+    """A file with an arm64 Image header (magic ``ARM\\x64`` at 56, flags at 24)."""
+    hdr = bytearray(64)
+    hdr[8:16] = (0x80000).to_bytes(8, "little")  # text_offset
+    hdr[16:24] = (1 << 20).to_bytes(8, "little")  # image_size
+    hdr[24:32] = flags.to_bytes(8, "little")
+    hdr[56:60] = b"ARM\x64"
+    path.write_bytes(bytes(hdr) + bytes(4096))
+    return path
+
+
+@pytest.mark.parametrize(("bits", "size"), [(1, 4096), (2, 16384), (3, 65536), (0, None)])
+def test_kernel_page_size_from_the_image_header(tmp_path: Path, bits: int, size: int | None) -> None:
+    from kho_formats.boot.qemu import kernel_page_size
+
+    # bit 0 (big-endian kernel) and bit 3 (placement) must not disturb bits 1-2
+    assert kernel_page_size(_image_with_flags(tmp_path / "Image", (bits << 1) | 0b1001)) == size
+    (tmp_path / "raw").write_bytes(bytes(100))
+    assert kernel_page_size(tmp_path / "raw") is None
+
+
+def test_a_kernel_of_another_page_size_is_refused(tmp_path: Path) -> None:
+    from kho_formats.boot.qemu import check_kernel_page_size
+
+    k16 = _image_with_flags(tmp_path / "Image16", 2 << 1)
+    with pytest.raises(BootError, match="built for 16 KiB pages, the fixture has 4 KiB pages.*KHO_KERNEL_PAGE_SIZE=4K"):
+        check_kernel_page_size(k16, 4096)
+    check_kernel_page_size(k16, 16384)  # the same: fine
+    check_kernel_page_size(_image_with_flags(tmp_path / "Image0", 0), 65536)  # unspecified: not refused
+    # and plan_boot refuses before building anything
+    fx = load_fixture(copy_fixture(tmp_path / "fx"))
+    with pytest.raises(BootError, match="built for 16 KiB pages"):
+        boot.plan_boot(fx, k16, virt_dtb(), tmp_path / "wd")
+
+
+def test_fixtures_of_every_arm64_page_size_load(tmp_path: Path) -> None:
+    from kho_formats.boot.qemu import default_kernel
+
+    for name, ps in (("v4-16k", 16384), ("v4-64k", 65536)):
+        fx = load_fixture(FIX.parent / name)
+        assert fx.page_size == ps and fx.clients
+        assert default_kernel(page_size=ps).parent.name == f"linux-7.3-arm64-{ps // 1024}k"
+    assert default_kernel().parent.name == "linux-7.3-arm64"
+    assert default_kernel(luo=True).parent.name == "linux-7.3-arm64-4k-luo"

@@ -41,7 +41,8 @@ Fixture directory contract (what this package reads; everything else is ignored)
     ``scratch_array_phys`` is missing, the array is written as an extra
     loader segment in the first free page at or after ``KHO_BOOT_SCRATCH_ARRAY``
     that nothing else uses. Optional: ``byte_order`` (``"little"``, default),
-    ``page_size`` (4096; the kernel is built for 4 KiB pages), ``arch``
+    ``page_size`` (4096, 16384 or 65536: the kernel's, read from its Image
+    header's flags and refused when it differs), ``arch``
     (``arm64``), ``cmdline`` (a string, or a list of strings, appended to the
     kernel command line).
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ..abi import PAGE_SIZES
 from ..errors import BootError, ImageError, KhoFormatError, SpecError, short_repr
 from ..fdt import FdtNode, parse_fdt
 from ..image import PhysImage
@@ -210,8 +211,8 @@ def load_fixture(fixture_dir: PathLike) -> BootFixture:
     if arch not in BOOT_ARCHS:
         raise BootError(f"fixture is for {arch}: kho boot boots an arm64 kernel (build the fixture with arch = arm64)")
     page_size = _int(handover.get("page_size", BOOT_PAGE_SIZE), "handover.json: page_size")
-    if page_size != BOOT_PAGE_SIZE:
-        raise BootError(f"fixture page_size {page_size}: the boot kernel is built for 4 KiB pages")
+    if page_size not in PAGE_SIZES:
+        raise BootError(f"fixture page_size {page_size}", expected="4096, 16384 or 65536 (arm64 page sizes)")
     byte_order = handover.get("byte_order", "little")
     if byte_order not in ("little", "big"):
         raise BootError(f"handover.json: byte_order {short_repr(byte_order)}", expected='"little" or "big"')

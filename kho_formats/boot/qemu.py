@@ -52,11 +52,43 @@ BASE_CMDLINE = "console=ttyAMA0 earlycon=pl011,0x9000000 kho=on loglevel=7 panic
 _PAGE = 4096
 
 
-def default_kernel(luo: bool = False) -> Path:
-    """The Image ``scripts/build-kernel.sh`` builds: 4 KiB pages, and with
-    ``luo`` the LUO build (``KHO_KERNEL_LUO=1``, ``linux-7.3-arm64-4k-luo/``)."""
+def default_kernel(luo: bool = False, page_size: int = 4096) -> Path:
+    """The Image ``scripts/build-kernel.sh`` builds for ``page_size``
+    (``KHO_KERNEL_PAGE_SIZE``; 4 KiB: ``linux-7.3-arm64/``, else
+    ``linux-7.3-arm64-16k/`` ...), and with ``luo`` the LUO build
+    (``KHO_KERNEL_LUO=1``, ``...-4k-luo/``)."""
     root = os.environ.get("KHO_KERNEL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "kho-formats")
-    return Path(root) / ("linux-7.3-arm64-4k-luo" if luo else "linux-7.3-arm64") / "Image"
+    suffix = f"-{page_size // 1024}k" if (luo or page_size != 4096) else ""
+    return Path(root) / f"linux-7.3-arm64{suffix}{'-luo' if luo else ''}" / "Image"
+
+
+#: arm64 Image header ``flags`` bits 1-2 (Documentation/arch/arm64/booting.rst): the kernel's page size
+_IMAGE_PAGE_SIZES = {1: 4096, 2: 16384, 3: 65536}
+
+
+def kernel_page_size(kpath: Path) -> int | None:
+    """The page size an arm64 ``Image`` was built for, from its header's
+    ``flags`` (None: no arm64 Image header, or the field says "unspecified")."""
+    try:
+        with open(kpath, "rb") as f:
+            hdr = f.read(64)
+    except OSError as exc:
+        raise BootError(f"cannot read kernel Image {kpath}: {exc.strerror or exc}") from None
+    if len(hdr) < 64 or hdr[56:60] != b"ARM\x64":
+        return None
+    flags = int.from_bytes(hdr[24:32], "little")
+    return _IMAGE_PAGE_SIZES.get((flags >> 1) & 3)
+
+
+def check_kernel_page_size(kpath: Path, page_size: int) -> None:
+    """Refuse a kernel built for another page size than the fixture's (the
+    kernel would read every map and struct at the wrong sizes)."""
+    ks = kernel_page_size(kpath)
+    if ks is not None and ks != page_size:
+        raise BootError(
+            f"kernel {kpath} is built for {ks // 1024} KiB pages, the fixture has {page_size // 1024} KiB pages "
+            f"(build one with KHO_KERNEL_PAGE_SIZE={page_size // 1024}K scripts/build-kernel.sh)"
+        )
 
 
 def dtb_addr(initrd_size: int = 0) -> int:

@@ -17,6 +17,7 @@ from .judge import client_rule, has_kernel_output, judge_log
 from .load import BootFixture, PathLike, load_fixture
 from .qemu import (
     BASE_CMDLINE,
+    check_kernel_page_size,
     check_layout,
     default_kernel,
     dump_virt_dtb,
@@ -122,6 +123,7 @@ def plan_boot(
         dtb_path = workdir / "virt-packed.dtb"
     else:
         plan_clients = list(fx.clients)
+        check_kernel_page_size(kernel, fx.page_size)
         kspan = kernel_span(kernel)
         decoded = fx.decoded_clients()
         initrd_files: dict[str, bytes] = {}
@@ -212,7 +214,11 @@ def run_boot(
     # the fixture first: a fixture kho boot refuses is refused with or without QEMU
     fx = load_fixture(fixture_dir) if fixture_dir is not None else None
     qemu_bin = need(qemu)
-    kpath = Path(kernel) if kernel else default_kernel(luo=fx is not None and "LUO" in fx.clients)
+    kpath = (
+        Path(kernel)
+        if kernel
+        else default_kernel(luo=fx is not None and "LUO" in fx.clients, page_size=fx.page_size if fx else 4096)
+    )
     if not kpath.is_file():
         raise BootError(f"kernel Image {kpath} not found (run scripts/build-kernel.sh)")
     scratch_dir: AbstractContextManager[str] = (
