@@ -70,10 +70,20 @@ from ..errors import BootError
 from .dtb import patch_chosen
 from .judge import FOUND, ClientLog, client_rule, judge_log
 from .load import BootFixture, load_fixture
-from .qemu import KHO_BOOT_SCRATCH_ARRAY, QEMU_DTB_ADDR, QEMU_RAM_BASE, QEMU_RAM_SIZE, default_kernel
+from .qemu import (
+    KHO_BOOT_SCRATCH_ARRAY,
+    QEMU_DTB_ADDR,
+    QEMU_RAM_BASE,
+    QEMU_RAM_SIZE,
+    check_kernel_page_size,
+    default_kernel,
+    kernel_page_size,
+)
 from .runner import BootPlan, BootResult, plan_boot, run_boot
 
 __all__ = [
+    "check_kernel_page_size",
+    "kernel_page_size",
     "BootResult",
     "BootPlan",
     "BootFixture",
