@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import os
 import re
-import stat
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SpecError, short_repr
+from .safeio import read_regular
 
 _SUFFIX = {"K": 10, "M": 20, "G": 30, "T": 40}
 
@@ -129,20 +129,7 @@ def read_spec_file(name: str, where: str, base_dir: Path | None = None) -> bytes
     directory (unless :data:`SPEC_FILES` allows more), at most ``max_bytes``."""
     pol = SPEC_FILES.get() or SpecFiles()
     fp = spec_file_path(name, where, base_dir)
-    try:
-        fd = os.open(fp, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as exc:
-        raise SpecError(f"{where}: cannot read {fp}: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise SpecError(f"{where}: {fp} is not a regular file")
-        if st.st_size > pol.max_bytes:
-            raise SpecError(f"{where}: {fp} has {st.st_size} bytes", expected=f"at most {pol.max_bytes}")
-        data = f.read(pol.max_bytes + 1)
-    if len(data) > pol.max_bytes:
-        raise SpecError(f"{where}: {fp} is larger than {pol.max_bytes} bytes")
-    return data
+    return read_regular(fp, f"file of {where}", max_size=pol.max_bytes, error=SpecError)
 
 
 # -- value types -------------------------------------------------------------------------

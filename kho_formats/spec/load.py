@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from ..clients import ClientRegistry, registry
 from ..clients.vmalloc_area import VmallocSpec
 from ..errors import KhoFormatError, SpecError
 from ..layout import KHO_VMALLOC_FLAGS_MASK
+from ..safeio import read_regular
 from ..specfields import RANGE, SPEC_FILES, SpecFiles, check_mapping, check_name, validate
 from .model import BlobSpec, PreserveSpec, Spec
 from .tables import BLOB, PRESERVE, TOP, VMALLOC
@@ -141,17 +141,7 @@ def load_spec(path: str | os.PathLike, *, allow_outside_files: bool = False) -> 
     the spec's directory unless ``allow_outside_files`` (the CLI's
     ``kho build --allow-outside-files``)."""
     p = Path(path)
-    try:
-        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as exc:
-        raise SpecError(f"cannot read spec {p}: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise SpecError(f"spec {p} is not a regular file")
-        raw = f.read(SPEC_TEXT_MAX + 1)
-    if len(raw) > SPEC_TEXT_MAX:
-        raise SpecError(f"spec {p} is larger than {SPEC_TEXT_MAX} bytes")
+    raw = read_regular(p, "spec", max_size=SPEC_TEXT_MAX, error=SpecError)
     token = SPEC_FILES.set(SpecFiles(base_dir=p.parent, allow_outside=allow_outside_files))
     try:
         return loads_spec(raw, fmt=p.suffix.lstrip(".").lower(), name=p.stem, base_dir=p.parent, source=str(p))
