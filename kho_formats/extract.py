@@ -103,9 +103,14 @@ def handover_image(
     image: PhysImage, state: KhoState, clients: dict[str, Any] | None = None, *, referenced_only: bool = False
 ) -> PhysImage:
     """``image`` restricted to :func:`handover_ranges` (zero-copy views)."""
+    return image_within(image, handover_ranges(state, clients, referenced_only=referenced_only))
+
+
+def image_within(image: PhysImage, ranges: Sequence[tuple[int, int]]) -> PhysImage:
+    """``image`` restricted to the byte ranges ``[start, end)`` (zero-copy views)."""
     out = PhysImage()
     out.arch = image.arch
-    for a, b in intersect(handover_ranges(state, clients, referenced_only=referenced_only), image.covered()):
+    for a, b in intersect(ranges, image.covered()):
         for seg, off, n in image._locate(a, b - a, "handover range"):
             out.add(seg.phys + off, _view(seg.data, off, n))
     return out

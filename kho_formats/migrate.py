@@ -27,7 +27,7 @@ from ._types import check_type
 from .capture import Capture, strip_ranges
 from .clients import decode_clients
 from .errors import KhoFormatError, LimitExceeded
-from .extract import handover_image, handover_ranges, merge_ranges, spare_ranges, subtract
+from .extract import handover_ranges, image_within, merge_ranges, spare_ranges, subtract
 from .fixture import Fixture, disjoint_regions, make_fixture
 from .limits import DEFAULT_LIMITS, Limits
 from .state import KhoState, _scratch_areas, build, convert
@@ -128,10 +128,10 @@ def _convert(
     source = cap.image
     notes: list[str] = []
     spare: list[tuple[int, int]] = []
-    kept = handover_image(cap.image, state, clients)
     boot_pages = [(a // ps * ps, -(-b // ps) * ps) for a, b in cap.boot_ranges]
     outside = subtract(merge_ranges(cap.image.covered()), merge_ranges(keep + boot_pages))
     if outside:  # a full dump: keep the handover, not the machine
+        kept = image_within(cap.image, keep)
         source = kept
         spare = spare_ranges(cap.image, keep + list(cap.boot_ranges) + [(a, a + s) for a, s in state.scratch], ps)
         notes.append(
