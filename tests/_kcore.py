@@ -28,6 +28,29 @@ NO_PADDR = (1 << 64) - 1
 VIRTUAL_MASK = (1 << 47) - 1
 
 
+def core_ehdr(phnum: int, *, machine: int = 62, **fields: int) -> bytes:
+    """A little-endian ELF64 ``ET_CORE`` header (x86_64 by default) with
+    ``phnum`` program headers right after it; ``fields`` override any field."""
+    h = dict(
+        e_ident=b"\x7fELF\x02\x01\x01" + bytes(9),
+        e_type=4,
+        e_machine=machine,
+        e_version=1,
+        e_entry=0,
+        e_phoff=64,
+        e_shoff=0,
+        e_flags=0,
+        e_ehsize=64,
+        e_phentsize=56,
+        e_phnum=phnum,
+        e_shentsize=0,
+        e_shnum=0,
+        e_shstrndx=0,
+    )
+    h.update(fields)
+    return elf_structs("little").ehdr.build(h)
+
+
 def _note(name: bytes, ntype: int, desc: bytes) -> bytes:
     n = name + b"\0"
     pad = lambda b: b + bytes(-len(b) % 4)
@@ -72,26 +95,7 @@ def write_kcore(
         cur += -(-size // 4096) * 4096 + (1 << 20)
     end = cur
     with open(path, "wb") as fh:
-        fh.write(
-            elf.ehdr.build(
-                dict(
-                    e_ident=b"\x7fELF\x02\x01\x01" + bytes(9),
-                    e_type=4,
-                    e_machine=machine,
-                    e_version=1,
-                    e_entry=0,
-                    e_phoff=64,
-                    e_shoff=0,
-                    e_flags=0,
-                    e_ehsize=64,
-                    e_phentsize=56,
-                    e_phnum=nph,
-                    e_shentsize=0,
-                    e_shnum=0,
-                    e_shstrndx=0,
-                )
-            )
-        )
+        fh.write(core_ehdr(nph, machine=machine))
         note_off = 64 + 56 * nph
         phdrs = [(4, 0, note_off, 0, 0, len(notes))]
         phdrs += [(1, 7, off, va, pa, size) for (va, pa, size), off in zip(loads, offsets)]

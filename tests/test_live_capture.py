@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 import pytest
-from _kcore import NO_PADDR, PAGE_OFFSET, TEXT_VADDR, debugfs_copy, write_kcore
+from _kcore import NO_PADDR, PAGE_OFFSET, TEXT_VADDR, core_ehdr, debugfs_copy, write_kcore
 
 from kho_formats.capture import load_capture, parse_capture
 from kho_formats.cli import main
@@ -188,24 +188,7 @@ def test_huge_sparse_kcore_reads_only_what_is_asked(tmp_path):
 
 def _kcore_bytes(phdrs: list[tuple[int, int, int, int, int]], *, ehdr: dict | None = None) -> bytes:
     elf = elf_structs("little")
-    h = dict(
-        e_ident=b"\x7fELF\x02\x01\x01" + bytes(9),
-        e_type=4,
-        e_machine=62,
-        e_version=1,
-        e_entry=0,
-        e_phoff=64,
-        e_shoff=0,
-        e_flags=0,
-        e_ehsize=64,
-        e_phentsize=56,
-        e_phnum=len(phdrs),
-        e_shentsize=0,
-        e_shnum=0,
-        e_shstrndx=0,
-    )
-    h.update(ehdr or {})
-    out = elf.ehdr.build(h)
+    out = core_ehdr(len(phdrs), **(ehdr or {}))
     for pt, off, va, pa, size in phdrs:
         out += elf.phdr.build(
             dict(p_type=pt, p_flags=7, p_offset=off, p_vaddr=va, p_paddr=pa, p_filesz=size, p_memsz=size, p_align=4096)

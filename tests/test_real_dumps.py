@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from _kcore import core_ehdr
 
 from kho_formats.capture import load_capture, parse_capture
 from kho_formats.cli import main
@@ -55,26 +56,7 @@ def full_dump(path: Path, size: int = 1 << 30, *, noise: bool = True) -> Path:
     elf = elf_structs("little")
     data_off = 4096
     with open(path, "wb") as fh:
-        fh.write(
-            elf.ehdr.build(
-                dict(
-                    e_ident=b"\x7fELF\x02\x01\x01" + bytes(9),
-                    e_type=4,
-                    e_machine=62,
-                    e_version=1,
-                    e_entry=0,
-                    e_phoff=64,
-                    e_shoff=0,
-                    e_flags=0,
-                    e_ehsize=64,
-                    e_phentsize=56,
-                    e_phnum=1,
-                    e_shentsize=64,
-                    e_shnum=0,
-                    e_shstrndx=0,
-                )
-            )
-        )
+        fh.write(core_ehdr(1, e_shentsize=64))
         fh.write(
             elf.phdr.build(
                 dict(
