@@ -6,6 +6,7 @@ Nothing here reads ``fixtures/``: every input is made with :func:`state.build`
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import sys
 import time
@@ -23,7 +24,7 @@ from kho_formats import state as kstate  # noqa: E402
 from kho_formats.errors import KhoFormatError  # noqa: E402
 from kho_formats.fdt import FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_PROP, FdtNode, build_fdt  # noqa: E402
 from kho_formats.image import PhysImage  # noqa: E402
-from kho_formats.layout import FDT_MAGIC  # noqa: E402
+from kho_formats.layout import FDT_MAGIC, FdtHeader  # noqa: E402
 from kho_formats.pageset import PageSet  # noqa: E402
 
 ALLOC_BASE = 0x4000_0000  # metadata pages are placed from here (page units below)
@@ -133,6 +134,10 @@ def fdt_end() -> bytes:
     return tok(FDT_END)
 
 
+#: the FDT header fields in their order in the blob (the declaration in layout.py)
+FDT_HEADER_FIELDS = tuple(f.name for f in dataclasses.fields(FdtHeader))
+
+
 def raw_fdt(dt_struct: bytes, strings: bytes, **hdr) -> bytes:
     """Header + empty reserve map + struct + strings, with header fields overridable."""
     rsv_off = 40
@@ -152,19 +157,7 @@ def raw_fdt(dt_struct: bytes, strings: bytes, **hdr) -> bytes:
         size_dt_struct=len(dt_struct),
     )
     h.update(hdr)
-    order = (
-        "magic",
-        "totalsize",
-        "off_dt_struct",
-        "off_dt_strings",
-        "off_mem_rsvmap",
-        "version",
-        "last_comp_version",
-        "boot_cpuid_phys",
-        "size_dt_strings",
-        "size_dt_struct",
-    )
-    head = struct.pack(">10I", *[h[k] % (1 << 32) for k in order])
+    head = struct.pack(">10I", *[h[k] % (1 << 32) for k in FDT_HEADER_FIELDS])
     return head + bytes(16) + dt_struct + strings
 
 
@@ -181,17 +174,5 @@ def root_fdt(props: list[tuple[str, bytes]], children: Sequence[tuple[str, list[
 
 
 def set_header(blob: bytes, field: str, value: int) -> bytes:
-    order = (
-        "magic",
-        "totalsize",
-        "off_dt_struct",
-        "off_dt_strings",
-        "off_mem_rsvmap",
-        "version",
-        "last_comp_version",
-        "boot_cpuid_phys",
-        "size_dt_strings",
-        "size_dt_struct",
-    )
-    i = order.index(field) * 4
+    i = FDT_HEADER_FIELDS.index(field) * 4
     return blob[:i] + struct.pack(">I", value % (1 << 32)) + blob[i + 4 :]
