@@ -37,36 +37,24 @@ class RunsBuilder(GrowingPair):
             super().append(first, length)
 
 
-def runs_of_bitmaps(
-    words: np.ndarray,
-    bases: np.ndarray,
-    budget: Budget,
-    what: str,
-    *,
-    rows: np.ndarray | None = None,
-    phys: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`~kho_formats.bits.bitmaps_to_runs` of ``words[rows]`` (all rows
-    if ``None``) a slice at a time, each slice's runs charged to
-    ``budget`` (``Limits.max_runs``) before the next is converted.
+def runs_of_bitmaps(words: np.ndarray, bases: np.ndarray, budget: Budget, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`~kho_formats.bits.bitmaps_to_runs` of ``words`` a slice at a
+    time, each slice's runs charged to ``budget`` (``Limits.max_runs``)
+    before the next is converted.
 
     ``words``: (n, W) bitmaps; ``bases``: the bit index of bit 0 of each
-    selected row, ascending.  Returns ``(first_bit, length)`` in the bases'
-    units, sorted and merged across contiguous bitmaps."""
-    n = int(words.shape[0] if rows is None else rows.size)
-    w = int(words.shape[1])
+    row, ascending.  Returns ``(first_bit, length)`` in the bases' units,
+    sorted and merged across contiguous bitmaps."""
+    n, w = int(words.shape[0]), int(words.shape[1])
     step = max(1, SLICE_WORDS // max(1, w))
     if n <= step:
-        sel = words if rows is None else words[rows]
-        f, l = bitmaps_to_runs(sel, bases)
-        budget.runs_add(int(f.size), what, phys)
+        f, l = bitmaps_to_runs(words, bases)
+        budget.runs_add(int(f.size), what)
         return f, l
     acc = RunsBuilder()
     for i in range(0, n, step):
-        sel = words[i : i + step] if rows is None else words[rows[i : i + step]]
-        f, l = bitmaps_to_runs(sel, bases[i : i + step])
-        del sel
-        budget.runs_add(int(f.size), what, phys)
+        f, l = bitmaps_to_runs(words[i : i + step], bases[i : i + step])
+        budget.runs_add(int(f.size), what)
         acc.append(f, l)
         del f, l
     return acc.finish()
