@@ -458,7 +458,10 @@ def cmd_boot(args) -> int:
         "reason": res.reason,
         "kho_lines": list(res.kho_lines),
     }
-    text = "".join(f"  {ln}\n" for ln in res.kho_lines) + f"{res.verdict}{': ' + res.reason if res.reason else ''}\n"
+    from .report import safe_text
+
+    text = "".join(f"  {safe_text(ln)}\n" for ln in res.kho_lines)
+    text += f"{res.verdict}{': ' + safe_text(res.reason) if res.reason else ''}\n"
     _emit(args, data, text)
     return EXIT_OK if res.verdict == "accepted" else EXIT_PROBLEM
 
@@ -718,11 +721,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="boot a kernel under QEMU with a fixture",
         description="Boot KERNEL under QEMU with the handover of FIXTURE (a kho build directory) "
         "and report whether the kernel accepted it (exit 0) or rejected it (exit 1). "
-        "Needs qemu-system-aarch64.",
+        "arm64 fixtures boot on QEMU virt (qemu-system-aarch64; the handover in the boot DTB's /chosen), "
+        "x86_64 fixtures on QEMU pc (qemu-system-x86_64; the handover in a SETUP_KEXEC_KHO setup_data "
+        "entry named by a patched copy of the bzImage's setup header).",
         epilog=EPILOG,
     )
     s.add_argument("fixture", metavar="FIXTURE")
-    s.add_argument("--kernel", required=True, metavar="IMAGE", help="kernel image to boot")
+    s.add_argument(
+        "--kernel",
+        metavar="IMAGE",
+        help="kernel to boot: an arm64 Image or an x86 bzImage (default: the build of scripts/build-kernel.sh "
+        "for the fixture's page size and LUO use, or of scripts/live/build-kernel.sh for x86_64)",
+    )
     s.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS", help="default 120")
     s.set_defaults(func=cmd_boot)
     return p

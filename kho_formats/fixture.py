@@ -39,7 +39,7 @@ from . import __version__, memmap
 from .alloc import PageAllocator, disjoint_regions
 from .errors import AllocationError, KhoFormatError
 from .image import PhysImage
-from .layout import SETUP_KEXEC_KHO, KhoData, KhoScratch, SetupDataHdr
+from .layout import KhoData, KhoScratch
 from .outdir import OutputDir
 from .specfields import check_name
 from .state import Built, KhoState
@@ -95,9 +95,7 @@ class Fixture:
         )
 
     def setup_data(self) -> bytes:
-        lay = self.state.layout
-        payload = lay.kho_data.build(self.kho_data())
-        return lay.setup_data_hdr.build(SetupDataHdr(next=0, type=SETUP_KEXEC_KHO, len=len(payload))) + payload
+        return self.state.layout.setup_data_kho(self.kho_data())
 
     def chosen(self) -> dict:
         kd = self.kho_data()

@@ -703,6 +703,12 @@ class Layout:
         """``sizeof(struct kho_scratch)``: one element of the scratch array."""
         return int(self.kho_scratch.sizeof())
 
+    def setup_data_kho(self, kd: KhoData) -> bytes:
+        """One x86 ``struct setup_data`` of type ``SETUP_KEXEC_KHO`` (``next`` 0)
+        carrying ``kd``: what a kexec'ing kernel chains into ``boot_params``."""
+        payload = self.kho_data.build(kd)
+        return self.setup_data_hdr.build(SetupDataHdr(next=0, type=SETUP_KEXEC_KHO, len=len(payload))) + payload
+
     def v1_preserve_bits(self, bitmap_bytes: int) -> int:
         """``PRESERVE_BITS`` of a v1 bitmap of ``bitmap_bytes`` bytes."""
         return int(self.kho_mem_phys_bits(bitmap_bytes).sizeof()) * 8

@@ -119,7 +119,7 @@ def test_real_kernel_verdicts():
 def test_refuses_foreign_fixtures(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"segments": []}))
     (tmp_path / "handover.json").write_text(
-        json.dumps({"arch": "x86_64", "fdt_phys": 0x1000000, "fdt_size": 4096, "scratch": []})
+        json.dumps({"arch": "riscv64", "fdt_phys": 0x1000000, "fdt_size": 4096, "scratch": []})
     )
-    with pytest.raises(boot.BootError, match="x86_64"):
+    with pytest.raises(boot.BootError, match="riscv64.*arm64 and x86_64"):
         load_fixture(tmp_path)

@@ -4,8 +4,10 @@ A client whose check needs userspace in the booted kernel (the ``LUO``
 client: retrieving sessions and memfds through ``/dev/liveupdate``) names
 the files its check reads (:attr:`kho_formats.clients.BootRule.initrd`);
 the boot then gets an initramfs whose ``/init`` is :file:`luo_check.c` (next
-to this module), a static arm64 program cross-compiled with Debian's
-``gcc-aarch64-linux-gnu`` + ``libc6-dev-arm64-cross`` and cached under
+to this module), a static program for the fixture's architecture: for arm64
+cross-compiled with Debian's ``gcc-aarch64-linux-gnu`` +
+``libc6-dev-arm64-cross``, for x86_64 with ``x86_64-linux-gnu-gcc`` (the
+native compiler on an x86_64 host), cached under
 ``${KHO_KERNEL_CACHE:-~/.cache/kho-formats}/luo-check/<hash>/`` (the hash
 covers the source, the compiler's version and the flags).
 
@@ -35,6 +37,7 @@ __all__ = [
     "read_newc",
     "LUO_CHECK_SOURCE",
     "CROSS_CC",
+    "COMPILERS",
     "CFLAGS",
     "cross_compiler",
     "luo_check_binary",
@@ -45,8 +48,13 @@ NEWC_MAGIC = b"070701"
 TRAILER = "TRAILER!!!"
 #: the C source of /init
 LUO_CHECK_SOURCE = Path(__file__).with_name("luo_check.c")
-#: the cross compiler (``$KHO_CROSS_CC`` overrides)
+#: the arm64 cross compiler (``$KHO_CROSS_CC`` overrides)
 CROSS_CC = "aarch64-linux-gnu-gcc"
+#: per arch: (compiler, environment override, Debian packages)
+COMPILERS = {
+    "arm64": (CROSS_CC, "KHO_CROSS_CC", "gcc-aarch64-linux-gnu libc6-dev-arm64-cross"),
+    "x86_64": ("x86_64-linux-gnu-gcc", "KHO_CC_X86_64", "gcc libc6-dev"),
+}
 CFLAGS = ("-static", "-Os", "-Wall", "-Wextra", "-s")
 
 
@@ -127,9 +135,11 @@ def read_newc(data: bytes) -> list[CpioEntry]:
 # -- the /init program ---------------------------------------------------------------------------------------
 
 
-def cross_compiler() -> str | None:
-    """The arm64 cross compiler's path (``$KHO_CROSS_CC`` or :data:`CROSS_CC` on PATH), None if missing."""
-    return shutil.which(os.environ.get("KHO_CROSS_CC") or CROSS_CC)
+def cross_compiler(arch: str = "arm64") -> str | None:
+    """The compiler for ``arch``'s ``luo_check`` (its override variable, else
+    :data:`COMPILERS`' name on PATH), None if missing."""
+    cc, env, _ = COMPILERS[arch]
+    return shutil.which(os.environ.get(env) or cc)
 
 
 def _cache_root() -> Path:
@@ -137,17 +147,20 @@ def _cache_root() -> Path:
     return Path(root)
 
 
-def luo_check_binary(cache: Path | None = None) -> Path:
-    """The static arm64 ``luo_check`` (compiled once per source / compiler / flags)."""
-    cc = cross_compiler()
+def luo_check_binary(cache: Path | None = None, arch: str = "arm64") -> Path:
+    """The static ``luo_check`` for ``arch`` (compiled once per source / compiler / flags)."""
+    if arch not in COMPILERS:
+        raise BootError(f"no luo_check for arch {arch!r}", expected=" or ".join(COMPILERS))
+    name, env, pkgs = COMPILERS[arch]
+    cc = cross_compiler(arch)
     if cc is None:
         raise BootError(
-            f"{os.environ.get('KHO_CROSS_CC') or CROSS_CC} not found: the LUO check program is cross-compiled"
-            " (apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross)"
+            f"{os.environ.get(env) or name} not found: the LUO check program is compiled for {arch}"
+            f" (apt-get install {pkgs})"
         )
     src = LUO_CHECK_SOURCE.read_bytes()
     ver = subprocess.run([cc, "--version"], capture_output=True, text=True, stdin=subprocess.DEVNULL).stdout
-    key = hashlib.sha256(src + ver.encode() + " ".join(CFLAGS).encode()).hexdigest()[:16]
+    key = hashlib.sha256(src + ver.encode() + " ".join(CFLAGS).encode() + arch.encode()).hexdigest()[:16]
     out_dir = (cache or _cache_root()) / "luo-check" / key
     binary = out_dir / "luo_check"
     if binary.is_file():
@@ -162,7 +175,7 @@ def luo_check_binary(cache: Path | None = None) -> Path:
     )
     if r.returncode != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)
-        hint = " (is libc6-dev-arm64-cross installed?)" if "No such file" in r.stderr else ""
+        hint = f" (is {pkgs.split()[-1]} installed?)" if "No such file" in r.stderr else ""
         raise BootError(f"cannot build {LUO_CHECK_SOURCE.name} with {cc}{hint}: {r.stderr.strip()[-600:]}")
     os.replace(tmp, binary)
     return binary

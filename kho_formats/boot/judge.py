@@ -47,15 +47,19 @@ _KHO_ERROR_WORDS = ("failed", "broken", "invalid", "incompatible", "not supporte
 END_OF_BOOT = re.compile(r"Kernel panic - not syncing|VFS: Unable to mount root fs|reboot: |Rebooting|LUOCHECK end ")
 _TS = re.compile(r"^\[\s*\d+\.\d+\]")
 _TS_PREFIX = re.compile(r"^\[\s*\d+\.\d+\]\s*")
+#: terminal escape sequences (CSI ``ESC [ ... final``, and two-byte ones such as
+#: SeaBIOS's ``ESC c`` screen reset before the kernel's first line on QEMU pc)
+_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[ -/]*[0-~])")
 
 
 def strip_timestamp(line: str) -> str:
-    return _TS_PREFIX.sub("", line.rstrip("\r\n"))
+    """A log line without terminal escape sequences and its printk timestamp."""
+    return _TS_PREFIX.sub("", _ESCAPE.sub("", line.rstrip("\r\n")))
 
 
 def has_kernel_output(log: str) -> bool:
     """Whether any line carries a printk timestamp (the kernel started)."""
-    return any(_TS.match(l) for l in log.splitlines())
+    return any(_TS.match(_ESCAPE.sub("", l)) for l in log.splitlines())
 
 
 # -- per-client rules ------------------------------------------------------------------------------------------

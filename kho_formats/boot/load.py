@@ -30,8 +30,8 @@ __all__ = ["BootFixture", "SegmentFile", "load_fixture", "PathLike"]
 
 PathLike = str | os.PathLike
 
-#: the boot kernel is an arm64 build with 4 KiB pages
-BOOT_ARCHS = ("arm64", "aarch64")
+#: fixture ``arch`` -> the machine kho boot runs it on (arm64: QEMU virt; x86_64: QEMU pc)
+BOOT_ARCHS = {"arm64": "arm64", "aarch64": "arm64", "x86_64": "x86_64", "x86-64": "x86_64", "amd64": "x86_64"}
 BOOT_PAGE_SIZE = 4096
 _U64 = 1 << 64
 
@@ -61,6 +61,8 @@ class BootFixture:
     byte_order: str = "little"
     page_size: int = BOOT_PAGE_SIZE
     cmdline: str = ""
+    #: "arm64" or "x86_64"
+    arch: str = "arm64"
     #: the root KHO FDT (``root.dtb``, else the bytes at ``fdt_phys``), None if unreadable in memory
     root_fdt: FdtNode | None = None
     #: its bytes
@@ -207,15 +209,23 @@ def load_fixture(fixture_dir: PathLike) -> BootFixture:
     handover = _json(d, "handover.json")
     if not isinstance(handover, dict):
         raise BootError(f"{d / 'handover.json'}: not a JSON object")
-    arch = str(handover.get("arch", "arm64"))
-    if arch not in BOOT_ARCHS:
-        raise BootError(f"fixture is for {arch}: kho boot boots an arm64 kernel (build the fixture with arch = arm64)")
+    arch = BOOT_ARCHS.get(str(handover.get("arch", "arm64")))
+    if arch is None:
+        raise BootError(
+            f"fixture is for {short_repr(handover.get('arch'))}: kho boot boots arm64 and x86_64 kernels",
+            expected='arch "arm64" or "x86_64"',
+        )
     page_size = _int(handover.get("page_size", BOOT_PAGE_SIZE), "handover.json: page_size")
     if page_size not in PAGE_SIZES:
         raise BootError(f"fixture page_size {page_size}", expected="4096, 16384 or 65536 (arm64 page sizes)")
     byte_order = handover.get("byte_order", "little")
     if byte_order not in ("little", "big"):
         raise BootError(f"handover.json: byte_order {short_repr(byte_order)}", expected='"little" or "big"')
+    if arch == "x86_64" and (page_size != 4096 or byte_order != "little"):
+        raise BootError(
+            f"fixture is x86_64 with {page_size // 1024} KiB {byte_order}-endian pages",
+            expected="4 KiB little-endian pages (the only x86_64 kind)",
+        )
     if "fdt_phys" not in handover:
         raise BootError("handover.json: missing field fdt_phys")
     fdt_phys = _int(handover["fdt_phys"], "handover.json: fdt_phys")
@@ -247,6 +257,7 @@ def load_fixture(fixture_dir: PathLike) -> BootFixture:
         byte_order=byte_order,
         page_size=page_size,
         cmdline=cmdline,
+        arch=arch,
     )
     if (d / "root.dtb").exists() or (d / "root.dtb").is_symlink():
         # the harness's own view of the handover: refused when unreadable

@@ -25,6 +25,8 @@ __all__ = [
     "KHO_BOOT_SCRATCH_ARRAY",
     "BASE_CMDLINE",
     "default_kernel",
+    "QEMU_BINARIES",
+    "build_script",
     "qemu_opt",
     "ram_bytes",
     "kernel_span",
@@ -52,12 +54,28 @@ BASE_CMDLINE = "console=ttyAMA0 earlycon=pl011,0x9000000 kho=on loglevel=7 panic
 _PAGE = 4096
 
 
-def default_kernel(luo: bool = False, page_size: int = 4096) -> Path:
-    """The Image ``scripts/build-kernel.sh`` builds for ``page_size``
+#: the QEMU system emulator per fixture arch
+QEMU_BINARIES = {"arm64": "qemu-system-aarch64", "x86_64": "qemu-system-x86_64"}
+_QEMU_PACKAGES = {"qemu-system-aarch64": "qemu-system-arm", "qemu-system-x86_64": "qemu-system-x86"}
+
+
+def build_script(arch: str = "arm64") -> str:
+    """The repo script that builds ``arch``'s default kernel."""
+    return "scripts/live/build-kernel.sh" if arch == "x86_64" else "scripts/build-kernel.sh"
+
+
+def default_kernel(luo: bool = False, page_size: int = 4096, arch: str = "arm64") -> Path:
+    """The kernel ``kho boot`` uses when none is given.
+
+    arm64: the Image ``scripts/build-kernel.sh`` builds for ``page_size``
     (``KHO_KERNEL_PAGE_SIZE``; 4 KiB: ``linux-7.3-arm64/``, else
     ``linux-7.3-arm64-16k/`` ...), and with ``luo`` the LUO build
-    (``KHO_KERNEL_LUO=1``, ``...-4k-luo/``)."""
+    (``KHO_KERNEL_LUO=1``, ``...-4k-luo/``).  x86_64: the bzImage
+    ``scripts/live/build-kernel.sh`` builds (``linux-7.3-x86_64-live/``; it has
+    KHO, test_kho and LUO, so ``luo`` changes nothing)."""
     root = os.environ.get("KHO_KERNEL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "kho-formats")
+    if arch == "x86_64":
+        return Path(root) / "linux-7.3-x86_64-live" / "bzImage"
     suffix = f"-{page_size // 1024}k" if (luo or page_size != 4096) else ""
     return Path(root) / f"linux-7.3-arm64{suffix}{'-luo' if luo else ''}" / "Image"
 
@@ -135,7 +153,8 @@ def kernel_span(kpath: Path) -> tuple[int, int]:
 def need(tool: str) -> str:
     p = shutil.which(tool)
     if not p:
-        raise BootError(f"{tool} not found (apt-get install qemu-system-arm)")
+        pkg = _QEMU_PACKAGES.get(os.path.basename(tool))
+        raise BootError(f"{tool} not found" + (f" (apt-get install {pkg})" if pkg else ""))
     return p
 
 

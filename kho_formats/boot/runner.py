@@ -17,16 +17,28 @@ from .judge import client_rule, has_kernel_output, judge_log
 from .load import BootFixture, PathLike, load_fixture
 from .qemu import (
     BASE_CMDLINE,
+    QEMU_BINARIES,
+    build_script,
     check_kernel_page_size,
     check_layout,
     default_kernel,
     dump_virt_dtb,
+    kernel_page_size,
     kernel_span,
     loader_args,
     need,
     place_scratch_array,
     ram_bytes,
     run_qemu,
+)
+from .x86 import (
+    X86_BASE_CMDLINE,
+    X86_DEFAULT_CPU,
+    bzimage,
+    check_x86_layout,
+    patched_bzimage,
+    place_x86_page,
+    setup_data_entry,
 )
 
 __all__ = ["BootResult", "BootPlan", "plan_boot", "run_boot"]
@@ -74,79 +86,115 @@ class BootPlan:
     cmd: list[str]
     #: the kernel command line (``-append``)
     cmdline: str
-    #: the boot DTB written to ``dtb_path``
-    dtb: bytes
-    dtb_path: Path
+    #: arm64: the boot DTB written to ``dtb_path``; x86_64: None (no DTB)
+    dtb: bytes | None
+    dtb_path: Path | None
     #: KHO clients named by the root FDT (judged after the boot)
     clients: list[str] = field(default_factory=list)
     #: client -> what its command-line contribution asked the kernel for
     expected: dict[str, list[str]] = field(default_factory=dict)
-    #: where /chosen/linux,kho-scratch points (None for a cold boot)
+    #: where /chosen/linux,kho-scratch (arm64) or the setup_data's scratch_addr (x86_64) points (None: cold boot)
     scratch_array_phys: int | None = None
     #: the initramfs (``-initrd``) when a client is checked from userspace (LUO), else None
     initrd: Path | None = None
     #: client -> what the booted kernel must give back (:attr:`kho_formats.clients.BootRule.truth`)
     truths: dict[str, Any] = field(default_factory=dict)
+    #: "arm64" (QEMU virt) or "x86_64" (QEMU pc)
+    arch: str = "arm64"
+    #: the kernel file QEMU boots (x86_64 with a handover: the patched copy in the work directory)
+    kernel: Path | None = None
+    #: x86_64: where the SETUP_KEXEC_KHO setup_data entry is loaded (None otherwise)
+    setup_data_phys: int | None = None
+
+
+@dataclass
+class _Clients:
+    """What the fixture's clients ask of one boot (see :class:`kho_formats.clients.BootRule`)."""
+
+    names: list[str] = field(default_factory=list)
+    cmdline: str = ""
+    expected: dict[str, list[str]] = field(default_factory=dict)
+    truths: dict[str, Any] = field(default_factory=dict)
+    initrd_files: dict[str, bytes] = field(default_factory=dict)
+
+
+def _client_asks(fx: BootFixture) -> _Clients:
+    out = _Clients(names=list(fx.clients))
+    decoded = fx.decoded_clients()
+    for c in out.names:
+        rule = client_rule(c)
+        if rule is None or c not in decoded:
+            continue
+        if rule.cmdline is not None:
+            asks = rule.cmdline(decoded[c])
+            out.expected[c] = [name for name, _ in asks]
+            for _, arg in asks:
+                out.cmdline += " " + arg
+        files = rule.initrd(decoded[c]) if rule.initrd is not None else None
+        if files:
+            out.initrd_files.update(files)
+        if rule.truth is not None:
+            out.truths[c] = rule.truth(decoded[c], fx.image, fx.page_size)
+    return out
+
+
+def _write_initrd(asks: _Clients, workdir: Path, init_binary: Path | None, arch: str) -> Path | None:
+    if not asks.initrd_files:
+        return None
+    init = (init_binary or luo_check_binary(arch=arch)).read_bytes()
+    path = workdir / "initrd.cpio"
+    path.write_bytes(initramfs(init, asks.initrd_files))
+    return path
 
 
 def plan_boot(
     fx: BootFixture | None,
     kernel: Path,
-    virt_dtb: bytes,
+    virt_dtb: bytes | None,
     workdir: Path,
     *,
-    qemu_bin: str = "qemu-system-aarch64",
+    qemu_bin: str | None = None,
     memory: str = "1G",
-    cpu: str = DEFAULT_CPU,
+    cpu: str | None = None,
     extra_cmdline: str = "",
     init_binary: Path | None = None,
 ) -> BootPlan:
     """The QEMU command line booting ``kernel`` with the handover of ``fx``
-    (``None``: a cold boot) on QEMU's ``virt_dtb``.  Writes the boot DTB (and
-    the ``kho_scratch`` array when the fixture's segments lack it) into
-    ``workdir``; runs nothing.
+    (``None``: a cold boot); runs nothing.
+
+    arm64 (QEMU virt, ``virt_dtb`` its DTB): writes the boot DTB with
+    ``/chosen`` patched (and the ``kho_scratch`` array when the fixture's
+    segments lack it) into ``workdir``.  x86_64 (QEMU pc, ``virt_dtb``
+    unused): writes the ``SETUP_KEXEC_KHO`` setup_data entry and a copy of
+    the bzImage whose setup header points at it (:mod:`.x86`).
 
     A client checked from userspace (its rule's ``initrd`` gives files: LUO
     state with sessions) adds an initramfs, ``workdir/initrd.cpio``, whose
-    ``/init`` is ``init_binary`` (default: the cross-compiled
-    ``luo_check``, built on first use)."""
+    ``/init`` is ``init_binary`` (default: ``luo_check`` compiled for the
+    fixture's architecture, built on first use)."""
+    arch = fx.arch if fx is not None else ("x86_64" if bzimage(kernel) is not None else "arm64")
+    if arch == "x86_64":
+        return _plan_x86(fx, kernel, workdir, qemu_bin, memory, cpu, extra_cmdline, init_binary)
+    if bzimage(kernel) is not None:
+        raise BootError(f"kernel {kernel} is an x86 bzImage; the fixture is for arm64")
+    if virt_dtb is None:
+        raise BootError("an arm64 boot needs QEMU virt's DTB")
     ram_size = ram_bytes(memory)
     loaders: list[str] = []
     cmdline = BASE_CMDLINE
-    plan_clients: list[str] = []
-    expected: dict[str, list[str]] = {}
-    truths: dict[str, Any] = {}
+    asks = _Clients()
     sap: int | None = None
     initrd_path: Path | None = None
     if fx is None:
         dtb = repack_dtb(virt_dtb)
         dtb_path = workdir / "virt-packed.dtb"
     else:
-        plan_clients = list(fx.clients)
         check_kernel_page_size(kernel, fx.page_size)
         kspan = kernel_span(kernel)
-        decoded = fx.decoded_clients()
-        initrd_files: dict[str, bytes] = {}
-        for c in plan_clients:
-            rule = client_rule(c)
-            if rule is None or c not in decoded:
-                continue
-            if rule.cmdline is not None:
-                asks = rule.cmdline(decoded[c])
-                expected[c] = [name for name, _ in asks]
-                for _, arg in asks:
-                    cmdline += " " + arg
-            files = rule.initrd(decoded[c]) if rule.initrd is not None else None
-            if files:
-                initrd_files.update(files)
-            if rule.truth is not None:
-                truths[c] = rule.truth(decoded[c], fx.image, fx.page_size)
-        initrd_size = 0
-        if initrd_files:
-            init = (init_binary or luo_check_binary()).read_bytes()
-            initrd_path = workdir / "initrd.cpio"
-            initrd_path.write_bytes(initramfs(init, initrd_files))
-            initrd_size = initrd_path.stat().st_size
+        asks = _client_asks(fx)
+        cmdline += asks.cmdline
+        initrd_path = _write_initrd(asks, workdir, init_binary, "arm64")
+        initrd_size = initrd_path.stat().st_size if initrd_path is not None else 0
         arr = fx.scratch_array()
         sap = fx.scratch_array_phys
         if arr and (sap is None or not fx.image.has(sap, len(arr))):
@@ -165,8 +213,8 @@ def plan_boot(
         cmdline += " " + extra_cmdline
     dtb_path.write_bytes(dtb)
     cmd = [
-        qemu_bin,
-        *("-M", "virt", "-cpu", cpu, "-m", memory),
+        qemu_bin or "qemu-system-aarch64",
+        *("-M", "virt", "-cpu", cpu or DEFAULT_CPU, "-m", memory),
         "-nographic",
         "-no-reboot",
         "-kernel",
@@ -178,7 +226,85 @@ def plan_boot(
         *(("-initrd", str(initrd_path)) if initrd_path is not None else ()),
         *loaders,
     ]
-    return BootPlan(cmd, cmdline, dtb, dtb_path, plan_clients, expected, sap, initrd_path, truths)
+    return BootPlan(
+        cmd, cmdline, dtb, dtb_path, asks.names, asks.expected, sap, initrd_path, asks.truths, "arm64", kernel
+    )
+
+
+def _plan_x86(
+    fx: BootFixture | None,
+    kernel: Path,
+    workdir: Path,
+    qemu_bin: str | None,
+    memory: str,
+    cpu: str | None,
+    extra_cmdline: str,
+    init_binary: Path | None,
+) -> BootPlan:
+    bz = bzimage(kernel)
+    if bz is None:
+        what = "an arm64 Image" if kernel_page_size(kernel) is not None else "not an x86 bzImage (no 'HdrS' header)"
+        raise BootError(f"kernel {kernel} is {what}; the fixture is for x86_64")
+    ram_size = ram_bytes(memory)
+    cmdline = X86_BASE_CMDLINE
+    loaders: list[str] = []
+    asks = _Clients()
+    sap: int | None = None
+    sd_phys: int | None = None
+    initrd_path: Path | None = None
+    boot_kernel = kernel
+    if fx is not None:
+        asks = _client_asks(fx)
+        cmdline += asks.cmdline
+        initrd_path = _write_initrd(asks, workdir, init_binary, "x86_64")
+        initrd_size = initrd_path.stat().st_size if initrd_path is not None else 0
+        check_x86_layout(fx, bz, ram_size, initrd_size)
+        arr = fx.scratch_array()
+        sap = fx.scratch_array_phys
+        taken: list[tuple[int, int]] = []
+        if arr and (sap is None or not fx.image.has(sap, len(arr))):
+            sap = place_x86_page(fx, len(arr), bz, ram_size, initrd_size, taken, "kho_scratch array")
+            sfile = workdir / "scratch-array.bin"
+            sfile.write_bytes(arr)
+            loaders += loader_args(sfile, sap)
+        entry = setup_data_entry(fx.fdt_phys, fx.fdt_size, sap or 0, len(arr))
+        sd_phys = place_x86_page(fx, len(entry), bz, ram_size, initrd_size, taken, "setup_data entry")
+        sd_file = workdir / "setup_data.bin"
+        sd_file.write_bytes(entry)
+        loaders += loader_args(sd_file, sd_phys)
+        for seg in fx.segments:
+            loaders += loader_args(seg.path, seg.phys)
+        boot_kernel = patched_bzimage(bz, sd_phys, workdir / "bzImage")
+        if fx.cmdline:
+            cmdline += " " + fx.cmdline
+    if extra_cmdline:
+        cmdline += " " + extra_cmdline
+    cmd = [
+        qemu_bin or "qemu-system-x86_64",
+        *("-M", "pc", "-cpu", cpu or X86_DEFAULT_CPU, "-m", memory),
+        "-nographic",
+        "-no-reboot",
+        "-kernel",
+        str(boot_kernel),
+        "-append",
+        cmdline,
+        *(("-initrd", str(initrd_path)) if initrd_path is not None else ()),
+        *loaders,
+    ]
+    return BootPlan(
+        cmd,
+        cmdline,
+        None,
+        None,
+        asks.names,
+        asks.expected,
+        sap,
+        initrd_path,
+        asks.truths,
+        "x86_64",
+        boot_kernel,
+        sd_phys,
+    )
 
 
 def run_boot(
@@ -188,14 +314,19 @@ def run_boot(
     *,
     extra_cmdline: str = "",
     memory: str = "1G",
-    cpu: str = DEFAULT_CPU,
-    qemu: str = "qemu-system-aarch64",
+    cpu: str | None = None,
+    qemu: str | None = None,
     workdir: PathLike | None = None,
     keep_going: bool = False,
     init_binary: PathLike | None = None,
     truths: Mapping[str, Any] | None = None,
 ) -> BootResult:
     """Boot ``kernel`` with the handover in ``fixture_dir`` and judge the serial log.
+
+    The fixture's ``arch`` picks the machine: arm64 boots on QEMU virt
+    (``qemu-system-aarch64``, the handover in the boot DTB's ``/chosen``),
+    x86_64 on QEMU pc (``qemu-system-x86_64``, the handover in a
+    ``SETUP_KEXEC_KHO`` setup_data entry, :mod:`.x86`).
 
     ``fixture_dir=None`` boots with no handover (a cold boot: the kernel should
     print no ``found kexec handover data`` and test_kho saves fresh data).
@@ -213,21 +344,28 @@ def run_boot(
     """
     # the fixture first: a fixture kho boot refuses is refused with or without QEMU
     fx = load_fixture(fixture_dir) if fixture_dir is not None else None
-    qemu_bin = need(qemu)
+    arch = fx.arch if fx is not None else None
     kpath = (
         Path(kernel)
         if kernel
-        else default_kernel(luo=fx is not None and "LUO" in fx.clients, page_size=fx.page_size if fx else 4096)
+        else default_kernel(
+            luo=fx is not None and "LUO" in fx.clients,
+            page_size=fx.page_size if fx else 4096,
+            arch=arch or "arm64",
+        )
     )
     if not kpath.is_file():
-        raise BootError(f"kernel Image {kpath} not found (run scripts/build-kernel.sh)")
+        raise BootError(f"kernel {kpath} not found (run {build_script(arch or 'arm64')})")
+    if arch is None:
+        arch = "x86_64" if bzimage(kpath) is not None else "arm64"
+    qemu_bin = need(qemu or QEMU_BINARIES[arch])
     scratch_dir: AbstractContextManager[str] = (
         tempfile.TemporaryDirectory(prefix="kho-boot-") if workdir is None else nullcontext(os.fspath(workdir))
     )
     with scratch_dir as tmp:
         wd = Path(tmp)
         wd.mkdir(parents=True, exist_ok=True)
-        virt = dump_virt_dtb(qemu_bin, wd, cpu=cpu, memory=memory)
+        virt = dump_virt_dtb(qemu_bin, wd, cpu=cpu or DEFAULT_CPU, memory=memory) if arch == "arm64" else None
         plan = plan_boot(
             fx,
             kpath,
