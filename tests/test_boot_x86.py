@@ -1,0 +1,177 @@
+"""kho boot on x86_64 without QEMU: the bzImage setup header, the patched copy
+that names the SETUP_KEXEC_KHO setup_data entry, where that entry and the
+scratch array go in QEMU pc RAM, and the refusals (arch mismatches, segments
+over the kernel).  The real boots are in test_kernel_x86.py."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kho_formats import boot
+from kho_formats.boot import x86
+from kho_formats.boot.load import load_fixture
+from kho_formats.boot.runner import plan_boot
+from kho_formats.errors import BootError
+from kho_formats.image import PhysImage
+from kho_formats.layout import SETUP_KEXEC_KHO, layout
+from kho_formats.locate import from_boot_info
+from kho_formats.spec import build_spec, load_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = ROOT / "fixtures" / "specs" / "kernel" / "x86.toml"
+SHIPPED = ROOT / "fixtures" / "v4-4k-x86"
+PREF, INIT = 0x100_0000, 0xB8_9000
+
+
+def fake_bzimage(path: Path, *, protocol: int = 0x20F, setup_sects: int = 27, size: int = 1 << 16) -> Path:
+    data = bytearray(size)
+    data[0x1F1] = setup_sects
+    data[0x202:0x206] = b"HdrS"
+    data[0x206:0x208] = protocol.to_bytes(2, "little")
+    data[0x258:0x260] = PREF.to_bytes(8, "little")
+    data[0x260:0x264] = INIT.to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def fake_arm64_image(path: Path) -> Path:
+    hdr = bytearray(64)
+    hdr[16:24] = (0x13C_0000).to_bytes(8, "little")
+    hdr[24:32] = (1 << 1).to_bytes(8, "little")  # 4 KiB pages
+    hdr[56:60] = b"ARM\x64"
+    path.write_bytes(bytes(hdr))
+    return path
+
+
+def x86_fixture(tmp_path: Path) -> Path:
+    fx = build_spec(load_spec(SPEC))
+    d = tmp_path / "fx"
+    d.mkdir()
+    (d / "root.dtb").write_bytes(fx.root_fdt)
+    fx.image.to_bundle(d)
+    (d / "handover.json").write_text(json.dumps(fx.handover()))
+    return d
+
+
+def test_setup_header_read_from_the_bzimage(tmp_path: Path) -> None:
+    bz = x86.bzimage(fake_bzimage(tmp_path / "bzImage"))
+    assert bz is not None
+    assert (bz.protocol, bz.setup_size, bz.kernel_span) == (0x20F, 28 * 512, (PREF, INIT))
+    assert bz.payload_size == (1 << 16) - 28 * 512
+    assert x86.bzimage(fake_bzimage(tmp_path / "old0", setup_sects=0)).setup_size == 5 * 512  # 0 means 4
+    assert x86.bzimage(fake_arm64_image(tmp_path / "Image")) is None
+    with pytest.raises(BootError, match=r"protocol 2\.08.*2\.09 or later"):
+        x86.bzimage(fake_bzimage(tmp_path / "old", protocol=0x208))
+
+
+def test_patched_copy_names_the_setup_data_and_leaves_the_input(tmp_path: Path) -> None:
+    src = fake_bzimage(tmp_path / "bzImage")
+    before = src.read_bytes()
+    out = x86.patched_bzimage(x86.bzimage(src), 0x3000_0000, tmp_path / "patched")
+    after = out.read_bytes()
+    assert src.read_bytes() == before
+    diff = [i for i in range(len(before)) if before[i] != after[i]]
+    assert diff and min(diff) >= x86.SETUP_DATA_FIELD and max(diff) < x86.SETUP_DATA_FIELD + 8
+    assert int.from_bytes(after[0x250:0x258], "little") == 0x3000_0000
+    # a header that already names a chain is not silently overwritten
+    with pytest.raises(BootError, match="already points at setup_data"):
+        x86.patched_bzimage(x86.bzimage(out), 0x1000, tmp_path / "again")
+
+
+def test_setup_data_entry_is_the_fixtures_own(tmp_path: Path) -> None:
+    """The harness's entry equals the setup_data.bin kho build writes, given the same scratch array place."""
+    hj = json.loads((SHIPPED / "handover.json").read_text())
+    entry = x86.setup_data_entry(hj["fdt_phys"], hj["fdt_size"], hj["scratch_array_phys"], hj["scratch_array_size"])
+    assert entry == (SHIPPED / "setup_data.bin").read_bytes()
+    hdr = layout(4096, "little").setup_data_hdr.parse(entry[:16])
+    assert (hdr.next, hdr.type, hdr.len) == (0, SETUP_KEXEC_KHO, 32)
+
+
+def test_plan_chain_followed_by_the_library_reader(tmp_path: Path) -> None:
+    """What QEMU is told to load, read back as a kernel would: boot_params (the
+    patched header) -> setup_data at its physical address -> kho_data -> the
+    root FDT and the scratch array, through kho_formats.locate (an independent reader)."""
+    d = x86_fixture(tmp_path)
+    fx = load_fixture(d)
+    assert fx.arch == "x86_64"
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    kernel = fake_bzimage(tmp_path / "bzImage")
+    p = plan_boot(fx, kernel, None, wd)
+    assert p.arch == "x86_64" and p.dtb is None and p.setup_data_phys is not None
+    assert p.cmd[0] == "qemu-system-x86_64" and p.cmd[p.cmd.index("-M") + 1] == "pc"
+    assert p.cmd[p.cmd.index("-kernel") + 1] == str(wd / "bzImage") and "-dtb" not in p.cmd
+    assert p.cmdline.startswith(x86.X86_BASE_CMDLINE) and "reserve_mem=4194304:4096:trace_buf" in p.cmdline
+    # every loader in the command line, placed into one image
+    image = PhysImage()
+    for arg in p.cmd[p.cmd.index("-append") + 2 :]:
+        if arg.startswith("loader,"):
+            kv = dict(x.split("=", 1) for x in arg.split(",")[1:])
+            image.add(int(kv["addr"], 16), Path(kv["file"]).read_bytes())
+    boot_params = (wd / "bzImage").read_bytes()[:4096]
+    assert from_boot_info(boot_params, image) == [fx.fdt_phys]
+    kd = layout(4096, "little").kho_data.parse(image.read(p.setup_data_phys + 16, 32))
+    assert (kd.fdt_addr, kd.fdt_size) == (fx.fdt_phys, fx.fdt_size)
+    assert (kd.scratch_addr, kd.scratch_size) == (p.scratch_array_phys, 16)
+    assert image.read(kd.scratch_addr, 16) == fx.scratch_array()
+    # the fixture's own scratch array is used; the harness's page is clear of the kernel
+    assert p.scratch_array_phys == fx.scratch_array_phys
+    assert p.setup_data_phys >= x86.X86_PREFERRED and not (PREF <= p.setup_data_phys < PREF + INIT)
+
+
+def test_scratch_array_placed_when_the_fixture_lacks_it(tmp_path: Path) -> None:
+    d = x86_fixture(tmp_path)
+    hj = json.loads((d / "handover.json").read_text())
+    hj.pop("scratch_array_phys")
+    (d / "handover.json").write_text(json.dumps(hj))
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    p = plan_boot(load_fixture(d), fake_bzimage(tmp_path / "bzImage"), None, wd)
+    assert (wd / "scratch-array.bin").is_file()
+    assert p.scratch_array_phys != p.setup_data_phys
+    assert abs(p.scratch_array_phys - p.setup_data_phys) >= 4096
+
+
+def test_cold_boot_plan_boots_the_kernel_as_is(tmp_path: Path) -> None:
+    kernel = fake_bzimage(tmp_path / "bzImage")
+    p = plan_boot(None, kernel, None, tmp_path)
+    assert p.arch == "x86_64" and p.setup_data_phys is None
+    assert p.cmd[p.cmd.index("-kernel") + 1] == str(kernel) and "loader" not in " ".join(p.cmd)
+
+
+def test_arch_mismatches_refused(tmp_path: Path) -> None:
+    d = x86_fixture(tmp_path)
+    with pytest.raises(BootError, match="arm64 Image; the fixture is for x86_64"):
+        plan_boot(load_fixture(d), fake_arm64_image(tmp_path / "Image"), None, tmp_path)
+    (tmp_path / "vmlinux").write_bytes(b"\x7fELF" + bytes(600))
+    with pytest.raises(BootError, match="not an x86 bzImage"):
+        plan_boot(load_fixture(d), tmp_path / "vmlinux", None, tmp_path)
+    arm = ROOT / "fixtures" / "v4-4k"
+    with pytest.raises(BootError, match="x86 bzImage; the fixture is for arm64"):
+        plan_boot(load_fixture(arm), fake_bzimage(tmp_path / "bzImage"), b"", tmp_path)
+
+
+def test_the_shipped_x86_fixture_is_refused_over_the_kernel(tmp_path: Path) -> None:
+    """fixtures/v4-4k-x86 puts its root FDT at 16 MiB, where the x86 kernel decompresses itself."""
+    d = tmp_path / "v4-4k-x86"
+    shutil.copytree(SHIPPED, d)
+    with pytest.raises(BootError, match=r"overlaps the kernel's decompression buffer \(pref_address"):
+        plan_boot(load_fixture(d), fake_bzimage(tmp_path / "bzImage"), None, tmp_path)
+
+
+def test_segment_outside_pc_ram_refused(tmp_path: Path) -> None:
+    d = x86_fixture(tmp_path)
+    with pytest.raises(BootError, match="outside QEMU pc RAM"):
+        plan_boot(load_fixture(d), fake_bzimage(tmp_path / "bzImage"), None, tmp_path, memory="512M")
+
+
+def test_default_kernel_per_arch(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("KHO_KERNEL_CACHE", str(tmp_path))
+    assert boot.default_kernel(arch="x86_64") == tmp_path / "linux-7.3-x86_64-live" / "bzImage"
+    assert boot.default_kernel() == tmp_path / "linux-7.3-arm64" / "Image"
+    with pytest.raises(BootError, match="scripts/live/build-kernel.sh"):
+        boot.run_boot(x86_fixture(tmp_path))
