@@ -1,19 +1,25 @@
-"""``kho boot``: hand a fixture to a real arm64 Linux kernel under QEMU and
-report whether the kernel accepted it ("kernel in the loop").
+"""``kho boot``: hand a fixture to a real Linux kernel under QEMU and report
+whether the kernel accepted it ("kernel in the loop").  arm64 fixtures (4,
+16 and 64 KiB pages) boot on QEMU ``virt`` with the handover in the boot
+DTB's ``/chosen``; x86_64 fixtures boot on QEMU ``pc`` with the handover in a
+``SETUP_KEXEC_KHO`` setup_data entry (:mod:`.x86`).
 
 Modules: :mod:`.load` reads a fixture directory (segments into a
 :class:`~kho_formats.image.PhysImage`, the root FDT with
 :func:`~kho_formats.fdt.parse_fdt`); :mod:`.dtb` patches ``/chosen`` of
 QEMU's virt DTB with the library's FDT reader and writer; :mod:`.qemu` knows
 QEMU virt (memory map, kernel Image header, option escaping, running it);
-:mod:`.runner` plans and runs one boot; :mod:`.judge` turns the serial log
-into a verdict, with each KHO client's own ``boot_rule`` (``kho_formats.clients``);
-:mod:`.initramfs` writes the initramfs (its own newc cpio writer) whose
-``/init``, ``luo_check.c`` cross-compiled for arm64, retrieves a LUO
-fixture's sessions and memfds for the ``LUO`` client's rule to compare.
+:mod:`.x86` knows QEMU pc (bzImage setup header, the patched copy naming
+the setup_data entry, its memory map); :mod:`.runner` plans and runs one
+boot; :mod:`.judge` turns the serial log into a verdict, with each KHO
+client's own ``boot_rule`` (``kho_formats.clients``); :mod:`.initramfs`
+writes the initramfs (its own newc cpio writer) whose ``/init``,
+``luo_check.c`` compiled for the fixture's arch, retrieves a LUO fixture's
+sessions and memfds for the ``LUO`` client's rule to compare.
 
-Inputs: a *fixture directory* and an arm64 kernel ``Image`` (built by
-``scripts/build-kernel.sh``; default location :func:`default_kernel`).
+Inputs: a *fixture directory* and a kernel: an arm64 ``Image`` (built by
+``scripts/build-kernel.sh``) or an x86 ``bzImage`` (built by
+``scripts/live/build-kernel.sh``); default location :func:`default_kernel`.
 
 Fixture directory contract (what this package reads; everything else is ignored):
 
@@ -43,15 +49,24 @@ Fixture directory contract (what this package reads; everything else is ignored)
     that nothing else uses. Optional: ``byte_order`` (``"little"``, default),
     ``page_size`` (4096, 16384 or 65536: the kernel's, read from its Image
     header's flags and refused when it differs), ``arch``
-    (``arm64``), ``cmdline`` (a string, or a list of strings, appended to the
-    kernel command line).
+    (``arm64``, default, or ``x86_64``: 4 KiB little-endian only),
+    ``cmdline`` (a string, or a list of strings, appended to the kernel
+    command line).
 
-Everything is laid into QEMU ``virt`` with ``-m 1G`` (RAM ``0x40000000 ..
+arm64: everything is laid into QEMU ``virt`` with ``-m 1G`` (RAM ``0x40000000 ..
 0x80000000``). Segments must stay inside RAM and clear of QEMU's boot stub
 (``0x40000000``), the kernel (``0x40200000 + image_size``, ~``0x415c0000``
 for the cached 7.3 build) and the boot DTB (``0x48000000``); scratch should
 be >= 64 MiB (48 MiB panics allocating the memmap). See
 ``docs/kernel-notes.md``.
+
+x86_64: QEMU ``pc`` with ``-m 1G`` (RAM from 0). Segments and scratch areas
+must stay clear of the first MiB, the compressed kernel at 0x100000, the
+kernel's decompression buffer (``pref_address`` .. ``+ init_size`` of the
+bzImage header: 16 MiB .. ~28 MiB for the 7.3 build) and the top 4 MiB of
+RAM (plus the initramfs). The harness writes the setup_data entry (and the
+scratch array when the segments lack it) into free pages from 768 MiB up,
+and boots a copy of the bzImage whose header's ``setup_data`` names it.
 
 Verdicts: ``accepted`` (``KHO: found kexec handover data.``, no WARNING /
 BUG / Oops / unexpected panic / KHO error line, and every known client in the
