@@ -99,6 +99,9 @@ def test_clean() -> None:
         ([(SER1 + off("memfd_luo_ser", "seals"), (0x40).to_bytes(4, "little"))], ("memfd-seals", SER1)),
         # FLB count above the page's capacity (63 at 4 KiB)
         ([(FLB + 8, u64(64))], ("luo-flb-count", FLB)),
+        # FLB references: the capture's three files hold one each (count 3, as the kernel wrote)
+        ([(FLB + 16 + off("luo_flb_ser", "count"), u64(4))], ("luo-flb-refs", FLB + 16)),
+        ([(FLB + 16 + 64 + off("luo_flb_ser", "count"), u64(0))], ("luo-flb-refs", FLB + 16 + 64)),
     ],
 )
 def test_rule(edits: list[tuple[int, bytes]], want: tuple[str, int | None]) -> None:

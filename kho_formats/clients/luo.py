@@ -438,7 +438,39 @@ def decode(blob: bytes, ctx: DecodeContext, *, phys: int | None = None) -> LuoSt
         _decode_sessions(st, ctx)
     if ser.flbs_pa:
         _decode_flbs(st, ctx)
+        if st.serialized:
+            _check_flb_references(st)
     return st
+
+
+def _check_flb_references(st: LuoState) -> None:
+    """An FLB's ``count`` is the references the files held on it
+    (kernel/liveupdate/luo_flb.c: one per preserved file whose handler uses
+    it; only FLBs with a count above 0 are written).  The next kernel starts
+    its refcount there and drops one as each file finishes, so a count of 0,
+    or above the number of preserved files, cannot come from a kernel and
+    underflows that refcount (a ``refcount_t`` WARNING when the files finish)."""
+    nfiles = sum(1 for _ in st.files())
+    for f in st.flbs:
+        if f.ser.count == 0:
+            st.problems.append(
+                LuoProblem(
+                    ERROR,
+                    "luo-flb-refs",
+                    f"FLB {f.name!r} has count 0 (the kernel writes only held FLBs)",
+                    f.entry_phys,
+                )
+            )
+        elif f.ser.count > nfiles:
+            st.problems.append(
+                LuoProblem(
+                    ERROR,
+                    "luo-flb-refs",
+                    f"FLB {f.name!r} has count {f.ser.count} but only {nfiles} files are preserved "
+                    "(each holds at most one reference)",
+                    f.entry_phys,
+                )
+            )
 
 
 def _decode_sessions(st: LuoState, ctx: DecodeContext) -> None:
