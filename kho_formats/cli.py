@@ -453,7 +453,7 @@ def cmd_boot(args) -> int:
     data = {
         "schema": "kho-formats/boot/1",
         "fixture": str(fixture),
-        "kernel": args.kernel,
+        "kernel": res.kernel,
         "verdict": res.verdict,
         "reason": res.reason,
         "kho_lines": list(res.kho_lines),

@@ -123,3 +123,17 @@ def test_refuses_foreign_fixtures(tmp_path):
     )
     with pytest.raises(boot.BootError, match="riscv64.*arm64 and x86_64"):
         load_fixture(tmp_path)
+
+
+def test_terminal_escapes_are_stripped_from_log_lines():
+    """SeaBIOS on QEMU pc clears the screen (ESC c, CSI sequences) right before the kernel's first line."""
+    from kho_formats.boot.judge import has_kernel_output, strip_timestamp
+
+    first = "\x1bc\x1b[?7l\x1b[2J[    0.000000] Linux version 7.3.4"
+    assert strip_timestamp(first) == "Linux version 7.3.4"
+    assert has_kernel_output(first + "\n")
+    assert not has_kernel_output("\x1bc\x1b[2J no timestamp here\n")
+    log = first + "\n[    0.1] KHO: found kexec handover data.\n[    1.0] \x1b[1mtest_kho: KHO restore succeeded\n"
+    verdict, _, status, lines = boot.judge_log(log, ["kho_test"])
+    assert verdict == "accepted" and status == {"kho_test": "ok"}
+    assert lines[0] == boot.FOUND and not any("\x1b" in l for l in lines)

@@ -490,7 +490,8 @@ def test_boot_dispatch_in_process(monkeypatch, capsys):
 
     class Result:
         def __init__(self, verdict):
-            self.verdict, self.reason, self.kho_lines, self.log = verdict, "because", ["KHO: found"], ""
+            self.verdict, self.reason, self.kho_lines, self.log = verdict, "because", ["KHO: found\x1b[2J"], ""
+            self.kernel = "/k/Image"
 
     verdict = ["accepted"]
 
@@ -500,11 +501,13 @@ def test_boot_dispatch_in_process(monkeypatch, capsys):
 
     monkeypatch.setattr(boot, "run_boot", run_boot)
     assert cli.main(["boot", str(FIX / "v4-4k"), "--kernel", "Image"]) == 0
-    assert "accepted" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "accepted" in out and "\x1b" not in out and "KHO: found\\x1b[2J" in out  # escaped, not sent
     verdict[0] = "rejected"
-    assert cli.main(["--json", "boot", str(FIX / "v4-4k"), "--kernel", "Image"]) == 1
+    assert cli.main(["--json", "boot", str(FIX / "v4-4k")]) == 1  # --kernel is optional
     j = json.loads(capsys.readouterr().out)
-    assert j["verdict"] == "rejected" and j["kho_lines"] == ["KHO: found"]
+    assert j["verdict"] == "rejected" and j["kho_lines"] == ["KHO: found\x1b[2J"]
+    assert j["kernel"] == "/k/Image"  # the kernel run_boot used (given or picked)
 
     def refuse(fixture_dir, kernel, timeout):
         raise boot.BootError("segment file x is not a regular file")

@@ -59,6 +59,8 @@ class BootResult:
     duration: float = 0.0
     timed_out: bool = False
     returncode: int | None = None
+    #: the kernel given (or the default one picked for the fixture)
+    kernel: str = ""
 
     @property
     def accepted(self) -> bool:
@@ -75,6 +77,7 @@ class BootResult:
             "duration": round(self.duration, 2),
             "timed_out": self.timed_out,
             "returncode": self.returncode,
+            "kernel": self.kernel,
         }
 
 
@@ -390,6 +393,7 @@ def run_boot(
             dur,
             timed_out,
             rc,
+            str(kpath),
         )
     verdict, reason, status, kho_lines = judge_log(
         log, plan.clients, timed_out=timed_out, expected=plan.expected, truths={**plan.truths, **(truths or {})}
@@ -398,4 +402,4 @@ def run_boot(
         # a cold boot: no handover is the expected outcome
         rest = [p for p in reason.split("; ") if not p.startswith("kernel did not accept")]
         verdict, reason = ("rejected", "; ".join(rest)) if rest else ("accepted", "cold boot, no handover")
-    return BootResult(verdict, reason, kho_lines, log, status, plan.cmdline, plan.cmd, dur, timed_out, rc)
+    return BootResult(verdict, reason, kho_lines, log, status, plan.cmdline, plan.cmd, dur, timed_out, rc, str(kpath))
