@@ -33,6 +33,7 @@ from _kernel import (
     kho_v3_compatible,
     requires_kernel,
     show,
+    write_boot_fixture,  # noqa: F401  (tests/test_boot_luo.py imports it from here)
 )
 
 from kho_formats import boot
