@@ -185,9 +185,7 @@ def kho_test_of(fx: Fixture) -> kho_test.KhoTest:
     return kho_test.decode(st.subblob("kho_test").data, st.layout, fx.image)
 
 
-def boot_fixture(
-    fx: Fixture, tmp_path: Path, name: str, kernel: Path, timeout: float = 60, **kw
-) -> boot.BootResult:
+def boot_fixture(fx: Fixture, tmp_path: Path, name: str, kernel: Path, timeout: float = 60, **kw) -> boot.BootResult:
     """Write ``fx`` into ``tmp_path/name`` and boot it; the harness must have
     run the kernel to its end of boot (no error verdict, no timeout)."""
     d = write_boot_fixture(fx, tmp_path / name)
@@ -238,9 +236,7 @@ def without_pages(
     return fx, dropped[0]
 
 
-def folio_left_out(
-    monkeypatch: pytest.MonkeyPatch, sp: Spec, order: int
-) -> tuple[Fixture, tuple[int, int]]:
+def folio_left_out(monkeypatch: pytest.MonkeyPatch, sp: Spec, order: int) -> tuple[Fixture, tuple[int, int]]:
     """The fixture of ``sp`` with its (first) order-``order`` kho_test folio
     left out of the preserved memory map (data, folios_info entry and csum unchanged)."""
 

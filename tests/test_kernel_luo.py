@@ -144,4 +144,3 @@ def test_memfd_folio_missing_from_the_map_refused(tmp_path, monkeypatch, ps):
     out = luo_boot.parse_check_output(r.log.splitlines())
     assert "err" in out.files[("vm-a", 0x1001)]  # RETRIEVE_FD failed for that file only
     assert sum("err" in kv for kv in out.files.values()) == 1
-

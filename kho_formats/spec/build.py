@@ -102,7 +102,11 @@ def _build_spec(sp: Spec, clients: ClientRegistry | None) -> Fixture:
     codec = memmap.codec_for(ver)
     # every placement the spec leaves out is the arch's boot-aware default (model.DEFAULT_*)
     scratch = sp.scratch_areas()
-    scratch_note = "" if sp.scratch is not None else f" (the default scratch of {sp.arch}: give [[scratch]], or scratch = [] for none)"
+    scratch_note = (
+        ""
+        if sp.scratch is not None
+        else f" (the default scratch of {sp.arch}: give [[scratch]], or scratch = [] for none)"
+    )
     # -- what the spec places explicitly: the allocator must avoid it ------------------
     preserved = PageSet(ps)
     for i, p in enumerate(sp.preserve):
