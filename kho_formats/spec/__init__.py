@@ -25,12 +25,12 @@ string with a ``K``/``M``/``G``/``T`` suffix such as ``"16M"``)::
     size = "256M"               # below; scratch = [] for none
 
     [[preserve]]                # preserved pages: phys + order (+ count) ...
-    phys = "0x4000000"
+    phys = "0x74000000"
     order = 2
     count = 3                   # consecutive pages of this order (default 1)
 
     [[preserve]]                # ... or a byte range split into aligned orders
-    start = "0x5000000"
+    start = "0x75000000"
     size = "1M"                 # or: end = ...; optional max_order
 
     [[blob]]                    # sub-blobs, in root FDT node order
@@ -46,7 +46,7 @@ string with a ``K``/``M``/``G``/``T`` suffix such as ``"16M"``)::
     [[blob]]
     name = "memblock"
     type = "memblock"
-    regions = [{name = "trace_buf", start = "0x3e800000", size = "4M"}]
+    regions = [{name = "trace_buf", start = "0x7c000000", size = "4M"}]
     preserve_regions = true     # reserve_mem regions are preserved memory
 
     [[blob]]
