@@ -180,3 +180,45 @@ def synth(
         subblobs=[SubBlob("LUO", luo_phys, len(blob), blob, "blob-size")],
     )
     return Synth(lay, img, st, luo_phys, contents)
+
+
+# -- the kernel-in-the-loop LUO spec at any page size -------------------------------------------------------------
+
+KERNEL_LUO_SPEC = FIX / "specs" / "kernel" / "luo.toml"
+
+
+def kernel_luo_spec_dict(page_size: int = 4096) -> dict[str, Any]:
+    """``fixtures/specs/kernel/luo.toml`` (4 KiB) carried to ``page_size``,
+    keeping what each file tests: memfd 0x1001 is 3 pages + 100 bytes (4
+    order-0 folios), the 2 MiB memfd is two 1 MiB folios (order 8 at 4 KiB,
+    6 at 16 KiB, 4 at 64 KiB), the sparse memfd is 32 pages with folios at
+    pages 0 (order 2) and 16 (order 1), and session "vm-a" holds 4 files more
+    than a file block takes (63 at 4 KiB, 255 at 16 KiB, 1023 at 64 KiB), so
+    its file set spans two blocks.  At 4 KiB this is the spec file as it is."""
+    import sys
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    d = tomllib.loads(KERNEL_LUO_SPEC.read_text())
+    if page_size == 4096:
+        return d
+    ps = page_size
+    lay = layout(ps)
+    cap = lay.kho_block_entries_per_page(lay.sizeof("luo_file_ser"))
+    d["name"] = f"kernel-luo-{ps // 1024}k"
+    d["page_size"] = ps
+    luo = next(b for b in d["blob"] if b["type"] == "LUO")
+    a, b = luo["sessions"]
+    few = next(f for f in a["files"] if f["token"] == 0x1001)
+    few["size"] = 3 * ps + 100
+    big = next(f for f in a["files"] if f["token"] == 0xFFFFFFFFFFFFFFFF)
+    big["folio_order"] = (1 << 20).bit_length() - ps.bit_length()
+    keep = [f for f in a["files"] if not 0x2000 <= f["token"] < 0x3000]
+    a["files"] = keep + [{"token": 0x2000 + i} for i in range(cap + 4 - len(keep))]
+    b["files"][0]["size"] = 32 * ps
+    # one memfd_luo_ser page per file: 1027 x 64 KiB at 64 KiB pages
+    d["alloc"] = [{"start": 0x6000_0000, "size": 2 * (cap + 4) * ps + (8 << 20)}]
+    return d

@@ -22,23 +22,29 @@ entry zeroed; ``compatible = "kho-v3"`` on otherwise kho-v4 bytes.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import pytest
-from _kernel import kernel_image, requires_kernel
+from _kernel import (
+    boot_fixture,
+    folio_left_out,
+    kernel_image,
+    kho_test_of,
+    kho_v3_compatible,
+    requires_kernel,
+    show,
+    write_boot_fixture,  # noqa: F401  (tests/test_boot_luo.py imports it from here)
+)
 
-import kho_formats.spec.build as spec_mod  # the spec builder module (it calls state.build)
 from kho_formats import boot
 from kho_formats.clients import kho_test
 from kho_formats.fixture import Fixture
-from kho_formats.pageset import PageSet
 from kho_formats.spec import build_spec, load_spec
 
 pytestmark = [pytest.mark.kernel, requires_kernel]
 
 SPECS = Path(__file__).resolve().parent.parent / "fixtures" / "specs" / "kernel"
-TIMEOUT = 120
+TIMEOUT = 60
 #: folios_info pages for the two-chunk case: a chunk holds 511 page addresses
 PADDED_INFO_PAGES = 520
 
@@ -47,21 +53,6 @@ FAILED = "test_kho: KHO restore failed"
 
 
 # -- building -------------------------------------------------------------------------
-
-
-def write_boot_fixture(fx: Fixture, outdir: Path) -> Path:
-    """The files ``kho boot`` reads (the full ``write_fixture`` also writes a
-    C header of every byte, which takes seconds for 8 MiB of folios)."""
-    outdir.mkdir(parents=True, exist_ok=True)
-    (outdir / "root.dtb").write_bytes(fx.root_fdt)
-    fx.image.to_bundle(outdir)
-    (outdir / "handover.json").write_text(json.dumps(fx.handover(), indent=1, sort_keys=True) + "\n")
-    return outdir
-
-
-def kho_test_of(fx: Fixture) -> kho_test.KhoTest:
-    st = fx.state
-    return kho_test.decode(st.subblob("kho_test").data, st.layout, fx.image)
 
 
 def build_orders() -> Fixture:
@@ -108,20 +99,7 @@ def build_folio_left_out(monkeypatch: pytest.MonkeyPatch, order: int = 5) -> tup
     """The orders fixture with the order-``order`` folio removed from the
     preserved set just before ``state.build`` writes the radix tree (the
     folio's bytes, the folios_info entry and the csum are unchanged)."""
-    real = spec_mod.build
-    dropped = []
-
-    def build_without(state, **kw):
-        kt = kho_test.decode(state.subblob("kho_test").data, state.layout, kw["image"])
-        victim = next(f for f in kt.folios if f[1] == order)
-        state.preserved = state.preserved.difference(PageSet.from_pages(state.page_size, [victim]))[0]
-        dropped.append(victim)
-        return real(state, **kw)
-
-    with monkeypatch.context() as m:
-        m.setattr(spec_mod, "build", build_without)
-        fx = build_spec(load_spec(SPECS / "orders-0-10.toml"))
-    return fx, dropped[0]
+    return folio_left_out(monkeypatch, load_spec(SPECS / "orders-0-10.toml"), order)
 
 
 def radix_entry(fx: Fixture, phys: int, order: int) -> tuple[int, int]:
@@ -153,24 +131,11 @@ def build_radix_entry_cleared() -> tuple[Fixture, int]:
 
 def build_kho_v3_compatible() -> Fixture:
     """The orders fixture (kho-v4 bytes) with the root compatible "kho-v3"."""
-    fx = build_orders()
-    assert fx.root_fdt.count(b"kho-v4\0") == 1
-    fdt = fx.root_fdt.replace(b"kho-v4\0", b"kho-v3\0")
-    image = fx.image.copy()
-    image.write(fx.fdt_phys, fdt)
-    return dataclasses.replace(fx, root_fdt=fdt, image=image)
+    return kho_v3_compatible(build_orders())
 
 
 def run(fx: Fixture, tmp_path: Path, name: str) -> boot.BootResult:
-    d = write_boot_fixture(fx, tmp_path / name)
-    r = boot.run_boot(d, kernel_image(), timeout=TIMEOUT)
-    assert r.verdict != "error", r.reason
-    assert not r.timed_out, r.reason
-    return r
-
-
-def show(r: boot.BootResult) -> str:
-    return f"{r.verdict}: {r.reason}\n" + "\n".join(r.kho_lines)
+    return boot_fixture(fx, tmp_path, name, kernel_image(), timeout=TIMEOUT)
 
 
 # -- accepted -------------------------------------------------------------------------

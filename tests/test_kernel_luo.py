@@ -7,11 +7,15 @@ what came back with what the fixture holds.
 
 Run with ``python -m pytest -m kernel``; skipped, naming what is missing,
 without the LUO kernel Image, QEMU or the arm64 cross compiler
-(``tests/_kernel.py``).
+(``tests/_kernel.py``).  Every test runs at 4, 16 and 64 KiB pages, each with
+the LUO build for that page size (``KHO_KERNEL_PAGE_SIZE=16K KHO_KERNEL_LUO=1
+scripts/build-kernel.sh`` ...).
 
 Accepted: ``fixtures/specs/kernel/luo.toml`` (two sessions; an empty memfd,
-a few-page memfd, a 2 MiB memfd in two order-8 folios, 64 more empty memfds
-so a session's file set spans two blocks, a sparse memfd), every byte equal.
+a few-page memfd, a 2 MiB memfd in two 1 MiB folios, more empty memfds so a
+session's file set spans two blocks, a sparse memfd), every byte equal; at
+16/64 KiB the same spec carried to that page size in code
+(``_luo.kernel_luo_spec_dict``: 259 / 1027 files in "vm-a").
 Rejected (negative controls): a bit flipped in a memfd folio (judged against
 the intact fixture's truth: a content mismatch); ``luo_ser.compatible``
 "luo-v4" (the kernel refuses LUO and panics); a memfd folio left out of the
@@ -24,25 +28,28 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from _kernel import luo_kernel_image, requires_luo_kernel
-from test_kernel_boot import write_boot_fixture
+from _kernel import boot_fixture, kernel_for, kernel_params, show, without_pages
+from _luo import kernel_luo_spec_dict
 
-import kho_formats.spec.build as spec_mod
 from kho_formats import boot
-from kho_formats.clients import decode_clients, luo, luo_boot
+from kho_formats.clients import DecodeContext, decode_clients, luo, luo_boot
 from kho_formats.fixture import Fixture
-from kho_formats.pageset import PageSet
-from kho_formats.spec import build_spec, load_spec
+from kho_formats.layout import layout
+from kho_formats.spec import build_spec, spec_from_dict
 
-pytestmark = [pytest.mark.kernel, requires_luo_kernel]
+pytestmark = [pytest.mark.kernel, pytest.mark.parametrize("ps", kernel_params(luo=True))]
 
-SPEC = Path(__file__).resolve().parent.parent / "fixtures" / "specs" / "kernel" / "luo.toml"
-TIMEOUT = 120
-PS = 4096
+TIMEOUT = 60
+BIG = 0xFFFFFFFFFFFFFFFF
 
 
-def build() -> Fixture:
-    return build_spec(load_spec(SPEC))
+def build(ps: int) -> Fixture:
+    return build_spec(spec_from_dict(kernel_luo_spec_dict(ps), source=f"kernel-luo-{ps // 1024}k"))
+
+
+def file_cap(ps: int) -> int:
+    lay = layout(ps)
+    return lay.kho_block_entries_per_page(lay.sizeof("luo_file_ser"))
 
 
 def luo_of(fx: Fixture) -> luo.LuoState:
@@ -56,30 +63,23 @@ def memfd_of(st: luo.LuoState, token: int) -> luo.LuoFile:
 
 
 def run(fx: Fixture, tmp_path: Path, name: str, **kw) -> boot.BootResult:
-    d = write_boot_fixture(fx, tmp_path / name)
-    r = boot.run_boot(d, luo_kernel_image(), timeout=TIMEOUT, **kw)
-    assert r.verdict != "error", r.reason
-    assert not r.timed_out, r.reason
-    return r
+    return boot_fixture(fx, tmp_path, name, kernel_for(fx.state.page_size, luo=True), timeout=TIMEOUT, **kw)
 
 
-def show(r: boot.BootResult) -> str:
-    return f"{r.verdict}: {r.reason}\n" + "\n".join(r.kho_lines[-60:])
-
-
-def test_luo_restored_every_byte_equal(tmp_path):
-    fx = build()
+def test_luo_restored_every_byte_equal(tmp_path, ps):
+    fx = build(ps)
     st = luo_of(fx)
+    n = file_cap(ps) + 4 + 1  # vm-a: one block + 4 files, vm-b: 1
     # the fixture is what the issue asks for
     assert [s.name for s in st.sessions] == ["vm-a", "vm-b"]
     a = st.sessions[0]
-    assert len(a.files) == 67 and len(a.blocks) == 2  # the file set spans two blocks
-    empty, few, big = (memfd_of(st, t).decoded for t in (0, 0x1001, 0xFFFFFFFFFFFFFFFF))
+    assert len(a.files) == n - 1 and len(a.blocks) == 2  # the file set spans two blocks
+    empty, few, big = (memfd_of(st, t).decoded for t in (0, 0x1001, BIG))
     assert empty.size == 0 and empty.ser.nr_folios == 0
-    assert few.size == 12388 and few.order.tolist() == [0, 0, 0, 0]
-    assert big.size == 2 << 20 and big.order.tolist() == [8, 8]
-    truth = luo_boot.luo_truth(st, fx.image, PS)
-    assert truth is not None and len(truth.files) == 68
+    assert few.size == 3 * ps + 100 and few.order.tolist() == [0, 0, 0, 0]
+    assert big.size == 2 << 20 and [ps << o for o in big.order.tolist()] == [1 << 20, 1 << 20]
+    truth = luo_boot.luo_truth(st, fx.image, ps)
+    assert truth is not None and len(truth.files) == n
 
     r = run(fx, tmp_path, "luo")
     assert r.verdict == "accepted", show(r)
@@ -87,9 +87,9 @@ def test_luo_restored_every_byte_equal(tmp_path):
     assert "liveupdate=on" in r.cmdline and "-initrd" in r.qemu_cmd
     assert "luo: Retrieved live update data, liveupdate number: 1" in r.kho_lines
     out = luo_boot.parse_check_output(r.log.splitlines())
-    assert out.end == {"sessions": "2", "files": "68", "errors": "0"}
+    assert out.end == {"sessions": "2", "files": str(n), "errors": "0"}
     assert out.sessions == {"vm-a": None, "vm-b": None}
-    assert len(out.files) == 68
+    assert len(out.files) == n
     for ef in truth.files:  # every file, every byte (its FNV-1a 64), size, seals and pos
         got = out.files[(ef.session, ef.token)]
         assert int(got["fnv1a64"], 16) == ef.fnv1a64 and int(got["size"]) == ef.size
@@ -97,12 +97,12 @@ def test_luo_restored_every_byte_equal(tmp_path):
     assert r.duration < 10, f"boot took {r.duration:.1f} s"
 
 
-def test_flipped_bit_in_a_memfd_folio_is_a_content_mismatch(tmp_path):
-    fx = build()
+def test_flipped_bit_in_a_memfd_folio_is_a_content_mismatch(tmp_path, ps):
+    fx = build(ps)
     st = luo_of(fx)
-    intact = luo_boot.luo_truth(st, fx.image, PS)
-    big = memfd_of(st, 0xFFFFFFFFFFFFFFFF).decoded
-    victim = int(big.phys[1]) + 0x12345  # inside the second order-8 folio (zero-filled)
+    intact = luo_boot.luo_truth(st, fx.image, ps)
+    big = memfd_of(st, BIG).decoded
+    victim = int(big.phys[1]) + 0x12345  # inside the second 1 MiB folio (zero-filled)
     image = fx.image.copy()
     image.write(victim, bytes([fx.image.read(victim, 1)[0] ^ 0x10]))
     r = run(dataclasses.replace(fx, image=image), tmp_path, "flip", truths={"LUO": intact})
@@ -113,8 +113,8 @@ def test_flipped_bit_in_a_memfd_folio_is_a_content_mismatch(tmp_path):
     assert not any("WARNING:" in l for l in r.kho_lines), show(r)  # the kernel restored it without a word
 
 
-def test_wrong_luo_ser_compatible_kernel_refuses_luo(tmp_path):
-    fx = build()
+def test_wrong_luo_ser_compatible_kernel_refuses_luo(tmp_path, ps):
+    fx = build(ps)
     sb = fx.state.subblob("LUO")
     assert fx.image.read(sb.phys, 7) == b"luo-v5\0"
     image = fx.image.copy()
@@ -130,22 +130,12 @@ def test_wrong_luo_ser_compatible_kernel_refuses_luo(tmp_path):
     assert "-initrd" not in r.qemu_cmd  # a state this library cannot read gets no userspace check
 
 
-def test_memfd_folio_missing_from_the_map_refused(tmp_path, monkeypatch):
-    real = spec_mod.build
-    dropped: list[tuple[int, int]] = []
+def test_memfd_folio_missing_from_the_map_refused(tmp_path, monkeypatch, ps):
+    def pick(state, image):
+        st = luo.decode(state.subblob("LUO").data, DecodeContext(state.layout, image, None, where="LUO", state=state))
+        return int(memfd_of(st, 0x1001).decoded.phys[2]), 0
 
-    def build_without(state, **kw):
-        st = luo.decode(state.subblob("LUO").data, _ctx(state, kw["image"]))
-        m = memfd_of(st, 0x1001).decoded
-        victim = (int(m.phys[2]), 0)
-        state.preserved = state.preserved.difference(PageSet.from_pages(state.page_size, [victim]))[0]
-        dropped.append(victim)
-        return real(state, **kw)
-
-    with monkeypatch.context() as m:
-        m.setattr(spec_mod, "build", build_without)
-        fx = build()
-    phys, order = dropped[0]
+    fx, (phys, order) = without_pages(monkeypatch, lambda: build(ps), pick)
     assert not fx.state.preserved.contains(phys, order)
     r = run(fx, tmp_path, "folio-missing")
     assert r.verdict == "rejected", show(r)
@@ -154,9 +144,3 @@ def test_memfd_folio_missing_from_the_map_refused(tmp_path, monkeypatch):
     out = luo_boot.parse_check_output(r.log.splitlines())
     assert "err" in out.files[("vm-a", 0x1001)]  # RETRIEVE_FD failed for that file only
     assert sum("err" in kv for kv in out.files.values()) == 1
-
-
-def _ctx(state, image):
-    from kho_formats.clients import DecodeContext
-
-    return DecodeContext(state.layout, image, None, where="LUO", state=state)

@@ -11,26 +11,26 @@ string with a ``K``/``M``/``G``/``T`` suffix such as ``"16M"``)::
     arch = "arm64"              # arm64 | x86_64: ELF machine, default csum_partial
     v1_bitmap = "page"          # kho-v1 only: "page" (later kernels) | "512" (6.16)
     seed = 1                    # default seed for generated data
-    root_fdt_phys = "0x1000000" # default: first free page of alloc
+    root_fdt_phys = "0x70000000" # default: first free page of alloc
     preserve_root = true        # preserve the root FDT page (the kernel does)
     blob_size = true            # kho-v2: write blob-size (later v2 kernels do)
     extra_compatible = []       # more compatible entries after the version
 
     [[alloc]]                   # free memory for everything placed automatically
-    start = "16M"               # (root page, client data, memory-map pages,
-    size = "16M"                #  the kho_scratch array); default 16M at 16M
+    start = "0x70000000"        # (root page, client data, memory-map pages,
+    size = "32M"                #  the kho_scratch array); default: see below
 
     [[scratch]]                 # scratch areas (never hold preserved pages)
-    start = "256M"              # ("addr" is accepted for "start")
-    size = "64M"
+    start = "0x50000000"        # ("addr" is accepted for "start"); default: see
+    size = "256M"               # below; scratch = [] for none
 
     [[preserve]]                # preserved pages: phys + order (+ count) ...
-    phys = "0x4000000"
+    phys = "0x74000000"
     order = 2
     count = 3                   # consecutive pages of this order (default 1)
 
     [[preserve]]                # ... or a byte range split into aligned orders
-    start = "0x5000000"
+    start = "0x75000000"
     size = "1M"                 # or: end = ...; optional max_order
 
     [[blob]]                    # sub-blobs, in root FDT node order
@@ -46,7 +46,7 @@ string with a ``K``/``M``/``G``/``T`` suffix such as ``"16M"``)::
     [[blob]]
     name = "memblock"
     type = "memblock"
-    regions = [{name = "trace_buf", start = "0x3e800000", size = "4M"}]
+    regions = [{name = "trace_buf", start = "0x7c000000", size = "4M"}]
     preserve_regions = true     # reserve_mem regions are preserved memory
 
     [[blob]]
@@ -68,6 +68,22 @@ string with a ``K``/``M``/``G``/``T`` suffix such as ``"16M"``)::
 
 Everything is deterministic: the same spec gives the same bytes.
 
+Placement defaults (``model.DEFAULT_ALLOC`` / ``DEFAULT_SCRATCH``): a spec
+that gives no ``[[alloc]]`` / ``[[scratch]]`` gets ones a kernel boots with
+as they are, per ``arch``:
+
+- arm64: alloc 32 MiB at ``0x70000000``, scratch 256 MiB at ``0x50000000``;
+- x86_64: alloc 32 MiB at ``0x20000000``, scratch 128 MiB at ``0x28000000``
+
+(the root FDT page goes to the start of alloc).  arm64 is QEMU ``virt -m 1G`` (RAM ``0x40000000..0x80000000``): clear of
+QEMU's boot stub at ``0x40000000``, the kernel at ``0x40200000`` (up to
+~``0x41850000`` for a 64 KiB build), the DTB/initramfs at ``0x48000000``
+and ``kho boot``'s scratch array slot at ``0x7ff00000``.  x86_64 is QEMU
+``pc -m 1G`` (RAM from 0): clear of the kernel decompressed at 16 MiB
+(~12 MiB ``init_size``).  The kernel needs >= 64 MiB of scratch (48 MiB
+panics allocating the memmap).  So a spec of only ``version``,
+``page_size``, ``arch`` and a ``kho_test`` blob builds a bootable fixture.
+
 The package: :mod:`.model` (``Spec``, ``BlobSpec`` ...), :mod:`.tables` (the
 field tables: every key, its type, default and doc; the README's spec table
 is generated from them by ``scripts/gen_spec_docs.py``), :mod:`.load`
@@ -87,6 +103,7 @@ from .build import build_spec, gen_bytes
 from .load import load_spec, loads_spec, spec_from_dict
 from .model import (
     DEFAULT_ALLOC,
+    DEFAULT_SCRATCH,
     BlobSpec,
     FolioSpec,
     KhoTestParams,
@@ -96,6 +113,8 @@ from .model import (
     RegionSpec,
     Spec,
     VmallocSpec,
+    default_alloc,
+    default_scratch,
 )
 from .tables import doc_tables, readme_table
 
@@ -115,6 +134,9 @@ __all__ = [
     "MemblockParams",
     "RawParams",
     "DEFAULT_ALLOC",
+    "DEFAULT_SCRATCH",
+    "default_alloc",
+    "default_scratch",
     "SpecField",
     "SpecRow",
     "SpecTable",

@@ -82,7 +82,7 @@ def _check_sizes(sp: Spec, w: str) -> None:
             raise SpecError(f"{vw}.order: {v.order}", expected=f"0..{max_order}")
         if v.pages > SPEC_MAX_PAGES:
             raise SpecError(f"{vw}.pages: {v.pages}", expected=f"at most {SPEC_MAX_PAGES}")
-    for a, s in list(sp.alloc) + list(sp.scratch):
+    for a, s in sp.alloc_regions() + sp.scratch_areas():
         if a + s > 1 << 64:
             raise SpecError(f"{w}: region {a:#x}+{s:#x} runs past 2**64")
     for b in sp.blobs:
@@ -100,6 +100,13 @@ def _build_spec(sp: Spec, clients: ClientRegistry | None) -> Fixture:
     w = sp.source or sp.name
     map_ctx = memmap.MapContext(ver, ps, sp.byte_order)
     codec = memmap.codec_for(ver)
+    # every placement the spec leaves out is the arch's boot-aware default (model.DEFAULT_*)
+    scratch = sp.scratch_areas()
+    scratch_note = (
+        ""
+        if sp.scratch is not None
+        else f" (the default scratch of {sp.arch}: give [[scratch]], or scratch = [] for none)"
+    )
     # -- what the spec places explicitly: the allocator must avoid it ------------------
     preserved = PageSet(ps)
     for i, p in enumerate(sp.preserve):
@@ -120,7 +127,7 @@ def _build_spec(sp: Spec, clients: ClientRegistry | None) -> Fixture:
             raise
         except KhoFormatError as exc:
             raise SpecError(f"{w}.preserve[{i}]: {exc}") from None
-    explicit: list[tuple[int, int]] = [(a, a + s) for a, s in sp.scratch]
+    explicit: list[tuple[int, int]] = [(a, a + s) for a, s in scratch]
     explicit += preserved.ranges()
     if sp.root_fdt_phys is not None:
         if sp.root_fdt_phys % ps:
@@ -136,7 +143,7 @@ def _build_spec(sp: Spec, clients: ClientRegistry | None) -> Fixture:
     for v in sp.vmalloc:
         if v.phys is not None:
             explicit.append((v.phys, v.phys + ps))
-    regions = disjoint_regions(sp.alloc)
+    regions = disjoint_regions(sp.alloc_regions())
     alloc = PageAllocator(regions, ps, avoid=merge_ranges(explicit))
     image = PhysImage()
 
@@ -166,11 +173,12 @@ def _build_spec(sp: Spec, clients: ClientRegistry | None) -> Fixture:
     ov = preserved.find_overlap()
     if ov:
         raise SpecError(f"{w}: order-{ov[1]} page {ov[0]:#x} overlaps order-{ov[3]} page {ov[2]:#x}", phys=ov[2])
-    for a, s in sp.scratch:
+    for a, s in scratch:
         hit = preserved.overlaps_range(a, a + s)
         if hit:
             raise SpecError(
-                f"{w}: preserved order-{hit[1]} page {hit[0]:#x} lies in scratch area {a:#x}+{s:#x}", phys=hit[0]
+                f"{w}: preserved order-{hit[1]} page {hit[0]:#x} lies in scratch area {a:#x}+{s:#x}{scratch_note}",
+                phys=hit[0],
             )
     state = KhoState(
         version=ver.name,
@@ -178,7 +186,7 @@ def _build_spec(sp: Spec, clients: ClientRegistry | None) -> Fixture:
         byteorder=sp.byte_order,
         preserved=preserved,
         subblobs=subblobs,
-        scratch=list(sp.scratch),
+        scratch=scratch,
         root_fdt_phys=root_phys,
         extra_compatible=list(sp.extra_compatible),
         map_params=codec.params_for(map_ctx, {}, {"v1_bitmap": sp.v1_bitmap}),

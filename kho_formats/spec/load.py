@@ -57,7 +57,7 @@ def spec_from_dict(
         sp.alloc = v["alloc"]
         if not sp.alloc:
             raise SpecError(f"{w}.alloc: empty", expected="at least one free region")
-    sp.scratch = v["scratch"]
+    sp.scratch = v["scratch"]  # None (absent): the arch's default; [] means none
     sp.preserve = [_preserve(p, f"{w}.preserve[{i}]") for i, p in enumerate(v["preserve"])]
     names = set()
     for i, b in enumerate(v["blob"] + v["blobs"]):

@@ -58,7 +58,12 @@ TOP = SpecTable(
             "extra_compatible", ListOf(STR, "a list of strings"), [], doc="more `compatible` entries after the version"
         ),
         SpecField("alloc", ListOf(RANGE, _list("alloc")), doc="free memory for everything placed automatically"),
-        SpecField("scratch", ListOf(RANGE, _list("scratch")), [], doc="scratch areas"),
+        SpecField(
+            "scratch",
+            ListOf(RANGE, _list("scratch")),
+            doc="scratch areas (`scratch = []`: none)",
+            default_doc="the arch's default",
+        ),
         SpecField("preserve", ListOf(ANY, _list("preserve")), [], doc="preserved pages"),
         SpecField("blob", ListOf(ANY, _list("blob")), [], doc="sub-blobs"),
         SpecField("blobs", ListOf(ANY, _list("blobs")), [], doc="more sub-blobs (after blob)"),
@@ -68,11 +73,19 @@ TOP = SpecTable(
         SpecRow(
             ("alloc",),
             "`[[alloc]]` `start`, `size`",
-            "`16M` at `16M`",
+            "arm64: `32M` at `0x70000000`; x86_64: `32M` at `0x20000000`",
             "free memory for everything placed automatically (root page, client data, map pages, scratch array); "
-            'also `"BASE:SIZE"` or `[base, size]`',
+            'also `"BASE:SIZE"` or `[base, size]`. The defaults boot as they are: arm64 inside QEMU virt `-m 1G` '
+            "RAM (`0x40000000..0x80000000`) clear of the boot stub, the kernel (`0x40200000`+), the DTB/initrd "
+            "(`0x48000000`) and `kho boot`'s scratch array slot (`0x7ff00000`); x86_64 above the kernel "
+            "decompressed at 16 MiB",
         ),
-        SpecRow(("scratch",), "`[[scratch]]` `start` (or `addr`), `size` (or `end`)", "none", "scratch areas"),
+        SpecRow(
+            ("scratch",),
+            "`[[scratch]]` `start` (or `addr`), `size` (or `end`)",
+            "arm64: `256M` at `0x50000000`; x86_64: `128M` at `0x28000000`",
+            "scratch areas (the kernel needs >= 64 MiB; 48 MiB panics); `scratch = []` for none",
+        ),
         # documented by their own tables
         SpecRow(("preserve", "blob", "blobs", "vmalloc"), "", "", ""),
     ),
