@@ -23,13 +23,19 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_kernel_boot import FAILED, OK, kho_test_of, write_boot_fixture
+from _kernel import (
+    boot_fixture,
+    flip_folio_bit,
+    folio_left_out,
+    kho_test_of,
+    kho_v3_compatible,
+    minimal_spec,
+)
+from test_kernel_boot import FAILED, OK
 
-import kho_formats.spec.build as spec_mod
 from kho_formats import boot
-from kho_formats.clients import decode_clients, kho_test, luo, luo_boot
+from kho_formats.clients import decode_clients, luo, luo_boot
 from kho_formats.fixture import Fixture
-from kho_formats.pageset import PageSet
 from kho_formats.spec import Spec, build_spec, load_spec
 
 SPECS = Path(__file__).resolve().parent.parent / "fixtures" / "specs" / "kernel"
@@ -66,11 +72,7 @@ def relocated(sp: Spec) -> Spec:
 
 
 def run(fx: Fixture, tmp_path: Path, name: str, **kw) -> boot.BootResult:
-    d = write_boot_fixture(fx, tmp_path / name)
-    r = boot.run_boot(d, x86_kernel(), timeout=TIMEOUT, **kw)
-    assert r.verdict != "error", r.reason
-    assert not r.timed_out, r.reason
-    return r
+    return boot_fixture(fx, tmp_path, name, x86_kernel(), timeout=TIMEOUT, **kw)
 
 
 def show(r: boot.BootResult) -> str:
@@ -144,32 +146,25 @@ def test_luo_restored_on_x86_every_byte_equal(tmp_path):
 # -- rejected -------------------------------------------------------------------------
 
 
+def test_minimal_spec_with_default_placement_accepted(tmp_path):
+    """Every placement left to the spec's x86_64 defaults (alloc at 512 MiB, scratch at 640 MiB)."""
+    sp = minimal_spec(4096, arch="x86_64")
+    assert sp.alloc is None and sp.scratch is None and sp.root_fdt_phys is None
+    fx = build_spec(sp)
+    r = run(fx, tmp_path, "minimal")
+    assert r.accepted, show(r)
+    assert r.clients == {"kho_test": "ok"}
+
+
 def test_flipped_bit_in_a_kho_test_folio_rejected(tmp_path):
-    fx = build_x86()
-    phys, order = max(kho_test_of(fx).folios, key=lambda f: f[1])
-    image = fx.image.copy()
-    victim = phys + (4096 << order) // 2
-    image.write(victim, bytes([fx.image.read(victim, 1)[0] ^ 0x01]))
-    r = run(dataclasses.replace(fx, image=image), tmp_path, "flip")
+    fx, _ = flip_folio_bit(build_x86())
+    r = run(fx, tmp_path, "flip")
     assert r.verdict == "rejected", show(r)
     assert r.clients["kho_test"] == "failed" and FAILED in r.reason
 
 
 def test_folio_left_out_of_the_map_rejected(tmp_path, monkeypatch):
-    real = spec_mod.build
-    dropped: list[tuple[int, int]] = []
-
-    def build_without(state, **kw):
-        kt = kho_test.decode(state.subblob("kho_test").data, state.layout, kw["image"])
-        victim = max(kt.folios, key=lambda f: f[1])
-        state.preserved = state.preserved.difference(PageSet.from_pages(state.page_size, [victim]))[0]
-        dropped.append(victim)
-        return real(state, **kw)
-
-    with monkeypatch.context() as m:
-        m.setattr(spec_mod, "build", build_without)
-        fx = build_x86()
-    assert not fx.state.preserved.contains(*dropped[0])
+    fx, _ = folio_left_out(monkeypatch, load_spec(SPECS / "x86.toml"), order=3)
     r = run(fx, tmp_path, "left-out")
     assert r.verdict == "rejected", show(r)
     assert r.clients["kho_test"] == "failed" and FAILED in r.reason
@@ -177,12 +172,7 @@ def test_folio_left_out_of_the_map_rejected(tmp_path, monkeypatch):
 
 
 def test_kho_v3_compatible_rejected(tmp_path):
-    fx = build_x86()
-    assert fx.root_fdt.count(b"kho-v4\0") == 1
-    fdt = fx.root_fdt.replace(b"kho-v4\0", b"kho-v3\0")
-    image = fx.image.copy()
-    image.write(fx.fdt_phys, fdt)
-    r = run(dataclasses.replace(fx, root_fdt=fdt, image=image), tmp_path, "v3")
+    r = run(kho_v3_compatible(build_x86()), tmp_path, "v3")
     assert r.verdict == "rejected", show(r)
     assert "is incompatible with 'kho-v4'" in r.reason
     assert boot.FOUND not in r.log and OK not in r.log
