@@ -49,6 +49,8 @@ class Spec:
     preserve_root: bool = True
     blob_size: bool = True
     extra_compatible: list[str] = field(default_factory=list)
+    #: ``KhoState.fdt_history``: "auto", "sequential" or "packed"
+    root_fdt_history: str = "auto"
     alloc: list[tuple[int, int]] = field(default_factory=lambda: list(DEFAULT_ALLOC))
     scratch: list[tuple[int, int]] = field(default_factory=list)
     preserve: list[PreserveSpec] = field(default_factory=list)
