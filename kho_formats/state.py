@@ -467,7 +467,6 @@ def build(
     the map's pages where ``state.memmap`` had them (a parsed capture then
     rebuilds byte for byte).
     """
-    ver = state.abi
     ps = state.page_size
     base = image.copy() if image is not None else PhysImage()
     forbid: list[tuple[int, int]] = [(a, a + s) for a, s in state.scratch]

@@ -11,7 +11,6 @@ from .. import abi
 from ..clients import ClientRegistry, registry
 from ..clients.vmalloc_area import SPEC as VMALLOC
 from ..fixture import ARCHS
-from ..state import FDT_HISTORIES
 from ..specfields import (
     ANY,
     BOOL,
@@ -25,6 +24,7 @@ from ..specfields import (
     StrType,
     markdown_table,
 )
+from ..state import FDT_HISTORIES
 
 
 def _list(key: str) -> str:
