@@ -295,7 +295,7 @@ def parse(
         byteorder=byteorder,
         root_fdt_phys=root_fdt_phys,
         extra_compatible=extra,
-        fdt_history=_LAYOUT_HISTORY.get(fdt.header.off_mem_rsvmap, "auto"),  # type: ignore[attr-defined]
+        fdt_history=_LAYOUT_HISTORY.get(getattr(fdt.header, "off_mem_rsvmap", 0), "auto"),
         memmap_phys=map_phys,
         scratch=_scratch_areas(scratch),
         notes=notes,
