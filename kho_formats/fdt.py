@@ -19,7 +19,7 @@ import io
 import re
 import struct
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
@@ -338,12 +338,19 @@ def str_bytes(*values: str) -> bytes:
 
 
 class _Strings:
-    """libfdt's string table, in either of its two growth directions."""
+    """libfdt's string table, in either of its two growth directions.
+
+    Both look a name up in the whole table first (``fdt_find_string_``), so a
+    name that is the tail of one already there (``data`` in
+    ``preserved-data``) points into it instead of being added again.
+    Sequential-write (``fdt_create`` .. ``fdt_finish``) adds new names at the
+    front, so the finished table is in reverse order of first use;
+    read-write (``fdt_setprop`` after ``fdt_open_into``) appends them.
+    """
 
     def __init__(self, style: str, initial: Sequence[str] = ()):
         self.style = style
         self.tab = b""
-        self.dist: dict[str, int] = {}  # sequential-write: distance from end
         for s in initial:
             self.add(s)
 
@@ -363,28 +370,53 @@ class _Strings:
     def resolve(self, off: int) -> int:
         return len(self.tab) + off if off < 0 else off
 
+    def names(self) -> list[str]:
+        return [n.decode() for n in self.tab.split(b"\0")[:-1]]
+
+
+def sequential_strings(names: Sequence[str]) -> list[str]:
+    """The strings block ``fdt_create`` .. ``fdt_finish`` leave for properties
+    named ``names`` (in the order they were written), entry by entry."""
+    return _Strings("sequential-write", names).names()
+
+
+#: ``off_mem_rsvmap`` of the two layouts: ``fdt_create`` puts the reserve map at
+#: the header size aligned to a reserve entry (16), ``fdt_pack`` right after the
+#: header aligned to 8
+RSVMAP_SEQUENTIAL = (HEADER_SIZE + 15) & ~15
+RSVMAP_PACKED = (HEADER_SIZE + 7) & ~7
+
 
 def build_fdt(
     root: FdtNode,
     *,
     style: str = "read-write",
     strings_order: Sequence[str] = (),
+    kept_strings: Collection[str] = (),
     reserve_map: Sequence[tuple[int, int]] = (),
     boot_cpuid_phys: int = 0,
 ) -> bytes:
     """Serialize a tree as libfdt would leave it.
 
-    ``style="sequential-write"``: ``fdt_create``/``fdt_finish``: reserve map at
-    0x30, strings in reverse order of first use.  ``style="read-write"``: a
-    tree edited with ``fdt_setprop`` after ``fdt_open_into`` and packed:
-    reserve map at 0x28, ``strings_order`` first, then new strings appended
-    in order of first use.
+    ``style="sequential-write"``: ``fdt_create`` .. ``fdt_finish``: reserve
+    map at 0x30 (:data:`RSVMAP_SEQUENTIAL`), strings in reverse order of first
+    use, ``totalsize`` the end of the strings block.
+
+    ``style="read-write"``: a tree edited after ``fdt_open_into`` and packed
+    with ``fdt_pack``: reserve map at 0x28 (:data:`RSVMAP_PACKED`), the
+    strings block starting with ``strings_order`` (the table as it stood
+    before the edits: only the names some property uses, and those in
+    ``kept_strings``, which stay although nothing uses them any more: libfdt
+    never removes a string, not even when ``fdt_del_node`` deletes the last
+    property naming it), then new names appended in order of first use.
+    Both layouts have no free space: ``totalsize`` ends the strings block.
     """
     if style not in ("sequential-write", "read-write"):
         raise ValueError(f"unknown FDT style {style!r}")
     used = {name for node in root.walk() for name, _ in node.props}
     # the kernel only adds a string when a property first uses it
-    strings = _Strings(style, [n for n in strings_order if n in used] if style == "read-write" else ())
+    initial = [n for n in strings_order if n in used or n in kept_strings] if style == "read-write" else []
+    strings = _Strings(style, initial)
     parts: list[bytes] = []
     fixups: list[tuple[int, int]] = []  # (index into parts, raw name offset)
 
@@ -406,7 +438,7 @@ def build_fdt(
         p = parts[idx]
         parts[idx] = p[:8] + struct.pack(">I", strings.resolve(off)) + p[12:]
     dt_struct = b"".join(parts)
-    rsv_off = 0x30 if style == "sequential-write" else 0x28
+    rsv_off = RSVMAP_SEQUENTIAL if style == "sequential-write" else RSVMAP_PACKED
     rsv = b"".join(struct.pack(">QQ", a, s) for a, s in reserve_map) + bytes(16)
     off_struct = rsv_off + len(rsv)
     off_strings = off_struct + len(dt_struct)

@@ -22,7 +22,19 @@ from ._types import BYTES_LIKE, as_byteorder, check_type
 from .abi import AbiVersion
 from .alloc import PageAllocator
 from .errors import FdtError, KhoFormatError, PropertyError, ScratchError, VersionError
-from .fdt import FdtNode, build_fdt, fdt_totalsize, get_strings, get_u64, parse_fdt, str_bytes, u64_bytes
+from .fdt import (
+    RSVMAP_PACKED,
+    RSVMAP_SEQUENTIAL,
+    FdtNode,
+    build_fdt,
+    fdt_totalsize,
+    get_strings,
+    get_u64,
+    parse_fdt,
+    sequential_strings,
+    str_bytes,
+    u64_bytes,
+)
 from .image import PhysImage
 from .layout import Layout, layout
 from .limits import Budget, Limits
@@ -30,6 +42,19 @@ from .memmap import MapCodec, MapContext, MemoryMap, codec_for
 from .pageset import PageSet
 
 ROOT = "root FDT"
+
+#: ``KhoState.fdt_history`` values (KHO-ABI.md 2.1):
+#:
+#: - ``"auto"``: what a kernel of the version leaves with these sub-trees:
+#:   kho-v1 (``[fdt] style = "sequential-write"``) writes the whole FDT at
+#:   finalize, ``"sequential"``; v2+ write it once at boot and edit it per
+#:   sub-tree, ``"packed"`` when there is a sub-tree, else ``"sequential"``;
+#: - ``"sequential"``: as ``fdt_create`` .. ``fdt_finish`` left it, never
+#:   reopened (v2+: no ``kho_add_subtree``/``kho_remove_subtree`` call yet);
+#: - ``"packed"``: reopened with ``fdt_open_into`` and packed with
+#:   ``fdt_pack`` at least once; with no sub-node left, the sub-trees were
+#:   added and removed again, and their property names stay in the strings block.
+FDT_HISTORIES = ("auto", "sequential", "packed")
 
 
 @dataclass
@@ -77,6 +102,10 @@ class KhoState:
     #: parameters of the memory map that the root FDT does not record
     #: (``memmap.param_names()``; kho-v1: ``v1_bitmap_bytes``)
     map_params: dict[str, int] = field(default_factory=dict)
+    #: what the kernel did to the root FDT since writing it, which decides its
+    #: layout (:data:`FDT_HISTORIES`, :func:`root_fdt_bytes`); a parse records
+    #: what the blob's layout shows
+    fdt_history: str = "auto"
     # what the parse saw (not part of equality)
     memmap_phys: int = 0
     map_read: bool = True
@@ -179,6 +208,10 @@ def _check_parse_args(
     check_type(limits, Limits, "limits", f, optional=True)
 
 
+#: the history a root FDT's reserve-map offset shows (anything else: "auto")
+_LAYOUT_HISTORY = {RSVMAP_SEQUENTIAL: "sequential", RSVMAP_PACKED: "packed"}
+
+
 def _plausible_phys(v: int, page_size: int) -> bool:
     return v % page_size == 0 and v < (1 << 52)
 
@@ -262,6 +295,7 @@ def parse(
         byteorder=byteorder,
         root_fdt_phys=root_fdt_phys,
         extra_compatible=extra,
+        fdt_history=_LAYOUT_HISTORY.get(getattr(fdt.header, "off_mem_rsvmap", 0), "auto"),
         memmap_phys=map_phys,
         scratch=_scratch_areas(scratch),
         notes=notes,
@@ -373,6 +407,50 @@ def root_fdt_tree(state: KhoState, memmap_phys: int) -> FdtNode:
     return root
 
 
+def fdt_history(state: KhoState) -> str:
+    """``state.fdt_history`` with ``"auto"`` resolved (:data:`FDT_HISTORIES`)."""
+    h = state.fdt_history
+    if h not in FDT_HISTORIES:
+        raise VersionError(f"unknown root FDT history {h!r}", path=ROOT, expected=", ".join(FDT_HISTORIES))
+    if h != "auto":
+        return h
+    if state.abi.fdt_style == "sequential-write":  # kho-v1: written whole at finalize
+        return "sequential"
+    return "packed" if state.subblobs else "sequential"
+
+
+def root_fdt_bytes(state: KhoState, memmap_phys: int) -> bytes:
+    """The root FDT as the kernel leaves it after the history
+    ``state.fdt_history`` (KHO-ABI.md 2.1).
+
+    ``"sequential"``: libfdt's sequential-write layout of the whole tree.
+    ``"packed"``: the kernel wrote the root properties with sequential-write
+    (``kho_out_fdt_setup``), then each ``kho_add_subtree`` reopened the blob
+    (``fdt_open_into``), inserted a node and its properties (``fdt_setprop``
+    appends their names to the strings block) and packed it (``fdt_pack``
+    moves the reserve map from 0x30 to 0x28); ``kho_remove_subtree`` deletes a
+    node, but not the names its properties added.  Node and property order
+    are the tree's (:func:`root_fdt_tree`: the kernel inserts each node and
+    property first, so both come out in reverse order of addition).
+    """
+    ver = state.abi
+    tree = root_fdt_tree(state, memmap_phys)
+    if fdt_history(state) == "sequential":
+        return build_fdt(tree, style="sequential-write")
+    order = sequential_strings([n for n, _ in tree.props])
+    order += [n for n in ver.strings_order if n not in order]
+    # names every kho_add_subtree of this version writes, in the order it sets
+    # them (the reverse of property_order): they stay in the table after the
+    # sub-trees that had them were removed
+    set_order = list(reversed(ver.property_order))
+    added = sorted(
+        (p.name for p in ver.subnode_properties if p.required),
+        key=lambda n: set_order.index(n) if n in set_order else len(set_order),
+    )
+    order += [n for n in added if n not in order]
+    return build_fdt(tree, style="read-write", strings_order=order, kept_strings=() if state.subblobs else added)
+
+
 def build(
     state: KhoState,
     *,
@@ -389,7 +467,6 @@ def build(
     the map's pages where ``state.memmap`` had them (a parsed capture then
     rebuilds byte for byte).
     """
-    ver = state.abi
     ps = state.page_size
     base = image.copy() if image is not None else PhysImage()
     forbid: list[tuple[int, int]] = [(a, a + s) for a, s in state.scratch]
@@ -416,7 +493,7 @@ def build(
     for sb in state.subblobs:
         if sb.data is not None and not base.has(sb.phys, len(sb.data)):
             base.write(sb.phys, sb.data, what=f"sub-blob {sb.name}")
-    fdt = build_fdt(root_fdt_tree(state, memmap_phys), style=ver.fdt_style, strings_order=ver.strings_order)
+    fdt = root_fdt_bytes(state, memmap_phys)
     if len(fdt) > ps:
         raise KhoFormatError(
             f"root FDT would be {len(fdt)} bytes, more than one {ps}-byte page",
@@ -444,6 +521,7 @@ def convert(state: KhoState, to_version: str, *, map_options: Mapping[str, Any] 
     out.version = ver.name
     out.memmap = None
     out.notes = []
+    out.fdt_history = "auto"  # the target version's kernel writes its root FDT its own way
     for sb in out.subblobs:
         if ver.size_property and ver.size_required and sb.size is None:
             raise VersionError(

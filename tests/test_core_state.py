@@ -254,9 +254,13 @@ def test_oversized_root_fdt_noted_on_parse():
 def test_fdt_styles():
     v1 = build(_state("kho-v1", map_params={"v1_bitmap_bytes": 4096}), alloc=ALLOC).root_fdt
     v4 = build(_state("kho-v4"), alloc=ALLOC).root_fdt
-    # off_mem_rsvmap: sequential-write 0x30, read-write-then-packed 0x28
+    sub = [SubBlob("client", 0x20_0000, 8, bytes(8), "blob-size")]
+    v4_sub = build(_state("kho-v4", subblobs=sub), alloc=ALLOC).root_fdt
+    # off_mem_rsvmap: sequential-write 0x30 (v1 finalize; v2+ before any
+    # kho_add_subtree), read-write-then-packed 0x28 (v2+ after one)
     assert struct.unpack(">I", v1[16:20])[0] == 0x30
-    assert struct.unpack(">I", v4[16:20])[0] == 0x28
+    assert struct.unpack(">I", v4[16:20])[0] == 0x30
+    assert struct.unpack(">I", v4_sub[16:20])[0] == 0x28
 
 
 def test_root_fdt_written_into_image_and_convert():

@@ -15,6 +15,7 @@ string with a ``K``/``M``/``G``/``T`` suffix such as ``"16M"``)::
     preserve_root = true        # preserve the root FDT page (the kernel does)
     blob_size = true            # kho-v2: write blob-size (later v2 kernels do)
     extra_compatible = []       # more compatible entries after the version
+    root_fdt_history = "auto"   # auto | sequential | packed: root FDT layout (KHO-ABI.md 2.1)
 
     [[alloc]]                   # free memory for everything placed automatically
     start = "0x70000000"        # (root page, client data, memory-map pages,

@@ -189,6 +189,7 @@ def _build_spec(sp: Spec, clients: ClientRegistry | None) -> Fixture:
         scratch=scratch,
         root_fdt_phys=root_phys,
         extra_compatible=list(sp.extra_compatible),
+        fdt_history=sp.root_fdt_history,
         map_params=codec.params_for(map_ctx, {}, {"v1_bitmap": sp.v1_bitmap}),
     )
     built = build(state, alloc=regions, image=image, avoid=[(a, b) for a, b in alloc.allocated])

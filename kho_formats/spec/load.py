@@ -53,6 +53,7 @@ def spec_from_dict(
     sp.seed, sp.root_fdt_phys = v["seed"], v["root_fdt_phys"]
     sp.preserve_root, sp.blob_size = v["preserve_root"], v["blob_size"]
     sp.extra_compatible = v["extra_compatible"]
+    sp.root_fdt_history = v["root_fdt_history"]
     if v["alloc"] is not None:
         sp.alloc = v["alloc"]
         if not sp.alloc:

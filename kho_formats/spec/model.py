@@ -81,6 +81,8 @@ class Spec:
     preserve_root: bool = True
     blob_size: bool = True
     extra_compatible: list[str] = field(default_factory=list)
+    #: ``KhoState.fdt_history``: "auto", "sequential" or "packed"
+    root_fdt_history: str = "auto"
     #: None: :func:`default_alloc` of ``arch`` (resolved when the spec is built)
     alloc: list[tuple[int, int]] | None = None
     #: None: :func:`default_scratch` of ``arch``; ``[]``: no scratch area

@@ -24,6 +24,7 @@ from ..specfields import (
     StrType,
     markdown_table,
 )
+from ..state import FDT_HISTORIES
 
 
 def _list(key: str) -> str:
@@ -56,6 +57,14 @@ TOP = SpecTable(
         SpecField("blob_size", BOOL, True, doc="kho-v2: write `blob-size` (later v2 kernels do; v3+ always)"),
         SpecField(
             "extra_compatible", ListOf(STR, "a list of strings"), [], doc="more `compatible` entries after the version"
+        ),
+        SpecField(
+            "root_fdt_history",
+            STR,
+            "auto",
+            doc="root FDT layout: `auto` (the version's kernel), `sequential` (never reopened: 0x30 reserve map), "
+            "`packed` (after `kho_add_subtree`/`kho_remove_subtree`: 0x28; with no blob, sub-trees were removed)",
+            choices=FDT_HISTORIES,
         ),
         SpecField("alloc", ListOf(RANGE, _list("alloc")), doc="free memory for everything placed automatically"),
         SpecField(

@@ -82,7 +82,21 @@ def accel() -> list[str]:
     return ["-accel", "tcg", "-cpu", "max"]  # numpy's wheels use SSE4/AVX: qemu64 would fault
 
 
-def run(kernel: Path, out: Path, *, mem: str = "1G", timeout: float = 900, python: str = sys.executable) -> Path:
+#: kernel parameters of the default run: LUO on, every built-in KHO client adds its sub-tree
+DEFAULT_PARAMS = "liveupdate=on"
+
+
+def run(
+    kernel: Path,
+    out: Path,
+    *,
+    mem: str = "1G",
+    timeout: float = 900,
+    python: str = sys.executable,
+    params: str = DEFAULT_PARAMS,
+) -> Path:
+    """Boot, capture and dump into ``out``; ``params`` are kernel parameters
+    added to the fixed ones (``kho=on``, the 9p root, the init script)."""
     out.mkdir(parents=True, exist_ok=True)
     for name in ("capture", "debugfs-kho", "vmcore.elf", "console.log", "capture.json", "capture.err"):
         p = out / name
@@ -93,7 +107,7 @@ def run(kernel: Path, out: Path, *, mem: str = "1G", timeout: float = 900, pytho
     qmp_sock = out / "qmp.sock"
     console = out / "console.log"
     cmdline = (
-        "console=ttyS0 loglevel=4 kho=on liveupdate=on panic=-1 root=hostroot rootfstype=9p "
+        f"console=ttyS0 loglevel=4 kho=on {params} panic=-1 root=hostroot rootfstype=9p "
         "rootflags=trans=virtio,version=9p2000.L,msize=262144 ro "
         f"init={HERE / 'guest-init.sh'} KHO_PY={python} KHO_SRC={SRC}"
     )
@@ -145,8 +159,14 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--mem", default="1G")
     ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument(
+        "--params",
+        default=DEFAULT_PARAMS,
+        help=f"more kernel parameters (default {DEFAULT_PARAMS!r}; e.g. 'initcall_blacklist=kho_test_init' "
+        "leaves kexec-metadata the only sub-tree)",
+    )
     args = ap.parse_args()
-    run(args.kernel, args.out, mem=args.mem, timeout=args.timeout)
+    run(args.kernel, args.out, mem=args.mem, timeout=args.timeout, params=args.params)
     print(f"capture and dump in {args.out}")
     return 0
 
