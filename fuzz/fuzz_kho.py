@@ -570,10 +570,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write-seeds", action="store_true", help="write the in-process seeds to --corpus and exit")
     ap.add_argument(
         "--target",
-        choices=("handover", "spec", "bundle", "boot", "convert", "all"),
+        choices=("handover", "spec", "bundle", "boot", "convert", "kdump", "elf", "kcore", "all"),
         default="handover",
         help="what to fuzz: handover bytes (default), spec text, bundle manifests, boot fixture "
-        "directories, convert (fuzz/targets.py); all = every target, --runs inputs each",
+        "directories, convert (fuzz/targets.py), kdump / ELF core / kcore dump files (fuzz/dumps.py); "
+        "all = every file-level target, --runs inputs each",
     )
     a = ap.parse_args(argv)
     if a.target != "handover":

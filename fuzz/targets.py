@@ -45,7 +45,9 @@ if str(REPO) not in sys.path:
 from kho_formats.errors import KhoFormatError  # noqa: E402
 
 FIX = REPO / "fixtures"
-TARGETS = ("spec", "bundle", "boot", "convert")
+#: an input that grows the process's peak RSS by more than this (MiB) counts as an escape
+MEMORY_GROWTH_MIB = 256
+TARGETS = ("spec", "bundle", "boot", "convert", "kdump", "elf", "kcore")
 
 #: tokens spliced into spec text: structure, aliases, huge and negative numbers, paths, controls
 TOKENS = [
@@ -335,7 +337,10 @@ class ConvertTarget:
 
 
 def make_target(name: str, workdir: Path) -> Any:
-    return {"spec": SpecTarget, "bundle": BundleTarget, "boot": BootTarget, "convert": ConvertTarget}[name](workdir)
+    from fuzz.dumps import DUMP_TARGETS
+
+    table: dict[str, Any] = {"spec": SpecTarget, "bundle": BundleTarget, "boot": BootTarget, "convert": ConvertTarget}
+    return {**table, **DUMP_TARGETS}[name](workdir)
 
 
 def fuzz_target(name: str, runs: int, *, seed: int = 1, timeout: float = 10.0) -> TargetStats:
@@ -347,7 +352,11 @@ def fuzz_target(name: str, runs: int, *, seed: int = 1, timeout: float = 10.0) -
         tgt = make_target(name, Path(tmp))
         for _ in range(runs):
             desc, fn = tgt.make(rng)
+            before = peak_rss_mib()
             out, exc, dt = _guard(fn, timeout)
+            grew = peak_rss_mib() - before
+            if exc is None and grew > MEMORY_GROWTH_MIB:
+                out, exc = "MemoryGrowth", MemoryError(f"peak RSS grew by {grew:.0f} MiB on one input")
             stats.runs += 1
             stats.outcomes[out] = stats.outcomes.get(out, 0) + 1
             if dt > stats.worst_seconds:
@@ -356,7 +365,7 @@ def fuzz_target(name: str, runs: int, *, seed: int = 1, timeout: float = 10.0) -
                 stats.escapes += 1
                 if len(stats.examples) < 5:
                     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-3:])
-                    stats.examples.append(f"{desc[:300]}\n{tb}")
+                    stats.examples.append(f"{desc[:3000]}\n{tb}")
     stats.peak_rss = peak_rss_mib()
     return stats
 
