@@ -118,21 +118,27 @@ class _Timeout(Exception):
 
 
 def _guard(fn: Callable[[], object], timeout: float) -> tuple[str, BaseException | None, float]:
+    done = False
+
     def on_alarm(signum: int, frame: object) -> None:
-        raise _Timeout(f"no result after {timeout} s")
+        if not done:
+            raise _Timeout(f"no result after {timeout} s")
 
     old = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, timeout)
     t0 = time.perf_counter()
     try:
-        fn()
-        out, exc = "ok", None
+        try:
+            fn()
+            out, exc = "ok", None
+        finally:  # an alarm due just as fn returns lands in here: caught below, not by the caller
+            done = True
+            signal.setitimer(signal.ITIMER_REAL, 0)
     except KhoFormatError as e:
         out, exc = type(e).__name__, None
     except BaseException as e:
         out, exc = type(e).__name__, e
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
     return out, exc, time.perf_counter() - t0
 
@@ -343,7 +349,9 @@ def make_target(name: str, workdir: Path) -> Any:
     return {**table, **DUMP_TARGETS}[name](workdir)
 
 
-def fuzz_target(name: str, runs: int, *, seed: int = 1, timeout: float = 10.0) -> TargetStats:
+def fuzz_target(
+    name: str, runs: int, *, seed: int = 1, timeout: float = 10.0, slow_log: float = 2.0
+) -> TargetStats:
     """``runs`` mutated inputs through target ``name``; escapes are counted and
     the first few kept as examples (input + traceback tail)."""
     stats = TargetStats(name)
@@ -359,6 +367,8 @@ def fuzz_target(name: str, runs: int, *, seed: int = 1, timeout: float = 10.0) -
                 out, exc = "MemoryGrowth", MemoryError(f"peak RSS grew by {grew:.0f} MiB on one input")
             stats.runs += 1
             stats.outcomes[out] = stats.outcomes.get(out, 0) + 1
+            if dt > slow_log:
+                print(f"[{name}] slow input ({dt:.2f} s, {out}): {desc[:3000]}", file=sys.stderr, flush=True)
             if dt > stats.worst_seconds:
                 stats.worst_seconds, stats.worst_input = dt, desc[:200]
             if exc is not None:
