@@ -261,3 +261,31 @@ def test_qemu_kdump_reads_as_before() -> None:
     assert img.read(0xFFFFFFF0, 1) == b"\xea"
     with pytest.raises(KhoFormatError, match="no KHO root FDT"):
         load_capture(QEMU_KDUMP)
+
+
+# -- the root-FDT scan of a dump alone ------------------------------------------------------------
+
+
+def test_scan_does_not_read_every_magic_page_whole(tmp_path: Path) -> None:
+    """16 MiB of pages that start with the FDT magic and a 1 MiB totalsize: each
+    was read whole (a MiB copied per page: 1.1 s here, a minute per GiB) before
+    the parse refused it. The 40-byte header is checked first now."""
+    page = (0xD00DFEED).to_bytes(4, "big") + (1 << 20).to_bytes(4, "big") + bytes(4088)
+    p = tmp_path / "magic.elf"
+    p.write_bytes(PhysImage([(0, page * 4096)]).to_elf())
+    t0 = time.perf_counter()
+    with pytest.raises(KhoFormatError, match="no KHO root FDT found"):
+        load_capture(p)
+    assert time.perf_counter() - t0 < 0.5
+
+
+def test_plausible_fdt_header_matches_what_parse_accepts() -> None:
+    from kho_formats.locate import plausible_fdt_header
+
+    blob = (ROOT / "fixtures" / "v4-4k" / "root.dtb").read_bytes()
+    assert plausible_fdt_header(blob[:40])
+    for off, value in ((4, 39), (4, 2 << 20), (20, 15), (24, 18), (8, 8), (8, len(blob) + 4), (32, 1 << 30)):
+        bad = bytearray(blob[:40])
+        bad[off : off + 4] = value.to_bytes(4, "big")
+        assert not plausible_fdt_header(bytes(bad)), (off, value)
+    assert not plausible_fdt_header(blob[:39])
