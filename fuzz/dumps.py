@@ -237,7 +237,9 @@ def gen_ops(rng: random.Random, seed: DumpSeed, size: int) -> list[Op]:
             for _ in range(rng.randrange(1, 8)):
                 ops.append([layer, "flip", rng.randrange(max(1, size)), rng.randrange(1, 256)])
         elif r < 0.75:
-            cut = rng.choice([rng.randrange(max(1, size)), rng.randrange(min(size, 8192) + 1), size - rng.randrange(64)])
+            cut = rng.choice(
+                [rng.randrange(max(1, size)), rng.randrange(min(size, 8192) + 1), size - rng.randrange(64)]
+            )
             ops.append([layer, "trunc", max(0, cut)])
         elif r < 0.8:
             ops.append([layer, "del", rng.randrange(max(1, size)), rng.choice([1, 8, 16, 100, 4096])])
@@ -245,7 +247,9 @@ def gen_ops(rng: random.Random, seed: DumpSeed, size: int) -> list[Op]:
             junk = bytes(rng.getrandbits(8) for _ in range(rng.choice([1, 8, 16, 64])))
             ops.append([layer, "ins", rng.randrange(size + 1), junk.hex()])
         elif r < 0.9:
-            ops.append([layer, "append", rng.choice(["00", "ff", "4b44554d50202020", "d00dfeed"]), rng.randrange(1, 5000)])
+            ops.append(
+                [layer, "append", rng.choice(["00", "ff", "4b44554d50202020", "d00dfeed"]), rng.randrange(1, 5000)]
+            )
         else:
             n = rng.choice([8, 16, 56, 64, 4096])
             ops.append([layer, "copy", rng.randrange(max(1, size)), rng.randrange(max(1, size)), n])
@@ -406,8 +410,14 @@ NO_PADDR = (1 << 64) - 1
 
 def _note(name: bytes, ntype: int, desc: bytes) -> bytes:
     n = name + b"\0"
-    pad = lambda b: b + bytes(-len(b) % 4)  # noqa: E731
-    return len(n).to_bytes(4, "little") + len(desc).to_bytes(4, "little") + ntype.to_bytes(4, "little") + pad(n) + pad(desc)
+    pad = lambda b: b + bytes(-len(b) % 4)
+    return (
+        len(n).to_bytes(4, "little")
+        + len(desc).to_bytes(4, "little")
+        + ntype.to_bytes(4, "little")
+        + pad(n)
+        + pad(desc)
+    )
 
 
 def build_kcore(image: PhysImage, *, page_size: int = 4096) -> bytes:

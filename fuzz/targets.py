@@ -349,9 +349,7 @@ def make_target(name: str, workdir: Path) -> Any:
     return {**table, **DUMP_TARGETS}[name](workdir)
 
 
-def fuzz_target(
-    name: str, runs: int, *, seed: int = 1, timeout: float = 10.0, slow_log: float = 2.0
-) -> TargetStats:
+def fuzz_target(name: str, runs: int, *, seed: int = 1, timeout: float = 10.0, slow_log: float = 2.0) -> TargetStats:
     """``runs`` mutated inputs through target ``name``; escapes are counted and
     the first few kept as examples (input + traceback tail)."""
     stats = TargetStats(name)

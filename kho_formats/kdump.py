@@ -376,7 +376,9 @@ class KdumpFile:
         where = f"page descriptor #{k} (pfn {pfn:#x}; offset {off:#x}, size {size}, flags {flags:#x})"
         if not 0 < size <= self.block_size * 2:
             raise ImageError(
-                f"{self.name}: {where}: bad size", phys=pfn * self.block_size, expected=f"1..{self.block_size * 2} bytes"
+                f"{self.name}: {where}: bad size",
+                phys=pfn * self.block_size,
+                expected=f"1..{self.block_size * 2} bytes",
             )
         return off, size, flags & _CODEC_FLAGS, where
 

@@ -36,7 +36,7 @@ def peak_alloc(fn: Callable[[], object]) -> tuple[int, BaseException | None]:
     try:
         fn()
         exc = None
-    except BaseException as e:  # noqa: BLE001 - handed back to the test
+    except BaseException as e:
         exc = e
     finally:
         _, peak = tracemalloc.get_traced_memory()
