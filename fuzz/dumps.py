@@ -3,7 +3,7 @@
 Each target mutates a valid dump file, writes it to disk and runs what a
 user's file reaches; anything but a :class:`~kho_formats.errors.KhoFormatError`
 is an escape (and so is an input that grows the process's peak RSS by more
-than :data:`MEMORY_GROWTH_MIB`, or runs past the harness timeout):
+than ``fuzz.targets.MEMORY_GROWTH_MIB``, or runs past the harness timeout):
 
 ==========  =================================================================================
 ``kdump``   ``load_capture(path)`` (detection, root-FDT scan) + ``parse_capture`` +
@@ -49,8 +49,6 @@ from kho_formats.image import PhysImage, elf_structs
 REPO = Path(__file__).resolve().parent.parent
 FIX = REPO / "fixtures"
 QEMU_KDUMP = REPO / "tests" / "data" / "qemu-7.2-x86_64-firmware-16m.kdump"
-#: an input that grows the process's peak RSS by more than this is an escape
-MEMORY_GROWTH_MIB = 256
 #: page reads per input (kdump pages decompress on access)
 READ_BUDGET = 64
 

@@ -29,7 +29,8 @@ Short run (CI): ``pytest tests/test_fuzz_short.py`` (~2000 inputs, plus 150
 per file-level target).
 Long run:       ``python fuzz/fuzz_kho.py --runs 100000`` (both cores).
 File-level targets (spec text, bundle manifests, boot fixture directories,
-convert; ``fuzz/targets.py``): ``python fuzz/fuzz_kho.py --target all --runs 20000``.
+convert; ``fuzz/targets.py``; kdump, ELF core and kcore dump files, ``fuzz/dumps.py``):
+``python fuzz/fuzz_kho.py --target all --runs 20000``.
 """
 
 from __future__ import annotations

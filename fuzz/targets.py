@@ -12,11 +12,16 @@ library entry point a user's file reaches, and counts anything but a
            ``manifest.json``
 ``convert````convert_capture`` with mutated alloc regions, sub-blob addresses and
            sizes, scratch areas and target versions
+``kdump``  ``elf``  ``kcore``: mutated dump files through ``load_capture`` and the
+           readers (``fuzz/dumps.py``)
 =========  =========================================================================
 
-    python fuzz/fuzz_kho.py --target all --runs 2000   # 2000 inputs per target, ~50 s
+    python fuzz/fuzz_kho.py --target all --runs 2000   # 2000 inputs per target
 
 prints, per target, inputs tried, escapes, the slowest input and the peak RSS.
+An input that grows the process's peak RSS by more than ``MEMORY_GROWTH_MIB``
+counts as an escape (``MemoryGrowth``), and so does one past ``timeout``;
+inputs slower than ``slow_log`` seconds are printed as they happen.
 """
 
 from __future__ import annotations
