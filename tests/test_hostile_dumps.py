@@ -289,3 +289,14 @@ def test_plausible_fdt_header_matches_what_parse_accepts() -> None:
         bad[off : off + 4] = value.to_bytes(4, "big")
         assert not plausible_fdt_header(bytes(bad)), (off, value)
     assert not plausible_fdt_header(blob[:39])
+
+
+def test_empty_file_is_a_typed_error(tmp_path: Path) -> None:
+    """Found by the fuzzer (a dump truncated to 0 bytes): an empty file is not an
+    image by its first bytes, so it was taken as an empty root FDT with no image,
+    and ``resolve_root_fdt`` asserted."""
+    p = tmp_path / "dump.kdump"
+    p.write_bytes(b"")
+    with pytest.raises(KhoFormatError, match="dump.kdump: empty: no root FDT and no memory image") as e:
+        load_capture(p)
+    assert type(e.value) is KhoFormatError
