@@ -29,7 +29,8 @@ Short run (CI): ``pytest tests/test_fuzz_short.py`` (~2000 inputs, plus 150
 per file-level target).
 Long run:       ``python fuzz/fuzz_kho.py --runs 100000`` (both cores).
 File-level targets (spec text, bundle manifests, boot fixture directories,
-convert; ``fuzz/targets.py``): ``python fuzz/fuzz_kho.py --target all --runs 20000``.
+convert; ``fuzz/targets.py``; kdump, ELF core and kcore dump files, ``fuzz/dumps.py``):
+``python fuzz/fuzz_kho.py --target all --runs 20000``.
 """
 
 from __future__ import annotations
@@ -570,10 +571,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write-seeds", action="store_true", help="write the in-process seeds to --corpus and exit")
     ap.add_argument(
         "--target",
-        choices=("handover", "spec", "bundle", "boot", "convert", "all"),
+        choices=("handover", "spec", "bundle", "boot", "convert", "kdump", "elf", "kcore", "all"),
         default="handover",
         help="what to fuzz: handover bytes (default), spec text, bundle manifests, boot fixture "
-        "directories, convert (fuzz/targets.py); all = every target, --runs inputs each",
+        "directories, convert (fuzz/targets.py), kdump / ELF core / kcore dump files (fuzz/dumps.py); "
+        "all = every file-level target, --runs inputs each",
     )
     a = ap.parse_args(argv)
     if a.target != "handover":

@@ -12,11 +12,16 @@ library entry point a user's file reaches, and counts anything but a
            ``manifest.json``
 ``convert````convert_capture`` with mutated alloc regions, sub-blob addresses and
            sizes, scratch areas and target versions
+``kdump``  ``elf``  ``kcore``: mutated dump files through ``load_capture`` and the
+           readers (``fuzz/dumps.py``)
 =========  =========================================================================
 
-    python fuzz/fuzz_kho.py --target all --runs 2000   # 2000 inputs per target, ~50 s
+    python fuzz/fuzz_kho.py --target all --runs 2000   # 2000 inputs per target
 
 prints, per target, inputs tried, escapes, the slowest input and the peak RSS.
+An input that grows the process's peak RSS by more than ``MEMORY_GROWTH_MIB``
+counts as an escape (``MemoryGrowth``), and so does one past ``timeout``;
+inputs slower than ``slow_log`` seconds are printed as they happen.
 """
 
 from __future__ import annotations
@@ -45,7 +50,9 @@ if str(REPO) not in sys.path:
 from kho_formats.errors import KhoFormatError  # noqa: E402
 
 FIX = REPO / "fixtures"
-TARGETS = ("spec", "bundle", "boot", "convert")
+#: an input that grows the process's peak RSS by more than this (MiB) counts as an escape
+MEMORY_GROWTH_MIB = 256
+TARGETS = ("spec", "bundle", "boot", "convert", "kdump", "elf", "kcore")
 
 #: tokens spliced into spec text: structure, aliases, huge and negative numbers, paths, controls
 TOKENS = [
@@ -116,21 +123,27 @@ class _Timeout(Exception):
 
 
 def _guard(fn: Callable[[], object], timeout: float) -> tuple[str, BaseException | None, float]:
+    done = False
+
     def on_alarm(signum: int, frame: object) -> None:
-        raise _Timeout(f"no result after {timeout} s")
+        if not done:
+            raise _Timeout(f"no result after {timeout} s")
 
     old = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, timeout)
     t0 = time.perf_counter()
     try:
-        fn()
-        out, exc = "ok", None
+        try:
+            fn()
+            out, exc = "ok", None
+        finally:  # an alarm due just as fn returns lands in here: caught below, not by the caller
+            done = True
+            signal.setitimer(signal.ITIMER_REAL, 0)
     except KhoFormatError as e:
         out, exc = type(e).__name__, None
     except BaseException as e:
         out, exc = type(e).__name__, e
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
     return out, exc, time.perf_counter() - t0
 
@@ -335,10 +348,13 @@ class ConvertTarget:
 
 
 def make_target(name: str, workdir: Path) -> Any:
-    return {"spec": SpecTarget, "bundle": BundleTarget, "boot": BootTarget, "convert": ConvertTarget}[name](workdir)
+    from fuzz.dumps import DUMP_TARGETS
+
+    table: dict[str, Any] = {"spec": SpecTarget, "bundle": BundleTarget, "boot": BootTarget, "convert": ConvertTarget}
+    return {**table, **DUMP_TARGETS}[name](workdir)
 
 
-def fuzz_target(name: str, runs: int, *, seed: int = 1, timeout: float = 10.0) -> TargetStats:
+def fuzz_target(name: str, runs: int, *, seed: int = 1, timeout: float = 10.0, slow_log: float = 2.0) -> TargetStats:
     """``runs`` mutated inputs through target ``name``; escapes are counted and
     the first few kept as examples (input + traceback tail)."""
     stats = TargetStats(name)
@@ -347,16 +363,22 @@ def fuzz_target(name: str, runs: int, *, seed: int = 1, timeout: float = 10.0) -
         tgt = make_target(name, Path(tmp))
         for _ in range(runs):
             desc, fn = tgt.make(rng)
+            before = peak_rss_mib()
             out, exc, dt = _guard(fn, timeout)
+            grew = peak_rss_mib() - before
+            if exc is None and grew > MEMORY_GROWTH_MIB:
+                out, exc = "MemoryGrowth", MemoryError(f"peak RSS grew by {grew:.0f} MiB on one input")
             stats.runs += 1
             stats.outcomes[out] = stats.outcomes.get(out, 0) + 1
+            if dt > slow_log:
+                print(f"[{name}] slow input ({dt:.2f} s, {out}): {desc[:3000]}", file=sys.stderr, flush=True)
             if dt > stats.worst_seconds:
                 stats.worst_seconds, stats.worst_input = dt, desc[:200]
             if exc is not None:
                 stats.escapes += 1
                 if len(stats.examples) < 5:
                     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-3:])
-                    stats.examples.append(f"{desc[:300]}\n{tb}")
+                    stats.examples.append(f"{desc[:3000]}\n{tb}")
     stats.peak_rss = peak_rss_mib()
     return stats
 

@@ -254,6 +254,12 @@ def resolve_root_fdt(cap: Capture, *, root_phys: int | None = None, boot_info: b
     ps = cap.page_size or 4096
     if root_phys is not None:
         cap.root_fdt_phys = root_phys
+    if not cap.root_fdt and img is None:  # an empty root FDT file and nothing to search
+        src = cap.sources.get("root_fdt", "the input")
+        raise KhoFormatError(
+            f"{src}: empty: no root FDT and no memory image to find one in",
+            expected="a root FDT, an ELF core, a kdump file or a capture directory",
+        )
     if not cap.root_fdt:  # an image alone: find the root FDT in it
         assert img is not None
         name = ", ".join(map(str, cap.sources.get("images", []))) or "the image"

@@ -27,6 +27,7 @@ images into files ``crash`` reads).
 from __future__ import annotations
 
 import bisect
+import heapq
 import io
 import mmap
 import os
@@ -139,71 +140,132 @@ class _Mapped:
 
 
 class _Flattened(_Mapped):
-    """``makedumpfile -F`` output: records ``{be64 offset, be64 size, data}``."""
+    """``makedumpfile -F`` output: records ``{be64 offset, be64 size, data}``.
+
+    The records are indexed once into disjoint pieces of the virtual file
+    (where records overlap, the later one wins, as when the file is
+    rebuilt record by record), so a read touches only the pieces it needs and
+    nothing is allocated before the bytes are known to be there."""
 
     def __init__(self, buf: mmap.mmap | bytes, name: str) -> None:
         super().__init__(buf, name)
-        recs: list[tuple[int, int, int, int]] = []  # (virtual offset, size, file offset, sequence)
+        recs: list[tuple[int, int, int]] = []  # (virtual offset, size, file offset), in file order
         pos, end = FLAT_HEADER_SIZE, len(self.buf)
         while True:
             if pos + 16 > end:
-                raise ImageError(f"{name}: flattened kdump ends without its end marker (at {pos:#x})")
+                raise ImageError(f"{name}: flattened kdump ends without its end marker (at file offset {pos:#x})")
             vo = int.from_bytes(self.buf[pos : pos + 8], "big", signed=True)
             size = int.from_bytes(self.buf[pos + 8 : pos + 16], "big", signed=True)
             if vo == -1:
                 break
             if vo < 0 or size < 0 or pos + 16 + size > end:
-                raise ImageError(f"{name}: bad flattened record at {pos:#x} (offset {vo:#x}, size {size})")
-            recs.append((vo, size, pos + 16, len(recs)))
+                raise ImageError(
+                    f"{name}: bad flattened record at file offset {pos:#x} (offset {vo:#x}, size {size})",
+                    expected=f"offset >= 0 and the size within the file ({end - pos - 16} bytes left)",
+                )
+            if size:
+                recs.append((vo, size, pos + 16))
             pos += 16 + size
-        recs.sort()
-        self.recs = recs
-        self.starts = [r[0] for r in recs]
-        self.longest = max((r[1] for r in recs), default=0)
-        self.size = max((r[0] + r[1] for r in recs), default=0)
+        self.pieces = _paint(recs)  # (start, end, file offset of start)
+        self.starts = [p[0] for p in self.pieces]
+        self.covered = sum(b - a for a, b, _ in self.pieces)
+        self.size = self.pieces[-1][1] if self.pieces else 0
 
     def pread(self, off: int, n: int, what: str) -> bytes:
-        out = bytearray(n)
-        have = np.zeros(n, dtype=bool)
-        lo = bisect.bisect_left(self.starts, off - self.longest)
-        hi = bisect.bisect_left(self.starts, off + n)
-        for vo, size, fpos, _seq in sorted(self.recs[lo:hi], key=lambda r: r[3]):  # later records win
-            a, b = max(off, vo), min(off + n, vo + size)
-            if a < b:
-                out[a - off : b - off] = self.buf[fpos + a - vo : fpos + b - vo]
-                have[a - off : b - off] = True
-        if n and not have.all():
-            raise ImageError(f"{self.name}: {what} ({n} bytes at offset {off:#x}) not in the flattened records")
-        return bytes(out)
+        if off < 0 or n < 0 or off + n > self.size or n > self.covered:
+            raise ImageError(
+                f"{self.name}: {what} ({n} bytes at offset {off:#x}) past the end of the flattened records "
+                f"({self.covered} bytes up to offset {self.size:#x})"
+            )
+        parts: list[memoryview] = []
+        i = bisect.bisect_right(self.starts, off) - 1
+        cur, end = off, off + n
+        while cur < end:
+            if i < 0 or i >= len(self.pieces) or not self.pieces[i][0] <= cur < self.pieces[i][1]:
+                raise ImageError(
+                    f"{self.name}: {what} ({n} bytes at offset {off:#x}) not in the flattened records "
+                    f"(missing from offset {cur:#x})"
+                )
+            a, b, fpos = self.pieces[i]
+            take = min(end, b) - cur
+            parts.append(self.buf[fpos + cur - a : fpos + cur - a + take])
+            cur += take
+            i += 1
+        return b"".join(parts)
 
     def array(self, dtype: np.dtype, count: int, off: int, what: str) -> np.ndarray:
         return np.frombuffer(self.pread(off, count * dtype.itemsize, what), dtype=dtype)
+
+
+def _paint(recs: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """Disjoint ``(start, end, file offset)`` pieces of records ``(offset, size,
+    file offset)`` laid down in order, later over earlier (O(n log n))."""
+    if not recs:
+        return []
+    points = sorted({r[0] for r in recs} | {r[0] + r[1] for r in recs})
+    order = sorted(range(len(recs)), key=lambda i: recs[i][0])
+    heap: list[tuple[int, int]] = []  # (-sequence, end): the latest record covering a point on top
+    pieces: list[tuple[int, int, int]] = []
+    last = -1
+    k = 0
+    for j in range(len(points) - 1):
+        p, q = points[j], points[j + 1]
+        while k < len(order) and recs[order[k]][0] <= p:
+            i = order[k]
+            heapq.heappush(heap, (-i, recs[i][0] + recs[i][1]))
+            k += 1
+        while heap and heap[0][1] <= p:
+            heapq.heappop(heap)
+        if not heap:
+            continue
+        i = -heap[0][0]
+        vo, _, fpos = recs[i]
+        if pieces and last == i and pieces[-1][1] == p:
+            pieces[-1] = (pieces[-1][0], q, pieces[-1][2])
+        else:
+            pieces.append((p, q, fpos + p - vo))
+        last = i
+    return pieces
 
 
 # -- codecs --------------------------------------------------------------------------------
 
 
 def _codec(flag: int) -> Callable[[bytes, int], bytes]:
+    """The decompressor for one codec flag: ``(data, n) -> at most n + 1 bytes``
+    (a page that would decompress to more is cut there, never inflated whole:
+    an 8 KiB zlib or zstd stream can stand for hundreds of MiB)."""
     if flag == DUMP_DH_COMPRESSED_ZLIB:
-        return lambda data, n: zlib.decompress(data)
+        return lambda data, n: zlib.decompressobj().decompress(data, n + 1)
     if flag == DUMP_DH_COMPRESSED_SNAPPY:
         try:
             import cramjam
         except ImportError:
             raise ImageError("snappy-compressed kdump pages need cramjam (pip install cramjam)") from None
-        return lambda data, n: bytes(cramjam.snappy.decompress_raw(data))
+
+        def snappy(data: bytes, n: int) -> bytes:
+            said = cramjam.snappy.decompress_raw_len(data)  # the stream's own length header, checked first
+            if said != n:
+                raise ImageError(f"the snappy stream says {said} bytes", expected=f"{n}")
+            return bytes(cramjam.snappy.decompress_raw(data))
+
+        return snappy
     if flag == DUMP_DH_COMPRESSED_ZSTD:
         try:
             import cramjam
 
-            return lambda data, n: bytes(cramjam.zstd.decompress(data, output_len=n))
+            def zstd(data: bytes, n: int) -> bytes:
+                out = bytearray(n + 1)
+                return bytes(out[: cramjam.zstd.decompress_into(data, out)])  # raises when more than n + 1
+
+            return zstd
         except ImportError:
             pass
         try:
             import zstandard
         except ImportError:
             raise ImageError("zstd-compressed kdump pages need cramjam or zstandard (pip install cramjam)") from None
-        return lambda data, n: zstandard.ZstdDecompressor().decompress(data, max_output_size=n)
+        return lambda data, n: zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read(n + 1)
     if flag == DUMP_DH_COMPRESSED_LZO:
         try:
             import lzo
@@ -211,6 +273,40 @@ def _codec(flag: int) -> Callable[[bytes, int], bytes]:
             raise ImageError("lzo-compressed kdump pages need python-lzo (pip install python-lzo)") from None
         return lambda data, n: bytes(lzo.decompress(data, False, n))
     raise ImageError(f"unknown kdump page compression flags {flag:#x}", expected="zlib, lzo, snappy or zstd")
+
+
+def _bit_count(bitmap: np.ndarray, nbits: int, chunk: int = 1 << 20) -> int:
+    """Set bits among the first ``nbits`` of an LSB-first ``bitmap`` (chunk by chunk)."""
+    total = 0
+    for lo in range(0, min(bitmap.size, -(-nbits // 8)), chunk):
+        total += int(np.unpackbits(bitmap[lo : lo + chunk], bitorder="little")[: nbits - lo * 8].sum(dtype=np.int64))
+    return total
+
+
+def _bit_runs(bitmap: np.ndarray, nbits: int, chunk: int = 1 << 20) -> tuple[np.ndarray, np.ndarray]:
+    """(first bit, length) of each run of set bits among the first ``nbits`` of
+    an LSB-first ``bitmap``, ``chunk`` bytes at a time (never 8 bytes per bit
+    of the whole bitmap at once)."""
+    starts: list[np.ndarray] = []
+    ends: list[np.ndarray] = []
+    prev = np.int8(0)
+    done = 0
+    for lo in range(0, bitmap.size, chunk):
+        base = lo * 8
+        if base >= nbits:
+            break
+        bits = np.unpackbits(bitmap[lo : lo + chunk], bitorder="little")[: nbits - base].view(np.int8)
+        d = np.diff(bits, prepend=prev)
+        starts.append(np.flatnonzero(d == 1) + base)
+        ends.append(np.flatnonzero(d == -1) + base)
+        prev = bits[-1]
+        done = base + bits.size
+    if prev:
+        ends.append(np.array([done], dtype=np.int64))
+    if not starts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    s, e = np.concatenate(starts).astype(np.int64), np.concatenate(ends).astype(np.int64)
+    return s, e - s
 
 
 # -- the reader ------------------------------------------------------------------------------
@@ -245,25 +341,46 @@ class KdumpFile:
             if h.header_version >= 6 and sh.max_mapnr_64:
                 max_mapnr = int(sh.max_mapnr_64)
         if h.sub_hdr_size < 0 or h.bitmap_blocks == 0:
-            raise ImageError(f"{name}: sub_hdr_size {h.sub_hdr_size}, bitmap_blocks {h.bitmap_blocks}")
+            raise ImageError(
+                f"{name}: sub_hdr_size {h.sub_hdr_size}, bitmap_blocks {h.bitmap_blocks}",
+                expected="sub_hdr_size >= 0 and bitmap_blocks > 0",
+            )
         half = int(h.bitmap_blocks) * bs // 2
         if max_mapnr > half * 8:
-            raise ImageError(f"{name}: max_mapnr {max_mapnr} does not fit the {half}-byte bitmap")
+            raise ImageError(
+                f"{name}: max_mapnr {max_mapnr} does not fit the {half}-byte bitmap (bitmap_blocks {h.bitmap_blocks})",
+                expected=f"at most {half * 8} pages",
+            )
         self.max_mapnr = max_mapnr
         bm_off = (1 + int(h.sub_hdr_size)) * bs
         bm2 = self.src.array(np.dtype(np.uint8), -(-max_mapnr // 8), bm_off + half, "dumped-page bitmap")
-        bits = np.unpackbits(bm2, bitorder="little")[:max_mapnr].astype(bool)
-        edges = np.flatnonzero(np.diff(np.concatenate(([False], bits, [False])).astype(np.int8)))
-        starts, ends = edges[0::2], edges[1::2]
-        counts = ends - starts
-        self.runs: list[tuple[int, int, int]] = []  # (first pfn, pages, first descriptor)
-        first = np.concatenate(([0], np.cumsum(counts)[:-1])) if counts.size else counts
-        for s, c, f in zip(starts.tolist(), counts.tolist(), first.tolist()):
-            self.runs.append((int(s), int(c), int(f)))
-        self.num_pages = int(counts.sum())
+        # one page descriptor per dumped page: the file must hold them all before
+        # the runs are built (a bitmap of ones is not a license to allocate)
+        self.num_pages = _bit_count(bm2, max_mapnr)
         pd_off = (1 + int(h.sub_hdr_size) + int(h.bitmap_blocks)) * bs
-        self.descs = self.src.array(ks.page_desc, self.num_pages, pd_off, "page descriptors")
+        self.descs = self.src.array(
+            ks.page_desc,
+            self.num_pages,
+            pd_off,
+            f"page descriptors (one per page the dumped-page bitmap sets: {self.num_pages})",
+        )
+        starts, counts = _bit_runs(bm2, max_mapnr)
+        first = np.concatenate(([0], np.cumsum(counts)[:-1])) if counts.size else counts
+        self.runs: list[tuple[int, int, int]] = list(zip(starts.tolist(), counts.tolist(), first.tolist()))
         self._cache: OrderedDict[int, bytes] = OrderedDict()
+
+    def _desc(self, k: int, pfn: int) -> tuple[int, int, int, str]:
+        """Page descriptor ``k`` (of pfn ``pfn``): (data offset, size, codec flags, how to name it)."""
+        d = self.descs[k]
+        off, size, flags = int(d["offset"]), int(d["size"]), int(d["flags"])
+        where = f"page descriptor #{k} (pfn {pfn:#x}; offset {off:#x}, size {size}, flags {flags:#x})"
+        if not 0 < size <= self.block_size * 2:
+            raise ImageError(
+                f"{self.name}: {where}: bad size",
+                phys=pfn * self.block_size,
+                expected=f"1..{self.block_size * 2} bytes",
+            )
+        return off, size, flags & _CODEC_FLAGS, where
 
     def page(self, k: int, pfn: int) -> bytes:
         """The bytes of dumped page number ``k`` (pfn ``pfn``), decompressed."""
@@ -271,41 +388,47 @@ class KdumpFile:
         if hit is not None:
             self._cache.move_to_end(k)
             return hit
-        d = self.descs[k]
-        off, size, flags = int(d["offset"]), int(d["size"]), int(d["flags"])
+        off, size, codec, where = self._desc(k, pfn)
         phys = pfn * self.block_size
-        if size > self.block_size * 2 or size < 0:
-            raise ImageError(f"{self.name}: page descriptor #{k} size {size}", phys=phys)
-        raw = self.src.pread(off, size, f"page data of pfn {pfn:#x}")
-        codec = flags & _CODEC_FLAGS
+        raw = self.src.pread(off, size, f"page data of {where}")
         if codec:
+            decompress = _codec(codec)  # an unknown or missing codec: its own error, naming what to install
             try:
-                data = _codec(codec)(raw, self.block_size)
-            except ImageError:
-                raise
-            except Exception as exc:  # zlib.error, cramjam errors, lzo.error
-                raise ImageError(f"{self.name}: page does not decompress ({exc})", phys=phys) from None
+                data = decompress(raw, self.block_size)
+            except Exception as exc:  # zlib.error, cramjam errors, lzo.error, a snappy length header
+                raise ImageError(f"{self.name}: {where} does not decompress ({exc})", phys=phys) from None
         else:
             data = raw
         if len(data) != self.block_size:
-            raise ImageError(f"{self.name}: page is {len(data)} bytes", phys=phys, expected=f"{self.block_size}")
+            raise ImageError(
+                f"{self.name}: {where} holds {'more than ' if len(data) > self.block_size else ''}"
+                f"{min(len(data), self.block_size)} bytes",
+                phys=phys,
+                expected=f"one {self.block_size}-byte page",
+            )
         self._cache[k] = data
         if len(self._cache) > PAGE_CACHE:
             self._cache.popitem(last=False)
         return data
 
-    def head_of(self, k: int, inoff: int, n: int) -> bytes:
-        """``n`` bytes at ``inoff`` of page ``k`` without decompressing more than needed (zlib, raw)."""
-        d = self.descs[k]
-        flags, off, size = int(d["flags"]) & _CODEC_FLAGS, int(d["offset"]), int(d["size"])
-        if flags == 0 and size == self.block_size:
-            return self.src.pread(off + inoff, n, "page data")
-        if flags == DUMP_DH_COMPRESSED_ZLIB and k not in self._cache:
+    def head_of(self, k: int, pfn: int, inoff: int, n: int) -> bytes:
+        """``n`` bytes at ``inoff`` of page ``k`` (pfn ``pfn``) without decompressing
+        more than needed (zlib, raw)."""
+        if k in self._cache:
+            return self._cache[k][inoff : inoff + n]
+        off, size, codec, where = self._desc(k, pfn)
+        if codec == 0 and size == self.block_size:
+            return self.src.pread(off + inoff, n, f"page data of {where}")
+        if codec == DUMP_DH_COMPRESSED_ZLIB:
             try:
-                return zlib.decompressobj().decompress(self.src.pread(off, size, "page data"), inoff + n)[inoff:]
+                return zlib.decompressobj().decompress(self.src.pread(off, size, f"page data of {where}"), inoff + n)[
+                    inoff:
+                ]
             except zlib.error as exc:
-                raise ImageError(f"{self.name}: page does not decompress ({exc})") from None
-        return self.page(k, -1)[inoff : inoff + n]
+                raise ImageError(
+                    f"{self.name}: {where} does not decompress ({exc})", phys=pfn * self.block_size
+                ) from None
+        return self.page(k, pfn)[inoff : inoff + n]
 
     def image(self) -> PhysImage:
         img = PhysImage()
@@ -345,7 +468,7 @@ class KdumpPages(LazyData):
             key = (int(self.f.descs[self.first + k]["offset"]), inoff)  # zero pages share one descriptor target
             v = seen.get(key)
             if v is None:
-                v = seen[key] = int.from_bytes(self.f.head_of(self.first + k, inoff, 4), "big")
+                v = seen[key] = int.from_bytes(self.f.head_of(self.first + k, self.pfn + k, inoff, 4), "big")
             heads[i] = v
         return offs, heads
 

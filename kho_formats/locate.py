@@ -154,11 +154,40 @@ def kho_root_version(blob: bytes, *, phys: int | None = None) -> str | None:
         return None
 
 
+#: ``struct fdt_header`` (big-endian u32s): magic, totalsize, off_dt_struct, off_dt_strings,
+#: off_mem_rsvmap, version, last_comp_version, boot_cpuid_phys, size_dt_strings, size_dt_struct
+FDT_HEADER = np.dtype([(n, ">u4") for n in (
+    "magic", "totalsize", "off_dt_struct", "off_dt_strings", "off_mem_rsvmap",
+    "version", "last_comp_version", "boot_cpuid_phys", "size_dt_strings", "size_dt_struct",
+)])  # fmt: skip
+
+
+def plausible_fdt_header(head: bytes, max_size: int = MAX_ROOT_FDT) -> bool:
+    """Whether a 40-byte FDT header could belong to a blob :func:`~kho_formats.fdt.parse_fdt`
+    accepts (version, and every block inside ``totalsize``): a page that merely
+    starts with the magic is not read whole (a dump of such pages would copy a
+    MiB per page)."""
+    if len(head) < FDT_HEADER.itemsize:
+        return False
+    h = np.frombuffer(head, dtype=FDT_HEADER, count=1)[0]
+    total, version = int(h["totalsize"]), int(h["version"])
+    if int(h["magic"]) != FDT_MAGIC or not 40 <= total <= max_size:
+        return False
+    if version < 16 or int(h["last_comp_version"]) > min(17, version):
+        return False
+    struct_end = int(h["off_dt_struct"]) + (int(h["size_dt_struct"]) if version >= 17 else 0)
+    strings_end = int(h["off_dt_strings"]) + int(h["size_dt_strings"])
+    offsets = (int(h["off_dt_struct"]), int(h["off_dt_strings"]), int(h["off_mem_rsvmap"]))
+    return all(40 <= o <= total for o in offsets) and struct_end <= total and strings_end <= total
+
+
 def scan_root_fdts(image: PhysImage, page_size: int = 4096, *, limit: int = 64) -> list[RootCandidate]:
     """Every page-aligned KHO root FDT in ``image`` (at most ``limit``)."""
     out: list[RootCandidate] = []
     for phys in _fdt_pages(image, page_size):
         try:
+            if not plausible_fdt_header(image.read(phys, FDT_HEADER.itemsize, what="FDT header")):
+                continue
             blob = read_fdt_at(image, phys)
         except KhoFormatError:
             continue

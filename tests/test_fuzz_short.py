@@ -1,6 +1,8 @@
 """The short CI fuzz run: ~2000 mutated handovers of every version, page
 size and byte order (plus the real capture and the committed corpus) through
 parse + decode_clients + check; nothing but KhoFormatError may escape.
+Plus 150 inputs of each file-level target and 300 of each dump-file target
+(kdump, ELF core, kcore: fuzz/dumps.py).
 
 The long run is ``python fuzz/fuzz_kho.py --runs 100000`` (see fuzz/README.md).
 """
@@ -163,3 +165,20 @@ def test_multi_process_run_ends_when_a_worker_dies(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.mark.parametrize("target", ["kdump", "elf", "kcore"])
+def test_short_fuzz_of_the_dump_readers(target):
+    """Mutated kdump files (plain and flattened, every compression, both byte
+    orders, the real QEMU one), ELF cores and kcore files through
+    ``load_capture`` + ``parse_capture`` and the readers' page reads get only
+    KhoFormatErrors out, quickly and without growing memory (the long run is
+    ``python fuzz/fuzz_kho.py --target kdump --runs 20000``; fuzz/dumps.py).
+    300 inputs each: about 3, 5 and 1 s."""
+    from fuzz.targets import fuzz_target
+
+    st = fuzz_target(target, 300, seed=20260101, timeout=10.0)
+    assert st.runs == 300
+    assert st.escapes == 0, "\n\n".join(st.examples)
+    assert "ok" in st.outcomes and len(st.outcomes) > 2, st.outcomes
+    assert st.worst_seconds < 5.0, st.worst_input
