@@ -4,7 +4,7 @@ parse + decode_clients + check; nothing but KhoFormatError may escape.
 Plus 150 inputs of each file-level target and 300 of each dump-file target
 (kdump, ELF core, kcore: fuzz/dumps.py).
 
-The long run is ``python fuzz/fuzz_kho.py --runs 100000`` (see fuzz/README.md).
+The long run is ``python fuzz/fuzz_kho.py --runs 100000`` (see the Fuzzing section of README.md).
 """
 
 from __future__ import annotations
