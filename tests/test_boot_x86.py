@@ -155,12 +155,27 @@ def test_arch_mismatches_refused(tmp_path: Path) -> None:
         plan_boot(load_fixture(arm), fake_bzimage(tmp_path / "bzImage"), b"", tmp_path)
 
 
-def test_the_shipped_x86_fixture_is_refused_over_the_kernel(tmp_path: Path) -> None:
-    """fixtures/v4-4k-x86 puts its root FDT at 16 MiB, where the x86 kernel decompresses itself."""
-    d = tmp_path / "v4-4k-x86"
-    shutil.copytree(SHIPPED, d)
+def test_a_fixture_over_the_kernel_is_refused(tmp_path: Path) -> None:
+    """A root FDT at 16 MiB (where fixtures/v4-4k-x86 had it) lies where the x86 kernel decompresses itself."""
+    sp = load_spec(SPEC)
+    sp.root_fdt_phys, sp.alloc = 0x100_0000, [(0x100_1000, 0xFFF000)]
+    fx = build_spec(sp)
+    d = tmp_path / "low"
+    d.mkdir()
+    fx.image.to_bundle(d)
+    (d / "handover.json").write_text(json.dumps(fx.handover()))
     with pytest.raises(BootError, match=r"overlaps the kernel's decompression buffer \(pref_address"):
         plan_boot(load_fixture(d), fake_bzimage(tmp_path / "bzImage"), None, tmp_path)
+
+
+def test_the_shipped_x86_fixture_plans_clear_of_the_kernel(tmp_path: Path) -> None:
+    d = tmp_path / "v4-4k-x86"
+    shutil.copytree(SHIPPED, d)
+    p = plan_boot(load_fixture(d), fake_bzimage(tmp_path / "bzImage"), None, tmp_path)
+    assert (
+        p.setup_data_phys is not None
+        and p.scratch_array_phys == json.loads((SHIPPED / "handover.json").read_text())["scratch_array_phys"]
+    )
 
 
 def test_segment_outside_pc_ram_refused(tmp_path: Path) -> None:

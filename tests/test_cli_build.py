@@ -232,7 +232,7 @@ def test_yaml_spec_extras(built):
         "raw sub-blob bytes, passed through as is\n"
     )
     assert subs["area0"]["size"] == 16
-    assert j["root_fdt"]["phys"] == 0x1000000
+    assert j["root_fdt"]["phys"] == 0x20000000
     kho("check", built["v4-4k-x86"], check_rc=0)
 
 

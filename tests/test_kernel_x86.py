@@ -38,7 +38,8 @@ from kho_formats.clients import decode_clients, luo, luo_boot
 from kho_formats.fixture import Fixture
 from kho_formats.spec import Spec, build_spec, load_spec
 
-SPECS = Path(__file__).resolve().parent.parent / "fixtures" / "specs" / "kernel"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+SPECS = FIXTURES / "specs" / "kernel"
 TIMEOUT = 60
 
 
@@ -115,6 +116,12 @@ def test_x86_fixture_accepted_through_setup_data(tmp_path):
     # QEMU booted the patched copy, and the kernel it was given is unchanged
     assert kernel.read_bytes() == before and str(kernel) not in r.qemu_cmd
     assert r.duration < 10, show(r)
+
+
+def test_shipped_x86_fixture_accepted():
+    r = boot.run_boot(FIXTURES / "v4-4k-x86", x86_kernel(), timeout=TIMEOUT)
+    assert r.accepted, show(r)
+    assert r.clients == {"kho_test": "ok", "memblock": "ok", "kexec-metadata": "ok", "notes": "not-exercised", "area0": "not-exercised"}
 
 
 def test_orders_0_to_10_accepted_on_x86(tmp_path):
