@@ -77,6 +77,9 @@ class Capture:
     boot_ranges: list[tuple[int, int]] = field(default_factory=list)
     #: "fdt-file" | "debugfs" | "fixture"
     kind: str = "fdt-file"
+    #: the handover as its receiving kernel holds it after boot (debugfs ``kho/in``,
+    #: ``kho capture --side in``): its memory map pages were released (``state.parse(map_released=True)``)
+    received: bool = False
     #: which file supplied what (for reports)
     sources: dict[str, object] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -353,6 +356,7 @@ def _load_dir(d: Path, *, use_own_image: bool) -> Capture:
     cap.kind = "debugfs" if root_path.name == "fdt" else "fixture"
     if dbg is not None:
         cap.sources["debugfs"] = str(dbg)
+        cap.received = cap.kind == "debugfs" and dbg.resolve().name == "in"
         cap.sub_fdts = SubFdtFiles(dbg / "sub_fdts", inside=d)
         cap.scratch = read_scratch(dbg, inside=d)
         if cap.kind == "fixture" and (dbg / "fdt").is_file():
@@ -380,6 +384,8 @@ def _load_dir(d: Path, *, use_own_image: bool) -> Capture:
             cap.map_params[name] = value
     if meta.get("arch"):
         cap.arch = str(meta["arch"])
+    if meta.get("received") is True:  # a kho capture --side in: no memory map in it
+        cap.received = True
     if "scratch" in meta:
         cap.scratch = _pairs(meta["scratch"], f"{d}/handover.json: scratch")
     if meta.get("alloc"):
@@ -426,6 +432,7 @@ def parse_capture(
         limits=limits,
         root_fdt_phys=cap.root_fdt_phys,
         scratch=cap.scratch,
+        map_released=cap.received,
     )
     st.notes[:0] = cap.notes
     for sb in st.subblobs:

@@ -228,7 +228,9 @@ def _check(
         out.append(Finding(INFO, "note", n))
     _root_findings(state, image, root_phys_required, out)
     Budget(limits).count(len(state.scratch), "max_scratch", "scratch areas")
-    if not state.map_read:
+    if state.map_released:
+        out.append(Finding(INFO, "map-released", "the receiving kernel released the memory map: it was not checked"))
+    elif not state.map_read:
         out.append(Finding(WARNING, "no-image", "no memory image: the preserved memory map was not checked"))
     ov = state.preserved.find_overlap()
     if ov:

@@ -170,6 +170,8 @@ def write_capture(
         "subtrees": [{"name": sb.name, "phys": sb.phys, "size": sb.size} for sb in state.subblobs],
         "preserved_pages": state.preserved.num_pages,
         "preserved_contents": not referenced_only,
+        # the receiving side after boot: the memory map was released by that kernel and is not in the image
+        "received": cap.received,
         "image_bytes": image.total_bytes,
         "image_segments": len(image.covered()),
         "notes": list(state.notes),

@@ -145,6 +145,7 @@ def live_capture(
     cap.page_size = cap.page_size or kf.page_size
     cap.byte_order = cap.byte_order or kf.byteorder
     cap.kind = "live"
+    cap.received = side == "in"  # that kernel has released the memory map's pages (state.parse: map_released)
     cap.sources["images"] = [str(kcore)]
     cap.sources["live"] = {"side": side, "kcore": str(kcore), "debugfs": str(dbg)}
     if root_phys is None and boot_info is None and side == "in":

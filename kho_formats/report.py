@@ -125,7 +125,12 @@ def inspect_report(
                 v["client"] = sb.name
                 v["bytes"] = area.nr_pages * state.page_size
                 vm.append(v)
-    mm: dict = {"phys": state.memmap_phys, "kind": state.abi.memory_map, "read": state.map_read}
+    mm: dict = {
+        "phys": state.memmap_phys,
+        "kind": state.abi.memory_map,
+        "read": state.map_read,
+        "released": state.map_released,
+    }
     mm.update({k: None for k in _MAP_SUMMARY_KEYS.get(state.abi.memory_map, ())})  # documented: null when unread
     mm.update(state.codec.summary(state.map_context, state.memmap))
     return {
@@ -274,7 +279,13 @@ def render_inspect(r: dict, *, max_ranges: int = 32) -> str:
     detail = codec.describe(mm)
     L.append(
         f"  memory map:      {_fmt_addr(mm['phys'])} ({mm['kind']}{detail})"
-        + ("" if mm["read"] else " -- not read: no memory image")
+        + (
+            ""
+            if mm["read"]
+            else " -- not read: released by the receiving kernel"
+            if mm.get("released")
+            else " -- not read: no memory image"
+        )
     )
     for label, text in codec.param_lines(r):
         L.append(f"  {label + ':':<17}{text}")
@@ -318,7 +329,9 @@ def render_inspect(r: dict, *, max_ranges: int = 32) -> str:
         )
         L.append("")
     p = r["preserved"]
-    if p is None:
+    if p is None and mm.get("released"):
+        L.append("Preserved memory: not read (the receiving kernel released the memory map after reading it)")
+    elif p is None:
         L.append("Preserved memory: not read (give the memory image with --mem)")
     else:
         L.append(f"Preserved memory: {p['pages']} pages in {p['ranges_total']} ranges, {human_size(p['bytes'])}")

@@ -109,6 +109,8 @@ class KhoState:
     # what the parse saw (not part of equality)
     memmap_phys: int = 0
     map_read: bool = True
+    #: the handover as its receiving kernel holds it after boot: the map's pages were released (not read)
+    map_released: bool = False
     #: the map a parse walked or a build wrote (its pages and their placement)
     memmap: MemoryMap | None = None
     notes: list[str] = field(default_factory=list)
@@ -216,6 +218,14 @@ def _plausible_phys(v: int, page_size: int) -> bool:
     return v % page_size == 0 and v < (1 << 52)
 
 
+#: why the receiving side's memory map is not read (``parse(map_released=True)``)
+MAP_RELEASED_NOTE = (
+    "preserved memory map at {phys:#x} not read: this is the handover as the receiving kernel holds it after "
+    "boot, and that kernel releases the map's pages once it has read them (they are not themselves preserved), "
+    "so the memory there has been reused; the root FDT, sub-blobs and what the clients reference are read"
+)
+
+
 def parse(
     root_fdt: bytes,
     image: PhysImage | None = None,
@@ -228,6 +238,7 @@ def parse(
     limits: Limits | None = None,
     root_fdt_phys: int | None = None,
     scratch: Sequence[tuple[int, int]] = (),
+    map_released: bool = False,
 ) -> KhoState:
     """Root FDT bytes (+ physical memory image) -> :class:`KhoState`.
 
@@ -238,6 +249,13 @@ def parse(
     ``"page"``, ``"512"``) is the caller's choice for a kho-v1 chunk list
     and wins over them.  Without an image only the FDT is read (``map_read``
     is False).
+
+    ``map_released``: the handover as its *receiving* kernel holds it after
+    boot (debugfs ``kho/in``, a live capture ``--side in``).  That kernel
+    reads the memory map early and then lets its pages go (they are not
+    themselves preserved: kernel/liveupdate/kexec_handover.c), so the image
+    no longer holds the map; it is not read (``map_read`` is False, a note
+    says why) instead of being parsed from reused pages.
     """
     _check_parse_args(root_fdt, image, version, page_size, byteorder, root_fdt_phys, limits)
     budget = Budget(limits)
@@ -345,6 +363,11 @@ def parse(
     if image is None:
         state.map_read = False
         notes.append("no memory image given: the preserved memory map was not read")
+        return state
+    if map_released:
+        state.map_read = False
+        state.map_released = True
+        notes.append(MAP_RELEASED_NOTE.format(phys=map_phys))
         return state
     options = {"v1_bitmap": v1_bitmap} if v1_bitmap is not None else {}
     got = state.codec.read(image, map_phys, state.map_context, budget=budget, params=map_params or {}, options=options)

@@ -121,7 +121,13 @@ def test_x86_fixture_accepted_through_setup_data(tmp_path):
 def test_shipped_x86_fixture_accepted():
     r = boot.run_boot(FIXTURES / "v4-4k-x86", x86_kernel(), timeout=TIMEOUT)
     assert r.accepted, show(r)
-    assert r.clients == {"kho_test": "ok", "memblock": "ok", "kexec-metadata": "ok", "notes": "not-exercised", "area0": "not-exercised"}
+    assert r.clients == {
+        "kho_test": "ok",
+        "memblock": "ok",
+        "kexec-metadata": "ok",
+        "notes": "not-exercised",
+        "area0": "not-exercised",
+    }
 
 
 def test_orders_0_to_10_accepted_on_x86(tmp_path):

@@ -34,6 +34,7 @@ from .qemu import (
 from .x86 import (
     X86_BASE_CMDLINE,
     X86_DEFAULT_CPU,
+    BzImage,
     bzimage,
     check_x86_layout,
     patched_bzimage,
@@ -41,7 +42,7 @@ from .x86 import (
     setup_data_entry,
 )
 
-__all__ = ["BootResult", "BootPlan", "plan_boot", "run_boot"]
+__all__ = ["BootResult", "BootPlan", "plan_boot", "run_boot", "X86Handover", "x86_handover", "client_cmdline"]
 
 DEFAULT_CPU = "max,pauth-impdef=on"
 
@@ -234,6 +235,55 @@ def plan_boot(
     )
 
 
+@dataclass
+class X86Handover:
+    """What hands a fixture to an x86_64 kernel under QEMU pc (:func:`x86_handover`)."""
+
+    #: the patched copy of the bzImage (its setup header names ``setup_data_phys``)
+    kernel: Path
+    #: ``-device loader`` arguments: the fixture's segments, the setup_data entry, the scratch array if placed
+    loaders: list[str]
+    setup_data_phys: int
+    scratch_array_phys: int
+
+
+def x86_bzimage(kernel: Path) -> BzImage:
+    """``kernel``'s setup header, or a :class:`BootError` saying what it is instead."""
+    bz = bzimage(kernel)
+    if bz is None:
+        what = "an arm64 Image" if kernel_page_size(kernel) is not None else "not an x86 bzImage (no 'HdrS' header)"
+        raise BootError(f"kernel {kernel} is {what}; the fixture is for x86_64")
+    return bz
+
+
+def x86_handover(fx: BootFixture, kernel: Path, workdir: Path, memory: str = "1G", initrd_size: int = 0) -> X86Handover:
+    """Lay ``fx`` into QEMU pc RAM of ``memory`` for ``kernel`` (a bzImage):
+    check the layout, place the setup_data entry (and the scratch array when
+    the segments lack it) in free pages, write them and the patched bzImage
+    into ``workdir``.  Also used by ``scripts/live/run.py`` (a live capture on
+    the receiving side of a fixture)."""
+    bz = x86_bzimage(kernel)
+    ram_size = ram_bytes(memory)
+    check_x86_layout(fx, bz, ram_size, initrd_size)
+    loaders: list[str] = []
+    arr = fx.scratch_array()
+    sap = fx.scratch_array_phys
+    taken: list[tuple[int, int]] = []
+    if arr and (sap is None or not fx.image.has(sap, len(arr))):
+        sap = place_x86_page(fx, len(arr), bz, ram_size, initrd_size, taken, "kho_scratch array")
+        sfile = workdir / "scratch-array.bin"
+        sfile.write_bytes(arr)
+        loaders += loader_args(sfile, sap)
+    entry = setup_data_entry(fx.fdt_phys, fx.fdt_size, sap or 0, len(arr))
+    sd_phys = place_x86_page(fx, len(entry), bz, ram_size, initrd_size, taken, "setup_data entry")
+    sd_file = workdir / "setup_data.bin"
+    sd_file.write_bytes(entry)
+    loaders += loader_args(sd_file, sd_phys)
+    for seg in fx.segments:
+        loaders += loader_args(seg.path, seg.phys)
+    return X86Handover(patched_bzimage(bz, sd_phys, workdir / "bzImage"), loaders, sd_phys, sap or 0)
+
+
 def _plan_x86(
     fx: BootFixture | None,
     kernel: Path,
@@ -244,11 +294,7 @@ def _plan_x86(
     extra_cmdline: str,
     init_binary: Path | None,
 ) -> BootPlan:
-    bz = bzimage(kernel)
-    if bz is None:
-        what = "an arm64 Image" if kernel_page_size(kernel) is not None else "not an x86 bzImage (no 'HdrS' header)"
-        raise BootError(f"kernel {kernel} is {what}; the fixture is for x86_64")
-    ram_size = ram_bytes(memory)
+    x86_bzimage(kernel)
     cmdline = X86_BASE_CMDLINE
     loaders: list[str] = []
     asks = _Clients()
@@ -260,24 +306,8 @@ def _plan_x86(
         asks = _client_asks(fx)
         cmdline += asks.cmdline
         initrd_path = _write_initrd(asks, workdir, init_binary, "x86_64")
-        initrd_size = initrd_path.stat().st_size if initrd_path is not None else 0
-        check_x86_layout(fx, bz, ram_size, initrd_size)
-        arr = fx.scratch_array()
-        sap = fx.scratch_array_phys
-        taken: list[tuple[int, int]] = []
-        if arr and (sap is None or not fx.image.has(sap, len(arr))):
-            sap = place_x86_page(fx, len(arr), bz, ram_size, initrd_size, taken, "kho_scratch array")
-            sfile = workdir / "scratch-array.bin"
-            sfile.write_bytes(arr)
-            loaders += loader_args(sfile, sap)
-        entry = setup_data_entry(fx.fdt_phys, fx.fdt_size, sap or 0, len(arr))
-        sd_phys = place_x86_page(fx, len(entry), bz, ram_size, initrd_size, taken, "setup_data entry")
-        sd_file = workdir / "setup_data.bin"
-        sd_file.write_bytes(entry)
-        loaders += loader_args(sd_file, sd_phys)
-        for seg in fx.segments:
-            loaders += loader_args(seg.path, seg.phys)
-        boot_kernel = patched_bzimage(bz, sd_phys, workdir / "bzImage")
+        ho = x86_handover(fx, kernel, workdir, memory, initrd_path.stat().st_size if initrd_path is not None else 0)
+        boot_kernel, loaders, sap, sd_phys = ho.kernel, ho.loaders, ho.scratch_array_phys, ho.setup_data_phys
         if fx.cmdline:
             cmdline += " " + fx.cmdline
     if extra_cmdline:
@@ -308,6 +338,12 @@ def _plan_x86(
         boot_kernel,
         sd_phys,
     )
+
+
+def client_cmdline(fx: BootFixture) -> str:
+    """What the fixture's clients add to the kernel command line (``reserve_mem=...``), and its own ``cmdline``."""
+    extra = _client_asks(fx).cmdline.strip()
+    return f"{extra} {fx.cmdline}".strip()
 
 
 def run_boot(

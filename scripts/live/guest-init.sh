@@ -4,7 +4,8 @@
 # read-write as 9p tag "out" (mounted on /mnt).  Runs `kho capture` on the live
 # system, prints KHO-LIVE-CAPTURED <rc> and waits: the host stops the VM and dumps
 # its memory at that moment.  KHO_PY (python), KHO_SRC (the kho-formats tree) come
-# from the kernel command line.
+# from the kernel command line, and KHO_SIDE (out: what this kernel would hand
+# over; in: what it received).
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -18,6 +19,7 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 out /mnt
 echo "KHO-LIVE-BOOTED $(uname -r)"
 cp -r /sys/kernel/debug/kho /mnt/debugfs-kho
 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$KHO_SRC" "$KHO_PY" -m kho_formats.cli capture -o /mnt/capture --json \
+    --side "${KHO_SIDE:-out}" \
     > /mnt/capture.json 2> /mnt/capture.err
 rc=$?
 echo "KHO-LIVE-CAPTURED $rc"

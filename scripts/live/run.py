@@ -6,6 +6,7 @@ this Python, numpy, construct and the kho-formats tree), run ``kho capture -o DI
 ``dump-guest-memory`` at that moment.
 
     scripts/live/run.py --kernel ~/.cache/kho-formats/linux-7.3-x86_64-live/bzImage --out DIR
+    scripts/live/run.py --out DIR --handover fixtures/v4-4k-x86 --side in   # the receiving side
 
 DIR gets: capture/ (what ``kho capture`` wrote in the guest), capture.json, capture.err,
 debugfs-kho/ (a copy of the guest's debugfs ``kho`` taken just before), vmcore.elf (the QEMU
@@ -94,11 +95,20 @@ def run(
     timeout: float = 900,
     python: str = sys.executable,
     params: str = DEFAULT_PARAMS,
+    handover: Path | None = None,
+    side: str = "out",
 ) -> Path:
     """Boot, capture and dump into ``out``; ``params`` are kernel parameters
-    added to the fixed ones (``kho=on``, the 9p root, the init script)."""
+    added to the fixed ones (``kho=on``, the 9p root, the init script).
+
+    ``handover``: a fixture directory (``kho build``, arch x86_64) handed to
+    the kernel the way ``kho boot`` does (a ``SETUP_KEXEC_KHO`` setup_data
+    entry named by a patched copy of the bzImage, kho_formats.boot.x86), so
+    the guest runs on the receiving side of it; ``side`` is what ``kho capture
+    --side`` captures in the guest ("out": the handover this kernel would
+    pass on; "in": the one it received)."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("capture", "debugfs-kho", "vmcore.elf", "console.log", "capture.json", "capture.err"):
+    for name in ("capture", "debugfs-kho", "vmcore.elf", "console.log", "capture.json", "capture.err", "boot"):
         p = out / name
         if p.is_dir():
             shutil.rmtree(p)
@@ -106,10 +116,21 @@ def run(
             p.unlink()
     qmp_sock = out / "qmp.sock"
     console = out / "console.log"
+    loaders: list[str] = []
+    if handover is not None:
+        sys.path.insert(0, str(SRC))
+        from kho_formats.boot.load import load_fixture
+        from kho_formats.boot.runner import client_cmdline, x86_handover
+
+        fx = load_fixture(handover)
+        (out / "boot").mkdir()
+        ho = x86_handover(fx, kernel, out / "boot", mem)
+        kernel, loaders = ho.kernel, ho.loaders
+        params = f"{params} {client_cmdline(fx)}".strip()
     cmdline = (
         f"console=ttyS0 loglevel=4 kho=on {params} panic=-1 root=hostroot rootfstype=9p "
         "rootflags=trans=virtio,version=9p2000.L,msize=262144 ro "
-        f"init={HERE / 'guest-init.sh'} KHO_PY={python} KHO_SRC={SRC}"
+        f"init={HERE / 'guest-init.sh'} KHO_PY={python} KHO_SRC={SRC} KHO_SIDE={side}"
     )
     qemu = [
         "qemu-system-x86_64",
@@ -128,6 +149,7 @@ def run(
         "-device", "virtio-9p-pci,fsdev=out,mount_tag=out",
         "-kernel", str(kernel),
         "-append", cmdline,
+        *loaders,
     ]  # fmt: skip
     proc = subprocess.Popen(qemu, stdout=subprocess.DEVNULL, stderr=open(out / "qemu.err", "wb"))
     try:
@@ -165,8 +187,25 @@ def main() -> int:
         help=f"more kernel parameters (default {DEFAULT_PARAMS!r}; e.g. 'initcall_blacklist=kho_test_init' "
         "leaves kexec-metadata the only sub-tree)",
     )
+    ap.add_argument(
+        "--handover",
+        type=Path,
+        metavar="FIXTURE",
+        help="boot on the receiving side of this x86_64 fixture (as kho boot hands it over)",
+    )
+    ap.add_argument(
+        "--side", choices=("out", "in"), default="out", help="what kho capture --side captures in the guest"
+    )
     args = ap.parse_args()
-    run(args.kernel, args.out, mem=args.mem, timeout=args.timeout, params=args.params)
+    run(
+        args.kernel,
+        args.out,
+        mem=args.mem,
+        timeout=args.timeout,
+        params=args.params,
+        handover=args.handover,
+        side=args.side,
+    )
     print(f"capture and dump in {args.out}")
     return 0
 
