@@ -75,7 +75,9 @@ def setup_data_kho(root: str | os.PathLike[str] = BOOT_PARAMS_SETUP_DATA) -> byt
         return None
     for e in entries:
         try:
-            kind = int(read_regular(e / "type", "setup_data type", max_size=64).decode("ascii").strip(), 0)
+            # a sysfs attribute: stat says 4096 (one page) whatever it holds ("0xa\n")
+            raw = read_regular(e / "type", "setup_data type", max_size=4096).rstrip(b"\0")
+            kind = int(raw.decode("ascii").strip(), 0)
         except (KhoFormatError, ValueError, UnicodeDecodeError):
             continue
         if kind == SETUP_KEXEC_KHO:

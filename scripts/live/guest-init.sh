@@ -18,6 +18,8 @@ export TMPDIR=/run
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 out /mnt
 echo "KHO-LIVE-BOOTED $(uname -r)"
 cp -r /sys/kernel/debug/kho /mnt/debugfs-kho
+# x86 boot_params (setup_data entries: type 10 names the handover this kernel received)
+cp -r /sys/kernel/boot_params /mnt/boot_params 2>/dev/null
 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$KHO_SRC" "$KHO_PY" -m kho_formats.cli capture -o /mnt/capture --json \
     --side "${KHO_SIDE:-out}" \
     > /mnt/capture.json 2> /mnt/capture.err

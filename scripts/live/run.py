@@ -108,7 +108,16 @@ def run(
     --side`` captures in the guest ("out": the handover this kernel would
     pass on; "in": the one it received)."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("capture", "debugfs-kho", "vmcore.elf", "console.log", "capture.json", "capture.err", "boot"):
+    for name in (
+        "capture",
+        "debugfs-kho",
+        "boot_params",
+        "vmcore.elf",
+        "console.log",
+        "capture.json",
+        "capture.err",
+        "boot",
+    ):
         p = out / name
         if p.is_dir():
             shutil.rmtree(p)
