@@ -276,12 +276,20 @@ def resolve_root_fdt(cap: Capture, *, root_phys: int | None = None, boot_info: b
             cap.sources["root_fdt"] = f"{name} @ {root_phys:#x}"
             return
         found = locate.scan_root_fdts(img, 4096)
+        bad, first_bad = locate.scan_problems(img)
+        skipped = (
+            f"the scan skipped {bad} page{'s' if bad != 1 else ''} of {name} that could not be read (first: {first_bad})"
+            if bad
+            else ""
+        )
         if not found:
             raise KhoFormatError(
                 f"{name}: no KHO root FDT found in the image (no page-aligned FDT with a known compatible "
-                "and preserved-memory-map)",
+                "and preserved-memory-map)" + (f"; {skipped}" if skipped else ""),
                 expected="--root-phys ADDR, --boot-info FILE or a debugfs capture",
             )
+        if skipped:
+            cap.notes.append(skipped)
         use = found[0]
         cap.root_fdt = locate.read_fdt_at(img, use.phys)
         cap.root_fdt_phys = use.phys

@@ -139,6 +139,11 @@ class LazyData:
         heads = np.array([int.from_bytes(self.fetch(int(o), 4), "big") for o in offs.tolist()], dtype=np.uint32)
         return offs, heads
 
+    def scan_problems(self) -> tuple[int, str | None]:
+        """Pages a :meth:`page_heads` scan could not read and skipped (read as
+        0): ``(count, the first one's error)``; ``(0, None)`` by default."""
+        return 0, None
+
 
 class _LazySlice(LazyData):
     def __init__(self, base: LazyData, off: int, n: int) -> None:
@@ -147,6 +152,9 @@ class _LazySlice(LazyData):
 
     def fetch(self, off: int, n: int) -> bytes:
         return self.base.fetch(self.off + off, n)
+
+    def scan_problems(self) -> tuple[int, str | None]:
+        return self.base.scan_problems()
 
     def page_heads(self, first: int, step: int) -> tuple[np.ndarray, np.ndarray]:
         offs, heads = self.base.page_heads(self.off + first, step)

@@ -368,6 +368,10 @@ class KdumpFile:
         first = np.concatenate(([0], np.cumsum(counts)[:-1])) if counts.size else counts
         self.runs: list[tuple[int, int, int]] = list(zip(starts.tolist(), counts.tolist(), first.tolist()))
         self._cache: OrderedDict[int, bytes] = OrderedDict()
+        #: pages a page-head scan could not read (a bad descriptor, data that does not
+        #: decompress): skipped, so one damaged page does not hide the rest of the dump
+        self.unreadable = 0
+        self.first_unreadable: str | None = None
 
     def _desc(self, k: int, pfn: int) -> tuple[int, int, int, str]:
         """Page descriptor ``k`` (of pfn ``pfn``): (data offset, size, codec flags, how to name it)."""
@@ -468,9 +472,18 @@ class KdumpPages(LazyData):
             key = (int(self.f.descs[self.first + k]["offset"]), inoff)  # zero pages share one descriptor target
             v = seen.get(key)
             if v is None:
-                v = seen[key] = int.from_bytes(self.f.head_of(self.first + k, self.pfn + k, inoff, 4), "big")
+                try:
+                    v = int.from_bytes(self.f.head_of(self.first + k, self.pfn + k, inoff, 4), "big")
+                except ImageError as exc:  # one damaged page: skipped (read as 0), counted
+                    self.f.unreadable += 1
+                    self.f.first_unreadable = self.f.first_unreadable or str(exc)
+                    v = 0
+                seen[key] = v
             heads[i] = v
         return offs, heads
+
+    def scan_problems(self) -> tuple[int, str | None]:
+        return self.f.unreadable, self.f.first_unreadable
 
 
 def load_kdump(path: str | os.PathLike[str], data: mmap.mmap | bytes | None = None) -> PhysImage:

@@ -181,6 +181,21 @@ def plausible_fdt_header(head: bytes, max_size: int = MAX_ROOT_FDT) -> bool:
     return all(40 <= o <= total for o in offsets) and struct_end <= total and strings_end <= total
 
 
+def scan_problems(image: PhysImage) -> tuple[int, str | None]:
+    """Pages the last page scan of ``image`` skipped because they could not be
+    read (a damaged kdump page): ``(count, the first error)``."""
+    seen: set[tuple[int, str | None]] = set()
+    total, first = 0, None
+    for seg in image:
+        if isinstance(seg.data, LazyData):
+            got = seg.data.scan_problems()
+            if got[0] and got not in seen:
+                seen.add(got)
+                total += got[0]
+                first = first or got[1]
+    return total, first
+
+
 def scan_root_fdts(image: PhysImage, page_size: int = 4096, *, limit: int = 64) -> list[RootCandidate]:
     """Every page-aligned KHO root FDT in ``image`` (at most ``limit``)."""
     out: list[RootCandidate] = []

@@ -104,11 +104,30 @@ def test_page_descriptor_size_is_checked_on_the_scan_path(tmp_path: Path) -> Non
         p = write(tmp_path, data)
         t0 = time.perf_counter()
         peak, exc = peak_alloc(lambda p=p: load_capture(p))
-        assert isinstance(exc, ImageError), exc
+        # the scan skips the damaged page (and says so); no root FDT in this dump at all
+        assert isinstance(exc, KhoFormatError) and "no KHO root FDT found" in str(exc), exc
         msg = str(exc)
+        assert "the scan skipped 1 page" in msg, msg
         assert "page descriptor #1" in msg and "pfn 0x101" in msg and "size 4294967295" in msg, msg
-        assert exc.phys == 0x101000 and "1..8192 bytes" in msg  # the page's address, not -1
+        assert "1..8192 bytes" in msg
         assert peak < 16 * MiB and time.perf_counter() - t0 < 2
+        with pytest.raises(ImageError) as ei:  # read directly, the page is an error naming its address
+            load_kdump(p).read(0x101000, 4)
+        assert ei.value.phys == 0x101000  # the page's address, not -1
+
+
+def test_one_damaged_page_does_not_hide_the_handover(tmp_path: Path) -> None:
+    """A kdump of fixtures/v4-4k with one page descriptor past the root FDT
+    damaged: the scan skips that page, finds the root FDT and says what it skipped."""
+    img = PhysImage.from_bundle(ROOT / "fixtures" / "v4-4k")
+    buf = io.BytesIO()
+    write_kdump(img, buf, compression="zlib")
+    b = bytearray(buf.getvalue())
+    put(b, Layout(b).desc(5) + 8, 4, 0xFFFFFFFF)
+    for data in (bytes(b), flatten(bytes(b))):
+        cap = load_capture(write(tmp_path, data))
+        assert cap.root_fdt_phys == 0x7800_0000
+        assert any("the scan skipped 1 page" in n and "page descriptor #5" in n for n in cap.notes), cap.notes
 
 
 @pytest.mark.parametrize("size", [0, 8193, 0x80000000])
