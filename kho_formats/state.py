@@ -222,7 +222,9 @@ def _plausible_phys(v: int, page_size: int) -> bool:
 MAP_RELEASED_NOTE = (
     "preserved memory map at {phys:#x} not read: this is the handover as the receiving kernel holds it after "
     "boot, and that kernel releases the map's pages once it has read them (they are not themselves preserved), "
-    "so the memory there has been reused; the root FDT, sub-blobs and what the clients reference are read"
+    "so the memory there has been reused; the root FDT, sub-blobs and what the clients reference are read "
+    "(what a client consumed at boot no longer decodes: LUO frees luo_ser in its early init, test_kho puts "
+    "its folios and frees folios_info, kho_restore_vmalloc() frees the chunk pages)"
 )
 
 

@@ -169,6 +169,11 @@ def test_receiving_side_uses_setup_data(live, tmp_path):
     assert any("releases the map's pages once it has read them" in n for n in st.notes)
     sent = parse_capture(load_capture(LUO))
     assert [(s.name, s.phys, s.size) for s in st.subblobs] == [(s.name, s.phys, s.size) for s in sent.subblobs]
+    from kho_formats.check import check
+
+    fs = check(st, cap.image)
+    assert ("info", "map-released") in [(f.severity, f.code) for f in fs]
+    assert not [f for f in fs if f.severity != "info"], fs
 
 
 def test_huge_sparse_kcore_reads_only_what_is_asked(tmp_path):
