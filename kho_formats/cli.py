@@ -458,7 +458,8 @@ def cmd_boot(args) -> int:
     if not (fixture / "handover.json").is_file():
         _error(f"{fixture}: not a fixture directory (no handover.json; write one with kho build)")
         return EXIT_PROBLEM
-    res = boot.run_boot(str(fixture), args.kernel, args.timeout)  # BootError is a KhoFormatError: see main()
+    kw = {"via": args.via} if args.via != "loader" else {}
+    res = boot.run_boot(str(fixture), args.kernel, args.timeout, **kw)  # BootError is a KhoFormatError: see main()
     data = {
         "schema": "kho-formats/boot/1",
         "fixture": str(fixture),
@@ -743,6 +744,14 @@ def build_parser() -> argparse.ArgumentParser:
         "for the fixture's page size and LUO use, or of scripts/live/build-kernel.sh for x86_64)",
     )
     s.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS", help="default 120")
+    s.add_argument(
+        "--via",
+        choices=("loader", "kexec"),
+        default="loader",
+        help="how the handover reaches the kernel: 'loader' (default: QEMU loads it, the boot DTB or a patched "
+        "bzImage setup header names it) or 'kexec' (x86_64: a first-stage kernel kexec_load()s the kernel "
+        "with the fixture and a boot_params whose setup_data names it)",
+    )
     s.set_defaults(func=cmd_boot)
     return p
 

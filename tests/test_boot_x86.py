@@ -30,6 +30,7 @@ PREF, INIT = 0x100_0000, 0xB8_9000
 def fake_bzimage(path: Path, *, protocol: int = 0x20F, setup_sects: int = 27, size: int = 1 << 16) -> Path:
     data = bytearray(size)
     data[0x1F1] = setup_sects
+    data[0x200:0x202] = b"\xeb\x6a"  # jmp to the end of the header (0x26c), as in a real bzImage
     data[0x202:0x206] = b"HdrS"
     data[0x206:0x208] = protocol.to_bytes(2, "little")
     data[0x258:0x260] = PREF.to_bytes(8, "little")
@@ -190,3 +191,77 @@ def test_default_kernel_per_arch(monkeypatch, tmp_path: Path) -> None:
     assert boot.default_kernel() == tmp_path / "linux-7.3-arm64" / "Image"
     with pytest.raises(BootError, match="scripts/live/build-kernel.sh"):
         boot.run_boot(x86_fixture(tmp_path))
+
+
+# -- --via kexec: the first-stage kernel's plan ---------------------------------------------------
+
+
+def _plan_kexec(tmp_path: Path):
+    from kho_formats.boot.kexec import plan_kexec
+
+    d = x86_fixture(tmp_path)
+    fx = load_fixture(d)
+    kernel = fake_bzimage(tmp_path / "bzImage", size=3 << 20)
+    loader = tmp_path / "loader"
+    loader.write_bytes(b"\x7fELF not really")
+    return fx, kernel, plan_kexec(fx, x86.bzimage(kernel), "console=ttyS0 kho=on", loader=loader)
+
+
+def test_kexec_plan_segments(tmp_path: Path) -> None:
+    from kho_formats.boot.initramfs import read_newc
+
+    fx, kernel, kp = _plan_kexec(tmp_path)
+    segs = sorted(kp.segments)
+    assert len(segs) <= 16
+    for (a, n, name), (b, _, _) in zip(segs, segs[1:]):
+        assert a % 4096 == 0 and n % 4096 == 0 and a + n <= b, (name, hex(a), hex(n), hex(b))
+    by_name = {name: (phys, memsz) for phys, memsz, name in kp.segments}
+    bz = x86.bzimage(kernel)
+    assert by_name["kernel"] == (PREF, INIT)  # at pref_address, room for init_size
+    files = {e.name: e.data for e in read_newc(kp.initrd)}
+    assert files["init"] == b"\x7fELF not really" and files["kexec/kernel"] == kernel.read_bytes()[bz.setup_size :]
+    plan = files["kexec/plan"].decode().splitlines()
+    assert plan[0] == f"entry {kp.entry:x}" and kp.entry == by_name["purgatory"][0]
+    assert plan[-1] == f"bootparams {kp.boot_params_phys:x} /kexec/boot-params"
+    for k, seg in enumerate(fx.segments):  # the fixture's bytes at their own addresses
+        assert by_name[f"fixture-{k}"][0] == seg.phys
+        assert files[f"kexec/fixture-{k}"] == fx.image.read(seg.phys, seg.size)
+    # the harness's pages are clear of the kernel's buffer
+    for name in ("setup-data", "cmdline", "purgatory", "boot-params"):
+        a = by_name[name][0]
+        assert not (PREF <= a < PREF + INIT) and a >= x86.X86_PREFERRED, name
+
+
+def test_kexec_zero_page_and_purgatory(tmp_path: Path) -> None:
+    """The zero page names the command line and the setup_data chain, read back
+    through the library's own boot_params reader (locate.from_boot_info); the
+    purgatory loads %rsi with it and jumps 0x200 into the protected-mode kernel."""
+    from kho_formats.boot.initramfs import read_newc
+
+    fx, kernel, kp = _plan_kexec(tmp_path)
+    files = {e.name: e.data for e in read_newc(kp.initrd)}
+    bp = files["kexec/boot-params"]
+    src = kernel.read_bytes()
+    end = 0x202 + src[0x201]
+    assert bp[0x202:0x206] == b"HdrS" and bp[0x1F1:0x210] == src[0x1F1:0x210]  # the bzImage's setup header
+    assert bp[0x212:0x214] == src[0x212:0x214] and bp[0x230:end] == src[0x230:0x250] + bp[0x250:0x258] + src[0x258:end]
+    assert bp[0x210] == 0xFF and bp[0x211] & 1  # type_of_loader, LOADED_HIGH
+    by_name = {name: phys for phys, _, name in kp.segments}
+    cmd = int.from_bytes(bp[0x228:0x22C], "little") | int.from_bytes(bp[0xC8:0xCC], "little") << 32
+    assert cmd == by_name["cmdline"] and files["kexec/cmdline"] == b"console=ttyS0 kho=on\0"
+    image = PhysImage()
+    for name, phys in by_name.items():
+        if name != "boot-params":
+            image.add(phys, files[f"kexec/{name}"])
+    assert from_boot_info(bp, image) == [fx.fdt_phys]
+    p = files["kexec/purgatory"]
+    assert (p[:2], p[10:12], p[20:]) == (b"\x48\xbe", b"\x48\xb8", b"\xff\xe0")  # movabs rsi; movabs rax; jmp rax
+    assert int.from_bytes(p[2:10], "little") == kp.boot_params_phys
+    assert int.from_bytes(p[12:20], "little") == PREF + 0x200
+
+
+def test_kexec_refusals(tmp_path: Path) -> None:
+    with pytest.raises(BootError, match="x86_64 fixture over from a first-stage"):
+        boot.run_boot(ROOT / "fixtures" / "v4-4k", fake_arm64_image(tmp_path / "Image"), via="kexec")
+    with pytest.raises(BootError, match="via 'usb'"):
+        boot.run_boot(SHIPPED, fake_bzimage(tmp_path / "bzImage"), via="usb")

@@ -30,6 +30,7 @@ from _kernel import (
     kho_test_of,
     kho_v3_compatible,
     minimal_spec,
+    write_boot_fixture,
 )
 from test_kernel_boot import FAILED, OK
 
@@ -203,3 +204,46 @@ def test_flipped_bit_in_a_memfd_folio_is_a_content_mismatch_on_x86(tmp_path):
     r = run(dataclasses.replace(fx, image=image), tmp_path, "luo-flip", truths={"LUO": intact})
     assert r.verdict == "rejected", show(r)
     assert "LUO session 'vm-a' file token 0xffffffffffffffff: content mismatch" in r.reason, show(r)
+
+
+# -- through kexec_load(2) from a first-stage kernel ------------------------------------------------
+
+
+def _kexec(fx_dir: Path, **kw) -> boot.BootResult:
+    r = boot.run_boot(fx_dir, x86_kernel(), timeout=TIMEOUT, via="kexec", **kw)
+    print(f"kexec boot {fx_dir.name}: {r.verdict} in {r.duration:.2f} s: {r.reason}")
+    assert r.verdict != "error", r.reason
+    assert not r.timed_out, r.reason
+    return r
+
+
+def test_shipped_x86_fixture_accepted_through_kexec_load():
+    r = _kexec(FIXTURES / "v4-4k-x86")
+    assert r.accepted, show(r)
+    assert r.clients == {
+        "kho_test": "ok",
+        "memblock": "ok",
+        "kexec-metadata": "ok",
+        "notes": "not-exercised",
+        "area0": "not-exercised",
+    }
+    # the first kernel loaded the segments and jumped; the verdict is the second kernel's
+    first, _, second = r.log.partition("kexec_core: Starting new kernel")
+    assert "KEXECLOAD loaded" in first and boot.FOUND not in first
+    assert boot.FOUND in second and "test_kho: KHO restore succeeded" in second
+    assert "e820 entries=" in first  # the zero page carries the first kernel's memory map
+    assert r.duration < 10, show(r)
+
+
+def test_kho_v3_compatible_rejected_through_kexec_load(tmp_path):
+    d = write_boot_fixture(kho_v3_compatible(build_x86()), tmp_path / "v3")
+    r = _kexec(d)
+    assert r.verdict == "rejected", show(r)
+    assert "is incompatible with 'kho-v4'" in r.reason
+
+
+def test_flipped_folio_bit_rejected_through_kexec_load(tmp_path):
+    fx, _ = flip_folio_bit(build_x86())
+    r = _kexec(write_boot_fixture(fx, tmp_path / "flip"))
+    assert r.verdict == "rejected", show(r)
+    assert r.clients["kho_test"] == "failed" and FAILED in r.reason

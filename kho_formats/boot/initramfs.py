@@ -41,6 +41,7 @@ __all__ = [
     "CFLAGS",
     "cross_compiler",
     "luo_check_binary",
+    "static_program",
     "initramfs",
 ]
 
@@ -149,26 +150,31 @@ def _cache_root() -> Path:
 
 def luo_check_binary(cache: Path | None = None, arch: str = "arm64") -> Path:
     """The static ``luo_check`` for ``arch`` (compiled once per source / compiler / flags)."""
+    return static_program(LUO_CHECK_SOURCE, arch, cache)
+
+
+def static_program(source: Path, arch: str = "arm64", cache: Path | None = None) -> Path:
+    """``source`` (a C file next to this module) compiled into a static ``arch``
+    program, once per source / compiler / flags, cached under ``<cache>/<stem>/<hash>/``."""
     if arch not in COMPILERS:
         raise BootError(f"no luo_check for arch {arch!r}", expected=" or ".join(COMPILERS))
     name, env, pkgs = COMPILERS[arch]
     cc = cross_compiler(arch)
     if cc is None:
         raise BootError(
-            f"{os.environ.get(env) or name} not found: the LUO check program is compiled for {arch}"
-            f" (apt-get install {pkgs})"
+            f"{os.environ.get(env) or name} not found: {source.name} is compiled for {arch} (apt-get install {pkgs})"
         )
-    src = LUO_CHECK_SOURCE.read_bytes()
+    src = source.read_bytes()
     ver = subprocess.run([cc, "--version"], capture_output=True, text=True, stdin=subprocess.DEVNULL).stdout
     key = hashlib.sha256(src + ver.encode() + " ".join(CFLAGS).encode() + arch.encode()).hexdigest()[:16]
-    out_dir = (cache or _cache_root()) / "luo-check" / key
-    binary = out_dir / "luo_check"
+    out_dir = (cache or _cache_root()) / source.stem.replace("_", "-") / key
+    binary = out_dir / source.stem
     if binary.is_file():
         return binary
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f"luo_check.{os.getpid()}.tmp"
+    tmp = out_dir / f"{source.stem}.{os.getpid()}.tmp"
     r = subprocess.run(
-        [cc, *CFLAGS, "-o", str(tmp), str(LUO_CHECK_SOURCE)],
+        [cc, *CFLAGS, "-o", str(tmp), str(source)],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
@@ -176,22 +182,23 @@ def luo_check_binary(cache: Path | None = None, arch: str = "arm64") -> Path:
     if r.returncode != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)
         hint = f" (is {pkgs.split()[-1]} installed?)" if "No such file" in r.stderr else ""
-        raise BootError(f"cannot build {LUO_CHECK_SOURCE.name} with {cc}{hint}: {r.stderr.strip()[-600:]}")
+        raise BootError(f"cannot build {source.name} with {cc}{hint}: {r.stderr.strip()[-600:]}")
     os.replace(tmp, binary)
     return binary
 
 
 def initramfs(init: bytes, files: Mapping[str, bytes]) -> bytes:
     """The boot initramfs: ``/init`` (``init``'s bytes), ``/dev/console``
-    (5, 1: the kernel opens it for /init's stdout), ``/dev`` and ``/proc``
-    (mount points) and ``files`` (path -> bytes, read by /init)."""
+    (5, 1: the kernel opens it for /init's stdout), ``/dev``, ``/proc`` and
+    ``/sys`` (mount points) and ``files`` (path -> bytes, read by /init)."""
     entries = [
         CpioEntry("dev", stat.S_IFDIR | 0o755),
         CpioEntry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1)),
         CpioEntry("proc", stat.S_IFDIR | 0o555),
+        CpioEntry("sys", stat.S_IFDIR | 0o555),
         CpioEntry("init", stat.S_IFREG | 0o755, init),
     ]
-    dirs: set[str] = {"dev", "proc"}
+    dirs: set[str] = {"dev", "proc", "sys"}
     for path in sorted(files, key=lambda p: p.strip("/")):
         name = path.strip("/")
         parts = name.split("/")

@@ -359,8 +359,14 @@ def run_boot(
     keep_going: bool = False,
     init_binary: PathLike | None = None,
     truths: Mapping[str, Any] | None = None,
+    via: str = "loader",
 ) -> BootResult:
     """Boot ``kernel`` with the handover in ``fixture_dir`` and judge the serial log.
+
+    ``via``: ``"loader"`` (QEMU puts the handover in place: the boot DTB on
+    arm64, the patched setup header on x86_64) or ``"kexec"`` (x86_64: a
+    first-stage kernel calls ``kexec_load`` with the fixture,
+    :mod:`.kexec`).
 
     The fixture's ``arch`` picks the machine: arm64 boots on QEMU virt
     (``qemu-system-aarch64``, the handover in the boot DTB's ``/chosen``),
@@ -397,7 +403,14 @@ def run_boot(
         raise BootError(f"kernel {kpath} not found (run {build_script(arch or 'arm64')})")
     if arch is None:
         arch = "x86_64" if bzimage(kpath) is not None else "arm64"
+    if via not in ("loader", "kexec"):
+        raise BootError(f"via {via!r}", expected="'loader' or 'kexec'")
+    if via == "kexec" and (fx is None or arch != "x86_64"):
+        raise BootError("--via kexec hands an x86_64 fixture over from a first-stage x86_64 kernel")
     qemu_bin = need(qemu or QEMU_BINARIES[arch])
+    if via == "kexec":
+        assert fx is not None
+        return _run_kexec(fx, kpath, qemu_bin, timeout, memory, cpu, extra_cmdline, workdir, keep_going, truths)
     scratch_dir: AbstractContextManager[str] = (
         tempfile.TemporaryDirectory(prefix="kho-boot-") if workdir is None else nullcontext(os.fspath(workdir))
     )
@@ -439,3 +452,52 @@ def run_boot(
         rest = [p for p in reason.split("; ") if not p.startswith("kernel did not accept")]
         verdict, reason = ("rejected", "; ".join(rest)) if rest else ("accepted", "cold boot, no handover")
     return BootResult(verdict, reason, kho_lines, log, status, plan.cmdline, plan.cmd, dur, timed_out, rc, str(kpath))
+
+
+def _run_kexec(
+    fx: BootFixture,
+    kpath: Path,
+    qemu_bin: str,
+    timeout: float,
+    memory: str,
+    cpu: str | None,
+    extra_cmdline: str,
+    workdir: PathLike | None,
+    keep_going: bool,
+    truths: Mapping[str, Any] | None,
+) -> BootResult:
+    from .kexec import STARTING, plan_kexec, qemu_command
+
+    bz = x86_bzimage(kpath)
+    asks = _client_asks(fx)
+    if asks.initrd_files:
+        raise BootError(
+            "--via kexec gives the second kernel no initramfs, so LUO sessions cannot be retrieved: "
+            "boot this fixture without --via kexec"
+        )
+    cmdline = X86_BASE_CMDLINE + asks.cmdline
+    if fx.cmdline:
+        cmdline += " " + fx.cmdline
+    if extra_cmdline:
+        cmdline += " " + extra_cmdline
+    kp = plan_kexec(fx, bz, cmdline, memory)
+    scratch_dir: AbstractContextManager[str] = (
+        tempfile.TemporaryDirectory(prefix="kho-kexec-") if workdir is None else nullcontext(os.fspath(workdir))
+    )
+    with scratch_dir as tmp:
+        wd = Path(tmp)
+        wd.mkdir(parents=True, exist_ok=True)
+        initrd = wd / "first-stage.cpio"
+        initrd.write_bytes(kp.initrd)
+        cmd = qemu_command(qemu_bin, kpath, initrd, memory, cpu or X86_DEFAULT_CPU)
+        log, rc, timed_out, dur = run_qemu(cmd, timeout, keep_going)
+    first, sep, second = log.partition(STARTING)
+    if not sep:
+        why = next((l.strip() for l in first.splitlines() if "KEXECLOAD error" in l), None)
+        reason = why or "the first-stage kernel did not kexec (no 'kexec_core: Starting new kernel')"
+        verdict = "error" if why or not has_kernel_output(first) else "rejected"
+        return BootResult(verdict, reason, [], log, {}, cmdline, cmd, dur, timed_out, rc, str(kpath))
+    verdict, reason, status, kho_lines = judge_log(
+        second, asks.names, timed_out=timed_out, expected=asks.expected, truths={**asks.truths, **(truths or {})}
+    )
+    return BootResult(verdict, reason, kho_lines, log, status, cmdline, cmd, dur, timed_out, rc, str(kpath))
