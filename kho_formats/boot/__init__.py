@@ -2,7 +2,9 @@
 whether the kernel accepted it ("kernel in the loop").  arm64 fixtures (4,
 16 and 64 KiB pages) boot on QEMU ``virt`` with the handover in the boot
 DTB's ``/chosen``; x86_64 fixtures boot on QEMU ``pc`` with the handover in a
-``SETUP_KEXEC_KHO`` setup_data entry (:mod:`.x86`).
+``SETUP_KEXEC_KHO`` setup_data entry (:mod:`.x86`), named either by a patched
+copy of the bzImage's setup header or, with ``via="kexec"``, by the zero page
+a first-stage kernel hands to ``kexec_load(2)`` (:mod:`.kexec`).
 
 Modules: :mod:`.load` reads a fixture directory (segments into a
 :class:`~kho_formats.image.PhysImage`, the root FDT with
