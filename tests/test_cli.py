@@ -495,8 +495,11 @@ def test_boot_dispatch_in_process(monkeypatch, capsys):
 
     verdict = ["accepted"]
 
-    def run_boot(fixture_dir, kernel, timeout):
+    seen_via = []
+
+    def run_boot(fixture_dir, kernel, timeout, **kw):
         assert Path(fixture_dir, "handover.json").is_file()
+        seen_via.append(kw.get("via", "loader"))
         return Result(verdict[0])
 
     monkeypatch.setattr(boot, "run_boot", run_boot)
@@ -508,6 +511,9 @@ def test_boot_dispatch_in_process(monkeypatch, capsys):
     j = json.loads(capsys.readouterr().out)
     assert j["verdict"] == "rejected" and j["kho_lines"] == ["KHO: found\x1b[2J"]
     assert j["kernel"] == "/k/Image"  # the kernel run_boot used (given or picked)
+    assert cli.main(["boot", str(FIX / "v4-4k-x86"), "--via", "kexec"]) == 1
+    assert seen_via == ["loader", "loader", "kexec"]
+    capsys.readouterr()
 
     def refuse(fixture_dir, kernel, timeout):
         raise boot.BootError("segment file x is not a regular file")
