@@ -87,13 +87,13 @@ def test_newc_refuses_bad_members():
 def test_newc_read_by_cpio(tmp_path):
     data = ir.initramfs(b"#!init", {"luo-list": b"S a\n", "etc/x": b"1"})
     out = subprocess.run(["cpio", "-t"], input=data, capture_output=True, check=True).stdout.decode().split()
-    assert out == ["dev", "dev/console", "proc", "init", "etc", "etc/x", "luo-list"]
+    assert out == ["dev", "dev/console", "proc", "sys", "init", "etc", "etc/x", "luo-list"]
 
 
 def test_initramfs_layout():
     data = ir.initramfs(b"INIT", {"luo-list": b"S vm-a\nF 1\n", "/sub/dir/f": b"z"})
     got = {e.name: e for e in ir.read_newc(data)}
-    assert list(got) == ["dev", "dev/console", "proc", "init", "luo-list", "sub", "sub/dir", "sub/dir/f"]
+    assert list(got) == ["dev", "dev/console", "proc", "sys", "init", "luo-list", "sub", "sub/dir", "sub/dir/f"]
     assert stat.S_ISCHR(got["dev/console"].mode) and got["dev/console"].rdev == (5, 1)
     assert got["init"].data == b"INIT" and got["init"].mode == stat.S_IFREG | 0o755
     assert got["luo-list"].data == b"S vm-a\nF 1\n"
