@@ -260,6 +260,29 @@ def test_kexec_zero_page_and_purgatory(tmp_path: Path) -> None:
     assert int.from_bytes(p[12:20], "little") == PREF + 0x200
 
 
+def test_kexec_second_initrd_named_by_the_ramdisk_fields(tmp_path: Path) -> None:
+    from kho_formats.boot.initramfs import read_newc
+    from kho_formats.boot.kexec import plan_kexec
+
+    fx = load_fixture(x86_fixture(tmp_path))
+    kernel = fake_bzimage(tmp_path / "bzImage", size=3 << 20)
+    loader = tmp_path / "loader"
+    loader.write_bytes(b"L")
+    rd = bytes(range(256)) * 40  # 10 KiB
+    kp = plan_kexec(fx, x86.bzimage(kernel), "x", loader=loader, second_initrd=rd)
+    files = {e.name: e.data for e in read_newc(kp.initrd)}
+    bp = files["kexec/boot-params"]
+    phys = {name: p for p, _, name in kp.segments}["initrd"]
+    assert files["kexec/initrd"] == rd and phys % 4096 == 0
+    assert int.from_bytes(bp[0x218:0x21C], "little") | int.from_bytes(bp[0xC0:0xC4], "little") << 32 == phys
+    assert int.from_bytes(bp[0x21C:0x220], "little") == len(rd) and bp[0xC4:0xC8] == bytes(4)
+    # without one the fields are zero
+    (tmp_path / "plain").mkdir()
+    _, _, plain = _plan_kexec(tmp_path / "plain")
+    bp0 = {e.name: e.data for e in read_newc(plain.initrd)}["kexec/boot-params"]
+    assert bp0[0x218:0x220] == bytes(8) and bp0[0xC0:0xC8] == bytes(8)
+
+
 def test_kexec_refusals(tmp_path: Path) -> None:
     with pytest.raises(BootError, match="x86_64 fixture over from a first-stage"):
         boot.run_boot(ROOT / "fixtures" / "v4-4k", fake_arm64_image(tmp_path / "Image"), via="kexec")

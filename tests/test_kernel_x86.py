@@ -247,3 +247,13 @@ def test_flipped_folio_bit_rejected_through_kexec_load(tmp_path):
     r = _kexec(write_boot_fixture(fx, tmp_path / "flip"))
     assert r.verdict == "rejected", show(r)
     assert r.clients["kho_test"] == "failed" and FAILED in r.reason
+
+
+def test_luo_restored_through_kexec_load_every_byte_equal(tmp_path):
+    """The live-update flow itself: the first kernel kexec_load()s the second with
+    the LUO handover and the luo_check initramfs (ramdisk fields of the zero page)."""
+    r = _kexec(write_boot_fixture(build_luo(), tmp_path / "luo"))
+    assert r.accepted, show(r)
+    assert r.clients["LUO"] == "ok"
+    first, _, second = r.log.partition("kexec_core: Starting new kernel")
+    assert "/kexec/initrd" in first and "LUOCHECK end sessions=2 files=68 errors=0" in second

@@ -16,6 +16,9 @@ loads these segments with ``kexec_load(2)`` and reboots into them with
 * the command line, the setup_data entry (the same bytes ``kho boot`` loads
   on the direct path, :func:`.x86.setup_data_entry`) and the fixture's
   segments (and its scratch array when they lack it);
+* for a LUO fixture with sessions, the ``luo_check`` initramfs, named by the
+  zero page's ramdisk fields (``ramdisk_image``/``ramdisk_size`` and their
+  ``ext_`` high halves);
 * a 22-byte purgatory: ``mov $boot_params, %rsi; mov $entry, %rax; jmp
   *%rax``.  The kernel's relocate_kernel() enters it in 64-bit mode with
   identity paging and every register zero; the 64-bit boot protocol wants
@@ -70,6 +73,8 @@ _CODE32_START = 0x214
 _RAMDISK_IMAGE = 0x218
 _RAMDISK_SIZE = 0x21C
 _CMD_LINE_PTR = 0x228
+_EXT_RAMDISK_IMAGE = 0x0C0
+_EXT_RAMDISK_SIZE = 0x0C4
 _EXT_CMD_LINE_PTR = 0x0C8
 
 
@@ -77,7 +82,9 @@ def _page_up(n: int) -> int:
     return -(-n // _PAGE) * _PAGE
 
 
-def zero_page(kernel_bytes: bytes, cmdline_phys: int, setup_data_phys: int, load: int) -> bytes:
+def zero_page(
+    kernel_bytes: bytes, cmdline_phys: int, setup_data_phys: int, load: int, initrd: tuple[int, int] = (0, 0)
+) -> bytes:
     """The second kernel's ``struct boot_params`` without its e820 table (the
     loader copies the first kernel's in): the bzImage's setup header, then
     the fields a 64-bit boot loader sets."""
@@ -87,7 +94,10 @@ def zero_page(kernel_bytes: bytes, cmdline_phys: int, setup_data_phys: int, load
     bp[_TYPE_OF_LOADER] = 0xFF
     bp[_LOADFLAGS] |= _LOADED_HIGH
     bp[_CODE32_START : _CODE32_START + 4] = load.to_bytes(4, "little")
-    bp[_RAMDISK_IMAGE : _RAMDISK_IMAGE + 8] = bytes(8)
+    bp[_RAMDISK_IMAGE : _RAMDISK_IMAGE + 4] = (initrd[0] & 0xFFFF_FFFF).to_bytes(4, "little")
+    bp[_RAMDISK_SIZE : _RAMDISK_SIZE + 4] = (initrd[1] & 0xFFFF_FFFF).to_bytes(4, "little")
+    bp[_EXT_RAMDISK_IMAGE : _EXT_RAMDISK_IMAGE + 4] = (initrd[0] >> 32).to_bytes(4, "little")
+    bp[_EXT_RAMDISK_SIZE : _EXT_RAMDISK_SIZE + 4] = (initrd[1] >> 32).to_bytes(4, "little")
     bp[_CMD_LINE_PTR : _CMD_LINE_PTR + 4] = (cmdline_phys & 0xFFFF_FFFF).to_bytes(4, "little")
     bp[_EXT_CMD_LINE_PTR : _EXT_CMD_LINE_PTR + 4] = (cmdline_phys >> 32).to_bytes(4, "little")
     bp[SETUP_DATA_FIELD : SETUP_DATA_FIELD + 8] = setup_data_phys.to_bytes(8, "little")
@@ -121,9 +131,12 @@ def plan_kexec(
     cmdline: str,
     memory: str = "1G",
     loader: Path | None = None,
+    second_initrd: bytes = b"",
 ) -> KexecPlan:
     """Lay out the second kernel, its zero page and the fixture for
-    ``kexec_load`` and write the first kernel's initramfs."""
+    ``kexec_load`` and write the first kernel's initramfs.  ``second_initrd``:
+    an initramfs for the second kernel (a LUO fixture's ``luo_check``), one
+    more segment named by the zero page's ramdisk fields."""
     ram_size = ram_bytes(memory)
     kbytes = bz.path.read_bytes()
     payload = kbytes[bz.setup_size :]
@@ -131,7 +144,12 @@ def plan_kexec(
     files: dict[str, bytes] = {}
     segs: list[tuple[int, int, str]] = []
     # an estimate of the first kernel's initramfs (QEMU puts it at the top of RAM)
-    initrd_estimate = _page_up(len(payload)) + sum(_page_up(s.size) for s in fx.segments) + (1 << 20)
+    initrd_estimate = (
+        _page_up(len(payload))
+        + sum(_page_up(s.size) for s in fx.segments)
+        + 2 * _page_up(len(second_initrd))
+        + (1 << 20)
+    )
     check_x86_layout(fx, bz, ram_size, initrd_estimate)
     taken: list[tuple[int, int]] = []
 
@@ -154,13 +172,16 @@ def plan_kexec(
     cmd = (cmdline + "\0").encode()
     cmd_phys = place(cmd, "command line")
     bp_phys = place(bytes(_PAGE), "boot_params")
-    bp = zero_page(kbytes, cmd_phys, sd_phys, load)
+    rd_phys = place(second_initrd, "second kernel's initramfs") if second_initrd else 0
+    bp = zero_page(kbytes, cmd_phys, sd_phys, load, (rd_phys, len(second_initrd)))
     purg = purgatory(bp_phys, load + STARTUP_64)
     purg_phys = place(purg, "purgatory")
     add("kernel", load, payload, _page_up(max(len(payload), bz.init_size)))
     add("setup-data", sd_phys, entry_bytes)
     add("cmdline", cmd_phys, cmd)
     add("purgatory", purg_phys, purg)
+    if second_initrd:
+        add("initrd", rd_phys, second_initrd)
     for k, seg in enumerate(fx.segments):
         add(f"fixture-{k}", seg.phys, fx.image.read(seg.phys, seg.size, f"segment {seg.file}"))
     if len(segs) + 1 > 16:

@@ -470,17 +470,15 @@ def _run_kexec(
 
     bz = x86_bzimage(kpath)
     asks = _client_asks(fx)
-    if asks.initrd_files:
-        raise BootError(
-            "--via kexec gives the second kernel no initramfs, so LUO sessions cannot be retrieved: "
-            "boot this fixture without --via kexec"
-        )
+    second = b""
+    if asks.initrd_files:  # LUO sessions: the second kernel gets the luo_check initramfs
+        second = initramfs(luo_check_binary(arch="x86_64").read_bytes(), asks.initrd_files)
     cmdline = X86_BASE_CMDLINE + asks.cmdline
     if fx.cmdline:
         cmdline += " " + fx.cmdline
     if extra_cmdline:
         cmdline += " " + extra_cmdline
-    kp = plan_kexec(fx, bz, cmdline, memory)
+    kp = plan_kexec(fx, bz, cmdline, memory, second_initrd=second)
     scratch_dir: AbstractContextManager[str] = (
         tempfile.TemporaryDirectory(prefix="kho-kexec-") if workdir is None else nullcontext(os.fspath(workdir))
     )
