@@ -219,6 +219,8 @@ def kernel_luo_spec_dict(page_size: int = 4096) -> dict[str, Any]:
     keep = [f for f in a["files"] if not 0x2000 <= f["token"] < 0x3000]
     a["files"] = keep + [{"token": 0x2000 + i} for i in range(cap + 4 - len(keep))]
     b["files"][0]["size"] = 32 * ps
+    for flb in luo.get("flbs", []):  # a test FLB: one reference per file (see luo.toml)
+        flb["count"] = len(a["files"]) + len(b["files"])
     # one memfd_luo_ser page per file: 1027 x 64 KiB at 64 KiB pages
     d["alloc"] = [{"start": 0x6000_0000, "size": 2 * (cap + 4) * ps + (8 << 20)}]
     return d

@@ -89,13 +89,13 @@ def test_spec_decodes_to_its_sessions_files_and_contents(page_size: int, byteord
         SESSIONS,
         page_size=page_size,
         byte_order=byteorder,
-        blob={"liveupdate_num": 9, "flbs": [{"name": "liveupdate-test-flb-v0", "data": "0xfeedf00d", "count": 3}]},
+        blob={"liveupdate_num": 9, "flbs": [{"name": "liveupdate-test-flb-v0", "data": "0xfeedf00d", "count": 5}]},
     )
     fx, st = built(d)
     assert (st.compatible, st.ser.liveupdate_num, st.serialized, st.problems, st.notes) == ("luo-v5", 9, True, [], [])
     assert [s.name for s in st.sessions] == ["vm-a", "vm-b", "empty"]
     assert [[f.token for f in s.files] for s in st.sessions] == [[0, 0x1001, (1 << 64) - 1], [7, 8], []]
-    assert [(f.name, f.ser.data, f.ser.count) for f in st.flbs] == [("liveupdate-test-flb-v0", 0xFEEDF00D, 3)]
+    assert [(f.name, f.ser.data, f.ser.count) for f in st.flbs] == [("liveupdate-test-flb-v0", 0xFEEDF00D, 5)]
     assert st.flb_header is not None and st.flb_header.pgcnt == 1
     a, b = st.sessions[0].files, st.sessions[1].files
     sizes = [(f.decoded.size, f.decoded.ser.pos, f.decoded.ser.seals) for f in a + b]

@@ -99,8 +99,7 @@ def test_clean() -> None:
         ([(SER1 + off("memfd_luo_ser", "seals"), (0x40).to_bytes(4, "little"))], ("memfd-seals", SER1)),
         # FLB count above the page's capacity (63 at 4 KiB)
         ([(FLB + 8, u64(64))], ("luo-flb-count", FLB)),
-        # FLB references: the capture's three files hold one each (count 3, as the kernel wrote)
-        ([(FLB + 16 + off("luo_flb_ser", "count"), u64(4))], ("luo-flb-refs", FLB + 16)),
+        # FLB count 0: never written by a kernel (the capture's three files hold one reference each)
         ([(FLB + 16 + 64 + off("luo_flb_ser", "count"), u64(0))], ("luo-flb-refs", FLB + 16 + 64)),
     ],
 )
@@ -194,3 +193,26 @@ def test_duplicate_session_names() -> None:
     reps = decode_clients(sy.state, sy.image)
     got = [(f.code, f.phys) for f in _client_findings(sy.state, reps["LUO"]) if f.severity == ERROR]
     assert got == [("luo-session-duplicate", reps["LUO"].decoded.sessions[0].entry_phys)]
+
+
+@pytest.mark.parametrize(
+    ("entry", "name", "count", "want"),
+    [
+        (0, None, 3, None),  # as the kernel wrote it: 3 files, 3 references each
+        (0, None, 4, "never reaches 0"),  # more references than files: finish() never runs
+        (1, None, 2, "underflows"),  # a test FLB (attached to every handler) held by fewer than all files
+        (1, b"some-driver-flb\0", 2, None),  # another FLB: which files use it is not in the bytes
+    ],
+)
+def test_flb_references(entry: int, name: bytes | None, count: int, want: str | None) -> None:
+    at = FLB + 16 + 64 * entry
+    edits = [(at + off("luo_flb_ser", "count"), u64(count))]
+    if name:
+        edits.append((at, name.ljust(48, b"\0")))
+    fs, _ = patched(*edits)
+    got = [f for f in fs if f.code == "luo-flb-refs"]
+    assert not [f for f in fs if f.severity == ERROR], fs
+    if want is None:
+        assert got == [], got
+    else:
+        assert [(f.severity, f.phys) for f in got] == [("warning", at)] and want in got[0].message, got
