@@ -5,6 +5,7 @@ over the kernel).  The real boots are in test_kernel_x86.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -65,8 +66,9 @@ def test_setup_header_read_from_the_bzimage(tmp_path: Path) -> None:
     assert bz.payload_size == (1 << 16) - 28 * 512
     assert x86.bzimage(fake_bzimage(tmp_path / "old0", setup_sects=0)).setup_size == 5 * 512  # 0 means 4
     assert x86.bzimage(fake_arm64_image(tmp_path / "Image")) is None
-    with pytest.raises(BootError, match=r"protocol 2\.08.*2\.09 or later"):
-        x86.bzimage(fake_bzimage(tmp_path / "old", protocol=0x208))
+    for old in (0x208, 0x209):  # 2.09 has setup_data but no pref_address / init_size yet
+        with pytest.raises(BootError, match=rf"protocol 2\.0{old & 0xF}.*2\.10 or later"):
+            x86.bzimage(fake_bzimage(tmp_path / "old", protocol=old))
 
 
 def test_patched_copy_names_the_setup_data_and_leaves_the_input(tmp_path: Path) -> None:
@@ -81,6 +83,10 @@ def test_patched_copy_names_the_setup_data_and_leaves_the_input(tmp_path: Path) 
     # a header that already names a chain is not silently overwritten
     with pytest.raises(BootError, match="already points at setup_data"):
         x86.patched_bzimage(x86.bzimage(out), 0x1000, tmp_path / "again")
+
+
+def _loaders(cmd: list[str]) -> list[dict[str, str]]:
+    return [dict(x.split("=", 1) for x in a.split(",")[1:]) for a in cmd if a.startswith("loader,")]
 
 
 def test_setup_data_entry_is_the_fixtures_own(tmp_path: Path) -> None:
@@ -177,6 +183,11 @@ def test_the_shipped_x86_fixture_plans_clear_of_the_kernel(tmp_path: Path) -> No
         p.setup_data_phys is not None
         and p.scratch_array_phys == json.loads((SHIPPED / "handover.json").read_text())["scratch_array_phys"]
     )
+    busy = x86.x86_busy(x86.bzimage(fake_bzimage(tmp_path / "bz2")), 1 << 30)
+    loads = [(int(kv["addr"], 16), Path(kv["file"]).stat().st_size) for kv in _loaders(p.cmd)]
+    assert len(loads) == 2  # the fixture's segment and the setup_data entry
+    for a, n in loads:  # every byte QEMU loads is clear of the kernel, the first MiB and the top of RAM
+        assert not any(a < y and a + n > x for _, x, y in busy), (hex(a), n)
 
 
 def test_segment_outside_pc_ram_refused(tmp_path: Path) -> None:
@@ -213,8 +224,10 @@ def test_kexec_plan_segments(tmp_path: Path) -> None:
     fx, kernel, kp = _plan_kexec(tmp_path)
     segs = sorted(kp.segments)
     assert len(segs) <= 16
+    for a, n, name in segs:
+        assert a % 4096 == 0 and n % 4096 == 0, (name, hex(a), hex(n))
     for (a, n, name), (b, _, _) in zip(segs, segs[1:]):
-        assert a % 4096 == 0 and n % 4096 == 0 and a + n <= b, (name, hex(a), hex(n), hex(b))
+        assert a + n <= b, (name, hex(a), hex(n), hex(b))
     by_name = {name: (phys, memsz) for phys, memsz, name in kp.segments}
     bz = x86.bzimage(kernel)
     assert by_name["kernel"] == (PREF, INIT)  # at pref_address, room for init_size
@@ -244,7 +257,10 @@ def test_kexec_zero_page_and_purgatory(tmp_path: Path) -> None:
     src = kernel.read_bytes()
     end = 0x202 + src[0x201]
     assert bp[0x202:0x206] == b"HdrS" and bp[0x1F1:0x210] == src[0x1F1:0x210]  # the bzImage's setup header
-    assert bp[0x212:0x214] == src[0x212:0x214] and bp[0x230:end] == src[0x230:0x250] + bp[0x250:0x258] + src[0x258:end]
+    assert (
+        bp[0x212:0x214] == src[0x212:0x214] and bp[0x230:0x250] == src[0x230:0x250] and bp[0x258:end] == src[0x258:end]
+    )
+    assert int.from_bytes(bp[0x250:0x258], "little") == kp.setup_data_phys  # setup_data names our entry
     assert bp[0x210] == 0xFF and bp[0x211] & 1  # type_of_loader, LOADED_HIGH
     by_name = {name: phys for phys, _, name in kp.segments}
     cmd = int.from_bytes(bp[0x228:0x22C], "little") | int.from_bytes(bp[0xC8:0xCC], "little") << 32
@@ -288,3 +304,58 @@ def test_kexec_refusals(tmp_path: Path) -> None:
         boot.run_boot(ROOT / "fixtures" / "v4-4k", fake_arm64_image(tmp_path / "Image"), via="kexec")
     with pytest.raises(BootError, match="via 'usb'"):
         boot.run_boot(SHIPPED, fake_bzimage(tmp_path / "bzImage"), via="usb")
+
+
+def test_kexec_plan_refusals(tmp_path: Path) -> None:
+    from kho_formats.boot.kexec import plan_kexec
+
+    fx, kernel, _ = _plan_kexec(tmp_path)
+    bz = x86.bzimage(kernel)
+    loader = tmp_path / "loader"
+    many = dataclasses.replace(fx, segments=[fx.segments[0]] * 12)
+    with pytest.raises(BootError, match="at most 16"):
+        plan_kexec(many, bz, "x", loader=loader)
+    seg = fx.segments[0]
+    odd_seg = dataclasses.replace(seg, phys=seg.phys + 0x800, size=16)
+    odd = dataclasses.replace(fx, segments=[odd_seg], image=fx.image)
+    with pytest.raises(BootError, match="page-aligned"):
+        plan_kexec(odd, bz, "x", loader=loader)
+
+
+@pytest.mark.parametrize(
+    ("log", "verdict", "reason"),
+    [
+        (
+            "[    0.1] Linux version\nKEXECLOAD begin\nKEXECLOAD error kexec_load: Function not implemented\n",
+            "error",
+            "KEXECLOAD error kexec_load: Function not implemented",
+        ),
+        (
+            "[    0.1] Linux version\n[    2.0] Kernel panic - not syncing: No working init found\n",
+            "error",
+            "the first-stage kernel did not kexec",
+        ),
+        ("", "error", "the first-stage kernel did not kexec"),
+        (
+            "[    0.1] first\n[    0.7] kexec_core: Starting new kernel\n[    0.0] KHO: found kexec handover data.\n"
+            "[    1.0] test_kho: KHO restore succeeded\n",
+            "accepted",
+            "handover found",
+        ),
+        (
+            "[    0.1] first\n[    0.7] kexec_core: Starting new kernel\n[    0.0] Linux version\n",
+            "rejected",
+            "kernel did not accept the handover",
+        ),
+    ],
+)
+def test_kexec_verdict_judges_the_second_kernel_only(log: str, verdict: str, reason: str) -> None:
+    """A first stage that never kexec'd is an error (the fixture reached no kernel);
+    after the jump, the second kernel's lines alone are judged."""
+    from kho_formats.boot.runner import _Clients, judge_kexec_log
+
+    asks = _Clients(names=["kho_test"])
+    r = judge_kexec_log(log, asks, None)
+    assert (r.verdict, reason in r.reason) == (verdict, True), r.reason
+    before = judge_kexec_log("[    0.1] KHO: found kexec handover data.\n", asks, None)  # only before a jump
+    assert before.verdict == "error"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -231,7 +232,7 @@ def test_shipped_x86_fixture_accepted_through_kexec_load():
     first, _, second = r.log.partition("kexec_core: Starting new kernel")
     assert "KEXECLOAD loaded" in first and boot.FOUND not in first
     assert boot.FOUND in second and "test_kho: KHO restore succeeded" in second
-    assert "e820 entries=" in first  # the zero page carries the first kernel's memory map
+    assert re.search(r"KEXECLOAD e820 entries=[1-9]", first)  # the zero page carries the first kernel's e820
     assert r.duration < 10, show(r)
 
 

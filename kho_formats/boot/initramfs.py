@@ -157,7 +157,7 @@ def static_program(source: Path, arch: str = "arm64", cache: Path | None = None)
     """``source`` (a C file next to this module) compiled into a static ``arch``
     program, once per source / compiler / flags, cached under ``<cache>/<stem>/<hash>/``."""
     if arch not in COMPILERS:
-        raise BootError(f"no luo_check for arch {arch!r}", expected=" or ".join(COMPILERS))
+        raise BootError(f"no compiler for {source.name} on arch {arch!r}", expected=" or ".join(COMPILERS))
     name, env, pkgs = COMPILERS[arch]
     cc = cross_compiler(arch)
     if cc is None:

@@ -37,13 +37,7 @@ from ..errors import BootError
 from .initramfs import initramfs, static_program
 from .load import BootFixture
 from .qemu import ram_bytes
-from .x86 import (
-    SETUP_DATA_FIELD,
-    BzImage,
-    check_x86_layout,
-    place_x86_page,
-    setup_data_entry,
-)
+from .x86 import SETUP_DATA_FIELD, BzImage, place_handover, place_x86_page
 
 __all__ = [
     "KEXEC_LOADER_SOURCE",
@@ -115,8 +109,6 @@ def purgatory(boot_params_phys: int, entry: int) -> bytes:
 class KexecPlan:
     #: the initramfs of the first kernel (loader + plan + segment files)
     initrd: bytes
-    #: the second kernel's command line
-    cmdline: str
     #: the kexec segments: (phys, memsz, name)
     segments: list[tuple[int, int, str]]
     entry: int
@@ -150,8 +142,8 @@ def plan_kexec(
         + 2 * _page_up(len(second_initrd))
         + (1 << 20)
     )
-    check_x86_layout(fx, bz, ram_size, initrd_estimate)
     taken: list[tuple[int, int]] = []
+    hp = place_handover(fx, bz, ram_size, initrd_estimate, taken)
 
     def place(data: bytes, what: str) -> int:
         return place_x86_page(fx, len(data), bz, ram_size, initrd_estimate, taken, what)
@@ -162,13 +154,9 @@ def plan_kexec(
         files[f"kexec/{name}"] = data
         segs.append((phys, memsz or _page_up(len(data)), name))
 
-    arr = fx.scratch_array()
-    sap = fx.scratch_array_phys
-    if arr and (sap is None or not fx.image.has(sap, len(arr))):
-        sap = place(arr, "kho_scratch array")
-        add("scratch-array", sap, arr)
-    entry_bytes = setup_data_entry(fx.fdt_phys, fx.fdt_size, sap or 0, len(arr))
-    sd_phys = place(entry_bytes, "setup_data entry")
+    if hp.scratch_array is not None:
+        add("scratch-array", hp.scratch_array_phys, hp.scratch_array)
+    sd_phys = hp.setup_data_phys
     cmd = (cmdline + "\0").encode()
     cmd_phys = place(cmd, "command line")
     bp_phys = place(bytes(_PAGE), "boot_params")
@@ -177,7 +165,7 @@ def plan_kexec(
     purg = purgatory(bp_phys, load + STARTUP_64)
     purg_phys = place(purg, "purgatory")
     add("kernel", load, payload, _page_up(max(len(payload), bz.init_size)))
-    add("setup-data", sd_phys, entry_bytes)
+    add("setup-data", sd_phys, hp.setup_data)
     add("cmdline", cmd_phys, cmd)
     add("purgatory", purg_phys, purg)
     if second_initrd:
@@ -193,7 +181,7 @@ def plan_kexec(
     files["kexec/plan"] = ("\n".join(plan) + "\n").encode()
     init = (loader or static_program(KEXEC_LOADER_SOURCE, "x86_64")).read_bytes()
     segs.append((bp_phys, _PAGE, "boot-params"))
-    return KexecPlan(initramfs(init, files), cmdline, segs, purg_phys, bp_phys, sd_phys, sap or 0)
+    return KexecPlan(initramfs(init, files), segs, purg_phys, bp_phys, sd_phys, hp.scratch_array_phys)
 
 
 def qemu_command(qemu_bin: str, kernel: Path, initrd: Path, memory: str, cpu: str) -> list[str]:

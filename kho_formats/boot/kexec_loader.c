@@ -108,8 +108,12 @@ int main(void)
 			memcpy((unsigned char *)buf + E820_TABLE_OFF, own + E820_TABLE_OFF, E820_TABLE_SIZE);
 			printf("KEXECLOAD e820 entries=%u (from this kernel's boot_params)\n", own[E820_ENTRIES_OFF]);
 			memsz = (len + 4095) & ~4095UL;
-		} else {
+		} else if (line[0] == '\n' || line[0] == '#') {
 			continue;
+		} else {
+			errno = EINVAL;
+			printf("KEXECLOAD bad plan line: %s", line);
+			fail("/kexec/plan"); /* a dropped segment would boot something else */
 		}
 		segs[nsegs].buf = buf;
 		segs[nsegs].bufsz = len;

@@ -36,10 +36,9 @@ from .x86 import (
     X86_DEFAULT_CPU,
     BzImage,
     bzimage,
-    check_x86_layout,
     patched_bzimage,
-    place_x86_page,
-    setup_data_entry,
+    place_handover,
+    x86_cmdline,
 )
 
 __all__ = ["BootResult", "BootPlan", "plan_boot", "run_boot", "X86Handover", "x86_handover", "client_cmdline"]
@@ -263,25 +262,19 @@ def x86_handover(fx: BootFixture, kernel: Path, workdir: Path, memory: str = "1G
     into ``workdir``.  Also used by ``scripts/live/run.py`` (a live capture on
     the receiving side of a fixture)."""
     bz = x86_bzimage(kernel)
-    ram_size = ram_bytes(memory)
-    check_x86_layout(fx, bz, ram_size, initrd_size)
+    hp = place_handover(fx, bz, ram_bytes(memory), initrd_size, [])
     loaders: list[str] = []
-    arr = fx.scratch_array()
-    sap = fx.scratch_array_phys
-    taken: list[tuple[int, int]] = []
-    if arr and (sap is None or not fx.image.has(sap, len(arr))):
-        sap = place_x86_page(fx, len(arr), bz, ram_size, initrd_size, taken, "kho_scratch array")
+    if hp.scratch_array is not None:
         sfile = workdir / "scratch-array.bin"
-        sfile.write_bytes(arr)
-        loaders += loader_args(sfile, sap)
-    entry = setup_data_entry(fx.fdt_phys, fx.fdt_size, sap or 0, len(arr))
-    sd_phys = place_x86_page(fx, len(entry), bz, ram_size, initrd_size, taken, "setup_data entry")
+        sfile.write_bytes(hp.scratch_array)
+        loaders += loader_args(sfile, hp.scratch_array_phys)
     sd_file = workdir / "setup_data.bin"
-    sd_file.write_bytes(entry)
-    loaders += loader_args(sd_file, sd_phys)
+    sd_file.write_bytes(hp.setup_data)
+    loaders += loader_args(sd_file, hp.setup_data_phys)
     for seg in fx.segments:
         loaders += loader_args(seg.path, seg.phys)
-    return X86Handover(patched_bzimage(bz, sd_phys, workdir / "bzImage"), loaders, sd_phys, sap or 0)
+    kernel_copy = patched_bzimage(bz, hp.setup_data_phys, workdir / "bzImage")
+    return X86Handover(kernel_copy, loaders, hp.setup_data_phys, hp.scratch_array_phys)
 
 
 def _plan_x86(
@@ -304,14 +297,11 @@ def _plan_x86(
     boot_kernel = kernel
     if fx is not None:
         asks = _client_asks(fx)
-        cmdline += asks.cmdline
         initrd_path = _write_initrd(asks, workdir, init_binary, "x86_64")
         ho = x86_handover(fx, kernel, workdir, memory, initrd_path.stat().st_size if initrd_path is not None else 0)
         boot_kernel, loaders, sap, sd_phys = ho.kernel, ho.loaders, ho.scratch_array_phys, ho.setup_data_phys
-        if fx.cmdline:
-            cmdline += " " + fx.cmdline
-    if extra_cmdline:
-        cmdline += " " + extra_cmdline
+        cmdline = x86_cmdline(cmdline, asks.cmdline, fx.cmdline)
+    cmdline = x86_cmdline(cmdline, extra_cmdline)
     cmd = [
         qemu_bin or "qemu-system-x86_64",
         *("-M", "pc", "-cpu", cpu or X86_DEFAULT_CPU, "-m", memory),
@@ -342,8 +332,7 @@ def _plan_x86(
 
 def client_cmdline(fx: BootFixture) -> str:
     """What the fixture's clients add to the kernel command line (``reserve_mem=...``), and its own ``cmdline``."""
-    extra = _client_asks(fx).cmdline.strip()
-    return f"{extra} {fx.cmdline}".strip()
+    return x86_cmdline("", _client_asks(fx).cmdline, fx.cmdline)
 
 
 def run_boot(
@@ -410,7 +399,9 @@ def run_boot(
     qemu_bin = need(qemu or QEMU_BINARIES[arch])
     if via == "kexec":
         assert fx is not None
-        return _run_kexec(fx, kpath, qemu_bin, timeout, memory, cpu, extra_cmdline, workdir, keep_going, truths)
+        return _run_kexec(
+            fx, kpath, qemu_bin, timeout, memory, cpu, extra_cmdline, workdir, keep_going, truths, init_binary
+        )
     scratch_dir: AbstractContextManager[str] = (
         tempfile.TemporaryDirectory(prefix="kho-boot-") if workdir is None else nullcontext(os.fspath(workdir))
     )
@@ -465,19 +456,17 @@ def _run_kexec(
     workdir: PathLike | None,
     keep_going: bool,
     truths: Mapping[str, Any] | None,
+    init_binary: PathLike | None,
 ) -> BootResult:
-    from .kexec import STARTING, plan_kexec, qemu_command
+    from .kexec import plan_kexec, qemu_command
 
     bz = x86_bzimage(kpath)
     asks = _client_asks(fx)
     second = b""
     if asks.initrd_files:  # LUO sessions: the second kernel gets the luo_check initramfs
-        second = initramfs(luo_check_binary(arch="x86_64").read_bytes(), asks.initrd_files)
-    cmdline = X86_BASE_CMDLINE + asks.cmdline
-    if fx.cmdline:
-        cmdline += " " + fx.cmdline
-    if extra_cmdline:
-        cmdline += " " + extra_cmdline
+        init = Path(init_binary) if init_binary is not None else luo_check_binary(arch="x86_64")
+        second = initramfs(init.read_bytes(), asks.initrd_files)
+    cmdline = x86_cmdline(X86_BASE_CMDLINE, asks.cmdline, fx.cmdline, extra_cmdline)
     kp = plan_kexec(fx, bz, cmdline, memory, second_initrd=second)
     scratch_dir: AbstractContextManager[str] = (
         tempfile.TemporaryDirectory(prefix="kho-kexec-") if workdir is None else nullcontext(os.fspath(workdir))
@@ -489,13 +478,34 @@ def _run_kexec(
         initrd.write_bytes(kp.initrd)
         cmd = qemu_command(qemu_bin, kpath, initrd, memory, cpu or X86_DEFAULT_CPU)
         log, rc, timed_out, dur = run_qemu(cmd, timeout, keep_going)
+    return judge_kexec_log(log, asks, truths, cmdline, cmd, dur, timed_out, rc, str(kpath))
+
+
+def judge_kexec_log(
+    log: str,
+    asks: _Clients,
+    truths: Mapping[str, Any] | None,
+    cmdline: str = "",
+    cmd: list[str] | None = None,
+    dur: float = 0.0,
+    timed_out: bool = False,
+    rc: int | None = None,
+    kernel: str = "",
+) -> BootResult:
+    """The verdict of a ``--via kexec`` boot: the second kernel's log (after
+    ``kexec_core: Starting new kernel``) judged as any boot; a first stage that
+    never got there is an ``error`` (the fixture never reached a kernel)."""
+    from .kexec import STARTING
+
+    cmd = cmd or []
     first, sep, second = log.partition(STARTING)
     if not sep:
         why = next((l.strip() for l in first.splitlines() if "KEXECLOAD error" in l), None)
         reason = why or "the first-stage kernel did not kexec (no 'kexec_core: Starting new kernel')"
-        verdict = "error" if why or not has_kernel_output(first) else "rejected"
-        return BootResult(verdict, reason, [], log, {}, cmdline, cmd, dur, timed_out, rc, str(kpath))
+        if timed_out and not why:
+            reason += " before the timeout"
+        return BootResult("error", reason, [], log, {}, cmdline, cmd, dur, timed_out, rc, kernel)
     verdict, reason, status, kho_lines = judge_log(
         second, asks.names, timed_out=timed_out, expected=asks.expected, truths={**asks.truths, **(truths or {})}
     )
-    return BootResult(verdict, reason, kho_lines, log, status, cmdline, cmd, dur, timed_out, rc, str(kpath))
+    return BootResult(verdict, reason, kho_lines, log, status, cmdline, cmd, dur, timed_out, rc, kernel)

@@ -44,14 +44,18 @@ __all__ = [
     "x86_busy",
     "check_x86_layout",
     "place_x86_page",
+    "HandoverPages",
+    "place_handover",
+    "x86_cmdline",
 ]
 
 #: boot protocol header magic ("HdrS") at 0x202
 _HDRS = b"HdrS"
 #: offset of ``hdr.setup_data`` (u64) in the bzImage / ``boot_params``
 SETUP_DATA_FIELD = 0x250
-#: setup_data exists from boot protocol 2.09
-_MIN_PROTOCOL = 0x209
+#: setup_data exists from boot protocol 2.09, pref_address and init_size (where the
+#: kernel goes, which the layout checks and --via kexec need) from 2.10
+_MIN_PROTOCOL = 0x20A
 #: the first MiB: BIOS data, QEMU's real-mode setup and command line, option ROMs
 X86_LOW_RESERVED = 1 << 20
 #: the top of RAM kept clear (SeaBIOS tables, e820 reserved): 4 MiB, plus the initramfs below it
@@ -100,7 +104,7 @@ def bzimage(path: Path) -> BzImage | None:
     if protocol < _MIN_PROTOCOL:
         raise BootError(
             f"kernel {path} speaks x86 boot protocol {protocol >> 8}.{protocol & 0xFF:02d}",
-            expected="2.09 or later (setup_data)",
+            expected="2.10 or later (setup_data, pref_address, init_size)",
         )
     sects = hdr[0x1F1] or 4
     setup_size = (sects + 1) * 512
@@ -150,7 +154,9 @@ def x86_busy(kernel: BzImage, ram_size: int, initrd_size: int = 0) -> list[tuple
 
 def check_x86_layout(fx: BootFixture, kernel: BzImage, ram_size: int, initrd_size: int = 0) -> None:
     """Refuse a fixture whose segments, root FDT or scratch areas leave QEMU
-    pc RAM, or whose segments cover what QEMU and the booting kernel use."""
+    pc RAM, or whose segments cover what QEMU and the booting kernel use.
+    Scratch areas may cover them: the kernel itself runs from scratch on a
+    real KHO kexec, and e820 setup marks the first MiB as scratch."""
     busy = x86_busy(kernel, ram_size, initrd_size)
     ranges = [(f"segment {s.file}", s.phys, s.phys + s.size) for s in fx.segments]
     ranges += [("root FDT", fx.fdt_phys, fx.fdt_phys + 1)]
@@ -158,10 +164,44 @@ def check_x86_layout(fx: BootFixture, kernel: BzImage, ram_size: int, initrd_siz
     for what, a, b in ranges:
         if b > ram_size:
             raise BootError(f"{what} [{a:#x}, {b:#x}) is outside QEMU pc RAM [0, {ram_size:#x})")
-        if what.startswith("segment") or what.startswith("scratch"):
+        if what.startswith("segment"):
             for name, x, y in busy:
                 if a < y and b > x:
                     raise BootError(f"{what} [{a:#x}, {b:#x}) overlaps {name} [{x:#x}, {y:#x})")
+
+
+@dataclass(frozen=True)
+class HandoverPages:
+    """Where the harness puts what hands a fixture to an x86 kernel."""
+
+    #: the SETUP_KEXEC_KHO entry and its address
+    setup_data: bytes
+    setup_data_phys: int
+    #: the kho_scratch array's address, and its bytes when the fixture's segments lack it (else None)
+    scratch_array_phys: int
+    scratch_array: bytes | None
+
+
+def place_handover(
+    fx: BootFixture, kernel: BzImage, ram_size: int, initrd_size: int, taken: list[tuple[int, int]]
+) -> HandoverPages:
+    """Check the layout, then place the scratch array (when the segments lack
+    it) and the setup_data entry naming the root FDT and that array."""
+    check_x86_layout(fx, kernel, ram_size, initrd_size)
+    arr = fx.scratch_array()
+    sap = fx.scratch_array_phys
+    extra = None
+    if arr and (sap is None or not fx.image.has(sap, len(arr))):
+        sap = place_x86_page(fx, len(arr), kernel, ram_size, initrd_size, taken, "kho_scratch array")
+        extra = arr
+    entry = setup_data_entry(fx.fdt_phys, fx.fdt_size, sap or 0, len(arr))
+    sd_phys = place_x86_page(fx, len(entry), kernel, ram_size, initrd_size, taken, "setup_data entry")
+    return HandoverPages(entry, sd_phys, sap or 0, extra)
+
+
+def x86_cmdline(base: str, *extra: str) -> str:
+    """The second kernel's command line: ``base`` and every non-empty extra."""
+    return " ".join(p.strip() for p in (base, *extra) if p and p.strip())
 
 
 def place_x86_page(
