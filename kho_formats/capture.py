@@ -364,7 +364,14 @@ def _load_dir(d: Path, *, use_own_image: bool) -> Capture:
     cap.kind = "debugfs" if root_path.name == "fdt" else "fixture"
     if dbg is not None:
         cap.sources["debugfs"] = str(dbg)
-        cap.received = cap.kind == "debugfs" and dbg.resolve().name == "in"
+        # debugfs kho/in (the receiving side): named "in", and without the scratch_phys /
+        # scratch_len files only kho/out has (kernel/liveupdate/kexec_handover_debugfs.c)
+        cap.received = (
+            cap.kind == "debugfs"
+            and dbg.resolve().name == "in"
+            and not (dbg / "scratch_phys").exists()
+            and not (dbg / "scratch_len").exists()
+        )
         cap.sub_fdts = SubFdtFiles(dbg / "sub_fdts", inside=d)
         cap.scratch = read_scratch(dbg, inside=d)
         if cap.kind == "fixture" and (dbg / "fdt").is_file():

@@ -229,7 +229,13 @@ def _check(
     _root_findings(state, image, root_phys_required, out)
     Budget(limits).count(len(state.scratch), "max_scratch", "scratch areas")
     if state.map_released:
-        out.append(Finding(INFO, "map-released", "the receiving kernel released the memory map: it was not checked"))
+        out.append(
+            Finding(
+                INFO,
+                "map-released",
+                "the receiving kernel released the memory map: neither it nor the clients' data was checked",
+            )
+        )
     elif not state.map_read:
         out.append(Finding(WARNING, "no-image", "no memory image: the preserved memory map was not checked"))
     ov = state.preserved.find_overlap()

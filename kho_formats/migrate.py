@@ -111,6 +111,11 @@ def _convert(
     arch: str | None,
     name: str,
 ) -> tuple[Fixture, dict]:
+    if state.map_released:
+        raise KhoFormatError(
+            "convert needs the memory map, and this is a receiving side after boot: that kernel released it",
+            expected="a capture of the sending side (debugfs kho/out and a dump or /proc/kcore before the kexec)",
+        )
     if cap.image is None or not state.map_read:
         raise KhoFormatError(
             "convert needs the memory image that holds the memory map",

@@ -440,6 +440,7 @@ def diff_report(
         # null: a memory map was not read, so the preserved sets are unknown
         "preserved_identical": same_set if both_read else None,
         "map_read": {"a": a.map_read, "b": b.map_read},
+        "map_released": {"a": a.map_released, "b": b.map_released},
         "only_in_a": pages(only_a),
         "only_in_b": pages(only_b),
         "subblobs": blobs,
@@ -463,7 +464,10 @@ def render_diff(d: dict) -> str:
         L.append(f"not compared: {d['a']} vs {d['b']}: same sub-blobs, but the preserved memory is unknown")
     else:
         L.append(f"different: {d['a']} vs {d['b']}")
-    if not (d["map_read"]["a"] and d["map_read"]["b"]):
+    released = d.get("map_released", {})
+    if released.get("a") or released.get("b"):
+        L.append("  (a memory map was released by its receiving kernel: the preserved memory is not compared)")
+    elif not (d["map_read"]["a"] and d["map_read"]["b"]):
         L.append("  (a memory map was not read: give memory images with --mem-a / --mem-b)")
     for side, key in (("A", "only_in_a"), ("B", "only_in_b")):
         x = d[key]

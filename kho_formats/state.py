@@ -221,8 +221,9 @@ def _plausible_phys(v: int, page_size: int) -> bool:
 #: why the receiving side's memory map is not read (``parse(map_released=True)``)
 MAP_RELEASED_NOTE = (
     "preserved memory map at {phys:#x} not read: this is the handover as the receiving kernel holds it after "
-    "boot, and that kernel releases the map's pages once it has read them (they are not themselves preserved), "
-    "so the memory there has been reused; the root FDT, sub-blobs and what the clients reference are read "
+    "boot, and that kernel keeps the map's pages only until it has read them (they are not themselves preserved: "
+    "they go to the page allocator), so the memory there has been reused; the root FDT, sub-blobs and what the "
+    "clients reference are read "
     "(what a client consumed at boot no longer decodes: LUO frees luo_ser in its early init, test_kho puts "
     "its folios and frees folios_info, kho_restore_vmalloc() frees the chunk pages)"
 )
@@ -362,14 +363,14 @@ def parse(
                 notes.append(f"{where}: blob ({size} bytes at {phys:#x}) is not in the memory image")
         state.subblobs.append(SubBlob(child.name, phys, size, data, src, extras, values))
     # the memory map
-    if image is None:
-        state.map_read = False
-        notes.append("no memory image given: the preserved memory map was not read")
-        return state
     if map_released:
         state.map_read = False
         state.map_released = True
         notes.append(MAP_RELEASED_NOTE.format(phys=map_phys))
+        return state
+    if image is None:
+        state.map_read = False
+        notes.append("no memory image given: the preserved memory map was not read")
         return state
     options = {"v1_bitmap": v1_bitmap} if v1_bitmap is not None else {}
     got = state.codec.read(image, map_phys, state.map_context, budget=budget, params=map_params or {}, options=options)
