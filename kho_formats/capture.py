@@ -276,12 +276,7 @@ def resolve_root_fdt(cap: Capture, *, root_phys: int | None = None, boot_info: b
             cap.sources["root_fdt"] = f"{name} @ {root_phys:#x}"
             return
         found = locate.scan_root_fdts(img, 4096)
-        bad, first_bad = locate.scan_problems(img)
-        skipped = (
-            f"the scan skipped {bad} page{'s' if bad != 1 else ''} of {name} that could not be read (first: {first_bad})"
-            if bad
-            else ""
-        )
+        skipped = locate.skipped_note(img, name)
         if not found:
             raise KhoFormatError(
                 f"{name}: no KHO root FDT found in the image (no page-aligned FDT with a known compatible "
@@ -330,16 +325,20 @@ def resolve_root_fdt(cap: Capture, *, root_phys: int | None = None, boot_info: b
     if not prefix:
         return
     at = cap.root_fdt_phys
+    skipped = ""
     if at is not None and img.has(at, len(cap.root_fdt)) and img.read(at, len(cap.root_fdt)) == cap.root_fdt:
         where = [at]
     else:
         where = locate.find_prefix(img, cap.root_fdt, 4096 if ps % 4096 == 0 else ps)
+        skipped = locate.skipped_note(img, "the image")
     if not where:
         raise KhoFormatError(
             f"{src} is a prefix ({len(cap.root_fdt)} of {total} bytes, as debugfs exposes it) and no page of "
-            "the image starts with it",
+            "the image starts with it" + (f"; {skipped}" if skipped else ""),
             expected="--root-phys ADDR naming the root FDT in the image",
         )
+    if skipped:
+        cap.notes.append(skipped)
     whole = locate.read_fdt_at(img, where[0])
     more = f" (also at {', '.join(f'{a:#x}' for a in where[1:])})" if len(where) > 1 else ""
     cap.notes.append(

@@ -140,9 +140,18 @@ class LazyData:
         return offs, heads
 
     def scan_problems(self) -> tuple[int, str | None]:
-        """Pages a :meth:`page_heads` scan could not read and skipped (read as
-        0): ``(count, the first one's error)``; ``(0, None)`` by default."""
+        """Pages :meth:`page_heads` scans could not read and skipped (read as
+        0) since :meth:`reset_scan_problems`: ``(count, the first one's
+        error)``; ``(0, None)`` by default."""
         return 0, None
+
+    def reset_scan_problems(self) -> None:
+        """Forget what earlier scans skipped (a new scan starts)."""
+
+    def scan_source(self) -> object:
+        """What keeps the :meth:`scan_problems` counts (segments sharing one
+        source, such as the runs of one kdump file, report them once)."""
+        return self
 
 
 class _LazySlice(LazyData):
@@ -155,6 +164,12 @@ class _LazySlice(LazyData):
 
     def scan_problems(self) -> tuple[int, str | None]:
         return self.base.scan_problems()
+
+    def reset_scan_problems(self) -> None:
+        self.base.reset_scan_problems()
+
+    def scan_source(self) -> object:
+        return self.base.scan_source()
 
     def page_heads(self, first: int, step: int) -> tuple[np.ndarray, np.ndarray]:
         offs, heads = self.base.page_heads(self.off + first, step)

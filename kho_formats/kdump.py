@@ -485,6 +485,12 @@ class KdumpPages(LazyData):
     def scan_problems(self) -> tuple[int, str | None]:
         return self.f.unreadable, self.f.first_unreadable
 
+    def reset_scan_problems(self) -> None:
+        self.f.unreadable, self.f.first_unreadable = 0, None
+
+    def scan_source(self) -> object:
+        return self.f
+
 
 def load_kdump(path: str | os.PathLike[str], data: mmap.mmap | bytes | None = None) -> PhysImage:
     """A kdump file as a :class:`PhysImage` (pages decompressed on access)."""

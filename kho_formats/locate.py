@@ -81,6 +81,9 @@ def _page_heads(image: PhysImage, page_size: int) -> tuple[np.ndarray, np.ndarra
     4 bytes the image holds."""
     addrs: list[np.ndarray] = []
     heads: list[np.ndarray] = []
+    for seg in image:  # a new scan: what earlier scans skipped is not this one's
+        if isinstance(seg.data, LazyData):
+            seg.data.reset_scan_problems()
     for seg in image:
         first = -seg.phys % page_size
         n = (len(seg.data) - first - 4) // page_size + 1 if len(seg.data) >= first + 4 else 0
@@ -184,16 +187,26 @@ def plausible_fdt_header(head: bytes, max_size: int = MAX_ROOT_FDT) -> bool:
 def scan_problems(image: PhysImage) -> tuple[int, str | None]:
     """Pages the last page scan of ``image`` skipped because they could not be
     read (a damaged kdump page): ``(count, the first error)``."""
-    seen: set[tuple[int, str | None]] = set()
+    seen: set[int] = set()
     total, first = 0, None
     for seg in image:
         if isinstance(seg.data, LazyData):
-            got = seg.data.scan_problems()
-            if got[0] and got not in seen:
-                seen.add(got)
-                total += got[0]
-                first = first or got[1]
+            src = seg.data.scan_source()
+            if id(src) in seen:
+                continue
+            seen.add(id(src))
+            n, msg = seg.data.scan_problems()
+            total += n
+            first = first or msg
     return total, first
+
+
+def skipped_note(image: PhysImage, name: str) -> str:
+    """What the last scan of ``image`` skipped, as a sentence ("" when nothing)."""
+    bad, first = scan_problems(image)
+    if not bad:
+        return ""
+    return f"the scan skipped {bad} page{'s' if bad != 1 else ''} of {name} that could not be read (first: {first})"
 
 
 def scan_root_fdts(image: PhysImage, page_size: int = 4096, *, limit: int = 64) -> list[RootCandidate]:
@@ -264,6 +277,8 @@ __all__ = [
     "header_totalsize",
     "read_fdt_at",
     "find_prefix",
+    "scan_problems",
+    "skipped_note",
     "kho_root_version",
     "scan_root_fdts",
     "from_boot_info",

@@ -319,3 +319,27 @@ def test_empty_file_is_a_typed_error(tmp_path: Path) -> None:
     with pytest.raises(KhoFormatError, match="dump.kdump: empty: no root FDT and no memory image") as e:
         load_capture(p)
     assert type(e.value) is KhoFormatError
+
+
+def test_damaged_page_on_the_debugfs_prefix_path_is_reported_once_per_scan(tmp_path: Path) -> None:
+    """The debugfs-prefix search scans pages too: a damaged page is named in its
+    note; a second scan of the same image reports it again, not twice over."""
+    from kho_formats import locate
+
+    img = PhysImage.from_bundle(ROOT / "fixtures" / "v4-4k")
+    buf = io.BytesIO()
+    write_kdump(img, buf, compression="zlib")
+    b = bytearray(buf.getvalue())
+    put(b, Layout(b).desc(5) + 8, 4, 0xFFFFFFFF)
+    dump = write(tmp_path, b)
+    prefix = (ROOT / "fixtures" / "v4-4k" / "root.dtb").read_bytes()[:64]
+    dbg = tmp_path / "kho" / "out"
+    dbg.mkdir(parents=True)
+    (dbg / "fdt").write_bytes(prefix)
+    cap = load_capture(dbg, [str(dump)])
+    assert cap.root_fdt_phys == 0x7800_0000
+    assert [n for n in cap.notes if "the scan skipped 1 page of the image" in n], cap.notes
+    kimg = load_kdump(dump)
+    for _ in range(2):
+        assert locate.find_prefix(kimg, prefix) == [0x7800_0000]
+        assert locate.scan_problems(kimg)[0] == 1  # counted afresh by each scan, per kdump file
