@@ -210,6 +210,16 @@ def test_flipped_bit_in_a_memfd_folio_is_a_content_mismatch_on_x86(tmp_path):
 # -- through kexec_load(2) from a first-stage kernel ------------------------------------------------
 
 
+def _no_kexec_load() -> str | None:
+    config = x86_kernel().parent / "config"
+    if config.is_file() and "CONFIG_KEXEC=y" not in config.read_text().splitlines():
+        return f"{x86_kernel()} has no CONFIG_KEXEC (kexec_load): rebuild it with scripts/live/build-kernel.sh"
+    return None
+
+
+requires_kexec_load = pytest.mark.skipif(_no_kexec_load() is not None, reason=_no_kexec_load() or "")
+
+
 def _kexec(fx_dir: Path, **kw) -> boot.BootResult:
     r = boot.run_boot(fx_dir, x86_kernel(), timeout=TIMEOUT, via="kexec", **kw)
     print(f"kexec boot {fx_dir.name}: {r.verdict} in {r.duration:.2f} s: {r.reason}")
@@ -218,6 +228,7 @@ def _kexec(fx_dir: Path, **kw) -> boot.BootResult:
     return r
 
 
+@requires_kexec_load
 def test_shipped_x86_fixture_accepted_through_kexec_load():
     r = _kexec(FIXTURES / "v4-4k-x86")
     assert r.accepted, show(r)
@@ -236,6 +247,7 @@ def test_shipped_x86_fixture_accepted_through_kexec_load():
     assert r.duration < 10, show(r)
 
 
+@requires_kexec_load
 def test_kho_v3_compatible_rejected_through_kexec_load(tmp_path):
     d = write_boot_fixture(kho_v3_compatible(build_x86()), tmp_path / "v3")
     r = _kexec(d)
@@ -243,6 +255,7 @@ def test_kho_v3_compatible_rejected_through_kexec_load(tmp_path):
     assert "is incompatible with 'kho-v4'" in r.reason
 
 
+@requires_kexec_load
 def test_flipped_folio_bit_rejected_through_kexec_load(tmp_path):
     fx, _ = flip_folio_bit(build_x86())
     r = _kexec(write_boot_fixture(fx, tmp_path / "flip"))
@@ -250,6 +263,7 @@ def test_flipped_folio_bit_rejected_through_kexec_load(tmp_path):
     assert r.clients["kho_test"] == "failed" and FAILED in r.reason
 
 
+@requires_kexec_load
 def test_luo_restored_through_kexec_load_every_byte_equal(tmp_path):
     """The live-update flow itself: the first kernel kexec_load()s the second with
     the LUO handover and the luo_check initramfs (ramdisk fields of the zero page)."""

@@ -18,7 +18,13 @@ JOBS="${KHO_KERNEL_JOBS:-$(nproc)}"
 FRAG="$HERE/live-x86_64.config"
 log() { echo "[build-live-kernel] $*" >&2; }
 
-if [[ -f "$OUT/bzImage" && "${KHO_KERNEL_REBUILD:-0}" != 1 ]]; then
+stale=0  # a built kernel whose config lacks a line the fragment now asks for is rebuilt
+if [[ -f "$OUT/config" ]]; then
+    while read -r line; do
+        grep -qxF "$line" "$OUT/config" || { stale=1; log "config of the built kernel lacks '$line': rebuilding"; }
+    done < <(grep -E '^CONFIG_' "$FRAG")
+fi
+if [[ -f "$OUT/bzImage" && "$stale" == 0 && "${KHO_KERNEL_REBUILD:-0}" != 1 ]]; then
     log "already built: $OUT/bzImage"
     exit 0
 fi
