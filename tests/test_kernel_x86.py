@@ -158,9 +158,6 @@ def test_luo_restored_on_x86_every_byte_equal(tmp_path):
     assert r.duration < 10, show(r)
 
 
-# -- rejected -------------------------------------------------------------------------
-
-
 def test_minimal_spec_with_default_placement_accepted(tmp_path):
     """Every placement left to the spec's x86_64 defaults (alloc at 512 MiB, scratch at 640 MiB)."""
     sp = minimal_spec(4096, arch="x86_64")
@@ -169,6 +166,9 @@ def test_minimal_spec_with_default_placement_accepted(tmp_path):
     r = run(fx, tmp_path, "minimal")
     assert r.accepted, show(r)
     assert r.clients == {"kho_test": "ok"}
+
+
+# -- rejected -------------------------------------------------------------------------
 
 
 def test_flipped_bit_in_a_kho_test_folio_rejected(tmp_path):
