@@ -108,6 +108,14 @@ def _common() -> argparse.ArgumentParser:
         metavar="N",
         help="materialize at most N runs of preserved pages from the map (default 32Mi, 16 bytes of memory each)",
     )
+    g.add_argument(
+        "--received",
+        choices=("auto", "yes", "no"),
+        default=S,
+        help="whether INPUT is the handover as its receiving kernel holds it after boot, whose memory map that "
+        "kernel no longer keeps (not read when yes). auto (default): yes for a debugfs kho/in directory, "
+        "a live capture --side in, or a capture whose meta.json says so",
+    )
     g.add_argument("--json", action="store_true", default=S, help="machine-readable JSON on stdout")
     return p
 
@@ -150,6 +158,9 @@ def _parse(args, cap):
     """A loaded capture parsed with the reading options of the command line."""
     from .capture import parse_capture
 
+    received = _opt(args, "received", "auto")
+    if received != "auto":
+        cap.received = received == "yes"
     return parse_capture(
         cap,
         version=_opt(args, "abi"),

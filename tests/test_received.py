@@ -88,3 +88,16 @@ def test_capture_meta_received_round_trip(tmp_path: Path) -> None:
     write_capture(tmp_path / "sent", sent, sst, handover_image(sent.image, sst), source="test")
     assert json.loads((tmp_path / "sent" / "meta.json").read_text())["received"] is False
     assert parse_capture(load_capture(tmp_path / "sent")).map_read
+
+
+def test_received_option_overrides_the_detection(tmp_path: Path, capsys) -> None:
+    """A kho/in copy under another name: --received yes reads it as the receiving
+    side; --received no reads a kho/in directory's map anyway."""
+    renamed = copy_debugfs("in", tmp_path / "kho-in-copy")
+    assert not load_capture(renamed, [IMAGE]).received
+    assert cli.main(["--json", "inspect", str(renamed), "--mem", IMAGE, "--received", "yes"]) == 0
+    assert json.loads(capsys.readouterr().out)["memory_map"]["released"] is True
+    d = copy_debugfs("in", tmp_path / "kho" / "in")
+    assert cli.main(["--json", "inspect", str(d), "--mem", IMAGE, "--received", "no"]) == 0
+    j = json.loads(capsys.readouterr().out)
+    assert j["memory_map"]["released"] is False and j["memory_map"]["read"] is True and j["preserved"]["pages"] > 0
