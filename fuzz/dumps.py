@@ -44,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fuzz.kcore_layout import NO_PADDR, PAGE_OFFSET, TEXT_VADDR, VMALLOC_START, VMEMMAP_START, core_ehdr, elf_note
 from kho_formats.image import PhysImage, elf_structs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -399,31 +400,12 @@ def elf_seeds() -> list[DumpSeed]:
     return seeds
 
 
-PAGE_OFFSET = 0xFFFF888000000000
-TEXT_VADDR = 0xFFFFFFFF81000000
-VMALLOC_START = 0xFFFFC90000000000
-VMEMMAP_START = 0xFFFFEA0000000000
-NO_PADDR = (1 << 64) - 1
-
-
-def _note(name: bytes, ntype: int, desc: bytes) -> bytes:
-    n = name + b"\0"
-    pad = lambda b: b + bytes(-len(b) % 4)
-    return (
-        len(n).to_bytes(4, "little")
-        + len(desc).to_bytes(4, "little")
-        + ntype.to_bytes(4, "little")
-        + pad(n)
-        + pad(desc)
-    )
-
-
 def build_kcore(image: PhysImage, *, page_size: int = 4096) -> bytes:
     """A compact kcore-like ELF (``fs/proc/kcore.c`` program headers, packed offsets)
     whose RAM segments hold ``image``."""
     elf = elf_structs("little")
     vmci = f"OSRELEASE=7.3.4-fuzz\nPAGESIZE={page_size}\n".encode()
-    notes = _note(b"CORE", 1, bytes(336)) + _note(b"VMCOREINFO", 0, vmci)
+    notes = elf_note(b"CORE", 1, bytes(336)) + elf_note(b"VMCOREINFO", 0, vmci)
     ram = [(a, b - a) for a, b in image.covered()]
     text_phys, text_size = ram[0][0], min(ram[0][1], 8192)
     loads: list[tuple[int, int, int, bytes]] = [
@@ -440,23 +422,7 @@ def build_kcore(image: PhysImage, *, page_size: int = 4096) -> bytes:
     for _va, _pa, size, _ in loads:
         offsets.append(cur)
         cur += -(-size // 4096) * 4096
-    ehdr = dict(
-        e_ident=b"\x7fELF\x02\x01\x01" + bytes(9),
-        e_type=4,
-        e_machine=62,
-        e_version=1,
-        e_entry=0,
-        e_phoff=64,
-        e_shoff=0,
-        e_flags=0,
-        e_ehsize=64,
-        e_phentsize=56,
-        e_phnum=nph,
-        e_shentsize=0,
-        e_shnum=0,
-        e_shstrndx=0,
-    )
-    out = bytearray(elf.ehdr.build(ehdr))
+    out = bytearray(core_ehdr(nph))
     phdrs = [(4, 0, note_off, 0, 0, len(notes))]
     phdrs += [(1, 7, off, va, pa, size) for (va, pa, size, _), off in zip(loads, offsets)]
     for pt, fl, off, va, pa, size in phdrs:

@@ -17,50 +17,18 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from fuzz.kcore_layout import (  # noqa: F401  (re-exported: the tests import them from here)
+    MODULES_VADDR,
+    NO_PADDR,
+    PAGE_OFFSET,
+    TEXT_VADDR,
+    VIRTUAL_MASK,
+    VMALLOC_START,
+    VMEMMAP_START,
+    core_ehdr,
+    elf_note,
+)
 from kho_formats.image import PhysImage, elf_structs
-
-PAGE_OFFSET = 0xFFFF888000000000
-TEXT_VADDR = 0xFFFFFFFF81000000
-VMALLOC_START = 0xFFFFC90000000000
-MODULES_VADDR = 0xFFFFFFFFA0000000
-VMEMMAP_START = 0xFFFFEA0000000000
-NO_PADDR = (1 << 64) - 1
-VIRTUAL_MASK = (1 << 47) - 1
-
-
-def core_ehdr(phnum: int, *, machine: int = 62, **fields: int) -> bytes:
-    """A little-endian ELF64 ``ET_CORE`` header (x86_64 by default) with
-    ``phnum`` program headers right after it; ``fields`` override any field."""
-    h = dict(
-        e_ident=b"\x7fELF\x02\x01\x01" + bytes(9),
-        e_type=4,
-        e_machine=machine,
-        e_version=1,
-        e_entry=0,
-        e_phoff=64,
-        e_shoff=0,
-        e_flags=0,
-        e_ehsize=64,
-        e_phentsize=56,
-        e_phnum=phnum,
-        e_shentsize=0,
-        e_shnum=0,
-        e_shstrndx=0,
-    )
-    h.update(fields)
-    return elf_structs("little").ehdr.build(h)
-
-
-def _note(name: bytes, ntype: int, desc: bytes) -> bytes:
-    n = name + b"\0"
-    pad = lambda b: b + bytes(-len(b) % 4)
-    return (
-        len(n).to_bytes(4, "little")
-        + len(desc).to_bytes(4, "little")
-        + ntype.to_bytes(4, "little")
-        + pad(n)
-        + pad(desc)
-    )
 
 
 def write_kcore(
@@ -79,7 +47,11 @@ def write_kcore(
     ``decoy`` = bytes placed at the start of the text and vmalloc segments (so a
     reader that used them would find them)."""
     elf = elf_structs("little")
-    notes = _note(b"CORE", 1, bytes(336)) + _note(b"CORE", 3, bytes(136)) + _note(b"VMCOREINFO", 0, vmcoreinfo.encode())
+    notes = (
+        elf_note(b"CORE", 1, bytes(336))
+        + elf_note(b"CORE", 3, bytes(136))
+        + elf_note(b"VMCOREINFO", 0, vmcoreinfo.encode())
+    )
     loads: list[tuple[int, int, int]] = [(TEXT_VADDR, text[0], text[1])]
     loads.append((VMALLOC_START, NO_PADDR, 1 << 30))
     loads.append((MODULES_VADDR, NO_PADDR, 1 << 26))
