@@ -146,6 +146,30 @@ def missing_for(page_size: int, luo: bool = False) -> str | None:
     return None
 
 
+def x86_kernel() -> Path:
+    """The x86_64 bzImage (``$KHO_X86_KERNEL`` or ``$KHO_LIVE_KERNEL``, else the
+    build of ``scripts/live/build-kernel.sh``: ``boot.default_kernel(arch="x86_64")``)."""
+    env = os.environ.get("KHO_X86_KERNEL") or os.environ.get("KHO_LIVE_KERNEL")
+    return Path(env).expanduser() if env else boot.default_kernel(arch="x86_64")
+
+
+def x86_missing(*, compiler: bool = False) -> str | None:
+    """Why the x86_64 kernel tests cannot run here, or None; ``compiler``: they
+    also build a static x86_64 program (the initramfs's luo_check / kexec loader)."""
+    if _disabled():
+        return "kernel boot tests disabled by KHO_BOOT_TESTS=0"
+    if not x86_kernel().is_file():
+        return f"no x86_64 kernel at {x86_kernel()}: build it with scripts/live/build-kernel.sh or set KHO_X86_KERNEL"
+    if shutil.which("qemu-system-x86_64") is None:
+        return "qemu-system-x86_64 not on PATH (apt-get install qemu-system-x86)"
+    if compiler:
+        from kho_formats.boot.initramfs import cross_compiler
+
+        if cross_compiler("x86_64") is None:
+            return "x86_64-linux-gnu-gcc not on PATH (apt-get install gcc libc6-dev)"
+    return None
+
+
 def needs_kernel(page_size: int, luo: bool = False) -> pytest.MarkDecorator:
     """mark + skip for a test that boots the ``page_size`` kernel (the LUO build with ``luo``)."""
     why = missing_for(page_size, luo)

@@ -18,9 +18,7 @@ memblock region.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -32,6 +30,8 @@ from _kernel import (
     kho_v3_compatible,
     minimal_spec,
     write_boot_fixture,
+    x86_kernel,
+    x86_missing,
 )
 from test_kernel_boot import FAILED, OK
 
@@ -45,26 +45,10 @@ SPECS = FIXTURES / "specs" / "kernel"
 TIMEOUT = 60
 
 
-def x86_kernel() -> Path:
-    env = os.environ.get("KHO_X86_KERNEL")
-    return Path(env).expanduser() if env else boot.default_kernel(arch="x86_64")
-
-
-def _missing() -> str | None:
-    if os.environ.get("KHO_BOOT_TESTS", "").strip().lower() in ("0", "false", "no", "off"):
-        return "kernel boot tests disabled by KHO_BOOT_TESTS=0"
-    if not x86_kernel().is_file():
-        return f"no x86_64 kernel at {x86_kernel()}: build it with scripts/live/build-kernel.sh or set KHO_X86_KERNEL"
-    if shutil.which("qemu-system-x86_64") is None:
-        return "qemu-system-x86_64 not on PATH (apt-get install qemu-system-x86)"
-    from kho_formats.boot.initramfs import cross_compiler
-
-    if cross_compiler("x86_64") is None:
-        return "x86_64-linux-gnu-gcc not on PATH (apt-get install gcc libc6-dev)"
-    return None
-
-
-pytestmark = [pytest.mark.kernel, pytest.mark.skipif(_missing() is not None, reason=_missing() or "")]
+pytestmark = [
+    pytest.mark.kernel,
+    pytest.mark.skipif(x86_missing(compiler=True) is not None, reason=x86_missing(compiler=True) or ""),
+]
 
 
 def relocated(sp: Spec) -> Spec:

@@ -12,33 +12,25 @@ Skipped (with the reason) when the kernel or qemu-system-x86_64 is missing, or w
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from _kernel import x86_kernel, x86_missing
 
 from kho_formats.capture import load_capture, parse_capture
 from kho_formats.clients import decode_clients
 
 ROOT = Path(__file__).resolve().parents[1]
-CACHE = Path(os.environ.get("KHO_KERNEL_CACHE", Path.home() / ".cache" / "kho-formats"))
-KERNEL = Path(os.environ.get("KHO_LIVE_KERNEL", CACHE / "linux-7.3-x86_64-live" / "bzImage"))
+KERNEL = x86_kernel()
 
 
-def _missing() -> str | None:
-    if os.environ.get("KHO_BOOT_TESTS", "").strip().lower() in ("0", "false", "no", "off"):
-        return "kernel boot tests disabled by KHO_BOOT_TESTS=0"
-    if not KERNEL.is_file():
-        return f"no x86_64 live-capture kernel at {KERNEL}: build it with scripts/live/build-kernel.sh"
-    if shutil.which("qemu-system-x86_64") is None:
-        return "qemu-system-x86_64 not on PATH (apt-get install qemu-system-x86)"
-    return None
-
-
-pytestmark = [pytest.mark.kernel, pytest.mark.slow, pytest.mark.skipif(_missing() is not None, reason=_missing() or "")]
+pytestmark = [
+    pytest.mark.kernel,
+    pytest.mark.slow,
+    pytest.mark.skipif(x86_missing() is not None, reason=x86_missing() or ""),
+]
 
 
 def _state(path: Path, mem: list[str] | None = None) -> dict:
