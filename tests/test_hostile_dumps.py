@@ -69,6 +69,26 @@ def put(b: bytearray, off: int, width: int, value: int) -> None:
     b[off : off + width] = value.to_bytes(width, "little", signed=value < 0)
 
 
+def redirect_page(b: bytearray, lay: Layout, k: int, data: bytes, flags: int) -> None:
+    """Append ``data`` to the kdump ``b`` and point page descriptor ``k`` at it
+    (offset, size, compression ``flags``)."""
+    off = len(b)
+    b += data
+    put(b, lay.desc(k), 8, off)
+    put(b, lay.desc(k) + 8, 4, len(data))
+    put(b, lay.desc(k) + 12, 4, flags)
+
+
+def damaged_v4_kdump() -> bytearray:
+    """A zlib kdump of fixtures/v4-4k (root FDT at 0x78000000, its first page)
+    whose page descriptor #5 says 0xffffffff bytes."""
+    buf = io.BytesIO()
+    write_kdump(PhysImage.from_bundle(ROOT / "fixtures" / "v4-4k"), buf, compression="zlib")
+    b = bytearray(buf.getvalue())
+    put(b, Layout(b).desc(5) + 8, 4, 0xFFFFFFFF)
+    return b
+
+
 def write(tmp_path: Path, data: bytes, name: str = "d.kdump") -> Path:
     p = tmp_path / name
     p.write_bytes(bytes(data))
@@ -119,11 +139,7 @@ def test_page_descriptor_size_is_checked_on_the_scan_path(tmp_path: Path) -> Non
 def test_one_damaged_page_does_not_hide_the_handover(tmp_path: Path) -> None:
     """A kdump of fixtures/v4-4k with one page descriptor past the root FDT
     damaged: the scan skips that page, finds the root FDT and says what it skipped."""
-    img = PhysImage.from_bundle(ROOT / "fixtures" / "v4-4k")
-    buf = io.BytesIO()
-    write_kdump(img, buf, compression="zlib")
-    b = bytearray(buf.getvalue())
-    put(b, Layout(b).desc(5) + 8, 4, 0xFFFFFFFF)
+    b = damaged_v4_kdump()
     for data in (bytes(b), flatten(bytes(b))):
         cap = load_capture(write(tmp_path, data))
         assert cap.root_fdt_phys == 0x7800_0000
@@ -146,11 +162,7 @@ def test_zlib_bomb_page_is_cut_at_a_page(tmp_path: Path) -> None:
     lay = Layout(b)
     bomb = zlib.compress(bytes(8 * MiB), 9)
     assert len(bomb) <= 2 * lay.bs
-    off = len(b)
-    b += bomb
-    put(b, lay.desc(0), 8, off)
-    put(b, lay.desc(0) + 8, 4, len(bomb))
-    put(b, lay.desc(0) + 12, 4, 1)
+    redirect_page(b, lay, 0, bomb, 1)
     img = load_kdump(write(tmp_path, b))
     peak, exc = peak_alloc(lambda: img.read(0x100000, 4096))
     assert isinstance(exc, ImageError) and "holds more than 4096 bytes" in str(exc), exc
@@ -165,11 +177,7 @@ def test_zstd_bomb_page_is_cut_at_a_page(tmp_path: Path) -> None:
     lay = Layout(b)
     bomb = bytes(cramjam.zstd.compress(bytes(8 * MiB)))
     assert len(bomb) <= 2 * lay.bs
-    off = len(b)
-    b += bomb
-    put(b, lay.desc(0), 8, off)
-    put(b, lay.desc(0) + 8, 4, len(bomb))
-    put(b, lay.desc(0) + 12, 4, 0x20)
+    redirect_page(b, lay, 0, bomb, 0x20)
     img = load_kdump(write(tmp_path, b))
     peak, exc = peak_alloc(lambda: img.read(0x100000, 4096))
     assert isinstance(exc, ImageError) and "does not decompress" in str(exc) and "pfn 0x100" in str(exc), exc
@@ -181,11 +189,7 @@ def test_snappy_length_header_is_checked_first(tmp_path: Path) -> None:
     pytest.importorskip("cramjam")
     b = plain_kdump(compression="snappy")
     lay = Layout(b)
-    off = len(b)
-    b += bytes([0xFF, 0xFF, 0xFF, 0xFF, 0x0F]) + bytes(16)
-    put(b, lay.desc(0), 8, off)
-    put(b, lay.desc(0) + 8, 4, 21)
-    put(b, lay.desc(0) + 12, 4, 0x4)
+    redirect_page(b, lay, 0, bytes([0xFF, 0xFF, 0xFF, 0xFF, 0x0F]) + bytes(16), 0x4)  # 21 bytes
     img = load_kdump(write(tmp_path, b))
     peak, exc = peak_alloc(lambda: img.read(0x100000, 4096))
     assert isinstance(exc, ImageError) and "snappy stream says 4294967295 bytes" in str(exc), exc
@@ -326,11 +330,7 @@ def test_damaged_page_on_the_debugfs_prefix_path_is_reported_once_per_scan(tmp_p
     note; a second scan of the same image reports it again, not twice over."""
     from kho_formats import locate
 
-    img = PhysImage.from_bundle(ROOT / "fixtures" / "v4-4k")
-    buf = io.BytesIO()
-    write_kdump(img, buf, compression="zlib")
-    b = bytearray(buf.getvalue())
-    put(b, Layout(b).desc(5) + 8, 4, 0xFFFFFFFF)
+    b = damaged_v4_kdump()
     dump = write(tmp_path, b)
     prefix = (ROOT / "fixtures" / "v4-4k" / "root.dtb").read_bytes()[:64]
     dbg = tmp_path / "kho" / "out"
