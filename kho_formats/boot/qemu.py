@@ -84,14 +84,21 @@ def default_kernel(luo: bool = False, page_size: int = 4096, arch: str = "arm64"
 _IMAGE_PAGE_SIZES = {1: 4096, 2: 16384, 3: 65536}
 
 
+def kernel_head(kpath: Path, n: int) -> tuple[bytes, int]:
+    """The first ``n`` bytes of the kernel file at ``kpath`` (its header) and
+    the file's size; a file that cannot be read is a :class:`BootError`."""
+    try:
+        with open(kpath, "rb") as f:
+            head = f.read(n)
+        return head, os.fstat(f.fileno()).st_size
+    except OSError as exc:
+        raise BootError(f"cannot read kernel {kpath}: {exc.strerror or exc}") from None
+
+
 def kernel_page_size(kpath: Path) -> int | None:
     """The page size an arm64 ``Image`` was built for, from its header's
     ``flags`` (None: no arm64 Image header, or the field says "unspecified")."""
-    try:
-        with open(kpath, "rb") as f:
-            hdr = f.read(64)
-    except OSError as exc:
-        raise BootError(f"cannot read kernel Image {kpath}: {exc.strerror or exc}") from None
+    hdr, _ = kernel_head(kpath, 64)
     if len(hdr) < 64 or hdr[56:60] != b"ARM\x64":
         return None
     flags = int.from_bytes(hdr[24:32], "little")
@@ -134,12 +141,7 @@ def ram_bytes(memory: str) -> int:
 def kernel_span(kpath: Path) -> tuple[int, int]:
     """Where QEMU (hw/arm/boot.c) loads an arm64 Image: RAM + 2 MiB + text_offset, image_size bytes
     (a file without an arm64 Image header is loaded at the start of RAM, whole)."""
-    try:
-        with open(kpath, "rb") as f:
-            hdr = f.read(64)
-        fsize = os.stat(kpath).st_size
-    except OSError as exc:
-        raise BootError(f"cannot read kernel Image {kpath}: {exc.strerror or exc}") from None
+    hdr, fsize = kernel_head(kpath, 64)
     if len(hdr) < 64 or hdr[56:60] != b"ARM\x64":
         return QEMU_RAM_BASE, fsize
     text_offset = int.from_bytes(hdr[8:16], "little")

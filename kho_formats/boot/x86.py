@@ -22,7 +22,6 @@ scratch array must stay clear of those.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from ..alloc import PageAllocator
 from ..errors import AllocationError, BootError
 from ..layout import KhoData, layout
 from .load import BootFixture
+from .qemu import kernel_head
 
 __all__ = [
     "BzImage",
@@ -92,12 +92,7 @@ class BzImage:
 def bzimage(path: Path) -> BzImage | None:
     """The setup header of the x86 bzImage at ``path``; None when the file is
     not one (no ``HdrS`` magic).  A bzImage too old for setup_data is refused."""
-    try:
-        with open(path, "rb") as f:
-            hdr = f.read(0x268)
-        fsize = os.stat(path).st_size
-    except OSError as exc:
-        raise BootError(f"cannot read kernel {path}: {exc.strerror or exc}") from None
+    hdr, fsize = kernel_head(path, 0x268)
     if len(hdr) < 0x268 or hdr[0x202:0x206] != _HDRS:
         return None
     protocol = int.from_bytes(hdr[0x206:0x208], "little")
