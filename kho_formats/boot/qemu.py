@@ -89,8 +89,7 @@ def kernel_head(kpath: Path, n: int) -> tuple[bytes, int]:
     the file's size; a file that cannot be read is a :class:`BootError`."""
     try:
         with open(kpath, "rb") as f:
-            head = f.read(n)
-        return head, os.fstat(f.fileno()).st_size
+            return f.read(n), os.fstat(f.fileno()).st_size
     except OSError as exc:
         raise BootError(f"cannot read kernel {kpath}: {exc.strerror or exc}") from None
 
