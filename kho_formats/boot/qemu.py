@@ -34,6 +34,8 @@ __all__ = [
     "loader_args",
     "check_layout",
     "place_scratch_array",
+    "place_pages",
+    "check_fits",
     "dump_virt_dtb",
     "run_qemu",
 ]
@@ -179,14 +181,20 @@ def _busy(kspan: tuple[int, int], dtb_size: int, initrd_size: int = 0) -> list[t
 def check_layout(fx: BootFixture, kspan: tuple[int, int], dtb_size: int, ram_size: int, initrd_size: int = 0) -> None:
     """Refuse a fixture that does not fit QEMU virt RAM or whose segments
     cover QEMU's boot stub, the kernel, the initramfs or the boot DTB."""
-    ram = (QEMU_RAM_BASE, QEMU_RAM_BASE + ram_size)
-    busy = _busy(kspan, dtb_size, initrd_size)
+    check_fits(fx, (QEMU_RAM_BASE, QEMU_RAM_BASE + ram_size), _busy(kspan, dtb_size, initrd_size), "QEMU virt")
+
+
+def check_fits(fx: BootFixture, ram: tuple[int, int], busy: list[tuple[str, int, int]], machine: str) -> None:
+    """Refuse a fixture whose segments, root FDT or scratch areas leave
+    ``machine``'s RAM ``[start, end)``, or whose segments cover one of the
+    ``busy`` ``(name, start, end)`` ranges (scratch areas may: the kernel
+    itself runs from scratch)."""
     ranges = [(f"segment {s.file}", s.phys, s.phys + s.size) for s in fx.segments]
     ranges += [("root FDT", fx.fdt_phys, fx.fdt_phys + 1)]
     ranges += [(f"scratch area {a:#x}+{n:#x}", a, a + n) for a, n in fx.scratch if n]
     for what, a, b in ranges:
         if a < ram[0] or b > ram[1]:
-            raise BootError(f"{what} [{a:#x}, {b:#x}) is outside QEMU virt RAM [{ram[0]:#x}, {ram[1]:#x})")
+            raise BootError(f"{what} [{a:#x}, {b:#x}) is outside {machine} RAM [{ram[0]:#x}, {ram[1]:#x})")
         if what.startswith("segment"):
             for name, x, y in busy:
                 if a < y and b > x:
@@ -206,13 +214,31 @@ def place_scratch_array(
     end = QEMU_RAM_BASE + ram_size
     top = min(KHO_BOOT_SCRATCH_ARRAY, end)
     regions = [(top, end - top), (QEMU_DTB_ADDR, max(0, top - QEMU_DTB_ADDR))]
+    busy = _busy(kspan, _DTB_ROOM, initrd_size)
+    return place_pages(fx, size, regions, busy, [], "kho_scratch array", "QEMU virt")
+
+
+def place_pages(
+    fx: BootFixture,
+    size: int,
+    regions: list[tuple[int, int]],
+    busy: list[tuple[str, int, int]],
+    taken: list[tuple[int, int]],
+    what: str,
+    machine: str,
+) -> int:
+    """The first free pages in ``regions`` (``(start, size)``, in order of
+    preference) for ``size`` bytes, clear of every segment, scratch area, the
+    ``busy`` ranges and ``taken`` (``[start, end)``, to which the result is added)."""
     avoid = [(s.phys, s.phys + s.size) for s in fx.segments] + [(a, a + n) for a, n in fx.scratch if n]
-    avoid += [(x, y) for _, x, y in _busy(kspan, _DTB_ROOM, initrd_size)]
+    avoid += [(x, y) for _, x, y in busy] + list(taken)
     try:
         pa = PageAllocator([(a, n) for a, n in regions if n > 0], _PAGE, avoid=avoid)
-        return pa.alloc(-(-max(size, 1) // _PAGE) * _PAGE, what="kho_scratch array")
+        phys = pa.alloc(-(-max(size, 1) // _PAGE) * _PAGE, what=what)
     except AllocationError:
-        raise BootError("no free page for the kho_scratch array in QEMU virt RAM") from None
+        raise BootError(f"no free page for the {what} in {machine} RAM") from None
+    taken.append((phys, phys + size))
+    return phys
 
 
 def dump_virt_dtb(qemu_bin: str, workdir: Path, *, cpu: str, memory: str) -> bytes:

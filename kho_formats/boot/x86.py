@@ -25,11 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..alloc import PageAllocator
-from ..errors import AllocationError, BootError
+from ..errors import BootError
 from ..layout import KhoData, layout
 from .load import BootFixture
-from .qemu import kernel_head
+from .qemu import check_fits, kernel_head, place_pages
 
 __all__ = [
     "BzImage",
@@ -152,17 +151,7 @@ def check_x86_layout(fx: BootFixture, kernel: BzImage, ram_size: int, initrd_siz
     pc RAM, or whose segments cover what QEMU and the booting kernel use.
     Scratch areas may cover them: the kernel itself runs from scratch on a
     real KHO kexec, and e820 setup marks the first MiB as scratch."""
-    busy = x86_busy(kernel, ram_size, initrd_size)
-    ranges = [(f"segment {s.file}", s.phys, s.phys + s.size) for s in fx.segments]
-    ranges += [("root FDT", fx.fdt_phys, fx.fdt_phys + 1)]
-    ranges += [(f"scratch area {a:#x}+{n:#x}", a, a + n) for a, n in fx.scratch if n]
-    for what, a, b in ranges:
-        if b > ram_size:
-            raise BootError(f"{what} [{a:#x}, {b:#x}) is outside QEMU pc RAM [0, {ram_size:#x})")
-        if what.startswith("segment"):
-            for name, x, y in busy:
-                if a < y and b > x:
-                    raise BootError(f"{what} [{a:#x}, {b:#x}) overlaps {name} [{x:#x}, {y:#x})")
+    check_fits(fx, (0, ram_size), x86_busy(kernel, ram_size, initrd_size), "QEMU pc")
 
 
 @dataclass(frozen=True)
@@ -214,12 +203,4 @@ def place_x86_page(
     top = max(0, ram_size - X86_TOP_RESERVED - initrd_size)
     pref = min(X86_PREFERRED, top)
     regions = [(pref, top - pref), (X86_LOW_RESERVED, max(0, pref - X86_LOW_RESERVED))]
-    avoid = [(s.phys, s.phys + s.size) for s in fx.segments] + [(a, a + n) for a, n in fx.scratch if n]
-    avoid += [(x, y) for _, x, y in x86_busy(kernel, ram_size, initrd_size)] + list(taken)
-    try:
-        pa = PageAllocator([(a, n) for a, n in regions if n > 0], _PAGE, avoid=avoid)
-        phys = pa.alloc(-(-max(size, 1) // _PAGE) * _PAGE, what=what)
-    except AllocationError:
-        raise BootError(f"no free page for the {what} in QEMU pc RAM") from None
-    taken.append((phys, phys + size))
-    return phys
+    return place_pages(fx, size, regions, x86_busy(kernel, ram_size, initrd_size), taken, what, "QEMU pc")
