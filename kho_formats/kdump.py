@@ -466,21 +466,26 @@ class KdumpPages(LazyData):
         seen: dict[tuple[int, int], int] = {}
         for i, o in enumerate(offs.tolist()):
             k, inoff = divmod(o, bs)
-            if inoff + 4 > bs:
-                heads[i] = int.from_bytes(self.fetch(o, 4), "big")
+            if inoff + 4 > bs:  # straddles two pages (a scan step that is not the block size)
+                heads[i] = self._scan_head(lambda o=o: self.fetch(o, 4))
                 continue
             key = (int(self.f.descs[self.first + k]["offset"]), inoff)  # zero pages share one descriptor target
             v = seen.get(key)
             if v is None:
-                try:
-                    v = int.from_bytes(self.f.head_of(self.first + k, self.pfn + k, inoff, 4), "big")
-                except ImageError as exc:  # one damaged page: skipped (read as 0), counted
-                    self.f.unreadable += 1
-                    self.f.first_unreadable = self.f.first_unreadable or str(exc)
-                    v = 0
-                seen[key] = v
+                v = seen[key] = self._scan_head(
+                    lambda k=k, inoff=inoff: self.f.head_of(self.first + k, self.pfn + k, inoff, 4)
+                )
             heads[i] = v
         return offs, heads
+
+    def _scan_head(self, read: Callable[[], bytes]) -> int:
+        """The big-endian u32 ``read`` gives; a damaged page is skipped (read as 0) and counted."""
+        try:
+            return int.from_bytes(read(), "big")
+        except ImageError as exc:
+            self.f.unreadable += 1
+            self.f.first_unreadable = self.f.first_unreadable or str(exc)
+            return 0
 
     def scan_problems(self) -> tuple[int, str | None]:
         return self.f.unreadable, self.f.first_unreadable

@@ -343,3 +343,16 @@ def test_damaged_page_on_the_debugfs_prefix_path_is_reported_once_per_scan(tmp_p
     for _ in range(2):
         assert locate.find_prefix(kimg, prefix) == [0x7800_0000]
         assert locate.scan_problems(kimg)[0] == 1  # counted afresh by each scan, per kdump file
+
+
+def test_scan_read_straddling_a_damaged_page_is_skipped_too(tmp_path: Path) -> None:
+    """A scan step off the block size reads across two pages: a damaged second page
+    is skipped and counted like any other, not raised out of the scan."""
+    b = plain_kdump()
+    put(b, Layout(b).desc(1) + 8, 4, 0xFFFFFFFF)
+    (seg,) = list(load_kdump(write(tmp_path, b)))
+    seg.data.reset_scan_problems()
+    offs, heads = seg.data.page_heads(4094, 4096)  # 2 bytes of page 0 and 2 of page 1
+    assert offs[0] == 4094 and heads[0] == 0
+    n, first = seg.data.scan_problems()
+    assert n >= 1 and "page descriptor #1" in first
