@@ -28,6 +28,7 @@ __all__ = [
     "QEMU_BINARIES",
     "build_script",
     "qemu_opt",
+    "join_cmdline",
     "ram_bytes",
     "kernel_span",
     "need",
@@ -123,6 +124,11 @@ def dtb_addr(initrd_size: int = 0) -> int:
         return QEMU_DTB_ADDR
     end = QEMU_INITRD_ADDR + initrd_size
     return end + (-end % _DTB_ALIGN_AFTER_INITRD)
+
+
+def join_cmdline(base: str, *extra: str) -> str:
+    """A kernel command line: ``base`` and every non-empty ``extra``, one space apart."""
+    return " ".join(p.strip() for p in (base, *extra) if p and p.strip())
 
 
 def qemu_opt(value: str) -> str:

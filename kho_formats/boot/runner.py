@@ -23,6 +23,7 @@ from .qemu import (
     check_layout,
     default_kernel,
     dump_virt_dtb,
+    join_cmdline,
     kernel_page_size,
     kernel_span,
     loader_args,
@@ -38,7 +39,6 @@ from .x86 import (
     bzimage,
     patched_bzimage,
     place_handover,
-    x86_cmdline,
 )
 
 __all__ = ["BootResult", "BootPlan", "plan_boot", "run_boot", "X86Handover", "x86_handover", "client_cmdline"]
@@ -195,7 +195,6 @@ def plan_boot(
         check_kernel_page_size(kernel, fx.page_size)
         kspan = kernel_span(kernel)
         asks = _client_asks(fx)
-        cmdline += asks.cmdline
         initrd_path = _write_initrd(asks, workdir, init_binary, "arm64")
         initrd_size = initrd_path.stat().st_size if initrd_path is not None else 0
         arr = fx.scratch_array()
@@ -210,10 +209,8 @@ def plan_boot(
         dtb = patch_chosen(virt_dtb, (fx.fdt_phys, fx.fdt_size), (sap or 0, len(arr)))
         dtb_path = workdir / "patched.dtb"
         check_layout(fx, kspan, len(dtb), ram_size, initrd_size)
-        if fx.cmdline:
-            cmdline += " " + fx.cmdline
-    if extra_cmdline:
-        cmdline += " " + extra_cmdline
+        cmdline = join_cmdline(cmdline, asks.cmdline, fx.cmdline)
+    cmdline = join_cmdline(cmdline, extra_cmdline)
     dtb_path.write_bytes(dtb)
     cmd = [
         qemu_bin or "qemu-system-aarch64",
@@ -300,8 +297,8 @@ def _plan_x86(
         initrd_path = _write_initrd(asks, workdir, init_binary, "x86_64")
         ho = x86_handover(fx, kernel, workdir, memory, initrd_path.stat().st_size if initrd_path is not None else 0)
         boot_kernel, loaders, sap, sd_phys = ho.kernel, ho.loaders, ho.scratch_array_phys, ho.setup_data_phys
-        cmdline = x86_cmdline(cmdline, asks.cmdline, fx.cmdline)
-    cmdline = x86_cmdline(cmdline, extra_cmdline)
+        cmdline = join_cmdline(cmdline, asks.cmdline, fx.cmdline)
+    cmdline = join_cmdline(cmdline, extra_cmdline)
     cmd = [
         qemu_bin or "qemu-system-x86_64",
         *("-M", "pc", "-cpu", cpu or X86_DEFAULT_CPU, "-m", memory),
@@ -332,7 +329,7 @@ def _plan_x86(
 
 def client_cmdline(fx: BootFixture) -> str:
     """What the fixture's clients add to the kernel command line (``reserve_mem=...``), and its own ``cmdline``."""
-    return x86_cmdline("", _client_asks(fx).cmdline, fx.cmdline)
+    return join_cmdline("", _client_asks(fx).cmdline, fx.cmdline)
 
 
 def run_boot(
@@ -466,7 +463,7 @@ def _run_kexec(
     if asks.initrd_files:  # LUO sessions: the second kernel gets the luo_check initramfs
         init = Path(init_binary) if init_binary is not None else luo_check_binary(arch="x86_64")
         second = initramfs(init.read_bytes(), asks.initrd_files)
-    cmdline = x86_cmdline(X86_BASE_CMDLINE, asks.cmdline, fx.cmdline, extra_cmdline)
+    cmdline = join_cmdline(X86_BASE_CMDLINE, asks.cmdline, fx.cmdline, extra_cmdline)
     kp = plan_kexec(fx, bz, cmdline, memory, second_initrd=second)
     scratch_dir: AbstractContextManager[str] = (
         tempfile.TemporaryDirectory(prefix="kho-kexec-") if workdir is None else nullcontext(os.fspath(workdir))

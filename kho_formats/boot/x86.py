@@ -45,7 +45,6 @@ __all__ = [
     "place_x86_page",
     "HandoverPages",
     "place_handover",
-    "x86_cmdline",
 ]
 
 #: boot protocol header magic ("HdrS") at 0x202
@@ -181,11 +180,6 @@ def place_handover(
     entry = setup_data_entry(fx.fdt_phys, fx.fdt_size, sap or 0, len(arr))
     sd_phys = place_x86_page(fx, len(entry), kernel, ram_size, initrd_size, taken, "setup_data entry")
     return HandoverPages(entry, sd_phys, sap or 0, extra)
-
-
-def x86_cmdline(base: str, *extra: str) -> str:
-    """The second kernel's command line: ``base`` and every non-empty extra."""
-    return " ".join(p.strip() for p in (base, *extra) if p and p.strip())
 
 
 def place_x86_page(
