@@ -467,21 +467,19 @@ class KdumpPages(LazyData):
         for i, o in enumerate(offs.tolist()):
             k, inoff = divmod(o, bs)
             if inoff + 4 > bs:  # straddles two pages (a scan step that is not the block size)
-                heads[i] = self._scan_head(lambda o=o: self.fetch(o, 4))
+                heads[i] = self._scan_head(self.fetch, o, 4)
                 continue
             key = (int(self.f.descs[self.first + k]["offset"]), inoff)  # zero pages share one descriptor target
             v = seen.get(key)
             if v is None:
-                v = seen[key] = self._scan_head(
-                    lambda k=k, inoff=inoff: self.f.head_of(self.first + k, self.pfn + k, inoff, 4)
-                )
+                v = seen[key] = self._scan_head(self.f.head_of, self.first + k, self.pfn + k, inoff, 4)
             heads[i] = v
         return offs, heads
 
-    def _scan_head(self, read: Callable[[], bytes]) -> int:
-        """The big-endian u32 ``read`` gives; a damaged page is skipped (read as 0) and counted."""
+    def _scan_head(self, read: Callable[..., bytes], *args: int) -> int:
+        """The big-endian u32 ``read(*args)`` gives; a damaged page is skipped (read as 0) and counted."""
         try:
-            return int.from_bytes(read(), "big")
+            return int.from_bytes(read(*args), "big")
         except ImageError as exc:
             self.f.unreadable += 1
             self.f.first_unreadable = self.f.first_unreadable or str(exc)
