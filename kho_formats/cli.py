@@ -118,6 +118,13 @@ def _common() -> argparse.ArgumentParser:
         "a live capture --side in, or a capture whose meta.json says so",
     )
     g.add_argument("--json", action="store_true", default=S, help="machine-readable JSON on stdout")
+    g.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=S,
+        help="no progress bar (one is shown on stderr for long work when stderr is a terminal, never with --json)",
+    )
     return p
 
 
@@ -783,6 +790,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help / --version (0) or usage errors (2)
         return int(exc.code or 0)
+    from . import progress
+
+    progress.configure(progress.wanted(quiet=_opt(args, "quiet", False), json=_opt(args, "json", False)))
     try:
         return args.func(args)
     except KhoFormatError as exc:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import abi
+from .. import abi, progress
 from ..abi.layout import SETUP_KEXEC_KHO, layout
 from ..errors import FdtError, ImageError, KhoFormatError
 from ..memory.image import LazyData, PhysImage
@@ -84,18 +84,21 @@ def _page_heads(image: PhysImage, page_size: int) -> tuple[np.ndarray, np.ndarra
     for seg in image:  # a new scan: what earlier scans skipped is not this one's
         if isinstance(seg.data, LazyData):
             seg.data.reset_scan_problems()
-    for seg in image:
-        first = -seg.phys % page_size
-        n = (len(seg.data) - first - 4) // page_size + 1 if len(seg.data) >= first + 4 else 0
-        if n <= 0:
-            continue
-        if isinstance(seg.data, LazyData):
-            offs, h = seg.data.page_heads(first, page_size)
-        else:
-            offs = first + np.arange(n, dtype=np.int64) * page_size
-            h = _mapped_heads(seg.data, first, n, page_size)
-        addrs.append(offs.astype(np.uint64) + np.uint64(seg.phys))
-        heads.append(np.asarray(h, dtype=np.uint32))
+    with progress.task("scanning for the root FDT", total=sum(len(seg.data) for seg in image)) as bar:
+        for seg in image:
+            first = -seg.phys % page_size
+            n = (len(seg.data) - first - 4) // page_size + 1 if len(seg.data) >= first + 4 else 0
+            if n <= 0:
+                bar.update(len(seg.data))
+                continue
+            if isinstance(seg.data, LazyData):
+                offs, h = seg.data.page_heads(first, page_size)  # reports its pages to progress.current()
+            else:
+                offs = first + np.arange(n, dtype=np.int64) * page_size
+                h = _mapped_heads(seg.data, first, n, page_size, bar)
+            bar.update(len(seg.data) - n * page_size)  # what the page steps did not count
+            addrs.append(offs.astype(np.uint64) + np.uint64(seg.phys))
+            heads.append(np.asarray(h, dtype=np.uint32))
     if not addrs:
         return np.zeros(0, np.uint64), np.zeros(0, np.uint32)
     return np.concatenate(addrs), np.concatenate(heads)
@@ -105,7 +108,7 @@ def _page_heads(image: PhysImage, page_size: int) -> tuple[np.ndarray, np.ndarra
 SCAN_CHUNK = 64 << 20
 
 
-def _mapped_heads(data: memoryview, first: int, n: int, page_size: int) -> np.ndarray:
+def _mapped_heads(data: memoryview, first: int, n: int, page_size: int, bar: progress.Bar | None = None) -> np.ndarray:
     """The big-endian u32 at ``first + k * page_size`` of ``data`` for k < n.
 
     For a view of an ``mmap`` the scan goes chunk by chunk and each chunk's
@@ -119,6 +122,8 @@ def _mapped_heads(data: memoryview, first: int, n: int, page_size: int) -> np.nd
         m = min(step, n - k)
         off = first + k * page_size
         out[k : k + m] = np.ndarray((m,), dtype=">u4", buffer=data, offset=off, strides=(page_size,))
+        if bar is not None:
+            bar.update(m * page_size)
         if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
             start = np.frombuffer(data, dtype=np.uint8, count=1, offset=off).ctypes.data - base
             a = start // mmap.PAGESIZE * mmap.PAGESIZE
