@@ -1,3 +1,52 @@
-"""kho-formats: read, build, check and convert Linux Kexec HandOver data."""
+"""kho-formats: read, build, check and convert Linux Kexec HandOver data.
 
-__version__ = "0.1.0"
+The library face is a handful of names (:mod:`kho_formats.api`)::
+
+    >>> import kho_formats
+    >>> h = kho_formats.open("fixtures/v4-4k")
+    >>> h.version, h.page_size, h.byteorder
+    ('kho-v4', 4096, 'little')
+
+``open`` reads any input the ``kho`` command takes and returns a
+:class:`~kho_formats.api.Handover`; ``build`` makes one from a spec,
+``load_spec`` reads a spec.  The names are imported on first use (PEP 562),
+so ``import kho_formats.fdt`` does not import the whole package.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .api import Diff, Findings, Handover, Luo, build, load_spec, open
+    from .errors import KhoFormatError
+
+#: the public names, and the module each one lives in (imported when first asked for)
+_FACE = {
+    "open": "api",
+    "build": "api",
+    "load_spec": "api",
+    "Handover": "api",
+    "Luo": "api",
+    "Findings": "api",
+    "Diff": "api",
+    "KhoFormatError": "errors",
+}
+
+__all__ = ["open", "build", "load_spec", "Handover", "Luo", "Findings", "Diff", "KhoFormatError", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    mod = _FACE.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{mod}", __name__), name)
+    globals()[name] = value  # once imported, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
