@@ -59,7 +59,6 @@ if TYPE_CHECKING:  # pragma: no cover
 PathLike = str | os.PathLike[str]
 
 
-
 # -- reading --------------------------------------------------------------------------------------
 
 
@@ -160,7 +159,8 @@ def open_live(
     >>> h = open_live(side="in")  # doctest: +SKIP
     >>> h.write("handover/")  # doctest: +SKIP
     """
-    from .live import KCORE_PATH, default_debugfs, live_capture
+    from .kcore import KCORE_PATH
+    from .live import default_debugfs, live_capture
     from .safeio import read_regular
 
     binfo = read_regular(boot_info, "boot info", max_size=1 << 20) if boot_info is not None else None
@@ -282,12 +282,20 @@ class Handover:
 
     @property
     def source(self) -> str:
-        """The input as given to :func:`open` (the name ``kho`` reports print)."""
+        """The input as given to :func:`open` (the name ``kho`` reports print).
+
+        >>> open("fixtures/v4-4k").source
+        'fixtures/v4-4k'
+        """
         return self._source
 
     @property
     def capture(self) -> Capture:
-        """The raw inputs before parsing (:class:`~kho_formats.capture.Capture`)."""
+        """The raw inputs before parsing (:class:`~kho_formats.capture.Capture`).
+
+        >>> open("fixtures/v4-4k").capture.kind
+        'fixture'
+        """
         return self._capture
 
     @property
@@ -310,19 +318,32 @@ class Handover:
 
     @property
     def fixture(self) -> Fixture | None:
-        """The built fixture (:func:`build`, :meth:`convert`), else None."""
+        """The built fixture (:class:`~kho_formats.fixture.Fixture`: :func:`build`,
+        :meth:`convert`), else None.
+
+        >>> build("fixtures/specs/v4-4k.toml").fixture.arch, open("fixtures/v4-4k").fixture
+        ('arm64', None)
+        """
         return self._fixture
 
     @property
     def conversion(self) -> dict[str, Any] | None:
-        """What :meth:`convert` changed (``kho-formats/convert/1`` without ``outdir``/``files``), else None."""
+        """What :meth:`convert` changed (``kho-formats/convert/1`` without ``outdir``/``files``), else None.
+
+        >>> open("fixtures/v2-4k").convert("kho-v3").conversion["from"]["version"]
+        'kho-v2'
+        """
         return self._conversion
 
     # -- the parsed handover --
 
     @cached_property
     def state(self) -> KhoState:
-        """The parsed handover (:class:`~kho_formats.state.KhoState`), parsed on first use."""
+        """The parsed handover (:class:`~kho_formats.state.KhoState`), parsed on first use.
+
+        >>> open("fixtures/v4-4k").state.abi.memory_map
+        'radix'
+        """
         from .capture import parse_capture
 
         o = self._options
@@ -350,7 +371,11 @@ class Handover:
 
     @property
     def compatible(self) -> list[str]:
-        """The root FDT's whole ``compatible`` list."""
+        """The root FDT's whole ``compatible`` list.
+
+        >>> open("fixtures/v4-4k").compatible
+        ['kho-v4']
+        """
         return [self.state.abi.compatible, *self.state.extra_compatible]
 
     @property
@@ -364,7 +389,11 @@ class Handover:
 
     @property
     def byteorder(self) -> str:
-        """The producer's byte order, ``"little"`` or ``"big"`` (as ``sys.byteorder``)."""
+        """The producer's byte order, ``"little"`` or ``"big"`` (as ``sys.byteorder``).
+
+        >>> open("fixtures/v4-4k").byteorder
+        'little'
+        """
         return self.state.byteorder
 
     @property
@@ -378,7 +407,11 @@ class Handover:
 
     @property
     def root_fdt_phys(self) -> int | None:
-        """The root FDT's physical address (None when nothing says)."""
+        """The root FDT's physical address (None when nothing says).
+
+        >>> hex(open("fixtures/v4-4k").root_fdt_phys)
+        '0x78000000'
+        """
         return self.state.root_fdt_phys
 
     @property
@@ -393,12 +426,25 @@ class Handover:
     @property
     def received(self) -> bool:
         """The handover as its receiving kernel holds it after boot: the memory map
-        was released, so the preserved set is not known (``--received``)."""
+        was released, so the preserved set is not known (``--received``).
+
+        >>> open("fixtures/v4-4k").received
+        False
+        >>> open("fixtures/captures/linux-7.3-x86_64-luo-v5-small", received=True).preserved
+        Traceback (most recent call last):
+        ...
+        kho_formats.errors.KhoFormatError: fixtures/captures/linux-7.3-x86_64-luo-v5-small: the memory map was not read (the receiving kernel released it) (expected a capture of the sending side)
+        """
         return self.state.map_released
 
     @property
     def notes(self) -> list[str]:
-        """What reading did or noticed (prefix completed, overrides, oddities)."""
+        """What reading did or noticed (prefix completed, overrides, oddities).
+
+        >>> notes = open("fixtures/captures/linux-7.3-x86_64-kho-v4/debugfs").notes
+        >>> notes[:2]
+        ['no memory image given: the preserved memory map was not read', "sub-blob 'memblock': bytes taken from debugfs sub_fdts/memblock"]
+        """
         return list(self.state.notes)
 
     @property
@@ -409,10 +455,11 @@ class Handover:
         {0: 8, 1: 3, 2: 4, 9: 1, 10: 1}
         """
         if not self.state.map_read:
+            released = self.state.map_released
             raise KhoFormatError(
                 f"{self._source}: the memory map was not read"
-                + (" (the receiving kernel released it)" if self.state.map_released else ""),
-                expected="a memory image holding the map (mem=...)",
+                + (" (the receiving kernel released it)" if released else ""),
+                expected="a capture of the sending side" if released else "a memory image holding the map (mem=...)",
             )
         return self.state.preserved
 
@@ -452,7 +499,11 @@ class Handover:
     @property
     def subblobs(self) -> list[SubBlob]:
         """The root FDT's sub-nodes, one per client (:class:`~kho_formats.state.SubBlob`:
-        ``name``, ``phys``, ``size``, ``data``), in the FDT's order."""
+        ``name``, ``phys``, ``size``, ``data``), in the FDT's order.
+
+        >>> [(sb.name, sb.size) for sb in open("fixtures/v4-4k").subblobs]
+        [('kho_test', 240), ('memblock', 214), ('kexec-metadata', 73)]
+        """
         return list(self.state.subblobs)
 
     @cached_property
@@ -557,7 +608,8 @@ class Handover:
         (['root', 'kho_test', 'memblock'], [{'name': 'kexec-metadata', 'reason': 'not an FDT (raw blob)'}])
         """
         from .documents import DtsDocument
-        from .fdt import FDT_MAGIC, to_dts
+        from .fdt import to_dts
+        from .layout import FDT_MAGIC
 
         docs = [DtsDocument("root", str(self.sources.get("root_fdt", self._source)), None, self.to_dts())]
         skipped: list[dict[str, str]] = []
@@ -620,7 +672,11 @@ class Handover:
     def handover_image(self, referenced_only: bool = False) -> PhysImage:
         """The memory image cut down to the handover (``kho capture``): root FDT
         page, memory-map pages, sub-blobs, what clients reference and, unless
-        ``referenced_only``, every preserved page's contents (views, no copy)."""
+        ``referenced_only``, every preserved page's contents (views, no copy).
+
+        >>> open("fixtures/v4-4k").handover_image().total_bytes
+        163840
+        """
         from .extract import handover_image
 
         if self.image is None:
@@ -690,25 +746,41 @@ class Findings(list["Finding"]):
 
     @property
     def errors(self) -> int:
-        """How many findings are errors."""
+        """How many findings are errors.
+
+        >>> open("fixtures/v4-4k").check().errors
+        0
+        """
         from .findings import ERROR
 
         return sum(f.severity == ERROR for f in self)
 
     @property
     def warnings(self) -> int:
-        """How many findings are warnings."""
+        """How many findings are warnings.
+
+        >>> open("fixtures/v4-4k").check().warnings
+        0
+        """
         from .findings import WARNING
 
         return sum(f.severity == WARNING for f in self)
 
     @property
     def ok(self) -> bool:
-        """No errors (with ``strict``, no warnings either): ``kho check`` exits 0."""
+        """No errors (with ``strict``, no warnings either): ``kho check`` exits 0.
+
+        >>> open("fixtures/v4-4k").check().ok
+        True
+        """
         return self.errors == 0 and not (self.strict and self.warnings)
 
     def to_json(self) -> dict[str, Any]:
-        """``kho check --json`` (``kho-formats/check/1``)."""
+        """``kho check --json`` (``kho-formats/check/1``).
+
+        >>> open("fixtures/v4-4k").check().to_json()["findings"][0]["code"]
+        'csum'
+        """
         from .documents import check_document
 
         return check_document(self, source=self.source, strict=self.strict)
@@ -727,32 +799,56 @@ class Diff:
 
     @property
     def identical(self) -> bool:
-        """Same preserved set, sub-blobs and LUO state (``kho diff`` exits 0)."""
+        """Same preserved set, sub-blobs and LUO state (``kho diff`` exits 0).
+
+        >>> open("fixtures/v4-4k").diff(open("fixtures/v4-4k")).identical
+        True
+        """
         return bool(self._doc["identical"])
 
     @property
     def preserved_identical(self) -> bool | None:
-        """Same preserved set; None when a memory map was not read."""
+        """Same preserved set; None when a memory map was not read.
+
+        >>> open("fixtures/v4-4k").diff(open("fixtures/v4-4k/root.dtb")).preserved_identical is None
+        True
+        """
         v = self._doc["preserved_identical"]
         return None if v is None else bool(v)
 
     @property
     def subblobs(self) -> list[dict[str, Any]]:
-        """Sub-blob changes: ``{name, change: only-a|only-b|differs, fields, a, b}``."""
+        """Sub-blob changes: ``{name, change: only-a|only-b|differs, fields, a, b}``.
+
+        >>> [(s["name"], s["fields"]) for s in open("fixtures/v4-4k").diff(open("fixtures/v4-16k")).subblobs][1]
+        ('memblock', ['phys'])
+        """
         return list(self._doc["subblobs"])
 
     @property
     def other(self) -> dict[str, Any]:
-        """Version, page size, byte order, scratch when they differ (``{a, b}``; not compared)."""
+        """Version, page size, byte order, scratch when they differ (``{a, b}``; not compared).
+
+        >>> open("fixtures/v4-4k").diff(open("fixtures/v4-16k")).other["page_size"]
+        {'a': 4096, 'b': 16384}
+        """
         return dict(self._doc["other"])
 
     @property
     def luo(self) -> dict[str, Any] | None:
-        """The Live Update state compared, None when neither side has ``LUO``."""
+        """The Live Update state compared, None when neither side has ``LUO``.
+
+        >>> open("fixtures/v4-4k").diff(open("fixtures/v4-4k")).luo is None
+        True
+        """
         return self._doc["luo"]
 
     def to_json(self) -> dict[str, Any]:
-        """``kho diff --json`` (``kho-formats/diff/1``)."""
+        """``kho diff --json`` (``kho-formats/diff/1``).
+
+        >>> open("fixtures/v4-4k").diff(open("fixtures/v4-4k")).to_json()["schema"]
+        'kho-formats/diff/1'
+        """
         return self._doc
 
 
@@ -776,37 +872,65 @@ class Luo:
 
     @property
     def state(self) -> LuoState:
-        """The decoded state (:class:`~kho_formats.clients.luo.LuoState`)."""
+        """The decoded state (:class:`~kho_formats.clients.luo.LuoState`).
+
+        >>> hex(open("fixtures/v4-4k-luo").luo.state.phys)
+        '0x2001000'
+        """
         return self._st
 
     @property
     def compatible(self) -> str:
-        """``luo_ser``'s compatible (``luo-v5``)."""
+        """``luo_ser``'s compatible.
+
+        >>> open("fixtures/v4-4k-luo").luo.compatible
+        'luo-v5'
+        """
         return self._st.compatible
 
     @property
     def liveupdate_num(self) -> int:
-        """How many live updates the state has been through."""
+        """``luo_ser``'s ``liveupdate_num``: how many live updates the state has been through.
+
+        >>> open("fixtures/v4-4k-luo").luo.liveupdate_num
+        1
+        """
         return int(self._st.ser.liveupdate_num)
 
     @property
     def serialized(self) -> bool:
-        """LUO wrote its sessions (taken after ``liveupdate_reboot()``)."""
+        """LUO wrote its sessions (taken after ``liveupdate_reboot()``).
+
+        >>> open("fixtures/v4-4k-luo").luo.serialized
+        True
+        """
         return self._st.serialized
 
     @property
     def sessions(self) -> list[LuoSession]:
-        """The sessions in the kernel's order (``name``, ``files``)."""
+        """The sessions in the kernel's order (``name``, ``files``).
+
+        >>> [(s.name, len(s.files)) for s in open("fixtures/v4-4k-luo").luo.sessions]
+        [('vm-a', 67), ('vm-b', 1)]
+        """
         return list(self._st.sessions)
 
     @property
     def flbs(self) -> list[LuoFlb]:
-        """The file-lifecycle-bound objects (``name``, ``ser.data``, ``ser.count``)."""
+        """The file-lifecycle-bound objects (``name``, ``ser.data``, ``ser.count``).
+
+        >>> [f.ser.count for f in open("fixtures/captures/linux-7.3-x86_64-luo-v5-small").luo.flbs]
+        [3, 3, 3]
+        """
         return list(self._st.flbs)
 
     @property
     def problems(self) -> list[LuoProblem]:
-        """What decoding found wrong (each also a ``kho check`` finding)."""
+        """What decoding found wrong (each also a ``kho check`` finding).
+
+        >>> open("fixtures/captures/linux-7.3-x86_64-luo-v5-small").luo.problems
+        []
+        """
         return list(self._st.problems)
 
     def session(self, name: str) -> LuoSession:
@@ -872,10 +996,15 @@ class Luo:
         (4096, 61440)
         """
         raw = _ChunkReader(self.contents(file))
-        return io.BufferedReader(raw)  # type: ignore[return-value]
+        return io.BufferedReader(raw)
 
     def digest(self, file: LuoFile) -> str | None:
-        """SHA-256 of the file's contents (hex), as ``kho diff`` compares them."""
+        """SHA-256 of the file's contents (hex), as ``kho diff`` compares them.
+
+        >>> luo = open("fixtures/captures/linux-7.3-x86_64-luo-v5-small").luo
+        >>> luo.digest(luo.session("vm-a").files[1])[:16]
+        '8e447193f23b78ab'
+        """
         from .clients.luo import content_digest
 
         if self._image is None:
@@ -884,7 +1013,14 @@ class Luo:
 
     def extract(self, outdir: PathLike, *, force: bool = False) -> dict[str, Any]:
         """Write every file's contents under ``outdir`` (``kho luo extract``);
-        returns the index (``kho-formats/luo-extract/1``, also ``index.json``)."""
+        returns the index (``kho-formats/luo-extract/1``, also ``index.json``).
+
+        >>> import tempfile
+        >>> luo = open("fixtures/captures/linux-7.3-x86_64-luo-v5-small").luo
+        >>> index = luo.extract(tempfile.mkdtemp())
+        >>> index["files_written"], index["sessions"][0]["files"][1]["file"]
+        (3, 'vm-a/0000000000001001.bin')
+        """
         from .luo_extract import extract
 
         if self._image is None:
@@ -892,7 +1028,11 @@ class Luo:
         return extract(self._st, self._image, outdir, page_size=self._page_size, force=force, source=self._source)
 
     def to_json(self) -> dict[str, Any]:
-        """The ``luo`` key of ``kho inspect --json``."""
+        """The ``luo`` key of ``kho inspect --json``.
+
+        >>> hex(open("fixtures/captures/linux-7.3-x86_64-luo-v5-small").luo.to_json()["sessions_pa"])
+        '0x3177000'
+        """
         return self._st.report_json()
 
 
@@ -1006,4 +1146,4 @@ def build(
     return Handover._of_fixture(fx, source=inputs[0] if inputs else f"spec {fx.name}", inputs=inputs)
 
 
-__all__ = ["open", "open_live", "build", "load_spec", "Handover", "Luo", "Findings", "Diff", "PathLike"]
+__all__ = ["open", "open_live", "build", "load_spec", "Handover", "Luo", "Findings", "Diff"]
