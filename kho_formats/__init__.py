@@ -8,7 +8,8 @@ The library face is a handful of names (:mod:`kho_formats.api`)::
     ('kho-v4', 4096, 'little')
 
 ``open`` reads any input the ``kho`` command takes and returns a
-:class:`~kho_formats.api.Handover`; ``build`` makes one from a spec,
+:class:`~kho_formats.api.Handover` (``open_live``: the running system's, as
+root); ``build`` makes one from a spec,
 ``load_spec`` reads a spec.  The names are imported on first use (PEP 562),
 so ``import kho_formats.fdt`` does not import the whole package.
 """
@@ -21,12 +22,13 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import Diff, Findings, Handover, Luo, build, load_spec, open
+    from .api import Diff, Findings, Handover, Luo, build, load_spec, open, open_live
     from .errors import KhoFormatError
 
 #: the public names, and the module each one lives in (imported when first asked for)
 _FACE = {
     "open": "api",
+    "open_live": "api",
     "build": "api",
     "load_spec": "api",
     "Handover": "api",
@@ -36,7 +38,18 @@ _FACE = {
     "KhoFormatError": "errors",
 }
 
-__all__ = ["open", "build", "load_spec", "Handover", "Luo", "Findings", "Diff", "KhoFormatError", "__version__"]
+__all__ = [
+    "open",
+    "open_live",
+    "build",
+    "load_spec",
+    "Handover",
+    "Luo",
+    "Findings",
+    "Diff",
+    "KhoFormatError",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:

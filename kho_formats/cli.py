@@ -291,7 +291,7 @@ def cmd_capture(args) -> int:
         referenced_only=args.referenced_only,
         live=h.live,
     )
-    _emit(args, doc, render_capture(doc, st, live=live))
+    _emit(args, doc, lambda: render_capture(doc, st, live=live))
     return EXIT_OK
 
 

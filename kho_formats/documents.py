@@ -179,9 +179,13 @@ def capture_document(
     }
 
 
+def _addr(v: int | None) -> str:
+    return "?" if v is None else f"{v:#x}"
+
+
 def render_capture(doc: dict[str, Any], state: KhoState, *, live: bool) -> str:
     return (
-        f"captured the {state.version} handover at {state.root_fdt_phys:#x} into {doc['outdir']}: "
+        f"captured the {state.version} handover at {_addr(state.root_fdt_phys)} into {doc['outdir']}: "
         f"{doc['image_bytes']} bytes in {doc['image_segments']} ranges "
         f"(of {doc['source_bytes']} in {'RAM' if live else 'the dump'})\n"
         + "".join(f"  note: {n}\n" for n in doc["notes"])
