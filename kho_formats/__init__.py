@@ -11,7 +11,16 @@ The library face is a handful of names (:mod:`kho_formats.api`)::
 :class:`~kho_formats.api.Handover` (``open_live``: the running system's, as
 root); ``build`` makes one from a spec,
 ``load_spec`` reads a spec.  The names are imported on first use (PEP 562),
-so ``import kho_formats.fdt`` does not import the whole package.
+so ``import kho_formats.abi.layout`` does not import the whole package.
+
+The package is layered; a module imports only from its own layer or a lower one:
+
+- base (this folder): ``errors``, ``_types``, ``_version``, ``limits``, ``findings``, ``safeio``, ``outdir``
+- ``abi/``: the kernel ABI (versions, struct layouts)
+- ``memory/``: physical-memory images and page sets
+- ``model/``: the handover model (FDT, state, memory maps, clients, specs, fixtures)
+- ``ops/``: operations (capture, locate, check, migrate, extract, report, live, the JSON documents)
+- ``api``: the library face over them; ``cli``, ``boot/``: the command line and the boot harness
 """
 
 from __future__ import annotations

@@ -45,16 +45,16 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from .errors import FdtError, KhoFormatError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .capture import Capture
-    from .clients import ClientReport
-    from .clients.luo import LuoFile, LuoFlb, LuoProblem, LuoSession, LuoState
     from .findings import Finding
-    from .fixture import Fixture
-    from .image import PhysImage
     from .limits import Limits
-    from .pageset import PageSet
-    from .spec.model import Spec
-    from .state import KhoState, SubBlob
+    from .memory.image import PhysImage
+    from .memory.pageset import PageSet
+    from .model.clients import ClientReport
+    from .model.clients.luo import LuoFile, LuoFlb, LuoProblem, LuoSession, LuoState
+    from .model.fixture import Fixture
+    from .model.spec.model import Spec
+    from .model.state import KhoState, SubBlob
+    from .ops.capture import Capture
 
 PathLike = str | os.PathLike[str]
 
@@ -128,7 +128,7 @@ def open(
     ...
     kho_formats.errors.KhoFormatError: no/such/dir: no such file or directory
     """
-    from .capture import load_capture
+    from .ops.capture import load_capture
 
     source = os.fspath(path)
     lim = _limits(limits, max_pages, max_entries, max_runs)
@@ -159,8 +159,8 @@ def open_live(
     >>> h = open_live(side="in")  # doctest: +SKIP
     >>> h.write("handover/")  # doctest: +SKIP
     """
-    from .kcore import KCORE_PATH
-    from .live import default_debugfs, live_capture
+    from .memory.kcore import KCORE_PATH
+    from .ops.live import default_debugfs, live_capture
     from .safeio import read_regular
 
     binfo = read_regular(boot_info, "boot info", max_size=1 << 20) if boot_info is not None else None
@@ -256,7 +256,7 @@ class Handover:
     def _of_fixture(
         cls, fx: Fixture, *, source: str, inputs: Sequence[str], conversion: dict[str, Any] | None = None
     ) -> Handover:
-        from .capture import Capture
+        from .ops.capture import Capture
 
         st = fx.state
         cap = Capture(
@@ -291,7 +291,7 @@ class Handover:
 
     @property
     def capture(self) -> Capture:
-        """The raw inputs before parsing (:class:`~kho_formats.capture.Capture`).
+        """The raw inputs before parsing (:class:`~kho_formats.ops.capture.Capture`).
 
         >>> open("fixtures/v4-4k").capture.kind
         'fixture'
@@ -309,7 +309,7 @@ class Handover:
 
     @property
     def image(self) -> PhysImage | None:
-        """Physical memory (:class:`~kho_formats.image.PhysImage`), None for a root FDT file alone.
+        """Physical memory (:class:`~kho_formats.memory.image.PhysImage`), None for a root FDT file alone.
 
         >>> open("fixtures/v4-4k").image.total_bytes
         167936
@@ -318,7 +318,7 @@ class Handover:
 
     @property
     def fixture(self) -> Fixture | None:
-        """The built fixture (:class:`~kho_formats.fixture.Fixture`: :func:`build`,
+        """The built fixture (:class:`~kho_formats.model.fixture.Fixture`: :func:`build`,
         :meth:`convert`), else None.
 
         >>> build("fixtures/specs/v4-4k.toml").fixture.arch, open("fixtures/v4-4k").fixture
@@ -339,12 +339,12 @@ class Handover:
 
     @cached_property
     def state(self) -> KhoState:
-        """The parsed handover (:class:`~kho_formats.state.KhoState`), parsed on first use.
+        """The parsed handover (:class:`~kho_formats.model.state.KhoState`), parsed on first use.
 
         >>> open("fixtures/v4-4k").state.abi.memory_map
         'radix'
         """
-        from .capture import parse_capture
+        from .ops.capture import parse_capture
 
         o = self._options
         cap = self._capture
@@ -449,7 +449,7 @@ class Handover:
 
     @property
     def preserved(self) -> PageSet:
-        """The preserved memory (:class:`~kho_formats.pageset.PageSet`: runs per order).
+        """The preserved memory (:class:`~kho_formats.memory.pageset.PageSet`: runs per order).
 
         >>> open("fixtures/v4-4k").preserved.counts_by_order()
         {0: 8, 1: 3, 2: 4, 9: 1, 10: 1}
@@ -498,7 +498,7 @@ class Handover:
 
     @property
     def subblobs(self) -> list[SubBlob]:
-        """The root FDT's sub-nodes, one per client (:class:`~kho_formats.state.SubBlob`:
+        """The root FDT's sub-nodes, one per client (:class:`~kho_formats.model.state.SubBlob`:
         ``name``, ``phys``, ``size``, ``data``), in the FDT's order.
 
         >>> [(sb.name, sb.size) for sb in open("fixtures/v4-4k").subblobs]
@@ -509,7 +509,7 @@ class Handover:
     @cached_property
     def clients(self) -> Mapping[str, ClientReport]:
         """Each sub-blob decoded by its client, keyed by sub-node name
-        (:class:`~kho_formats.clients.ClientReport`: ``kind``, ``decoded``, the
+        (:class:`~kho_formats.model.clients.ClientReport`: ``kind``, ``decoded``, the
         client's typed result, ``error``); decoded once, a bad client does not
         hide the others.
 
@@ -519,8 +519,8 @@ class Handover:
         >>> [hex(p) for p, _ in c["kho_test"].decoded.folios][:2]
         ['0x7800a000', '0x78008000']
         """
-        from .clients import decode_clients
         from .limits import Budget
+        from .model.clients import decode_clients
 
         return decode_clients(self.state, self.image, budget=Budget(self._options.limits))
 
@@ -535,7 +535,7 @@ class Handover:
         >>> [s.name for s in open("fixtures/v4-4k-luo").luo.sessions]
         ['vm-a', 'vm-b']
         """
-        from .clients.luo import NAME, LuoState
+        from .model.clients.luo import NAME, LuoState
 
         rep = self.clients.get(NAME)
         if rep is None:
@@ -557,7 +557,7 @@ class Handover:
         >>> f.ok, f.errors, [(x.severity, x.code) for x in f]
         (True, 0, [('info', 'csum')])
         """
-        from .check import check
+        from .ops.check import check
 
         cap = self._capture
         found = check(
@@ -574,7 +574,7 @@ class Handover:
         >>> d.identical, d.to_json()["other"]
         (True, {'version': {'a': 'kho-v4', 'b': 'kho-v2'}})
         """
-        from .documents import diff_document
+        from .ops.documents import diff_document
 
         if not isinstance(other, Handover):
             raise TypeError(f"diff: other must be a Handover, not {type(other).__name__}")
@@ -591,7 +591,7 @@ class Handover:
         >>> print(open("fixtures/v4-4k").to_dts().splitlines()[0])
         /dts-v1/;
         """
-        from .fdt import to_dts
+        from .model.fdt import to_dts
 
         bo = self._options.byteorder or self._capture.byte_order or "little"
         with _naming_the_root_fdt(self._capture, self._source):
@@ -600,16 +600,16 @@ class Handover:
     def dts_documents(self, sub: bool = True) -> tuple[list[Any], list[dict[str, str]]]:
         """``(documents, skipped)`` of ``kho dts [--sub]``: the root FDT and, with
         ``sub``, every sub-blob that is an FDT, as
-        :class:`~kho_formats.documents.DtsDocument`; ``skipped`` says why the
+        :class:`~kho_formats.ops.documents.DtsDocument`; ``skipped`` says why the
         other sub-blobs are not there.
 
         >>> docs, skipped = open("fixtures/v4-4k").dts_documents()
         >>> [d.name for d in docs], skipped
         (['root', 'kho_test', 'memblock'], [{'name': 'kexec-metadata', 'reason': 'not an FDT (raw blob)'}])
         """
-        from .documents import DtsDocument
-        from .fdt import to_dts
-        from .layout import FDT_MAGIC
+        from .abi.layout import FDT_MAGIC
+        from .model.fdt import to_dts
+        from .ops.documents import DtsDocument
 
         docs = [DtsDocument("root", str(self.sources.get("root_fdt", self._source)), None, self.to_dts())]
         skipped: list[dict[str, str]] = []
@@ -633,7 +633,7 @@ class Handover:
         >>> j["version"], j["preserved"]["pages"], [s["kind"] for s in j["subblobs"]]
         ('kho-v4', 17, ['kho_test', 'memblock', 'kexec-metadata'])
         """
-        from .documents import inspect_document
+        from .ops.documents import inspect_document
 
         return inspect_document(
             self.state, self.image, dict(self.clients), root_fdt=self._capture.root_fdt, sources=self.sources,
@@ -661,7 +661,7 @@ class Handover:
         >>> v4.preserved == open("fixtures/v1-page-4k").preserved
         True
         """
-        from .migrate import convert_capture
+        from .ops.migrate import convert_capture
 
         fx, summary = convert_capture(
             self._capture, self.state, to, alloc=alloc, v1_bitmap=v1_bitmap, arch=arch, name=name,
@@ -677,7 +677,7 @@ class Handover:
         >>> open("fixtures/v4-4k").handover_image().total_bytes
         163840
         """
-        from .extract import handover_image
+        from .ops.extract import handover_image
 
         if self.image is None:
             raise KhoFormatError(f"{self._source}: no memory image was loaded", expected="a memory dump or /proc/kcore")
@@ -710,10 +710,10 @@ class Handover:
         True
         """
         if self._fixture is not None:
-            from .fixture import write_fixture
+            from .model.fixture import write_fixture
 
             return write_fixture(self._fixture, outdir, force=force, inputs=self._inputs)
-        from .extract import write_capture
+        from .ops.extract import write_capture
 
         if force:
             raise KhoFormatError(f"{outdir}: a capture directory is written new", expected="a new or empty directory")
@@ -781,7 +781,7 @@ class Findings(list["Finding"]):
         >>> open("fixtures/v4-4k").check().to_json()["findings"][0]["code"]
         'csum'
         """
-        from .documents import check_document
+        from .ops.documents import check_document
 
         return check_document(self, source=self.source, strict=self.strict)
 
@@ -872,7 +872,7 @@ class Luo:
 
     @property
     def state(self) -> LuoState:
-        """The decoded state (:class:`~kho_formats.clients.luo.LuoState`).
+        """The decoded state (:class:`~kho_formats.model.clients.luo.LuoState`).
 
         >>> hex(open("fixtures/v4-4k-luo").luo.state.phys)
         '0x2001000'
@@ -1005,7 +1005,7 @@ class Luo:
         >>> luo.digest(luo.session("vm-a").files[1])[:16]
         '8e447193f23b78ab'
         """
-        from .clients.luo import content_digest
+        from .model.clients.luo import content_digest
 
         if self._image is None:
             return None
@@ -1021,7 +1021,7 @@ class Luo:
         >>> index["files_written"], index["sessions"][0]["files"][1]["file"]
         (3, 'vm-a/0000000000001001.bin')
         """
-        from .luo_extract import extract
+        from .ops.luo_extract import extract
 
         if self._image is None:
             raise KhoFormatError(f"{self._source}: no memory image", expected="--mem IMAGE or a capture with image.elf")
@@ -1085,7 +1085,7 @@ class _ChunkReader(io.RawIOBase):
 
 
 def load_spec(spec: PathLike | Mapping[str, Any] | Spec, *, allow_outside_files: bool = False) -> Spec:
-    """A fixture spec (:class:`~kho_formats.spec.model.Spec`) from a ``.toml`` /
+    """A fixture spec (:class:`~kho_formats.model.spec.model.Spec`) from a ``.toml`` /
     ``.yaml`` / ``.json`` file or a mapping with the same keys (README "Spec
     format"); a :class:`Spec` is returned as is.  Files a spec names must lie
     under its directory unless ``allow_outside_files``.
@@ -1098,9 +1098,9 @@ def load_spec(spec: PathLike | Mapping[str, Any] | Spec, *, allow_outside_files:
     ...
     kho_formats.errors.SpecError: spec.version: unknown version 'kho-v9' (expected kho-v1 or kho-v2 or kho-v3 or kho-v4)
     """
-    from .spec import load_spec as load_file
-    from .spec.load import spec_from_dict
-    from .spec.model import Spec
+    from .model.spec import load_spec as load_file
+    from .model.spec.load import spec_from_dict
+    from .model.spec.model import Spec
 
     if isinstance(spec, Spec):
         return spec
@@ -1128,8 +1128,8 @@ def build(
     >>> build("fixtures/specs/v4-16k.toml", page_size=65536).page_size
     65536
     """
-    from .spec import build_spec
-    from .specfields import check_name
+    from .model.spec import build_spec
+    from .model.specfields import check_name
 
     sp = dataclasses.replace(load_spec(spec, allow_outside_files=allow_outside_files))
     if version:

@@ -1,9 +1,9 @@
 """``kho``: inspect KHO captures, build selftest fixtures, migrate v1 dumps.
 
 The command only parses arguments and prints; every format decision lives in
-the library (:mod:`kho_formats.capture`, :mod:`~kho_formats.spec`,
-:mod:`~kho_formats.fixture`, :mod:`~kho_formats.migrate`,
-:mod:`~kho_formats.report`, :mod:`~kho_formats.check`).
+the library (:mod:`kho_formats.ops.capture`, :mod:`~kho_formats.model.spec`,
+:mod:`~kho_formats.model.fixture`, :mod:`~kho_formats.ops.migrate`,
+:mod:`~kho_formats.ops.report`, :mod:`~kho_formats.ops.check`).
 
 Exit status: 0 ok, 1 a problem with the input (every ``KhoFormatError``,
 unreadable files, check errors, differences), 2 usage errors.  Errors go to
@@ -42,7 +42,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _int(text: str) -> int:
     from .errors import SpecError
-    from .spec import parse_int
+    from .model.spec import parse_int
 
     try:
         return parse_int(text, "value")
@@ -150,7 +150,7 @@ def _emit(args, data: dict, text) -> None:
     """Write ``data`` as JSON (``--json``) or ``text`` (a string, or a
     callable that renders it: not called for JSON output)."""
     if _opt(args, "json"):
-        from .report import dumps_json
+        from .ops.report import dumps_json
 
         sys.stdout.write(dumps_json(data) + "\n")
     else:
@@ -161,7 +161,7 @@ def _emit(args, data: dict, text) -> None:
 
 
 def cmd_inspect(args) -> int:
-    from .report import render_inspect
+    from .ops.report import render_inspect
 
     h = _open(args, args.input, args.mem, args.root_phys)
     if args.all_ranges:
@@ -191,8 +191,8 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_dts(args) -> int:
-    from .documents import dts_document, dts_file_name, render_dts
-    from .report import safe_text
+    from .ops.documents import dts_document, dts_file_name, render_dts
+    from .ops.report import safe_text
 
     h = _open(args, args.input, args.mem, args.root_phys)
     docs, skipped = h.dts_documents(sub=args.sub)
@@ -216,8 +216,8 @@ def cmd_dts(args) -> int:
 
 def cmd_build(args) -> int:
     from .api import build, load_spec
-    from .documents import build_document, render_build
-    from .specfields import check_name
+    from .model.specfields import check_name
+    from .ops.documents import build_document, render_build
 
     sp = load_spec(args.spec, allow_outside_files=args.allow_outside_files)
     name = check_name(args.name, "--name") if args.name is not None else None
@@ -231,9 +231,9 @@ def cmd_build(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from .documents import convert_document, render_convert
+    from .model.specfields import check_name, safe_name
+    from .ops.documents import convert_document, render_convert
     from .outdir import check_output_target
-    from .specfields import check_name, safe_name
 
     inputs = [args.input, *(args.mem or ())]
     check_output_target(args.output, force=args.force, inputs=inputs)  # refuse before the work
@@ -247,8 +247,8 @@ def cmd_convert(args) -> int:
 
 
 def cmd_capture(args) -> int:
-    from .documents import capture_document, render_capture
     from .errors import KhoFormatError
+    from .ops.documents import capture_document, render_capture
 
     live = not args.from_dump
     if live:
@@ -296,7 +296,7 @@ def cmd_capture(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from .report import render_check
+    from .ops.report import render_check
 
     h = _open(args, args.input, args.mem, args.root_phys)
     rep = h.check(strict=args.strict).to_json()
@@ -305,9 +305,9 @@ def cmd_check(args) -> int:
 
 
 def cmd_luo_extract(args) -> int:
-    from .clients.luo import NAME
-    from .documents import luo_extract_document, render_luo_extract
     from .errors import KhoFormatError
+    from .model.clients.luo import NAME
+    from .ops.documents import luo_extract_document, render_luo_extract
 
     h = _open(args, args.input, args.mem, args.root_phys)
     if NAME not in h.clients:
@@ -321,7 +321,7 @@ def cmd_luo_extract(args) -> int:
 
 
 def cmd_diff(args) -> int:
-    from .report import render_diff
+    from .ops.report import render_diff
 
     a = _open(args, args.a, args.mem_a)
     a.state  # noqa: B018 - A is read (and its errors raised) before B is opened
@@ -333,7 +333,7 @@ def cmd_diff(args) -> int:
 
 def cmd_boot(args) -> int:
     from . import boot
-    from .documents import boot_document, render_boot
+    from .ops.documents import boot_document, render_boot
 
     fixture = Path(args.fixture)
     if not (fixture / "handover.json").is_file():
@@ -626,7 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _error(message: str, label: str = "error") -> None:
-    from .report import safe_text
+    from .ops.report import safe_text
 
     one = safe_text(" ".join(str(message).split()))
     sys.stderr.write(f"kho: {label}: {one}\n")
@@ -645,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
     except KhoFormatError as exc:
         _error(str(exc))
         if _opt(args, "json"):
-            from .documents import error_document
+            from .ops.documents import error_document
 
             sys.stdout.write(json.dumps(error_document(exc), indent=2) + "\n")
         return EXIT_PROBLEM

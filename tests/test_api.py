@@ -18,9 +18,9 @@ import pytest
 
 import kho_formats
 from kho_formats import cli
-from kho_formats.documents import error_document
+from kho_formats.ops.documents import error_document
 from kho_formats.errors import FdtError, ImageError, KhoFormatError, SpecError
-from kho_formats.report import dumps_json
+from kho_formats.ops.report import dumps_json
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT / "fixtures"
@@ -268,7 +268,7 @@ def test_kcore_input_and_live_capture(tmp_path):
         from _kcore import debugfs_copy, write_kcore
     finally:
         sys.path.remove(str(ROOT / "tests"))
-    from kho_formats.image import PhysImage
+    from kho_formats.memory.image import PhysImage
 
     kcore = write_kcore(tmp_path / "kcore", PhysImage.from_elf(V4CAP / "image.elf"), RAM_1G)
     dbg = debugfs_copy(V4CAP / "debugfs" / "kho" / "out", tmp_path / "out", prefix=200)
@@ -282,8 +282,8 @@ def test_kcore_input_and_live_capture(tmp_path):
 
 
 def test_kdump_input(tmp_path):
-    from kho_formats.image import PhysImage
-    from kho_formats.kdump import write_kdump
+    from kho_formats.memory.image import PhysImage
+    from kho_formats.memory.kdump import write_kdump
 
     p = tmp_path / "dump.kdump"
     with p.open("wb") as fh:
@@ -473,6 +473,9 @@ def test_package_root_imports_nothing_until_asked():
     assert _modules_after("import kho_formats") == ["kho_formats", "kho_formats._version"]
     assert _modules_after("import kho_formats.errors") == ["kho_formats", "kho_formats._version", "kho_formats.errors"]
     assert _modules_after("import kho_formats; kho_formats.__version__") == ["kho_formats", "kho_formats._version"]
+    low = _modules_after("import kho_formats.abi.layout")  # a low layer alone: nothing above it
+    assert "kho_formats.abi.layout" in low
+    assert not [m for m in low if m.split(".")[1] in ("api", "cli", "ops", "model", "memory", "boot")], low
     assert "kho_formats.api" in _modules_after("import kho_formats; kho_formats.open")
     assert "kho_formats.cli" not in _modules_after("import kho_formats; kho_formats.open('fixtures/v4-4k').version")
 

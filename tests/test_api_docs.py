@@ -19,7 +19,7 @@ from kho_formats import api
 
 ROOT = Path(__file__).resolve().parent.parent
 #: the modules of the API reference
-REFERENCE = ("kho_formats", "kho_formats.api", "kho_formats.documents", "kho_formats.errors")
+REFERENCE = ("kho_formats", "kho_formats.api", "kho_formats.ops.documents", "kho_formats.errors")
 #: the classes of the face whose public members are documented with examples
 FACE_CLASSES = (api.Handover, api.Luo, api.Findings, api.Diff)
 
@@ -37,7 +37,7 @@ def test_pdoc_builds_the_reference_without_warnings(tmp_path):
     page = (tmp_path / "kho_formats" / "api.html").read_text()
     for name in ("Handover", "to_json", "convert", "Luo", "contents"):
         assert f'id="{name}"' in page or f'id="Handover.{name}"' in page or f'id="Luo.{name}"' in page, name
-    assert (tmp_path / "kho_formats.html").is_file() and (tmp_path / "kho_formats" / "documents.html").is_file()
+    assert (tmp_path / "kho_formats.html").is_file() and (tmp_path / "kho_formats" / "ops" / "documents.html").is_file()
 
 
 def _docstrings(mod):
@@ -98,8 +98,8 @@ def test_every_docstring_reference_resolves(module):
 
 
 def test_the_reference_check_catches_a_broken_reference():
-    assert _resolves("~kho_formats.capture.Capture", [])
-    assert not _resolves("~kho_formats.capture.NoSuchThing", [])
+    assert _resolves("~kho_formats.ops.capture.Capture", [])
+    assert not _resolves("~kho_formats.ops.capture.NoSuchThing", [])
     assert not _resolves("kho_formats.no_such_module.Thing", [])
     assert _resolves("convert", [vars(api.Handover)])
 
