@@ -275,7 +275,7 @@ def cmd_dts(args) -> int:
             "",
         )
     elif args.output:
-        from .ops.report import safe_text
+        from .text import safe_text
 
         sys.stdout.write("".join(f"wrote {safe_text(w)}\n" for w in written))
     else:
@@ -286,7 +286,7 @@ def cmd_dts(args) -> int:
             parts.append(text)
         for s in skipped:
             parts.append(f"// sub-blob {s['name']} skipped: {s['reason']}\n")
-        from .ops.report import safe_text
+        from .text import safe_text
 
         # the terminal gets escaped text; -o files and --json keep the bytes
         sys.stdout.write("".join(safe_text(ln) + "\n" for ln in "".join(parts).splitlines()))
@@ -480,7 +480,7 @@ def cmd_boot(args) -> int:
         "reason": res.reason,
         "kho_lines": list(res.kho_lines),
     }
-    from .ops.report import safe_text
+    from .text import safe_text
 
     text = "".join(f"  {safe_text(ln)}\n" for ln in res.kho_lines)
     text += f"{res.verdict}{': ' + safe_text(res.reason) if res.reason else ''}\n"
@@ -769,7 +769,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _error(message: str, label: str = "error") -> None:
-    from .ops.report import safe_text
+    from .text import safe_text
 
     one = safe_text(" ".join(str(message).split()))
     sys.stderr.write(f"kho: {label}: {one}\n")

@@ -53,6 +53,7 @@ from ...limits import Budget
 from ...memory.alloc import PageAllocator
 from ...memory.image import PhysImage
 from ...memory.pageset import PageSet
+from ...text import table
 from ..specfields import ANY, BOOL, INT, STR, ListOf, SpecField, SpecRow, SpecTable, Table, validate
 from .base import BuildContext, BuiltBlob, CheckContext, Client, DecodeContext, Registry, Segment
 from .blocks import KHO_MAX_BLOCKS, Block, read_block_chain
@@ -1126,6 +1127,7 @@ def _s(n: int, word: str) -> str:
 class LuoClient(Client):
     name = NAME
     report_key = "luo"
+    diff_key = "luo"
     spec_type = NAME
     spec_table = SPEC
     #: ``liveupdate=on``, the initramfs's session list, and the restored files compared with the fixture
@@ -1145,6 +1147,19 @@ class LuoClient(Client):
 
     def to_json(self, result: LuoState) -> dict[str, Any]:
         return result.to_json()
+
+    def diff(
+        self,
+        a: LuoState | None,
+        b: LuoState | None,
+        images: tuple[PhysImage | None, PhysImage | None],
+        page_sizes: tuple[int, int],
+        errors: tuple[str | None, str | None],
+    ) -> dict[str, Any]:
+        return diff(a, b, images, page_sizes, errors)
+
+    def diff_text(self, value: dict[str, Any]) -> list[str]:
+        return diff_text(value)
 
     def report(self, result: LuoState) -> dict[str, Any]:
         return result.report_json()
@@ -1198,10 +1213,10 @@ class LuoClient(Client):
                     size, folios, seals = "ERROR", "", f["error"]
                 rows.append((f"{f['token']:#x}", f["compatible"], size, folios, seals))
             if rows:
-                L += _table(rows, ("token", "handler", "size", "folios", "seals"), "    ")
+                L += table(rows, ("token", "handler", "size", "folios", "seals"), "    ")
         if v["flbs"]:
             L.append(f"  FLBs ({len(v['flbs'])}):")
-            L += _table(
+            L += table(
                 [(f["name"], f"{f['data']:#x}", str(f["count"])) for f in v["flbs"]], ("name", "data", "count"), "    "
             )
         for p in v["problems"]:
@@ -1247,12 +1262,6 @@ class LuoClient(Client):
                 elif f.decoded is not None:
                     out.extend(f.handler.findings(f.decoded, ctx, path))
         return out
-
-
-def _table(rows: Sequence[Sequence[str]], header: tuple[str, ...], indent: str) -> list[str]:
-    from ...ops.report import _table as table
-
-    return table(list(rows), header, indent)
 
 
 CLIENT = LuoClient()

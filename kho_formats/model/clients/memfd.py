@@ -37,6 +37,7 @@ from ...errors import ClientError, KhoFormatError, SpecError
 from ...findings import ERROR, WARNING, Finding
 from ...memory.image import PhysImage
 from ...memory.pageset import PageSet
+from ...text import human_size
 from ..specfields import INT, STR, ListOf, SpecField, Table, spec_file_path
 from .base import CheckContext, DecodeContext, gen_bytes
 from .luo import MAX_DETAILED, FileBuildContext, FileBuilt, FileHandler, LuoProblem
@@ -232,7 +233,6 @@ class MemfdHandler(FileHandler):
         return [result.area] if result.area is not None else []
 
     def summary(self, file_json: dict[str, Any]) -> tuple[str, str, str]:
-        from ...ops.report import human_size
 
         m = file_json.get("memfd")
         if not m:
