@@ -28,6 +28,11 @@ class MemfdLuoSer:
 
 #: ``MEMFD_LUO_FH_COMPATIBLE``: the ``luo_file_ser.compatible`` of a memfd
 MEMFD_LUO_FH_COMPATIBLE = "memfd-v2"
+#: ``memfd_luo_folio_ser.flags`` bits
+MEMFD_LUO_FOLIO_DIRTY = 1 << 0
+MEMFD_LUO_FOLIO_UPTODATE = 1 << 1
+#: ``MEMFD_LUO_ALL_SEALS``: F_SEAL_SEAL, _SHRINK, _GROW, _WRITE, _FUTURE_WRITE, _EXEC (uAPI bits 0..5)
+MEMFD_LUO_ALL_SEALS = (1 << 6) - 1
 
 
 @declare("memfd_luo_ser")
