@@ -188,7 +188,9 @@ def _naming_the_root_fdt(cap, path: str) -> Iterator[None]:
         if head == b"\x7fELF":
             hint = f"{src} is an ELF file (a memory image?): give the root FDT as INPUT and the image with --mem"
         else:
-            hint = f"{src} is not a flattened device tree (magic 0xd00dfeed)"
+            from .abi.fdt_header import FDT_MAGIC
+
+            hint = f"{src} is not a flattened device tree (magic {FDT_MAGIC:#010x})"
         raise FdtError(f"{exc.message} ({hint})", path=f"root FDT {src}") from None
 
 
@@ -229,7 +231,8 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_dts(args) -> int:
-    from .model.fdt import FDT_MAGIC, to_dts
+    from .abi.fdt_header import has_fdt_magic
+    from .model.fdt import to_dts
     from .ops.capture import load_capture
 
     bo = _opt(args, "byte_order")
@@ -243,7 +246,7 @@ def cmd_dts(args) -> int:
         for sb in st.subblobs:
             if sb.data is None:
                 skipped.append({"name": sb.name, "reason": "not in the memory image or debugfs"})
-            elif len(sb.data) < 4 or int.from_bytes(sb.data[:4], "big") != FDT_MAGIC:
+            elif not has_fdt_magic(sb.data):
                 skipped.append({"name": sb.name, "reason": "not an FDT (raw blob)"})
             else:
                 docs.append(

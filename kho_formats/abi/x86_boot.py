@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import construct as cs
 
-from .struct import Typed, declare
+from .struct import Typed, declare, field_offsets
 
 if TYPE_CHECKING:  # pragma: no cover
     from .layout import Layout
@@ -61,3 +61,74 @@ def _setup_data_hdr(lay: Layout) -> cs.Construct:
         ),
         SetupDataHdr,
     )
+
+
+# -- struct boot_params and its struct setup_header (the bzImage's header, copied into boot_params) --
+
+#: ``sizeof(struct boot_params)``: the "zero page"
+BOOT_PARAMS_SIZE = 4096
+#: ``offsetof(struct boot_params, hdr)``: where the setup header sits, in boot_params and in a bzImage
+BOOT_PARAMS_HDR = 0x1F1
+#: ``boot_params.ext_ramdisk_image``, ``ext_ramdisk_size``, ``ext_cmd_line_ptr``: the high halves (u32)
+BOOT_PARAMS_EXT_RAMDISK_IMAGE = 0x0C0
+BOOT_PARAMS_EXT_RAMDISK_SIZE = 0x0C4
+BOOT_PARAMS_EXT_CMD_LINE_PTR = 0x0C8
+#: ``setup_header.header``: the boot protocol magic
+HDRS_MAGIC = b"HdrS"
+#: ``setup_header.loadflags`` bit: the protected-mode kernel is loaded at 0x100000
+LOADED_HIGH = 0x01
+
+_u8, _u16, _u32, _u64 = cs.Int8ul, cs.Int16ul, cs.Int32ul, cs.Int64ul
+#: ``struct setup_header`` (x86 is little-endian), through ``handover_offset``: what this library reads
+setup_header = cs.Struct(
+    "setup_sects" / _u8 * "size of the real-mode setup in 512-byte sectors (0 means 4)",
+    "root_flags" / _u16,
+    "syssize" / _u32,
+    "ram_size" / _u16,
+    "vid_mode" / _u16,
+    "root_dev" / _u16,
+    "boot_flag" / _u16 * "0xAA55",
+    "jump" / _u16 * "a 2-byte jmp over the header: its second byte is the header's length past it",
+    "header" / cs.Bytes(4) * 'the magic "HdrS"',
+    "version" / _u16 * "boot protocol version (0x020a = 2.10)",
+    "realmode_swtch" / _u32,
+    "start_sys_seg" / _u16,
+    "kernel_version" / _u16,
+    "type_of_loader" / _u8,
+    "loadflags" / _u8 * "LOADED_HIGH ...",
+    "setup_move_size" / _u16,
+    "code32_start" / _u32 * "where the protected-mode kernel is loaded",
+    "ramdisk_image" / _u32,
+    "ramdisk_size" / _u32,
+    "bootsect_kludge" / _u32,
+    "heap_end_ptr" / _u16,
+    "ext_loader_ver" / _u8,
+    "ext_loader_type" / _u8,
+    "cmd_line_ptr" / _u32,
+    "initrd_addr_max" / _u32,
+    "kernel_alignment" / _u32,
+    "relocatable_kernel" / _u8,
+    "min_alignment" / _u8,
+    "xloadflags" / _u16,
+    "cmdline_size" / _u32,
+    "hardware_subarch" / _u32,
+    "hardware_subarch_data" / _u64,
+    "payload_offset" / _u32,
+    "payload_length" / _u32,
+    "setup_data" / _u64 * "phys of the first struct setup_data, 0 = none (protocol 2.09)",
+    "pref_address" / _u64 * "where the kernel prefers to decompress (2.10)",
+    "init_size" / _u32 * "the memory it needs there (2.10)",
+    "handover_offset" / _u32,
+)
+_SETUP_HEADER_OFFSETS = field_offsets(setup_header)
+
+
+def boot_params_offset(field: str) -> int:
+    """``offsetof(struct boot_params, hdr.<field>)`` (equally the field's offset in a bzImage)."""
+    return BOOT_PARAMS_HDR + _SETUP_HEADER_OFFSETS[field]
+
+
+#: the end of :data:`setup_header` in boot_params / a bzImage (0x268)
+SETUP_HEADER_END: int = BOOT_PARAMS_HDR + setup_header.sizeof()
+#: ``boot_params.hdr.setup_data`` (0x250)
+BOOT_PARAMS_SETUP_DATA = boot_params_offset("setup_data")
