@@ -18,6 +18,7 @@ from itertools import chain
 
 from .._version import __version__
 from ..findings import ERROR, WARNING, Finding
+from ..keyed import keyed_pairs, only_change
 from ..memory.image import PhysImage
 from ..memory.pageset import END_OF_SPACE
 from ..model import memmap
@@ -362,13 +363,10 @@ def diff_report(
             "list": lst,
         }
 
-    sa = {s.name: s for s in a.subblobs}
-    sb = {s.name: s for s in b.subblobs}
     blobs = []
-    for n in list(sa) + [x for x in sb if x not in sa]:
-        x, y = sa.get(n), sb.get(n)
+    for n, x, y in keyed_pairs(a.subblobs, b.subblobs, lambda s: s.name):
         if x is None or y is None:
-            blobs.append({"name": n, "change": "only-" + ("b" if x is None else "a")})
+            blobs.append({"name": n, "change": only_change(x)})
             continue
         diffs = []
         if x.phys != y.phys:

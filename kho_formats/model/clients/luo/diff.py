@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ....keyed import keyed_pairs, only_change
 from ....memory.image import PhysImage
 from .model import LuoFile, LuoState, content_digest
 
@@ -66,22 +67,18 @@ def diff(
             fields.append(key)
     if errors[0] != errors[1]:
         fields.append("error")
-    sa = {s.name: s for s in a.sessions}
-    sb = {s.name: s for s in b.sessions}
-    if [s.name for s in a.sessions if s.name in sb] != [s.name for s in b.sessions if s.name in sa]:
+    names_a = {s.name for s in a.sessions}
+    names_b = {s.name for s in b.sessions}
+    if [s.name for s in a.sessions if s.name in names_b] != [s.name for s in b.sessions if s.name in names_a]:
         fields.append("session_order")
-    for name in list(sa) + [n for n in sb if n not in sa]:
-        x, y = sa.get(name), sb.get(name)
+    for name, x, y in keyed_pairs(a.sessions, b.sessions, lambda s: s.name):
         if x is None or y is None:
-            sessions.append({"name": name, "change": "only-" + ("b" if x is None else "a")})
+            sessions.append({"name": name, "change": only_change(x)})
             continue
-        fa = {f.token: f for f in x.files}
-        fb = {f.token: f for f in y.files}
         files = []
-        for t in list(fa) + [t for t in fb if t not in fa]:
-            f, g = fa.get(t), fb.get(t)
+        for t, f, g in keyed_pairs(x.files, y.files, lambda f: f.token):
             if f is None or g is None:
-                files.append({"token": t, "change": "only-" + ("b" if f is None else "a")})
+                files.append({"token": t, "change": only_change(f)})
                 continue
             va = _file_view(f, images[0], page_sizes[0])
             vb = _file_view(g, images[1], page_sizes[1])
@@ -101,12 +98,9 @@ def diff(
                 )
         if files:
             sessions.append({"name": name, "change": "differs", "files": files})
-    la = {f.name: f for f in a.flbs}
-    lb = {f.name: f for f in b.flbs}
-    for name in list(la) + [n for n in lb if n not in la]:
-        p, q = la.get(name), lb.get(name)
+    for name, p, q in keyed_pairs(a.flbs, b.flbs, lambda f: f.name):
         if p is None or q is None:
-            flbs.append({"name": name, "change": "only-" + ("b" if p is None else "a")})
+            flbs.append({"name": name, "change": only_change(p)})
         elif (p.ser.data, p.ser.count) != (q.ser.data, q.ser.count):
             flbs.append(
                 {
