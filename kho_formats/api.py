@@ -607,7 +607,7 @@ class Handover:
         >>> [d.name for d in docs], skipped
         (['root', 'kho_test', 'memblock'], [{'name': 'kexec-metadata', 'reason': 'not an FDT (raw blob)'}])
         """
-        from .abi.layout import FDT_MAGIC
+        from .abi.fdt_header import has_fdt_magic
         from .model.fdt import to_dts
         from .ops.documents import DtsDocument
 
@@ -618,7 +618,7 @@ class Handover:
             for sb in st.subblobs:
                 if sb.data is None:
                     skipped.append({"name": sb.name, "reason": "not in the memory image or debugfs"})
-                elif len(sb.data) < 4 or int.from_bytes(sb.data[:4], "big") != FDT_MAGIC:
+                elif not has_fdt_magic(sb.data):
                     skipped.append({"name": sb.name, "reason": "not an FDT (raw blob)"})
                 else:
                     text = to_dts(sb.data, byteorder=st.byteorder, where=f"sub-FDT {sb.name}")

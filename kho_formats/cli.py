@@ -199,7 +199,7 @@ def cmd_inspect(args) -> int:
 
 def cmd_dts(args) -> int:
     from .ops.documents import dts_document, dts_file_name, render_dts
-    from .ops.report import safe_text
+    from .text import safe_text
 
     h = _open(args, args.input, args.mem, args.root_phys)
     docs, skipped = h.dts_documents(sub=args.sub)
@@ -633,7 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _error(message: str, label: str = "error") -> None:
-    from .ops.report import safe_text
+    from .text import safe_text
 
     one = safe_text(" ".join(str(message).split()))
     sys.stderr.write(f"kho: {label}: {one}\n")

@@ -55,7 +55,9 @@ QEMU_STUB_SIZE = 0x1000
 #: where a missing scratch array is placed (first free page at or above)
 KHO_BOOT_SCRATCH_ARRAY = 0x7FF0_0000
 BASE_CMDLINE = "console=ttyAMA0 earlycon=pl011,0x9000000 kho=on loglevel=7 panic=-1"
-_PAGE = 4096
+#: the page granule the boot harness places things at (one place: x86.py and kexec.py use it too)
+PAGE = 4096
+_PAGE = PAGE
 
 
 #: the QEMU system emulator per fixture arch

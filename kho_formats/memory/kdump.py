@@ -44,7 +44,7 @@ import numpy as np
 from .. import progress
 from ..abi.layout import parse_struct
 from ..errors import ImageError
-from .image import LazyData, PhysImage
+from .image import ImageFormat, LazyData, PhysImage, register_format
 
 KDUMP_SIGNATURE = b"KDUMP   "
 FLAT_SIGNATURE = b"makedumpfile"
@@ -631,6 +631,9 @@ def write_kdump(
         out.seek(pd_off)
         out.write(descs.tobytes())
         out.seek(0, io.SEEK_END)
+
+
+register_format(ImageFormat("kdump", is_kdump, load_kdump))
 
 
 __all__ = [

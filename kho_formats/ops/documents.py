@@ -221,7 +221,7 @@ def boot_document(fixture: str | Path, result: Any) -> dict[str, Any]:
 
 
 def render_boot(result: Any) -> str:
-    from .report import safe_text
+    from ..text import safe_text
 
     text = "".join(f"  {safe_text(ln)}\n" for ln in result.kho_lines)
     return text + f"{result.verdict}{': ' + safe_text(result.reason) if result.reason else ''}\n"

@@ -28,18 +28,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import abi, progress
+from ..abi.fdt_header import FDT_HEADER_SIZE, FDT_MAGIC, header_totalsize
+from ..abi.fdt_header import plausible_fdt_header as _plausible
 from ..abi.layout import SETUP_KEXEC_KHO, layout
+from ..abi.x86_boot import BOOT_PARAMS_SETUP_DATA, BOOT_PARAMS_SIZE
 from ..errors import FdtError, ImageError, KhoFormatError
 from ..memory.image import LazyData, PhysImage
-from ..model.fdt import FDT_MAGIC, get_strings, parse_fdt
+from ..model.fdt import get_strings, parse_fdt
 
 #: the largest root FDT read (from a file or an image; the kernel creates it in one page)
 MAX_ROOT_FDT = 1 << 20
 #: the largest debugfs ``sub_fdts/<name>`` file read
 MAX_SUB_BLOB = 64 << 20
-#: ``boot_params.hdr.setup_data`` (arch/x86/include/uapi/asm/bootparam.h)
-BOOT_PARAMS_SETUP_DATA = 0x250
-BOOT_PARAMS_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -56,13 +56,6 @@ class RootCandidate:
         return f"{self.phys:#x} ({self.size} bytes, {self.version}, {self.how})"
 
 
-def header_totalsize(head: bytes) -> int | None:
-    """``totalsize`` of an FDT header, None unless ``head`` starts with the FDT magic."""
-    if len(head) < 8 or int.from_bytes(head[:4], "big") != FDT_MAGIC:
-        return None
-    return int.from_bytes(head[4:8], "big")
-
-
 def read_fdt_at(image: PhysImage, phys: int, *, what: str = "root FDT", max_size: int = MAX_ROOT_FDT) -> bytes:
     """The whole FDT at ``phys`` (header ``totalsize`` bytes)."""
     head = image.read(phys, 8, what=f"{what} header")
@@ -71,8 +64,10 @@ def read_fdt_at(image: PhysImage, phys: int, *, what: str = "root FDT", max_size
         raise FdtError(
             f"no FDT at {phys:#x} (bad magic {head[:4].hex()})", phys=phys, expected=f"magic {FDT_MAGIC:#010x}"
         )
-    if not 40 <= total <= max_size:
-        raise FdtError(f"{what} totalsize {total} is implausible", phys=phys, expected=f"40..{max_size} bytes")
+    if not FDT_HEADER_SIZE <= total <= max_size:
+        raise FdtError(
+            f"{what} totalsize {total} is implausible", phys=phys, expected=f"{FDT_HEADER_SIZE}..{max_size} bytes"
+        )
     return image.read(phys, total, what=what)
 
 
@@ -162,31 +157,9 @@ def kho_root_version(blob: bytes, *, phys: int | None = None) -> str | None:
         return None
 
 
-#: ``struct fdt_header`` (big-endian u32s): magic, totalsize, off_dt_struct, off_dt_strings,
-#: off_mem_rsvmap, version, last_comp_version, boot_cpuid_phys, size_dt_strings, size_dt_struct
-FDT_HEADER = np.dtype([(n, ">u4") for n in (
-    "magic", "totalsize", "off_dt_struct", "off_dt_strings", "off_mem_rsvmap",
-    "version", "last_comp_version", "boot_cpuid_phys", "size_dt_strings", "size_dt_struct",
-)])  # fmt: skip
-
-
 def plausible_fdt_header(head: bytes, max_size: int = MAX_ROOT_FDT) -> bool:
-    """Whether a 40-byte FDT header could belong to a blob :func:`~kho_formats.model.fdt.parse_fdt`
-    accepts (version, and every block inside ``totalsize``): a page that merely
-    starts with the magic is not read whole (a dump of such pages would copy a
-    MiB per page)."""
-    if len(head) < FDT_HEADER.itemsize:
-        return False
-    h = np.frombuffer(head, dtype=FDT_HEADER, count=1)[0]
-    total, version = int(h["totalsize"]), int(h["version"])
-    if int(h["magic"]) != FDT_MAGIC or not 40 <= total <= max_size:
-        return False
-    if version < 16 or int(h["last_comp_version"]) > min(17, version):
-        return False
-    struct_end = int(h["off_dt_struct"]) + (int(h["size_dt_struct"]) if version >= 17 else 0)
-    strings_end = int(h["off_dt_strings"]) + int(h["size_dt_strings"])
-    offsets = (int(h["off_dt_struct"]), int(h["off_dt_strings"]), int(h["off_mem_rsvmap"]))
-    return all(40 <= o <= total for o in offsets) and struct_end <= total and strings_end <= total
+    """:func:`kho_formats.abi.fdt_header.plausible_fdt_header` with the root FDT's size limit."""
+    return _plausible(head, max_size)
 
 
 def scan_problems(image: PhysImage) -> tuple[int, str | None]:
@@ -219,7 +192,7 @@ def scan_root_fdts(image: PhysImage, page_size: int = 4096, *, limit: int = 64) 
     out: list[RootCandidate] = []
     for phys in _fdt_pages(image, page_size):
         try:
-            if not plausible_fdt_header(image.read(phys, FDT_HEADER.itemsize, what="FDT header")):
+            if not plausible_fdt_header(image.read(phys, FDT_HEADER_SIZE, what="FDT header")):
                 continue
             blob = read_fdt_at(image, phys)
         except KhoFormatError:
