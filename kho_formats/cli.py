@@ -304,6 +304,8 @@ def cmd_build(args) -> int:
         sp.page_size = args.page_size
     if _opt(args, "byte_order"):
         sp.byte_order = args.byte_order
+    if args.arch is not None:  # the arch's default placement unless the spec places things itself
+        sp.arch = args.arch
     if args.name is not None:
         sp.name = check_name(args.name, "--name")
     fx = build_spec(sp)
@@ -590,6 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("spec", metavar="SPEC", help="spec file (.toml, .yaml, .yml or .json)")
     s.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     s.add_argument("--name", help="fixture name (default: the spec's name, else its file name)")
+    s.add_argument("--arch", choices=("arm64", "x86_64"), help="override the spec's arch (and its default placement)")
     s.add_argument(
         "--allow-outside-files",
         action="store_true",
