@@ -471,7 +471,9 @@ def cmd_boot(args) -> int:
     if not (fixture / "handover.json").is_file():
         _error(f"{fixture}: not a fixture directory (no handover.json; write one with kho build)")
         return EXIT_PROBLEM
-    kw = {"via": args.via} if args.via != "loader" else {}
+    kw: dict = {"via": args.via} if args.via != "loader" else {}
+    if args.init or getattr(args, "init_args", None):
+        kw["workload"] = boot.workload_of(args.init, args.init_args)
     res = boot.run_boot(str(fixture), args.kernel, args.timeout, **kw)  # BootError is a KhoFormatError: see main()
     data = {
         "schema": "kho-formats/boot/1",
@@ -766,6 +768,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bzImage setup header names it) or 'kexec' (x86_64: a first-stage kernel kexec_load()s the kernel "
         "with the fixture and a boot_params whose setup_data names it)",
     )
+    s.add_argument("--init", metavar="PROGRAM", help="a static program: the second kernel's workload and judge")
+    s.epilog = "kho boot FIXTURE --init PROGRAM -- ARGS: what follows '--' is PROGRAM's arguments. " + EPILOG
     s.set_defaults(func=cmd_boot)
     return p
 
@@ -780,9 +784,13 @@ def _error(message: str, label: str = "error") -> None:
 def main(argv: list[str] | None = None) -> int:
     from .errors import KhoFormatError
 
+    from .boot.workload import split_program_args
+
     parser = build_parser()
+    argv, init_args = split_program_args(sys.argv[1:] if argv is None else list(argv))
     try:
         args = parser.parse_args(argv)
+        args.init_args = init_args
     except SystemExit as exc:  # --help / --version (0) or usage errors (2)
         return int(exc.code or 0)
     try:
