@@ -782,9 +782,8 @@ def _error(message: str, label: str = "error") -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import KhoFormatError
-
     from .boot.workload import split_program_args
+    from .errors import KhoFormatError
 
     parser = build_parser()
     argv, init_args = split_program_args(sys.argv[1:] if argv is None else list(argv))

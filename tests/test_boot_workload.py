@@ -13,8 +13,8 @@ from kho_formats.boot.workload import (
     elf_machine,
     judge_workload,
     parse_workload,
-    workload_lines,
     split_program_args,
+    workload_lines,
     workload_of,
 )
 from kho_formats.cli import build_parser, main
