@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import __version__, abi
+from . import __version__, abi, target
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
@@ -320,6 +320,12 @@ def cmd_build(args) -> int:
         f"  image: {len(fx.image.covered())} segments, {fx.image.total_bytes} bytes\n"
         f"  wrote {len(files)} files into {args.output}\n"
     )
+    if tgt := target.from_args(args):
+        found = target.built_findings(fx, tgt)
+        data["target"] = {**tgt.to_json(), "findings": [f.to_json() for f in found]}
+        text += "".join(f"  target: {f}\n" for f in found) or f"  target {tgt.name}: nothing to report\n"
+        _emit(args, data, text)
+        return EXIT_PROBLEM if any(f.severity == "error" for f in found) else EXIT_OK
     _emit(args, data, text)
     return EXIT_OK
 
@@ -423,7 +429,9 @@ def cmd_check(args) -> int:
     cap, st = _load(args, args.input, args.mem, args.root_phys)
     clients = decode_clients(st, cap.image, budget=Budget(_limits(args)))
     findings = check(st, cap.image, limits=_limits(args), clients=clients, root_phys_required=cap.kind == "fixture")
-    rep = check_report(findings, source=args.input, strict=args.strict)
+    if tgt := target.from_args(args):
+        findings += target.target_findings(st, clients, tgt, arch=cap.arch)
+    rep = check_report(findings, source=args.input, strict=args.strict) | ({"target": tgt.to_json()} if tgt else {})
     _emit(args, rep, lambda: render_check(rep))
     return EXIT_OK if rep["ok"] else EXIT_PROBLEM
 
@@ -595,6 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     s.add_argument("--name", help="fixture name (default: the spec's name, else its file name)")
     s.add_argument("--arch", choices=("arm64", "x86_64"), help="override the spec's arch (and its default placement)")
+    target.add_arguments(s)
     s.add_argument(
         "--allow-outside-files",
         action="store_true",
@@ -699,6 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("input", metavar="INPUT")
     mem_opts(s)
     s.add_argument("--strict", action="store_true", help="warnings fail too")
+    target.add_arguments(s)
     s.set_defaults(func=cmd_check)
 
     s = sub.add_parser(
