@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from kho_formats.check import check
-from kho_formats.clients import decode_clients
-from kho_formats.clients.luo import LuoState
 from kho_formats.findings import ERROR, WARNING
-from kho_formats.spec import build_spec, load_spec
-from kho_formats.state import parse
+from kho_formats.model.clients import decode_clients
+from kho_formats.model.clients.luo import LuoState
+from kho_formats.model.spec import build_spec, load_spec
+from kho_formats.model.state import parse
+from kho_formats.ops.check import check
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "fixtures" / "specs" / "selftests"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from kho_formats import target as tg
 from kho_formats.cli import main
 from kho_formats.errors import KhoFormatError
-from kho_formats.spec import build_spec, spec_from_dict
+from kho_formats.model.spec import build_spec, spec_from_dict
+from kho_formats.ops import target as tg
 
 try:
     import tomllib
