@@ -548,10 +548,12 @@ class Handover:
 
     # -- operations --
 
-    def check(self, strict: bool = False) -> Findings:
+    def check(self, strict: bool = False, target: Any = None) -> Findings:
         """Run every check (``kho check``): the findings, with the verdict.
 
-        ``strict``: warnings fail too (``--strict``).
+        ``strict``: warnings fail too (``--strict``). ``target``: also what that
+        kernel will do with the handover (``--target`` / ``--target-config``): a
+        :class:`~kho_formats.ops.target.TargetKernel`, or a profile name.
 
         >>> f = open("fixtures/v4-4k").check()
         >>> f.ok, f.errors, [(x.severity, x.code) for x in f]
@@ -564,7 +566,13 @@ class Handover:
             self.state, cap.image, limits=self._options.limits, clients=dict(self.clients),
             root_phys_required=cap.kind == "fixture",
         )  # fmt: skip
-        return Findings(found, strict=strict, source=self._source)
+        tgt = None
+        if target is not None:
+            from .ops import target as targets
+
+            tgt = targets.profile(target) if isinstance(target, str) else target
+            found += targets.target_findings(self.state, dict(self.clients), tgt, arch=cap.arch)
+        return Findings(found, strict=strict, source=self._source, target=tgt)
 
     def diff(self, other: Handover, *, max_pages: int = 1000) -> Diff:
         """Compare the preserved sets, sub-blobs and LUO state with ``other`` (``kho diff``).
@@ -737,8 +745,12 @@ class Findings(list["Finding"]):
     (True, True, 'kho-formats/check/1')
     """
 
-    def __init__(self, findings: Sequence[Finding] = (), *, strict: bool = False, source: str = "") -> None:
+    def __init__(
+        self, findings: Sequence[Finding] = (), *, strict: bool = False, source: str = "", target: Any = None
+    ) -> None:
         super().__init__(findings)
+        #: the :class:`~kho_formats.ops.target.TargetKernel` checked against, or None
+        self.target = target
         #: warnings fail too
         self.strict = strict
         #: the input's name, as reports print it
@@ -783,7 +795,8 @@ class Findings(list["Finding"]):
         """
         from .ops.documents import check_document
 
-        return check_document(self, source=self.source, strict=self.strict)
+        doc = check_document(self, source=self.source, strict=self.strict)
+        return doc | ({"target": self.target.to_json()} if self.target is not None else {})
 
 
 class Diff:
@@ -1116,11 +1129,13 @@ def build(
     page_size: int | None = None,
     byteorder: str | None = None,
     name: str | None = None,
+    arch: str | None = None,
     allow_outside_files: bool = False,
 ) -> Handover:
     """Build the handover a spec describes (``kho build``); :meth:`Handover.write`
     writes the fixture directory.  ``version``, ``page_size``, ``byteorder`` and
-    ``name`` override the spec's (``--abi``, ``--page-size``, ``--byte-order``, ``--name``).
+    ``name`` override the spec's (``--abi``, ``--page-size``, ``--byte-order``, ``--name``);
+    ``arch`` (``--arch``) places what the spec does not place itself where that arch's kernel wants it.
 
     >>> h = build({"version": "kho-v4", "preserve": [{"start": "0x74000000", "size": "1M"}]})
     >>> h.version, [(hex(a), hex(b)) for a, b in h.ranges()]  # the root FDT page is preserved too
@@ -1138,6 +1153,8 @@ def build(
         sp.page_size = page_size
     if byteorder:
         sp.byte_order = byteorder
+    if arch is not None:
+        sp.arch = arch
     if name is not None:
         sp.name = check_name(name, "name")
     fx = build_spec(sp)

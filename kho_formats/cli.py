@@ -21,6 +21,7 @@ from pathlib import Path
 
 from . import abi
 from ._version import __version__
+from .ops import target
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
@@ -229,11 +230,19 @@ def cmd_build(args) -> int:
     sp = load_spec(args.spec, allow_outside_files=args.allow_outside_files)
     name = check_name(args.name, "--name") if args.name is not None else None
     h = build(
-        sp, version=_opt(args, "abi"), page_size=_opt(args, "page_size"), byteorder=_opt(args, "byte_order"), name=name
-    )
+        sp, version=_opt(args, "abi"), page_size=_opt(args, "page_size"), byteorder=_opt(args, "byte_order"),
+        name=name, arch=args.arch,
+    )  # fmt: skip
     files = h.write(args.output, force=args.force)
     fx = h.fixture
-    _emit(args, build_document(fx, args.output, files), render_build(fx, args.output, files))
+    data, text = build_document(fx, args.output, files), render_build(fx, args.output, files)
+    if tgt := target.from_args(args):
+        found = target.built_findings(fx, tgt)
+        data["target"] = {**tgt.to_json(), "findings": [f.to_json() for f in found]}
+        text += "".join(f"  target: {f}\n" for f in found) or f"  target {tgt.name}: nothing to report\n"
+        _emit(args, data, text)
+        return EXIT_PROBLEM if any(f.severity == "error" for f in found) else EXIT_OK
+    _emit(args, data, text)
     return EXIT_OK
 
 
@@ -306,7 +315,7 @@ def cmd_check(args) -> int:
     from .ops.report import render_check
 
     h = _open(args, args.input, args.mem, args.root_phys)
-    rep = h.check(strict=args.strict).to_json()
+    rep = h.check(strict=args.strict, target=target.from_args(args)).to_json()
     _emit(args, rep, lambda: render_check(rep))
     return EXIT_OK if rep["ok"] else EXIT_PROBLEM
 
@@ -346,7 +355,9 @@ def cmd_boot(args) -> int:
     if not (fixture / "handover.json").is_file():
         _error(f"{fixture}: not a fixture directory (no handover.json; write one with kho build)")
         return EXIT_PROBLEM
-    kw = {"via": args.via} if args.via != "loader" else {}
+    kw: dict = {"via": args.via} if args.via != "loader" else {}
+    if args.init or getattr(args, "init_args", None):
+        kw["workload"] = boot.workload_of(args.init, args.init_args)
     res = boot.run_boot(str(fixture), args.kernel, args.timeout, **kw)  # BootError is a KhoFormatError: see main()
     _emit(args, boot_document(fixture, res), render_boot(res))
     return EXIT_OK if res.verdict == "accepted" else EXIT_PROBLEM
@@ -455,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("spec", metavar="SPEC", help="spec file (.toml, .yaml, .yml or .json)")
     s.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     s.add_argument("--name", help="fixture name (default: the spec's name, else its file name)")
+    s.add_argument("--arch", choices=("arm64", "x86_64"), help="override the spec's arch (and its default placement)")
+    target.add_arguments(s)
     s.add_argument(
         "--allow-outside-files",
         action="store_true",
@@ -559,6 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("input", metavar="INPUT")
     mem_opts(s)
     s.add_argument("--strict", action="store_true", help="warnings fail too")
+    target.add_arguments(s)
     s.set_defaults(func=cmd_check)
 
     s = sub.add_parser(
@@ -628,6 +642,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bzImage setup header names it) or 'kexec' (x86_64: a first-stage kernel kexec_load()s the kernel "
         "with the fixture and a boot_params whose setup_data names it)",
     )
+    s.add_argument("--init", metavar="PROGRAM", help="a static program: the second kernel's workload and judge")
+    s.epilog = "kho boot FIXTURE --init PROGRAM -- ARGS: what follows '--' is PROGRAM's arguments. " + EPILOG
     s.set_defaults(func=cmd_boot)
     return p
 
@@ -640,11 +656,14 @@ def _error(message: str, label: str = "error") -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .boot.workload import split_program_args
     from .errors import KhoFormatError
 
     parser = build_parser()
+    argv, init_args = split_program_args(sys.argv[1:] if argv is None else list(argv))
     try:
         args = parser.parse_args(argv)
+        args.init_args = init_args
     except SystemExit as exc:  # --help / --version (0) or usage errors (2)
         return int(exc.code or 0)
     from . import progress

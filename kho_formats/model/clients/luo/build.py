@@ -100,11 +100,15 @@ SPEC = SpecTable(
         SpecRow(
             ("sessions",),
             "`[[blob.sessions]]` `name`, `files = [{token, handler, ...}]`",
-            f'`handler = "{DEFAULT_HANDLER}"`',
+            f'`handler = "{DEFAULT_HANDLER}"`; memfd: `size` = the `hex`/`file` length else 0, `pos = 0`, `seals = 0`, '
+            "`folio_order = 0`, `folio_flags = 3`",
             f"sessions and their files in order; a `{DEFAULT_HANDLER}` file: `size`, `pos`, `seals`, `folio_order` or "
             "`folios = [{index, order, flags}]`, `folio_flags`, contents `seed` (SHAKE-256, default) or `hex` / "
             "`file` (the first bytes) then `fill` (`seed` or `zero`); folios are placed at their order and "
-            "generated folio by folio",
+            "generated folio by folio. The defaults are a new memfd's (size 0, pos 0; dirty and up-to-date "
+            "folios as memfd_luo records them) except `seals`: 0 is what `memfd_create(name, MFD_ALLOW_SEALING)` "
+            "gives; `memfd_create(name, 0)`, as the liveupdate selftests call it, gives 1 (`F_SEAL_SEAL`): write "
+            "`seals = 1` (the shipped fixtures keep 0)",
         ),
     ),
 )
