@@ -19,7 +19,12 @@ runs on into stage 2 (``test -s 2``) in the second kernel.
 
 DIR gets: console.log, vmcore.elf (1 GiB; deleted unless --keep-dump),
 capture/ (``kho capture --from-dump vmcore.elf --referenced-only``: root.dtb,
-image.elf, meta.json), result.json (timings, markers seen).
+image.elf, meta.json), result.json (timings, markers seen, and the capture
+compared with what the test created: ``scripts/live/stage1_compare.py``).
+
+``--append 'test_kho.max_mem=16384'`` adds to the kernel command line (here:
+test_kho, built into the live kernel, preserves 16 KiB instead of 8 MiB, for a
+capture small enough to keep in fixtures/captures/).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parents[1]
 sys.path.insert(0, str(SRC))
+sys.path.insert(0, str(HERE))
 
 from kho_formats.boot.initramfs import CpioEntry, newc_archive  # noqa: E402
 
@@ -164,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-capture", action="store_true", help="no breakpoint, no dump: time the two-kernel run")
     ap.add_argument("--keep-dump", action="store_true")
     ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument(
+        "--append", default="", help="more kernel command line (both kernels: init passes /proc/cmdline on)"
+    )
     args = ap.parse_args(argv)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -179,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         *("-no-reboot", "-display", "none", "-nodefaults", "-serial", f"file:{log}"),
         *("-qmp", f"unix:{work}/qmp.sock,server=on,wait=off"),
         *("-kernel", str(args.kernel), "-initrd", str(work / "initrd.cpio")),
-        *("-append", "console=ttyS0 liveupdate=on kho=on panic=-1 loglevel=7"),
+        *("-append", " ".join(filter(None, ("console=ttyS0 liveupdate=on kho=on panic=-1 loglevel=7", args.append)))),
     ]
     bp = None
     if not args.no_capture:
@@ -245,6 +254,12 @@ def main(argv: list[str] | None = None) -> int:
             env={**os.environ, "PYTHONPATH": str(SRC)},
         )
         result["kho_capture"] = {"rc": r.returncode, "stdout": r.stdout[-2000:], "stderr": r.stderr[-2000:]}
+        if r.returncode == 0:
+            from stage1_compare import compare
+
+            diffs, stats = compare(cap, args.test)
+            result["compared"] = {**stats, "differences": diffs}
+            result["passed"] = bool(result["passed"]) and not diffs
         if not args.keep_dump:
             (out / "vmcore.elf").unlink(missing_ok=True)
     (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
