@@ -202,19 +202,31 @@ def cmd_dts(args) -> int:
     from .ops.documents import dts_document, dts_file_name, render_dts
     from .text import safe_text
 
+    to_file = args.output not in (None, "-")  # dtc's convention: -o - is stdout
+    if to_file and args.sub:
+        raise UsageError(
+            f"-o {args.output}: --sub gives several DTS documents, one file each: write them with "
+            "-O/--outdir DIR, or print them (no -o, or -o -)"
+        )
     h = _open(args, args.input, args.mem, args.root_phys)
     docs, skipped = h.dts_documents(sub=args.sub)
+    inputs = [args.input, *(args.mem or ())]
     written = []
-    if args.output:
+    if args.outdir:
         from .outdir import OutputDir
 
-        with OutputDir(args.output, force=args.force, inputs=[args.input, *(args.mem or ())]) as out:
+        with OutputDir(args.outdir, force=args.force, inputs=inputs) as out:
             for d in docs:
                 out.write(dts_file_name(d.name), d.dts)
-                written.append(str(Path(args.output) / dts_file_name(d.name)))
+                written.append(str(Path(args.outdir) / dts_file_name(d.name)))
+    elif to_file:
+        from .outdir import write_output_file
+
+        write_output_file(args.output, docs[0].dts, inputs=inputs)  # the root FDT (no --sub)
+        written.append(str(args.output))
     if _opt(args, "json"):
         _emit(args, dts_document(docs, skipped, written), "")
-    elif args.output:
+    elif written:
         sys.stdout.write("".join(f"wrote {safe_text(w)}\n" for w in written))
     else:
         # the terminal gets escaped text; -o files and --json keep the bytes
@@ -445,11 +457,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("input", metavar="INPUT")
     mem_opts(s)
     s.add_argument("--sub", action="store_true", help="also the sub-FDTs found in the capture/image")
-    s.add_argument("-o", "--output", metavar="DIR", help="write root.dts and sub-<name>.dts into DIR")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write the root FDT's DTS to FILE, as dtc -o does (an existing file is replaced); "
+        "'-' (the default) is stdout",
+    )
+    g.add_argument(
+        "-O",
+        "--outdir",
+        metavar="DIR",
+        help="write one file per document into DIR: root.dts and, with --sub, sub-<name>.dts",
+    )
     s.add_argument(
         "--force",
         action="store_true",
-        help="write into an existing non-empty directory (only the files written are replaced, nothing is deleted)",
+        help="with --outdir: write into an existing non-empty directory (only the files written are replaced, "
+        "nothing is deleted)",
     )
     s.set_defaults(func=cmd_dts)
 

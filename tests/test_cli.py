@@ -310,7 +310,7 @@ def test_dts_root_is_accepted_by_dtc(tmp_path):
 
 
 def test_dts_sub_fdts_into_dir(tmp_path):
-    r = kho("dts", CAP, "--sub", "-o", tmp_path / "out", check_rc=0)
+    r = kho("dts", CAP, "--sub", "-O", tmp_path / "out", check_rc=0)
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert files == ["root.dts", "sub-kho_test.dts", "sub-memblock.dts"]  # kexec-metadata is raw
     for f in files:
@@ -321,6 +321,46 @@ def test_dts_sub_fdts_into_dir(tmp_path):
     assert j["skipped"] == [{"name": "kexec-metadata", "reason": "not an FDT (raw blob)"}]
     r = kho("dts", CAP, "--sub", check_rc=0)
     assert r.stdout.count("/dts-v1/;") == 3 and "sub-blob kexec-metadata skipped" in r.stdout
+
+
+def test_dts_header_keeps_its_tabs_and_dtc_reads_every_form(tmp_path):
+    # pyfdt's header lines have tabs: whitespace is printed, not escaped as \x09
+    r = kho("dts", FIX / "v4-4k", check_rc=0)
+    assert "// version:\t\t17\n" in r.stdout and "\\x09" not in r.stdout
+    assert r.stdout == kho("dts", FIX / "v4-4k", "-o", "-", check_rc=0).stdout  # dtc's -o -: stdout
+    assert not (ROOT / "-").exists()
+    (tmp_path / "stdout.dts").write_text(r.stdout)
+    dtc_ok(tmp_path / "stdout.dts")
+    # -o FILE: one file (not a directory), byte for byte what --json says, read by dtc
+    out = tmp_path / "out.dts"
+    r = kho("dts", FIX / "v4-4k", "-o", out, check_rc=0)
+    assert out.is_file() and r.stdout == f"wrote {out}\n"
+    assert out.read_text() == kho_json("dts", FIX / "v4-4k")["documents"][0]["dts"] == r_stdout_of(FIX / "v4-4k")
+    dtc_ok(out)
+    # compiled back by dtc, it is the input's root FDT (same nodes and property bytes)
+    back = tmp_path / "back.dtb"
+    subprocess.run(["dtc", "-q", "-I", "dts", "-O", "dtb", "-o", str(back), str(out)], check=True)
+    assert fdt_tree(back.read_bytes()) == fdt_tree((FIX / "v4-4k" / "root.dtb").read_bytes())
+    # an existing file is replaced, as dtc does; a directory is not a FILE
+    kho("dts", CAP, "-o", out, check_rc=0)
+    assert 'compatible = "kho-v4"' in out.read_text() and "0x10f4000" in out.read_text()
+    one_error_line(kho("dts", CAP, "-o", tmp_path, check_rc=1), "is a directory", "-O DIR")
+    # several documents need a directory, with its own flag
+    one_error_line(kho("dts", CAP, "--sub", "-o", tmp_path / "x.dts", check_rc=2), "--outdir")
+    assert not (tmp_path / "x.dts").exists()
+    r = kho("dts", CAP, "-o", tmp_path / "y.dts", "-O", tmp_path / "d", check_rc=2)
+    assert "not allowed with" in r.stderr
+    assert "-O DIR, --outdir DIR" in kho("dts", "--help", check_rc=0).stdout
+
+
+def fdt_tree(blob: bytes) -> list:
+    from kho_formats.model.fdt import parse_fdt
+
+    return [(n.path, list(n.props)) for n in parse_fdt(blob).root.walk()]
+
+
+def r_stdout_of(path) -> str:
+    return kho("dts", path, check_rc=0).stdout
 
 
 def test_dts_big_endian_annotation():
