@@ -32,13 +32,80 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     # no prefix matching: "inspect --version" must not be read as --version-override
+    #: the command line being parsed (set by main), for the hints of error()
+    argv: Sequence[str] = ()
+    #: the top-level parser (set by build_parser)
+    root: argparse.ArgumentParser | None = None
+
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # one line, exit 2
-        sys.stderr.write(f"kho: error: {message} (see '{self.prog} --help')\n")
+        hint, prog = _usage_hint(self, message, self.argv)
+        sys.stderr.write(f"kho: error: {message}{hint} (see '{prog} --help')\n")
         raise SystemExit(EXIT_USAGE)
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """A parser's subcommands by name (empty without subcommands)."""
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            return dict(a.choices)
+    return {}
+
+
+def _options(parser: argparse.ArgumentParser) -> list[str]:
+    return [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+
+
+def _usage_hint(parser: argparse.ArgumentParser, message: str, argv: Sequence[str]) -> tuple[str, str]:
+    """``(hint, prog)`` for a usage error: the help to point at is the
+    (sub)command's that ``argv`` names, not ``kho``'s; an option the parser
+    does not know that abbreviates known ones (abbreviations are not
+    accepted) lists what it could mean, and an unknown command name its
+    candidates."""
+    parser = _Parser.root or parser
+    if not argv:
+        return "", parser.prog
+    # the deepest (sub)command argv names
+    cur, after = parser, 0
+    for i, tok in enumerate(argv):
+        sub = _commands(cur)
+        if tok in sub:
+            cur, after = sub[tok], i + 1
+    prog = cur.prog
+    bad = [t.split("=", 1)[0] for t in argv if t.startswith("--") and t.split("=", 1)[0] not in _options(cur)]
+    bad = [t for t in bad if t != "--"]
+    words = [t for t in argv[after:] if not t.startswith("-")]
+    if "invalid choice" in message:
+        sub = _commands(cur)
+        for w in words:
+            if w not in sub:
+                cands = [c for c in sub if c.startswith(w)]
+                if len(cands) == 1:
+                    return f"; did you mean {cands[0]!r}?", f"{prog} {cands[0]}"
+                if cands:
+                    return f"; it could be {', '.join(map(repr, cands))}", prog
+                break
+    for t in bad:
+        cands = [o for o in _options(cur) if o.startswith(t)]
+        if cands:
+            what = f"did you mean {cands[0]}?" if len(cands) == 1 else f"it could be {', '.join(cands)}"
+            return f"; {t} is an abbreviation, which kho does not accept: {what}", prog
+        if cur is parser:  # no command given: an option of a command, or a command written as an option
+            stem = t.lstrip("-")
+            named = [c for c in _commands(parser) if stem and c.startswith(stem)]
+            if len(named) == 1:
+                return f"; did you mean the command {named[0]!r}?", f"{prog} {named[0]}"
+            owners = [f"{prog} {c} {o}" for c, sp in _commands(parser).items() for o in _options(sp) if o.startswith(t)]
+            owners = [o for o in owners if o.split()[-1] not in _options(parser)]
+            if not named and len(owners) == 1:
+                return f"; {t} is an option of {' '.join(owners[0].split()[:-1])}", " ".join(owners[0].split()[:-1])
+            if named or owners:
+                cands = [f"the command {c!r}" for c in named] + owners[:8]
+                return f"; {t} could be {', '.join(cands)}{' ...' if len(owners) > 8 else ''}", prog
+    return "", prog
 
 
 def _int(text: str) -> int:
@@ -263,6 +330,12 @@ def cmd_convert(args) -> int:
     from .ops.documents import convert_document, render_convert
     from .outdir import check_output_target
 
+    if args.output is not None and args.output_pos is not None:
+        raise UsageError(f"two output directories ({args.output_pos} and -o {args.output}): give one")
+    if args.output is None and args.output_pos is None:
+        raise UsageError("no output directory: give OUTDIR or -o OUTDIR")
+    if args.output is None:
+        args.output = args.output_pos
     inputs = [args.input, *(args.mem or ())]
     check_output_target(args.output, force=args.force, inputs=inputs)  # refuse before the work
     name = check_name(args.name, "--name") if args.name is not None else safe_name(Path(args.output).name, "converted")
@@ -391,6 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         parents=[common],
     )
+    _Parser.root = p
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     where = (
@@ -524,7 +598,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"target version: {', '.join(abi.version_names())}",
     )
     s.add_argument("input", metavar="INPUT")
-    s.add_argument("output", metavar="OUTDIR")
+    s.add_argument("output_pos", nargs="?", metavar="OUTDIR", help="the output directory (or give it with -o)")
+    s.add_argument("-o", "--output", metavar="OUTDIR", help="the output directory, as kho build and capture take it")
     mem_opts(s)
     s.add_argument(
         "--alloc",
@@ -592,7 +667,12 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="validate a handover against its version's rules",
         description="Run every check and print findings with their addresses; exit 1 when "
-        "there is an error (or, with --strict, a warning). " + where,
+        "there is an error (or, with --strict, a warning). Output, as linters do: every finding goes to "
+        "stdout, one a line ('SEVERITY: [CODE] PATH @ ADDR: MESSAGE', severity error, warning or info), "
+        "then one summary line on stdout ('INPUT: OK|FAILED: N errors, M warnings'); with --json the same "
+        "findings (findings: [{severity, code, message, phys, path}]) and the summary (ok, errors, warnings) "
+        "are one JSON document on stdout. stderr gets only an input that could not be read at all "
+        "('kho: error: ...', exit 1) and usage errors (exit 2). " + where,
         epilog=EPILOG,
     )
     s.add_argument("input", metavar="INPUT")
@@ -687,6 +767,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     argv, init_args = split_program_args(sys.argv[1:] if argv is None else list(argv))
+    _Parser.argv = list(argv)
     try:
         args = parser.parse_args(argv)
         args.init_args = init_args

@@ -174,7 +174,9 @@ def write_output_file(
     if t.is_symlink():
         raise OutputError(f"{t}: is a symlink; refusing to write through it", expected="a regular file")
     if t.is_dir():
-        raise OutputError(f"{t}: is a directory", expected="a file name (several files go into a directory with -O DIR)")
+        raise OutputError(
+            f"{t}: is a directory", expected="a file name (several files go into a directory with -O DIR)"
+        )
     if t.exists() and not t.is_file():
         raise OutputError(f"{t}: exists and is not a regular file")
     real = _real(t)

@@ -94,6 +94,36 @@ def test_help_everywhere():
         assert "--json" in r.stdout and "exit status" in r.stdout
 
 
+@pytest.mark.parametrize(
+    "argv,says,helps",
+    [
+        (["--insp"], "did you mean the command 'inspect'?", "kho inspect"),
+        (["insp", "x"], "did you mean 'inspect'?", "kho inspect"),
+        (
+            ["inspect", "--max", "3", "x"],
+            "it could be --max-pages, --max-entries, --max-runs, --max-ranges",
+            "kho inspect",
+        ),
+        (
+            ["inspect", "x", "--rec", "yes"],
+            "--rec is an abbreviation, which kho does not accept: did you mean --received?",
+            "kho inspect",
+        ),
+        (["luo", "extr", "x"], "did you mean 'extract'?", "kho luo extract"),
+        (["luo", "extract", "x", "--ou", "y"], "did you mean --output?", "kho luo extract"),
+        (["dts", "x", "--ou", "y"], "it could be --output, --outdir", "kho dts"),
+        (["--sub", "x"], "--sub is an option of kho dts", "kho dts"),
+        (["inspect"], "required: INPUT", "kho inspect"),
+        (["frobnicate"], "invalid choice", "kho"),
+    ],
+)
+def test_usage_errors_point_at_the_right_help(argv, says, helps):
+    r = kho(*argv, check_rc=2)
+    line = one_error_line(r, says)
+    assert line.endswith(f"(see '{helps} --help')"), line
+    assert r.stdout == ""
+
+
 def test_version():
     r = kho("--version", check_rc=0)
     assert r.stdout.startswith("kho ")
@@ -393,6 +423,25 @@ def test_check_reports_errors_with_addresses(tmp_path):
     assert {f["code"] for f in errs} >= {"folio-not-preserved", "vmalloc-chunk-not-preserved", "blob-not-preserved"}
 
 
+def test_check_says_where_output_goes_and_json_has_the_same_findings(tmp_path):
+    h = " ".join(kho("check", "--help", check_rc=0).stdout.split())
+    assert "every finding goes to stdout" in h and "summary line on stdout" in h and "with --json the same" in h
+    spec = tmp_path / "bad.toml"
+    spec.write_text(
+        (FIX / "specs" / "v4-4k.toml").read_text().replace('type = "kho_test"', 'type = "kho_test"\npreserve = false')
+    )
+    kho("build", spec, "-o", tmp_path / "bad", check_rc=0)
+    for src in (tmp_path / "bad", CAP, CAP / "root.dtb"):
+        r = kho("check", src)
+        j = kho_json("check", src, check_rc=r.returncode)
+        assert r.stderr == ""
+        *found, summary = r.stdout.splitlines()
+        from kho_formats.findings import Finding
+
+        assert found == [str(Finding(**f)) for f in j["findings"]]
+        assert summary.endswith(f"{'OK' if j['ok'] else 'FAILED'}: {j['errors']} errors, {j['warnings']} warnings")
+
+
 def test_check_strict_fails_on_warnings():
     # the root FDT alone: "no-image" warning
     kho("check", CAP / "root.dtb", check_rc=0)
@@ -498,6 +547,21 @@ def test_kho_v2_16k_refused(tmp_path):
     )
     kho("build", spec, "-o", tmp_path / "ok", check_rc=0)
     kho("check", tmp_path / "ok", check_rc=0)
+
+
+def test_convert_takes_its_output_as_o_like_build_and_capture(tmp_path):
+    r1 = kho("convert", "--to", "kho-v3", FIX / "v4-4k", "-o", tmp_path / "a", check_rc=0)
+    r2 = kho("convert", "--to", "kho-v3", FIX / "v4-4k", tmp_path / "b", check_rc=0)  # the positional still works
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "b").iterdir()) and "root.dtb" in names
+    for n in ("root.dtb", "image.elf"):
+        assert (tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes()
+    assert r1.stdout.replace(str(tmp_path / "a"), "X") == r2.stdout.replace(str(tmp_path / "b"), "X")
+    one_error_line(
+        kho("convert", "--to", "kho-v3", FIX / "v4-4k", tmp_path / "c", "-o", tmp_path / "d", check_rc=2), "give one"
+    )
+    one_error_line(kho("convert", "--to", "kho-v3", FIX / "v4-4k", check_rc=2), "-o OUTDIR")
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
 
 
 def test_convert_refuses_raw_blob_into_v1(tmp_path):
