@@ -145,6 +145,22 @@ def _emit(args, data: dict, text) -> None:
         sys.stdout.write(text() if callable(text) else text)
 
 
+def c_header_opt(s) -> None:
+    s.add_argument(
+        "--c-header",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write kho_fixture.h (C arrays of the image, for small selftest fixtures); default: only when the "
+        "image holds at most 4 MiB, else a note on stderr (and in --json) says it was skipped",
+    )
+
+
+def _notes(notes: Sequence[str]) -> None:
+    """Notes about what a command left out, on stderr (also in its JSON)."""
+    for n in notes:
+        _error(n, "note")
+
+
 def _load(args, path: str, mem: Sequence[str] = (), root_phys: int | None = None):
     from .capture import load_capture
 
@@ -307,9 +323,15 @@ def cmd_build(args) -> int:
     if args.name is not None:
         sp.name = check_name(args.name, "--name")
     fx = build_spec(sp)
-    files = write_fixture(fx, args.output, force=args.force, inputs=[args.spec])
+    notes: list[str] = []
+    files = write_fixture(
+        fx, args.output, force=args.force, inputs=[args.spec], with_c_header=args.c_header, notes=notes
+    )
+    _notes(notes)
     st = fx.state
     data = {"schema": "kho-formats/build/1", "name": fx.name, "outdir": args.output, "files": files, **fx.handover()}
+    if notes:
+        data["notes"] = notes
     text = (
         f"built {fx.name}: {st.version}, {st.page_size // 1024} KiB pages, {st.byteorder}-endian, {fx.arch}\n"
         f"  root FDT {fx.fdt_phys:#x} ({len(fx.root_fdt)} bytes), memory map {st.memmap_phys:#x}\n"
@@ -335,9 +357,21 @@ def cmd_convert(args) -> int:
     fx, summary = convert_capture(
         cap, st, args.to, alloc=args.alloc or (), v1_bitmap=args.v1_bitmap_out, arch=args.arch, name=name
     )
-    files = write_fixture(fx, args.output, force=args.force, inputs=inputs)
+    notes: list[str] = []
+    files = write_fixture(
+        fx,
+        args.output,
+        force=args.force,
+        inputs=inputs,
+        with_c_header=args.c_header,
+        image_format=args.image_format,
+        notes=notes,
+    )
+    _notes(notes)
     summary["outdir"] = args.output
     summary["files"] = files
+    if notes:
+        summary["notes"] = notes
     _emit(args, summary, render_convert(summary, args.output))
     return EXIT_OK
 
@@ -584,7 +618,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build a handover fixture from a spec (see fixtures/specs/ and the README) and "
         "write root.dtb, image.elf, manifest.json + seg-*.bin, handover.json, "
         "qemu-args.txt, kho_fixture.h, setup_data.bin, chosen.json and chosen.dtsi "
-        "into OUTDIR. --abi, --page-size and --byte-order override the spec.",
+        "into OUTDIR (kho_fixture.h only for images up to 4 MiB unless --c-header). "
+        "--abi, --page-size and --byte-order override the spec.",
         epilog=EPILOG,
     )
     s.add_argument("spec", metavar="SPEC", help="spec file (.toml, .yaml, .yml or .json)")
@@ -600,6 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write into an existing non-empty directory (only the files written are replaced, nothing is deleted)",
     )
+    c_header_opt(s)
     s.set_defaults(func=cmd_build)
 
     s = sub.add_parser(
@@ -645,6 +681,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write into an existing non-empty directory (only the files written are replaced, nothing is deleted)",
     )
+    s.add_argument(
+        "--image-format",
+        choices=("elf", "kdump", "kdump-flat"),
+        default="elf",
+        help="the whole-image file: image.elf (ELF core, default), or image.kdump in makedumpfile's "
+        "kdump-compressed format (kdump: what crash reads) or its flattened form (kdump-flat: "
+        "'makedumpfile -R DUMPFILE < image.kdump' rebuilds the former)",
+    )
+    c_header_opt(s)
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser(

@@ -243,13 +243,13 @@ def _records(recs: list[tuple[int, bytes]]) -> bytes:
     out = b"makedumpfile".ljust(4096, b"\0")
     for vo, data in recs:
         out += vo.to_bytes(8, "big") + len(data).to_bytes(8, "big") + data
-    return out + (-1).to_bytes(8, "big", signed=True) + bytes(8)
+    return out + (-1).to_bytes(8, "big", signed=True) * 2
 
 
 def test_flattened_overlapping_records_later_wins() -> None:
     from kho_formats.kdump import _Flattened
 
-    f = _Flattened(_records([(0, b"a" * 10), (5, b"b" * 10), (2, b"c" * 2), (30, b"z"), (0, b"")]), "f")
+    f = _Flattened(_records([(0, b"a" * 10), (5, b"b" * 10), (2, b"c" * 2), (30, b"z")]), "f")
     assert f.pread(0, 15, "x") == b"aacca" + b"b" * 10
     assert f.pread(30, 1, "x") == b"z"
     with pytest.raises(ImageError, match="missing from offset 0xf"):
@@ -269,6 +269,25 @@ def test_flattened_many_records_under_a_long_one_read_fast() -> None:
     for k in range(2000):
         assert f.pread(k * 16, 2, "x") == b"x\0"
     assert time.perf_counter() - t0 < 1.0
+
+
+@pytest.mark.parametrize(
+    "tail, at",
+    [
+        ((-1).to_bytes(8, "big", signed=True) + bytes(8), "offset -0x1, size 0"),  # what kho wrote before
+        (bytes(8) + bytes(8) + (-1).to_bytes(8, "big", signed=True) * 2, "offset 0x0, size 0"),
+        ((-2).to_bytes(8, "big", signed=True) * 2, "offset -0x2, size -2"),
+    ],
+    ids=["end-minus-one-zero", "zero-size-record", "negative-offset"],
+)
+def test_flattened_records_end_only_as_makedumpfile_accepts(tmp_path: Path, tail: bytes, at: str) -> None:
+    """makedumpfile -R stops at the first record with a negative offset or a size
+    that is not positive, and refuses the file unless that record is (-1, -1)."""
+    good = _records([(0, b"KDUMP   ")])
+    assert good.endswith(b"\xff" * 16)
+    data = good[:-16] + tail
+    with pytest.raises(ImageError, match=rf"bad flattened record at file offset 0x1018 \({at}\).*\(-1, -1\)"):
+        load_kdump(write(tmp_path, data))
 
 
 def test_bad_flattened_record_names_its_file_offset(tmp_path: Path) -> None:
