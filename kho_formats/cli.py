@@ -331,7 +331,7 @@ def cmd_build(args) -> int:
     st = fx.state
     data = {"schema": "kho-formats/build/1", "name": fx.name, "outdir": args.output, "files": files, **fx.handover()}
     if notes:
-        data["notes"] = notes
+        data["notes"] = [*data.get("notes", ()), *notes]
     text = (
         f"built {fx.name}: {st.version}, {st.page_size // 1024} KiB pages, {st.byteorder}-endian, {fx.arch}\n"
         f"  root FDT {fx.fdt_phys:#x} ({len(fx.root_fdt)} bytes), memory map {st.memmap_phys:#x}\n"
@@ -371,7 +371,7 @@ def cmd_convert(args) -> int:
     summary["outdir"] = args.output
     summary["files"] = files
     if notes:
-        summary["notes"] = notes
+        summary["notes"] = [*summary.get("notes", ()), *notes]
     _emit(args, summary, render_convert(summary, args.output))
     return EXIT_OK
 

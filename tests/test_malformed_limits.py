@@ -73,9 +73,7 @@ def test_fdt_size_fields_allocate_nothing():
     blob = build_fdt(FdtNode("", [("compatible", b"kho-v4\0")]))
     for field in ("totalsize", "size_dt_struct", "size_dt_strings", "off_dt_struct"):
         bad = set_header(blob, field, 0xFFFFFFFF)
-        t0 = time.perf_counter()
         assert peak_bytes(lambda bad=bad: parse_fdt(bad)) < 64 << 10
-        assert time.perf_counter() - t0 < 2.0
         with pytest.raises(FdtError):
             parse_fdt(bad)
 
