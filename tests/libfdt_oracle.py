@@ -1,6 +1,6 @@
 """Replay a root-FDT history through the real libfdt (its own Python binding,
 PyPI ``pylibfdt``, in the ``test`` extra) and print the blob: an oracle for
-``tests/test_fdt_history.py``, independent of ``kho_formats.fdt``.  Run in a
+``tests/test_fdt_history.py``, independent of ``kho_formats.model.fdt``.  Run in a
 subprocess by a Python that has the ``libfdt`` module:
 
     echo '{...}' | python tests/libfdt_oracle.py

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from kho_formats.cli import build_parser, main
-from kho_formats.fixture import C_HEADER_MAX_IMAGE
-from kho_formats.report import human_size
-from kho_formats.spec import build_spec, load_spec
+from kho_formats.model.fixture import C_HEADER_MAX_IMAGE
+from kho_formats.model.spec import build_spec, load_spec
+from kho_formats.ops.report import human_size
 
 ROOT = Path(__file__).resolve().parents[1]
 BIG = ROOT / "fixtures" / "specs" / "kernel" / "many-folios.toml"

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from kho_formats.cli import main
-from kho_formats.image import PhysImage
-from kho_formats.kdump import write_kdump
+from kho_formats.memory.image import PhysImage
+from kho_formats.memory.kdump import write_kdump
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = sorted(p.parent for p in (ROOT / "fixtures").glob("*/image.elf"))
