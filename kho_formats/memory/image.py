@@ -22,7 +22,7 @@ import bisect
 import json
 import mmap
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -102,6 +102,31 @@ def elf_structs(byteorder: str) -> ElfStructs:
         "p_align" / u64 * "alignment",
     )
     return ElfStructs(ehdr, phdr, struct_dtype(phdr))
+
+
+@dataclass(frozen=True)
+class ImageFormat:
+    """A file format :meth:`PhysImage.load` recognises by its first bytes (besides ELF and bundles)."""
+
+    name: str
+    #: the file's first 16 bytes -> whether it is this format
+    sniff: Callable[[bytes], bool]
+    #: (path, the file mapped read-only) -> the image
+    load: Callable[[Path, mmap.mmap | bytes], PhysImage]
+
+
+_FORMATS: list[ImageFormat] = []
+
+
+def register_format(fmt: ImageFormat) -> ImageFormat:
+    """Make :meth:`PhysImage.load` open ``fmt`` files (a format module calls it when imported;
+    :mod:`kho_formats.memory` imports the built-in ones: ``kdump``)."""
+    _FORMATS[:] = [f for f in _FORMATS if f.name != fmt.name] + [fmt]
+    return fmt
+
+
+def image_formats() -> list[str]:
+    return [f.name for f in _FORMATS]
 
 
 class LazyData:
@@ -661,10 +686,9 @@ class PhysImage:
         head = bytes(data[:16])
         if head[:4] == b"\x7fELF":
             return cls.from_elf(data, name=str(p))
-        from .kdump import is_kdump, load_kdump
-
-        if is_kdump(head):
-            return load_kdump(p, data)
+        for fmt in _FORMATS:
+            if fmt.sniff(head):
+                return fmt.load(p, data)
         raise ImageError(
             f"{spec}: neither an ELF core, a kdump file nor a bundle directory; give a raw dump as FILE@BASE"
         )
@@ -689,6 +713,9 @@ def _map_file(
 
 __all__ = [
     "PhysImage",
+    "ImageFormat",
+    "register_format",
+    "image_formats",
     "Segment",
     "LazyData",
     "ElfStructs",

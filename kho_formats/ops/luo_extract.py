@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import progress
 from .._version import __version__
 from ..errors import KhoFormatError
 from ..memory.image import PhysImage
@@ -122,10 +123,12 @@ def _create(parent: int, name: str, force: bool) -> int:
 
 
 def _write_contents(fd: int, size: int, pieces: Iterator[tuple[int, memoryview]]) -> None:
+    bar = progress.current()
     for off, data in pieces:
         done = 0
         while done < len(data):
             done += os.pwrite(fd, data[done:], off + done)
+        bar.update(len(data))
     os.ftruncate(fd, size)
 
 
@@ -143,6 +146,8 @@ def extract(
         raise ExtractError("LUO state was not read (no memory image)", expected="a capture with its memory image")
     out = Path(outdir)
     root = _open_dir(out, force)
+    shown = progress.task("extracting LUO files")  # bytes written; entered here, left with the root fd
+    shown.__enter__()
     try:
         taken: set[str] = {"index.json"}
         sessions = []
@@ -193,6 +198,7 @@ def extract(
             fh.write("\n")
         return index
     finally:
+        shown.__exit__(None, None, None)
         os.close(root)
 
 
