@@ -1,4 +1,4 @@
-"""The README's worked examples, run as a user runs them (issue 19, item 6): every
+"""The README's worked examples, run as a user runs them: every
 ``console`` block whose commands all print what the README shows is run from the
 top of the tree with ``tmp=$(mktemp -d)``, twice (a second run gets a new ``$tmp``
 and must print the same), and its output compared line for line (``$tmp`` stands
