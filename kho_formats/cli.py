@@ -232,6 +232,22 @@ def _emit(args, data: dict, text) -> None:
         sys.stdout.write(text() if callable(text) else text)
 
 
+def c_header_opt(s) -> None:
+    s.add_argument(
+        "--c-header",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write kho_fixture.h (C arrays of the image, for small selftest fixtures); default: only when the "
+        "image holds at most 4 MiB, else a note on stderr (and in --json) says it was skipped",
+    )
+
+
+def _notes(notes: Sequence[str]) -> None:
+    """Notes about what a command left out, on stderr (also in its JSON)."""
+    for n in notes:
+        _error(n, "note")
+
+
 # -- subcommands: arguments -> the library face (kho_formats.api) -> a document -> print ----------------
 
 
@@ -312,9 +328,13 @@ def cmd_build(args) -> int:
         sp, version=_opt(args, "abi"), page_size=_opt(args, "page_size"), byteorder=_opt(args, "byte_order"),
         name=name, arch=args.arch,
     )  # fmt: skip
-    files = h.write(args.output, force=args.force)
+    notes: list[str] = []
+    files = h.write(args.output, force=args.force, c_header=args.c_header, notes=notes)
+    _notes(notes)
     fx = h.fixture
     data, text = build_document(fx, args.output, files), render_build(fx, args.output, files)
+    if notes:
+        data["notes"] = [*data.get("notes", ()), *notes]
     if tgt := target.from_args(args):
         found = target.built_findings(fx, tgt)
         data["target"] = {**tgt.to_json(), "findings": [f.to_json() for f in found]}
@@ -341,8 +361,14 @@ def cmd_convert(args) -> int:
     name = check_name(args.name, "--name") if args.name is not None else safe_name(Path(args.output).name, "converted")
     h = _open(args, args.input, args.mem, args.root_phys)
     out = h.convert(args.to, alloc=args.alloc or (), v1_bitmap=args.v1_bitmap_out, arch=args.arch, name=name)
-    files = out.write(args.output, force=args.force)
+    notes: list[str] = []
+    files = out.write(
+        args.output, force=args.force, c_header=args.c_header, image_format=args.image_format, notes=notes
+    )
+    _notes(notes)
     doc = convert_document(out.conversion or {}, args.output, files)
+    if notes:
+        doc["notes"] = [*doc.get("notes", ()), *notes]
     _emit(args, doc, render_convert(doc, args.output))
     return EXIT_OK
 
@@ -560,7 +586,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build a handover fixture from a spec (see fixtures/specs/ and the README) and "
         "write root.dtb, image.elf, manifest.json + seg-*.bin, handover.json, "
         "qemu-args.txt, kho_fixture.h, setup_data.bin, chosen.json and chosen.dtsi "
-        "into OUTDIR. --abi, --page-size and --byte-order override the spec.",
+        "into OUTDIR (kho_fixture.h only for images up to 4 MiB unless --c-header). "
+        "--abi, --page-size and --byte-order override the spec.",
         epilog=EPILOG,
     )
     s.add_argument("spec", metavar="SPEC", help="spec file (.toml, .yaml, .yml or .json)")
@@ -578,6 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write into an existing non-empty directory (only the files written are replaced, nothing is deleted)",
     )
+    c_header_opt(s)
     s.set_defaults(func=cmd_build)
 
     s = sub.add_parser(
@@ -624,6 +652,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write into an existing non-empty directory (only the files written are replaced, nothing is deleted)",
     )
+    s.add_argument(
+        "--image-format",
+        choices=("elf", "kdump", "kdump-flat"),
+        default="elf",
+        help="the whole-image file: image.elf (ELF core, default), or image.kdump in makedumpfile's "
+        "kdump-compressed format (kdump: what crash reads) or its flattened form (kdump-flat: "
+        "'makedumpfile -R DUMPFILE < image.kdump' rebuilds the former)",
+    )
+    c_header_opt(s)
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser(
