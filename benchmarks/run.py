@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""kho-formats benchmark suite (issue 5).
+"""kho-formats benchmark suite.
 
     python benchmarks/run.py              # every workload, table on stdout
     python benchmarks/run.py --only a b   # some workloads
@@ -12,7 +12,7 @@ times and prints: workload, operation, median seconds, peak memory, and the
 ratio to the C baseline (ours / C; below 1.0 means faster than C).
 
 The radix walk is timed twice in C: with the callback that collects
-``(phys, order)`` records in an array grown by realloc (issue 5's baseline,
+``(phys, order)`` records in an array grown by realloc (the targets' baseline,
 the "ratio" column) and with one that only counts the pages, which is what
 the kernel's own walk costs (it allocates nothing per page): the "C cnt"
 and "/cnt" columns of parse rows.  The C runs and ours alternate, one C run
@@ -342,12 +342,12 @@ def target_lines(rows: list[dict]) -> list[str]:
     ]
     ops = sum(r["seconds"] for r in rows)
     return [
-        "targets (issue 5; ratio = ours / C):",
+        "targets (ratio = ours / C):",
         f"  parse <= 1.0x C on (a) and (b):          {verdict(ratios('parse', ['a', 'b']), 1.0)}",
         f"  build <= 2.0x C:                         {verdict(ratios('build'), 2.0)}",
         f"  parse peak <= 2 x map + O(ranges) bound: {verdict(peaks, 1.0)}",
         f"  all operations under a minute:           {verdict([('total', ops)], 60.0, '{:.1f} s')}",
-        "target (issue 14; ratio = ours / C walk with a counting callback):",
+        "target (ratio = ours / C walk with a counting callback):",
         f"  parse <= 3.0x counting walk on (a), (f): {verdict(counted, 3.0)}",
     ]
 

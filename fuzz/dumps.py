@@ -140,18 +140,9 @@ def flat_records(buf: bytes) -> list[int]:
 
 def flatten(plain: bytes, chunk: int = 65536, header_last: bool = True) -> bytes:
     """``plain`` as ``makedumpfile -F`` writes it (records of ``chunk`` bytes, header last)."""
-    from kho_formats.memory.kdump import FLAT_HEADER_SIZE, FLAT_SIGNATURE
+    from kho_formats.memory.kdump import flatten as kdump_flatten
 
-    out = io.BytesIO()
-    out.write(FLAT_SIGNATURE.ljust(16, b"\0") + (1).to_bytes(8, "big") + (1).to_bytes(8, "big"))
-    out.write(bytes(FLAT_HEADER_SIZE - 32))
-    chunks = [(o, plain[o : o + chunk]) for o in range(0, len(plain), chunk)]
-    if header_last and chunks:
-        chunks.append(chunks.pop(0))
-    for o, c in chunks:
-        out.write(o.to_bytes(8, "big", signed=True) + len(c).to_bytes(8, "big") + c)
-    out.write((-1).to_bytes(8, "big", signed=True) + (0).to_bytes(8, "big"))
-    return out.getvalue()
+    return kdump_flatten(plain, chunk, header_last)
 
 
 def unflatten(flat: bytes) -> bytes:

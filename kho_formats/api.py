@@ -700,6 +700,9 @@ class Handover:
         image: PhysImage | None = None,
         source: str | None = None,
         meta: dict[str, Any] | None = None,
+        c_header: bool | None = None,
+        image_format: str = "elf",
+        notes: list[str] | None = None,
     ) -> list[str]:
         """Write the handover into the directory ``outdir``; returns the file names written.
 
@@ -709,6 +712,9 @@ class Handover:
         (``root.dtb``, ``image.elf`` with :meth:`handover_image`, or ``image``
         when given, and ``meta.json``, as ``kho capture`` writes it; ``source``
         is its ``source`` key, default :attr:`source`, and ``meta`` adds keys).  Either reads back with :func:`open`.
+        For a fixture, ``c_header`` (``--[no-]c-header``: None writes ``kho_fixture.h`` only for small
+        images, adding a note to ``notes`` when it skips it) and ``image_format`` (``elf``, ``kdump``,
+        ``kdump-flat``) choose the files.
 
         >>> import tempfile
         >>> out = tempfile.mkdtemp()
@@ -720,7 +726,10 @@ class Handover:
         if self._fixture is not None:
             from .model.fixture import write_fixture
 
-            return write_fixture(self._fixture, outdir, force=force, inputs=self._inputs)
+            return write_fixture(
+                self._fixture, outdir, force=force, inputs=self._inputs, with_c_header=c_header,
+                image_format=image_format, notes=notes,
+            )  # fmt: skip
         from .ops.extract import write_capture
 
         if force:

@@ -32,13 +32,80 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     # no prefix matching: "inspect --version" must not be read as --version-override
+    #: the command line being parsed (set by main), for the hints of error()
+    argv: Sequence[str] = ()
+    #: the top-level parser (set by build_parser)
+    root: argparse.ArgumentParser | None = None
+
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # one line, exit 2
-        sys.stderr.write(f"kho: error: {message} (see '{self.prog} --help')\n")
+        hint, prog = _usage_hint(self, message, self.argv)
+        sys.stderr.write(f"kho: error: {message}{hint} (see '{prog} --help')\n")
         raise SystemExit(EXIT_USAGE)
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """A parser's subcommands by name (empty without subcommands)."""
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            return dict(a.choices)
+    return {}
+
+
+def _options(parser: argparse.ArgumentParser) -> list[str]:
+    return [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+
+
+def _usage_hint(parser: argparse.ArgumentParser, message: str, argv: Sequence[str]) -> tuple[str, str]:
+    """``(hint, prog)`` for a usage error: the help to point at is the
+    (sub)command's that ``argv`` names, not ``kho``'s; an option the parser
+    does not know that abbreviates known ones (abbreviations are not
+    accepted) lists what it could mean, and an unknown command name its
+    candidates."""
+    parser = _Parser.root or parser
+    if not argv:
+        return "", parser.prog
+    # the deepest (sub)command argv names
+    cur, after = parser, 0
+    for i, tok in enumerate(argv):
+        sub = _commands(cur)
+        if tok in sub:
+            cur, after = sub[tok], i + 1
+    prog = cur.prog
+    bad = [t.split("=", 1)[0] for t in argv if t.startswith("--") and t.split("=", 1)[0] not in _options(cur)]
+    bad = [t for t in bad if t != "--"]
+    words = [t for t in argv[after:] if not t.startswith("-")]
+    if "invalid choice" in message:
+        sub = _commands(cur)
+        for w in words:
+            if w not in sub:
+                cands = [c for c in sub if c.startswith(w)]
+                if len(cands) == 1:
+                    return f"; did you mean {cands[0]!r}?", f"{prog} {cands[0]}"
+                if cands:
+                    return f"; it could be {', '.join(map(repr, cands))}", prog
+                break
+    for t in bad:
+        cands = [o for o in _options(cur) if o.startswith(t)]
+        if cands:
+            what = f"did you mean {cands[0]}?" if len(cands) == 1 else f"it could be {', '.join(cands)}"
+            return f"; {t} is an abbreviation, which kho does not accept: {what}", prog
+        if cur is parser:  # no command given: an option of a command, or a command written as an option
+            stem = t.lstrip("-")
+            named = [c for c in _commands(parser) if stem and c.startswith(stem)]
+            if len(named) == 1:
+                return f"; did you mean the command {named[0]!r}?", f"{prog} {named[0]}"
+            owners = [f"{prog} {c} {o}" for c, sp in _commands(parser).items() for o in _options(sp) if o.startswith(t)]
+            owners = [o for o in owners if o.split()[-1] not in _options(parser)]
+            if not named and len(owners) == 1:
+                return f"; {t} is an option of {' '.join(owners[0].split()[:-1])}", " ".join(owners[0].split()[:-1])
+            if named or owners:
+                cands = [f"the command {c!r}" for c in named] + owners[:8]
+                return f"; {t} could be {', '.join(cands)}{' ...' if len(owners) > 8 else ''}", prog
+    return "", prog
 
 
 def _int(text: str) -> int:
@@ -165,6 +232,22 @@ def _emit(args, data: dict, text) -> None:
         sys.stdout.write(text() if callable(text) else text)
 
 
+def c_header_opt(s) -> None:
+    s.add_argument(
+        "--c-header",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write kho_fixture.h (C arrays of the image, for small selftest fixtures); default: only when the "
+        "image holds at most 4 MiB, else a note on stderr (and in --json) says it was skipped",
+    )
+
+
+def _notes(notes: Sequence[str]) -> None:
+    """Notes about what a command left out, on stderr (also in its JSON)."""
+    for n in notes:
+        _error(n, "note")
+
+
 # -- subcommands: arguments -> the library face (kho_formats.api) -> a document -> print ----------------
 
 
@@ -202,19 +285,31 @@ def cmd_dts(args) -> int:
     from .ops.documents import dts_document, dts_file_name, render_dts
     from .text import safe_text
 
+    to_file = args.output not in (None, "-")  # dtc's convention: -o - is stdout
+    if to_file and args.sub:
+        raise UsageError(
+            f"-o {args.output}: --sub gives several DTS documents, one file each: write them with "
+            "-O/--outdir DIR, or print them (no -o, or -o -)"
+        )
     h = _open(args, args.input, args.mem, args.root_phys)
     docs, skipped = h.dts_documents(sub=args.sub)
+    inputs = [args.input, *(args.mem or ())]
     written = []
-    if args.output:
+    if args.outdir:
         from .outdir import OutputDir
 
-        with OutputDir(args.output, force=args.force, inputs=[args.input, *(args.mem or ())]) as out:
+        with OutputDir(args.outdir, force=args.force, inputs=inputs) as out:
             for d in docs:
                 out.write(dts_file_name(d.name), d.dts)
-                written.append(str(Path(args.output) / dts_file_name(d.name)))
+                written.append(str(Path(args.outdir) / dts_file_name(d.name)))
+    elif to_file:
+        from .outdir import write_output_file
+
+        write_output_file(args.output, docs[0].dts, inputs=inputs)  # the root FDT (no --sub)
+        written.append(str(args.output))
     if _opt(args, "json"):
         _emit(args, dts_document(docs, skipped, written), "")
-    elif args.output:
+    elif written:
         sys.stdout.write("".join(f"wrote {safe_text(w)}\n" for w in written))
     else:
         # the terminal gets escaped text; -o files and --json keep the bytes
@@ -233,9 +328,13 @@ def cmd_build(args) -> int:
         sp, version=_opt(args, "abi"), page_size=_opt(args, "page_size"), byteorder=_opt(args, "byte_order"),
         name=name, arch=args.arch,
     )  # fmt: skip
-    files = h.write(args.output, force=args.force)
+    notes: list[str] = []
+    files = h.write(args.output, force=args.force, c_header=args.c_header, notes=notes)
+    _notes(notes)
     fx = h.fixture
     data, text = build_document(fx, args.output, files), render_build(fx, args.output, files)
+    if notes:
+        data["notes"] = [*data.get("notes", ()), *notes]
     if tgt := target.from_args(args):
         found = target.built_findings(fx, tgt)
         data["target"] = {**tgt.to_json(), "findings": [f.to_json() for f in found]}
@@ -251,13 +350,25 @@ def cmd_convert(args) -> int:
     from .ops.documents import convert_document, render_convert
     from .outdir import check_output_target
 
+    if args.output is not None and args.output_pos is not None:
+        raise UsageError(f"two output directories ({args.output_pos} and -o {args.output}): give one")
+    if args.output is None and args.output_pos is None:
+        raise UsageError("no output directory: give OUTDIR or -o OUTDIR")
+    if args.output is None:
+        args.output = args.output_pos
     inputs = [args.input, *(args.mem or ())]
     check_output_target(args.output, force=args.force, inputs=inputs)  # refuse before the work
     name = check_name(args.name, "--name") if args.name is not None else safe_name(Path(args.output).name, "converted")
     h = _open(args, args.input, args.mem, args.root_phys)
     out = h.convert(args.to, alloc=args.alloc or (), v1_bitmap=args.v1_bitmap_out, arch=args.arch, name=name)
-    files = out.write(args.output, force=args.force)
+    notes: list[str] = []
+    files = out.write(
+        args.output, force=args.force, c_header=args.c_header, image_format=args.image_format, notes=notes
+    )
+    _notes(notes)
     doc = convert_document(out.conversion or {}, args.output, files)
+    if notes:
+        doc["notes"] = [*doc.get("notes", ()), *notes]
     _emit(args, doc, render_convert(doc, args.output))
     return EXIT_OK
 
@@ -379,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         parents=[common],
     )
+    _Parser.root = p
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     where = (
@@ -445,11 +557,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("input", metavar="INPUT")
     mem_opts(s)
     s.add_argument("--sub", action="store_true", help="also the sub-FDTs found in the capture/image")
-    s.add_argument("-o", "--output", metavar="DIR", help="write root.dts and sub-<name>.dts into DIR")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write the root FDT's DTS to FILE, as dtc -o does (an existing file is replaced); "
+        "'-' (the default) is stdout",
+    )
+    g.add_argument(
+        "-O",
+        "--outdir",
+        metavar="DIR",
+        help="write one file per document into DIR: root.dts and, with --sub, sub-<name>.dts",
+    )
     s.add_argument(
         "--force",
         action="store_true",
-        help="write into an existing non-empty directory (only the files written are replaced, nothing is deleted)",
+        help="with --outdir: write into an existing non-empty directory (only the files written are replaced, "
+        "nothing is deleted)",
     )
     s.set_defaults(func=cmd_dts)
 
@@ -460,7 +586,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build a handover fixture from a spec (see fixtures/specs/ and the README) and "
         "write root.dtb, image.elf, manifest.json + seg-*.bin, handover.json, "
         "qemu-args.txt, kho_fixture.h, setup_data.bin, chosen.json and chosen.dtsi "
-        "into OUTDIR. --abi, --page-size and --byte-order override the spec.",
+        "into OUTDIR (kho_fixture.h only for images up to 4 MiB unless --c-header). "
+        "--abi, --page-size and --byte-order override the spec.",
         epilog=EPILOG,
     )
     s.add_argument("spec", metavar="SPEC", help="spec file (.toml, .yaml, .yml or .json)")
@@ -478,6 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write into an existing non-empty directory (only the files written are replaced, nothing is deleted)",
     )
+    c_header_opt(s)
     s.set_defaults(func=cmd_build)
 
     s = sub.add_parser(
@@ -498,7 +626,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"target version: {', '.join(abi.version_names())}",
     )
     s.add_argument("input", metavar="INPUT")
-    s.add_argument("output", metavar="OUTDIR")
+    s.add_argument("output_pos", nargs="?", metavar="OUTDIR", help="the output directory (or give it with -o)")
+    s.add_argument("-o", "--output", metavar="OUTDIR", help="the output directory, as kho build and capture take it")
     mem_opts(s)
     s.add_argument(
         "--alloc",
@@ -523,6 +652,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write into an existing non-empty directory (only the files written are replaced, nothing is deleted)",
     )
+    s.add_argument(
+        "--image-format",
+        choices=("elf", "kdump", "kdump-flat"),
+        default="elf",
+        help="the whole-image file: image.elf (ELF core, default), or image.kdump in makedumpfile's "
+        "kdump-compressed format (kdump: what crash reads) or its flattened form (kdump-flat: "
+        "'makedumpfile -R DUMPFILE < image.kdump' rebuilds the former)",
+    )
+    c_header_opt(s)
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser(
@@ -566,7 +704,12 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="validate a handover against its version's rules",
         description="Run every check and print findings with their addresses; exit 1 when "
-        "there is an error (or, with --strict, a warning). " + where,
+        "there is an error (or, with --strict, a warning). Output, as linters do: every finding goes to "
+        "stdout, one a line ('SEVERITY: [CODE] PATH @ ADDR: MESSAGE', severity error, warning or info), "
+        "then one summary line on stdout ('INPUT: OK|FAILED: N errors, M warnings'); with --json the same "
+        "findings (findings: [{severity, code, message, phys, path}]) and the summary (ok, errors, warnings) "
+        "are one JSON document on stdout. stderr gets only an input that could not be read at all "
+        "('kho: error: ...', exit 1) and usage errors (exit 2). " + where,
         epilog=EPILOG,
     )
     s.add_argument("input", metavar="INPUT")
@@ -661,6 +804,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     argv, init_args = split_program_args(sys.argv[1:] if argv is None else list(argv))
+    _Parser.argv = list(argv)
     try:
         args = parser.parse_args(argv)
         args.init_args = init_args

@@ -160,10 +160,56 @@ class OutputDir:
             self.written.append(n)
 
 
+def write_output_file(
+    target: str | os.PathLike[str], data: str | bytes, *, inputs: Iterable[str | os.PathLike[str]] = ()
+) -> Path:
+    """Write one output file (``kho dts -o FILE``), the way ``dtc -o FILE``
+    does, but safely: an existing regular file is replaced (by a rename of a
+    fresh temporary file next to it, so a failure leaves it untouched); a
+    target that is a symlink, a directory, or one of ``inputs`` (or inside
+    one) is refused with :class:`~kho_formats.errors.OutputError`."""
+    t = Path(os.fspath(target))
+    if not os.fspath(t) or t.name in ("", ".", ".."):
+        raise OutputError(f"{os.fspath(target) or repr('')}: not a file name", expected="-o FILE (or -o - for stdout)")
+    if t.is_symlink():
+        raise OutputError(f"{t}: is a symlink; refusing to write through it", expected="a regular file")
+    if t.is_dir():
+        raise OutputError(
+            f"{t}: is a directory", expected="a file name (several files go into a directory with -O DIR)"
+        )
+    if t.exists() and not t.is_file():
+        raise OutputError(f"{t}: exists and is not a regular file")
+    real = _real(t)
+    for i in inputs:
+        ri = _real(i)
+        if _inside(real, ri):
+            raise OutputError(
+                f"{t}: output is {'the input' if real == ri else 'inside the input'} {i}",
+                expected="an output file outside every input",
+            )
+    raw = data.encode() if isinstance(data, str) else bytes(data)
+    parent = t.parent
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{t.name}.tmp-", dir=parent)
+    except OSError as exc:
+        raise OutputError(f"{t}: cannot create a file next to it ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, t)  # replaces a symlink that appeared meanwhile, never writes through it
+    except OSError as exc:
+        raise OutputError(f"{t}: cannot write the file ({exc.strerror or exc})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return t
+
+
 def _umask() -> int:
     m = os.umask(0)
     os.umask(m)
     return m
 
 
-__all__ = ["OutputDir", "check_output_target"]
+__all__ = ["OutputDir", "check_output_target", "write_output_file"]

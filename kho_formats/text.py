@@ -9,15 +9,16 @@ from collections.abc import Sequence
 def safe_text(text: object) -> str:
     """``text`` with every non-printable character (controls such as ``ESC``,
     newlines, bidi overrides) written as a Python escape (``\\x1b``), so a
-    string from the input cannot retitle, clear or rewrite a terminal.  Text
-    renderers apply it to each line they print; JSON output is not touched
-    (``json.dumps`` escapes control characters itself)."""
+    string from the input cannot retitle, clear or rewrite a terminal.  A tab
+    is whitespace, not a danger, and is kept (pyfdt's DTS header has tabs).
+    Text renderers apply it to each line they print; JSON output is not
+    touched (``json.dumps`` escapes control characters itself)."""
     s = str(text)
-    if s.isprintable():
+    if s.replace("\t", " ").isprintable():
         return s
     out = []
     for ch in s:
-        if ch.isprintable():
+        if ch.isprintable() or ch == "\t":
             out.append(ch)
         else:
             o = ord(ch)

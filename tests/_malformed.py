@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import struct
 import sys
-import time
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,15 +79,13 @@ def fails(
     *fragments: str,
     phys: int | None = None,
     path: str | None = None,
-    seconds: float = 2.0,
     located: bool = True,
 ):
     """Expect exactly ``cls`` (or a subclass), with every fragment in its text,
-    naming ``phys`` / ``path`` when given, within ``seconds``."""
-    t0 = time.perf_counter()
+    naming ``phys`` / ``path`` when given.  (How long the refusals take is measured by
+    ``benchmarks/hostile.py``, not asserted here.)"""
     with pytest.raises(KhoFormatError) as info:
         yield info
-    dt = time.perf_counter() - t0
     exc = info.value
     assert isinstance(exc, cls), f"{type(exc).__name__} is not a {cls.__name__}: {exc}"
     text = str(exc)
@@ -102,7 +99,6 @@ def fails(
         assert exc.phys is not None or exc.path is not None, (
             f"error names neither a physical address nor a path: {text}"
         )
-    assert dt < seconds, f"took {dt:.2f}s"
 
 
 # -- hand-made FDTs ----------------------------------------------------------------------

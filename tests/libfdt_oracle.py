@@ -1,8 +1,9 @@
-"""Replay a root-FDT history through the real libfdt (Debian's ``python3-libfdt``)
-and print the blob: an oracle for ``tests/test_fdt_history.py``, independent of
-``kho_formats.model.fdt``.  Run by the system Python that has the ``libfdt`` module:
+"""Replay a root-FDT history through the real libfdt (its own Python binding,
+PyPI ``pylibfdt``, in the ``test`` extra) and print the blob: an oracle for
+``tests/test_fdt_history.py``, independent of ``kho_formats.model.fdt``.  Run in a
+subprocess by a Python that has the ``libfdt`` module:
 
-    echo '{...}' | /usr/bin/python3 tests/libfdt_oracle.py
+    echo '{...}' | python tests/libfdt_oracle.py
 
 Input (JSON on stdin)::
 

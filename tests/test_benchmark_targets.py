@@ -1,4 +1,4 @@
-"""The benchmark's verdict lines (issue 5 targets) from measured rows: the
+"""The benchmark's verdict lines (its targets) from measured rows: the
 logic only, on made-up figures; the timings themselves are never asserted."""
 
 from __future__ import annotations
@@ -50,15 +50,15 @@ def test_targets_without_the_c_baseline_are_not_measured():
     assert lines[4].endswith("NOT MET")
 
 
-def test_issue_14_target_against_the_counting_walk():
+def test_target_against_the_counting_walk():
     run = _run_module()
     rows = [
         row("a", "parse", 0.1, 0.5, 0.6, count_ratio=2.4),
-        row("b", "parse", 0.0, 0.1, 0.2, count_ratio=9.0),  # not a target of issue 14
+        row("b", "parse", 0.0, 0.1, 0.2, count_ratio=9.0),  # not a target of the counting walk
         row("f", "parse", 0.1, 1.5, 0.9, count_ratio=2.9),
     ]
     lines = run.target_lines(rows)
-    assert lines[5].startswith("target (issue 14")
+    assert lines[5].startswith("target (ratio = ours / C walk")
     assert lines[6].endswith("a 2.40, f 2.90: met")
     rows[2]["count_ratio"] = 3.2
     assert run.target_lines(rows)[6].endswith("a 2.40, f 3.20: NOT MET")

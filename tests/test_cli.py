@@ -94,6 +94,36 @@ def test_help_everywhere():
         assert "--json" in r.stdout and "exit status" in r.stdout
 
 
+@pytest.mark.parametrize(
+    "argv,says,helps",
+    [
+        (["--insp"], "did you mean the command 'inspect'?", "kho inspect"),
+        (["insp", "x"], "did you mean 'inspect'?", "kho inspect"),
+        (
+            ["inspect", "--max", "3", "x"],
+            "it could be --max-pages, --max-entries, --max-runs, --max-ranges",
+            "kho inspect",
+        ),
+        (
+            ["inspect", "x", "--rec", "yes"],
+            "--rec is an abbreviation, which kho does not accept: did you mean --received?",
+            "kho inspect",
+        ),
+        (["luo", "extr", "x"], "did you mean 'extract'?", "kho luo extract"),
+        (["luo", "extract", "x", "--ou", "y"], "did you mean --output?", "kho luo extract"),
+        (["dts", "x", "--ou", "y"], "it could be --output, --outdir", "kho dts"),
+        (["--sub", "x"], "--sub is an option of kho dts", "kho dts"),
+        (["inspect"], "required: INPUT", "kho inspect"),
+        (["frobnicate"], "invalid choice", "kho"),
+    ],
+)
+def test_usage_errors_point_at_the_right_help(argv, says, helps):
+    r = kho(*argv, check_rc=2)
+    line = one_error_line(r, says)
+    assert line.endswith(f"(see '{helps} --help')"), line
+    assert r.stdout == ""
+
+
 def test_version():
     r = kho("--version", check_rc=0)
     assert r.stdout.startswith("kho ")
@@ -310,7 +340,7 @@ def test_dts_root_is_accepted_by_dtc(tmp_path):
 
 
 def test_dts_sub_fdts_into_dir(tmp_path):
-    r = kho("dts", CAP, "--sub", "-o", tmp_path / "out", check_rc=0)
+    r = kho("dts", CAP, "--sub", "-O", tmp_path / "out", check_rc=0)
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert files == ["root.dts", "sub-kho_test.dts", "sub-memblock.dts"]  # kexec-metadata is raw
     for f in files:
@@ -321,6 +351,46 @@ def test_dts_sub_fdts_into_dir(tmp_path):
     assert j["skipped"] == [{"name": "kexec-metadata", "reason": "not an FDT (raw blob)"}]
     r = kho("dts", CAP, "--sub", check_rc=0)
     assert r.stdout.count("/dts-v1/;") == 3 and "sub-blob kexec-metadata skipped" in r.stdout
+
+
+def test_dts_header_keeps_its_tabs_and_dtc_reads_every_form(tmp_path):
+    # pyfdt's header lines have tabs: whitespace is printed, not escaped as \x09
+    r = kho("dts", FIX / "v4-4k", check_rc=0)
+    assert "// version:\t\t17\n" in r.stdout and "\\x09" not in r.stdout
+    assert r.stdout == kho("dts", FIX / "v4-4k", "-o", "-", check_rc=0).stdout  # dtc's -o -: stdout
+    assert not (ROOT / "-").exists()
+    (tmp_path / "stdout.dts").write_text(r.stdout)
+    dtc_ok(tmp_path / "stdout.dts")
+    # -o FILE: one file (not a directory), byte for byte what --json says, read by dtc
+    out = tmp_path / "out.dts"
+    r = kho("dts", FIX / "v4-4k", "-o", out, check_rc=0)
+    assert out.is_file() and r.stdout == f"wrote {out}\n"
+    assert out.read_text() == kho_json("dts", FIX / "v4-4k")["documents"][0]["dts"] == r_stdout_of(FIX / "v4-4k")
+    dtc_ok(out)
+    # compiled back by dtc, it is the input's root FDT (same nodes and property bytes)
+    back = tmp_path / "back.dtb"
+    subprocess.run(["dtc", "-q", "-I", "dts", "-O", "dtb", "-o", str(back), str(out)], check=True)
+    assert fdt_tree(back.read_bytes()) == fdt_tree((FIX / "v4-4k" / "root.dtb").read_bytes())
+    # an existing file is replaced, as dtc does; a directory is not a FILE
+    kho("dts", CAP, "-o", out, check_rc=0)
+    assert 'compatible = "kho-v4"' in out.read_text() and "0x10f4000" in out.read_text()
+    one_error_line(kho("dts", CAP, "-o", tmp_path, check_rc=1), "is a directory", "-O DIR")
+    # several documents need a directory, with its own flag
+    one_error_line(kho("dts", CAP, "--sub", "-o", tmp_path / "x.dts", check_rc=2), "--outdir")
+    assert not (tmp_path / "x.dts").exists()
+    r = kho("dts", CAP, "-o", tmp_path / "y.dts", "-O", tmp_path / "d", check_rc=2)
+    assert "not allowed with" in r.stderr
+    assert "-O DIR, --outdir DIR" in kho("dts", "--help", check_rc=0).stdout
+
+
+def fdt_tree(blob: bytes) -> list:
+    from kho_formats.model.fdt import parse_fdt
+
+    return [(n.path, list(n.props)) for n in parse_fdt(blob).root.walk()]
+
+
+def r_stdout_of(path) -> str:
+    return kho("dts", path, check_rc=0).stdout
 
 
 def test_dts_big_endian_annotation():
@@ -351,6 +421,25 @@ def test_check_reports_errors_with_addresses(tmp_path):
     errs = [f for f in j["findings"] if f["severity"] == "error"]
     assert errs and all(f["phys"] is not None for f in errs)
     assert {f["code"] for f in errs} >= {"folio-not-preserved", "vmalloc-chunk-not-preserved", "blob-not-preserved"}
+
+
+def test_check_says_where_output_goes_and_json_has_the_same_findings(tmp_path):
+    h = " ".join(kho("check", "--help", check_rc=0).stdout.split())
+    assert "every finding goes to stdout" in h and "summary line on stdout" in h and "with --json the same" in h
+    spec = tmp_path / "bad.toml"
+    spec.write_text(
+        (FIX / "specs" / "v4-4k.toml").read_text().replace('type = "kho_test"', 'type = "kho_test"\npreserve = false')
+    )
+    kho("build", spec, "-o", tmp_path / "bad", check_rc=0)
+    for src in (tmp_path / "bad", CAP, CAP / "root.dtb"):
+        r = kho("check", src)
+        j = kho_json("check", src, check_rc=r.returncode)
+        assert r.stderr == ""
+        *found, summary = r.stdout.splitlines()
+        from kho_formats.findings import Finding
+
+        assert found == [str(Finding(**f)) for f in j["findings"]]
+        assert summary.endswith(f"{'OK' if j['ok'] else 'FAILED'}: {j['errors']} errors, {j['warnings']} warnings")
 
 
 def test_check_strict_fails_on_warnings():
@@ -458,6 +547,21 @@ def test_kho_v2_16k_refused(tmp_path):
     )
     kho("build", spec, "-o", tmp_path / "ok", check_rc=0)
     kho("check", tmp_path / "ok", check_rc=0)
+
+
+def test_convert_takes_its_output_as_o_like_build_and_capture(tmp_path):
+    r1 = kho("convert", "--to", "kho-v3", FIX / "v4-4k", "-o", tmp_path / "a", check_rc=0)
+    r2 = kho("convert", "--to", "kho-v3", FIX / "v4-4k", tmp_path / "b", check_rc=0)  # the positional still works
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "b").iterdir()) and "root.dtb" in names
+    for n in ("root.dtb", "image.elf"):
+        assert (tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes()
+    assert r1.stdout.replace(str(tmp_path / "a"), "X") == r2.stdout.replace(str(tmp_path / "b"), "X")
+    one_error_line(
+        kho("convert", "--to", "kho-v3", FIX / "v4-4k", tmp_path / "c", "-o", tmp_path / "d", check_rc=2), "give one"
+    )
+    one_error_line(kho("convert", "--to", "kho-v3", FIX / "v4-4k", check_rc=2), "-o OUTDIR")
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
 
 
 def test_convert_refuses_raw_blob_into_v1(tmp_path):

@@ -21,6 +21,8 @@ from kho_formats.model.clients import kexec_metadata, kho_test, memblock
 from kho_formats.model.fdt import parse_fdt
 from kho_formats.model.state import KhoState, SubBlob, build, parse
 
+pytestmark = pytest.mark.oracle  # independent readers (tests/conftest.py)
+
 PAGE_SIZES = (4096, 16384, 65536)
 BYTE_ORDERS = ("little", "big")
 VERSIONS = ("kho-v1", "kho-v2", "kho-v3", "kho-v4")

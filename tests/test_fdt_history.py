@@ -8,9 +8,9 @@ Three independent checks of :func:`kho_formats.model.state.root_fdt_bytes`:
 
 * layout facts worked out by hand here (offsets, sizes, the strings block byte for
   byte) and read back by ``fdtdump`` (device-tree-compiler; CI installs it);
-* the real libfdt replaying the same kernel calls (``tests/libfdt_oracle.py`` under
-  the system Python with Debian's ``python3-libfdt``; CI installs it), which in turn
-  reproduces both real 7.3 captures byte for byte;
+* the real libfdt replaying the same kernel calls (``tests/libfdt_oracle.py`` in a
+  subprocess with libfdt's own Python binding, PyPI ``pylibfdt`` from the ``test``
+  extra), which in turn reproduces both real 7.3 captures byte for byte;
 * the real kernel: ``tests/test_kernel_fdt_history.py``.
 """
 
@@ -20,6 +20,7 @@ import json
 import shutil
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,27 +34,30 @@ from kho_formats.ops.capture import load_capture, parse_capture
 ROOT = Path(__file__).resolve().parents[1]
 CAPTURES = ROOT / "fixtures" / "captures"
 ORACLE = ROOT / "tests" / "libfdt_oracle.py"
-SYSTEM_PYTHON = "/usr/bin/python3"
+ORACLE_PYTHON = sys.executable  # with pylibfdt (the test extra)
 MAP = 0x10F_4000  # preserved-memory-map value used throughout
 
 
 def _oracle_missing() -> str | None:
-    if not Path(SYSTEM_PYTHON).is_file():
-        return f"no {SYSTEM_PYTHON} (the libfdt oracle runs under the system Python)"
-    r = subprocess.run([SYSTEM_PYTHON, "-c", "import libfdt"], capture_output=True)
+    r = subprocess.run([ORACLE_PYTHON, "-c", "import libfdt"], capture_output=True)
     if r.returncode:
-        return "the system Python has no libfdt module (apt-get install python3-libfdt)"
+        return "no libfdt module (pip install '.[test]' installs pylibfdt)"
     return None
 
 
-requires_libfdt = pytest.mark.skipif(_oracle_missing() is not None, reason=_oracle_missing() or "")
+_MISSING = _oracle_missing()
+
+
+def requires_libfdt(test):
+    """An oracle test that needs libfdt: skipped without it (and then failed under CI, tests/conftest.py)."""
+    return pytest.mark.oracle(pytest.mark.skipif(_MISSING is not None, reason=_MISSING or "")(test))
 
 
 def libfdt(sequential: dict, edits: list[dict] = (), page: int = 4096) -> bytes:  # type: ignore[assignment]
     """The blob the real libfdt leaves after these kernel calls (tests/libfdt_oracle.py)."""
     spec = {"page": page, "sequential": sequential, "edits": list(edits)}
     r = subprocess.run(
-        [SYSTEM_PYTHON, str(ORACLE)], input=json.dumps(spec), capture_output=True, text=True, check=True, timeout=60
+        [ORACLE_PYTHON, str(ORACLE)], input=json.dumps(spec), capture_output=True, text=True, check=True, timeout=60
     )
     return bytes.fromhex(r.stdout.strip())
 
@@ -193,6 +197,7 @@ def test_spec_root_fdt_history():
         spec_from_dict({**base, "root_fdt_history": "finalized"})
 
 
+@pytest.mark.oracle
 @pytest.mark.skipif(
     shutil.which("fdtdump") is None, reason="fdtdump not on PATH (apt-get install device-tree-compiler)"
 )

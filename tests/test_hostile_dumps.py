@@ -10,7 +10,6 @@ when the allocation is never touched.
 from __future__ import annotations
 
 import io
-import time
 import tracemalloc
 import zlib
 from collections.abc import Callable
@@ -122,7 +121,6 @@ def test_page_descriptor_size_is_checked_on_the_scan_path(tmp_path: Path) -> Non
     put(b, lay.desc(1) + 8, 4, 0xFFFFFFFF)
     for data in (bytes(b), flatten(bytes(b))):
         p = write(tmp_path, data)
-        t0 = time.perf_counter()
         peak, exc = peak_alloc(lambda p=p: load_capture(p))
         # the scan skips the damaged page (and says so); no root FDT in this dump at all
         assert isinstance(exc, KhoFormatError) and "no KHO root FDT found" in str(exc), exc
@@ -130,7 +128,7 @@ def test_page_descriptor_size_is_checked_on_the_scan_path(tmp_path: Path) -> Non
         assert "the scan skipped 1 page" in msg, msg
         assert "page descriptor #1" in msg and "pfn 0x101" in msg and "size 4294967295" in msg, msg
         assert "1..8192 bytes" in msg
-        assert peak < 16 * MiB and time.perf_counter() - t0 < 2
+        assert peak < 16 * MiB
         with pytest.raises(ImageError) as ei:  # read directly, the page is an error naming its address
             load_kdump(p).read(0x101000, 4)
         assert ei.value.phys == 0x101000  # the page's address, not -1
@@ -243,13 +241,13 @@ def _records(recs: list[tuple[int, bytes]]) -> bytes:
     out = b"makedumpfile".ljust(4096, b"\0")
     for vo, data in recs:
         out += vo.to_bytes(8, "big") + len(data).to_bytes(8, "big") + data
-    return out + (-1).to_bytes(8, "big", signed=True) + bytes(8)
+    return out + (-1).to_bytes(8, "big", signed=True) * 2
 
 
 def test_flattened_overlapping_records_later_wins() -> None:
     from kho_formats.memory.kdump import _Flattened
 
-    f = _Flattened(_records([(0, b"a" * 10), (5, b"b" * 10), (2, b"c" * 2), (30, b"z"), (0, b"")]), "f")
+    f = _Flattened(_records([(0, b"a" * 10), (5, b"b" * 10), (2, b"c" * 2), (30, b"z")]), "f")
     assert f.pread(0, 15, "x") == b"aacca" + b"b" * 10
     assert f.pread(30, 1, "x") == b"z"
     with pytest.raises(ImageError, match="missing from offset 0xf"):
@@ -265,10 +263,31 @@ def test_flattened_many_records_under_a_long_one_read_fast() -> None:
 
     recs = [(0, bytes(1 << 20))] + [(k * 16, b"x") for k in range(50000)]
     f = _Flattened(_records(recs), "f")
-    t0 = time.perf_counter()
+    # painted into disjoint pieces in offset order, so a read bisects to its piece
+    # and walks only the pieces it covers (the time is benchmarks/hostile.py's)
+    assert len(f.pieces) == 2 * 50000  # 50,000 one-byte pieces and the 50,000 gaps of the long record
+    assert all(a < b <= c for (a, b, _), (c, _, _) in zip(f.pieces, f.pieces[1:]))
     for k in range(2000):
         assert f.pread(k * 16, 2, "x") == b"x\0"
-    assert time.perf_counter() - t0 < 1.0
+
+
+@pytest.mark.parametrize(
+    "tail, at",
+    [
+        ((-1).to_bytes(8, "big", signed=True) + bytes(8), "offset -0x1, size 0"),  # what kho wrote before
+        (bytes(8) + bytes(8) + (-1).to_bytes(8, "big", signed=True) * 2, "offset 0x0, size 0"),
+        ((-2).to_bytes(8, "big", signed=True) * 2, "offset -0x2, size -2"),
+    ],
+    ids=["end-minus-one-zero", "zero-size-record", "negative-offset"],
+)
+def test_flattened_records_end_only_as_makedumpfile_accepts(tmp_path: Path, tail: bytes, at: str) -> None:
+    """makedumpfile -R stops at the first record with a negative offset or a size
+    that is not positive, and refuses the file unless that record is (-1, -1)."""
+    good = _records([(0, b"KDUMP   ")])
+    assert good.endswith(b"\xff" * 16)
+    data = good[:-16] + tail
+    with pytest.raises(ImageError, match=rf"bad flattened record at file offset 0x1018 \({at}\).*\(-1, -1\)"):
+        load_kdump(write(tmp_path, data))
 
 
 def test_bad_flattened_record_names_its_file_offset(tmp_path: Path) -> None:
@@ -296,10 +315,18 @@ def test_scan_does_not_read_every_magic_page_whole(tmp_path: Path) -> None:
     page = (0xD00DFEED).to_bytes(4, "big") + (1 << 20).to_bytes(4, "big") + bytes(4088)
     p = tmp_path / "magic.elf"
     p.write_bytes(PhysImage([(0, page * 4096)]).to_elf())
-    t0 = time.perf_counter()
-    with pytest.raises(KhoFormatError, match="no KHO root FDT found"):
-        load_capture(p)
-    assert time.perf_counter() - t0 < 0.5
+    reads = []
+    real_read = PhysImage.read
+
+    def counting_read(self, addr, n, *args, **kw):
+        reads.append(n)
+        return real_read(self, addr, n, *args, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(PhysImage, "read", counting_read)
+        with pytest.raises(KhoFormatError, match="no KHO root FDT found"):
+            load_capture(p)
+    assert sum(reads) < 4096 * 64, "no page is read whole (1 MiB each) before its header is checked"
 
 
 def test_plausible_fdt_header_matches_what_parse_accepts() -> None:

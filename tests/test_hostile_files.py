@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import threading
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -40,20 +39,17 @@ def test_bundle_naming_one_file_3000_times(tmp_path: Path) -> None:
     d = tmp_path / "b"
     _many(d, 3000, 1 << 20)
     tracemalloc.start()
-    t0 = time.perf_counter()
     try:
         img = PhysImage.from_bundle(d)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    took = time.perf_counter() - t0
     assert img.total_bytes == 3000 << 20
     segs = list(img)
     assert len(segs) == 3000 and len({id(s.data.obj) for s in segs}) == 1  # one shared mapping
     assert img.read((1 << 32) + 2999 * (1 << 20), 4) == b"\xab" * 4
     # before: 64 MiB traced (the manifest read asked for 64 MiB), 2.6 s (6000 path resolutions)
     assert peak < 8 << 20, f"{peak / 2**20:.1f} MiB traced"
-    assert took < 1.5, f"{took:.2f} s"
     with pytest.raises(LimitExceeded) as info:
         PhysImage.from_bundle(d, limits=Limits(max_image_bytes=100 << 20))
     assert "max_image_bytes" in str(info.value) and "3000 segments name 1 files" in str(info.value)
@@ -153,10 +149,8 @@ def test_huge_nested_manifest_is_refused_by_size_with_a_short_message(tmp_path: 
     text = '{"segments": [{"file": [' + ",".join([inner] * 1000) + '], "phys": 0}]}'
     assert len(text) > 30 << 20
     (d / "manifest.json").write_text(text)
-    t0 = time.perf_counter()
     with pytest.raises(ImageError, match="more than the 4194304") as info:
         PhysImage.from_bundle(d)
-    assert time.perf_counter() - t0 < 1.0
     assert len(str(info.value)) < 400
     # under the size cap: the value in the message is summed up, not printed
     (d / "manifest.json").write_text('{"segments": [{"file": ' + inner + ', "phys": 0}]}')

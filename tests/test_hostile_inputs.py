@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -73,12 +72,10 @@ HOSTILE_SPECS = {
 @pytest.mark.parametrize("name", sorted(HOSTILE_SPECS))
 def test_hostile_specs_are_spec_errors(name: str, tmp_path: Path) -> None:
     fmt, text, needle = HOSTILE_SPECS[name]
-    t0 = time.perf_counter()
     with pytest.raises(SpecError) as info:
         build_spec(loads_spec(text, fmt=fmt, base_dir=tmp_path))
     assert needle in str(info.value), str(info.value)
     assert len(str(info.value)) < 600  # no 5000-digit or megabyte reprs in messages
-    assert time.perf_counter() - t0 < 5.0
 
 
 def test_a_few_yaml_aliases_still_work() -> None:
@@ -277,16 +274,12 @@ def test_scratch_areas_are_bounded() -> None:
     with pytest.raises(LimitExceeded, match="scratch"):
         parse(blob, None, scratch=[(i << 12, 4096) for i in range(300_000)])
     st = parse(blob, None, scratch=[(i << 13, 4096) for i in range(60_000)])
-    t0 = time.perf_counter()
-    check(st)
-    assert time.perf_counter() - t0 < 10.0
+    assert not [f for f in check(st) if "scratch" in f.message and f.severity == "error"]
 
 
 def test_disjoint_regions_of_20k_regions() -> None:
     regions = [((i * 7919) % 20000 << 20, 3 << 20) for i in range(20000)]
-    t0 = time.perf_counter()
-    out = disjoint_regions(regions)
-    assert time.perf_counter() - t0 < 2.0  # the quadratic version took 10-20 s
+    out = disjoint_regions(regions)  # the quadratic version took 10-20 s: benchmarks/hostile.py
     # every byte named once, the union unchanged
     spans = sorted((a, a + s) for a, s in out)
     assert all(b0 >= a1 for (_, a1), (b0, _) in zip(spans, spans[1:]))

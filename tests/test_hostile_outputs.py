@@ -74,6 +74,7 @@ def test_every_command_leaves_every_input_unchanged(inputs: dict[str, Path], tmp
             ["check", src, *mem],
             ["dts", src, "--sub", *mem],
             ["dts", src, "-o", out(), *mem],
+            ["dts", src, "--sub", "-O", out(), *mem],
             ["diff", src, src],
             ["convert", "--to", "kho-v3", src, out(), "--alloc", "0x7f000000:16M", *mem],
         ]
@@ -84,7 +85,9 @@ def test_every_command_leaves_every_input_unchanged(inputs: dict[str, Path], tmp
         # refused ones: output equal to / inside the input
         ["convert", "--to", "kho-v3", fx, fx],
         ["convert", "--to", "kho-v3", fx, fx / "sub"],
-        ["dts", fx, "-o", fx, "--force"],
+        ["dts", fx, "-O", fx, "--force"],
+        ["dts", fx, "-o", fx],
+        ["dts", fx, "-o", fx / "root.dtb"],
         ["convert", "--to", "kho-v3", fx, fx, "--force"],
     ]
     for argv in cases:
@@ -132,7 +135,8 @@ def test_symlinks_in_the_target_are_replaced_not_followed(tmp_path: Path, capsys
     (d / "root.dts").symlink_to(victim)
     assert run("build", SPEC, "-o", d, "--force") == 0
     assert run("dts", d, "-o", tmp_path / "dts") == 0
-    assert run("dts", FIX / "v4-4k", "-o", d, "--force") == 0
+    assert run("dts", FIX / "v4-4k", "-o", d / "root.dts") == 1  # -o FILE: a symlink is refused
+    assert run("dts", FIX / "v4-4k", "-O", d, "--force") == 0
     assert victim.read_text() == "precious"
     assert not (d / "root.dtb").is_symlink() and not (d / "root.dts").is_symlink()
     # the target itself a symlink: refused

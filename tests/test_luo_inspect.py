@@ -4,7 +4,6 @@ order), ``null`` without a ``LUO`` sub-node, the text section, and timing."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -99,12 +98,14 @@ def test_pre_serialization_inspect(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["check", str(LUO_CAP), "--mem", str(tmp_path / "pre.elf")]) == 0
 
 
-def test_decode_is_fast() -> None:
+def test_decode_of_the_capture() -> None:
+    """Load, parse and decode every client of the LUO capture (its speed is
+    ``benchmarks/hostile.py``'s figure, not a test's)."""
     from kho_formats.model.clients import decode_clients
     from kho_formats.ops.capture import load_capture, parse_capture
 
-    t = time.perf_counter()
     cap = load_capture(LUO_CAP)
     st = parse_capture(cap)
-    decode_clients(st, cap.image)
-    assert time.perf_counter() - t < 1.0
+    decoded = decode_clients(st, cap.image)
+    assert set(decoded) == {sb.name for sb in st.subblobs} >= {"LUO", "kho_test", "kexec-metadata"}
+    assert all(d.error is None for d in decoded.values()), {k: d.error for k, d in decoded.items()}

@@ -4,7 +4,6 @@ LimitExceeded; huge counts in headers allocate nothing before validation."""
 
 from __future__ import annotations
 
-import time
 import tracemalloc
 
 import pytest
@@ -73,9 +72,7 @@ def test_fdt_size_fields_allocate_nothing():
     blob = build_fdt(FdtNode("", [("compatible", b"kho-v4\0")]))
     for field in ("totalsize", "size_dt_struct", "size_dt_strings", "off_dt_struct"):
         bad = set_header(blob, field, 0xFFFFFFFF)
-        t0 = time.perf_counter()
         assert peak_bytes(lambda bad=bad: parse_fdt(bad)) < 64 << 10
-        assert time.perf_counter() - t0 < 2.0
         with pytest.raises(FdtError):
             parse_fdt(bad)
 
@@ -120,9 +117,7 @@ def test_radix_tree_with_every_entry_pointing_at_fresh_full_leaves_is_bounded():
     leaves = sorted(p for (lv, _), p in b.memmap.placement.items() if lv == 0)
     for leaf in leaves:
         b.image.write(leaf, b"\xff" * 4096)
-    t0 = time.perf_counter()
     st = parse(b)
-    assert time.perf_counter() - t0 < 5.0
     assert st.preserved.num_pages == 64 * 4096 * 8
     with fails(LimitExceeded, "metadata pages"):
         parse(b, limits=Limits(max_pages=20))
@@ -156,9 +151,7 @@ def test_chain_of_chunks_pointing_forward_forever_stops_at_the_image_edge():
         data[0:8] = (page + 4096).to_bytes(8, "little")
         b.image.write(page, bytes(data)) if b.image.has(page, 4096) else b.image.add(page, bytes(data))
     put64(b.image, c0, c0 + 4096)
-    t0 = time.perf_counter()
     with fails(MemoryMapError, "khoser_mem_chunk is outside the image", phys=c0 + 2001 * 4096):
         parse(b, v1_bitmap="page")
-    assert time.perf_counter() - t0 < 5.0
     with fails(LimitExceeded, "more than 500 metadata pages"):
         parse(b, v1_bitmap="page", limits=Limits(max_pages=500))

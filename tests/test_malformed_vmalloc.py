@@ -4,7 +4,6 @@ flags, misaligned groups; and the client blobs that carry them."""
 
 from __future__ import annotations
 
-import time
 import tracemalloc
 
 import pytest
@@ -72,12 +71,10 @@ def test_total_pages_huge_costs_nothing_before_validation():
     # fast, and no allocation sized by the claim (entries are charged as read)
     desc, img, chunks = area(3)
     tracemalloc.start()
-    t0 = time.perf_counter()
     with fails(VmallocError, "chunks hold 3 entries, total_pages 4294967295 needs 4294967295", phys=desc.first):
         read_vmalloc(img, with_desc(desc, total_pages=0xFFFFFFFF), LAY, budget=Budget())
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert time.perf_counter() - t0 < 5.0
     assert peak < 4 << 20
 
 

@@ -12,8 +12,12 @@ write (makedumpfile's ``diskdump_mod.h``)::
 
 The *flattened* variant (``makedumpfile -F``, for piping) is a 4096-byte
 ``makedumpfile`` header followed by ``{be64 offset, be64 size, data}``
-records of the same file, ended by offset ``-1``: records are indexed once and
-read in place.
+records of the same file (``struct makedumpfile_data_header``, big-endian
+on every host), ended by the record ``(-1, -1)`` (``END_FLAG_FLAT_HEADER`` in
+both fields): ``makedumpfile -R`` stops at the first record whose offset is
+negative or whose size is not positive and refuses the file unless that
+record is the end marker, and so does this reader.  Records are indexed once
+and read in place.
 
 Pages are decompressed on access (:class:`KdumpPages`, a
 :class:`~kho_formats.memory.image.LazyData` per run of dumped pages) and kept in a
@@ -49,6 +53,11 @@ from .image import ImageFormat, LazyData, PhysImage, register_format
 KDUMP_SIGNATURE = b"KDUMP   "
 FLAT_SIGNATURE = b"makedumpfile"
 FLAT_HEADER_SIZE = 4096
+#: makedumpfile_header.type and .version of the flattened format
+FLAT_TYPE = 1
+FLAT_VERSION = 1
+#: both fields of the record that ends a flattened file (END_FLAG_FLAT_HEADER)
+FLAT_END = -1
 DUMP_DH_COMPRESSED_ZLIB = 0x1
 DUMP_DH_COMPRESSED_LZO = 0x2
 DUMP_DH_COMPRESSED_SNAPPY = 0x4
@@ -157,15 +166,19 @@ class _Flattened(_Mapped):
                 raise ImageError(f"{name}: flattened kdump ends without its end marker (at file offset {pos:#x})")
             vo = int.from_bytes(self.buf[pos : pos + 8], "big", signed=True)
             size = int.from_bytes(self.buf[pos + 8 : pos + 16], "big", signed=True)
-            if vo == -1:
-                break
-            if vo < 0 or size < 0 or pos + 16 + size > end:
+            if vo < 0 or size <= 0:  # where makedumpfile -R stops reading records
+                if vo == size == FLAT_END:
+                    break
+                raise ImageError(
+                    f"{name}: bad flattened record at file offset {pos:#x} (offset {vo:#x}, size {size})",
+                    expected="offset >= 0 and size > 0, or the end marker (-1, -1) as makedumpfile -R requires",
+                )
+            if pos + 16 + size > end:
                 raise ImageError(
                     f"{name}: bad flattened record at file offset {pos:#x} (offset {vo:#x}, size {size})",
                     expected=f"offset >= 0 and the size within the file ({end - pos - 16} bytes left)",
                 )
-            if size:
-                recs.append((vo, size, pos + 16))
+            recs.append((vo, size, pos + 16))
             pos += 16 + size
         self.pieces = _paint(recs)  # (start, end, file offset of start)
         self.starts = [p[0] for p in self.pieces]
@@ -525,6 +538,24 @@ def _compress(data: bytes, compression: str) -> bytes:
     return bytes(cramjam.zstd.compress(data))
 
 
+def flatten(plain: bytes, chunk: int = 65536, header_last: bool = True) -> bytes:
+    """``plain`` (a kdump-compressed file) in makedumpfile's flattened format,
+    as ``makedumpfile -F`` writes it: the 4096-byte header (signature,
+    ``type`` and ``version`` 1, big-endian), records of ``chunk`` bytes
+    (``header_last``: the first record last, as makedumpfile rewrites the
+    header at the end), then the end marker ``(-1, -1)``."""
+    out = io.BytesIO()
+    out.write(FLAT_SIGNATURE.ljust(16, b"\0") + FLAT_TYPE.to_bytes(8, "big") + FLAT_VERSION.to_bytes(8, "big"))
+    out.write(bytes(FLAT_HEADER_SIZE - 32))
+    chunks = [(o, plain[o : o + chunk]) for o in range(0, len(plain), chunk)]
+    if header_last and chunks:
+        chunks.append(chunks.pop(0))
+    for o, c in chunks:
+        out.write(o.to_bytes(8, "big", signed=True) + len(c).to_bytes(8, "big") + c)
+    out.write(FLAT_END.to_bytes(8, "big", signed=True) * 2)
+    return out.getvalue()
+
+
 def write_kdump(
     image: PhysImage,
     out: IO[bytes],
@@ -542,13 +573,7 @@ def write_kdump(
         buf = io.BytesIO()
         write_kdump(image, buf, compression=compression, block_size=block_size, byteorder=byteorder)
         raw = buf.getvalue()
-        out.write(FLAT_SIGNATURE.ljust(16, b"\0") + (1).to_bytes(8, "big") + (1).to_bytes(8, "big"))
-        out.write(bytes(FLAT_HEADER_SIZE - 32))
-        chunks = [(o, raw[o : o + 65536]) for o in range(0, len(raw), 65536)]
-        head = chunks.pop(0)
-        for o, c in [*chunks, head]:  # the header last, as makedumpfile rewrites it at the end
-            out.write(o.to_bytes(8, "big", signed=True) + len(c).to_bytes(8, "big") + c)
-        out.write((-1).to_bytes(8, "big", signed=True) + (0).to_bytes(8, "big"))
+        out.write(flatten(raw))
         return
     bs = block_size
     pfns: list[int] = sorted({p for a, b in image.covered() for p in range(a // bs, -(-b // bs))})
@@ -645,4 +670,5 @@ __all__ = [
     "is_kdump",
     "load_kdump",
     "write_kdump",
+    "flatten",
 ]

@@ -14,11 +14,19 @@ one handover, written deterministically from a built handover.
                      ``memmap_phys`` (+ ``arch``, ``fdt_len``, ``alloc``, ...)
 ``qemu-args.txt``    ``-device loader,file=seg-...,addr=...,force-raw=on`` per segment
 ``kho_fixture.h``    C arrays + ``#define``\\ d addresses for KUnit-style tests
+                     (for small selftest fixtures: written when the image holds
+                     at most :data:`C_HEADER_MAX_IMAGE` bytes, or on request)
 ``setup_data.bin``   x86 ``struct setup_data`` (type 10, ``SETUP_KEXEC_KHO``) +
                      ``struct kho_data``
 ``chosen.json``      arm64 ``/chosen`` ``linux,kho-fdt`` / ``linux,kho-scratch``
 ``chosen.dtsi``      the same as a DTS fragment (2 + 2 big-endian cells)
 ===================  ===========================================================
+
+``image_format`` replaces ``image.elf`` by ``image.kdump``: makedumpfile's
+kdump-compressed format (``"kdump"``, what ``crash`` reads) or its flattened
+form (``"kdump-flat"``, what ``makedumpfile -F`` pipes and ``makedumpfile -R``
+turns back into the former).  The fixture still reads back (through
+``manifest.json`` and the segments).
 
 The ``struct kho_scratch[]`` array that ``kho_data.scratch_addr`` and
 ``linux,kho-scratch`` point at is placed in memory (an image segment outside
@@ -46,6 +54,14 @@ from .specfields import check_name
 from .state import Built, KhoState
 
 ARCHS = ("arm64", "x86_64")
+
+#: formats of the fixture's whole-image file: the file each writes
+IMAGE_FORMATS = {"elf": "image.elf", "kdump": "image.kdump", "kdump-flat": "image.kdump"}
+
+#: above this many image bytes ``kho_fixture.h`` is skipped unless asked for:
+#: the header spells every non-zero byte as C (about 6 bytes of text per byte),
+#: which suits small selftest fixtures, not multi-MiB images
+C_HEADER_MAX_IMAGE = 4 << 20
 
 #: every file :func:`write_fixture` writes (besides the ``seg-*.bin`` segments)
 FIXTURE_FILES = (
@@ -324,29 +340,61 @@ def write_fixture(
     *,
     force: bool = False,
     inputs: Sequence[str | os.PathLike] = (),
+    with_c_header: bool | None = None,
+    image_format: str = "elf",
+    notes: list[str] | None = None,
 ) -> list[str]:
     """Write every fixture file into ``outdir`` through :class:`~kho_formats.outdir.OutputDir`:
     a non-empty ``outdir`` is refused unless ``force`` (then only these files
     are replaced, nothing is deleted), files are staged next to it and
     renamed into place, an ``outdir`` equal to or inside one of ``inputs`` is
-    refused."""
+    refused.  Returns the names of the files written.
+
+    ``with_c_header``: ``True`` writes ``kho_fixture.h``, ``False`` does not,
+    ``None`` (the default) writes it when the image holds at most
+    :data:`C_HEADER_MAX_IMAGE` bytes and otherwise appends a note saying so to
+    ``notes``.  ``image_format``: a key of :data:`IMAGE_FORMATS`."""
     check_name(fx.name, "fixture name")
+    if image_format not in IMAGE_FORMATS:
+        raise KhoFormatError(f"unknown image format {image_format!r}", expected=", ".join(IMAGE_FORMATS))
     st = fx.state
     machine = "arm64" if fx.arch == "arm64" else "x86_64"
+    if with_c_header is None:
+        with_c_header = fx.image.total_bytes <= C_HEADER_MAX_IMAGE
+        if not with_c_header and notes is not None:
+            notes.append(
+                f"kho_fixture.h not written: the image holds {fx.image.total_bytes} bytes, more than "
+                f"{C_HEADER_MAX_IMAGE} (the C header is for small selftest fixtures; --c-header writes it anyway)"
+            )
+    image_file = IMAGE_FORMATS[image_format]
+    files = [n for n in FIXTURE_FILES if (n != "kho_fixture.h" or with_c_header) and n != "image.elf"]
+    files.insert(1, image_file)
     with OutputDir(outdir, force=force, inputs=inputs) as out:
         assert out.path is not None
         out.write("root.dtb", fx.root_fdt)
-        out.write("image.elf", fx.image.to_elf(byteorder=st.byteorder, machine=machine))
+        if image_format == "elf":
+            out.write(image_file, fx.image.to_elf(byteorder=st.byteorder, machine=machine))
+        else:
+            import io
+
+            from ..memory.kdump import write_kdump
+
+            buf = io.BytesIO()
+            write_kdump(
+                fx.image, buf, block_size=st.page_size, byteorder=st.byteorder, flattened=image_format == "kdump-flat"
+            )
+            out.write(image_file, buf.getvalue())
         manifest = fx.image.to_bundle(out.path)
         segs = [(s["phys"], s["phys"] + s["size"]) for s in manifest["segments"]]
         out.write("handover.json", json.dumps(fx.handover(), indent=1, sort_keys=True) + "\n")
         qemu = [f"-device loader,file={s['file']},addr={s['phys']:#x},force-raw=on" for s in manifest["segments"]]
         out.write("qemu-args.txt", "\n".join(qemu) + "\n")
-        out.write("kho_fixture.h", c_header(fx, segs))
+        if with_c_header:
+            out.write("kho_fixture.h", c_header(fx, segs))
         out.write("setup_data.bin", fx.setup_data())
         out.write("chosen.json", json.dumps(fx.chosen(), indent=1, sort_keys=True) + "\n")
         out.write("chosen.dtsi", fx.chosen_dtsi())
-    return list(FIXTURE_FILES) + [s["file"] for s in manifest["segments"]]
+    return files + [s["file"] for s in manifest["segments"]]
 
 
 __all__ = [
@@ -357,5 +405,7 @@ __all__ = [
     "c_header",
     "islands",
     "FIXTURE_FILES",
+    "IMAGE_FORMATS",
+    "C_HEADER_MAX_IMAGE",
     "ARCHS",
 ]

@@ -81,6 +81,11 @@ class Capture:
     #: the handover as its receiving kernel holds it after boot (debugfs ``kho/in``,
     #: ``kho capture --side in``): its memory map pages were released (``state.parse(map_released=True)``)
     received: bool = False
+    #: debugfs ``kho/in/fdt`` beside a ``kho/out`` without ``fdt`` (a kernel booted through KHO):
+    #: the root FDT this kernel received, which the search of the image for its own passes over
+    incoming_root_fdt: bytes | None = None
+    #: a debugfs ``kho/out`` without ``fdt``: the root FDT is searched for in the image, as the outgoing one
+    search_outgoing: bool = False
     #: which file supplied what (for reports)
     sources: dict[str, object] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -221,8 +226,10 @@ def load_capture(
     *,
     root_phys: int | None = None,
     boot_info: PathLike | None = None,
+    resolve: bool = True,
 ) -> Capture:
-    """Find root FDT, image, scratch and side files for ``path`` (see module doc)."""
+    """Find root FDT, image, scratch and side files for ``path`` (see module doc);
+    ``resolve=False`` leaves :func:`resolve_root_fdt` to the caller (an image added later)."""
     p = Path(path)
     if not p.exists():
         raise KhoFormatError(f"{p}: no such file or directory")
@@ -248,7 +255,8 @@ def load_capture(
     if cap.image is not None and cap.arch is None:
         cap.arch = cap.image.arch
     binfo = _read(Path(boot_info), "boot info", max_size=1 << 20) if boot_info is not None else None
-    resolve_root_fdt(cap, root_phys=root_phys, boot_info=binfo)
+    if resolve:
+        resolve_root_fdt(cap, root_phys=root_phys, boot_info=binfo)
     return cap
 
 
@@ -258,6 +266,12 @@ def resolve_root_fdt(cap: Capture, *, root_phys: int | None = None, boot_info: b
     ps = cap.page_size or 4096
     if root_phys is not None:
         cap.root_fdt_phys = root_phys
+    if not cap.root_fdt and img is None and cap.search_outgoing and root_phys is None:
+        raise KhoFormatError(
+            f"{cap.sources['debugfs']} has no fdt: this kernel was booted through KHO (Linux 7.3 creates "
+            "kho/out/fdt only in a kernel that was not), so its own root FDT is only in its memory",
+            expected="--mem IMAGE (a dump of this kernel's memory), or --root-phys ADDR with it",
+        )
     if not cap.root_fdt and img is None:  # an empty root FDT file and nothing to search
         src = cap.sources.get("root_fdt", "the input")
         raise KhoFormatError(
@@ -287,6 +301,22 @@ def resolve_root_fdt(cap: Capture, *, root_phys: int | None = None, boot_info: b
         if skipped:
             cap.notes.append(skipped)
         use = found[0]
+        if cap.search_outgoing:  # kho/out without fdt: the outgoing one, not kho/in's
+            from .root_choice import choose_outgoing
+
+            subs = cap.sub_fdts
+            choice = choose_outgoing(
+                img, found, incoming_fdt=cap.incoming_root_fdt, byteorder=cap.byte_order or "little",
+                out_sub_fdts={n: (lambda n=n: subs[n]) for n in subs},
+            )  # fmt: skip
+            use = next(c for c in found if c.phys == choice.phys)
+            cap.notes.append(f"{cap.sources['debugfs']} has no fdt (a kernel booted through KHO): {choice.reason}")
+            cap.sources["root_fdt_choice"] = choice.to_json()
+            cap.sources["root_fdt_candidates"] = [c.phys for c in found]
+            cap.root_fdt = locate.read_fdt_at(img, use.phys)
+            cap.root_fdt_phys = use.phys
+            cap.sources["root_fdt"] = f"{name} @ {use.phys:#x}"
+            return
         cap.root_fdt = locate.read_fdt_at(img, use.phys)
         cap.root_fdt_phys = use.phys
         cap.sources["root_fdt"] = f"{name} @ {use.phys:#x}"
@@ -350,18 +380,34 @@ def resolve_root_fdt(cap: Capture, *, root_phys: int | None = None, boot_info: b
     cap.root_fdt_phys = where[0]
 
 
+def _is_kho_out(dbg: Path) -> bool:
+    """``dbg`` is a debugfs ``kho/out`` (named so, or with the scratch files only ``out`` has)."""
+    return dbg.resolve().name == "out" or (dbg / "scratch_phys").is_file()
+
+
 def _load_dir(d: Path, *, use_own_image: bool) -> Capture:
     dbg = find_debugfs_dir(d)
-    root_path = d / "root.dtb"
+    root_path: Path | None = d / "root.dtb"
     if not root_path.is_file():
-        if dbg is None or not (dbg / "fdt").is_file():
+        if dbg is not None and not (dbg / "fdt").is_file() and _is_kho_out(dbg):
+            root_path = None  # a kernel booted through KHO: its root FDT is found in the image (resolve_root_fdt)
+        elif dbg is None or not (dbg / "fdt").is_file():
             raise KhoFormatError(f"{d}: no root FDT found", expected="root.dtb, or a debugfs capture with kho/out/fdt")
-        root_path = dbg / "fdt"
-    cap = Capture(
-        root_fdt=_read(root_path, "root FDT", inside=d, max_size=locate.MAX_ROOT_FDT),
-        sources={"root_fdt": str(root_path)},
-    )
-    cap.kind = "debugfs" if root_path.name == "fdt" else "fixture"
+        else:
+            root_path = dbg / "fdt"
+    if root_path is None:
+        assert dbg is not None
+        cap = Capture(root_fdt=b"", kind="debugfs", sources={}, search_outgoing=True)
+        incoming = dbg.parent / "in" / "fdt"
+        if incoming.is_file():
+            cap.incoming_root_fdt = _read(incoming, "kho/in/fdt", inside=dbg.parent, max_size=locate.MAX_ROOT_FDT)
+            cap.sources["incoming_root_fdt"] = str(incoming)
+    else:
+        cap = Capture(
+            root_fdt=_read(root_path, "root FDT", inside=d, max_size=locate.MAX_ROOT_FDT),
+            sources={"root_fdt": str(root_path)},
+        )
+        cap.kind = "debugfs" if root_path.name == "fdt" else "fixture"
     if dbg is not None:
         cap.sources["debugfs"] = str(dbg)
         # debugfs kho/in (the receiving side): named "in", and without the scratch_phys /
@@ -374,7 +420,7 @@ def _load_dir(d: Path, *, use_own_image: bool) -> Capture:
         )
         cap.sub_fdts = SubFdtFiles(dbg / "sub_fdts", inside=d)
         cap.scratch = read_scratch(dbg, inside=d)
-        if cap.kind == "fixture" and (dbg / "fdt").is_file():
+        if cap.kind == "fixture" and root_path is not None and (dbg / "fdt").is_file():
             if _read(dbg / "fdt", "root FDT", inside=d, max_size=locate.MAX_ROOT_FDT) != cap.root_fdt:
                 cap.notes.append(f"{root_path} and {dbg / 'fdt'} differ: using {root_path}")
     meta: dict = {}

@@ -46,6 +46,8 @@ def default_debugfs(side: str) -> str:
 def _check_debugfs(path: Path, side: str) -> None:
     if path.is_dir() and (path / "fdt").is_file():
         return
+    if side == "out" and path.is_dir() and (path / "scratch_phys").is_file():
+        return  # a kernel booted through KHO has no kho/out/fdt: its root FDT is searched for in memory
     try:
         os.stat(path)
     except PermissionError:
@@ -138,7 +140,7 @@ def live_capture(
     except KhoFormatError as exc:
         raise LiveCaptureError(str(exc)) from None
     try:
-        cap = load_capture(dbg)  # the debugfs files; no image yet
+        cap = load_capture(dbg, resolve=False)  # the debugfs files; no image yet (resolved below)
     except BaseException:
         kf.close()
         raise

@@ -83,7 +83,8 @@ def decode(blob: bytes, ctx: DecodeContext, *, phys: int | None = None) -> LuoSt
     if not st.serialized:
         st.notes.append(
             "LUO state not serialized (sessions_pa = 0): the capture was taken before liveupdate_reboot(), "
-            "which writes the sessions, files and FLBs; their blocks exist but are still zero"
+            "which writes the sessions, files and FLBs (their blocks exist but are still zero), or no session "
+            "was preserved (luo_session_serialize() leaves sessions_pa 0 then)"
         )
     if ctx.image is None:
         st.read = False
