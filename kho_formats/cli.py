@@ -389,7 +389,19 @@ def cmd_capture(args) -> int:
         raise KhoFormatError(f"{source}: no memory image was loaded", expected="a memory dump or /proc/kcore")
     clients = decode_clients(st, cap.image, budget=Budget(_limits(args)))
     keep = handover_image(cap.image, st, clients, referenced_only=args.referenced_only)
-    files = write_capture(args.output, cap, st, keep, referenced_only=args.referenced_only, source=source, extra=extra)
+    inputs = [args.kcore or "/proc/kcore", dbg] if live else [args.from_dump, *([args.debugfs] if args.debugfs else [])]
+    if args.boot_info is not None:
+        inputs.append(args.boot_info)
+    files = write_capture(
+        args.output,
+        cap,
+        st,
+        keep,
+        referenced_only=args.referenced_only,
+        source=source,
+        extra=extra,
+        inputs=inputs,
+    )
     data = {
         "schema": "kho-formats/capture/1",
         "outdir": args.output,
@@ -403,7 +415,9 @@ def cmd_capture(args) -> int:
         "notes": list(st.notes),
     }
     text = (
-        f"captured the {st.version} handover at {st.root_fdt_phys:#x} into {args.output}: "
+        f"captured the {st.version} handover"
+        + (f" at {st.root_fdt_phys:#x}" if st.root_fdt_phys is not None else "")
+        + f" into {args.output}: "
         f"{keep.total_bytes} bytes in {len(keep.covered())} ranges "
         f"(of {cap.image.total_bytes} in {'RAM' if live else 'the dump'})\n"
         + "".join(f"  note: {n}\n" for n in st.notes)
@@ -441,7 +455,15 @@ def cmd_luo_extract(args) -> int:
         raise rep.error
     if cap.image is None or not isinstance(rep.decoded, LuoState):
         raise KhoFormatError(f"{args.input}: no memory image", expected="--mem IMAGE or a capture with image.elf")
-    index = extract(rep.decoded, cap.image, args.output, page_size=st.page_size, force=args.force, source=args.input)
+    index = extract(
+        rep.decoded,
+        cap.image,
+        args.output,
+        page_size=st.page_size,
+        force=args.force,
+        source=args.input,
+        inputs=[args.input, *(args.mem or ())],
+    )
     lines = [f"wrote {index['files_written']} files and index.json into {args.output}\n"]
     for s in index["sessions"]:
         for f in s["files"]:
@@ -783,7 +805,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help / --version (0) or usage errors (2)
         return int(exc.code or 0)
     try:
-        return args.func(args)
+        from .safeio import tracking_inputs
+
+        with tracking_inputs():  # every input opened: the output guard refuses writing over, into or around one
+            return args.func(args)
     except KhoFormatError as exc:
         _error(str(exc))
         if _opt(args, "json"):

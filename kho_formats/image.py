@@ -34,7 +34,7 @@ import numpy as np
 from .errors import ImageError, LimitExceeded, short_repr
 from .layout import parse_struct, struct_dtype
 from .limits import Limits, check_limits
-from .safeio import SMALL_FILE_LIMIT, map_regular, read_regular
+from .safeio import SMALL_FILE_LIMIT, map_regular, read_regular, refuse_touching_inputs
 
 BytesLike = bytes | bytearray | memoryview
 
@@ -556,6 +556,7 @@ class PhysImage:
         self, directory: str | os.PathLike[str], *, extra: dict[str, object] | None = None, merge: bool = True
     ) -> dict[str, object]:
         d = Path(directory)
+        refuse_touching_inputs(d)  # every input opened (tracked by the CLI) stays out of the way
         d.mkdir(parents=True, exist_ok=True)
         segs = []
         chunks = self.covered() if merge else [(s.phys, s.end) for s in self._segs]

@@ -49,6 +49,7 @@ import numpy as np
 from .errors import ImageError, KhoFormatError
 from .image import ELF_ARCHS, PT_LOAD, LazyData, PhysImage, elf_structs
 from .layout import parse_struct
+from .safeio import note_input
 
 KCORE_PATH = "/proc/kcore"
 PT_NOTE = 4
@@ -93,7 +94,9 @@ class KcoreFile:
         self.reads = 0
         self.fd = self._open()
         try:
-            self.file_size = os.fstat(self.fd).st_size
+            st = os.fstat(self.fd)
+            note_input(self.name, st)
+            self.file_size = st.st_size
             self._parse_headers()
         except BaseException:
             self.close()

@@ -28,7 +28,7 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from . import __version__
 from .clients.luo import LuoState
 from .errors import KhoFormatError
 from .image import PhysImage
+from .safeio import refuse_touching_inputs
 
 SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 MAX_NAME = 120
@@ -137,11 +138,14 @@ def extract(
     page_size: int,
     force: bool = False,
     source: str = "",
+    inputs: Sequence[str | os.PathLike[str]] = (),
 ) -> dict[str, Any]:
     """Write every extractable file of ``luo`` under ``outdir``; returns the index (also ``index.json``)."""
     if not luo.read:
         raise ExtractError("LUO state was not read (no memory image)", expected="a capture with its memory image")
     out = Path(outdir)
+    # an output that is, holds or lies inside an input (the --mem image, the capture) is refused, --force included
+    refuse_touching_inputs(out, inputs, error=ExtractError)
     root = _open_dir(out, force)
     try:
         taken: set[str] = {"index.json"}

@@ -16,6 +16,7 @@ ends at ``size``.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from ..layout import (
     memfd_folio_word,
 )
 from ..pageset import PageSet
+from ..safeio import note_input
 from ..specfields import INT, STR, ListOf, SpecField, Table, spec_file_path
 from .base import CheckContext, DecodeContext, gen_bytes
 from .luo import MAX_DETAILED, FileBuildContext, FileBuilt, FileHandler, LuoProblem
@@ -538,6 +540,7 @@ class MemfdContents:
             return self.p.head[off : off + n]
         if self._fh is None:
             self._fh = open(self.p.head_file, "rb")
+            note_input(self.p.head_file, os.fstat(self._fh.fileno()))
         self._fh.seek(off)
         got = self._fh.read(n)
         if len(got) != n:
