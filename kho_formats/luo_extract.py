@@ -34,7 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .clients.digest import pieces
 from .clients.luo import LuoState
+from .clients.memfd import memfd_max_size
 from .errors import KhoFormatError
 from .image import PhysImage
 from .safeio import refuse_touching_inputs
@@ -122,12 +124,38 @@ def _create(parent: int, name: str, force: bool) -> int:
         return os.open(name, flags, 0o644, dir_fd=parent)
 
 
-def _write_contents(fd: int, size: int, pieces: Iterator[tuple[int, memoryview]]) -> None:
-    for off, data in pieces:
-        done = 0
-        while done < len(data):
-            done += os.pwrite(fd, data[done:], off + done)
-    os.ftruncate(fd, size)
+def _write_contents(fd: int, size: int, parts: Iterator[tuple[int, memoryview]], name: str) -> None:
+    try:
+        for off, data in pieces(parts):  # each byte once, whatever a folio list repeats
+            if off >= size:
+                break
+            data = data[: size - off]
+            done = 0
+            while done < len(data):
+                done += os.pwrite(fd, data[done:], off + done)
+        os.ftruncate(fd, size)
+    except (OSError, OverflowError) as exc:
+        raise ExtractError(
+            f"{name}: cannot write {size} bytes ({getattr(exc, 'strerror', None) or exc})",
+            expected="a file system that holds a sparse file of that size",
+        ) from None
+
+
+def _check_sizes(luo: LuoState, page_size: int) -> None:
+    """Refuse, before anything is written, a file size no kernel preserves
+    (the OS calls would fail half way through with an OverflowError or EFBIG)."""
+    top = memfd_max_size(page_size)
+    for s in luo.sessions:
+        for f in s.files:
+            if f.decoded is None:
+                continue
+            size = f.handler.content_size(f.decoded)
+            if size is not None and not 0 <= size <= top:
+                raise ExtractError(
+                    f"session {s.name!r} file {f.token:#x}: size {size:#x} is more than a kernel preserves",
+                    phys=getattr(f.decoded, "ser_phys", None),
+                    expected=f"at most {top:#x} bytes (UINT_MAX pages of {page_size}, MAX_LFS_FILESIZE)",
+                )
 
 
 def extract(
@@ -143,6 +171,7 @@ def extract(
     """Write every extractable file of ``luo`` under ``outdir``; returns the index (also ``index.json``)."""
     if not luo.read:
         raise ExtractError("LUO state was not read (no memory image)", expected="a capture with its memory image")
+    _check_sizes(luo, page_size)
     out = Path(outdir)
     # an output that is, holds or lies inside an input (the --mem image, the capture) is refused, --force included
     refuse_touching_inputs(out, inputs, error=ExtractError)
@@ -170,7 +199,9 @@ def extract(
                         fname = _unique(f"{f.token:016x}", tokens) + ".bin"
                         fd = _create(sfd, fname, force)
                         try:
-                            _write_contents(fd, size, f.handler.contents(f.decoded, image, page_size))
+                            _write_contents(
+                                fd, size, f.handler.contents(f.decoded, image, page_size), f"{dname}/{fname}"
+                            )
                         finally:
                             os.close(fd)
                         entry["file"] = f"{dname}/{fname}"

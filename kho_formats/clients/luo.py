@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 from ..alloc import PageAllocator
 from ..errors import ClientError, KhoFormatError, SpecError
@@ -56,6 +56,7 @@ from ..pageset import PageSet
 from ..specfields import ANY, BOOL, INT, STR, ListOf, SpecField, SpecRow, SpecTable, Table, validate
 from .base import BuildContext, BuiltBlob, CheckContext, Client, DecodeContext, Registry, Segment
 from .blocks import KHO_MAX_BLOCKS, Block, read_block_chain
+from .digest import Hasher, digest_with_holes, runs_digest
 from .luo_boot import BOOT_RULE
 from .vmalloc import VmallocArea
 
@@ -194,17 +195,13 @@ class UnknownFileHandler(FileHandler):
 FILE_HANDLERS: Registry[FileHandler] = Registry("LUO file handlers", lambda h: h.compatible, UnknownFileHandler())
 
 
-class Hasher(Protocol):
-    def update(self, data: bytes, /) -> None: ...
-
-    def hexdigest(self) -> str: ...
-
-
 def content_digest(f: LuoFile, image: PhysImage, page_size: int, hasher: Hasher | None = None) -> str | None:
-    """SHA-256 (or ``hasher``'s digest, e.g. :class:`~.luo_boot.Fnv1a64`) of
+    """SHA-256 (or ``hasher``'s digest, e.g. :class:`~.digest.Fnv1a64`) of
     a file's contents as ``kho luo extract`` writes them (gaps are zeros,
     exactly ``content_size`` bytes), streamed piece by piece; None when the
-    handler has no contents or the file did not decode."""
+    handler has no contents or the file did not decode, and (SHA-256) when
+    the holes would cost more than :data:`~.digest.EXACT_HOLE_MAX` bytes of
+    padding (FNV-1a takes holes in closed form: see :mod:`.digest`)."""
     import hashlib
 
     if f.decoded is None:
@@ -213,25 +210,18 @@ def content_digest(f: LuoFile, image: PhysImage, page_size: int, hasher: Hasher 
     if size is None:
         return None
     h: Hasher = hashlib.sha256() if hasher is None else hasher
-    zeros = bytes(1 << 20)
+    return digest_with_holes(f.handler.contents(f.decoded, image, page_size), size, h)
 
-    def pad(n: int) -> None:
-        while n > 0:
-            k = min(n, len(zeros))
-            h.update(zeros[:k])
-            n -= k
 
-    at = 0
-    for off, piece in f.handler.contents(f.decoded, image, page_size):
-        if off + len(piece) <= at:
-            continue  # overlaps what was hashed (hostile folio lists)
-        if off > at:
-            pad(off - at)
-            at = off
-        h.update(piece[at - off :])
-        at = off + len(piece)
-    pad(size - at)
-    return h.hexdigest()
+def content_runs_digest(f: LuoFile, image: PhysImage, page_size: int) -> str | None:
+    """:func:`~.digest.runs_digest` of a file's contents (what ``kho diff``
+    compares when an exact SHA-256 would hash too many hole bytes)."""
+    if f.decoded is None:
+        return None
+    size = f.handler.content_size(f.decoded)
+    if size is None:
+        return None
+    return runs_digest(f.handler.contents(f.decoded, image, page_size), size)
 
 
 # -- the decoded state --------------------------------------------------------------------------
@@ -981,11 +971,15 @@ def _file_view(f: LuoFile, image: PhysImage | None, page_size: int) -> dict[str,
         out["data"] = f.data
         return out
     out.update(f.handler.index_json(f.decoded))
-    folios = f.handler.to_json(f.decoded).get("folios") if f.handler.json_key else None
-    if folios is not None:
-        out["folios"] = sorted((x["index"], x["order"]) for x in folios)
+    view = getattr(f.handler, "folio_view", None)  # compact, in numpy: a file may list 60 M folios
+    folios = None if view is not None or not f.handler.json_key else f.handler.to_json(f.decoded).get("folios")
+    if view is not None:
+        out["folios"] = view(f.decoded)
+    elif folios is not None:
+        out["folios"] = sorted((x["index"], -1 if x["order"] is None else x["order"]) for x in folios)
     if image is not None:
-        out["sha256"] = content_digest(f, image, page_size)
+        out["sha256"] = content_digest(f, image, page_size)  # None: too many hole bytes to hash
+        out["runs"] = content_runs_digest(f, image, page_size)
     return out
 
 
@@ -1049,16 +1043,20 @@ def diff(
                 continue
             va = _file_view(f, images[0], page_sizes[0])
             vb = _file_view(g, images[1], page_sizes[1])
-            if "sha256" not in va or "sha256" not in vb:
+            if va.get("sha256") is None or vb.get("sha256") is None:
+                # no exact digest on one side (no image, or holes too big to hash): compare the runs digests
                 va.pop("sha256", None)
                 vb.pop("sha256", None)
+            else:
+                va.pop("runs", None)
+                vb.pop("runs", None)
             changed = [k for k in dict.fromkeys(list(va) + list(vb)) if va.get(k) != vb.get(k)]
             if changed:
                 files.append(
                     {
                         "token": t,
                         "change": "differs",
-                        "fields": ["contents" if k == "sha256" else k for k in changed],
+                        "fields": ["contents" if k in ("sha256", "runs") else k for k in changed],
                         "a": va,
                         "b": vb,
                     }

@@ -52,10 +52,27 @@ SEAL_NAMES = ("seal", "shrink", "grow", "write", "future_write", "exec")
 FOLIO_DIRTY, FOLIO_UPTODATE = 0x1, 0x2
 #: ``MAX_LFS_FILESIZE`` on 64-bit kernels
 MAX_LFS_FILESIZE = (1 << 63) - 1
+UINT_MAX = (1 << 32) - 1
 #: the largest piece :meth:`MemfdHandler.contents` yields
 CHUNK = 4 << 20
 
 U64 = np.uint64
+
+
+def restored_once(m: MemfdFile) -> np.ndarray:
+    """Record numbers, in index order, of the folios the kernel would put in
+    the file: pfn != 0, each folio at its first record only."""
+    if m.phys.size == 0:
+        return np.zeros(0, np.int64)
+    _, first = np.unique(m.phys, return_index=True)
+    keep = first[m.phys[first] != 0]
+    return keep[np.argsort(m.index[keep], kind="stable")]
+
+
+def memfd_max_size(page_size: int) -> int:
+    """The largest memfd a 7.3 kernel preserves: ``memfd_luo_preserve``
+    refuses (``-EFBIG``) more than ``UINT_MAX`` pages."""
+    return min(UINT_MAX * page_size, MAX_LFS_FILESIZE)
 
 
 def preserved_orders(preserved: PageSet, phys: np.ndarray) -> np.ndarray:
@@ -170,6 +187,16 @@ class MemfdHandler(FileHandler):
             m.problems.append(
                 LuoProblem(
                     ERROR, "memfd-size", f"size {ser.size:#x} is above MAX_LFS_FILESIZE {MAX_LFS_FILESIZE:#x}", pa
+                )
+            )
+        elif ser.size > memfd_max_size(ps):
+            m.problems.append(
+                LuoProblem(
+                    ERROR,
+                    "memfd-size",
+                    f"size {ser.size:#x} is more than UINT_MAX pages of {ps} bytes (memfd_luo_preserve refuses "
+                    "such a file with -EFBIG: no kernel wrote this)",
+                    pa,
                 )
             )
         if ser.flags:
@@ -320,6 +347,18 @@ class MemfdHandler(FileHandler):
         each("memfd-folio-duplicate", dup, lambda k: f"folio {k}: the same folio is listed twice")
         return out
 
+    def folio_view(self, result: MemfdFile) -> dict[str, Any]:
+        """What ``kho diff`` compares of the folio list: how many records and
+        a SHA-256 of the sorted ``(index, order)`` pairs (order -1: unknown),
+        computed in numpy whatever the count."""
+        import hashlib
+
+        m = result
+        pairs = np.empty(m.index.size, dtype=[("index", "<u8"), ("order", "<i8")])
+        pairs["index"], pairs["order"] = m.index, m.order
+        pairs.sort(order=["index", "order"])
+        return {"records": int(m.index.size), "sha256": hashlib.sha256(pairs.tobytes()).hexdigest()}
+
     def index_json(self, result: MemfdFile) -> dict[str, Any]:
         s = result.ser
         return {"size": s.size, "pos": s.pos, "seals": s.seals, "flags": s.flags, "nr_folios": s.nr_folios}
@@ -329,9 +368,14 @@ class MemfdHandler(FileHandler):
 
     def contents(self, result: MemfdFile, image: PhysImage, page_size: int) -> Iterator[tuple[int, memoryview]]:
         """Folio by folio, in index order (a folio of unknown order counts as
-        one page), clipped at ``size``; at most :data:`CHUNK` bytes a piece."""
+        one page), clipped at ``size``; at most :data:`CHUNK` bytes a piece.
+        Only what the kernel would restore: records with pfn 0 are skipped
+        (``memfd_luo_retrieve_folios`` does), and a folio listed again counts
+        once, at its first record (``kho_restore_folio`` refuses a second
+        restore of the same folio), so the work is bounded by the distinct
+        folios, whatever the records repeat."""
         m = result
-        for k in np.argsort(m.index, kind="stable").tolist():
+        for k in restored_once(m).tolist():
             off = int(m.index[k]) * page_size
             if off >= m.size:
                 continue
