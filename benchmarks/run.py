@@ -28,7 +28,7 @@ peak RSS (its input included).  "metadata" is the size of the map's own
 pages (radix nodes and leaves, or v1 chunks and bitmaps); "ranges" the
 number of coalesced runs in the result.  The parse memory bound printed is
 2 x metadata + 48 bytes per range + 2 MiB: the constant is the scratch of
-the block-at-a-time bitmap scans (``kho_formats.bits``), which does not
+the block-at-a-time bitmap scans (``kho_formats.memory.bits``), which does not
 grow with the map.
 """
 
@@ -55,14 +55,14 @@ SCRATCH = 2 << 20
 
 from workloads import ALLOC_BASE, WORKLOADS, Workload  # noqa: E402
 
-from kho_formats import state as kstate  # noqa: E402
 from kho_formats.abi import get_version  # noqa: E402
-from kho_formats.alloc import PageAllocator  # noqa: E402
-from kho_formats.image import PhysImage  # noqa: E402
-from kho_formats.layout import layout  # noqa: E402
-from kho_formats.memmap.chunklist import build_chunklist, read_chunklist  # noqa: E402
-from kho_formats.memmap.radix import build_radix, read_radix  # noqa: E402
-from kho_formats.pageset import PageSet  # noqa: E402
+from kho_formats.abi.layout import layout  # noqa: E402
+from kho_formats.memory.alloc import PageAllocator  # noqa: E402
+from kho_formats.memory.image import PhysImage  # noqa: E402
+from kho_formats.memory.pageset import PageSet  # noqa: E402
+from kho_formats.model import state as kstate  # noqa: E402
+from kho_formats.model.memmap.chunklist import build_chunklist, read_chunklist  # noqa: E402
+from kho_formats.model.memmap.radix import build_radix, read_radix  # noqa: E402
 
 OUT = HERE / "out"
 C_SRC = HERE / "c" / "kho_baseline.c"

@@ -1,6 +1,6 @@
 """Benchmark workloads (issue 5): preserved sets at machine scale.
 
-Each workload is a deterministic (seeded) :class:`~kho_formats.pageset.PageSet`
+Each workload is a deterministic (seeded) :class:`~kho_formats.memory.pageset.PageSet`
 built with numpy, never page by page:
 
 (a) 16 Mi order-0 pages scattered at ~50% density over 128 GiB (4 KiB pages)
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kho_formats.pageset import PageSet, runs_from_sorted_indexes
+from kho_formats.memory.pageset import PageSet, runs_from_sorted_indexes
 
 GiB = 1 << 30
 TiB = 1 << 40

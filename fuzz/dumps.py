@@ -8,7 +8,7 @@ than ``fuzz.targets.MEMORY_GROWTH_MIB``, or runs past the harness timeout):
 ==========  =================================================================================
 ``kdump``   ``load_capture(path)`` (detection, root-FDT scan) + ``parse_capture`` +
             ``decode_clients``; ``load_kdump`` + page reads.  Seeds: the real QEMU 7.2 kdump
-            (``tests/data``, flattened zlib) and :func:`~kho_formats.kdump.write_kdump` output
+            (``tests/data``, flattened zlib) and :func:`~kho_formats.memory.kdump.write_kdump` output
             of fixture images in every compression (none, zlib, snappy, zstd), plain and
             flattened, both byte orders
 ``elf``     ``load_capture(path)`` + ``parse_capture`` + ``decode_clients``;
@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fuzz.kcore_layout import NO_PADDR, PAGE_OFFSET, TEXT_VADDR, VMALLOC_START, VMEMMAP_START, core_ehdr, elf_note
-from kho_formats.image import PhysImage, elf_structs
+from kho_formats.memory.image import PhysImage, elf_structs
 
 REPO = Path(__file__).resolve().parent.parent
 FIX = REPO / "fixtures"
@@ -140,7 +140,7 @@ def flat_records(buf: bytes) -> list[int]:
 
 def flatten(plain: bytes, chunk: int = 65536, header_last: bool = True) -> bytes:
     """``plain`` as ``makedumpfile -F`` writes it (records of ``chunk`` bytes, header last)."""
-    from kho_formats.kdump import FLAT_HEADER_SIZE, FLAT_SIGNATURE
+    from kho_formats.memory.kdump import FLAT_HEADER_SIZE, FLAT_SIGNATURE
 
     out = io.BytesIO()
     out.write(FLAT_SIGNATURE.ljust(16, b"\0") + (1).to_bytes(8, "big") + (1).to_bytes(8, "big"))
@@ -340,7 +340,7 @@ def kdump_fields(data: bytes, bo: str, bs: int) -> tuple[list[Field], list[tuple
 
 
 def _kdump_seed(name: str, plain: bytes, flattened: bool) -> DumpSeed:
-    from kho_formats.kdump import KdumpFile
+    from kho_formats.memory.kdump import KdumpFile
 
     f = KdumpFile(plain, name)
     fields, regions = kdump_fields(plain, f.byteorder, f.block_size)
@@ -348,7 +348,7 @@ def _kdump_seed(name: str, plain: bytes, flattened: bool) -> DumpSeed:
 
 
 def kdump_seeds() -> list[DumpSeed]:
-    from kho_formats.kdump import write_kdump
+    from kho_formats.memory.kdump import write_kdump
 
     seeds = []
     qemu = QEMU_KDUMP.read_bytes()
@@ -467,8 +467,8 @@ def _read_some(img: PhysImage, rng: random.Random) -> None:
 
 def _inspect(path: Path) -> None:
     """What ``kho inspect DUMP`` does up to the report: find the root FDT, parse, decode clients."""
-    from kho_formats.capture import load_capture, parse_capture
-    from kho_formats.clients import decode_clients
+    from kho_formats.model.clients import decode_clients
+    from kho_formats.ops.capture import load_capture, parse_capture
 
     cap = load_capture(path)
     st = parse_capture(cap)
@@ -526,7 +526,7 @@ class KdumpTarget(DumpTarget):
 
     def run(self, path: Path, rng: random.Random, ops: list[Op]) -> object:
         from kho_formats.errors import KhoFormatError
-        from kho_formats.kdump import load_kdump
+        from kho_formats.memory.kdump import load_kdump
 
         try:
             img = load_kdump(path)
@@ -580,8 +580,8 @@ class KcoreTarget(DumpTarget):
     extend = 0
 
     def run(self, path: Path, rng: random.Random, ops: list[Op]) -> object:
-        from kho_formats.capture import Capture, parse_capture, resolve_root_fdt
-        from kho_formats.kcore import KcoreFile
+        from kho_formats.memory.kcore import KcoreFile
+        from kho_formats.ops.capture import Capture, parse_capture, resolve_root_fdt
 
         if self.extend:
             with open(path, "r+b") as fh:

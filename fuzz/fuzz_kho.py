@@ -57,14 +57,14 @@ import numpy as np  # noqa: E402
 
 from fuzz.seeds import LUO_ENTRY_SIZE, LUO_NAME, FuzzInput, all_seeds  # noqa: E402
 from fuzz.targets import TARGETS, TargetStats, fuzz_target  # noqa: E402
-from kho_formats import check as kcheck  # noqa: E402
-from kho_formats import state as kstate  # noqa: E402
-from kho_formats.clients import decode_clients  # noqa: E402
-from kho_formats.clients.blocks import read_block_chain  # noqa: E402
 from kho_formats.errors import KhoFormatError  # noqa: E402
-from kho_formats.fdt import to_dts  # noqa: E402
-from kho_formats.image import PhysImage  # noqa: E402
 from kho_formats.limits import Budget, Limits  # noqa: E402
+from kho_formats.memory.image import PhysImage  # noqa: E402
+from kho_formats.model import state as kstate  # noqa: E402
+from kho_formats.model.clients import decode_clients  # noqa: E402
+from kho_formats.model.clients.blocks import read_block_chain  # noqa: E402
+from kho_formats.model.fdt import to_dts  # noqa: E402
+from kho_formats.ops import check as kcheck  # noqa: E402
 
 Op = list  # [kind, *args]; JSON-able
 

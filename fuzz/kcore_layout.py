@@ -6,7 +6,7 @@ entries, the ELF64 ``ET_CORE`` header and the note format."""
 
 from __future__ import annotations
 
-from kho_formats.image import elf_structs
+from kho_formats.memory.image import elf_structs
 
 PAGE_OFFSET = 0xFFFF888000000000
 TEXT_VADDR = 0xFFFFFFFF81000000

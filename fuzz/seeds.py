@@ -18,12 +18,12 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kho_formats import state as kstate
-from kho_formats.alloc import PageAllocator
-from kho_formats.clients import blocks, kexec_metadata, kho_test, memblock
-from kho_formats.image import PhysImage
-from kho_formats.layout import layout
-from kho_formats.pageset import PageSet
+from kho_formats.abi.layout import layout
+from kho_formats.memory.alloc import PageAllocator
+from kho_formats.memory.image import PhysImage
+from kho_formats.memory.pageset import PageSet
+from kho_formats.model import state as kstate
+from kho_formats.model.clients import blocks, kexec_metadata, kho_test, memblock
 
 LUO_NAME = "LUO"
 LUO_ENTRY_SIZE = 32

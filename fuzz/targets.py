@@ -237,7 +237,7 @@ class SpecTarget:
         self.seeds.append(("yaml", "a: &a [1, 2]\nextra_compatible: []\n"))
 
     def make(self, rng: random.Random) -> tuple[str, Callable[[], object]]:
-        from kho_formats.spec import build_spec, loads_spec
+        from kho_formats.model.spec import build_spec, loads_spec
 
         fmt, text = rng.choice(self.seeds)
         if fmt == "json" and rng.random() < 0.5:
@@ -269,7 +269,7 @@ class BundleTarget:
         self.manifest = json.loads((self.dir / "manifest.json").read_text())
 
     def make(self, rng: random.Random) -> tuple[str, Callable[[], object]]:
-        from kho_formats.image import PhysImage
+        from kho_formats.memory.image import PhysImage
 
         doc = mutate_json(rng, self.manifest)
         text = json.dumps(doc)
@@ -307,7 +307,7 @@ class ConvertTarget:
     name = "convert"
 
     def __init__(self, workdir: Path) -> None:
-        from kho_formats.capture import load_capture, parse_capture
+        from kho_formats.ops.capture import load_capture, parse_capture
 
         self.seeds = []
         for n in ("v4-4k", "v1-page-4k", "v3-16k"):
@@ -316,7 +316,7 @@ class ConvertTarget:
 
     def make(self, rng: random.Random) -> tuple[str, Callable[[], object]]:
         from kho_formats.abi import version_names
-        from kho_formats.migrate import convert_capture
+        from kho_formats.ops.migrate import convert_capture
 
         cap, st = rng.choice(self.seeds)
         st = st.copy()

@@ -1,9 +1,9 @@
 """``kho``: inspect KHO captures, build selftest fixtures, migrate v1 dumps.
 
 The command only parses arguments and prints; every format decision lives in
-the library (:mod:`kho_formats.capture`, :mod:`~kho_formats.spec`,
-:mod:`~kho_formats.fixture`, :mod:`~kho_formats.migrate`,
-:mod:`~kho_formats.report`, :mod:`~kho_formats.check`).
+the library (:mod:`kho_formats.ops.capture`, :mod:`~kho_formats.model.spec`,
+:mod:`~kho_formats.model.fixture`, :mod:`~kho_formats.ops.migrate`,
+:mod:`~kho_formats.ops.report`, :mod:`~kho_formats.ops.check`).
 
 Exit status: 0 ok, 1 a problem with the input (every ``KhoFormatError``,
 unreadable files, check errors, differences), 2 usage errors.  Errors go to
@@ -20,7 +20,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import __version__, abi
+from . import abi
+from ._version import __version__
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
@@ -42,7 +43,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _int(text: str) -> int:
     from .errors import SpecError
-    from .spec import parse_int
+    from .model.spec import parse_int
 
     try:
         return parse_int(text, "value")
@@ -138,7 +139,7 @@ def _emit(args, data: dict, text) -> None:
     """Write ``data`` as JSON (``--json``) or ``text`` (a string, or a
     callable that renders it: not called for JSON output)."""
     if _opt(args, "json"):
-        from .report import dumps_json
+        from .ops.report import dumps_json
 
         sys.stdout.write(dumps_json(data) + "\n")
     else:
@@ -146,7 +147,7 @@ def _emit(args, data: dict, text) -> None:
 
 
 def _load(args, path: str, mem: Sequence[str] = (), root_phys: int | None = None):
-    from .capture import load_capture
+    from .ops.capture import load_capture
 
     cap = load_capture(path, mem or (), root_phys=root_phys, boot_info=_opt(args, "boot_info"))
     with _naming_the_root_fdt(cap, path):
@@ -156,7 +157,7 @@ def _load(args, path: str, mem: Sequence[str] = (), root_phys: int | None = None
 
 def _parse(args, cap):
     """A loaded capture parsed with the reading options of the command line."""
-    from .capture import parse_capture
+    from .ops.capture import parse_capture
 
     received = _opt(args, "received", "auto")
     if received != "auto":
@@ -195,9 +196,9 @@ def _naming_the_root_fdt(cap, path: str) -> Iterator[None]:
 
 
 def cmd_inspect(args) -> int:
-    from .clients import decode_clients
     from .limits import Budget
-    from .report import inspect_report, render_inspect
+    from .model.clients import decode_clients
+    from .ops.report import inspect_report, render_inspect
 
     cap, st = _load(args, args.input, args.mem, args.root_phys)
     clients = decode_clients(st, cap.image, budget=Budget(_limits(args)))
@@ -228,8 +229,8 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_dts(args) -> int:
-    from .capture import load_capture
-    from .fdt import FDT_MAGIC, to_dts
+    from .model.fdt import FDT_MAGIC, to_dts
+    from .ops.capture import load_capture
 
     bo = _opt(args, "byte_order")
     cap = load_capture(args.input, args.mem or (), root_phys=args.root_phys, boot_info=_opt(args, "boot_info"))
@@ -274,7 +275,7 @@ def cmd_dts(args) -> int:
             "",
         )
     elif args.output:
-        from .report import safe_text
+        from .ops.report import safe_text
 
         sys.stdout.write("".join(f"wrote {safe_text(w)}\n" for w in written))
     else:
@@ -285,7 +286,7 @@ def cmd_dts(args) -> int:
             parts.append(text)
         for s in skipped:
             parts.append(f"// sub-blob {s['name']} skipped: {s['reason']}\n")
-        from .report import safe_text
+        from .ops.report import safe_text
 
         # the terminal gets escaped text; -o files and --json keep the bytes
         sys.stdout.write("".join(safe_text(ln) + "\n" for ln in "".join(parts).splitlines()))
@@ -293,9 +294,9 @@ def cmd_dts(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from .fixture import write_fixture
-    from .spec import build_spec, load_spec
-    from .specfields import check_name
+    from .model.fixture import write_fixture
+    from .model.spec import build_spec, load_spec
+    from .model.specfields import check_name
 
     sp = load_spec(args.spec, allow_outside_files=args.allow_outside_files)
     if _opt(args, "abi"):
@@ -323,10 +324,10 @@ def cmd_build(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from .fixture import write_fixture
-    from .migrate import convert_capture, render_convert
+    from .model.fixture import write_fixture
+    from .model.specfields import check_name, safe_name
+    from .ops.migrate import convert_capture, render_convert
     from .outdir import check_output_target
-    from .specfields import check_name, safe_name
 
     inputs = [args.input, *(args.mem or ())]
     check_output_target(args.output, force=args.force, inputs=inputs)  # refuse before the work
@@ -343,16 +344,16 @@ def cmd_convert(args) -> int:
 
 
 def cmd_capture(args) -> int:
-    from .capture import load_capture
-    from .clients import decode_clients
     from .errors import KhoFormatError
-    from .extract import handover_image, write_capture
     from .limits import Budget
+    from .model.clients import decode_clients
+    from .ops.capture import load_capture
+    from .ops.extract import handover_image, write_capture
 
     live = not args.from_dump
     extra: dict = {}
     if live:
-        from .live import default_debugfs, live_capture
+        from .ops.live import default_debugfs, live_capture
 
         if args.debugfs:
             raise UsageError(
@@ -427,10 +428,10 @@ def cmd_capture(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from .check import check
-    from .clients import decode_clients
     from .limits import Budget
-    from .report import check_report, render_check
+    from .model.clients import decode_clients
+    from .ops.check import check
+    from .ops.report import check_report, render_check
 
     cap, st = _load(args, args.input, args.mem, args.root_phys)
     clients = decode_clients(st, cap.image, budget=Budget(_limits(args)))
@@ -441,11 +442,11 @@ def cmd_check(args) -> int:
 
 
 def cmd_luo_extract(args) -> int:
-    from .clients import decode_clients
-    from .clients.luo import NAME, LuoState
     from .errors import KhoFormatError
     from .limits import Budget
-    from .luo_extract import extract
+    from .model.clients import decode_clients
+    from .model.clients.luo import NAME, LuoState
+    from .ops.luo_extract import extract
 
     cap, st = _load(args, args.input, args.mem, args.root_phys)
     rep = decode_clients(st, cap.image, budget=Budget(_limits(args))).get(NAME)
@@ -475,7 +476,7 @@ def cmd_luo_extract(args) -> int:
 
 
 def cmd_diff(args) -> int:
-    from .report import diff_report, render_diff
+    from .ops.report import diff_report, render_diff
 
     cap_a, a = _load(args, args.a, args.mem_a)
     cap_b, b = _load(args, args.b, args.mem_b)
@@ -501,7 +502,7 @@ def cmd_boot(args) -> int:
         "reason": res.reason,
         "kho_lines": list(res.kho_lines),
     }
-    from .report import safe_text
+    from .ops.report import safe_text
 
     text = "".join(f"  {safe_text(ln)}\n" for ln in res.kho_lines)
     text += f"{res.verdict}{': ' + safe_text(res.reason) if res.reason else ''}\n"
@@ -790,7 +791,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _error(message: str, label: str = "error") -> None:
-    from .report import safe_text
+    from .ops.report import safe_text
 
     one = safe_text(" ".join(str(message).split()))
     sys.stderr.write(f"kho: {label}: {one}\n")

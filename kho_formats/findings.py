@@ -1,6 +1,6 @@
 """Findings of ``kho check``: severity, code, message, address or path.
 
-Kept apart from :mod:`kho_formats.check` so that client modules (which
+Kept apart from :mod:`kho_formats.ops.check` so that client modules (which
 report their own findings) and the checker can both import it.
 """
 

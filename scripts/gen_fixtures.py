@@ -35,8 +35,8 @@ def spec_files(names=()):
 
 def generate(outdir: Path, names=()) -> list:
     sys.path.insert(0, str(ROOT))
-    from kho_formats.fixture import write_fixture
-    from kho_formats.spec import build_spec, load_spec
+    from kho_formats.model.fixture import write_fixture
+    from kho_formats.model.spec import build_spec, load_spec
 
     done = []
     for path in spec_files(names):

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the README's spec table from the spec field tables (kho_formats/spec/tables.py
+"""Write the README's spec table from the spec field tables (kho_formats/model/spec/tables.py
 and each client's spec_table).
 
     python scripts/gen_spec_docs.py           # rewrite the table in README.md
@@ -23,7 +23,7 @@ END = "<!-- end of the generated spec table -->\n"
 def render(text: str) -> str:
     """``text`` (the README) with the generated table between the markers."""
     sys.path.insert(0, str(ROOT))
-    from kho_formats.spec import readme_table
+    from kho_formats.model.spec import readme_table
 
     try:
         head, rest = text.split(BEGIN, 1)

@@ -28,7 +28,7 @@ from fuzz.kcore_layout import (  # noqa: F401  (re-exported: the tests import th
     core_ehdr,
     elf_note,
 )
-from kho_formats.image import PhysImage, elf_structs
+from kho_formats.memory.image import PhysImage, elf_structs
 
 
 def write_kcore(

@@ -42,12 +42,12 @@ from pathlib import Path
 
 import pytest
 
-import kho_formats.spec.build as spec_mod  # the spec builder module (it calls state.build)
+import kho_formats.model.spec.build as spec_mod  # the spec builder module (it calls state.build)
 from kho_formats import boot
-from kho_formats.clients import kho_test
-from kho_formats.fixture import Fixture
-from kho_formats.pageset import PageSet
-from kho_formats.spec import Spec, build_spec, loads_spec
+from kho_formats.memory.pageset import PageSet
+from kho_formats.model.clients import kho_test
+from kho_formats.model.fixture import Fixture
+from kho_formats.model.spec import Spec, build_spec, loads_spec
 
 TOOLS = ("qemu-system-aarch64",)
 

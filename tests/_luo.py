@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kho_formats.capture import Capture, load_capture, parse_capture
-from kho_formats.clients import ClientReport, decode_clients
-from kho_formats.clients.luo import LuoState
-from kho_formats.image import PhysImage
-from kho_formats.layout import KhoVmalloc, Layout, layout, memfd_folio_word
-from kho_formats.pageset import PageSet
-from kho_formats.state import KhoState, SubBlob
+from kho_formats.abi.layout import KhoVmalloc, Layout, layout, memfd_folio_word
+from kho_formats.memory.image import PhysImage
+from kho_formats.memory.pageset import PageSet
+from kho_formats.model.clients import ClientReport, decode_clients
+from kho_formats.model.clients.luo import LuoState
+from kho_formats.model.state import KhoState, SubBlob
+from kho_formats.ops.capture import Capture, load_capture, parse_capture
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures"
 LUO_CAP = FIX / "captures" / "linux-7.3-x86_64-luo-v5-small"

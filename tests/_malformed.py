@@ -20,12 +20,12 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from kho_formats import state as kstate  # noqa: E402
+from kho_formats.abi.layout import FDT_MAGIC, FdtHeader  # noqa: E402
 from kho_formats.errors import KhoFormatError  # noqa: E402
-from kho_formats.fdt import FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_PROP, FdtNode, build_fdt  # noqa: E402
-from kho_formats.image import PhysImage  # noqa: E402
-from kho_formats.layout import FDT_MAGIC, FdtHeader  # noqa: E402
-from kho_formats.pageset import PageSet  # noqa: E402
+from kho_formats.memory.image import PhysImage  # noqa: E402
+from kho_formats.memory.pageset import PageSet  # noqa: E402
+from kho_formats.model import state as kstate  # noqa: E402
+from kho_formats.model.fdt import FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_PROP, FdtNode, build_fdt  # noqa: E402
 
 ALLOC_BASE = 0x4000_0000  # metadata pages are placed from here (page units below)
 

@@ -1,6 +1,6 @@
 """Replay a root-FDT history through the real libfdt (Debian's ``python3-libfdt``)
 and print the blob: an oracle for ``tests/test_fdt_history.py``, independent of
-``kho_formats.fdt``.  Run by the system Python that has the ``libfdt`` module:
+``kho_formats.model.fdt``.  Run by the system Python that has the ``libfdt`` module:
 
     echo '{...}' | /usr/bin/python3 tests/libfdt_oracle.py
 

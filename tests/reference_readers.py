@@ -1,5 +1,5 @@
 """Slow reference readers of the memory maps, written with nothing but the
-Construct declarations of :mod:`kho_formats.layout` and
+Construct declarations of :mod:`kho_formats.abi.layout` and
 :meth:`RadixGeometry.decode`: one ``parse`` per node, chunk and bitmap, one
 Python step per set bit.  They exist to check the fast numpy readers
 (``read_radix``, ``read_chunklist``) against the declarations: if a struct
@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from kho_formats.abi import RadixGeometry
-from kho_formats.image import PhysImage
-from kho_formats.layout import Layout
+from kho_formats.abi.layout import Layout
+from kho_formats.memory.image import PhysImage
 
 
 def set_bits(words: list[int]) -> Iterator[int]:

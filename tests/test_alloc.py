@@ -4,8 +4,8 @@ page handed out twice when regions overlap."""
 import numpy as np
 import pytest
 
-from kho_formats.alloc import PageAllocator, disjoint_regions
 from kho_formats.errors import AllocationError
+from kho_formats.memory.alloc import PageAllocator, disjoint_regions
 
 
 def test_overlapping_regions_never_give_a_page_twice():

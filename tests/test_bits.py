@@ -1,12 +1,12 @@
-"""kho_formats.bits: bitmap stacks <-> runs, against a naive model, on every
+"""kho_formats.memory.bits: bitmap stacks <-> runs, against a naive model, on every
 path (dense and sparse masks, contiguous and scattered bitmaps, the threaded
 paths for big inputs, runs crossing bitmaps in rank space)."""
 
 import numpy as np
 import pytest
 
-from kho_formats.bits import _bit_positions, bitmaps_to_runs, runs_to_bitmaps
-from kho_formats.pageset import runs_from_sorted_indexes
+from kho_formats.memory.bits import _bit_positions, bitmaps_to_runs, runs_to_bitmaps
+from kho_formats.memory.pageset import runs_from_sorted_indexes
 
 
 def model_runs(bits: np.ndarray, bases: np.ndarray):
@@ -188,7 +188,7 @@ def test_tiny_blocks_stress_every_boundary(monkeypatch, trial):
     # small inputs cross every block and thread boundary many times: shared
     # words between blocks, runs joined across scan blocks, toggles next to
     # word-at-a-time blocks
-    from kho_formats import bits
+    from kho_formats.memory import bits
 
     monkeypatch.setattr(bits, "_BLOCK", 3 + trial % 4)
     monkeypatch.setattr(bits, "_BLOCK_WORDS", 2 + trial % 3)
@@ -301,7 +301,7 @@ def test_sparse_stack_with_a_dense_block_takes_the_masks_there(monkeypatch):
     """A stack whose sample looks sparse but one block of which is dense:
     that block is read with the run masks, the streaks around it bit by
     bit, and runs crossing from one into the other are joined."""
-    import kho_formats.bits as kb
+    import kho_formats.memory.bits as kb
 
     w = 64
     k = kb._BLOCK_WORDS // w  # bitmaps per block
@@ -336,7 +336,7 @@ def test_dense_stack_carries_cross_blocks_and_the_thread_cut(rows_order):
     two threads meet, a non-contiguous bitmap at a block boundary with bits
     on both sides (not joined), a run ending exactly at a block end and
     sparse blocks inside the dense stack."""
-    import kho_formats.bits as kb
+    import kho_formats.memory.bits as kb
 
     w = 64
     k = kb._BLOCK_WORDS // w
@@ -365,7 +365,7 @@ def test_dense_stack_carries_cross_blocks_and_the_thread_cut(rows_order):
 
 
 def test_dense_stack_all_zero_and_all_ones():
-    import kho_formats.bits as kb
+    import kho_formats.memory.bits as kb
 
     w = 64
     n = 3 * (kb._BLOCK_WORDS // w) + 1

@@ -11,7 +11,7 @@ import pytest
 
 from kho_formats.boot.dtb import fdt_nodes, patch_chosen, repack_dtb
 from kho_formats.errors import BootError, FdtError, KhoFormatError
-from kho_formats.fdt import parse_fdt
+from kho_formats.model.fdt import parse_fdt
 
 DTC = shutil.which("dtc") or "dtc"
 FDTGET = shutil.which("fdtget") or "fdtget"

@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 
 from kho_formats import boot
+from kho_formats.abi.layout import KhoScratch, layout
 from kho_formats.boot.dtb import fdt_nodes
 from kho_formats.boot.judge import client_rule
 from kho_formats.boot.load import BootFixture, load_fixture
 from kho_formats.boot.qemu import BASE_CMDLINE, kernel_span, qemu_opt, ram_bytes
 from kho_formats.errors import BootError, FdtError, KhoFormatError
-from kho_formats.fdt import FdtNode, build_fdt, u64_bytes
-from kho_formats.image import PhysImage
-from kho_formats.layout import KhoScratch, layout
+from kho_formats.memory.image import PhysImage
+from kho_formats.model.fdt import FdtNode, build_fdt, u64_bytes
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "v4-4k"
 SEG = "seg-0000000078000000.bin"

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 
 from kho_formats import boot
+from kho_formats.abi.layout import SETUP_KEXEC_KHO, layout
 from kho_formats.boot import x86
 from kho_formats.boot.load import load_fixture
 from kho_formats.boot.runner import plan_boot
 from kho_formats.errors import BootError
-from kho_formats.image import PhysImage
-from kho_formats.layout import SETUP_KEXEC_KHO, layout
-from kho_formats.locate import from_boot_info
-from kho_formats.spec import build_spec, load_spec
+from kho_formats.memory.image import PhysImage
+from kho_formats.model.spec import build_spec, load_spec
+from kho_formats.ops.locate import from_boot_info
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "fixtures" / "specs" / "kernel" / "x86.toml"
@@ -101,7 +101,7 @@ def test_setup_data_entry_is_the_fixtures_own(tmp_path: Path) -> None:
 def test_plan_chain_followed_by_the_library_reader(tmp_path: Path) -> None:
     """What QEMU is told to load, read back as a kernel would: boot_params (the
     patched header) -> setup_data at its physical address -> kho_data -> the
-    root FDT and the scratch array, through kho_formats.locate (an independent reader)."""
+    root FDT and the scratch array, through kho_formats.ops.locate (an independent reader)."""
     d = x86_fixture(tmp_path)
     fx = load_fixture(d)
     assert fx.arch == "x86_64"

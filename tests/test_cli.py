@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from kho_formats.capture import strip_ranges
-from kho_formats.fdt import FdtNode, build_fdt, str_bytes, u64_bytes
-from kho_formats.image import PhysImage
+from kho_formats.memory.image import PhysImage
+from kho_formats.model.fdt import FdtNode, build_fdt, str_bytes, u64_bytes
+from kho_formats.ops.capture import strip_ranges
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT / "fixtures"

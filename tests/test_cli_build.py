@@ -14,8 +14,8 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from kho_formats.errors import SpecError
-from kho_formats.fdt import parse_fdt
-from kho_formats.spec import gen_bytes, loads_spec, parse_int
+from kho_formats.model.fdt import parse_fdt
+from kho_formats.model.spec import gen_bytes, loads_spec, parse_int
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "fixtures" / "specs"
@@ -211,7 +211,7 @@ def test_kho_test_folios_are_seeded_data(built):
     kt = {s["name"]: s for s in j["subblobs"]}["kho_test"]["decoded"]
     assert [f["order"] for f in kt["folios"]] == [0, 1, 2, 0]
     assert kt["csum_check"]["arm64"] == kt["csum"] != kt["csum_check"]["x86_64"]
-    from kho_formats.image import PhysImage
+    from kho_formats.memory.image import PhysImage
 
     img = PhysImage.from_elf(built["v4-4k"] / "image.elf")
     for k, f in enumerate(kt["folios"]):
@@ -336,7 +336,7 @@ def test_big_endian_build_convert_and_elf(tmp_path):
 
 
 def test_islands_join_gaps_up_to_gap_zero_bytes():
-    from kho_formats.fixture import islands
+    from kho_formats.model.fixture import islands
 
     assert islands(b"") == [] and islands(bytes(10)) == []
     assert islands(b"\x01" + bytes(3) + b"\x02", gap=3) == [(0, b"\x01\x00\x00\x00\x02")]

@@ -9,8 +9,8 @@ import sys
 
 import numpy as np
 
-from kho_formats.pageset import PageSet
-from kho_formats.state import KhoState, build
+from kho_formats.memory.pageset import PageSet
+from kho_formats.model.state import KhoState, build
 
 
 def _fixture(tmp_path, nruns: int):
@@ -63,7 +63,7 @@ def test_json_output_is_json_dumps_indent_2_exactly(tmp_path):
 
 
 def test_dumps_json_matches_json_on_awkward_values():
-    from kho_formats.report import dumps_json
+    from kho_formats.ops.report import dumps_json
 
     recs = [{"start": i, "end": i + 1, "size": 1} for i in range(100)]
     cases = [

@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 
-from kho_formats import state as kstate
-from kho_formats.check import check
-from kho_formats.clients import (
+from kho_formats.errors import ClientError, SpecError
+from kho_formats.findings import ERROR, WARNING, Finding
+from kho_formats.memory.pageset import PageSet
+from kho_formats.model import state as kstate
+from kho_formats.model.clients import (
     BuildContext,
     BuiltBlob,
     CheckContext,
@@ -30,15 +32,13 @@ from kho_formats.clients import (
     memblock,
     registry,
 )
-from kho_formats.clients.base import gen_bytes
-from kho_formats.clients.blocks import build_block_chain, read_block_chain
-from kho_formats.clients.vmalloc import VmallocArea, build_vmalloc, read_vmalloc
-from kho_formats.errors import ClientError, SpecError
-from kho_formats.findings import ERROR, WARNING, Finding
-from kho_formats.pageset import PageSet
-from kho_formats.report import inspect_report, render_inspect
-from kho_formats.spec import build_spec, loads_spec, readme_table
-from kho_formats.specfields import INT, STR, ListOf, SpecField, SpecTable, Table
+from kho_formats.model.clients.base import gen_bytes
+from kho_formats.model.clients.blocks import build_block_chain, read_block_chain
+from kho_formats.model.clients.vmalloc import VmallocArea, build_vmalloc, read_vmalloc
+from kho_formats.model.spec import build_spec, loads_spec, readme_table
+from kho_formats.model.specfields import INT, STR, ListOf, SpecField, SpecTable, Table
+from kho_formats.ops.check import check
+from kho_formats.ops.report import inspect_report, render_inspect
 
 # -- a flat test-only client ------------------------------------------------------------------
 
@@ -367,7 +367,7 @@ def test_nested_client_with_file_handlers(luo: LuoTestClient) -> None:
 
 
 def test_boot_rules() -> None:
-    from kho_formats.clients import BootLog
+    from kho_formats.model.clients import BootLog
 
     ok = ["test_kho: KHO restore succeeded", "KHO: exec from: 7.3.4 (count 1)"]
     assert kho_test.CLIENT.boot_rule is not None and kexec_metadata.CLIENT.boot_rule is not None

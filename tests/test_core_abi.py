@@ -59,9 +59,9 @@ def test_schema_facts():
     assert set(v1.bitmap_variants) == {"page", "512"}
     assert v1.bitmap_sizes(4096) == (4096, 512) and v1.bitmap_sizes(65536) == (65536, 512)
     # a v1 map of 0 is "empty or not finalized" (KHO-ABI.md 3.1): the reader says so
-    from kho_formats.fdt import FdtNode, build_fdt, str_bytes, u64_bytes
-    from kho_formats.image import PhysImage
-    from kho_formats.state import parse
+    from kho_formats.memory.image import PhysImage
+    from kho_formats.model.fdt import FdtNode, build_fdt, str_bytes, u64_bytes
+    from kho_formats.model.state import parse
 
     root = FdtNode("")
     root.set("compatible", str_bytes("kho-v1"))
@@ -211,8 +211,8 @@ def test_by_compatible_composite():
 
 
 def test_version_not_first_in_compatible_is_read_and_noted():
-    from kho_formats.fdt import FdtNode, build_fdt, str_bytes, u64_bytes
-    from kho_formats.state import parse
+    from kho_formats.model.fdt import FdtNode, build_fdt, str_bytes, u64_bytes
+    from kho_formats.model.state import parse
 
     root = FdtNode("")
     root.set("compatible", str_bytes("foo", "kho-v4"))

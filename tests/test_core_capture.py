@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from kho_formats.check import ERROR, WARNING, check, has_errors
-from kho_formats.clients import decode_clients, kexec_metadata, kho_test, memblock
-from kho_formats.fdt import parse_fdt
-from kho_formats.image import PhysImage
-from kho_formats.state import build, parse
+from kho_formats.memory.image import PhysImage
+from kho_formats.model.clients import decode_clients, kexec_metadata, kho_test, memblock
+from kho_formats.model.fdt import parse_fdt
+from kho_formats.model.state import build, parse
+from kho_formats.ops.check import ERROR, WARNING, check, has_errors
 
 CAP = Path(__file__).resolve().parent.parent / "fixtures" / "captures" / "linux-7.3-x86_64-kho-v4"
 DEBUGFS = CAP / "debugfs" / "kho" / "out"
@@ -181,7 +181,7 @@ def test_check_catches_a_dropped_blob(state, image):
     s = state.copy()
     sb = s.subblob("kexec-metadata")
     keep = [(p, o) for p, o in s.preserved.iter_pages() if not (p <= sb.phys < p + (4096 << o))]
-    from kho_formats.pageset import PageSet
+    from kho_formats.memory.pageset import PageSet
 
     s.preserved = PageSet.from_pages(4096, keep)
     findings = check(s, image)

@@ -13,13 +13,13 @@ import subprocess
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from kho_formats.alloc import PageAllocator, merge_ranges
-from kho_formats.clients import kexec_metadata, kho_test, memblock
-from kho_formats.fdt import parse_fdt
-from kho_formats.image import PhysImage
-from kho_formats.layout import layout
-from kho_formats.pageset import PageSet
-from kho_formats.state import KhoState, SubBlob, build, parse
+from kho_formats.abi.layout import layout
+from kho_formats.memory.alloc import PageAllocator, merge_ranges
+from kho_formats.memory.image import PhysImage
+from kho_formats.memory.pageset import PageSet
+from kho_formats.model.clients import kexec_metadata, kho_test, memblock
+from kho_formats.model.fdt import parse_fdt
+from kho_formats.model.state import KhoState, SubBlob, build, parse
 
 PAGE_SIZES = (4096, 16384, 65536)
 BYTE_ORDERS = ("little", "big")

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kho_formats.errors import ImageError
-from kho_formats.image import PhysImage
+from kho_formats.memory.image import PhysImage
 
 
 def test_read_across_adjacent_segments():

@@ -8,9 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from kho_formats.clients import kexec_metadata
-from kho_formats.errors import KhoFormatError
-from kho_formats.layout import (
+from kho_formats.abi.layout import (
     KexecMetadata,
     KhoData,
     KhoScratch,
@@ -18,6 +16,8 @@ from kho_formats.layout import (
     fdt_header,
     layout,
 )
+from kho_formats.errors import KhoFormatError
+from kho_formats.model.clients import kexec_metadata
 
 PAGE_SIZES = (4096, 16384, 65536)
 ORDERS = ("little", "big")
@@ -189,7 +189,7 @@ def test_derived_numbers(page_size):
 
 def test_every_field_documented():
     lay = layout(4096, "little")
-    from kho_formats.layout import fdt_header, struct_fields
+    from kho_formats.abi.layout import fdt_header, struct_fields
 
     for name in (*DTYPE_STRUCTS, "khoser_mem_chunk", "kho_radix_node", "kho_radix_leaf"):
         st = lay.struct(name)
@@ -202,8 +202,8 @@ def test_every_field_documented():
 
 
 def test_construct_errors_become_kho_errors():
+    from kho_formats.abi.layout import build_struct, parse_struct
     from kho_formats.errors import MemoryMapError, VersionError
-    from kho_formats.layout import build_struct, parse_struct
 
     lay = layout(4096, "little")
     with pytest.raises(MemoryMapError) as ei:

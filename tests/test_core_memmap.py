@@ -8,10 +8,10 @@ import struct
 
 import pytest
 
+from kho_formats.abi.layout import layout
 from kho_formats.errors import UnrepresentableError
-from kho_formats.layout import layout
-from kho_formats.pageset import PageSet
-from kho_formats.state import KhoState, build, parse
+from kho_formats.memory.pageset import PageSet
+from kho_formats.model.state import KhoState, build, parse
 
 FMT = {"little": "<", "big": ">"}
 ALLOC = [(0x4000_0000, 0x400_0000)]
@@ -48,7 +48,7 @@ def _build(version, pages, page_size=4096, bo="little", **kw):
 
 
 def _root_prop(fdt_bytes, name):
-    from kho_formats.fdt import parse_fdt
+    from kho_formats.model.fdt import parse_fdt
 
     return parse_fdt(fdt_bytes).root.get(name)
 

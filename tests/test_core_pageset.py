@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kho_formats.errors import OverlapError, UnrepresentableError
-from kho_formats.pageset import PageSet, split_aligned
+from kho_formats.memory.pageset import PageSet, split_aligned
 
 K4 = 4096
 
@@ -137,7 +137,7 @@ def test_run_ending_at_the_top_of_the_space():
     """A page that ends at 2**64 (order 51 at 2**63 with 4 KiB pages, or the last
     page) must not wrap its end to 0 in ranges, overlaps or the allocator."""
     from kho_formats.errors import AllocationError
-    from kho_formats.state import KhoState, build
+    from kho_formats.model.state import KhoState, build
 
     top = PageSet.from_pages(K4, [(1 << 63, 51)])
     assert top.ranges() == [(1 << 63, 1 << 64)]
@@ -156,8 +156,8 @@ def test_run_ending_at_the_top_of_the_space():
     b = build(st, alloc=[((1 << 63) - 0x100_0000, 0x200_0000)])
     assert all(p < 1 << 63 for p, _ in b.metadata)
     # and check() sees a blob in the top page as preserved
-    from kho_formats.check import check
-    from kho_formats.state import SubBlob
+    from kho_formats.model.state import SubBlob
+    from kho_formats.ops.check import check
 
     st.subblobs = [SubBlob("c", (1 << 64) - K4, K4, None, "blob-size")]
     assert not [f for f in check(st) if f.code == "blob-not-preserved"]

@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kho_formats.errors import UnrepresentableError
-from kho_formats.fdt import FdtNode, build_fdt, parse_fdt, str_bytes
-from kho_formats.pageset import PageSet
-from kho_formats.state import KhoState, SubBlob, build, parse
+from kho_formats.memory.pageset import PageSet
+from kho_formats.model.fdt import FdtNode, build_fdt, parse_fdt, str_bytes
+from kho_formats.model.state import KhoState, SubBlob, build, parse
 
 PAGE_SIZES = (4096, 16384, 65536)
 BYTE_ORDERS = ("little", "big")

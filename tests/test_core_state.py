@@ -8,10 +8,10 @@ import struct
 import pytest
 
 from kho_formats.errors import KhoFormatError, PropertyError, VersionError
-from kho_formats.fdt import FdtNode, build_fdt, parse_fdt, str_bytes, u64_bytes
-from kho_formats.image import PhysImage
-from kho_formats.pageset import PageSet
-from kho_formats.state import KhoState, SubBlob, build, convert, parse
+from kho_formats.memory.image import PhysImage
+from kho_formats.memory.pageset import PageSet
+from kho_formats.model.fdt import FdtNode, build_fdt, parse_fdt, str_bytes, u64_bytes
+from kho_formats.model.state import KhoState, SubBlob, build, convert, parse
 
 ALLOC = [(0x4000_0000, 0x100_0000)]
 
@@ -215,7 +215,7 @@ def test_capture_like_property_bytes_little_endian():
 
 
 def build_fdt_for(st, memmap_phys):
-    from kho_formats.state import root_fdt_tree
+    from kho_formats.model.state import root_fdt_tree
 
     return build_fdt(root_fdt_tree(st, memmap_phys), style=st.abi.fdt_style, strings_order=st.abi.strings_order)
 

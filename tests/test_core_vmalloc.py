@@ -8,14 +8,14 @@ import struct
 import numpy as np
 import pytest
 
-from kho_formats.alloc import PageAllocator
-from kho_formats.clients import kho_test, memblock
-from kho_formats.clients.blocks import build_block_chain, read_block_chain
-from kho_formats.clients.vmalloc import build_vmalloc, read_vmalloc
+from kho_formats.abi.layout import KhoVmalloc, layout
 from kho_formats.errors import VmallocError
-from kho_formats.fdt import parse_fdt
-from kho_formats.image import PhysImage
-from kho_formats.layout import KhoVmalloc, layout
+from kho_formats.memory.alloc import PageAllocator
+from kho_formats.memory.image import PhysImage
+from kho_formats.model.clients import kho_test, memblock
+from kho_formats.model.clients.blocks import build_block_chain, read_block_chain
+from kho_formats.model.clients.vmalloc import build_vmalloc, read_vmalloc
+from kho_formats.model.fdt import parse_fdt
 
 FMT = {"little": "<", "big": ">"}
 

@@ -22,11 +22,11 @@ import v5_layouts
 from reference_readers import reference_read_chunklist, reference_read_radix
 
 from kho_formats import abi
+from kho_formats.abi.layout import declared_variants, layout
 from kho_formats.errors import MemoryMapError, PropertyError, VersionError
-from kho_formats.fdt import parse_fdt
-from kho_formats.layout import declared_variants, layout
-from kho_formats.pageset import PageSet
-from kho_formats.state import KhoState, SubBlob, build, parse
+from kho_formats.memory.pageset import PageSet
+from kho_formats.model.fdt import parse_fdt
+from kho_formats.model.state import KhoState, SubBlob, build, parse
 
 HERE = Path(__file__).resolve().parent
 SCHEMAS = HERE / "schemas"

@@ -4,7 +4,7 @@ reopened and packed after each ``kho_add_subtree``/``kho_remove_subtree`` (0x28)
 names of removed sub-trees' properties left in the strings block; kho-v1's finalize
 writes it whole with sequential-write.
 
-Three independent checks of :func:`kho_formats.state.root_fdt_bytes`:
+Three independent checks of :func:`kho_formats.model.state.root_fdt_bytes`:
 
 * layout facts worked out by hand here (offsets, sizes, the strings block byte for
   byte) and read back by ``fdtdump`` (device-tree-compiler; CI installs it);
@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from kho_formats.capture import load_capture, parse_capture
-from kho_formats.fdt import parse_fdt, u64_bytes
-from kho_formats.pageset import PageSet
-from kho_formats.spec import build_spec, spec_from_dict
-from kho_formats.state import KhoState, SubBlob, build, convert, fdt_history, parse, root_fdt_bytes
+from kho_formats.memory.pageset import PageSet
+from kho_formats.model.fdt import parse_fdt, u64_bytes
+from kho_formats.model.spec import build_spec, spec_from_dict
+from kho_formats.model.state import KhoState, SubBlob, build, convert, fdt_history, parse, root_fdt_bytes
+from kho_formats.ops.capture import load_capture, parse_capture
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPTURES = ROOT / "fixtures" / "captures"

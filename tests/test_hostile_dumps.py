@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 
 from fuzz.dumps import flatten
-from kho_formats.capture import load_capture
 from kho_formats.errors import ImageError, KhoFormatError
-from kho_formats.image import PhysImage
-from kho_formats.kdump import KdumpFile, kdump_structs, load_kdump, write_kdump
+from kho_formats.memory.image import PhysImage
+from kho_formats.memory.kdump import KdumpFile, kdump_structs, load_kdump, write_kdump
+from kho_formats.ops.capture import load_capture
 
 ROOT = Path(__file__).resolve().parent.parent
 QEMU_KDUMP = ROOT / "tests" / "data" / "qemu-7.2-x86_64-firmware-16m.kdump"
@@ -212,7 +212,7 @@ def test_bitmap_of_ones_needs_its_descriptors(tmp_path: Path) -> None:
 
 
 def test_runs_of_a_large_bitmap_match_a_naive_walk() -> None:
-    from kho_formats.kdump import _bit_count, _bit_runs
+    from kho_formats.memory.kdump import _bit_count, _bit_runs
 
     rng = np.random.default_rng(1)
     bm = (rng.random(5000) < 0.3).astype(np.uint8) * 255 | rng.integers(0, 256, 5000, dtype=np.uint8) * (
@@ -247,7 +247,7 @@ def _records(recs: list[tuple[int, bytes]]) -> bytes:
 
 
 def test_flattened_overlapping_records_later_wins() -> None:
-    from kho_formats.kdump import _Flattened
+    from kho_formats.memory.kdump import _Flattened
 
     f = _Flattened(_records([(0, b"a" * 10), (5, b"b" * 10), (2, b"c" * 2), (30, b"z"), (0, b"")]), "f")
     assert f.pread(0, 15, "x") == b"aacca" + b"b" * 10
@@ -261,7 +261,7 @@ def test_flattened_overlapping_records_later_wins() -> None:
 def test_flattened_many_records_under_a_long_one_read_fast() -> None:
     """One long record and 50,000 one-byte records over it: every read used to
     walk all records starting within the longest record's length."""
-    from kho_formats.kdump import _Flattened
+    from kho_formats.memory.kdump import _Flattened
 
     recs = [(0, bytes(1 << 20))] + [(k * 16, b"x") for k in range(50000)]
     f = _Flattened(_records(recs), "f")
@@ -303,7 +303,7 @@ def test_scan_does_not_read_every_magic_page_whole(tmp_path: Path) -> None:
 
 
 def test_plausible_fdt_header_matches_what_parse_accepts() -> None:
-    from kho_formats.locate import plausible_fdt_header
+    from kho_formats.ops.locate import plausible_fdt_header
 
     blob = (ROOT / "fixtures" / "v4-4k" / "root.dtb").read_bytes()
     assert plausible_fdt_header(blob[:40])
@@ -328,7 +328,7 @@ def test_empty_file_is_a_typed_error(tmp_path: Path) -> None:
 def test_damaged_page_on_the_debugfs_prefix_path_is_reported_once_per_scan(tmp_path: Path) -> None:
     """The debugfs-prefix search scans pages too: a damaged page is named in its
     note; a second scan of the same image reports it again, not twice over."""
-    from kho_formats import locate
+    from kho_formats.ops import locate
 
     b = damaged_v4_kdump()
     dump = write(tmp_path, b)

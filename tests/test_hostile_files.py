@@ -18,8 +18,8 @@ import pytest
 from kho_formats.boot import load as boot_load
 from kho_formats.boot.load import load_fixture
 from kho_formats.errors import BootError, ImageError, LimitExceeded
-from kho_formats.image import PhysImage
 from kho_formats.limits import Limits
+from kho_formats.memory.image import PhysImage
 from kho_formats.safeio import read_regular
 
 ROOT = Path(__file__).resolve().parent.parent

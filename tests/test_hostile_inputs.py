@@ -19,19 +19,19 @@ import numpy as np
 import pytest
 
 from kho_formats import cli
-from kho_formats.alloc import disjoint_regions
-from kho_formats.capture import load_capture, parse_capture
-from kho_formats.check import check
-from kho_formats.clients import decode_clients
 from kho_formats.errors import BootError, FdtError, KhoFormatError, LimitExceeded, ScratchError, SpecError
-from kho_formats.fdt import FdtNode, build_fdt, parse_fdt, str_bytes, to_dts, u64_bytes
-from kho_formats.image import PhysImage
 from kho_formats.limits import Limits
-from kho_formats.migrate import convert_capture
-from kho_formats.pageset import PageSet
-from kho_formats.report import inspect_report, render_check, render_inspect, safe_text
-from kho_formats.spec import build_spec, load_spec, loads_spec
-from kho_formats.state import KhoState, build, parse
+from kho_formats.memory.alloc import disjoint_regions
+from kho_formats.memory.image import PhysImage
+from kho_formats.memory.pageset import PageSet
+from kho_formats.model.clients import decode_clients
+from kho_formats.model.fdt import FdtNode, build_fdt, parse_fdt, str_bytes, to_dts, u64_bytes
+from kho_formats.model.spec import build_spec, load_spec, loads_spec
+from kho_formats.model.state import KhoState, build, parse
+from kho_formats.ops.capture import load_capture, parse_capture
+from kho_formats.ops.check import check
+from kho_formats.ops.migrate import convert_capture
+from kho_formats.ops.report import inspect_report, render_check, render_inspect, safe_text
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT / "fixtures"
@@ -470,7 +470,7 @@ def test_an_elf_alone_is_a_memory_image_to_search(capsys, tmp_path) -> None:
 
 def test_render_check_says_failed_for_strict_warnings() -> None:
     from kho_formats.findings import Finding
-    from kho_formats.report import check_report
+    from kho_formats.ops.report import check_report
 
     r = check_report([Finding("warning", "x", "w")], strict=True)
     assert not r["ok"] and "FAILED" in render_check(r)

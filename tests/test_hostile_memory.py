@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kho_formats.check import check
-from kho_formats.clients import decode_clients
 from kho_formats.errors import LimitExceeded
-from kho_formats.fixture import make_fixture, write_fixture
 from kho_formats.limits import DEFAULT_LIMITS, Limits
-from kho_formats.pageset import PageSet
-from kho_formats.report import inspect_report, render_inspect
-from kho_formats.state import KhoState, build, parse
+from kho_formats.memory.pageset import PageSet
+from kho_formats.model.clients import decode_clients
+from kho_formats.model.fixture import make_fixture, write_fixture
+from kho_formats.model.state import KhoState, build, parse
+from kho_formats.ops.check import check
+from kho_formats.ops.report import inspect_report, render_inspect
 
 ROOT = Path(__file__).resolve().parent.parent
 PS = 4096
@@ -181,8 +181,8 @@ def test_sliced_merges_match_the_all_at_once_ones(monkeypatch: pytest.MonkeyPatc
     once, whatever the slice size (overlapping orders included)."""
     import random
 
-    from kho_formats import pageset as pm
-    from kho_formats.check import _Coverage
+    from kho_formats.memory import pageset as pm
+    from kho_formats.ops.check import _Coverage
 
     monkeypatch.setattr(pm, "_SLICE_RUNS", slice_runs)
     rng = random.Random(slice_runs)

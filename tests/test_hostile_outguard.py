@@ -14,7 +14,7 @@ import pytest
 
 from kho_formats import cli
 from kho_formats.errors import OutputError
-from kho_formats.image import PhysImage
+from kho_formats.memory.image import PhysImage
 from kho_formats.safeio import read_regular, refuse_touching_inputs, tracking_inputs
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,16 +18,16 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from _luo import LUO_CAP, SynthMemfd, SynthSession, fnv1a64, luo_of, synth
+
 from kho_formats import cli
-from kho_formats.check import check
-from kho_formats.clients import decode_clients
-from kho_formats.clients.digest import EXACT_HOLE_MAX, Fnv1a64, runs_digest
-from kho_formats.clients.luo import content_digest, content_runs_digest, diff
-from kho_formats.clients.luo_boot import luo_truth
-from kho_formats.clients.memfd import MAX_LFS_FILESIZE, MemfdFile, memfd_max_size
-from kho_formats.luo_extract import ExtractError, extract
+from kho_formats.model.clients import decode_clients
+from kho_formats.model.clients.digest import EXACT_HOLE_MAX, Fnv1a64, runs_digest
+from kho_formats.model.clients.luo import content_digest, content_runs_digest
+from kho_formats.model.clients.luo_boot import luo_truth
+from kho_formats.model.clients.memfd import MAX_LFS_FILESIZE, MemfdFile, memfd_max_size
+from kho_formats.ops.check import check
+from kho_formats.ops.luo_extract import ExtractError, extract
 
 ROOT = Path(__file__).resolve().parent.parent
 PS = 4096
@@ -36,7 +36,7 @@ PS = 4096
 def elf_patch(path: Path, phys: int, data: bytes) -> None:
     """Write ``data`` at physical address ``phys`` of an ELF64 little-endian core."""
     raw = bytearray(path.read_bytes())
-    phoff, = struct.unpack_from("<Q", raw, 0x20)
+    (phoff,) = struct.unpack_from("<Q", raw, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", raw, 0x36)
     for k in range(phnum):
         p_type, _, p_offset, _, p_paddr, p_filesz = struct.unpack_from("<IIQQQQ", raw, phoff + k * phentsize)
@@ -120,11 +120,11 @@ import sys
 sys.path.insert(0, "tests")
 from test_hostile_sizes import huge_hole_state, first_memfd
 from _luo import fnv1a64
-from kho_formats.clients.luo import diff, content_digest
-from kho_formats.clients.luo_boot import luo_truth
-from kho_formats.clients.digest import Fnv1a64
-from kho_formats.check import check
-from kho_formats.clients import decode_clients
+from kho_formats.model.clients.luo import diff, content_digest
+from kho_formats.model.clients.luo_boot import luo_truth
+from kho_formats.model.clients.digest import Fnv1a64
+from kho_formats.ops.check import check
+from kho_formats.model.clients import decode_clients
 for size in (1 << 62, (1 << 63) - 1):
     a, la = huge_hole_state(size)
     b, lb = huge_hole_state(size)

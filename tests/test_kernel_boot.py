@@ -37,9 +37,9 @@ from _kernel import (
 )
 
 from kho_formats import boot
-from kho_formats.clients import kho_test
-from kho_formats.fixture import Fixture
-from kho_formats.spec import build_spec, load_spec
+from kho_formats.model.clients import kho_test
+from kho_formats.model.fixture import Fixture
+from kho_formats.model.spec import build_spec, load_spec
 
 pytestmark = [pytest.mark.kernel, requires_kernel]
 

@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from kho_formats.clients.csum import csum_partial_arm64, csum_partial_x86_64, do_csum_arm64
+from kho_formats.model.clients.csum import csum_partial_arm64, csum_partial_x86_64, do_csum_arm64
 
 # (seed, length, address offset, initial sum, arm64 result, x86_64 result)
 VECTORS = [

@@ -28,9 +28,9 @@ from pathlib import Path
 import pytest
 from _kernel import x86_kernel, x86_missing
 
-from kho_formats.capture import load_capture, parse_capture
-from kho_formats.fdt import parse_fdt
-from kho_formats.state import root_fdt_bytes
+from kho_formats.model.fdt import parse_fdt
+from kho_formats.model.state import root_fdt_bytes
+from kho_formats.ops.capture import load_capture, parse_capture
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL = x86_kernel()

@@ -32,10 +32,10 @@ from _kernel import boot_fixture, kernel_for, kernel_params, show, without_pages
 from _luo import kernel_luo_spec_dict
 
 from kho_formats import boot
-from kho_formats.clients import DecodeContext, decode_clients, luo, luo_boot
-from kho_formats.fixture import Fixture
-from kho_formats.layout import layout
-from kho_formats.spec import build_spec, spec_from_dict
+from kho_formats.abi.layout import layout
+from kho_formats.model.clients import DecodeContext, decode_clients, luo, luo_boot
+from kho_formats.model.fixture import Fixture
+from kho_formats.model.spec import build_spec, spec_from_dict
 
 pytestmark = [pytest.mark.kernel, pytest.mark.parametrize("ps", kernel_params(luo=True))]
 

@@ -38,7 +38,7 @@ from _kernel import (
 
 from kho_formats import boot
 from kho_formats.errors import BootError
-from kho_formats.spec import build_spec
+from kho_formats.model.spec import build_spec
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures"
 K16 = kernel_for(16384)

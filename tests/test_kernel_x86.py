@@ -36,9 +36,9 @@ from _kernel import (
 from test_kernel_boot import FAILED, OK
 
 from kho_formats import boot
-from kho_formats.clients import decode_clients, luo, luo_boot
-from kho_formats.fixture import Fixture
-from kho_formats.spec import Spec, build_spec, load_spec
+from kho_formats.model.clients import decode_clients, luo, luo_boot
+from kho_formats.model.fixture import Fixture
+from kho_formats.model.spec import Spec, build_spec, load_spec
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SPECS = FIXTURES / "specs" / "kernel"

@@ -22,13 +22,13 @@ from pathlib import Path
 import pytest
 from _kcore import NO_PADDR, PAGE_OFFSET, TEXT_VADDR, core_ehdr, debugfs_copy, write_kcore
 
-from kho_formats.capture import load_capture, parse_capture
 from kho_formats.cli import main
-from kho_formats.clients import decode_clients
 from kho_formats.errors import ImageError, KhoFormatError, LiveCaptureError
-from kho_formats.image import PhysImage, elf_structs
-from kho_formats.kcore import KcoreFile, load_kcore
-from kho_formats.live import live_capture, setup_data_kho
+from kho_formats.memory.image import PhysImage, elf_structs
+from kho_formats.memory.kcore import KcoreFile, load_kcore
+from kho_formats.model.clients import decode_clients
+from kho_formats.ops.capture import load_capture, parse_capture
+from kho_formats.ops.live import live_capture, setup_data_kho
 
 ROOT = Path(__file__).resolve().parents[1]
 LUO = ROOT / "fixtures" / "captures" / "linux-7.3-x86_64-luo-v5-small"
@@ -169,7 +169,7 @@ def test_receiving_side_uses_setup_data(live, tmp_path):
     assert any("keeps the map's pages only until it has read them" in n for n in st.notes)
     sent = parse_capture(load_capture(LUO))
     assert [(s.name, s.phys, s.size) for s in st.subblobs] == [(s.name, s.phys, s.size) for s in sent.subblobs]
-    from kho_formats.check import check
+    from kho_formats.ops.check import check
 
     fs = check(st, cap.image)
     released = [f for f in fs if f.code == "map-released"]

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from _kernel import x86_kernel, x86_missing
 
-from kho_formats.capture import load_capture, parse_capture
-from kho_formats.clients import decode_clients
+from kho_formats.model.clients import decode_clients
+from kho_formats.ops.capture import load_capture, parse_capture
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL = x86_kernel()

@@ -13,21 +13,21 @@ from typing import Any
 import pytest
 from _luo import load_luo, luo_of
 
-from kho_formats.check import check
-from kho_formats.clients import decode_clients
-from kho_formats.clients.luo import (
+from kho_formats.errors import SpecError
+from kho_formats.findings import ERROR, WARNING
+from kho_formats.model.clients import decode_clients
+from kho_formats.model.clients.luo import (
     FILE_HANDLERS,
     LuoParams,
     LuoState,
     content_digest,
     reencode,
 )
-from kho_formats.clients.memfd import MemfdContents, MemfdParams
-from kho_formats.errors import SpecError
-from kho_formats.findings import ERROR, WARNING
-from kho_formats.fixture import Fixture
-from kho_formats.spec import build_spec, spec_from_dict
-from kho_formats.state import build, parse
+from kho_formats.model.clients.memfd import MemfdContents, MemfdParams
+from kho_formats.model.fixture import Fixture
+from kho_formats.model.spec import build_spec, spec_from_dict
+from kho_formats.model.state import build, parse
+from kho_formats.ops.check import check
 
 
 def luo_spec(sessions: list[dict[str, Any]], **top: Any) -> dict[str, Any]:
@@ -235,7 +235,7 @@ def test_memfd_is_the_only_buildable_handler_and_listed() -> None:
 
 
 def test_shipped_fixture_v4_4k_luo() -> None:
-    from kho_formats.capture import load_capture, parse_capture
+    from kho_formats.ops.capture import load_capture, parse_capture
 
     fix = Path(__file__).resolve().parent.parent / "fixtures" / "v4-4k-luo"
     cap = load_capture(fix)
@@ -259,7 +259,7 @@ def test_shipped_fixture_v4_4k_luo() -> None:
 def test_readme_luo_example_builds() -> None:
     import re
 
-    from kho_formats.spec import loads_spec
+    from kho_formats.model.spec import loads_spec
 
     text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     block = next(b for b in re.findall(r"```toml\n(.*?)```", text, re.S) if 'type = "LUO"' in b)

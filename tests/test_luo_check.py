@@ -9,12 +9,12 @@ import time
 import pytest
 from _luo import LUO_CAP, TRUTH, h, load_luo
 
-from kho_formats.check import check
+from kho_formats.abi.layout import layout, memfd_folio_word
 from kho_formats.errors import BlockError
 from kho_formats.findings import ERROR, Finding
-from kho_formats.image import PhysImage
-from kho_formats.layout import layout, memfd_folio_word
 from kho_formats.limits import Limits
+from kho_formats.memory.image import PhysImage
+from kho_formats.ops.check import check
 
 LAY = layout()
 LUO_PA = h(TRUTH["luo_ser"]["phys"])
@@ -122,7 +122,7 @@ def test_past_size_names_the_folio() -> None:
 def test_unpreserved_luo_pages_are_reported() -> None:
     _, st, reps = load_luo()
     # drop the session block and a memfd_luo_ser from the preserved set
-    from kho_formats.pageset import PageSet
+    from kho_formats.memory.pageset import PageSet
 
     keep = [(p, o) for p, o in st.preserved.iter_pages() if p not in (SBLOCK, SER1)]
     st.preserved = PageSet.from_pages(4096, keep)
@@ -137,7 +137,7 @@ def test_typed_error_names_the_block() -> None:
 
 
 def _patched_image(*edits: tuple[int, bytes]) -> PhysImage:
-    from kho_formats.capture import load_capture
+    from kho_formats.ops.capture import load_capture
 
     img = load_capture(LUO_CAP).image
     assert img is not None
@@ -174,8 +174,8 @@ def test_bounded(edits: list[tuple[int, bytes]]) -> None:
 
 def test_limits_apply() -> None:
     _, st, _ = load_luo()
-    from kho_formats.clients import decode_clients
     from kho_formats.limits import Budget
+    from kho_formats.model.clients import decode_clients
 
     reps = decode_clients(st, load_luo()[0].image, budget=Budget(Limits(max_entries=20)))
     # the kho_test folios and LUO entries together exceed 20 entries: a typed limit error, named
@@ -186,8 +186,8 @@ def test_limits_apply() -> None:
 def test_duplicate_session_names() -> None:
     from _luo import SynthMemfd, SynthSession, synth
 
-    from kho_formats.check import _client_findings
-    from kho_formats.clients import decode_clients
+    from kho_formats.model.clients import decode_clients
+    from kho_formats.ops.check import _client_findings
 
     sy = synth([SynthSession(b"dup", [SynthMemfd(1, 0)]), SynthSession(b"dup", [SynthMemfd(2, 0)])])
     reps = decode_clients(sy.state, sy.image)

@@ -13,14 +13,14 @@ import pytest
 from _luo import LUO_CAP, load_luo, luo_of
 
 from kho_formats.cli import main
-from kho_formats.clients import decode_clients
-from kho_formats.clients.luo import LuoState, content_digest
 from kho_formats.errors import VersionError
-from kho_formats.fixture import Fixture, write_fixture
-from kho_formats.migrate import convert_capture
-from kho_formats.report import diff_report, render_diff
-from kho_formats.spec import build_spec, spec_from_dict
-from kho_formats.state import KhoState, parse
+from kho_formats.model.clients import decode_clients
+from kho_formats.model.clients.luo import LuoState, content_digest
+from kho_formats.model.fixture import Fixture, write_fixture
+from kho_formats.model.spec import build_spec, spec_from_dict
+from kho_formats.model.state import KhoState, parse
+from kho_formats.ops.migrate import convert_capture
+from kho_formats.ops.report import diff_report, render_diff
 
 
 def _luo_json(st: LuoState, image: Any) -> dict[str, Any]:

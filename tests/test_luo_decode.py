@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from _luo import LUO_CAP, TRUTH, SynthMemfd, SynthSession, h, load_luo, luo_of, synth
 
-from kho_formats.check import _client_findings
-from kho_formats.clients import DecodeContext, decode_clients, luo, memfd, registry
-from kho_formats.clients.luo import FILE_HANDLERS, LuoState, UnknownFileHandler
-from kho_formats.clients.memfd import MemfdFile, preserved_orders
+from kho_formats.abi.layout import layout, memfd_folio_fields, memfd_folio_word
 from kho_formats.findings import ERROR
-from kho_formats.layout import layout, memfd_folio_fields, memfd_folio_word
-from kho_formats.pageset import PageSet
+from kho_formats.memory.pageset import PageSet
+from kho_formats.model.clients import DecodeContext, decode_clients, luo, memfd, registry
+from kho_formats.model.clients.luo import FILE_HANDLERS, LuoState, UnknownFileHandler
+from kho_formats.model.clients.memfd import MemfdFile, preserved_orders
+from kho_formats.ops.check import _client_findings
 
 
 @pytest.fixture(scope="module")

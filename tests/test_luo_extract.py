@@ -15,8 +15,8 @@ import pytest
 from _luo import LUO_CAP, TRUTH, SynthMemfd, SynthSession, fnv1a64, h, load_luo, luo_of, synth
 
 from kho_formats.cli import main
-from kho_formats.clients import decode_clients
-from kho_formats.luo_extract import MAX_NAME, ExtractError, extract, safe_name
+from kho_formats.model.clients import decode_clients
+from kho_formats.ops.luo_extract import MAX_NAME, ExtractError, extract, safe_name
 
 
 def test_real_capture_contents_match_userspace_hashes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -84,7 +84,7 @@ def test_text_section(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_pre_serialization_inspect(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A capture whose LUO blob is the debugfs one (sessions_pa = 0)."""
-    from kho_formats.image import PhysImage
+    from kho_formats.memory.image import PhysImage
 
     img = PhysImage.from_elf(LUO_CAP / "image.elf").copy()
     img.write(h(TRUTH["luo_ser"]["phys"]), (LUO_CAP / "debugfs/kho/out/sub_fdts/LUO").read_bytes())
@@ -100,8 +100,8 @@ def test_pre_serialization_inspect(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_decode_is_fast() -> None:
-    from kho_formats.capture import load_capture, parse_capture
-    from kho_formats.clients import decode_clients
+    from kho_formats.model.clients import decode_clients
+    from kho_formats.ops.capture import load_capture, parse_capture
 
     t = time.perf_counter()
     cap = load_capture(LUO_CAP)

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from _luo import LUO_CAP
 
-from kho_formats.capture import load_capture, parse_capture
-from kho_formats.clients import decode_clients
-from kho_formats.extract import handover_image, referenced_ranges
+from kho_formats.model.clients import decode_clients
+from kho_formats.ops.capture import load_capture, parse_capture
+from kho_formats.ops.extract import handover_image, referenced_ranges
 
 
 def _luo(path, mem=()):

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from _malformed import fails, get64, handover, parse, put32, put64
 
-from kho_formats import check as kcheck
 from kho_formats.errors import LimitExceeded, MemoryMapError
 from kho_formats.limits import Limits
+from kho_formats.ops import check as kcheck
 
 PAGES = [(0x100000, 0), (0x101000, 0), (0x200000, 2), (0x40000000 + 0x800000, 0)]
 
@@ -164,8 +164,8 @@ def test_first_chunk_pointer_unaligned():
     b = v1()
     from _malformed import root_fdt
 
-    from kho_formats import state as kstate
-    from kho_formats.fdt import str_bytes, u64_bytes
+    from kho_formats.model import state as kstate
+    from kho_formats.model.fdt import str_bytes, u64_bytes
 
     fdt = root_fdt(
         [("compatible", str_bytes("kho-v1")), ("preserved-memory-map", u64_bytes(b.memmap.chunks[0] + 16, "little"))]

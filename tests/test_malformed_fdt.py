@@ -9,7 +9,7 @@ import pytest
 from _malformed import end_node, fails, fdt_end, node, prop, raw_fdt, set_header, tok
 
 from kho_formats.errors import FdtError
-from kho_formats.fdt import FdtNode, build_fdt, parse_fdt
+from kho_formats.model.fdt import FdtNode, build_fdt, parse_fdt
 
 STRINGS = b"compatible\0reg\0"
 GOOD_STRUCT = (
@@ -252,7 +252,7 @@ def test_every_truncation_is_an_fdt_error(cut):
 def test_to_dts_of_an_8_byte_string_with_angle_brackets():
     # an 8-byte property pyfdt renders as a string containing "<x>" used to be
     # parsed as cells: ValueError escaped from int("x", 16)
-    from kho_formats.fdt import to_dts
+    from kho_formats.model.fdt import to_dts
 
     blob = build_fdt(
         FdtNode(
@@ -270,7 +270,7 @@ def test_to_dts_of_an_8_byte_string_with_angle_brackets():
 
 
 def test_to_dts_validates_first():
-    from kho_formats.fdt import to_dts
+    from kho_formats.model.fdt import to_dts
 
     with fails(FdtError, "bad token", path="x:/"):
         to_dts(raw_fdt(node("") + tok(7) + end_node() + fdt_end(), STRINGS), where="x")

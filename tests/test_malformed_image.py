@@ -13,7 +13,7 @@ import pytest
 from _malformed import fails
 
 from kho_formats.errors import ImageError
-from kho_formats.image import PhysImage
+from kho_formats.memory.image import PhysImage
 
 PAGE = bytes(range(256)) * 16
 
@@ -220,8 +220,8 @@ CAPTURE_ROOT = Path(__file__).resolve().parent.parent / "fixtures" / "captures" 
     ],
 )
 def test_capture_metadata_that_lies(tmp_path, meta, frag):
-    from kho_formats.capture import load_capture
     from kho_formats.errors import KhoFormatError
+    from kho_formats.ops.capture import load_capture
 
     d = tmp_path / "cap"
     d.mkdir()
@@ -232,7 +232,7 @@ def test_capture_metadata_that_lies(tmp_path, meta, frag):
 
 
 def test_capture_metadata_good(tmp_path):
-    from kho_formats.capture import load_capture
+    from kho_formats.ops.capture import load_capture
 
     d = tmp_path / "cap"
     d.mkdir()

@@ -10,14 +10,14 @@ import tracemalloc
 import pytest
 from _malformed import fails, handover, parse, put32, put64, root_fdt, set_header
 
-from kho_formats import state as kstate
 from kho_formats.abi import get_version
+from kho_formats.abi.layout import layout
 from kho_formats.errors import FdtError, LimitExceeded, MemoryMapError
-from kho_formats.fdt import FdtNode, build_fdt, parse_fdt, str_bytes, u64_bytes
-from kho_formats.layout import layout
 from kho_formats.limits import Budget, Limits
-from kho_formats.memmap.chunklist import read_chunklist
-from kho_formats.memmap.radix import read_radix
+from kho_formats.model import state as kstate
+from kho_formats.model.fdt import FdtNode, build_fdt, parse_fdt, str_bytes, u64_bytes
+from kho_formats.model.memmap.chunklist import read_chunklist
+from kho_formats.model.memmap.radix import read_radix
 
 SPREAD = [((k * 0x1234567) % (1 << 34)) // 4096 * 4096 for k in range(1, 400)]
 
@@ -129,9 +129,9 @@ def test_radix_tree_with_every_entry_pointing_at_fresh_full_leaves_is_bounded():
 
 
 def test_vmalloc_entry_limit_through_a_client():
-    from kho_formats.alloc import PageAllocator
-    from kho_formats.clients import decode_clients, kho_test
-    from kho_formats.image import PhysImage
+    from kho_formats.memory.alloc import PageAllocator
+    from kho_formats.memory.image import PhysImage
+    from kho_formats.model.clients import decode_clients, kho_test
 
     lay = layout(4096, "little")
     alloc = PageAllocator([(0x2000_0000, 0x100_0000)], 4096)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from _malformed import ALLOC_BASE, fails, handover, parse
 
-from kho_formats import check as kcheck
-from kho_formats import state as kstate
 from kho_formats.errors import ScratchError
+from kho_formats.model import state as kstate
+from kho_formats.ops import check as kcheck
 
 VERSIONS = ["kho-v1", "kho-v2", "kho-v3", "kho-v4"]
 
@@ -104,8 +104,8 @@ def test_map_page_in_scratch():
 def test_many_map_pages_in_preserved_memory_are_summed_up():
     # 100 separate metadata pages all inside one preserved order-18 page:
     # the first MAX_DETAILED are reported one by one, the rest summed up
-    from kho_formats.memmap.radix import RadixTree
-    from kho_formats.pageset import PageSet
+    from kho_formats.memory.pageset import PageSet
+    from kho_formats.model.memmap.radix import RadixTree
 
     base = 1 << 30
     st = kstate.KhoState(version="kho-v4", preserved=PageSet.from_pages(4096, [(base, 18)]))

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from _malformed import fails, handover, parse, put64, root_fdt
 
-from kho_formats import check as kcheck
-from kho_formats import state as kstate
 from kho_formats.errors import LimitExceeded, MemoryMapError
-from kho_formats.fdt import str_bytes, u64_bytes
-from kho_formats.image import PhysImage
 from kho_formats.limits import Limits
+from kho_formats.memory.image import PhysImage
+from kho_formats.model import state as kstate
+from kho_formats.model.fdt import str_bytes, u64_bytes
+from kho_formats.ops import check as kcheck
 
 PAGES = [(0x100000, 0), (0x101000, 0), (0x200000, 2), (0x1_0000_0000, 9)]
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 from _malformed import fails, handover, parse, root_fdt
 
-from kho_formats import state as kstate
 from kho_formats.errors import FdtError, KhoFormatError, PropertyError, VersionError
-from kho_formats.fdt import str_bytes, u64_bytes
-from kho_formats.image import PhysImage
+from kho_formats.memory.image import PhysImage
+from kho_formats.model import state as kstate
+from kho_formats.model.fdt import str_bytes, u64_bytes
 
 MAP = ("preserved-memory-map", u64_bytes(0, "little"))
 

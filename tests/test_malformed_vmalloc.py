@@ -10,16 +10,16 @@ import tracemalloc
 import pytest
 from _malformed import fails, handover, parse, put64
 
-from kho_formats import check as kcheck
-from kho_formats import state as kstate
-from kho_formats.alloc import PageAllocator
-from kho_formats.clients import blocks, decode_clients, kexec_metadata, kho_test, memblock
-from kho_formats.clients.vmalloc import build_vmalloc, read_vmalloc
+from kho_formats.abi.layout import KhoVmalloc, layout
 from kho_formats.errors import BlockError, ClientError, FdtError, LimitExceeded, PropertyError, VmallocError
-from kho_formats.fdt import FdtNode, build_fdt, str_bytes, u32_bytes, u64_bytes
-from kho_formats.image import PhysImage
-from kho_formats.layout import KhoVmalloc, layout
 from kho_formats.limits import Budget, Limits
+from kho_formats.memory.alloc import PageAllocator
+from kho_formats.memory.image import PhysImage
+from kho_formats.model import state as kstate
+from kho_formats.model.clients import blocks, decode_clients, kexec_metadata, kho_test, memblock
+from kho_formats.model.clients.vmalloc import build_vmalloc, read_vmalloc
+from kho_formats.model.fdt import FdtNode, build_fdt, str_bytes, u32_bytes, u64_bytes
+from kho_formats.ops import check as kcheck
 
 LAY = layout(4096, "little")
 CAP = LAY.kho_vmalloc_chunk_capacity  # 511
@@ -222,7 +222,7 @@ def test_kho_test_good():
 
 def rewrite_kho_test_fdt(b, kt, edit):
     """Rebuild the kho_test FDT in place with ``edit(root)`` applied."""
-    from kho_formats.fdt import parse_fdt
+    from kho_formats.model.fdt import parse_fdt
 
     root = parse_fdt(kt.fdt).root
     edit(root)

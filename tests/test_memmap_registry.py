@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 import toy_pagelist
 
-from kho_formats import abi, memmap
-from kho_formats.check import check
+from kho_formats import abi
 from kho_formats.errors import UnrepresentableError, VersionError
-from kho_formats.pageset import PageSet
-from kho_formats.report import inspect_report, render_inspect
-from kho_formats.state import KhoState, SubBlob, build, convert, parse
+from kho_formats.memory.pageset import PageSet
+from kho_formats.model import memmap
+from kho_formats.model.state import KhoState, SubBlob, build, convert, parse
+from kho_formats.ops.check import check
+from kho_formats.ops.report import inspect_report, render_inspect
 
 HERE = Path(__file__).resolve().parent
 SCHEMA = HERE / "schemas" / "kho-vpagelist.toml"

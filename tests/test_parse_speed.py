@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from kho_formats.abi import get_version
-from kho_formats.alloc import PageAllocator
-from kho_formats.image import LazyData, PhysImage
-from kho_formats.layout import layout
-from kho_formats.memmap.radix import build_radix, read_radix
-from kho_formats.pageset import PageSet
+from kho_formats.abi.layout import layout
+from kho_formats.memory.alloc import PageAllocator
+from kho_formats.memory.image import LazyData, PhysImage
+from kho_formats.memory.pageset import PageSet
+from kho_formats.model.memmap.radix import build_radix, read_radix
 
 PS = 4096
 ALLOC = [(1 << 40, 1 << 36)]

@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 from _kcore import core_ehdr
 
-from kho_formats.capture import load_capture, parse_capture
 from kho_formats.cli import main
 from kho_formats.errors import ImageError, KhoFormatError
-from kho_formats.image import PhysImage, elf_structs
-from kho_formats.kdump import write_kdump
+from kho_formats.memory.image import PhysImage, elf_structs
+from kho_formats.memory.kdump import write_kdump
+from kho_formats.ops.capture import load_capture, parse_capture
 from kho_formats.safeio import map_regular, read_regular
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,7 +153,7 @@ def test_image_alone_scan_and_candidates(tmp_path):
 
 
 def test_boot_info_setup_data_and_kho_data(tmp_path):
-    from kho_formats.layout import SETUP_KEXEC_KHO, KhoData, SetupDataHdr, layout
+    from kho_formats.abi.layout import SETUP_KEXEC_KHO, KhoData, SetupDataHdr, layout
 
     lay = layout()
     kd = lay.kho_data.build(KhoData(fdt_addr=ROOT_PHYS, fdt_size=4096, scratch_addr=0, scratch_size=0))
@@ -240,8 +240,8 @@ def test_convert_full_dump(dump, tmp_path):
 
 
 def test_client_referenced_hook():
-    from kho_formats.clients import decode_clients
-    from kho_formats.extract import handover_ranges, referenced_ranges
+    from kho_formats.model.clients import decode_clients
+    from kho_formats.ops.extract import handover_ranges, referenced_ranges
 
     cap = load_capture(LUO)
     st = parse_capture(cap)

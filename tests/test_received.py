@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from kho_formats import cli
-from kho_formats.capture import load_capture, parse_capture
 from kho_formats.errors import KhoFormatError
-from kho_formats.migrate import convert_capture
+from kho_formats.ops.capture import load_capture, parse_capture
+from kho_formats.ops.migrate import convert_capture
 
 ROOT = Path(__file__).resolve().parent.parent
 LUO = ROOT / "fixtures" / "captures" / "linux-7.3-x86_64-luo-v5-small"
@@ -71,7 +71,7 @@ def test_inspect_check_convert_diff_of_a_received_capture(tmp_path: Path, capsys
 
 def test_capture_meta_received_round_trip(tmp_path: Path) -> None:
     """kho capture --side in writes "received": true; reading the capture back skips the map again."""
-    from kho_formats.extract import handover_image, write_capture
+    from kho_formats.ops.extract import handover_image, write_capture
 
     cap = load_capture(copy_debugfs("in", tmp_path / "kho" / "in"), [IMAGE])
     st = parse_capture(cap)

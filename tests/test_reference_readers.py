@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from reference_readers import reference_read_chunklist, reference_read_radix
 
 from kho_formats import abi
-from kho_formats.pageset import PageSet
-from kho_formats.state import KhoState, build, parse
+from kho_formats.memory.pageset import PageSet
+from kho_formats.model.state import KhoState, build, parse
 
 PAGE_SIZES = (4096, 16384, 65536)
 BYTE_ORDERS = ("little", "big")

@@ -14,8 +14,8 @@ from _kernel import PAGE_SIZES, minimal_spec, minimal_spec_text, write_boot_fixt
 from kho_formats import boot
 from kho_formats.boot.qemu import QEMU_RAM_BASE, QEMU_RAM_SIZE, check_layout
 from kho_formats.errors import BootError, SpecError
-from kho_formats.spec import DEFAULT_ALLOC, DEFAULT_SCRATCH, build_spec, loads_spec
-from kho_formats.state import parse
+from kho_formats.model.spec import DEFAULT_ALLOC, DEFAULT_SCRATCH, build_spec, loads_spec
+from kho_formats.model.state import parse
 
 #: the largest arm64 kernel span seen (the 64 KiB build ends at ~0x41850000), with room to grow
 KSPAN = (0x4020_0000, 0x0200_0000)

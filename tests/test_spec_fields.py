@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from kho_formats.clients import registry
 from kho_formats.errors import SpecError
-from kho_formats.spec import Spec, doc_tables, loads_spec
-from kho_formats.spec.tables import BLOB, PRESERVE, TOP
-from kho_formats.specfields import BOOL, INT, RANGE, STR, ListOf, SpecField, Table, validate
+from kho_formats.model.clients import registry
+from kho_formats.model.spec import Spec, doc_tables, loads_spec
+from kho_formats.model.spec.tables import BLOB, PRESERVE, TOP
+from kho_formats.model.specfields import BOOL, INT, RANGE, STR, ListOf, SpecField, Table, validate
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,5 +1,5 @@
 """TEST ONLY: a memory-map kind of its own, "page-list", to show that a new
-map kind is one module that registers a codec (``kho_formats.memmap``) and a
+map kind is one module that registers a codec (``kho_formats.model.memmap``) and a
 schema that names it (``tests/schemas/kho-vpagelist.toml``).
 
 The map: a chain of pages, each ``{u64 next; u64 count; u64 entry[count]}``,
@@ -15,15 +15,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from kho_formats import memmap
 from kho_formats.abi import AbiVersion
-from kho_formats.alloc import PageAllocator, merge_ranges
-from kho_formats.chain import walk_page_chain
 from kho_formats.errors import MemoryMapError, UnrepresentableError
-from kho_formats.image import PhysImage
 from kho_formats.limits import Budget
-from kho_formats.memmap import MapBuilt, MapContext, MapRead, MemoryMap
-from kho_formats.pageset import PageSet
+from kho_formats.memory.alloc import PageAllocator, merge_ranges
+from kho_formats.memory.chain import walk_page_chain
+from kho_formats.memory.image import PhysImage
+from kho_formats.memory.pageset import PageSet
+from kho_formats.model import memmap
+from kho_formats.model.memmap import MapBuilt, MapContext, MapRead, MemoryMap
 
 HEADER_WORDS = 2
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import construct as cs
 
-from kho_formats.layout import KhoserMemChunkHdr, Layout, Typed, declare
+from kho_formats.abi.layout import KhoserMemChunkHdr, Layout, Typed, declare
 
 VARIANT = "v5c-flags"
 

@@ -7,14 +7,14 @@ copy of the bzImage's setup header or, with ``via="kexec"``, by the zero page
 a first-stage kernel hands to ``kexec_load(2)`` (:mod:`.kexec`).
 
 Modules: :mod:`.load` reads a fixture directory (segments into a
-:class:`~kho_formats.image.PhysImage`, the root FDT with
-:func:`~kho_formats.fdt.parse_fdt`); :mod:`.dtb` patches ``/chosen`` of
+:class:`~kho_formats.memory.image.PhysImage`, the root FDT with
+:func:`~kho_formats.model.fdt.parse_fdt`); :mod:`.dtb` patches ``/chosen`` of
 QEMU's virt DTB with the library's FDT reader and writer; :mod:`.qemu` knows
 QEMU virt (memory map, kernel Image header, option escaping, running it);
 :mod:`.x86` knows QEMU pc (bzImage setup header, the patched copy naming
 the setup_data entry, its memory map); :mod:`.runner` plans and runs one
 boot; :mod:`.judge` turns the serial log into a verdict, with each KHO
-client's own ``boot_rule`` (``kho_formats.clients``); :mod:`.initramfs`
+client's own ``boot_rule`` (``kho_formats.model.clients``); :mod:`.initramfs`
 writes the initramfs (its own newc cpio writer) whose ``/init``,
 ``luo_check.c`` compiled for the fixture's arch, retrieves a LUO fixture's
 sessions and memfds for the ``LUO`` client's rule to compare.

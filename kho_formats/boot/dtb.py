@@ -1,7 +1,7 @@
 """The boot DT: QEMU's ``virt`` DTB with the handover in ``/chosen``.
 
 Read with the library's FDT reader and written back with its writer
-(:func:`~kho_formats.fdt.build_fdt`), which writes a compact blob: QEMU
+(:func:`~kho_formats.model.fdt.build_fdt`), which writes a compact blob: QEMU
 dumps its DTB padded to 1 MiB (``totalsize`` covers the padding), and
 handed back with ``-dtb`` as is, neither 7.3 nor 6.1 kernels print
 anything, not even earlycon (``docs/kernel-notes.md`` section 7).
@@ -10,7 +10,7 @@ anything, not even earlycon (``docs/kernel-notes.md`` section 7).
 from __future__ import annotations
 
 from ..errors import BootError
-from ..fdt import Fdt, FdtNode, build_fdt, get_u32, parse_fdt
+from ..model.fdt import Fdt, FdtNode, build_fdt, get_u32, parse_fdt
 
 __all__ = ["patch_chosen", "repack_dtb", "root_cells", "cells_bytes", "fdt_nodes", "VIRT_DTB"]
 
@@ -63,6 +63,6 @@ def repack_dtb(dtb: bytes, *, where: str = VIRT_DTB) -> bytes:
 
 def fdt_nodes(blob: bytes, *, where: str = "FDT") -> dict[str, dict[str, bytes]]:
     """``{path: {property: value}}`` for every node of an FDT (read with
-    :func:`~kho_formats.fdt.parse_fdt`: a malformed blob raises FdtError)."""
+    :func:`~kho_formats.model.fdt.parse_fdt`: a malformed blob raises FdtError)."""
     root = parse_fdt(blob, where=where).root
     return {n.path: dict(n.props) for n in root.walk()}

@@ -2,7 +2,7 @@
 
 A client whose check needs userspace in the booted kernel (the ``LUO``
 client: retrieving sessions and memfds through ``/dev/liveupdate``) names
-the files its check reads (:attr:`kho_formats.clients.BootRule.initrd`);
+the files its check reads (:attr:`kho_formats.model.clients.BootRule.initrd`);
 the boot then gets an initramfs whose ``/init`` is :file:`luo_check.c` (next
 to this module), a static program for the fixture's architecture: for arm64
 cross-compiled with Debian's ``gcc-aarch64-linux-gnu`` +

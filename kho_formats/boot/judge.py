@@ -3,8 +3,8 @@
 The kernel-wide rules (the handover was found; no WARNING / BUG / Oops /
 unexpected panic / KHO error line) live in :func:`judge_log`.  What each KHO
 client must print, and what it adds to the kernel command line to be
-exercised at all, is that client's own :class:`~kho_formats.clients.BootRule`
-(``Client.boot_rule`` in its module of ``kho_formats/clients/``), found
+exercised at all, is that client's own :class:`~kho_formats.model.clients.BootRule`
+(``Client.boot_rule`` in its module of ``kho_formats/model/clients/``), found
 through the client registry by :func:`client_rule`.
 """
 
@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..clients import BootLog, BootRule, registry
+from ..model.clients import BootLog, BootRule, registry
 
 __all__ = [
     "FOUND",
@@ -64,7 +64,7 @@ def has_kernel_output(log: str) -> bool:
 
 # -- per-client rules ------------------------------------------------------------------------------------------
 
-#: what a client's judge sees (:class:`kho_formats.clients.BootLog`)
+#: what a client's judge sees (:class:`kho_formats.model.clients.BootLog`)
 ClientLog = BootLog
 
 
@@ -89,9 +89,9 @@ def judge_log(
     """Verdict from a serial log: ``(verdict, reason, clients, kho_lines)``.
 
     ``expected`` maps a client to what its command-line contribution asked
-    for (:attr:`kho_formats.clients.BootRule.cmdline`); ``reserve_mem`` is the memblock entry
+    for (:attr:`kho_formats.model.clients.BootRule.cmdline`); ``reserve_mem`` is the memblock entry
     of it, kept as a parameter of its own; ``truths`` maps a client to what
-    its :attr:`~kho_formats.clients.BootRule.truth` computed from the fixture.
+    its :attr:`~kho_formats.model.clients.BootRule.truth` computed from the fixture.
     """
     lines = [strip_timestamp(l) for l in log.splitlines()]
     kho_lines = [l for l in lines if _KHO_LINE.search(l)]

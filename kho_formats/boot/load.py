@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..abi import PAGE_SIZES
+from ..abi.layout import KhoScratch, layout
+from ..abi.versions import PAGE_SIZES
 from ..errors import BootError, ImageError, KhoFormatError, SpecError, short_repr
-from ..fdt import FdtNode, parse_fdt
-from ..image import PhysImage
-from ..layout import KhoScratch, layout
+from ..memory.image import PhysImage
+from ..model.fdt import FdtNode, parse_fdt
+from ..model.spec import parse_int
 from ..safeio import SMALL_FILE_LIMIT, map_regular, read_regular
-from ..spec import parse_int
 
 __all__ = ["BootFixture", "SegmentFile", "load_fixture", "PathLike"]
 
@@ -84,8 +84,8 @@ class BootFixture:
         left out (the kernel judges those bytes)."""
         if self.root_fdt_bytes is None:
             return {}
-        from ..clients import decode_clients
-        from ..state import parse
+        from ..model.clients import decode_clients
+        from ..model.state import parse
 
         # with the image, so the preserved memory map is read (a client's boot
         # truth needs folio orders: LUO memfd contents); without it if the map does not parse

@@ -3,7 +3,7 @@
  * luo_check: /init of the initramfs `kho boot` builds for a fixture that holds
  * Live Update Orchestrator (LUO) state.  It asks the booted kernel for every
  * session and memfd the fixture lists and prints what it got back, one
- * machine-readable line per file, for kho_formats.clients.luo to compare with
+ * machine-readable line per file, for kho_formats.model.clients.luo to compare with
  * the fixture.
  *
  * Input: /luo-list (written by kho_formats.boot.initramfs), one item a line:

@@ -10,9 +10,9 @@ import threading
 import time
 from pathlib import Path
 
-from ..alloc import PageAllocator
 from ..errors import AllocationError, BootError, SpecError
-from ..spec import parse_int
+from ..memory.alloc import PageAllocator
+from ..model.spec import parse_int
 from .judge import END_OF_BOOT
 from .load import BootFixture, PathLike
 

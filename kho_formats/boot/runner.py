@@ -100,7 +100,7 @@ class BootPlan:
     scratch_array_phys: int | None = None
     #: the initramfs (``-initrd``) when a client is checked from userspace (LUO), else None
     initrd: Path | None = None
-    #: client -> what the booted kernel must give back (:attr:`kho_formats.clients.BootRule.truth`)
+    #: client -> what the booted kernel must give back (:attr:`kho_formats.model.clients.BootRule.truth`)
     truths: dict[str, Any] = field(default_factory=dict)
     #: "arm64" (QEMU virt) or "x86_64" (QEMU pc)
     arch: str = "arm64"
@@ -112,7 +112,7 @@ class BootPlan:
 
 @dataclass
 class _Clients:
-    """What the fixture's clients ask of one boot (see :class:`kho_formats.clients.BootRule`)."""
+    """What the fixture's clients ask of one boot (see :class:`kho_formats.model.clients.BootRule`)."""
 
     names: list[str] = field(default_factory=list)
     cmdline: str = ""

@@ -25,8 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..abi.layout import KhoData, layout
 from ..errors import BootError
-from ..layout import KhoData, layout
 from .load import BootFixture
 from .qemu import check_fits, kernel_head, place_pages
 

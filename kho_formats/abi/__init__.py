@@ -1,0 +1,47 @@
+"""The kernel ABI: versions (``versions.py``, from ``schemas/kho-vN.toml``) and struct layouts (``layout.py``).
+
+This package re-exports the public API of :mod:`kho_formats.abi.versions`, so
+``from kho_formats import abi; abi.get_version("kho-v4")`` works.  Note that
+``abi.versions`` is therefore the *function* listing the versions; import the
+module itself with ``from kho_formats.abi.versions import ...``.
+"""
+
+from .versions import (
+    BYTE_ORDERS,
+    PAGE_SIZES,
+    PROPERTY_TYPES,
+    AbiVersion,
+    RadixGeometry,
+    SubnodeProperty,
+    by_compatible,
+    eval_formula,
+    extra_schemas,
+    get_version,
+    load_schema_file,
+    on_registry_change,
+    page_shift,
+    register,
+    unregister,
+    version_names,
+    versions,
+)
+
+__all__ = [
+    "BYTE_ORDERS",
+    "PAGE_SIZES",
+    "PROPERTY_TYPES",
+    "AbiVersion",
+    "RadixGeometry",
+    "SubnodeProperty",
+    "by_compatible",
+    "eval_formula",
+    "extra_schemas",
+    "get_version",
+    "load_schema_file",
+    "on_registry_change",
+    "page_shift",
+    "register",
+    "unregister",
+    "version_names",
+    "versions",
+]

@@ -1,0 +1,640 @@
+"""makedumpfile's compressed kdump format (``KDUMP   ``) as a :class:`PhysImage` source.
+
+What ``makedumpfile -c/-l/-p/-z`` and QEMU's ``dump-guest-memory -z/-l/-s``
+write (makedumpfile's ``diskdump_mod.h``)::
+
+    block 0                  struct disk_dump_header   ("KDUMP   ", block_size, bitmap_blocks, max_mapnr ...)
+    block 1 .. sub_hdr_size  struct kdump_sub_header   (phys_base, max_mapnr_64 from header_version 6)
+    bitmap_blocks blocks     two bitmaps of max_mapnr bits: 1st valid RAM, 2nd dumped pages
+    page descriptors         struct page_desc { off_t offset; u32 size; u32 flags; u64 page_flags; }
+                             one per dumped page (2nd bitmap bit set), in pfn order
+    page data                zlib (flags 0x1), lzo (0x2), snappy (0x4), zstd (0x20) or raw (0)
+
+The *flattened* variant (``makedumpfile -F``, for piping) is a 4096-byte
+``makedumpfile`` header followed by ``{be64 offset, be64 size, data}``
+records of the same file, ended by offset ``-1``: records are indexed once and
+read in place.
+
+Pages are decompressed on access (:class:`KdumpPages`, a
+:class:`~kho_formats.memory.image.LazyData` per run of dumped pages) and kept in a
+bounded cache; the file is mapped, not read.  zlib always works; snappy and
+zstd need ``cramjam`` (or ``zstandard``), lzo needs ``python-lzo``: a page
+compressed with a missing codec raises :class:`ImageError` naming what to
+install.  :func:`write_kdump` writes the format (tests, and converting other
+images into files ``crash`` reads).
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import io
+import mmap
+import os
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import IO
+
+import construct as cs
+import numpy as np
+
+from ..abi.layout import parse_struct
+from ..errors import ImageError
+from .image import LazyData, PhysImage
+
+KDUMP_SIGNATURE = b"KDUMP   "
+FLAT_SIGNATURE = b"makedumpfile"
+FLAT_HEADER_SIZE = 4096
+DUMP_DH_COMPRESSED_ZLIB = 0x1
+DUMP_DH_COMPRESSED_LZO = 0x2
+DUMP_DH_COMPRESSED_SNAPPY = 0x4
+DUMP_DH_COMPRESSED_INCOMPLETE = 0x8
+DUMP_DH_EXCLUDED_VMEMMAP = 0x10
+DUMP_DH_COMPRESSED_ZSTD = 0x20
+COMPRESSIONS = {"none": 0, "zlib": DUMP_DH_COMPRESSED_ZLIB, "snappy": DUMP_DH_COMPRESSED_SNAPPY, "zstd": 0x20}
+_CODEC_FLAGS = DUMP_DH_COMPRESSED_ZLIB | DUMP_DH_COMPRESSED_LZO | DUMP_DH_COMPRESSED_SNAPPY | DUMP_DH_COMPRESSED_ZSTD
+#: decompressed pages kept per file
+PAGE_CACHE = 1024
+BLOCK_SIZES = (4096, 8192, 16384, 65536)
+
+
+@dataclass(frozen=True)
+class KdumpStructs:
+    header: cs.Construct
+    sub_header: cs.Construct
+    page_desc: np.dtype
+
+
+@cache
+def kdump_structs(byteorder: str) -> KdumpStructs:
+    """``struct disk_dump_header``, ``struct kdump_sub_header`` (64-bit) and
+    ``page_desc_t`` for one byte order."""
+    le = byteorder == "little"
+    i32, u32 = (cs.Int32sl, cs.Int32ul) if le else (cs.Int32sb, cs.Int32ub)
+    i64, u64 = (cs.Int64sl, cs.Int64ul) if le else (cs.Int64sb, cs.Int64ub)
+    header = cs.Struct(
+        "signature" / cs.Bytes(8) * '"KDUMP   "',
+        "header_version" / i32,
+        "utsname" / cs.Bytes(390) * "struct new_utsname: 6 x 65 chars",
+        cs.Padding(6),
+        "tv_sec" / i64,
+        "tv_usec" / i64,
+        "status" / u32,
+        "block_size" / i32 * "page size of the dumped machine",
+        "sub_hdr_size" / i32 * "blocks of kdump_sub_header",
+        "bitmap_blocks" / u32 * "blocks of both bitmaps",
+        "max_mapnr" / u32 * "32-bit max_mapnr (obsolete, see max_mapnr_64)",
+        "total_ram_blocks" / u32,
+        "device_blocks" / u32,
+        "written_blocks" / u32,
+        "current_cpu" / u32,
+        "nr_cpus" / i32,
+    )
+    sub = cs.Struct(
+        "phys_base" / u64,
+        "dump_level" / i32,
+        "split" / i32,
+        "start_pfn" / u64,
+        "end_pfn" / u64,
+        "offset_vmcoreinfo" / i64,
+        "size_vmcoreinfo" / u64,
+        "offset_note" / i64,
+        "size_note" / u64,
+        "offset_eraseinfo" / i64,
+        "size_eraseinfo" / u64,
+        "start_pfn_64" / u64,
+        "end_pfn_64" / u64,
+        "max_mapnr_64" / u64,
+    )
+    e = "<" if le else ">"
+    pd = np.dtype([("offset", e + "i8"), ("size", e + "u4"), ("flags", e + "u4"), ("page_flags", e + "u8")])
+    return KdumpStructs(header, sub, pd)
+
+
+def is_kdump(head: bytes) -> bool:
+    """A kdump-compressed (or flattened) file's first bytes."""
+    return head.startswith(KDUMP_SIGNATURE) or head.startswith(FLAT_SIGNATURE)
+
+
+# -- sources: the file's bytes, in place or through the flattened records ----------------
+
+
+class _Mapped:
+    def __init__(self, buf: mmap.mmap | bytes, name: str) -> None:
+        self.buf = memoryview(buf)
+        self.size = len(self.buf)
+        self.name = name
+
+    def pread(self, off: int, n: int, what: str) -> bytes:
+        if off < 0 or n < 0 or off + n > self.size:
+            raise ImageError(f"{self.name}: {what} ({n} bytes at file offset {off:#x}) past the end of the file")
+        return bytes(self.buf[off : off + n])
+
+    def array(self, dtype: np.dtype, count: int, off: int, what: str) -> np.ndarray:
+        if off < 0 or off + count * dtype.itemsize > self.size:
+            raise ImageError(f"{self.name}: {what} ({count} entries at file offset {off:#x}) past the end")
+        return np.frombuffer(self.buf, dtype=dtype, count=count, offset=off)
+
+
+class _Flattened(_Mapped):
+    """``makedumpfile -F`` output: records ``{be64 offset, be64 size, data}``.
+
+    The records are indexed once into disjoint pieces of the virtual file
+    (where records overlap, the later one wins, as when the file is
+    rebuilt record by record), so a read touches only the pieces it needs and
+    nothing is allocated before the bytes are known to be there."""
+
+    def __init__(self, buf: mmap.mmap | bytes, name: str) -> None:
+        super().__init__(buf, name)
+        recs: list[tuple[int, int, int]] = []  # (virtual offset, size, file offset), in file order
+        pos, end = FLAT_HEADER_SIZE, len(self.buf)
+        while True:
+            if pos + 16 > end:
+                raise ImageError(f"{name}: flattened kdump ends without its end marker (at file offset {pos:#x})")
+            vo = int.from_bytes(self.buf[pos : pos + 8], "big", signed=True)
+            size = int.from_bytes(self.buf[pos + 8 : pos + 16], "big", signed=True)
+            if vo == -1:
+                break
+            if vo < 0 or size < 0 or pos + 16 + size > end:
+                raise ImageError(
+                    f"{name}: bad flattened record at file offset {pos:#x} (offset {vo:#x}, size {size})",
+                    expected=f"offset >= 0 and the size within the file ({end - pos - 16} bytes left)",
+                )
+            if size:
+                recs.append((vo, size, pos + 16))
+            pos += 16 + size
+        self.pieces = _paint(recs)  # (start, end, file offset of start)
+        self.starts = [p[0] for p in self.pieces]
+        self.covered = sum(b - a for a, b, _ in self.pieces)
+        self.size = self.pieces[-1][1] if self.pieces else 0
+
+    def pread(self, off: int, n: int, what: str) -> bytes:
+        if off < 0 or n < 0 or off + n > self.size or n > self.covered:
+            raise ImageError(
+                f"{self.name}: {what} ({n} bytes at offset {off:#x}) past the end of the flattened records "
+                f"({self.covered} bytes up to offset {self.size:#x})"
+            )
+        parts: list[memoryview] = []
+        i = bisect.bisect_right(self.starts, off) - 1
+        cur, end = off, off + n
+        while cur < end:
+            if i < 0 or i >= len(self.pieces) or not self.pieces[i][0] <= cur < self.pieces[i][1]:
+                raise ImageError(
+                    f"{self.name}: {what} ({n} bytes at offset {off:#x}) not in the flattened records "
+                    f"(missing from offset {cur:#x})"
+                )
+            a, b, fpos = self.pieces[i]
+            take = min(end, b) - cur
+            parts.append(self.buf[fpos + cur - a : fpos + cur - a + take])
+            cur += take
+            i += 1
+        return b"".join(parts)
+
+    def array(self, dtype: np.dtype, count: int, off: int, what: str) -> np.ndarray:
+        return np.frombuffer(self.pread(off, count * dtype.itemsize, what), dtype=dtype)
+
+
+def _paint(recs: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """Disjoint ``(start, end, file offset)`` pieces of records ``(offset, size,
+    file offset)`` laid down in order, later over earlier (O(n log n))."""
+    if not recs:
+        return []
+    points = sorted({r[0] for r in recs} | {r[0] + r[1] for r in recs})
+    order = sorted(range(len(recs)), key=lambda i: recs[i][0])
+    heap: list[tuple[int, int]] = []  # (-sequence, end): the latest record covering a point on top
+    pieces: list[tuple[int, int, int]] = []
+    last = -1
+    k = 0
+    for j in range(len(points) - 1):
+        p, q = points[j], points[j + 1]
+        while k < len(order) and recs[order[k]][0] <= p:
+            i = order[k]
+            heapq.heappush(heap, (-i, recs[i][0] + recs[i][1]))
+            k += 1
+        while heap and heap[0][1] <= p:
+            heapq.heappop(heap)
+        if not heap:
+            continue
+        i = -heap[0][0]
+        vo, _, fpos = recs[i]
+        if pieces and last == i and pieces[-1][1] == p:
+            pieces[-1] = (pieces[-1][0], q, pieces[-1][2])
+        else:
+            pieces.append((p, q, fpos + p - vo))
+        last = i
+    return pieces
+
+
+# -- codecs --------------------------------------------------------------------------------
+
+
+def _codec(flag: int) -> Callable[[bytes, int], bytes]:
+    """The decompressor for one codec flag: ``(data, n) -> at most n + 1 bytes``
+    (a page that would decompress to more is cut there, never inflated whole:
+    an 8 KiB zlib or zstd stream can stand for hundreds of MiB)."""
+    if flag == DUMP_DH_COMPRESSED_ZLIB:
+        return lambda data, n: zlib.decompressobj().decompress(data, n + 1)
+    if flag == DUMP_DH_COMPRESSED_SNAPPY:
+        try:
+            import cramjam
+        except ImportError:
+            raise ImageError("snappy-compressed kdump pages need cramjam (pip install cramjam)") from None
+
+        def snappy(data: bytes, n: int) -> bytes:
+            said = cramjam.snappy.decompress_raw_len(data)  # the stream's own length header, checked first
+            if said != n:
+                raise ImageError(f"the snappy stream says {said} bytes", expected=f"{n}")
+            return bytes(cramjam.snappy.decompress_raw(data))
+
+        return snappy
+    if flag == DUMP_DH_COMPRESSED_ZSTD:
+        try:
+            import cramjam
+
+            def zstd(data: bytes, n: int) -> bytes:
+                out = bytearray(n + 1)
+                return bytes(out[: cramjam.zstd.decompress_into(data, out)])  # raises when more than n + 1
+
+            return zstd
+        except ImportError:
+            pass
+        try:
+            import zstandard
+        except ImportError:
+            raise ImageError("zstd-compressed kdump pages need cramjam or zstandard (pip install cramjam)") from None
+        return lambda data, n: zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read(n + 1)
+    if flag == DUMP_DH_COMPRESSED_LZO:
+        try:
+            import lzo
+        except ImportError:
+            raise ImageError("lzo-compressed kdump pages need python-lzo (pip install python-lzo)") from None
+        return lambda data, n: bytes(lzo.decompress(data, False, n))
+    raise ImageError(f"unknown kdump page compression flags {flag:#x}", expected="zlib, lzo, snappy or zstd")
+
+
+def _bit_count(bitmap: np.ndarray, nbits: int, chunk: int = 1 << 20) -> int:
+    """Set bits among the first ``nbits`` of an LSB-first ``bitmap`` (chunk by chunk)."""
+    total = 0
+    for lo in range(0, min(bitmap.size, -(-nbits // 8)), chunk):
+        total += int(np.unpackbits(bitmap[lo : lo + chunk], bitorder="little")[: nbits - lo * 8].sum(dtype=np.int64))
+    return total
+
+
+def _bit_runs(bitmap: np.ndarray, nbits: int, chunk: int = 1 << 20) -> tuple[np.ndarray, np.ndarray]:
+    """(first bit, length) of each run of set bits among the first ``nbits`` of
+    an LSB-first ``bitmap``, ``chunk`` bytes at a time (never 8 bytes per bit
+    of the whole bitmap at once)."""
+    starts: list[np.ndarray] = []
+    ends: list[np.ndarray] = []
+    prev = np.int8(0)
+    done = 0
+    for lo in range(0, bitmap.size, chunk):
+        base = lo * 8
+        if base >= nbits:
+            break
+        bits = np.unpackbits(bitmap[lo : lo + chunk], bitorder="little")[: nbits - base].view(np.int8)
+        d = np.diff(bits, prepend=prev)
+        starts.append(np.flatnonzero(d == 1) + base)
+        ends.append(np.flatnonzero(d == -1) + base)
+        prev = bits[-1]
+        done = base + bits.size
+    if prev:
+        ends.append(np.array([done], dtype=np.int64))
+    if not starts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    s, e = np.concatenate(starts).astype(np.int64), np.concatenate(ends).astype(np.int64)
+    return s, e - s
+
+
+# -- the reader ------------------------------------------------------------------------------
+
+
+class KdumpFile:
+    """One kdump file: header, dumped-page runs and page access."""
+
+    def __init__(self, buf: mmap.mmap | bytes, name: str = "kdump file") -> None:
+        self.name = name
+        head = bytes(memoryview(buf)[:16])
+        self.src: _Mapped = _Flattened(buf, name) if head.startswith(FLAT_SIGNATURE) else _Mapped(buf, name)
+        hb = self.src.pread(0, 464, "disk_dump_header")
+        if not hb.startswith(KDUMP_SIGNATURE):
+            raise ImageError(f"{name}: not a kdump file (signature {hb[:8]!r})", expected="'KDUMP   '")
+        for bo in ("little", "big"):
+            ks = kdump_structs(bo)
+            h = parse_struct(ks.header, hb, what=f"{name}: disk_dump_header", error=ImageError)
+            if h.block_size in BLOCK_SIZES:
+                break
+        else:
+            raise ImageError(f"{name}: block_size is not a page size", expected=" or ".join(map(str, BLOCK_SIZES)))
+        self.byteorder, self.structs, self.header = bo, ks, h
+        bs = self.block_size = int(h.block_size)
+        self.phys_base = 0
+        max_mapnr = int(h.max_mapnr)
+        if h.sub_hdr_size > 0:
+            sh = parse_struct(
+                ks.sub_header, self.src.pread(bs, 104, "kdump_sub_header"), what=f"{name}: sub header", error=ImageError
+            )
+            self.phys_base = int(sh.phys_base)
+            if h.header_version >= 6 and sh.max_mapnr_64:
+                max_mapnr = int(sh.max_mapnr_64)
+        if h.sub_hdr_size < 0 or h.bitmap_blocks == 0:
+            raise ImageError(
+                f"{name}: sub_hdr_size {h.sub_hdr_size}, bitmap_blocks {h.bitmap_blocks}",
+                expected="sub_hdr_size >= 0 and bitmap_blocks > 0",
+            )
+        half = int(h.bitmap_blocks) * bs // 2
+        if max_mapnr > half * 8:
+            raise ImageError(
+                f"{name}: max_mapnr {max_mapnr} does not fit the {half}-byte bitmap (bitmap_blocks {h.bitmap_blocks})",
+                expected=f"at most {half * 8} pages",
+            )
+        self.max_mapnr = max_mapnr
+        bm_off = (1 + int(h.sub_hdr_size)) * bs
+        bm2 = self.src.array(np.dtype(np.uint8), -(-max_mapnr // 8), bm_off + half, "dumped-page bitmap")
+        # one page descriptor per dumped page: the file must hold them all before
+        # the runs are built (a bitmap of ones is not a license to allocate)
+        self.num_pages = _bit_count(bm2, max_mapnr)
+        pd_off = (1 + int(h.sub_hdr_size) + int(h.bitmap_blocks)) * bs
+        self.descs = self.src.array(
+            ks.page_desc,
+            self.num_pages,
+            pd_off,
+            f"page descriptors (one per page the dumped-page bitmap sets: {self.num_pages})",
+        )
+        starts, counts = _bit_runs(bm2, max_mapnr)
+        first = np.concatenate(([0], np.cumsum(counts)[:-1])) if counts.size else counts
+        self.runs: list[tuple[int, int, int]] = list(zip(starts.tolist(), counts.tolist(), first.tolist()))
+        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        #: pages a page-head scan could not read (a bad descriptor, data that does not
+        #: decompress): skipped, so one damaged page does not hide the rest of the dump
+        self.unreadable = 0
+        self.first_unreadable: str | None = None
+
+    def _desc(self, k: int, pfn: int) -> tuple[int, int, int, str]:
+        """Page descriptor ``k`` (of pfn ``pfn``): (data offset, size, codec flags, how to name it)."""
+        d = self.descs[k]
+        off, size, flags = int(d["offset"]), int(d["size"]), int(d["flags"])
+        where = f"page descriptor #{k} (pfn {pfn:#x}; offset {off:#x}, size {size}, flags {flags:#x})"
+        if not 0 < size <= self.block_size * 2:
+            raise ImageError(
+                f"{self.name}: {where}: bad size",
+                phys=pfn * self.block_size,
+                expected=f"1..{self.block_size * 2} bytes",
+            )
+        return off, size, flags & _CODEC_FLAGS, where
+
+    def page(self, k: int, pfn: int) -> bytes:
+        """The bytes of dumped page number ``k`` (pfn ``pfn``), decompressed."""
+        hit = self._cache.get(k)
+        if hit is not None:
+            self._cache.move_to_end(k)
+            return hit
+        off, size, codec, where = self._desc(k, pfn)
+        phys = pfn * self.block_size
+        raw = self.src.pread(off, size, f"page data of {where}")
+        if codec:
+            decompress = _codec(codec)  # an unknown or missing codec: its own error, naming what to install
+            try:
+                data = decompress(raw, self.block_size)
+            except Exception as exc:  # zlib.error, cramjam errors, lzo.error, a snappy length header
+                raise ImageError(f"{self.name}: {where} does not decompress ({exc})", phys=phys) from None
+        else:
+            data = raw
+        if len(data) != self.block_size:
+            raise ImageError(
+                f"{self.name}: {where} holds {'more than ' if len(data) > self.block_size else ''}"
+                f"{min(len(data), self.block_size)} bytes",
+                phys=phys,
+                expected=f"one {self.block_size}-byte page",
+            )
+        self._cache[k] = data
+        if len(self._cache) > PAGE_CACHE:
+            self._cache.popitem(last=False)
+        return data
+
+    def head_of(self, k: int, pfn: int, inoff: int, n: int) -> bytes:
+        """``n`` bytes at ``inoff`` of page ``k`` (pfn ``pfn``) without decompressing
+        more than needed (zlib, raw)."""
+        if k in self._cache:
+            return self._cache[k][inoff : inoff + n]
+        off, size, codec, where = self._desc(k, pfn)
+        if codec == 0 and size == self.block_size:
+            return self.src.pread(off + inoff, n, f"page data of {where}")
+        if codec == DUMP_DH_COMPRESSED_ZLIB:
+            try:
+                return zlib.decompressobj().decompress(self.src.pread(off, size, f"page data of {where}"), inoff + n)[
+                    inoff:
+                ]
+            except zlib.error as exc:
+                raise ImageError(
+                    f"{self.name}: {where} does not decompress ({exc})", phys=pfn * self.block_size
+                ) from None
+        return self.page(k, pfn)[inoff : inoff + n]
+
+    def image(self) -> PhysImage:
+        img = PhysImage()
+        for pfn, n, first in self.runs:
+            img.add(pfn * self.block_size, KdumpPages(self, pfn, n, first), what=f"{self.name} pages {pfn:#x}+{n}")
+        return img
+
+
+class KdumpPages(LazyData):
+    """One run of consecutive dumped pages, decompressed on access."""
+
+    def __init__(self, f: KdumpFile, pfn: int, pages: int, first: int) -> None:
+        super().__init__(pages * f.block_size)
+        self.f, self.pfn, self.first = f, pfn, first
+
+    def fetch(self, off: int, n: int) -> bytes:
+        bs = self.f.block_size
+        out = bytearray()
+        while n > 0:
+            k, inoff = divmod(off, bs)
+            take = min(n, bs - inoff)
+            out += self.f.page(self.first + k, self.pfn + k)[inoff : inoff + take]
+            off += take
+            n -= take
+        return bytes(out)
+
+    def page_heads(self, first: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+        bs = self.f.block_size
+        offs = np.arange(first, self.size - 3, step, dtype=np.int64)
+        heads = np.zeros(offs.size, dtype=np.uint32)
+        seen: dict[tuple[int, int], int] = {}
+        for i, o in enumerate(offs.tolist()):
+            k, inoff = divmod(o, bs)
+            if inoff + 4 > bs:  # straddles two pages (a scan step that is not the block size)
+                heads[i] = self._scan_head(self.fetch, o, 4)
+                continue
+            key = (int(self.f.descs[self.first + k]["offset"]), inoff)  # zero pages share one descriptor target
+            v = seen.get(key)
+            if v is None:
+                v = seen[key] = self._scan_head(self.f.head_of, self.first + k, self.pfn + k, inoff, 4)
+            heads[i] = v
+        return offs, heads
+
+    def _scan_head(self, read: Callable[..., bytes], *args: int) -> int:
+        """The big-endian u32 ``read(*args)`` gives; a damaged page is skipped (read as 0) and counted."""
+        try:
+            return int.from_bytes(read(*args), "big")
+        except ImageError as exc:
+            self.f.unreadable += 1
+            self.f.first_unreadable = self.f.first_unreadable or str(exc)
+            return 0
+
+    def scan_problems(self) -> tuple[int, str | None]:
+        return self.f.unreadable, self.f.first_unreadable
+
+    def reset_scan_problems(self) -> None:
+        self.f.unreadable, self.f.first_unreadable = 0, None
+
+    def scan_source(self) -> object:
+        return self.f
+
+
+def load_kdump(path: str | os.PathLike[str], data: mmap.mmap | bytes | None = None) -> PhysImage:
+    """A kdump file as a :class:`PhysImage` (pages decompressed on access)."""
+    if data is None:
+        from ..safeio import map_regular
+
+        data = map_regular(path, "kdump file", error=ImageError)
+    f = KdumpFile(data, name=os.fspath(path))
+    img = f.image()
+    img.arch = None
+    return img
+
+
+# -- the writer --------------------------------------------------------------------------------
+
+
+def _compress(data: bytes, compression: str) -> bytes:
+    if compression == "zlib":
+        return zlib.compress(data)
+    import cramjam
+
+    if compression == "snappy":
+        return bytes(cramjam.snappy.compress_raw(data))
+    return bytes(cramjam.zstd.compress(data))
+
+
+def write_kdump(
+    image: PhysImage,
+    out: IO[bytes],
+    *,
+    compression: str = "zlib",
+    block_size: int = 4096,
+    byteorder: str = "little",
+    flattened: bool = False,
+) -> None:
+    """Write ``image`` as a kdump-compressed file (whole pages; partial pages
+    are padded with zeros; all-zero pages share one page of data, as QEMU does)."""
+    if compression not in COMPRESSIONS:
+        raise ImageError(f"unknown compression {compression!r}", expected=", ".join(COMPRESSIONS))
+    if flattened:
+        buf = io.BytesIO()
+        write_kdump(image, buf, compression=compression, block_size=block_size, byteorder=byteorder)
+        raw = buf.getvalue()
+        out.write(FLAT_SIGNATURE.ljust(16, b"\0") + (1).to_bytes(8, "big") + (1).to_bytes(8, "big"))
+        out.write(bytes(FLAT_HEADER_SIZE - 32))
+        chunks = [(o, raw[o : o + 65536]) for o in range(0, len(raw), 65536)]
+        head = chunks.pop(0)
+        for o, c in [*chunks, head]:  # the header last, as makedumpfile rewrites it at the end
+            out.write(o.to_bytes(8, "big", signed=True) + len(c).to_bytes(8, "big") + c)
+        out.write((-1).to_bytes(8, "big", signed=True) + (0).to_bytes(8, "big"))
+        return
+    bs = block_size
+    pfns: list[int] = sorted({p for a, b in image.covered() for p in range(a // bs, -(-b // bs))})
+    max_mapnr = (pfns[-1] + 1) if pfns else 1
+    half_blocks = -(-max_mapnr // (bs * 8))
+    bitmap = np.zeros(half_blocks * bs, dtype=np.uint8)
+    if pfns:
+        bits = np.zeros(half_blocks * bs * 8, dtype=np.uint8)
+        bits[np.array(pfns)] = 1
+        bitmap = np.packbits(bits, bitorder="little")
+    ks = kdump_structs(byteorder)
+    header = ks.header.build(
+        dict(
+            signature=KDUMP_SIGNATURE,
+            header_version=6,
+            utsname=b"Linux".ljust(390, b"\0"),
+            tv_sec=0,
+            tv_usec=0,
+            status=COMPRESSIONS[compression],
+            block_size=bs,
+            sub_hdr_size=1,
+            bitmap_blocks=2 * half_blocks,
+            max_mapnr=min(max_mapnr, 0xFFFFFFFF),
+            total_ram_blocks=0,
+            device_blocks=0,
+            written_blocks=0,
+            current_cpu=0,
+            nr_cpus=1,
+        )
+    )
+    sub = ks.sub_header.build(
+        dict(
+            phys_base=0,
+            dump_level=0,
+            split=0,
+            start_pfn=0,
+            end_pfn=0,
+            offset_vmcoreinfo=0,
+            size_vmcoreinfo=0,
+            offset_note=0,
+            size_note=0,
+            offset_eraseinfo=0,
+            size_eraseinfo=0,
+            start_pfn_64=0,
+            end_pfn_64=max_mapnr,
+            max_mapnr_64=max_mapnr,
+        )
+    )
+    pd_off = (2 + 2 * half_blocks) * bs
+    data_off = pd_off + len(pfns) * ks.page_desc.itemsize
+    descs = np.zeros(len(pfns), dtype=ks.page_desc)
+    out.write(header.ljust(bs, b"\0") + sub.ljust(bs, b"\0") + bitmap.tobytes() + bitmap.tobytes())
+    out.write(bytes(len(pfns) * ks.page_desc.itemsize))
+    pos = data_off
+    zero_at: int | None = None
+    flag = COMPRESSIONS[compression]
+    for i, pfn in enumerate(pfns):
+        page = bytearray(bs)
+        a = pfn * bs
+        for s, t in image.covered():
+            lo, hi = max(s, a), min(t, a + bs)
+            if lo < hi:
+                page[lo - a : hi - a] = image.read(lo, hi - lo)
+        if not any(page):
+            if zero_at is None:
+                zero_at = pos
+                out.write(bytes(bs))
+                pos += bs
+            descs[i] = (zero_at, bs, 0, 0)
+            continue
+        blob, fl = bytes(page), 0
+        if flag:
+            c = _compress(blob, compression)
+            if len(c) < bs:
+                blob, fl = c, flag
+        out.write(blob)
+        descs[i] = (pos, len(blob), fl, 0)
+        pos += len(blob)
+    if hasattr(out, "seek"):
+        out.seek(pd_off)
+        out.write(descs.tobytes())
+        out.seek(0, io.SEEK_END)
+
+
+__all__ = [
+    "KDUMP_SIGNATURE",
+    "FLAT_SIGNATURE",
+    "KdumpFile",
+    "KdumpPages",
+    "kdump_structs",
+    "is_kdump",
+    "load_kdump",
+    "write_kdump",
+]

@@ -1,0 +1,702 @@
+"""``memfd-v2``: the LUO file handler of memfds (``mm/memfd_luo.c``, Linux 7.3).
+
+A memfd file's ``data`` handle is the physical address of a page-aligned
+``struct memfd_luo_ser`` (pos, size, seals, flags, nr_folios and a
+``struct kho_vmalloc`` describing the folio array).  The array holds
+``nr_folios`` 16-byte ``struct memfd_luo_folio_ser`` records
+(``pfn:52 | flags:12``, ``index``); a record carries no order: the order is
+the one the folio is preserved at in the KHO memory map (a folio is one
+preserved page of its order, starting at ``pfn``).  An empty memfd still
+has its ``memfd_luo_ser``, with ``nr_folios`` 0 and an empty descriptor.
+
+The contents: folio ``k`` holds file bytes ``[index << PAGE_SHIFT, +
+(PAGE_SIZE << order))``; pages without a folio read as zeros, and the file
+ends at ``size``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...abi.layout import (
+    KHO_VMALLOC_ALLOC,
+    KhoVmalloc,
+    Layout,
+    LuoFileSer,
+    MemfdLuoSer,
+    memfd_folio_fields,
+    memfd_folio_word,
+)
+from ...errors import ClientError, KhoFormatError, SpecError
+from ...findings import ERROR, WARNING, Finding
+from ...memory.image import PhysImage
+from ...memory.pageset import PageSet
+from ...safeio import note_input
+from ..specfields import INT, STR, ListOf, SpecField, Table, spec_file_path
+from .base import CheckContext, DecodeContext, gen_bytes
+from .luo import MAX_DETAILED, FileBuildContext, FileBuilt, FileHandler, LuoProblem
+from .vmalloc import VmallocArea, build_vmalloc, encode_vmalloc_chunks, read_vmalloc
+
+COMPATIBLE = "memfd-v2"
+#: ``MEMFD_LUO_ALL_SEALS``: F_SEAL_SEAL, _SHRINK, _GROW, _WRITE, _FUTURE_WRITE, _EXEC
+MEMFD_LUO_ALL_SEALS = 0x3F
+SEAL_NAMES = ("seal", "shrink", "grow", "write", "future_write", "exec")
+#: ``MEMFD_LUO_FOLIO_DIRTY``, ``MEMFD_LUO_FOLIO_UPTODATE``
+FOLIO_DIRTY, FOLIO_UPTODATE = 0x1, 0x2
+#: ``MAX_LFS_FILESIZE`` on 64-bit kernels
+MAX_LFS_FILESIZE = (1 << 63) - 1
+UINT_MAX = (1 << 32) - 1
+#: the largest piece :meth:`MemfdHandler.contents` yields
+CHUNK = 4 << 20
+
+U64 = np.uint64
+
+
+def restored_once(m: MemfdFile) -> np.ndarray:
+    """Record numbers, in index order, of the folios the kernel would put in
+    the file: pfn != 0, each folio at its first record only."""
+    if m.phys.size == 0:
+        return np.zeros(0, np.int64)
+    _, first = np.unique(m.phys, return_index=True)
+    keep = first[m.phys[first] != 0]
+    return keep[np.argsort(m.index[keep], kind="stable")]
+
+
+def memfd_max_size(page_size: int) -> int:
+    """The largest memfd a 7.3 kernel preserves: ``memfd_luo_preserve``
+    refuses (``-EFBIG``) more than ``UINT_MAX`` pages."""
+    return min(UINT_MAX * page_size, MAX_LFS_FILESIZE)
+
+
+def preserved_orders(preserved: PageSet, phys: np.ndarray) -> np.ndarray:
+    """For each address, the order of the preserved page that starts there
+    (-1: no preserved page of any order starts there).  Vectorized: one
+    binary search per order."""
+    out = np.full(phys.size, -1, dtype=np.int64)
+    if phys.size == 0:
+        return out
+    p = phys.astype(np.uint64)
+    for o in preserved.orders:
+        r = preserved.runs(o)
+        unit = U64(preserved.page_size << o)
+        i = np.searchsorted(r.starts, p, side="right").astype(np.int64) - 1
+        ok = i >= 0
+        j = np.where(ok, i, 0)
+        s = r.starts[j]
+        inside = ok & (p >= s) & ((p - s) // unit < r.counts[j]) & ((p - s) % unit == 0)
+        out[inside & (out < 0)] = o
+    return out
+
+
+@dataclass
+class MemfdFile:
+    """A decoded ``memfd-v2`` file: the struct, its folio array and the folios."""
+
+    ser_phys: int
+    ser: MemfdLuoSer
+    page_size: int
+    area: VmallocArea | None = None
+    #: per folio record, in array order
+    phys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    flags: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    #: from the memory map; -1 where no preserved page starts at the folio (or no map was read)
+    order: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    #: whether ``order`` came from a memory map
+    orders_known: bool = True
+    problems: list[LuoProblem] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return self.ser.size
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.ser
+        orders = self.order.tolist()
+        folios = [
+            {"phys": p, "order": (o if o >= 0 else None), "index": i, "flags": f}
+            for p, o, i, f in zip(self.phys.tolist(), orders, self.index.tolist(), self.flags.tolist())
+        ]
+        v = s.folios
+        return {
+            "size": s.size,
+            "pos": s.pos,
+            "seals": s.seals,
+            "flags": s.flags,
+            "nr_folios": s.nr_folios,
+            "folios": folios,
+            "ser_phys": self.ser_phys,
+            "folios_vmalloc": {"first": v.first, "total_pages": v.total_pages, "flags": v.flags, "order": v.order},
+            "problems": [p.to_json() for p in self.problems],
+        }
+
+
+def seal_names(seals: int) -> str:
+    names = [n for b, n in enumerate(SEAL_NAMES) if seals >> b & 1]
+    if seals & ~MEMFD_LUO_ALL_SEALS:
+        names.append(f"{seals & ~MEMFD_LUO_ALL_SEALS:#x}?")
+    return "|".join(names)
+
+
+#: ``fill``: what the contents are after ``hex`` / ``file``
+FILLS = ("seed", "zero")
+#: generated contents come in pieces of this size (a piece depends only on seed, label and offset)
+CONTENT_PIECE = 64 << 10
+
+MEMFD_FOLIO_FIELDS = (
+    SpecField("index", INT, doc="first page of the file the folio holds", required=True),
+    SpecField("order", INT, 0, doc="folio order"),
+    SpecField("flags", INT, FOLIO_DIRTY | FOLIO_UPTODATE, doc="record flags"),
+)
+
+
+class MemfdHandler(FileHandler):
+    compatible = COMPATIBLE
+    json_key = "memfd"
+
+    def decode(self, file: LuoFileSer, ctx: DecodeContext) -> MemfdFile:
+        lay, image, where = ctx.layout, ctx.image, ctx.where
+        if image is None:
+            raise ClientError(f"{where}: no memory image", path=where)
+        pa, ps = file.data, lay.page_size
+        if pa == 0:
+            raise ClientError(f"{where}: memfd file without memfd_luo_ser (data = 0)", path=where)
+        size = lay.sizeof("memfd_luo_ser")
+        raw = image.read(pa, size, "memfd_luo_ser")
+        ser: MemfdLuoSer = lay.parse("memfd_luo_ser", raw, phys=pa, error=ClientError)
+        m = MemfdFile(pa, ser, ps)
+        if pa % ps:
+            m.problems.append(LuoProblem(WARNING, "memfd-ser-align", "memfd_luo_ser is not page aligned", pa))
+        if ser.seals & ~MEMFD_LUO_ALL_SEALS:
+            m.problems.append(
+                LuoProblem(
+                    ERROR,
+                    "memfd-seals",
+                    f"seals {ser.seals:#x} outside MEMFD_LUO_ALL_SEALS {MEMFD_LUO_ALL_SEALS:#x}",
+                    pa,
+                )
+            )
+        if ser.size > MAX_LFS_FILESIZE:
+            m.problems.append(
+                LuoProblem(
+                    ERROR, "memfd-size", f"size {ser.size:#x} is above MAX_LFS_FILESIZE {MAX_LFS_FILESIZE:#x}", pa
+                )
+            )
+        elif ser.size > memfd_max_size(ps):
+            m.problems.append(
+                LuoProblem(
+                    ERROR,
+                    "memfd-size",
+                    f"size {ser.size:#x} is more than UINT_MAX pages of {ps} bytes (memfd_luo_preserve refuses "
+                    "such a file with -EFBIG: no kernel wrote this)",
+                    pa,
+                )
+            )
+        if ser.flags:
+            m.problems.append(LuoProblem(WARNING, "memfd-flags", f"flags {ser.flags:#x}: unused bits must be 0", pa))
+        rec = lay.sizeof("memfd_luo_folio_ser")
+        if ser.nr_folios == 0:
+            if ser.folios.first or ser.folios.total_pages:
+                m.problems.append(
+                    LuoProblem(WARNING, "memfd-nr-folios", "nr_folios is 0 but the folio array is not empty", pa)
+                )
+            return m
+        m.area = area = read_vmalloc(image, ser.folios, lay, budget=ctx.budget, where=f"{where}: memfd folio array")
+        have = area.nr_pages * ps // rec
+        n = min(ser.nr_folios, have)
+        if ser.nr_folios > have:
+            m.problems.append(
+                LuoProblem(
+                    ERROR,
+                    "memfd-nr-folios",
+                    f"nr_folios {ser.nr_folios} but the folio array holds only {have} records",
+                    pa,
+                )
+            )
+        elif (have - ser.nr_folios) * rec >= ps:
+            m.problems.append(
+                LuoProblem(
+                    WARNING,
+                    "memfd-nr-folios",
+                    f"the folio array has {area.nr_pages} pages, {ser.nr_folios} records need fewer",
+                    pa,
+                )
+            )
+        if ctx.budget is not None:
+            ctx.budget.entries_add(n, f"{where}: memfd folios", pa)
+        data = _read_prefix(area, image, ps, n * rec)
+        arr = np.frombuffer(data, dtype=lay.dtype_of("memfd_luo_folio_ser"), count=n)
+        pfn, flags = memfd_folio_fields(arr["pfn_flags"], lay.byteorder)
+        m.phys = (pfn << U64(lay.page_shift)).astype(np.uint64)
+        m.flags = flags.astype(np.uint64)
+        m.index = arr["index"].astype(np.uint64)
+        st = ctx.state
+        if st is not None and st.map_read:
+            m.order = preserved_orders(st.preserved, m.phys)
+        else:
+            m.order = np.full(n, -1, dtype=np.int64)
+            m.orders_known = False
+        return m
+
+    def to_json(self, result: MemfdFile) -> dict[str, Any]:
+        return result.to_json()
+
+    def referenced(self, result: MemfdFile, page_size: int) -> list[tuple[int, int]]:
+        out = [(result.ser_phys, result.ser_phys + page_size)]
+        for area in self.areas(result):
+            out += [(int(c), int(c) + page_size) for c in area.chunks]
+            out += [(int(a), int(a) + page_size) for a in area.page_addresses(page_size).tolist()]
+        for p, o in zip(result.phys.tolist(), result.order.tolist()):
+            out.append((p, p + (page_size << max(o, 0))))  # order unknown (no map): the first page
+        return out
+
+    def areas(self, result: MemfdFile) -> list[VmallocArea]:
+        return [result.area] if result.area is not None else []
+
+    def summary(self, file_json: dict[str, Any]) -> tuple[str, str, str]:
+        from ...ops.report import human_size
+
+        m = file_json.get("memfd")
+        if not m:
+            return ("", "", "")
+        orders = sorted({f["order"] for f in m["folios"] if f["order"] is not None})
+        fol = str(m["nr_folios"]) + (f" (order {', '.join(map(str, orders))})" if orders else "")
+        return (human_size(m["size"]), fol, f"{m['seals']:#x}" + (f" {seal_names(m['seals'])}" if m["seals"] else ""))
+
+    def findings(self, result: MemfdFile, ctx: CheckContext, path: str) -> list[Finding]:
+        m = result
+        out = [Finding(p.severity, p.code, p.message, phys=p.phys, path=path) for p in m.problems]
+        ps = ctx.page_size
+        if not ctx.preserved_as(m.ser_phys - m.ser_phys % ps, 0):
+            out.append(
+                Finding(
+                    ERROR,
+                    "luo-page-not-preserved",
+                    "memfd_luo_ser page is not preserved as an order-0 page",
+                    m.ser_phys,
+                    path,
+                )
+            )
+        if m.phys.size == 0:
+            return out
+        shift = ps.bit_length() - 1
+
+        def each(code: str, mask: np.ndarray, text: Any) -> None:
+            hits = np.flatnonzero(mask)
+            for k in hits[:MAX_DETAILED].tolist():
+                out.append(Finding(ERROR, code, text(k), int(m.phys[k]), path))
+            if hits.size > MAX_DETAILED:
+                out.append(
+                    Finding(
+                        ERROR,
+                        code,
+                        f"... and {hits.size - MAX_DETAILED} more folios",
+                        int(m.phys[hits[MAX_DETAILED]]),
+                        path,
+                    )
+                )
+
+        order = m.order
+        if m.orders_known:
+            each(
+                "memfd-folio-not-preserved",
+                order < 0,
+                lambda k: f"folio {k} (index {int(m.index[k])}) is not a preserved page of any order",
+            )
+        o = np.maximum(order, 0).astype(np.uint64)
+        each(
+            "memfd-folio-order",
+            (order >= 0) & (m.index % (U64(1) << o) != 0),
+            lambda k: (
+                f"folio {k}: order {int(order[k])} does not cover an aligned index range at index {int(m.index[k])}"
+            ),
+        )
+        # the file's pages each folio covers: [index, index + 2**order)
+        start = m.index
+        end = start + (U64(1) << o)
+        srt = np.argsort(start, kind="stable")
+        s_sorted, e_sorted = start[srt], end[srt]
+        reach = np.maximum.accumulate(e_sorted)
+        over = np.zeros(start.size, dtype=bool)
+        over[srt[1:]] = s_sorted[1:] < reach[:-1]
+        each(
+            "memfd-folio-overlap",
+            over,
+            lambda k: f"folio {k} (index {int(m.index[k])}) overlaps the index range of another folio",
+        )
+        limit = -(-m.size // ps)
+        past = start >= U64(min(limit, (1 << 64) - 1))
+        each(
+            "memfd-folio-past-size",
+            past,
+            lambda k: (
+                f"folio {k} starts at index {int(m.index[k])}, past the file's size {m.size} "
+                f"({limit} pages of {1 << shift})"
+            ),
+        )
+        _, first = np.unique(m.phys, return_index=True)
+        dup = np.ones(m.phys.size, dtype=bool)
+        dup[first] = False
+        each("memfd-folio-duplicate", dup, lambda k: f"folio {k}: the same folio is listed twice")
+        return out
+
+    def folio_view(self, result: MemfdFile) -> dict[str, Any]:
+        """What ``kho diff`` compares of the folio list: how many records and
+        a SHA-256 of the sorted ``(index, order)`` pairs (order -1: unknown),
+        computed in numpy whatever the count."""
+        import hashlib
+
+        m = result
+        pairs = np.empty(m.index.size, dtype=[("index", "<u8"), ("order", "<i8")])
+        pairs["index"], pairs["order"] = m.index, m.order
+        pairs.sort(order=["index", "order"])
+        return {"records": int(m.index.size), "sha256": hashlib.sha256(pairs.tobytes()).hexdigest()}
+
+    def index_json(self, result: MemfdFile) -> dict[str, Any]:
+        s = result.ser
+        return {"size": s.size, "pos": s.pos, "seals": s.seals, "flags": s.flags, "nr_folios": s.nr_folios}
+
+    def content_size(self, result: MemfdFile) -> int:
+        return result.size
+
+    def contents(self, result: MemfdFile, image: PhysImage, page_size: int) -> Iterator[tuple[int, memoryview]]:
+        """Folio by folio, in index order (a folio of unknown order counts as
+        one page), clipped at ``size``; at most :data:`CHUNK` bytes a piece.
+        Only what the kernel would restore: records with pfn 0 are skipped
+        (``memfd_luo_retrieve_folios`` does), and a folio listed again counts
+        once, at its first record (``kho_restore_folio`` refuses a second
+        restore of the same folio), so the work is bounded by the distinct
+        folios, whatever the records repeat."""
+        m = result
+        for k in restored_once(m).tolist():
+            off = int(m.index[k]) * page_size
+            if off >= m.size:
+                continue
+            n = min(page_size << max(int(m.order[k]), 0), m.size - off)
+            phys = int(m.phys[k])
+            for a in range(0, n, CHUNK):
+                b = min(n, a + CHUNK)
+                yield off + a, image.view(phys + a, b - a, f"memfd folio {k} at index {int(m.index[k])}")
+
+    # -- building (the LUO spec's memfd files) -------------------------------------------------
+
+    spec_fields = (
+        SpecField("size", INT, doc="file size in bytes", default_doc="the length of `hex` / `file`, else 0"),
+        SpecField("pos", INT, 0, doc="file position"),
+        SpecField("seals", INT, 0, doc="F_SEAL_* bits (seal 1, shrink 2, grow 4, write 8, future_write 16, exec 32)"),
+        SpecField("folio_order", INT, 0, doc="order of the folios that cover the file"),
+        SpecField(
+            "folios",
+            ListOf(Table(MEMFD_FOLIO_FIELDS), "a list of {index, order, flags} tables"),
+            doc="explicit folios in array order (pages without one read as zeros)",
+            default_doc="`size` covered by `folio_order` folios",
+        ),
+        SpecField("folio_flags", INT, FOLIO_DIRTY | FOLIO_UPTODATE, doc="folio record flags (dirty 1, uptodate 2)"),
+        SpecField("seed", INT, doc="seed of generated contents", default_doc="the blob's seed"),
+        SpecField("fill", STR, doc="contents after `hex`/`file`: `seed` or `zero`", choices=FILLS),
+        SpecField("hex", STR, doc="the first bytes of the contents"),
+        SpecField("file", STR, doc="a file with the first bytes of the contents, relative to the spec"),
+    )
+
+    def spec_params(self, values: dict[str, Any], where: str, base_dir: Path | None) -> MemfdParams:
+        return memfd_params(values, where, base_dir)
+
+    def folio_orders(self, params: MemfdParams, page_size: int, where: str) -> list[int]:
+        return [f.order for f in check_folios(params, page_size, where)]
+
+    def build_file(self, params: MemfdParams, ctx: FileBuildContext, folio_phys: Sequence[int]) -> FileBuilt:
+        return build_memfd(params, ctx, folio_phys)
+
+    def reencode(self, result: MemfdFile, lay: Layout) -> list[tuple[int, bytes]]:
+        return reencode_memfd(result, lay)
+
+
+def _read_prefix(area: VmallocArea, image: PhysImage, page_size: int, nbytes: int) -> bytes:
+    """The first ``nbytes`` of a vmalloc area (only the groups needed)."""
+    grp = page_size << area.desc.order
+    need = -(-nbytes // grp)
+    parts = [image.read(int(g), grp, "memfd folio array") for g in area.groups[:need].tolist()]
+    data = b"".join(parts)
+    if len(data) < nbytes:  # pragma: no cover - read_vmalloc guarantees the groups
+        raise KhoFormatError("memfd folio array is short", phys=area.desc.first)
+    return data[:nbytes]
+
+
+# -- building -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemfdFolioSpec:
+    index: int
+    order: int
+    flags: int = FOLIO_DIRTY | FOLIO_UPTODATE
+
+
+@dataclass(frozen=True)
+class MemfdParams:
+    """A memfd file of a LUO spec."""
+
+    size: int = 0
+    pos: int = 0
+    seals: int = 0
+    folio_order: int = 0
+    #: explicit folios (array order); None: ``size`` covered by ``folio_order`` folios from index 0
+    folios: tuple[MemfdFolioSpec, ...] | None = None
+    folio_flags: int = FOLIO_DIRTY | FOLIO_UPTODATE
+    seed: int | None = None
+    fill: str = "seed"
+    #: the first bytes of the contents (``hex``), or a file holding them (``file``)
+    head: bytes = b""
+    head_file: str | None = None
+    head_size: int = 0
+
+    def folio_layout(self, page_size: int) -> list[MemfdFolioSpec]:
+        if self.folios is not None:
+            return list(self.folios)
+        pages = -(-self.size // page_size)
+        return [MemfdFolioSpec(i, self.folio_order, self.folio_flags) for i in range(0, pages, 1 << self.folio_order)]
+
+
+def pmd_order(page_size: int) -> int:
+    """The largest shmem folio: ``PMD_ORDER`` (a page of 8-byte PTEs maps 2**order pages)."""
+    return (page_size // 8).bit_length() - 1
+
+
+def memfd_params(values: dict[str, Any], where: str, base_dir: Path | None) -> MemfdParams:
+    """Validated memfd keys of a LUO spec file (page-size rules come at build time)."""
+    v = values
+    if v["hex"] is not None and v["file"] is not None:
+        raise SpecError(f"{where}: give hex or file, not both")
+    head, head_file, head_size = b"", None, 0
+    if v["hex"] is not None:
+        try:
+            head = bytes.fromhex(re.sub(r"\s+", "", v["hex"]))
+        except ValueError:
+            raise SpecError(f"{where}.hex: not hex digits") from None
+        head_size = len(head)
+    elif v["file"] is not None:
+        fp = spec_file_path(v["file"], f"{where}.file", base_dir)
+        try:
+            head_size = fp.stat().st_size
+        except OSError as exc:
+            raise SpecError(f"{where}.file: cannot read {fp}: {exc.strerror}") from None
+        if not fp.is_file():
+            raise SpecError(f"{where}.file: {fp} is not a regular file")
+        head_file = str(fp)
+    size = v["size"] if v["size"] is not None else head_size
+    if not 0 <= size <= MAX_LFS_FILESIZE:
+        raise SpecError(f"{where}.size: {size}", expected=f"0 .. MAX_LFS_FILESIZE {MAX_LFS_FILESIZE:#x}")
+    if size < head_size:
+        raise SpecError(f"{where}.size: {size} is smaller than the {head_size} bytes of hex/file")
+    if not 0 <= v["pos"] <= MAX_LFS_FILESIZE:
+        raise SpecError(f"{where}.pos: {v['pos']}", expected=f"0 .. MAX_LFS_FILESIZE {MAX_LFS_FILESIZE:#x}")
+    if v["seals"] & ~MEMFD_LUO_ALL_SEALS or v["seals"] < 0:
+        raise SpecError(
+            f"{where}.seals: {v['seals']:#x}", expected=f"bits of MEMFD_LUO_ALL_SEALS {MEMFD_LUO_ALL_SEALS:#x}"
+        )
+    if v["folio_order"] < 0:
+        raise SpecError(f"{where}.folio_order: {v['folio_order']} < 0")
+    for key in ("folio_flags",):
+        if not 0 <= v[key] < 1 << 12:
+            raise SpecError(f"{where}.{key}: {v[key]:#x} does not fit the record's 12 flag bits")
+    folios = None
+    if v["folios"] is not None:
+        if "folio_order" in v and v["folio_order"]:
+            raise SpecError(f"{where}: give folio_order or folios, not both")
+        folios = []
+        for k, f in enumerate(v["folios"]):
+            fw = f"{where}.folios[{k}]"
+            if f["index"] < 0 or f["order"] < 0:
+                raise SpecError(f"{fw}: index {f['index']} and order {f['order']} must not be negative")
+            if f["index"] % (1 << f["order"]):
+                raise SpecError(f"{fw}: index {f['index']} is not aligned to order {f['order']}")
+            if not 0 <= f["flags"] < 1 << 12:
+                raise SpecError(f"{fw}.flags: {f['flags']:#x} does not fit the record's 12 flag bits")
+            folios.append(MemfdFolioSpec(f["index"], f["order"], f["flags"]))
+        spans = sorted((f.index, f.index + (1 << f.order), k) for k, f in enumerate(folios))
+        for (a0, a1, i), (b0, _b1, j) in zip(spans, spans[1:]):
+            if b0 < a1:
+                raise SpecError(f"{where}.folios[{j}]: index {b0} overlaps folios[{i}] (pages {a0}..{a1 - 1})")
+    fill = v["fill"] if v["fill"] is not None else ("zero" if head_size else "seed")
+    return MemfdParams(
+        size=size,
+        pos=v["pos"],
+        seals=v["seals"],
+        folio_order=v["folio_order"],
+        folios=None if folios is None else tuple(folios),
+        folio_flags=v["folio_flags"],
+        seed=v["seed"],
+        fill=fill,
+        head=head,
+        head_file=head_file,
+        head_size=head_size,
+    )
+
+
+def check_folios(p: MemfdParams, page_size: int, where: str) -> list[MemfdFolioSpec]:
+    """The file's folios, refusing what a kernel of this page size cannot hold."""
+    top = pmd_order(page_size)
+    pages = -(-p.size // page_size)
+    out = p.folio_layout(page_size)
+    for k, f in enumerate(out):
+        if f.order > top:
+            raise SpecError(
+                f"{where}: folio {k} order {f.order} is above PMD order {top}, the largest shmem folio "
+                f"at {page_size}-byte pages"
+            )
+        if f.index >= pages:
+            raise SpecError(
+                f"{where}: folio {k} starts at page {f.index}, past the file's size {p.size} ({pages} pages)"
+            )
+    return out
+
+
+class MemfdContents:
+    """The contents a spec gives a memfd, read piece by piece (never the whole file at once)."""
+
+    def __init__(self, p: MemfdParams, seed: int, label: str) -> None:
+        self.p = p
+        self.seed = p.seed if p.seed is not None else seed
+        self.label = label
+        self._piece: tuple[int, bytes] | None = None
+        self._fh: Any = None
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> MemfdContents:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _head(self, off: int, n: int) -> bytes:
+        if self.p.head_file is None:
+            return self.p.head[off : off + n]
+        if self._fh is None:
+            self._fh = open(self.p.head_file, "rb")
+            note_input(self.p.head_file, os.fstat(self._fh.fileno()))
+        self._fh.seek(off)
+        got = self._fh.read(n)
+        if len(got) != n:
+            raise SpecError(f"{self.p.head_file}: file changed while building (short read at {off})")
+        return bytes(got)
+
+    def _seeded(self, k: int) -> bytes:
+        if self._piece is None or self._piece[0] != k:
+            self._piece = (k, gen_bytes(self.seed, f"{self.label}@{k}", CONTENT_PIECE))
+        return self._piece[1]
+
+    def read(self, off: int, n: int) -> bytearray:
+        """``n`` bytes from file offset ``off`` (zeros past ``size``)."""
+        out = bytearray(n)
+        end = min(off + n, self.p.size)
+        pos = off
+        hs = min(end, self.p.head_size)
+        if pos < hs:
+            out[: hs - pos] = self._head(pos, hs - pos)
+            pos = hs
+        if self.p.fill == "seed":
+            while pos < end:
+                k = pos // CONTENT_PIECE
+                base = k * CONTENT_PIECE
+                stop = min(base + CONTENT_PIECE, end)
+                out[pos - off : stop - off] = self._seeded(k)[pos - base : stop - base]
+                pos = stop
+        return out
+
+    def chunks(self, page_size: int, chunk: int = CHUNK) -> Iterator[bytes]:
+        """The whole file as ``kho luo extract`` writes it (pages without a folio are zeros)."""
+        covered = np.zeros(-(-self.p.size // page_size), dtype=bool)
+        for f in self.p.folio_layout(page_size):
+            covered[f.index : f.index + (1 << f.order)] = True
+        for off in range(0, self.p.size, chunk):
+            n = min(chunk, self.p.size - off)
+            data = self.read(off, n)
+            for pg in np.flatnonzero(~covered[off // page_size : -(-(off + n) // page_size)]).tolist():
+                a = pg * page_size
+                data[a : a + page_size] = bytes(len(data[a : a + page_size]))
+            yield bytes(data)
+
+
+def build_memfd(p: MemfdParams, ctx: FileBuildContext, folio_phys: Sequence[int]) -> FileBuilt:
+    """One memfd as ``memfd_luo_preserve()`` leaves it: the ``memfd_luo_ser``
+    page, then the folio record array (vmalloc, order-0 pages) and its chunk;
+    the folios (at ``folio_phys``, allocated by the caller) hold the contents."""
+    lay, ps = ctx.layout, ctx.page_size
+    folios = check_folios(p, ps, ctx.where)
+    if len(folio_phys) != len(folios):  # pragma: no cover - the caller allocates folio_orders()
+        raise SpecError(f"{ctx.where}: {len(folio_phys)} folio addresses for {len(folios)} folios")
+    ser_phys = ctx.alloc.alloc(what="memfd_luo_ser page")
+    segments: list[tuple[int, bytes, str]] = []
+    preserve = PageSet(ps)
+    preserve.add(ser_phys, 0)
+    recs = bytearray()
+    order_idx = sorted(range(len(folios)), key=lambda k: folios[k].index)
+    with MemfdContents(p, ctx.seed, ctx.label) as contents:
+        for k in order_idx:
+            f, phys = folios[k], folio_phys[k]
+            size = ps << f.order
+            if phys % size:  # pragma: no cover - allocated aligned
+                raise SpecError(f"{ctx.where}: folio {k} at {phys:#x} is not aligned to order {f.order}")
+            segments.append((phys, bytes(contents.read(f.index * ps, size)), f"memfd folio {ctx.label}/{f.index}"))
+            preserve.add(phys, f.order)
+    for f, phys in zip(folios, folio_phys):
+        word = memfd_folio_word(phys >> lay.page_shift, f.flags, lay.byteorder)
+        recs += lay.build("memfd_luo_folio_ser", dict(pfn_flags=word, index=f.index), error=SpecError)
+    if folios:
+        npages = -(-len(recs) // ps)
+        recs = recs.ljust(npages * ps, b"\0")
+        groups = [ctx.alloc.alloc(what="memfd folio array page") for _ in range(npages)]
+        for i, g in enumerate(groups):
+            segments.append((g, bytes(recs[i * ps : (i + 1) * ps]), "memfd folio array page"))
+        desc, chunks, vpres = build_vmalloc(groups, 0, lay, ctx.alloc, flags=KHO_VMALLOC_ALLOC)
+        segments += [(c, data, "memfd folio array chunk") for c, data in chunks]
+        preserve.update(vpres)
+    else:
+        desc = KhoVmalloc(first=0, total_pages=0, flags=0, order=0)
+    ser = lay.build(
+        "memfd_luo_ser",
+        dict(pos=p.pos, size=p.size, seals=p.seals, flags=0, nr_folios=len(folios), folios=desc),
+        phys=ser_phys,
+        error=SpecError,
+    )
+    segments.append((ser_phys, ser.ljust(ps, b"\0"), "memfd_luo_ser page"))
+    return FileBuilt(ser_phys, segments, preserve)
+
+
+def reencode_memfd(m: MemfdFile, lay: Layout) -> list[tuple[int, bytes]]:
+    """The pages of a decoded memfd file at its own addresses: the
+    ``memfd_luo_ser`` page, the folio record array and its chunks (not the folios)."""
+    ps = lay.page_size
+    s = m.ser
+    ser = lay.build(
+        "memfd_luo_ser",
+        dict(pos=s.pos, size=s.size, seals=s.seals, flags=s.flags, nr_folios=s.nr_folios, folios=s.folios),
+        phys=m.ser_phys,
+    )
+    base = m.ser_phys - m.ser_phys % ps
+    out = [(base, bytes(m.ser_phys - base) + ser.ljust(ps - (m.ser_phys - base), b"\0"))]
+    if m.area is None:
+        return out
+    recs = bytearray()
+    for phys, flags, index in zip(m.phys.tolist(), m.flags.tolist(), m.index.tolist()):
+        word = memfd_folio_word(phys >> lay.page_shift, flags, lay.byteorder)
+        recs += lay.build("memfd_luo_folio_ser", dict(pfn_flags=word, index=index))
+    pages = m.area.page_addresses(ps).tolist()
+    recs = recs.ljust(len(pages) * ps, b"\0")
+    out += [(p, bytes(recs[i * ps : (i + 1) * ps])) for i, p in enumerate(pages)]
+    out += encode_vmalloc_chunks(m.area.groups.tolist(), m.area.chunks, lay)
+    return out
+
+
+HANDLER = MemfdHandler()

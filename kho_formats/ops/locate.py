@@ -1,0 +1,286 @@
+"""Finding the root KHO FDT in a memory image.
+
+On a real system the debugfs ``kho/out/fdt`` file is only a prefix of the
+root FDT (Linux 7.3 sizes the file at ``kho_init()``, before the sub-trees
+are added), and a full dump does not say where the FDT is.  This module:
+
+* :func:`read_fdt_at` reads a whole FDT (its header's ``totalsize``) at a
+  physical address of an image;
+* :func:`find_prefix` finds the page-aligned addresses whose bytes start
+  with a given prefix (the debugfs ``fdt`` file);
+* :func:`scan_root_fdts` finds every page-aligned FDT whose root
+  ``compatible`` names a known KHO version and that carries
+  ``preserved-memory-map``;
+* :func:`from_boot_info` reads the address the previous kernel handed over:
+  an arm64 boot DTB (``/chosen/linux,kho-fdt``), an x86 ``setup_data`` of type
+  ``SETUP_KEXEC_KHO`` (with or without its header) or an x86 ``boot_params``
+  copy (its ``setup_data`` chain followed through the image).
+
+Page scans read four bytes per page (numpy strided views of mapped segments:
+no copy, one page fault per page).
+"""
+
+from __future__ import annotations
+
+import mmap
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import abi
+from ..abi.layout import SETUP_KEXEC_KHO, layout
+from ..errors import FdtError, ImageError, KhoFormatError
+from ..memory.image import LazyData, PhysImage
+from ..model.fdt import FDT_MAGIC, get_strings, parse_fdt
+
+#: the largest root FDT read (from a file or an image; the kernel creates it in one page)
+MAX_ROOT_FDT = 1 << 20
+#: the largest debugfs ``sub_fdts/<name>`` file read
+MAX_SUB_BLOB = 64 << 20
+#: ``boot_params.hdr.setup_data`` (arch/x86/include/uapi/asm/bootparam.h)
+BOOT_PARAMS_SETUP_DATA = 0x250
+BOOT_PARAMS_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class RootCandidate:
+    """A root KHO FDT found in an image."""
+
+    phys: int
+    size: int
+    version: str
+    #: how it was found: "scan", "prefix", "root-phys", "setup_data", "chosen"
+    how: str
+
+    def describe(self) -> str:
+        return f"{self.phys:#x} ({self.size} bytes, {self.version}, {self.how})"
+
+
+def header_totalsize(head: bytes) -> int | None:
+    """``totalsize`` of an FDT header, None unless ``head`` starts with the FDT magic."""
+    if len(head) < 8 or int.from_bytes(head[:4], "big") != FDT_MAGIC:
+        return None
+    return int.from_bytes(head[4:8], "big")
+
+
+def read_fdt_at(image: PhysImage, phys: int, *, what: str = "root FDT", max_size: int = MAX_ROOT_FDT) -> bytes:
+    """The whole FDT at ``phys`` (header ``totalsize`` bytes)."""
+    head = image.read(phys, 8, what=f"{what} header")
+    total = header_totalsize(head)
+    if total is None:
+        raise FdtError(
+            f"no FDT at {phys:#x} (bad magic {head[:4].hex()})", phys=phys, expected=f"magic {FDT_MAGIC:#010x}"
+        )
+    if not 40 <= total <= max_size:
+        raise FdtError(f"{what} totalsize {total} is implausible", phys=phys, expected=f"40..{max_size} bytes")
+    return image.read(phys, total, what=what)
+
+
+def _page_heads(image: PhysImage, page_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(addresses, big-endian u32 at each page start) for every page-aligned
+    4 bytes the image holds."""
+    addrs: list[np.ndarray] = []
+    heads: list[np.ndarray] = []
+    for seg in image:  # a new scan: what earlier scans skipped is not this one's
+        if isinstance(seg.data, LazyData):
+            seg.data.reset_scan_problems()
+    for seg in image:
+        first = -seg.phys % page_size
+        n = (len(seg.data) - first - 4) // page_size + 1 if len(seg.data) >= first + 4 else 0
+        if n <= 0:
+            continue
+        if isinstance(seg.data, LazyData):
+            offs, h = seg.data.page_heads(first, page_size)
+        else:
+            offs = first + np.arange(n, dtype=np.int64) * page_size
+            h = _mapped_heads(seg.data, first, n, page_size)
+        addrs.append(offs.astype(np.uint64) + np.uint64(seg.phys))
+        heads.append(np.asarray(h, dtype=np.uint32))
+    if not addrs:
+        return np.zeros(0, np.uint64), np.zeros(0, np.uint32)
+    return np.concatenate(addrs), np.concatenate(heads)
+
+
+#: bytes of a mapped file scanned before its pages are dropped from this process
+SCAN_CHUNK = 64 << 20
+
+
+def _mapped_heads(data: memoryview, first: int, n: int, page_size: int) -> np.ndarray:
+    """The big-endian u32 at ``first + k * page_size`` of ``data`` for k < n.
+
+    For a view of an ``mmap`` the scan goes chunk by chunk and each chunk's
+    pages are dropped afterwards (``MADV_DONTNEED``: they stay in the page
+    cache), so a scan of a multi-GiB dump does not leave it resident here."""
+    out = np.empty(n, dtype=np.uint32)
+    mm = data.obj if isinstance(data.obj, mmap.mmap) else None
+    base = np.frombuffer(mm, dtype=np.uint8).ctypes.data if mm is not None else 0
+    step = max(1, SCAN_CHUNK // page_size)
+    for k in range(0, n, step):
+        m = min(step, n - k)
+        off = first + k * page_size
+        out[k : k + m] = np.ndarray((m,), dtype=">u4", buffer=data, offset=off, strides=(page_size,))
+        if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            start = np.frombuffer(data, dtype=np.uint8, count=1, offset=off).ctypes.data - base
+            a = start // mmap.PAGESIZE * mmap.PAGESIZE
+            b = min(len(mm), start + m * page_size)
+            try:
+                mm.madvise(mmap.MADV_DONTNEED, a, b - a)
+            except (OSError, ValueError):
+                pass
+    return out
+
+
+def _fdt_pages(image: PhysImage, page_size: int) -> list[int]:
+    addrs, heads = _page_heads(image, page_size)
+    return [int(a) for a in addrs[heads == FDT_MAGIC].tolist()]
+
+
+def find_prefix(image: PhysImage, prefix: bytes, page_size: int = 4096) -> list[int]:
+    """Page-aligned addresses whose bytes start with ``prefix`` (an FDT's first bytes)."""
+    out = []
+    for phys in _fdt_pages(image, page_size):
+        if image.has(phys, len(prefix)) and image.read(phys, len(prefix)) == prefix:
+            out.append(phys)
+    return out
+
+
+def kho_root_version(blob: bytes, *, phys: int | None = None) -> str | None:
+    """The KHO version of a root FDT (known ``compatible`` + ``preserved-memory-map``), else None."""
+    try:
+        fdt = parse_fdt(blob, where="candidate root FDT", phys=phys)
+        root = fdt.root
+        if not root.has("compatible") or not root.has("preserved-memory-map"):
+            return None
+        ver, _ = abi.by_compatible(get_strings(root, "compatible"))
+        return ver.name
+    except KhoFormatError:
+        return None
+
+
+#: ``struct fdt_header`` (big-endian u32s): magic, totalsize, off_dt_struct, off_dt_strings,
+#: off_mem_rsvmap, version, last_comp_version, boot_cpuid_phys, size_dt_strings, size_dt_struct
+FDT_HEADER = np.dtype([(n, ">u4") for n in (
+    "magic", "totalsize", "off_dt_struct", "off_dt_strings", "off_mem_rsvmap",
+    "version", "last_comp_version", "boot_cpuid_phys", "size_dt_strings", "size_dt_struct",
+)])  # fmt: skip
+
+
+def plausible_fdt_header(head: bytes, max_size: int = MAX_ROOT_FDT) -> bool:
+    """Whether a 40-byte FDT header could belong to a blob :func:`~kho_formats.model.fdt.parse_fdt`
+    accepts (version, and every block inside ``totalsize``): a page that merely
+    starts with the magic is not read whole (a dump of such pages would copy a
+    MiB per page)."""
+    if len(head) < FDT_HEADER.itemsize:
+        return False
+    h = np.frombuffer(head, dtype=FDT_HEADER, count=1)[0]
+    total, version = int(h["totalsize"]), int(h["version"])
+    if int(h["magic"]) != FDT_MAGIC or not 40 <= total <= max_size:
+        return False
+    if version < 16 or int(h["last_comp_version"]) > min(17, version):
+        return False
+    struct_end = int(h["off_dt_struct"]) + (int(h["size_dt_struct"]) if version >= 17 else 0)
+    strings_end = int(h["off_dt_strings"]) + int(h["size_dt_strings"])
+    offsets = (int(h["off_dt_struct"]), int(h["off_dt_strings"]), int(h["off_mem_rsvmap"]))
+    return all(40 <= o <= total for o in offsets) and struct_end <= total and strings_end <= total
+
+
+def scan_problems(image: PhysImage) -> tuple[int, str | None]:
+    """Pages the last page scan of ``image`` skipped because they could not be
+    read (a damaged kdump page): ``(count, the first error)``."""
+    seen: set[int] = set()
+    total, first = 0, None
+    for seg in image:
+        if isinstance(seg.data, LazyData):
+            src = seg.data.scan_source()
+            if id(src) in seen:
+                continue
+            seen.add(id(src))
+            n, msg = seg.data.scan_problems()
+            total += n
+            first = first or msg
+    return total, first
+
+
+def skipped_note(image: PhysImage, name: str) -> str:
+    """What the last scan of ``image`` skipped, as a sentence ("" when nothing)."""
+    bad, first = scan_problems(image)
+    if not bad:
+        return ""
+    return f"the scan skipped {bad} page{'s' if bad != 1 else ''} of {name} that could not be read (first: {first})"
+
+
+def scan_root_fdts(image: PhysImage, page_size: int = 4096, *, limit: int = 64) -> list[RootCandidate]:
+    """Every page-aligned KHO root FDT in ``image`` (at most ``limit``)."""
+    out: list[RootCandidate] = []
+    for phys in _fdt_pages(image, page_size):
+        try:
+            if not plausible_fdt_header(image.read(phys, FDT_HEADER.itemsize, what="FDT header")):
+                continue
+            blob = read_fdt_at(image, phys)
+        except KhoFormatError:
+            continue
+        ver = kho_root_version(blob, phys=phys)
+        if ver is not None:
+            out.append(RootCandidate(phys, len(blob), ver, "scan"))
+            if len(out) >= limit:
+                break
+    return out
+
+
+def from_boot_info(data: bytes, image: PhysImage | None = None, *, byteorder: str = "little") -> list[int]:
+    """Root FDT addresses named by a boot DTB, a ``setup_data`` / ``kho_data``
+    blob or a ``boot_params`` copy (see the module doc)."""
+    lay = layout(byteorder=byteorder)
+    if header_totalsize(data) is not None:  # arm64 boot DTB: /chosen linux,kho-fdt = <addr size> (2+2 cells)
+        try:
+            fdt = parse_fdt(data, where="boot DTB")
+        except KhoFormatError as exc:
+            raise KhoFormatError(f"boot DTB: {exc}") from None
+        chosen = fdt.root.child("chosen")
+        prop = chosen.get("linux,kho-fdt") if chosen is not None else None
+        if prop is None:
+            raise KhoFormatError("boot DTB has no /chosen/linux,kho-fdt", path="/chosen")
+        cells = len(prop) // 2
+        if cells not in (4, 8):
+            raise KhoFormatError(
+                f"/chosen/linux,kho-fdt is {len(prop)} bytes", path="/chosen", expected="<addr size> cells"
+            )
+        return [int.from_bytes(prop[:cells], "big")]
+    hdr_size, kd_size = lay.sizeof("setup_data_hdr"), lay.sizeof("kho_data")
+    if len(data) >= hdr_size + kd_size:
+        hdr = lay.setup_data_hdr.parse(data[:hdr_size])
+        if hdr.type == SETUP_KEXEC_KHO and hdr.len >= kd_size:  # setup_data with its header
+            return [lay.kho_data.parse(data[hdr_size : hdr_size + kd_size]).fdt_addr]
+    if len(data) == kd_size:  # /sys/kernel/boot_params/setup_data/N/data: the payload only
+        return [lay.kho_data.parse(data).fdt_addr]
+    if len(data) == BOOT_PARAMS_SIZE:  # boot_params: follow hdr.setup_data through the image
+        if image is None:
+            raise KhoFormatError("a boot_params copy needs the memory image that holds its setup_data chain")
+        nxt = int.from_bytes(data[BOOT_PARAMS_SETUP_DATA : BOOT_PARAMS_SETUP_DATA + 8], "little")
+        seen: set[int] = set()
+        while nxt and nxt not in seen and len(seen) < 256:
+            seen.add(nxt)
+            hdr = lay.setup_data_hdr.parse(image.read(nxt, hdr_size, what="setup_data header"))
+            if hdr.type == SETUP_KEXEC_KHO:
+                return [lay.kho_data.parse(image.read(nxt + hdr_size, kd_size, what="kho_data")).fdt_addr]
+            nxt = hdr.next
+        raise KhoFormatError("boot_params: no SETUP_KEXEC_KHO (type 10) in the setup_data chain")
+    raise KhoFormatError(
+        f"boot info of {len(data)} bytes is neither a DTB, a setup_data / kho_data blob nor a boot_params copy"
+    )
+
+
+__all__ = [
+    "MAX_ROOT_FDT",
+    "MAX_SUB_BLOB",
+    "RootCandidate",
+    "header_totalsize",
+    "read_fdt_at",
+    "find_prefix",
+    "scan_problems",
+    "skipped_note",
+    "kho_root_version",
+    "scan_root_fdts",
+    "from_boot_info",
+    "ImageError",
+]

@@ -1,0 +1,544 @@
+"""Reports on parsed handovers, as stable JSON-able dicts and as text tables.
+
+* :func:`inspect_report` / :func:`render_inspect` -- ``kho inspect``
+* :func:`diff_report` / :func:`render_diff` -- ``kho diff``
+* :func:`check_report` / :func:`render_check` -- ``kho check``
+
+The JSON keys are documented in the README ("JSON output"); integers are
+plain JSON numbers (addresses included), ``null`` means "unknown".
+Every report carries ``"schema": "kho-formats/<command>/1"``; keys are only
+ever added within one schema version.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from itertools import chain
+
+from .._version import __version__
+from ..findings import ERROR, WARNING, Finding
+from ..memory.image import PhysImage
+from ..memory.pageset import END_OF_SPACE
+from ..model import memmap
+from ..model.clients import ClientReport, registry
+from ..model.state import KhoState
+
+SCHEMA = "kho-formats/{}/1"
+
+
+def safe_text(text: object) -> str:
+    """``text`` with every non-printable character (controls such as ``ESC``,
+    newlines, bidi overrides) written as a Python escape (``\\x1b``), so a
+    string from the input cannot retitle, clear or rewrite a terminal.  Text
+    renderers apply it to each line they print; JSON output is not touched
+    (``json.dumps`` escapes control characters itself)."""
+    s = str(text)
+    if s.isprintable():
+        return s
+    out = []
+    for ch in s:
+        if ch.isprintable():
+            out.append(ch)
+        else:
+            o = ord(ch)
+            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}")
+    return "".join(out)
+
+
+def _lines(L: Sequence[str]) -> str:
+    """The report's lines joined, each escaped with :func:`safe_text`."""
+    return "\n".join(safe_text(x) for x in L) + "\n"
+
+
+def human_size(n: int) -> str:
+    """``4096`` -> ``4 KiB``, ``1536`` -> ``1.5 KiB``."""
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            text = f"{n / (1 << shift):.1f}".rstrip("0").rstrip(".")
+            return f"{text} {unit}"
+    return f"{n} B"
+
+
+def preserved_report(state: KhoState, max_ranges: int | None = None) -> dict:
+    """Counts per order and the coalesced ranges; only the first
+    ``max_ranges`` ranges are listed (``None``: all), so a fragmented
+    terabyte map does not turn into gigabytes of JSON unless asked to."""
+    ps = state.page_size
+    per_order = {}
+    for o, n in state.preserved.counts_by_order().items():
+        per_order[str(o)] = {"pages": n, "bytes": n * (ps << o), "runs": int(state.preserved.runs(o).starts.size)}
+    total, starts, ends = state.preserved.range_head(max_ranges)
+    shown = total if max_ranges is None else min(total, max_ranges)
+    ends_list = [1 << 64 if e == END_OF_SPACE else e for e in ends[:shown].tolist()]
+    return {
+        "pages": state.preserved.num_pages,
+        "bytes": state.preserved.total_bytes,
+        "runs": state.preserved.num_runs,
+        "per_order": per_order,
+        "ranges_total": total,
+        "ranges_truncated": shown < total,
+        "ranges": [{"start": a, "end": b, "size": b - a} for a, b in zip(starts[:shown].tolist(), ends_list)],
+    }
+
+
+def _client_json(rep: ClientReport | None) -> dict:
+    if rep is None:
+        return {"kind": "unknown", "decoded": None, "error": None}
+    j = rep.to_json()
+    return {"kind": j["kind"], "decoded": j["decoded"], "error": j["error"]}
+
+
+#: ``sources`` keys of the inspect report (null when that input was not used)
+SOURCE_KEYS = ("root_fdt", "images", "debugfs", "metadata")
+#: ``memory_map`` keys per map kind (null when the map was not read)
+_MAP_SUMMARY_KEYS = {"radix": ("depth", "pages"), "chunk-list": ("chunks", "bitmaps", "bitmap_bytes")}
+
+
+def inspect_report(
+    state: KhoState,
+    image: PhysImage | None,
+    clients: dict[str, ClientReport],
+    *,
+    root_fdt: bytes = b"",
+    sources: dict | None = None,
+    max_ranges: int | None = None,
+) -> dict:
+    """Everything ``kho inspect`` shows, as a JSON-able dict."""
+    subs = []
+    vm = []
+    for sb in state.subblobs:
+        rep = clients.get(sb.name)
+        entry = {
+            "name": sb.name,
+            "phys": sb.phys,
+            "size": sb.size,
+            "size_source": sb.size_source,
+            "has_data": sb.data is not None,
+            "in_image": bool(image is not None and sb.size is not None and image.has(sb.phys, sb.size)),
+            "extra_props": [n for n, _ in sb.extra_props],
+        }
+        entry.update(_client_json(rep))
+        subs.append(entry)
+        if rep is not None:
+            for area in rep.vmalloc:
+                v = area.to_json()
+                v["client"] = sb.name
+                v["bytes"] = area.nr_pages * state.page_size
+                vm.append(v)
+    mm: dict = {
+        "phys": state.memmap_phys,
+        "kind": state.abi.memory_map,
+        "read": state.map_read,
+        "released": state.map_released,
+    }
+    mm.update({k: None for k in _MAP_SUMMARY_KEYS.get(state.abi.memory_map, ())})  # documented: null when unread
+    mm.update(state.codec.summary(state.map_context, state.memmap))
+    return {
+        "schema": SCHEMA.format("inspect"),
+        "generator": f"kho-formats {__version__}",
+        "sources": {**{k: None for k in SOURCE_KEYS}, **(sources or {})},
+        "version": state.version,
+        "compatible": [state.abi.compatible] + list(state.extra_compatible),
+        "page_size": state.page_size,
+        "byte_order": state.byteorder,
+        **memmap.params_json(state.codec, state.map_params),
+        "root_fdt": {"phys": state.root_fdt_phys, "size": len(root_fdt)},
+        "memory_map": mm,
+        "scratch": [{"addr": a, "size": s} for a, s in state.scratch],
+        "subblobs": subs,
+        "vmalloc": vm,
+        "preserved": preserved_report(state, max_ranges) if state.map_read else None,
+        "image": {"segments": len(image), "bytes": image.total_bytes} if image is not None else None,
+        "notes": list(state.notes),
+        **client_report_keys(clients),
+    }
+
+
+def client_report_keys(clients: dict[str, ClientReport]) -> dict:
+    """The top-level keys clients own (``Client.report_key``: ``luo``), in
+    registration order: the client's ``report`` of its decoded blob, or
+    ``null`` when its sub-node is absent or did not decode."""
+    out: dict = {}
+    for c in registry.everyone():
+        if c.report_key:
+            out[c.report_key] = None
+    for rep in clients.values():
+        c = rep.client
+        if c is not None and c.report_key:
+            out.setdefault(c.report_key, None)
+            if rep.decoded is not None:
+                out[c.report_key] = c.report(rep.decoded)
+    return out
+
+
+def dumps_json(data: object) -> str:
+    """``json.dumps(data, indent=2)``, character for character, but fast for
+    long lists of records (ranges, pages): ``json`` falls back to its pure
+    Python encoder whenever ``indent`` is set, which takes seconds for
+    100,000 ranges.  Lists of dicts that share one key order and hold only
+    integers are written from a ``%``-template; everything else goes
+    through ``json`` itself."""
+    out: list[str] = []
+    _dump(data, 0, out)
+    return "".join(out)
+
+
+def _dump(o: object, level: int, out: list[str]) -> None:
+    pad = "  " * (level + 1)
+    if isinstance(o, dict) and o:
+        out.append("{")
+        first = True
+        for k, v in o.items():
+            out.append(("\n" if first else ",\n") + pad + json.dumps(k if isinstance(k, str) else _json_key(k)) + ": ")
+            first = False
+            _dump(v, level + 1, out)
+        out.append("\n" + "  " * level + "}")
+    elif isinstance(o, (list, tuple)) and o:
+        tmpl = _record_template(o, level + 1)
+        if tmpl is not None:
+            out.append(
+                "[\n"
+                + pad
+                + (",\n" + pad).join([tmpl % v for v in map(tuple, map(dict.values, o))])
+                + "\n"
+                + "  " * level
+                + "]"
+            )
+            return
+        out.append("[")
+        first = True
+        for v in o:
+            out.append(("\n" if first else ",\n") + pad)
+            first = False
+            _dump(v, level + 1, out)
+        out.append("\n" + "  " * level + "]")
+    else:
+        out.append(json.dumps(o))
+
+
+def _json_key(k: object) -> str:
+    """A non-string dict key as ``json`` writes it (ints, floats, bools, None)."""
+    return next(iter(json.loads(json.dumps({k: 0}))))
+
+
+def _record_template(items: Sequence[object], level: int) -> str | None:
+    """A ``%d`` template for a long list of same-keyed dicts of ints (the
+    way ``json.dumps(indent=2)`` lays one out), or None."""
+    if len(items) < 64 or not isinstance(items[0], dict) or not items[0]:
+        return None
+    keys = tuple(items[0])
+    if not all(isinstance(k, str) for k in keys):
+        return None
+    if set(map(type, items)) != {dict} or len(set(map(tuple, items))) != 1:
+        return None
+    if set(map(type, chain.from_iterable(map(dict.values, items)))) != {int}:  # bools are not ints to json
+        return None
+    pad = "  " * (level + 1)
+    body = ",\n".join(pad + json.dumps(k).replace("%", "%%") + ": %d" for k in keys)
+    return "{\n" + body + "\n" + "  " * level + "}"
+
+
+def _fmt_addr(v: int | None) -> str:
+    return "?" if v is None else f"{v:#x}"
+
+
+def _table(rows: list[Sequence[str]], header: Sequence[str], indent: str = "  ") -> list[str]:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    out = [indent + "  ".join(str(h).ljust(w) for h, w in zip(header, widths)).rstrip()]
+    for r in rows:
+        out.append(indent + "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+    return out
+
+
+def _summary(sub: dict) -> str:
+    d = sub.get("decoded")
+    if sub.get("error"):
+        return f"ERROR: {sub['error']}"
+    if d is None:
+        return "(not in image)" if not sub["has_data"] else ""
+    client = registry.by_kind(sub["kind"])
+    return client.summary(d) if client is not None else ""
+
+
+def _details(sub: dict) -> list[str]:
+    client = registry.by_kind(sub["kind"])
+    if client is None or sub.get("decoded") is None:
+        return []
+    return client.details(sub["name"], sub["decoded"])
+
+
+def render_inspect(r: dict, *, max_ranges: int = 32) -> str:
+    L: list[str] = []
+    L.append(
+        f"KHO handover: {', '.join(r['compatible'])}  ({r['page_size'] // 1024} KiB pages, {r['byte_order']}-endian)"
+    )
+    rf = r["root_fdt"]
+    L.append(f"  root FDT:        {_fmt_addr(rf['phys'])} ({rf['size']} bytes)")
+    mm = r["memory_map"]
+    codec = memmap.get(mm["kind"])
+    detail = codec.describe(mm)
+    L.append(
+        f"  memory map:      {_fmt_addr(mm['phys'])} ({mm['kind']}{detail})"
+        + (
+            ""
+            if mm["read"]
+            else " -- not read: released by the receiving kernel"
+            if mm.get("released")
+            else " -- not read: no memory image"
+        )
+    )
+    for label, text in codec.param_lines(r):
+        L.append(f"  {label + ':':<17}{text}")
+    if r["image"]:
+        L.append(f"  memory image:    {r['image']['segments']} segments, {human_size(r['image']['bytes'])}")
+    L.append("")
+    L.append(f"Sub-blobs ({len(r['subblobs'])}):")
+    if r["subblobs"]:
+        rows = [
+            (s["name"], _fmt_addr(s["phys"]), "?" if s["size"] is None else str(s["size"]), s["kind"], _summary(s))
+            for s in r["subblobs"]
+        ]
+        L += _table(rows, ("name", "phys", "size", "kind", "contents"))
+    for s in r["subblobs"]:
+        L += _details(s)
+    L.append("")
+    L.append(f"vmalloc areas ({len(r['vmalloc'])}):")
+    if r["vmalloc"]:
+        rows = [
+            (
+                v["client"],
+                _fmt_addr(v["first"]),
+                str(v["total_pages"]),
+                str(v["order"]),
+                f"{v['flags']:#x}",
+                str(len(v["chunks"])),
+                human_size(v["bytes"]),
+            )
+            for v in r["vmalloc"]
+        ]
+        L += _table(rows, ("client", "first chunk", "pages", "order", "flags", "chunks", "size"))
+    L.append("")
+    for c in registry.everyone():
+        if c.report_key and r.get(c.report_key) is not None:
+            L += c.report_text(r[c.report_key])
+    if r["scratch"]:
+        L.append(f"Scratch areas ({len(r['scratch'])}):")
+        L += _table(
+            [(_fmt_addr(s["addr"]), _fmt_addr(s["addr"] + s["size"]), human_size(s["size"])) for s in r["scratch"]],
+            ("start", "end", "size"),
+        )
+        L.append("")
+    p = r["preserved"]
+    if p is None and mm.get("released"):
+        L.append("Preserved memory: not read (the receiving kernel released the memory map after reading it)")
+    elif p is None:
+        L.append("Preserved memory: not read (give the memory image with --mem)")
+    else:
+        L.append(f"Preserved memory: {p['pages']} pages in {p['ranges_total']} ranges, {human_size(p['bytes'])}")
+        rows = [(o, str(v["pages"]), str(v["runs"]), human_size(v["bytes"])) for o, v in p["per_order"].items()]
+        if rows:
+            L += _table(rows, ("order", "pages", "runs", "bytes"))
+        L.append("")
+        rng = p["ranges"]
+        rows = [(_fmt_addr(x["start"]), _fmt_addr(x["end"]), human_size(x["size"])) for x in rng[:max_ranges]]
+        if rows:
+            L += _table(rows, ("start", "end", "size"))
+        more = p["ranges_total"] - min(len(rng), max_ranges)
+        if more > 0:
+            L.append(f"  ... {more} more ranges (--max-ranges N or --all-ranges to list them)")
+    if r["notes"]:
+        L.append("")
+        L.append("Notes:")
+        L += [f"  - {n}" for n in r["notes"]]
+    return _lines(L)
+
+
+# -- diff -----------------------------------------------------------------------------------
+
+
+def _luo_diff(a: KhoState, b: KhoState, images: Sequence[PhysImage | None]) -> dict | None:
+    """The ``luo`` key of a diff: None when neither side has a ``LUO`` sub-node."""
+    from ..model.clients import decode_clients
+    from ..model.clients import luo as luo_client
+
+    if a.subblob(luo_client.NAME) is None and b.subblob(luo_client.NAME) is None:
+        return None
+    got: list[luo_client.LuoState | None] = []
+    errs: list[str | None] = []
+    for st, img in zip((a, b), images):
+        rep = decode_clients(st, img).get(luo_client.NAME) if st.subblob(luo_client.NAME) else None
+        ok = rep is not None and isinstance(rep.decoded, luo_client.LuoState)
+        got.append(rep.decoded if ok and rep is not None else None)
+        errs.append(str(rep.error) if rep is not None and rep.error is not None else None)
+    return luo_client.diff(got[0], got[1], (images[0], images[1]), (a.page_size, b.page_size), (errs[0], errs[1]))
+
+
+def diff_report(
+    a: KhoState,
+    b: KhoState,
+    *,
+    names: Sequence[str] = ("A", "B"),
+    max_pages: int = 1000,
+    images: Sequence[PhysImage | None] = (None, None),
+) -> dict:
+    """Preserved-set and sub-blob differences (version/page size noted, not
+    compared); ``luo``: Live Update state compared (sessions, files and, with
+    ``images``, their contents), None when neither side has ``LUO``."""
+    only_a, only_b = a.preserved.difference(b.preserved) if a.page_size == b.page_size else (a.preserved, b.preserved)
+
+    def pages(ps) -> dict:
+        lst = [{"phys": p, "order": o} for p, o in _limited_pages(ps, max_pages)]
+        return {
+            "pages": ps.num_pages,
+            "bytes": ps.total_bytes,
+            "per_order": {str(o): n for o, n in ps.counts_by_order().items()},
+            "list": lst,
+        }
+
+    sa = {s.name: s for s in a.subblobs}
+    sb = {s.name: s for s in b.subblobs}
+    blobs = []
+    for n in list(sa) + [x for x in sb if x not in sa]:
+        x, y = sa.get(n), sb.get(n)
+        if x is None or y is None:
+            blobs.append({"name": n, "change": "only-" + ("b" if x is None else "a")})
+            continue
+        diffs = []
+        if x.phys != y.phys:
+            diffs.append("phys")
+        if x.size != y.size:
+            diffs.append("size")
+        if x.data != y.data:
+            diffs.append("data" if (x.data is not None and y.data is not None) else "data-availability")
+        if diffs:
+            blobs.append(
+                {
+                    "name": n,
+                    "change": "differs",
+                    "fields": diffs,
+                    "a": {"phys": x.phys, "size": x.size},
+                    "b": {"phys": y.phys, "size": y.size},
+                }
+            )
+    same_set = a.page_size == b.page_size and a.preserved == b.preserved
+    meta = {}
+    for key, va, vb in (
+        ("version", a.version, b.version),
+        ("page_size", a.page_size, b.page_size),
+        ("byte_order", a.byteorder, b.byteorder),
+        ("scratch", a.scratch, b.scratch),
+    ):
+        if va != vb:
+            meta[key] = {"a": va, "b": vb}
+    both_read = a.map_read and b.map_read
+    luo = _luo_diff(a, b, images)
+    return {
+        "schema": SCHEMA.format("diff"),
+        "a": names[0],
+        "b": names[1],
+        "identical": same_set and not blobs and both_read and (luo is None or luo["identical"]),
+        # null: a memory map was not read, so the preserved sets are unknown
+        "preserved_identical": same_set if both_read else None,
+        "map_read": {"a": a.map_read, "b": b.map_read},
+        "map_released": {"a": a.map_released, "b": b.map_released},
+        "only_in_a": pages(only_a),
+        "only_in_b": pages(only_b),
+        "subblobs": blobs,
+        "other": meta,
+        "luo": luo,
+    }
+
+
+def _limited_pages(ps, limit: int):
+    for i, po in enumerate(ps.iter_pages()):
+        if i >= limit:
+            return
+        yield po
+
+
+def render_diff(d: dict) -> str:
+    L = []
+    if d["identical"]:
+        L.append(f"identical: same preserved set and sub-blobs ({d['a']} vs {d['b']})")
+    elif d["preserved_identical"] is None and not d["subblobs"]:
+        L.append(f"not compared: {d['a']} vs {d['b']}: same sub-blobs, but the preserved memory is unknown")
+    else:
+        L.append(f"different: {d['a']} vs {d['b']}")
+    released = d.get("map_released", {})
+    if released.get("a") or released.get("b"):
+        L.append("  (a memory map was released by its receiving kernel: the preserved memory is not compared)")
+    elif not (d["map_read"]["a"] and d["map_read"]["b"]):
+        L.append("  (a memory map was not read: give memory images with --mem-a / --mem-b)")
+    for side, key in (("A", "only_in_a"), ("B", "only_in_b")):
+        x = d[key]
+        if x["pages"]:
+            L.append(f"  only in {side}: {x['pages']} pages ({human_size(x['bytes'])})")
+            for p in x["list"][:20]:
+                L.append(f"    {p['phys']:#x} order {p['order']}")
+            if x["pages"] > 20:
+                L.append(f"    ... {x['pages'] - 20} more (--json lists up to 1000)")
+    for s in d["subblobs"]:
+        if s["change"] == "differs":
+            L.append(
+                f"  sub-blob {s['name']}: {', '.join(s['fields'])} differ "
+                f"(A {_fmt_addr(s['a']['phys'])}+{s['a']['size']}, B {_fmt_addr(s['b']['phys'])}+{s['b']['size']})"
+            )
+        else:
+            L.append(f"  sub-blob {s['name']}: only in {s['change'][-1].upper()}")
+    if d.get("luo"):
+        from ..model.clients.luo import diff_text
+
+        L += diff_text(d["luo"])
+    for k, v in d["other"].items():
+        L.append(f"  note: {k} differs (A {v['a']}, B {v['b']}; not compared)")
+    return _lines(L)
+
+
+# -- check -----------------------------------------------------------------------------------
+
+
+def check_report(findings: list[Finding], *, source: str = "", strict: bool = False) -> dict:
+    """``ok``: no errors (with ``strict``, no warnings either): the verdict
+    the text and the exit status both follow."""
+    bad = (ERROR, WARNING) if strict else (ERROR,)
+    return {
+        "schema": SCHEMA.format("check"),
+        "source": source,
+        "ok": not any(f.severity in bad for f in findings),
+        "strict": strict,
+        "errors": sum(f.severity == ERROR for f in findings),
+        "warnings": sum(f.severity == WARNING for f in findings),
+        "findings": [f.to_json() for f in findings],
+    }
+
+
+def render_check(r: dict) -> str:
+    L = []
+    for f in r["findings"]:
+        where = []
+        if f["path"]:
+            where.append(f["path"])
+        if f["phys"] is not None:
+            where.append(f"{f['phys']:#x}")
+        loc = (" @ ".join(where) + ": ") if where else ""
+        L.append(f"{f['severity']}: [{f['code']}] {loc}{f['message']}")
+    L.append(
+        f"{r['source'] + ': ' if r['source'] else ''}{'OK' if r['ok'] else 'FAILED'}: "
+        f"{r['errors']} errors, {r['warnings']} warnings"
+        + (" (--strict: warnings fail)" if r.get("strict") and not r["ok"] and not r["errors"] else "")
+    )
+    return _lines(L)
+
+
+__all__ = [
+    "safe_text",
+    "inspect_report",
+    "render_inspect",
+    "diff_report",
+    "render_diff",
+    "check_report",
+    "render_check",
+    "preserved_report",
+    "human_size",
+]
