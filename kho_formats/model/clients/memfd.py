@@ -411,6 +411,9 @@ class MemfdHandler(FileHandler):
     def folio_orders(self, params: MemfdParams, page_size: int, where: str) -> list[int]:
         return [f.order for f in check_folios(params, page_size, where)]
 
+    def folio_demand(self, params: MemfdParams, page_size: int) -> tuple[int, int]:
+        return folio_demand(params, page_size)
+
     def build_file(self, params: MemfdParams, ctx: FileBuildContext, folio_phys: Sequence[int]) -> FileBuilt:
         return build_memfd(params, ctx, folio_phys)
 
@@ -501,8 +504,8 @@ def memfd_params(values: dict[str, Any], where: str, base_dir: Path | None) -> M
         raise SpecError(
             f"{where}.seals: {v['seals']:#x}", expected=f"bits of MEMFD_LUO_ALL_SEALS {MEMFD_LUO_ALL_SEALS:#x}"
         )
-    if v["folio_order"] < 0:
-        raise SpecError(f"{where}.folio_order: {v['folio_order']} < 0")
+    if not 0 <= v["folio_order"] <= 63:
+        raise SpecError(f"{where}.folio_order: {v['folio_order']}", expected="0 .. 63 (at most PMD order)")
     for key in ("folio_flags",):
         if not 0 <= v[key] < 1 << 12:
             raise SpecError(f"{where}.{key}: {v[key]:#x} does not fit the record's 12 flag bits")
@@ -540,10 +543,41 @@ def memfd_params(values: dict[str, Any], where: str, base_dir: Path | None) -> M
     )
 
 
+#: most folios one spec memfd lists (each is an object while building: a 1 TiB file of
+#: default order-0 folios would be 268 M of them)
+MAX_SPEC_FOLIOS = 1 << 20
+
+
+def folio_demand(p: MemfdParams, page_size: int) -> tuple[int, int]:
+    """``(folios, bytes)`` the file's folios take, in closed form (nothing is listed)."""
+    if p.folios is not None:
+        return len(p.folios), sum(page_size << f.order for f in p.folios)
+    pages = -(-p.size // page_size)
+    n = -(-pages // (1 << p.folio_order)) if p.folio_order < 64 else min(pages, 1)
+    return n, n * (page_size << p.folio_order)
+
+
 def check_folios(p: MemfdParams, page_size: int, where: str) -> list[MemfdFolioSpec]:
-    """The file's folios, refusing what a kernel of this page size cannot hold."""
+    """The file's folios, refusing what a kernel of this page size cannot hold
+    (sizes and counts in closed form before any folio is listed)."""
     top = pmd_order(page_size)
     pages = -(-p.size // page_size)
+    if p.folios is None and p.folio_order > top:
+        raise SpecError(
+            f"{where}: folio_order {p.folio_order} is above PMD order {top}, the largest shmem folio "
+            f"at {page_size}-byte pages"
+        )
+    if pages > UINT_MAX:
+        raise SpecError(
+            f"{where}: size {p.size} is {pages} pages",
+            expected=f"at most UINT_MAX pages ({memfd_max_size(page_size)} bytes): memfd_luo_preserve refuses more",
+        )
+    n, nbytes = folio_demand(p, page_size)
+    if n > MAX_SPEC_FOLIOS:
+        raise SpecError(
+            f"{where}: size {p.size} at folio_order {p.folio_order} is {n} folios ({nbytes} bytes of folios)",
+            expected=f"at most {MAX_SPEC_FOLIOS} folios per file (a larger folio_order, or explicit `folios`)",
+        )
     out = p.folio_layout(page_size)
     for k, f in enumerate(out):
         if f.order > top:
