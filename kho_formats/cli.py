@@ -16,12 +16,12 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 from . import abi
 from ._version import __version__
+from .ops import target
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
@@ -118,6 +118,13 @@ def _common() -> argparse.ArgumentParser:
         "a live capture --side in, or a capture whose meta.json says so",
     )
     g.add_argument("--json", action="store_true", default=S, help="machine-readable JSON on stdout")
+    g.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=S,
+        help="no progress bar (one is shown on stderr for long work when stderr is a terminal, never with --json)",
+    )
     return p
 
 
@@ -125,14 +132,26 @@ def _opt(args: argparse.Namespace, name: str, default=None):
     return getattr(args, name, default)
 
 
-def _limits(args):
-    from .limits import DEFAULT_LIMITS, Limits
+def _reading(args) -> dict:
+    """The common reading options as :func:`kho_formats.open` keywords."""
+    received = _opt(args, "received", "auto")
+    return {
+        "version": _opt(args, "abi"),
+        "page_size": _opt(args, "page_size"),
+        "byteorder": _opt(args, "byte_order"),
+        "v1_bitmap": _opt(args, "v1_bitmap"),
+        "received": None if received == "auto" else received == "yes",
+        "max_pages": _opt(args, "max_pages"),
+        "max_entries": _opt(args, "max_entries"),
+        "max_runs": _opt(args, "max_runs"),
+    }
 
-    return Limits(
-        max_pages=_opt(args, "max_pages") or DEFAULT_LIMITS.max_pages,
-        max_entries=_opt(args, "max_entries") or DEFAULT_LIMITS.max_entries,
-        max_runs=_opt(args, "max_runs") or DEFAULT_LIMITS.max_runs,
-    )
+
+def _open(args, path: str, mem: Sequence[str] = (), root_phys: int | None = None):
+    """INPUT (+ ``--mem``) through the library face, with the command line's reading options."""
+    from .api import open as open_handover
+
+    return open_handover(path, mem or (), root_phys=root_phys, boot_info=_opt(args, "boot_info"), **_reading(args))
 
 
 def _emit(args, data: dict, text) -> None:
@@ -146,73 +165,24 @@ def _emit(args, data: dict, text) -> None:
         sys.stdout.write(text() if callable(text) else text)
 
 
-def _load(args, path: str, mem: Sequence[str] = (), root_phys: int | None = None):
-    from .ops.capture import load_capture
-
-    cap = load_capture(path, mem or (), root_phys=root_phys, boot_info=_opt(args, "boot_info"))
-    with _naming_the_root_fdt(cap, path):
-        st = _parse(args, cap)
-    return cap, st
-
-
-def _parse(args, cap):
-    """A loaded capture parsed with the reading options of the command line."""
-    from .ops.capture import parse_capture
-
-    received = _opt(args, "received", "auto")
-    if received != "auto":
-        cap.received = received == "yes"
-    return parse_capture(
-        cap,
-        version=_opt(args, "abi"),
-        page_size=_opt(args, "page_size"),
-        byteorder=_opt(args, "byte_order"),
-        v1_bitmap=_opt(args, "v1_bitmap"),
-        limits=_limits(args),
-    )
-
-
-@contextmanager
-def _naming_the_root_fdt(cap, path: str) -> Iterator[None]:
-    """A root FDT with a bad magic: say which file it came from, and what it
-    looks like instead (an ELF core wants ``--mem``)."""
-    from .errors import FdtError
-
-    try:
-        yield
-    except FdtError as exc:
-        if not exc.message.startswith("bad magic") or exc.path != "root FDT":
-            raise
-        src = cap.sources.get("root_fdt", path)
-        head = bytes(cap.root_fdt[:4])
-        if head == b"\x7fELF":
-            hint = f"{src} is an ELF file (a memory image?): give the root FDT as INPUT and the image with --mem"
-        else:
-            hint = f"{src} is not a flattened device tree (magic 0xd00dfeed)"
-        raise FdtError(f"{exc.message} ({hint})", path=f"root FDT {src}") from None
-
-
-# -- subcommands ------------------------------------------------------------------------------
+# -- subcommands: arguments -> the library face (kho_formats.api) -> a document -> print ----------------
 
 
 def cmd_inspect(args) -> int:
-    from .limits import Budget
-    from .model.clients import decode_clients
-    from .ops.report import inspect_report, render_inspect
+    from .ops.report import render_inspect
 
-    cap, st = _load(args, args.input, args.mem, args.root_phys)
-    clients = decode_clients(st, cap.image, budget=Budget(_limits(args)))
+    h = _open(args, args.input, args.mem, args.root_phys)
     if args.all_ranges:
         listed = None
     elif args.max_ranges is not None:
         listed = args.max_ranges
     else:
         listed = 100_000 if _opt(args, "json") else 32
-    rep = inspect_report(st, cap.image, clients, root_fdt=cap.root_fdt, sources=cap.sources, max_ranges=listed)
+    rep = h.to_json(max_ranges=listed)
     shown = len(rep["preserved"]["ranges"]) if rep["preserved"] else 0
     _emit(args, rep, lambda: render_inspect(rep, max_ranges=shown))
-    bad = [r for r in clients.values() if r.error is not None]
-    if bad and st.map_released:
+    bad = [r for r in h.clients.values() if r.error is not None]
+    if bad and h.received:
         # the receiving side after boot: clients have restored their data and freed what they no longer
         # need (test_kho puts its folios and vfree()s folios_info; kho_restore_vmalloc frees the chunk pages)
         for r in bad:
@@ -229,284 +199,167 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_dts(args) -> int:
-    from .model.fdt import FDT_MAGIC, to_dts
-    from .ops.capture import load_capture
+    from .ops.documents import dts_document, dts_file_name, render_dts
+    from .text import safe_text
 
-    bo = _opt(args, "byte_order")
-    cap = load_capture(args.input, args.mem or (), root_phys=args.root_phys, boot_info=_opt(args, "boot_info"))
-    with _naming_the_root_fdt(cap, args.input):
-        root_dts = to_dts(cap.root_fdt, byteorder=bo or cap.byte_order or "little", where="root FDT")
-    docs = [("root", cap.sources.get("root_fdt", args.input), None, root_dts)]
-    skipped = []
-    if args.sub:
-        _, st = _load(args, args.input, args.mem, args.root_phys)
-        for sb in st.subblobs:
-            if sb.data is None:
-                skipped.append({"name": sb.name, "reason": "not in the memory image or debugfs"})
-            elif len(sb.data) < 4 or int.from_bytes(sb.data[:4], "big") != FDT_MAGIC:
-                skipped.append({"name": sb.name, "reason": "not an FDT (raw blob)"})
-            else:
-                docs.append(
-                    (
-                        sb.name,
-                        f"sub-blob {sb.name}",
-                        sb.phys,
-                        to_dts(sb.data, byteorder=st.byteorder, where=f"sub-FDT {sb.name}"),
-                    )
-                )
+    h = _open(args, args.input, args.mem, args.root_phys)
+    docs, skipped = h.dts_documents(sub=args.sub)
     written = []
     if args.output:
         from .outdir import OutputDir
 
         with OutputDir(args.output, force=args.force, inputs=[args.input, *(args.mem or ())]) as out:
-            for name, _, _, text in docs:
-                fname = f"{name if name == 'root' else 'sub-' + name}.dts"
-                out.write(fname, text)
-                written.append(str(Path(args.output) / fname))
+            for d in docs:
+                out.write(dts_file_name(d.name), d.dts)
+                written.append(str(Path(args.output) / dts_file_name(d.name)))
     if _opt(args, "json"):
-        _emit(
-            args,
-            {
-                "schema": "kho-formats/dts/1",
-                "documents": [{"name": n, "source": s, "phys": p, "dts": t} for n, s, p, t in docs],
-                "skipped": skipped,
-                "written": written,
-            },
-            "",
-        )
+        _emit(args, dts_document(docs, skipped, written), "")
     elif args.output:
-        from .ops.report import safe_text
-
         sys.stdout.write("".join(f"wrote {safe_text(w)}\n" for w in written))
     else:
-        parts = []
-        for i, (name, _src, phys, text) in enumerate(docs):
-            if i:
-                parts.append(f"\n// ===== sub-FDT {name} at {phys:#x} (a separate DTS document) =====\n")
-            parts.append(text)
-        for s in skipped:
-            parts.append(f"// sub-blob {s['name']} skipped: {s['reason']}\n")
-        from .ops.report import safe_text
-
         # the terminal gets escaped text; -o files and --json keep the bytes
-        sys.stdout.write("".join(safe_text(ln) + "\n" for ln in "".join(parts).splitlines()))
+        sys.stdout.write("".join(safe_text(ln) + "\n" for ln in render_dts(docs, skipped).splitlines()))
     return EXIT_OK
 
 
 def cmd_build(args) -> int:
-    from .model.fixture import write_fixture
-    from .model.spec import build_spec, load_spec
+    from .api import build, load_spec
     from .model.specfields import check_name
+    from .ops.documents import build_document, render_build
 
     sp = load_spec(args.spec, allow_outside_files=args.allow_outside_files)
-    if _opt(args, "abi"):
-        sp.version = args.abi
-    if _opt(args, "page_size"):
-        sp.page_size = args.page_size
-    if _opt(args, "byte_order"):
-        sp.byte_order = args.byte_order
-    if args.name is not None:
-        sp.name = check_name(args.name, "--name")
-    fx = build_spec(sp)
-    files = write_fixture(fx, args.output, force=args.force, inputs=[args.spec])
-    st = fx.state
-    data = {"schema": "kho-formats/build/1", "name": fx.name, "outdir": args.output, "files": files, **fx.handover()}
-    text = (
-        f"built {fx.name}: {st.version}, {st.page_size // 1024} KiB pages, {st.byteorder}-endian, {fx.arch}\n"
-        f"  root FDT {fx.fdt_phys:#x} ({len(fx.root_fdt)} bytes), memory map {st.memmap_phys:#x}\n"
-        f"  {st.preserved.num_pages} preserved pages, {len(st.subblobs)} sub-blobs "
-        f"({', '.join(sb.name for sb in st.subblobs) or 'none'}), {len(st.scratch)} scratch areas\n"
-        f"  image: {len(fx.image.covered())} segments, {fx.image.total_bytes} bytes\n"
-        f"  wrote {len(files)} files into {args.output}\n"
-    )
+    name = check_name(args.name, "--name") if args.name is not None else None
+    h = build(
+        sp, version=_opt(args, "abi"), page_size=_opt(args, "page_size"), byteorder=_opt(args, "byte_order"),
+        name=name, arch=args.arch,
+    )  # fmt: skip
+    files = h.write(args.output, force=args.force)
+    fx = h.fixture
+    data, text = build_document(fx, args.output, files), render_build(fx, args.output, files)
+    if tgt := target.from_args(args):
+        found = target.built_findings(fx, tgt)
+        data["target"] = {**tgt.to_json(), "findings": [f.to_json() for f in found]}
+        text += "".join(f"  target: {f}\n" for f in found) or f"  target {tgt.name}: nothing to report\n"
+        _emit(args, data, text)
+        return EXIT_PROBLEM if any(f.severity == "error" for f in found) else EXIT_OK
     _emit(args, data, text)
     return EXIT_OK
 
 
 def cmd_convert(args) -> int:
-    from .model.fixture import write_fixture
     from .model.specfields import check_name, safe_name
-    from .ops.migrate import convert_capture, render_convert
+    from .ops.documents import convert_document, render_convert
     from .outdir import check_output_target
 
     inputs = [args.input, *(args.mem or ())]
     check_output_target(args.output, force=args.force, inputs=inputs)  # refuse before the work
     name = check_name(args.name, "--name") if args.name is not None else safe_name(Path(args.output).name, "converted")
-    cap, st = _load(args, args.input, args.mem, args.root_phys)
-    fx, summary = convert_capture(
-        cap, st, args.to, alloc=args.alloc or (), v1_bitmap=args.v1_bitmap_out, arch=args.arch, name=name
-    )
-    files = write_fixture(fx, args.output, force=args.force, inputs=inputs)
-    summary["outdir"] = args.output
-    summary["files"] = files
-    _emit(args, summary, render_convert(summary, args.output))
+    h = _open(args, args.input, args.mem, args.root_phys)
+    out = h.convert(args.to, alloc=args.alloc or (), v1_bitmap=args.v1_bitmap_out, arch=args.arch, name=name)
+    files = out.write(args.output, force=args.force)
+    doc = convert_document(out.conversion or {}, args.output, files)
+    _emit(args, doc, render_convert(doc, args.output))
     return EXIT_OK
 
 
 def cmd_capture(args) -> int:
     from .errors import KhoFormatError
-    from .limits import Budget
-    from .model.clients import decode_clients
-    from .ops.capture import load_capture
-    from .ops.extract import handover_image, write_capture
+    from .ops.documents import capture_document, render_capture
 
     live = not args.from_dump
-    extra: dict = {}
     if live:
-        from .ops.live import default_debugfs, live_capture
+        from .api import open_live
 
         if args.debugfs:
             raise UsageError(
                 f"{args.debugfs}: a DEBUGFS argument goes with --from-dump; live capture takes --debugfs DIR"
             )
-        boot_info = None
-        if args.boot_info is not None:
-            from .safeio import read_regular
-
-            boot_info = read_regular(args.boot_info, "boot info", max_size=1 << 20)
-        side = args.side or "out"
-        dbg = args.live_debugfs or default_debugfs(side)
-        cap = live_capture(
-            kcore=args.kcore or "/proc/kcore", debugfs=dbg, side=side, root_phys=args.root_phys, boot_info=boot_info
+        h = open_live(
+            kcore=args.kcore or None,
+            debugfs=args.live_debugfs or None,
+            side=args.side or "out",
+            root_phys=args.root_phys,
+            boot_info=args.boot_info,
+            **_reading(args),
         )
-        source = f"live: {args.kcore or '/proc/kcore'} + {dbg}"
-        extra["live"] = {
-            "side": side,
-            "kcore": args.kcore or "/proc/kcore",
-            "debugfs": str(dbg),
-            "boot_info": cap.sources.get("boot_info"),
-        }
+        source = h.source
     else:
         for opt, given in (("--kcore", args.kcore), ("--debugfs", args.live_debugfs), ("--side", args.side)):
             if given is not None:
                 raise UsageError(f"{opt} is for live capture; with --from-dump give DEBUGFS as an argument")
         if args.debugfs:
-            cap = load_capture(args.debugfs, [args.from_dump], root_phys=args.root_phys, boot_info=args.boot_info)
+            h = _open(args, args.debugfs, [args.from_dump], root_phys=args.root_phys)
         else:
-            cap = load_capture(args.from_dump, root_phys=args.root_phys, boot_info=args.boot_info)
+            h = _open(args, args.from_dump, root_phys=args.root_phys)
         source = str(args.from_dump)
-    st = _parse(args, cap)
-    if cap.image is None:  # a dump or kcore always gives one; a loader that did not is a bug to report clearly
+    st = h.state
+    if h.image is None:  # a dump or kcore always gives one; a loader that did not is a bug to report clearly
         raise KhoFormatError(f"{source}: no memory image was loaded", expected="a memory dump or /proc/kcore")
-    clients = decode_clients(st, cap.image, budget=Budget(_limits(args)))
-    keep = handover_image(cap.image, st, clients, referenced_only=args.referenced_only)
-    inputs = [args.kcore or "/proc/kcore", dbg] if live else [args.from_dump, *([args.debugfs] if args.debugfs else [])]
-    if args.boot_info is not None:
-        inputs.append(args.boot_info)
-    files = write_capture(
-        args.output,
-        cap,
-        st,
-        keep,
+    keep = h.handover_image(referenced_only=args.referenced_only)
+    extra = {"live": h.live} if h.live is not None else {}
+    files = h.write(args.output, referenced_only=args.referenced_only, image=keep, source=source, meta=extra)
+    doc = capture_document(
+        outdir=args.output,
+        files=files,
+        state=st,
+        kept=keep,
+        source=h.image,
         referenced_only=args.referenced_only,
-        source=source,
-        extra=extra,
-        inputs=inputs,
+        live=h.live,
     )
-    data = {
-        "schema": "kho-formats/capture/1",
-        "outdir": args.output,
-        "files": files,
-        "root_fdt_phys": st.root_fdt_phys,
-        "image_bytes": keep.total_bytes,
-        "image_segments": len(keep.covered()),
-        "source_bytes": cap.image.total_bytes,
-        "referenced_only": args.referenced_only,
-        "live": extra.get("live"),
-        "notes": list(st.notes),
-    }
-    text = (
-        f"captured the {st.version} handover"
-        + (f" at {st.root_fdt_phys:#x}" if st.root_fdt_phys is not None else "")
-        + f" into {args.output}: "
-        f"{keep.total_bytes} bytes in {len(keep.covered())} ranges "
-        f"(of {cap.image.total_bytes} in {'RAM' if live else 'the dump'})\n"
-        + "".join(f"  note: {n}\n" for n in st.notes)
-    )
-    _emit(args, data, text)
+    _emit(args, doc, lambda: render_capture(doc, st, live=live))
     return EXIT_OK
 
 
 def cmd_check(args) -> int:
-    from .limits import Budget
-    from .model.clients import decode_clients
-    from .ops.check import check
-    from .ops.report import check_report, render_check
+    from .ops.report import render_check
 
-    cap, st = _load(args, args.input, args.mem, args.root_phys)
-    clients = decode_clients(st, cap.image, budget=Budget(_limits(args)))
-    findings = check(st, cap.image, limits=_limits(args), clients=clients, root_phys_required=cap.kind == "fixture")
-    rep = check_report(findings, source=args.input, strict=args.strict)
+    h = _open(args, args.input, args.mem, args.root_phys)
+    rep = h.check(strict=args.strict, target=target.from_args(args)).to_json()
     _emit(args, rep, lambda: render_check(rep))
     return EXIT_OK if rep["ok"] else EXIT_PROBLEM
 
 
 def cmd_luo_extract(args) -> int:
     from .errors import KhoFormatError
-    from .limits import Budget
-    from .model.clients import decode_clients
-    from .model.clients.luo import NAME, LuoState
-    from .ops.luo_extract import extract
+    from .model.clients.luo import NAME
+    from .ops.documents import luo_extract_document, render_luo_extract
 
-    cap, st = _load(args, args.input, args.mem, args.root_phys)
-    rep = decode_clients(st, cap.image, budget=Budget(_limits(args))).get(NAME)
-    if rep is None:
+    h = _open(args, args.input, args.mem, args.root_phys)
+    if NAME not in h.clients:
         raise KhoFormatError(f"{args.input}: no {NAME} sub-node", expected="a handover with Live Update state")
-    if rep.error is not None:
-        raise rep.error
-    if cap.image is None or not isinstance(rep.decoded, LuoState):
+    luo = h.luo  # a LUO blob that did not decode raises its error
+    if h.image is None or luo is None:
         raise KhoFormatError(f"{args.input}: no memory image", expected="--mem IMAGE or a capture with image.elf")
-    index = extract(
-        rep.decoded,
-        cap.image,
-        args.output,
-        page_size=st.page_size,
-        force=args.force,
-        source=args.input,
-        inputs=[args.input, *(args.mem or ())],
-    )
-    lines = [f"wrote {index['files_written']} files and index.json into {args.output}\n"]
-    for s in index["sessions"]:
-        for f in s["files"]:
-            what = f["file"] or f"not extracted ({f['compatible']})"
-            lines.append(f"  {s['name']!r} {f['token']:#018x}: {what}\n")
-    lines += [f"note: {n}\n" for n in index["notes"]]
-    _emit(args, index, "".join(lines))
+    index = luo_extract_document(luo.extract(args.output, force=args.force))
+    _emit(args, index, render_luo_extract(index, args.output))
     return EXIT_OK
 
 
 def cmd_diff(args) -> int:
-    from .ops.report import diff_report, render_diff
+    from .ops.report import render_diff
 
-    cap_a, a = _load(args, args.a, args.mem_a)
-    cap_b, b = _load(args, args.b, args.mem_b)
-    rep = diff_report(a, b, names=(args.a, args.b), images=(cap_a.image, cap_b.image))
+    a = _open(args, args.a, args.mem_a)
+    a.state  # noqa: B018 - A is read (and its errors raised) before B is opened
+    b = _open(args, args.b, args.mem_b)
+    rep = a.diff(b).to_json()
     _emit(args, rep, lambda: render_diff(rep))
     return EXIT_OK if rep["identical"] else EXIT_PROBLEM
 
 
 def cmd_boot(args) -> int:
     from . import boot
+    from .ops.documents import boot_document, render_boot
 
     fixture = Path(args.fixture)
     if not (fixture / "handover.json").is_file():
         _error(f"{fixture}: not a fixture directory (no handover.json; write one with kho build)")
         return EXIT_PROBLEM
-    kw = {"via": args.via} if args.via != "loader" else {}
+    kw: dict = {"via": args.via} if args.via != "loader" else {}
+    if args.init or getattr(args, "init_args", None):
+        kw["workload"] = boot.workload_of(args.init, args.init_args)
     res = boot.run_boot(str(fixture), args.kernel, args.timeout, **kw)  # BootError is a KhoFormatError: see main()
-    data = {
-        "schema": "kho-formats/boot/1",
-        "fixture": str(fixture),
-        "kernel": res.kernel,
-        "verdict": res.verdict,
-        "reason": res.reason,
-        "kho_lines": list(res.kho_lines),
-    }
-    from .ops.report import safe_text
-
-    text = "".join(f"  {safe_text(ln)}\n" for ln in res.kho_lines)
-    text += f"{res.verdict}{': ' + safe_text(res.reason) if res.reason else ''}\n"
-    _emit(args, data, text)
+    _emit(args, boot_document(fixture, res), render_boot(res))
     return EXIT_OK if res.verdict == "accepted" else EXIT_PROBLEM
 
 
@@ -613,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("spec", metavar="SPEC", help="spec file (.toml, .yaml, .yml or .json)")
     s.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     s.add_argument("--name", help="fixture name (default: the spec's name, else its file name)")
+    s.add_argument("--arch", choices=("arm64", "x86_64"), help="override the spec's arch (and its default placement)")
+    target.add_arguments(s)
     s.add_argument(
         "--allow-outside-files",
         action="store_true",
@@ -717,6 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("input", metavar="INPUT")
     mem_opts(s)
     s.add_argument("--strict", action="store_true", help="warnings fail too")
+    target.add_arguments(s)
     s.set_defaults(func=cmd_check)
 
     s = sub.add_parser(
@@ -786,25 +642,33 @@ def build_parser() -> argparse.ArgumentParser:
         "bzImage setup header names it) or 'kexec' (x86_64: a first-stage kernel kexec_load()s the kernel "
         "with the fixture and a boot_params whose setup_data names it)",
     )
+    s.add_argument("--init", metavar="PROGRAM", help="a static program: the second kernel's workload and judge")
+    s.epilog = "kho boot FIXTURE --init PROGRAM -- ARGS: what follows '--' is PROGRAM's arguments. " + EPILOG
     s.set_defaults(func=cmd_boot)
     return p
 
 
 def _error(message: str, label: str = "error") -> None:
-    from .ops.report import safe_text
+    from .text import safe_text
 
     one = safe_text(" ".join(str(message).split()))
     sys.stderr.write(f"kho: {label}: {one}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .boot.workload import split_program_args
     from .errors import KhoFormatError
 
     parser = build_parser()
+    argv, init_args = split_program_args(sys.argv[1:] if argv is None else list(argv))
     try:
         args = parser.parse_args(argv)
+        args.init_args = init_args
     except SystemExit as exc:  # --help / --version (0) or usage errors (2)
         return int(exc.code or 0)
+    from . import progress
+
+    progress.configure(progress.wanted(quiet=_opt(args, "quiet", False), json=_opt(args, "json", False)))
     try:
         from .safeio import tracking_inputs
 
@@ -813,7 +677,9 @@ def main(argv: list[str] | None = None) -> int:
     except KhoFormatError as exc:
         _error(str(exc))
         if _opt(args, "json"):
-            sys.stdout.write(json.dumps({"schema": "kho-formats/error/1", **exc.to_json()}, indent=2) + "\n")
+            from .ops.documents import error_document
+
+            sys.stdout.write(json.dumps(error_document(exc), indent=2) + "\n")
         return EXIT_PROBLEM
     except UsageError as exc:
         _error(str(exc))

@@ -13,7 +13,12 @@ import reprlib
 
 
 class KhoFormatError(Exception):
-    """Base class: the input is not what the KHO ABI says it should be."""
+    """Base class: the input is not what the KHO ABI says it should be.
+
+    >>> err = KhoFormatError("bad magic 0x0", path="root FDT", expected="0xd00dfeed")
+    >>> str(err), err.to_json()["kind"]
+    ('root FDT: bad magic 0x0 (expected 0xd00dfeed)', 'format')
+    """
 
     kind = "format"
 

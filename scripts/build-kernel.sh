@@ -10,6 +10,7 @@
 #       4 KiB pages, no LUO (the default; the directory name predates the options)
 #   .../linux-7.3-arm64-16k/, .../linux-7.3-arm64-64k/          other page sizes
 #   .../linux-7.3-arm64-4k-luo/, ...-16k-luo/, ...-64k-luo/     with KHO_KERNEL_LUO=1
+#   .../linux-7.3-arm64-4k-luo-test/, ...                        with KHO_KERNEL_LUO_TEST=1
 # Each combination has its own out-of-tree build directory under work/
 # (build-arm64 for the default, build-arm64-<suffix> for the others).
 #
@@ -18,6 +19,9 @@
 #   KHO_KERNEL_PAGE_SIZE  4K (default), 16K or 64K
 #   KHO_KERNEL_LUO     1 = also LIVEUPDATE + LIVEUPDATE_MEMFD (with SHMEM, TMPFS,
 #                      MEMFD_CREATE, TRANSPARENT_HUGEPAGE for large memfd folios)
+#   KHO_KERNEL_LUO_TEST 1 = LUO as above plus LIVEUPDATE_TEST (lib/tests/liveupdate.c: three
+#                      test FLBs on every file handler), as the liveupdate selftests' own
+#                      config sets it (implies KHO_KERNEL_LUO=1)
 #   KHO_KERNEL_SEED    1 (default) = a new build directory starts as a copy of the
 #                      same page size's non-LUO build directory when that exists,
 #                      so Kbuild only recompiles what the extra options touch
@@ -33,6 +37,12 @@ WORK="$CACHE_ROOT/work"
 PAGE_SIZE="${KHO_KERNEL_PAGE_SIZE:-4K}"
 PAGE_SIZE="${PAGE_SIZE^^}"
 LUO="${KHO_KERNEL_LUO:-0}"
+LUO_TEST="${KHO_KERNEL_LUO_TEST:-0}"
+case "$LUO_TEST" in
+    0) ;;
+    1) LUO=1 ;;
+    *) echo "[build-kernel] KHO_KERNEL_LUO_TEST must be 0 or 1 (got '$LUO_TEST')" >&2; exit 2 ;;
+esac
 case "$PAGE_SIZE" in
     4K|16K|64K) ;;
     *) echo "[build-kernel] KHO_KERNEL_PAGE_SIZE must be 4K, 16K or 64K (got '$PAGE_SIZE')" >&2; exit 2 ;;
@@ -46,6 +56,7 @@ SUFFIX=""
 if [[ "$PAGE_SIZE" != 4K || "$LUO" == 1 ]]; then
     SUFFIX="-${PAGE_SIZE,,}"
     [[ "$LUO" == 1 ]] && SUFFIX="$SUFFIX-luo"
+    [[ "$LUO_TEST" == 1 ]] && SUFFIX="$SUFFIX-test"
 fi
 OUT="$CACHE_ROOT/linux-7.3-arm64$SUFFIX"
 SRCPKG="linux-source-7.3"
@@ -129,6 +140,8 @@ if [[ ! -d "$BUILD" && "${KHO_KERNEL_SEED:-1}" == 1 ]]; then
     # tracking then rebuilds only the objects the LUO options reach).
     SEED="$WORK/build-arm64"
     [[ "$PAGE_SIZE" != 4K ]] && SEED="$WORK/build-arm64-${PAGE_SIZE,,}"
+    # the LIVEUPDATE_TEST build: from the same page size's LUO build when there is one
+    [[ "$LUO_TEST" == 1 && -f "$WORK/build-arm64-${PAGE_SIZE,,}-luo/.config" ]] && SEED="$WORK/build-arm64-${PAGE_SIZE,,}-luo"
     if [[ "$LUO" == 1 && -f "$SEED/.config" ]]; then
         log "seeding $BUILD from $SEED"
         cp -a "$SEED" "$BUILD.tmp" && mv "$BUILD.tmp" "$BUILD"
@@ -156,6 +169,7 @@ if [[ "$LUO" == 1 ]]; then
     # large folios; DEVTMPFS provides /dev/liveupdate to the initramfs program.
     LUO_OPTS=(LIVEUPDATE LIVEUPDATE_MEMFD SHMEM TMPFS MEMFD_CREATE TRANSPARENT_HUGEPAGE
               DEVTMPFS BLK_DEV_INITRD)
+    [[ "$LUO_TEST" == 1 ]] && LUO_OPTS+=(RUNTIME_TESTING_MENU LIVEUPDATE_TEST)
     for o in "${LUO_OPTS[@]}"; do $CFG --enable "$o"; done
 fi
 # Smaller, faster build: no debug info, no SoC platforms (QEMU virt needs none),

@@ -20,7 +20,8 @@ from kho_formats.boot import initramfs as ir
 from kho_formats.boot.load import load_fixture
 from kho_formats.boot.qemu import QEMU_INITRD_ADDR, dtb_addr
 from kho_formats.errors import BootError
-from kho_formats.model.clients import BootLog, decode_clients, luo_boot
+from kho_formats.model.clients import BootLog, decode_clients
+from kho_formats.model.clients.luo import boot as luo_boot
 from kho_formats.model.spec import build_spec, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent

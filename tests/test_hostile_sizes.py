@@ -24,7 +24,7 @@ from kho_formats import cli
 from kho_formats.model.clients import decode_clients
 from kho_formats.model.clients.digest import EXACT_HOLE_MAX, Fnv1a64, runs_digest
 from kho_formats.model.clients.luo import content_digest, content_runs_digest
-from kho_formats.model.clients.luo_boot import luo_truth
+from kho_formats.model.clients.luo.boot import luo_truth
 from kho_formats.model.clients.memfd import MAX_LFS_FILESIZE, MemfdFile, memfd_max_size
 from kho_formats.ops.check import check
 from kho_formats.ops.luo_extract import ExtractError, extract
@@ -121,7 +121,7 @@ sys.path.insert(0, "tests")
 from test_hostile_sizes import huge_hole_state, first_memfd
 from _luo import fnv1a64
 from kho_formats.model.clients.luo import diff, content_digest
-from kho_formats.model.clients.luo_boot import luo_truth
+from kho_formats.model.clients.luo.boot import luo_truth
 from kho_formats.model.clients.digest import Fnv1a64
 from kho_formats.ops.check import check
 from kho_formats.model.clients import decode_clients

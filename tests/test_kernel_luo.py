@@ -33,7 +33,8 @@ from _luo import kernel_luo_spec_dict
 
 from kho_formats import boot
 from kho_formats.abi.layout import layout
-from kho_formats.model.clients import DecodeContext, decode_clients, luo, luo_boot
+from kho_formats.model.clients import DecodeContext, decode_clients, luo
+from kho_formats.model.clients.luo import boot as luo_boot
 from kho_formats.model.fixture import Fixture
 from kho_formats.model.spec import build_spec, spec_from_dict
 

@@ -36,7 +36,8 @@ from _kernel import (
 from test_kernel_boot import FAILED, OK
 
 from kho_formats import boot
-from kho_formats.model.clients import decode_clients, luo, luo_boot
+from kho_formats.model.clients import decode_clients, luo
+from kho_formats.model.clients.luo import boot as luo_boot
 from kho_formats.model.fixture import Fixture
 from kho_formats.model.spec import Spec, build_spec, load_spec
 

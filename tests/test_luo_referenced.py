@@ -1,6 +1,6 @@
 """``kho capture --from-dump`` keeps what the LUO client references: a
 capture cut down to the referenced pages only decodes to the same LUO state,
-memfd contents included (the Client.referenced hook of clients/luo.py and
+memfd contents included (the Client.referenced hook of clients/luo/client.py and
 clients/memfd.py)."""
 
 from __future__ import annotations

@@ -204,6 +204,51 @@ class RadixGeometry:
         return key
 
 
+# -- memory-map kinds: what each needs of a schema ------------------------------------------
+#
+# A schema names its memory map's kind (``memory_map = "radix"``); the kind's codec lives in
+# kho_formats.model.memmap, which registers the kind here (abi never imports it).  The two kinds
+# the kernel has used are known from the start, with the schema tables they need.
+
+SchemaCheck = Callable[["AbiVersion", str], None]
+
+
+def check_radix_schema(version: AbiVersion, where: str) -> None:
+    if not version.depth_formula:
+        raise VersionError(f"schema {where}: a radix memory map needs [radix] depth")
+
+
+def check_chunk_list_schema(version: AbiVersion, where: str) -> None:
+    if not version.bitmap_variants:
+        raise VersionError(f"schema {where}: a chunk-list memory map needs [chunk_list] bitmap_variants")
+    for b in version.bitmap_variants:
+        if b != "page" and not (b.isdigit() and int(b) % 8 == 0 and int(b) > 0):
+            raise VersionError(f"schema {where}: bad bitmap variant {b!r}", expected='"page" or a byte count')
+
+
+_BUILTIN_MAP_KINDS: dict[str, SchemaCheck] = {"radix": check_radix_schema, "chunk-list": check_chunk_list_schema}
+_MAP_KINDS: dict[str, SchemaCheck] = dict(_BUILTIN_MAP_KINDS)
+
+
+def register_map_kind(kind: str, check: SchemaCheck) -> None:
+    """Make ``memory_map = "<kind>"`` valid in a schema; ``check(version, where)`` raises
+    :class:`~kho_formats.errors.VersionError` for a schema that lacks what the kind needs."""
+    _MAP_KINDS[kind] = check
+
+
+def unregister_map_kind(kind: str) -> None:
+    """Forget a kind registered with :func:`register_map_kind` (a built-in one reverts to its own check)."""
+    if kind in _BUILTIN_MAP_KINDS:
+        _MAP_KINDS[kind] = _BUILTIN_MAP_KINDS[kind]
+    else:
+        _MAP_KINDS.pop(kind, None)
+
+
+def map_kinds() -> list[str]:
+    """The memory-map kinds a schema may name."""
+    return sorted(_MAP_KINDS)
+
+
 PROPERTY_TYPES = ("u64",)
 _SCHEMA_TABLES = {"version", "compatible", "memory_map", "root", "subnode", "fdt", "radix", "chunk_list", "layout"}
 
@@ -318,15 +363,13 @@ class AbiVersion:
         return v
 
     def _check(self, where: str) -> None:
-        from ..model import memmap  # the map kinds are a registry of their own
-
         try:
-            codec = memmap.get(self.memory_map)
-        except VersionError as exc:
+            check = _MAP_KINDS[self.memory_map]
+        except KeyError:
             raise VersionError(
-                f"schema {where}: unknown memory_map {self.memory_map!r}", expected=exc.expected
+                f"schema {where}: unknown memory_map {self.memory_map!r}", expected=" or ".join(sorted(_MAP_KINDS))
             ) from None
-        codec.check_schema(self, where)
+        check(self, where)
         names = [p.name for p in self.subnode_properties]
         if len(set(names)) != len(names):
             raise VersionError(f"schema {where}: sub-node property declared twice: {names}")

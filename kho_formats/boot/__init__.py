@@ -97,6 +97,7 @@ from .qemu import (
     kernel_page_size,
 )
 from .runner import BootPlan, BootResult, plan_boot, run_boot
+from .workload import Workload, workload_of
 
 __all__ = [
     "check_kernel_page_size",
@@ -106,6 +107,8 @@ __all__ = [
     "BootFixture",
     "BootError",
     "run_boot",
+    "Workload",
+    "workload_of",
     "plan_boot",
     "load_fixture",
     "patch_chosen",

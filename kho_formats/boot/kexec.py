@@ -33,10 +33,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..abi.x86_boot import (
+    BOOT_PARAMS_EXT_CMD_LINE_PTR,
+    BOOT_PARAMS_EXT_RAMDISK_IMAGE,
+    BOOT_PARAMS_EXT_RAMDISK_SIZE,
+    BOOT_PARAMS_HDR,
+    BOOT_PARAMS_SIZE,
+    LOADED_HIGH,
+    boot_params_offset,
+)
 from ..errors import BootError
 from .initramfs import initramfs, static_program
 from .load import BootFixture
-from .qemu import ram_bytes
+from .qemu import PAGE, ram_bytes
 from .x86 import SETUP_DATA_FIELD, BzImage, place_handover, place_x86_page
 
 __all__ = [
@@ -57,19 +66,20 @@ STARTING = "kexec_core: Starting new kernel"
 FIRST_CMDLINE = "console=ttyS0 loglevel=7 panic=-1 printk.time=1 rdinit=/init"
 #: 64-bit boot protocol: the entry is this far into the protected-mode kernel
 STARTUP_64 = 0x200
-_PAGE = 4096
+_PAGE = PAGE
 #: struct boot_params / setup_header offsets (Documentation/arch/x86/zero-page.rst, boot.rst)
-_HDR_START = 0x1F1
-_TYPE_OF_LOADER = 0x210
-_LOADFLAGS = 0x211
-_LOADED_HIGH = 0x01
-_CODE32_START = 0x214
-_RAMDISK_IMAGE = 0x218
-_RAMDISK_SIZE = 0x21C
-_CMD_LINE_PTR = 0x228
-_EXT_RAMDISK_IMAGE = 0x0C0
-_EXT_RAMDISK_SIZE = 0x0C4
-_EXT_CMD_LINE_PTR = 0x0C8
+_HDR_START = BOOT_PARAMS_HDR
+_JUMP = boot_params_offset("jump")
+_TYPE_OF_LOADER = boot_params_offset("type_of_loader")
+_LOADFLAGS = boot_params_offset("loadflags")
+_LOADED_HIGH = LOADED_HIGH
+_CODE32_START = boot_params_offset("code32_start")
+_RAMDISK_IMAGE = boot_params_offset("ramdisk_image")
+_RAMDISK_SIZE = boot_params_offset("ramdisk_size")
+_CMD_LINE_PTR = boot_params_offset("cmd_line_ptr")
+_EXT_RAMDISK_IMAGE = BOOT_PARAMS_EXT_RAMDISK_IMAGE
+_EXT_RAMDISK_SIZE = BOOT_PARAMS_EXT_RAMDISK_SIZE
+_EXT_CMD_LINE_PTR = BOOT_PARAMS_EXT_CMD_LINE_PTR
 
 
 def _page_up(n: int) -> int:
@@ -82,8 +92,8 @@ def zero_page(
     """The second kernel's ``struct boot_params`` without its e820 table (the
     loader copies the first kernel's in): the bzImage's setup header, then
     the fields a 64-bit boot loader sets."""
-    bp = bytearray(_PAGE)
-    end = 0x202 + kernel_bytes[0x201]  # the header runs to the end of the 2-byte jump's target
+    bp = bytearray(BOOT_PARAMS_SIZE)
+    end = _JUMP + 2 + kernel_bytes[_JUMP + 1]  # the header runs to the end of the 2-byte jump's target
     bp[_HDR_START:end] = kernel_bytes[_HDR_START:end]
     bp[_TYPE_OF_LOADER] = 0xFF
     bp[_LOADFLAGS] |= _LOADED_HIGH
@@ -159,7 +169,7 @@ def plan_kexec(
     sd_phys = hp.setup_data_phys
     cmd = (cmdline + "\0").encode()
     cmd_phys = place(cmd, "command line")
-    bp_phys = place(bytes(_PAGE), "boot_params")
+    bp_phys = place(bytes(BOOT_PARAMS_SIZE), "boot_params")
     rd_phys = place(second_initrd, "second kernel's initramfs") if second_initrd else 0
     bp = zero_page(kbytes, cmd_phys, sd_phys, load, (rd_phys, len(second_initrd)))
     purg = purgatory(bp_phys, load + STARTUP_64)
@@ -180,7 +190,7 @@ def plan_kexec(
     plan.append(f"bootparams {bp_phys:x} /kexec/boot-params")
     files["kexec/plan"] = ("\n".join(plan) + "\n").encode()
     init = (loader or static_program(KEXEC_LOADER_SOURCE, "x86_64")).read_bytes()
-    segs.append((bp_phys, _PAGE, "boot-params"))
+    segs.append((bp_phys, BOOT_PARAMS_SIZE, "boot-params"))
     return KexecPlan(initramfs(init, files), segs, purg_phys, bp_phys, sd_phys, hp.scratch_array_phys)
 
 

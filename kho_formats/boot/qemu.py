@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+from .. import progress
 from ..errors import AllocationError, BootError, SpecError
 from ..memory.alloc import PageAllocator
 from ..model.spec import parse_int
@@ -54,7 +55,9 @@ QEMU_STUB_SIZE = 0x1000
 #: where a missing scratch array is placed (first free page at or above)
 KHO_BOOT_SCRATCH_ARRAY = 0x7FF0_0000
 BASE_CMDLINE = "console=ttyAMA0 earlycon=pl011,0x9000000 kho=on loglevel=7 panic=-1"
-_PAGE = 4096
+#: the page granule the boot harness places things at (one place: x86.py and kexec.py use it too)
+PAGE = 4096
+_PAGE = PAGE
 
 
 #: the QEMU system emulator per fixture arch
@@ -272,12 +275,15 @@ def run_qemu(cmd: list[str], timeout: float, keep_going: bool) -> tuple[str, int
         raise BootError(f"cannot run {cmd[0]}: {exc.strerror or exc}") from None
     chunks: list[str] = []
     done = threading.Event()
+    shown = progress.task(f"{Path(cmd[0]).name}: serial console", unit=" lines")  # left once QEMU is gone
+    bar = shown.__enter__()
 
     def reader() -> None:
         assert proc.stdout is not None
         for raw in iter(proc.stdout.readline, b""):
             line = raw.decode("utf-8", "replace")
             chunks.append(line)
+            bar.update(1)
             if not keep_going and END_OF_BOOT.search(line):
                 done.set()
         done.set()
@@ -300,4 +306,5 @@ def run_qemu(cmd: list[str], timeout: float, keep_going: bool) -> tuple[str, int
             proc.kill()
             proc.wait()
     th.join(timeout=5)
+    shown.__exit__(None, None, None)
     return "".join(chunks), proc.returncode if not timed_out else None, timed_out, time.monotonic() - t0

@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import BootError
 from .dtb import patch_chosen, repack_dtb
 from .initramfs import initramfs, luo_check_binary
-from .judge import client_rule, has_kernel_output, judge_log
+from .judge import client_rule, has_kernel_output, judge_log, strip_timestamp
 from .load import BootFixture, PathLike, load_fixture
 from .qemu import (
     BASE_CMDLINE,
@@ -32,6 +32,7 @@ from .qemu import (
     ram_bytes,
     run_qemu,
 )
+from .workload import Workload, judge_workload, workload_lines
 from .x86 import (
     X86_BASE_CMDLINE,
     X86_DEFAULT_CPU,
@@ -121,7 +122,7 @@ class _Clients:
     initrd_files: dict[str, bytes] = field(default_factory=dict)
 
 
-def _client_asks(fx: BootFixture) -> _Clients:
+def _client_asks(fx: BootFixture, workload: Workload | None = None) -> _Clients:
     out = _Clients(names=list(fx.clients))
     decoded = fx.decoded_clients()
     for c in out.names:
@@ -134,6 +135,8 @@ def _client_asks(fx: BootFixture) -> _Clients:
             for _, arg in asks:
                 out.cmdline += " " + arg
         files = rule.initrd(decoded[c]) if rule.initrd is not None else None
+        if files and workload is not None:
+            continue  # the workload replaces the client's userspace check: no truth to compare with
         if files:
             out.initrd_files.update(files)
         if rule.truth is not None:
@@ -141,7 +144,13 @@ def _client_asks(fx: BootFixture) -> _Clients:
     return out
 
 
-def _write_initrd(asks: _Clients, workdir: Path, init_binary: Path | None, arch: str) -> Path | None:
+def _write_initrd(
+    asks: _Clients, workdir: Path, init_binary: Path | None, arch: str, workload: Workload | None = None
+) -> Path | None:
+    if workload is not None:  # the program is the workload (and the judge of what it gets back)
+        path = workdir / "initrd.cpio"
+        path.write_bytes(workload.initramfs(arch))
+        return path
     if not asks.initrd_files:
         return None
     init = (init_binary or luo_check_binary(arch=arch)).read_bytes()
@@ -161,6 +170,7 @@ def plan_boot(
     cpu: str | None = None,
     extra_cmdline: str = "",
     init_binary: Path | None = None,
+    workload: Workload | None = None,
 ) -> BootPlan:
     """The QEMU command line booting ``kernel`` with the handover of ``fx``
     (``None``: a cold boot); runs nothing.
@@ -174,10 +184,12 @@ def plan_boot(
     A client checked from userspace (its rule's ``initrd`` gives files: LUO
     state with sessions) adds an initramfs, ``workdir/initrd.cpio``, whose
     ``/init`` is ``init_binary`` (default: ``luo_check`` compiled for the
-    fixture's architecture, built on first use)."""
+    fixture's architecture, built on first use).  ``workload``: the
+    initramfs runs that program instead (:mod:`.workload`), and the clients'
+    own userspace checks are not made."""
     arch = fx.arch if fx is not None else ("x86_64" if bzimage(kernel) is not None else "arm64")
     if arch == "x86_64":
-        return _plan_x86(fx, kernel, workdir, qemu_bin, memory, cpu, extra_cmdline, init_binary)
+        return _plan_x86(fx, kernel, workdir, qemu_bin, memory, cpu, extra_cmdline, init_binary, workload)
     if bzimage(kernel) is not None:
         raise BootError(f"kernel {kernel} is an x86 bzImage; the fixture is for arm64")
     if virt_dtb is None:
@@ -194,8 +206,8 @@ def plan_boot(
     else:
         check_kernel_page_size(kernel, fx.page_size)
         kspan = kernel_span(kernel)
-        asks = _client_asks(fx)
-        initrd_path = _write_initrd(asks, workdir, init_binary, "arm64")
+        asks = _client_asks(fx, workload)
+        initrd_path = _write_initrd(asks, workdir, init_binary, "arm64", workload)
         initrd_size = initrd_path.stat().st_size if initrd_path is not None else 0
         arr = fx.scratch_array()
         sap = fx.scratch_array_phys
@@ -283,6 +295,7 @@ def _plan_x86(
     cpu: str | None,
     extra_cmdline: str,
     init_binary: Path | None,
+    workload: Workload | None = None,
 ) -> BootPlan:
     x86_bzimage(kernel)
     cmdline = X86_BASE_CMDLINE
@@ -293,8 +306,8 @@ def _plan_x86(
     initrd_path: Path | None = None
     boot_kernel = kernel
     if fx is not None:
-        asks = _client_asks(fx)
-        initrd_path = _write_initrd(asks, workdir, init_binary, "x86_64")
+        asks = _client_asks(fx, workload)
+        initrd_path = _write_initrd(asks, workdir, init_binary, "x86_64", workload)
         ho = x86_handover(fx, kernel, workdir, memory, initrd_path.stat().st_size if initrd_path is not None else 0)
         boot_kernel, loaders, sap, sd_phys = ho.kernel, ho.loaders, ho.scratch_array_phys, ho.setup_data_phys
         cmdline = join_cmdline(cmdline, asks.cmdline, fx.cmdline)
@@ -346,6 +359,7 @@ def run_boot(
     init_binary: PathLike | None = None,
     truths: Mapping[str, Any] | None = None,
     via: str = "loader",
+    workload: Workload | None = None,
 ) -> BootResult:
     """Boot ``kernel`` with the handover in ``fixture_dir`` and judge the serial log.
 
@@ -372,6 +386,10 @@ def run_boot(
     ``truths`` replaces what a client's rule computed from the fixture as
     what the kernel must give back (client -> truth): a negative control
     boots corrupted bytes and judges them against the intact fixture's truth.
+
+    ``workload``: the initramfs runs that program (``kho boot --init``,
+    :mod:`.workload`) and its exit status and KTAP lines are part of the
+    verdict; a fixture without LUO state gets the initramfs too.
     """
     # the fixture first: a fixture kho boot refuses is refused with or without QEMU
     fx = load_fixture(fixture_dir) if fixture_dir is not None else None
@@ -391,14 +409,23 @@ def run_boot(
         arch = "x86_64" if bzimage(kpath) is not None else "arm64"
     if via not in ("loader", "kexec"):
         raise BootError(f"via {via!r}", expected="'loader' or 'kexec'")
+    if workload is not None and fx is None:
+        raise BootError("--init runs a program on a fixture's second kernel: give a fixture")
     if via == "kexec" and (fx is None or arch != "x86_64"):
         raise BootError("--via kexec hands an x86_64 fixture over from a first-stage x86_64 kernel")
     qemu_bin = need(qemu or QEMU_BINARIES[arch])
     if via == "kexec":
         assert fx is not None
-        return _run_kexec(
-            fx, kpath, qemu_bin, timeout, memory, cpu, extra_cmdline, workdir, keep_going, truths, init_binary
+        res = _run_kexec(
+            fx, kpath, qemu_bin, timeout, memory, cpu, extra_cmdline, workdir, keep_going, truths, init_binary, workload
         )
+        if workload is not None and res.verdict != "error":
+            from .kexec import STARTING
+
+            second = [strip_timestamp(l) for l in res.log.partition(STARTING)[2].splitlines()]
+            res.verdict, res.reason = judge_workload(res.verdict, res.reason, second)
+            res.kho_lines += workload_lines(second)
+        return res
     scratch_dir: AbstractContextManager[str] = (
         tempfile.TemporaryDirectory(prefix="kho-boot-") if workdir is None else nullcontext(os.fspath(workdir))
     )
@@ -416,6 +443,7 @@ def run_boot(
             cpu=cpu,
             extra_cmdline=extra_cmdline,
             init_binary=Path(init_binary) if init_binary is not None else None,
+            workload=workload,
         )
         log, rc, timed_out, dur = run_qemu(plan.cmd, timeout, keep_going)
     if rc not in (0, None) and not has_kernel_output(log):
@@ -439,6 +467,10 @@ def run_boot(
         # a cold boot: no handover is the expected outcome
         rest = [p for p in reason.split("; ") if not p.startswith("kernel did not accept")]
         verdict, reason = ("rejected", "; ".join(rest)) if rest else ("accepted", "cold boot, no handover")
+    if workload is not None:
+        lines = [strip_timestamp(l) for l in log.splitlines()]
+        verdict, reason = judge_workload(verdict, reason, lines)
+        kho_lines += workload_lines(lines)
     return BootResult(verdict, reason, kho_lines, log, status, plan.cmdline, plan.cmd, dur, timed_out, rc, str(kpath))
 
 
@@ -454,13 +486,16 @@ def _run_kexec(
     keep_going: bool,
     truths: Mapping[str, Any] | None,
     init_binary: PathLike | None,
+    workload: Workload | None = None,
 ) -> BootResult:
     from .kexec import plan_kexec, qemu_command
 
     bz = x86_bzimage(kpath)
-    asks = _client_asks(fx)
+    asks = _client_asks(fx, workload)
     second = b""
-    if asks.initrd_files:  # LUO sessions: the second kernel gets the luo_check initramfs
+    if workload is not None:
+        second = workload.initramfs("x86_64")
+    elif asks.initrd_files:  # LUO sessions: the second kernel gets the luo_check initramfs
         init = Path(init_binary) if init_binary is not None else luo_check_binary(arch="x86_64")
         second = initramfs(init.read_bytes(), asks.initrd_files)
     cmdline = join_cmdline(X86_BASE_CMDLINE, asks.cmdline, fx.cmdline, extra_cmdline)

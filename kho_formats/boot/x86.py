@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..abi.layout import KhoData, layout
+from ..abi.x86_boot import BOOT_PARAMS_HDR, BOOT_PARAMS_SETUP_DATA, HDRS_MAGIC, SETUP_HEADER_END, setup_header
 from ..errors import BootError
 from .load import BootFixture
 from .qemu import check_fits, kernel_head, place_pages
@@ -47,10 +48,8 @@ __all__ = [
     "place_handover",
 ]
 
-#: boot protocol header magic ("HdrS") at 0x202
-_HDRS = b"HdrS"
 #: offset of ``hdr.setup_data`` (u64) in the bzImage / ``boot_params``
-SETUP_DATA_FIELD = 0x250
+SETUP_DATA_FIELD = BOOT_PARAMS_SETUP_DATA
 #: setup_data exists from boot protocol 2.09, pref_address and init_size (where the
 #: kernel goes, which the layout checks and --via kexec need) from 2.10
 _MIN_PROTOCOL = 0x20A
@@ -64,7 +63,6 @@ X86_DEFAULT_CPU = "max"
 X86_PREFERRED = 0x3000_0000
 #: QEMU loads the protected-mode kernel here (boot protocol "high" kernels)
 _PROT_ADDR = 0x10_0000
-_PAGE = 4096
 
 
 @dataclass(frozen=True)
@@ -90,23 +88,26 @@ class BzImage:
 def bzimage(path: Path) -> BzImage | None:
     """The setup header of the x86 bzImage at ``path``; None when the file is
     not one (no ``HdrS`` magic).  A bzImage too old for setup_data is refused."""
-    hdr, fsize = kernel_head(path, 0x268)
-    if len(hdr) < 0x268 or hdr[0x202:0x206] != _HDRS:
+    head, fsize = kernel_head(path, SETUP_HEADER_END)
+    if len(head) < SETUP_HEADER_END:
         return None
-    protocol = int.from_bytes(hdr[0x206:0x208], "little")
+    hdr = setup_header.parse(head[BOOT_PARAMS_HDR:SETUP_HEADER_END])
+    if hdr.header != HDRS_MAGIC:
+        return None
+    protocol = hdr.version
     if protocol < _MIN_PROTOCOL:
         raise BootError(
             f"kernel {path} speaks x86 boot protocol {protocol >> 8}.{protocol & 0xFF:02d}",
             expected="2.10 or later (setup_data, pref_address, init_size)",
         )
-    sects = hdr[0x1F1] or 4
+    sects = hdr.setup_sects or 4
     setup_size = (sects + 1) * 512
     return BzImage(
         path=Path(path),
         protocol=protocol,
         setup_size=setup_size,
-        pref_address=int.from_bytes(hdr[0x258:0x260], "little"),
-        init_size=int.from_bytes(hdr[0x260:0x264], "little"),
+        pref_address=hdr.pref_address,
+        init_size=hdr.init_size,
         payload_size=max(0, fsize - setup_size),
     )
 

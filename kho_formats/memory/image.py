@@ -141,6 +141,31 @@ def elf_phnum(eh: Any, read: Callable[[int, int], bytes], name: str, *, byteorde
     return n
 
 
+@dataclass(frozen=True)
+class ImageFormat:
+    """A file format :meth:`PhysImage.load` recognises by its first bytes (besides ELF and bundles)."""
+
+    name: str
+    #: the file's first 16 bytes -> whether it is this format
+    sniff: Callable[[bytes], bool]
+    #: (path, the file mapped read-only) -> the image
+    load: Callable[[Path, mmap.mmap | bytes], PhysImage]
+
+
+_FORMATS: list[ImageFormat] = []
+
+
+def register_format(fmt: ImageFormat) -> ImageFormat:
+    """Make :meth:`PhysImage.load` open ``fmt`` files (a format module calls it when imported;
+    :mod:`kho_formats.memory` imports the built-in ones: ``kdump``)."""
+    _FORMATS[:] = [f for f in _FORMATS if f.name != fmt.name] + [fmt]
+    return fmt
+
+
+def image_formats() -> list[str]:
+    return [f.name for f in _FORMATS]
+
+
 class LazyData:
     """Segment bytes produced on demand (e.g. decompressed kdump pages).
 
@@ -705,10 +730,9 @@ class PhysImage:
         head = bytes(data[:16])
         if head[:4] == b"\x7fELF":
             return cls.from_elf(data, name=str(p))
-        from .kdump import is_kdump, load_kdump
-
-        if is_kdump(head):
-            return load_kdump(p, data)
+        for fmt in _FORMATS:
+            if fmt.sniff(head):
+                return fmt.load(p, data)
         raise ImageError(
             f"{spec}: neither an ELF core, a kdump file nor a bundle directory; give a raw dump as FILE@BASE"
         )
@@ -733,6 +757,9 @@ def _map_file(
 
 __all__ = [
     "PhysImage",
+    "ImageFormat",
+    "register_format",
+    "image_formats",
     "Segment",
     "LazyData",
     "ElfStructs",

@@ -41,9 +41,10 @@ from typing import IO
 import construct as cs
 import numpy as np
 
+from .. import progress
 from ..abi.layout import parse_struct
 from ..errors import ImageError
-from .image import LazyData, PhysImage
+from .image import ImageFormat, LazyData, PhysImage, register_format
 
 KDUMP_SIGNATURE = b"KDUMP   "
 FLAT_SIGNATURE = b"makedumpfile"
@@ -464,7 +465,10 @@ class KdumpPages(LazyData):
         offs = np.arange(first, self.size - 3, step, dtype=np.int64)
         heads = np.zeros(offs.size, dtype=np.uint32)
         seen: dict[tuple[int, int], int] = {}
+        bar = progress.current()
         for i, o in enumerate(offs.tolist()):
+            if i & 4095 == 4095:
+                bar.update(4096 * step)
             k, inoff = divmod(o, bs)
             if inoff + 4 > bs:  # straddles two pages (a scan step that is not the block size)
                 heads[i] = self._scan_head(self.fetch, o, 4)
@@ -474,6 +478,7 @@ class KdumpPages(LazyData):
             if v is None:
                 v = seen[key] = self._scan_head(self.f.head_of, self.first + k, self.pfn + k, inoff, 4)
             heads[i] = v
+        bar.update((offs.size & 4095) * step)
         return offs, heads
 
     def _scan_head(self, read: Callable[..., bytes], *args: int) -> int:
@@ -626,6 +631,9 @@ def write_kdump(
         out.seek(pd_off)
         out.write(descs.tobytes())
         out.seek(0, io.SEEK_END)
+
+
+register_format(ImageFormat("kdump", is_kdump, load_kdump))
 
 
 __all__ = [

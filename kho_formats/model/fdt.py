@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
 from .._types import BYTES_LIKE, as_byteorder, check_type
-from ..abi.layout import FDT_MAGIC, fdt_header
+from ..abi.fdt_header import FDT_HEADER_SIZE, FDT_MAGIC, fdt_header, header_totalsize
 from ..errors import FdtError, PropertyError
 
 FDT_BEGIN_NODE = 1
@@ -32,7 +32,7 @@ FDT_END_NODE = 2
 FDT_PROP = 3
 FDT_NOP = 4
 FDT_END = 9
-HEADER_SIZE = 40
+HEADER_SIZE = FDT_HEADER_SIZE
 MAX_DEPTH = 64
 
 
@@ -273,8 +273,9 @@ def fdt_totalsize(data: bytes, *, where: str = "FDT", phys: int | None = None) -
     """``totalsize`` from an FDT header, validated against magic only."""
     if len(data) < 8:
         raise _err("too short for an FDT header", path="", where=where, phys=phys)
-    magic, total = struct.unpack_from(">II", data, 0)
-    if magic != FDT_MAGIC:
+    total = header_totalsize(data)
+    if total is None:
+        magic = int.from_bytes(data[:4], "big")
         raise _err(f"bad magic {magic:#010x}", path="", where=where, phys=phys, expected=f"{FDT_MAGIC:#010x}")
     return total
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import abi
 from .._types import BYTES_LIKE, as_byteorder, check_type
+from ..abi.fdt_header import has_fdt_magic
 from ..abi.layout import Layout, layout
 from ..abi.versions import AbiVersion
 from ..errors import FdtError, KhoFormatError, PropertyError, ScratchError, VersionError
@@ -555,7 +556,7 @@ def convert(state: KhoState, to_version: str, *, map_options: Mapping[str, Any] 
                 "is unknown (its blob is not in the image)",
                 path=f"{ROOT}:/{sb.name}",
             )
-        if ver.blob_is_fdt and sb.data is not None and sb.data[:4] != b"\xd0\x0d\xfe\xed":
+        if ver.blob_is_fdt and sb.data is not None and not has_fdt_magic(sb.data):
             raise VersionError(
                 f"{ver.name} sub-nodes point at FDTs, but sub-blob {sb.name!r} is {len(sb.data)} bytes of raw data, "
                 f"not an FDT: {ver.name} sizes a sub-blob by its FDT header, so it cannot hold this one",

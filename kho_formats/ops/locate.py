@@ -27,19 +27,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import abi
+from .. import abi, progress
+from ..abi.fdt_header import FDT_HEADER_SIZE, FDT_MAGIC, header_totalsize
+from ..abi.fdt_header import plausible_fdt_header as _plausible
 from ..abi.layout import SETUP_KEXEC_KHO, layout
+from ..abi.x86_boot import BOOT_PARAMS_SETUP_DATA, BOOT_PARAMS_SIZE
 from ..errors import FdtError, ImageError, KhoFormatError
 from ..memory.image import LazyData, PhysImage
-from ..model.fdt import FDT_MAGIC, get_strings, parse_fdt
+from ..model.fdt import get_strings, parse_fdt
 
 #: the largest root FDT read (from a file or an image; the kernel creates it in one page)
 MAX_ROOT_FDT = 1 << 20
 #: the largest debugfs ``sub_fdts/<name>`` file read
 MAX_SUB_BLOB = 64 << 20
-#: ``boot_params.hdr.setup_data`` (arch/x86/include/uapi/asm/bootparam.h)
-BOOT_PARAMS_SETUP_DATA = 0x250
-BOOT_PARAMS_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -56,13 +56,6 @@ class RootCandidate:
         return f"{self.phys:#x} ({self.size} bytes, {self.version}, {self.how})"
 
 
-def header_totalsize(head: bytes) -> int | None:
-    """``totalsize`` of an FDT header, None unless ``head`` starts with the FDT magic."""
-    if len(head) < 8 or int.from_bytes(head[:4], "big") != FDT_MAGIC:
-        return None
-    return int.from_bytes(head[4:8], "big")
-
-
 def read_fdt_at(image: PhysImage, phys: int, *, what: str = "root FDT", max_size: int = MAX_ROOT_FDT) -> bytes:
     """The whole FDT at ``phys`` (header ``totalsize`` bytes)."""
     head = image.read(phys, 8, what=f"{what} header")
@@ -71,8 +64,10 @@ def read_fdt_at(image: PhysImage, phys: int, *, what: str = "root FDT", max_size
         raise FdtError(
             f"no FDT at {phys:#x} (bad magic {head[:4].hex()})", phys=phys, expected=f"magic {FDT_MAGIC:#010x}"
         )
-    if not 40 <= total <= max_size:
-        raise FdtError(f"{what} totalsize {total} is implausible", phys=phys, expected=f"40..{max_size} bytes")
+    if not FDT_HEADER_SIZE <= total <= max_size:
+        raise FdtError(
+            f"{what} totalsize {total} is implausible", phys=phys, expected=f"{FDT_HEADER_SIZE}..{max_size} bytes"
+        )
     return image.read(phys, total, what=what)
 
 
@@ -84,18 +79,21 @@ def _page_heads(image: PhysImage, page_size: int) -> tuple[np.ndarray, np.ndarra
     for seg in image:  # a new scan: what earlier scans skipped is not this one's
         if isinstance(seg.data, LazyData):
             seg.data.reset_scan_problems()
-    for seg in image:
-        first = -seg.phys % page_size
-        n = (len(seg.data) - first - 4) // page_size + 1 if len(seg.data) >= first + 4 else 0
-        if n <= 0:
-            continue
-        if isinstance(seg.data, LazyData):
-            offs, h = seg.data.page_heads(first, page_size)
-        else:
-            offs = first + np.arange(n, dtype=np.int64) * page_size
-            h = _mapped_heads(seg.data, first, n, page_size)
-        addrs.append(offs.astype(np.uint64) + np.uint64(seg.phys))
-        heads.append(np.asarray(h, dtype=np.uint32))
+    with progress.task("scanning for the root FDT", total=sum(len(seg.data) for seg in image)) as bar:
+        for seg in image:
+            first = -seg.phys % page_size
+            n = (len(seg.data) - first - 4) // page_size + 1 if len(seg.data) >= first + 4 else 0
+            if n <= 0:
+                bar.update(len(seg.data))
+                continue
+            if isinstance(seg.data, LazyData):
+                offs, h = seg.data.page_heads(first, page_size)  # reports its pages to progress.current()
+            else:
+                offs = first + np.arange(n, dtype=np.int64) * page_size
+                h = _mapped_heads(seg.data, first, n, page_size, bar)
+            bar.update(len(seg.data) - n * page_size)  # what the page steps did not count
+            addrs.append(offs.astype(np.uint64) + np.uint64(seg.phys))
+            heads.append(np.asarray(h, dtype=np.uint32))
     if not addrs:
         return np.zeros(0, np.uint64), np.zeros(0, np.uint32)
     return np.concatenate(addrs), np.concatenate(heads)
@@ -105,7 +103,7 @@ def _page_heads(image: PhysImage, page_size: int) -> tuple[np.ndarray, np.ndarra
 SCAN_CHUNK = 64 << 20
 
 
-def _mapped_heads(data: memoryview, first: int, n: int, page_size: int) -> np.ndarray:
+def _mapped_heads(data: memoryview, first: int, n: int, page_size: int, bar: progress.Bar | None = None) -> np.ndarray:
     """The big-endian u32 at ``first + k * page_size`` of ``data`` for k < n.
 
     For a view of an ``mmap`` the scan goes chunk by chunk and each chunk's
@@ -119,6 +117,8 @@ def _mapped_heads(data: memoryview, first: int, n: int, page_size: int) -> np.nd
         m = min(step, n - k)
         off = first + k * page_size
         out[k : k + m] = np.ndarray((m,), dtype=">u4", buffer=data, offset=off, strides=(page_size,))
+        if bar is not None:
+            bar.update(m * page_size)
         if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
             start = np.frombuffer(data, dtype=np.uint8, count=1, offset=off).ctypes.data - base
             a = start // mmap.PAGESIZE * mmap.PAGESIZE
@@ -157,31 +157,9 @@ def kho_root_version(blob: bytes, *, phys: int | None = None) -> str | None:
         return None
 
 
-#: ``struct fdt_header`` (big-endian u32s): magic, totalsize, off_dt_struct, off_dt_strings,
-#: off_mem_rsvmap, version, last_comp_version, boot_cpuid_phys, size_dt_strings, size_dt_struct
-FDT_HEADER = np.dtype([(n, ">u4") for n in (
-    "magic", "totalsize", "off_dt_struct", "off_dt_strings", "off_mem_rsvmap",
-    "version", "last_comp_version", "boot_cpuid_phys", "size_dt_strings", "size_dt_struct",
-)])  # fmt: skip
-
-
 def plausible_fdt_header(head: bytes, max_size: int = MAX_ROOT_FDT) -> bool:
-    """Whether a 40-byte FDT header could belong to a blob :func:`~kho_formats.model.fdt.parse_fdt`
-    accepts (version, and every block inside ``totalsize``): a page that merely
-    starts with the magic is not read whole (a dump of such pages would copy a
-    MiB per page)."""
-    if len(head) < FDT_HEADER.itemsize:
-        return False
-    h = np.frombuffer(head, dtype=FDT_HEADER, count=1)[0]
-    total, version = int(h["totalsize"]), int(h["version"])
-    if int(h["magic"]) != FDT_MAGIC or not 40 <= total <= max_size:
-        return False
-    if version < 16 or int(h["last_comp_version"]) > min(17, version):
-        return False
-    struct_end = int(h["off_dt_struct"]) + (int(h["size_dt_struct"]) if version >= 17 else 0)
-    strings_end = int(h["off_dt_strings"]) + int(h["size_dt_strings"])
-    offsets = (int(h["off_dt_struct"]), int(h["off_dt_strings"]), int(h["off_mem_rsvmap"]))
-    return all(40 <= o <= total for o in offsets) and struct_end <= total and strings_end <= total
+    """:func:`kho_formats.abi.fdt_header.plausible_fdt_header` with the root FDT's size limit."""
+    return _plausible(head, max_size)
 
 
 def scan_problems(image: PhysImage) -> tuple[int, str | None]:
@@ -214,7 +192,7 @@ def scan_root_fdts(image: PhysImage, page_size: int = 4096, *, limit: int = 64) 
     out: list[RootCandidate] = []
     for phys in _fdt_pages(image, page_size):
         try:
-            if not plausible_fdt_header(image.read(phys, FDT_HEADER.itemsize, what="FDT header")):
+            if not plausible_fdt_header(image.read(phys, FDT_HEADER_SIZE, what="FDT header")):
                 continue
             blob = read_fdt_at(image, phys)
         except KhoFormatError:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import progress
 from .._version import __version__
 from ..errors import KhoFormatError
 from ..memory.image import PhysImage
@@ -125,6 +126,7 @@ def _create(parent: int, name: str, force: bool) -> int:
 
 
 def _write_contents(fd: int, size: int, parts: Iterator[tuple[int, memoryview]], name: str) -> None:
+    bar = progress.current()
     try:
         for off, data in pieces(parts):  # each byte once, whatever a folio list repeats
             if off >= size:
@@ -133,6 +135,7 @@ def _write_contents(fd: int, size: int, parts: Iterator[tuple[int, memoryview]],
             done = 0
             while done < len(data):
                 done += os.pwrite(fd, data[done:], off + done)
+            bar.update(len(data))
         os.ftruncate(fd, size)
     except (OSError, OverflowError) as exc:
         raise ExtractError(
@@ -176,6 +179,8 @@ def extract(
     # an output that is, holds or lies inside an input (the --mem image, the capture) is refused, --force included
     refuse_touching_inputs(out, inputs, error=ExtractError)
     root = _open_dir(out, force)
+    shown = progress.task("extracting LUO files")  # bytes written; entered here, left with the root fd
+    shown.__enter__()
     try:
         taken: set[str] = {"index.json"}
         sessions = []
@@ -228,6 +233,7 @@ def extract(
             fh.write("\n")
         return index
     finally:
+        shown.__exit__(None, None, None)
         os.close(root)
 
 

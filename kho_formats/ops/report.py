@@ -18,46 +18,18 @@ from itertools import chain
 
 from .._version import __version__
 from ..findings import ERROR, WARNING, Finding
+from ..keyed import keyed_pairs, only_change
 from ..memory.image import PhysImage
 from ..memory.pageset import END_OF_SPACE
 from ..model import memmap
-from ..model.clients import ClientReport, registry
+from ..model.clients import ClientReport, decode_clients, registry
 from ..model.state import KhoState
+from ..text import fmt_addr as _fmt_addr
+from ..text import human_size, safe_text
+from ..text import safe_lines as _lines
+from ..text import table as _table
 
 SCHEMA = "kho-formats/{}/1"
-
-
-def safe_text(text: object) -> str:
-    """``text`` with every non-printable character (controls such as ``ESC``,
-    newlines, bidi overrides) written as a Python escape (``\\x1b``), so a
-    string from the input cannot retitle, clear or rewrite a terminal.  Text
-    renderers apply it to each line they print; JSON output is not touched
-    (``json.dumps`` escapes control characters itself)."""
-    s = str(text)
-    if s.isprintable():
-        return s
-    out = []
-    for ch in s:
-        if ch.isprintable():
-            out.append(ch)
-        else:
-            o = ord(ch)
-            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}")
-    return "".join(out)
-
-
-def _lines(L: Sequence[str]) -> str:
-    """The report's lines joined, each escaped with :func:`safe_text`."""
-    return "\n".join(safe_text(x) for x in L) + "\n"
-
-
-def human_size(n: int) -> str:
-    """``4096`` -> ``4 KiB``, ``1536`` -> ``1.5 KiB``."""
-    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << shift:
-            text = f"{n / (1 << shift):.1f}".rstrip("0").rstrip(".")
-            return f"{text} {unit}"
-    return f"{n} B"
 
 
 def preserved_report(state: KhoState, max_ranges: int | None = None) -> dict:
@@ -239,18 +211,6 @@ def _record_template(items: Sequence[object], level: int) -> str | None:
     return "{\n" + body + "\n" + "  " * level + "}"
 
 
-def _fmt_addr(v: int | None) -> str:
-    return "?" if v is None else f"{v:#x}"
-
-
-def _table(rows: list[Sequence[str]], header: Sequence[str], indent: str = "  ") -> list[str]:
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    out = [indent + "  ".join(str(h).ljust(w) for h, w in zip(header, widths)).rstrip()]
-    for r in rows:
-        out.append(indent + "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
-    return out
-
-
 def _summary(sub: dict) -> str:
     d = sub.get("decoded")
     if sub.get("error"):
@@ -357,21 +317,28 @@ def render_inspect(r: dict, *, max_ranges: int = 32) -> str:
 # -- diff -----------------------------------------------------------------------------------
 
 
-def _luo_diff(a: KhoState, b: KhoState, images: Sequence[PhysImage | None]) -> dict | None:
-    """The ``luo`` key of a diff: None when neither side has a ``LUO`` sub-node."""
-    from ..model.clients import decode_clients
-    from ..model.clients import luo as luo_client
-
-    if a.subblob(luo_client.NAME) is None and b.subblob(luo_client.NAME) is None:
-        return None
-    got: list[luo_client.LuoState | None] = []
-    errs: list[str | None] = []
-    for st, img in zip((a, b), images):
-        rep = decode_clients(st, img).get(luo_client.NAME) if st.subblob(luo_client.NAME) else None
-        ok = rep is not None and isinstance(rep.decoded, luo_client.LuoState)
-        got.append(rep.decoded if ok and rep is not None else None)
-        errs.append(str(rep.error) if rep is not None and rep.error is not None else None)
-    return luo_client.diff(got[0], got[1], (images[0], images[1]), (a.page_size, b.page_size), (errs[0], errs[1]))
+def client_diffs(a: KhoState, b: KhoState, images: Sequence[PhysImage | None]) -> dict[str, dict | None]:
+    """The top-level diff keys clients own (``Client.diff_key``: ``luo``), in registration order:
+    the client's :meth:`~kho_formats.model.clients.Client.diff` of both sides, or ``null`` when
+    neither side has its sub-node."""
+    owners = [c for c in registry.everyone() if c.diff_key and c.name]
+    out: dict[str, dict | None] = {c.diff_key: None for c in owners if c.diff_key}
+    present = [c for c in owners if a.subblob(c.name or "") is not None or b.subblob(c.name or "") is not None]
+    if not present:
+        return out
+    reports = [decode_clients(st, img) for st, img in zip((a, b), images)]
+    for c in present:
+        got: list = []
+        errs: list[str | None] = []
+        for st, reps in zip((a, b), reports):
+            rep = reps.get(c.name or "") if st.subblob(c.name or "") is not None else None
+            ok = rep is not None and rep.client is c and rep.decoded is not None
+            got.append(rep.decoded if ok and rep is not None else None)
+            errs.append(str(rep.error) if rep is not None and rep.error is not None else None)
+        out[c.diff_key or ""] = c.diff(
+            got[0], got[1], (images[0], images[1]), (a.page_size, b.page_size), (errs[0], errs[1])
+        )
+    return out
 
 
 def diff_report(
@@ -396,13 +363,10 @@ def diff_report(
             "list": lst,
         }
 
-    sa = {s.name: s for s in a.subblobs}
-    sb = {s.name: s for s in b.subblobs}
     blobs = []
-    for n in list(sa) + [x for x in sb if x not in sa]:
-        x, y = sa.get(n), sb.get(n)
+    for n, x, y in keyed_pairs(a.subblobs, b.subblobs, lambda s: s.name):
         if x is None or y is None:
-            blobs.append({"name": n, "change": "only-" + ("b" if x is None else "a")})
+            blobs.append({"name": n, "change": only_change(x)})
             continue
         diffs = []
         if x.phys != y.phys:
@@ -432,12 +396,15 @@ def diff_report(
         if va != vb:
             meta[key] = {"a": va, "b": vb}
     both_read = a.map_read and b.map_read
-    luo = _luo_diff(a, b, images)
+    by_client = client_diffs(a, b, images)
     return {
         "schema": SCHEMA.format("diff"),
         "a": names[0],
         "b": names[1],
-        "identical": same_set and not blobs and both_read and (luo is None or luo["identical"]),
+        "identical": same_set
+        and not blobs
+        and both_read
+        and all(v is None or v["identical"] for v in by_client.values()),
         # null: a memory map was not read, so the preserved sets are unknown
         "preserved_identical": same_set if both_read else None,
         "map_read": {"a": a.map_read, "b": b.map_read},
@@ -446,7 +413,7 @@ def diff_report(
         "only_in_b": pages(only_b),
         "subblobs": blobs,
         "other": meta,
-        "luo": luo,
+        **by_client,
     }
 
 
@@ -486,10 +453,9 @@ def render_diff(d: dict) -> str:
             )
         else:
             L.append(f"  sub-blob {s['name']}: only in {s['change'][-1].upper()}")
-    if d.get("luo"):
-        from ..model.clients.luo import diff_text
-
-        L += diff_text(d["luo"])
+    for c in registry.everyone():
+        if c.diff_key and d.get(c.diff_key):
+            L += c.diff_text(d[c.diff_key])
     for k, v in d["other"].items():
         L.append(f"  note: {k} differs (A {v['a']}, B {v['b']}; not compared)")
     return _lines(L)

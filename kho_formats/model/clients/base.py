@@ -211,6 +211,8 @@ class Client:
     boot_rule: ClassVar[BootRule | None] = None
     #: a top-level key of inspect JSON this client fills (None: none)
     report_key: ClassVar[str | None] = None
+    #: a top-level key of diff JSON this client fills (None: none); see :meth:`diff`
+    diff_key: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
@@ -253,6 +255,24 @@ class Client:
 
     def report_text(self, value: Any) -> list[str]:
         """Lines of the text report for a non-null ``report_key`` value."""
+        return []
+
+    # a top-level diff key (when ``diff_key`` is set)
+    def diff(
+        self,
+        a: Any,
+        b: Any,
+        images: tuple[PhysImage | None, PhysImage | None],
+        page_sizes: tuple[int, int],
+        errors: tuple[str | None, str | None],
+    ) -> dict[str, Any]:
+        """The value of ``diff_key`` in diff JSON when either side has this client's sub-node: ``a`` / ``b``
+        the decoded results (None: absent, or it did not decode and ``errors`` says why).  It must have
+        an ``identical`` key, which the diff's own ``identical`` follows."""
+        raise NotImplementedError
+
+    def diff_text(self, value: Any) -> list[str]:
+        """Lines of the text diff for a non-null ``diff_key`` value."""
         return []
 
     # checking

@@ -15,6 +15,7 @@ from typing import Any
 from ...errors import ClientError, KhoFormatError, SpecError
 from ...findings import WARNING, Finding
 from ...memory.pageset import PageSet
+from ...text import human_size
 from ..fdt import FdtNode, build_fdt, get_strings, get_u64, parse_fdt, str_bytes, u64_bytes
 from ..specfields import BOOL, INT, RANGE, STR, ListOf, SpecField, SpecRow, SpecTable, Table
 from .base import BootLog, BootRule, BuildContext, BuiltBlob, CheckContext, Client, DecodeContext, page_round
@@ -168,7 +169,6 @@ class MemblockClient(Client):
         return Memblock(decode(blob, ctx.byteorder, where=ctx.where or NAME))
 
     def summary(self, decoded: Any) -> str:
-        from ...ops.report import human_size
 
         return "; ".join(f"{r['name']}: {r['start']:#x}+{human_size(r['size'])}" for r in decoded) or "no regions"
 

@@ -34,22 +34,27 @@ from ...abi.layout import (
     memfd_folio_fields,
     memfd_folio_word,
 )
+from ...abi.memfd import (
+    MEMFD_LUO_ALL_SEALS,
+    MEMFD_LUO_FH_COMPATIBLE,
+    MEMFD_LUO_FOLIO_DIRTY,
+    MEMFD_LUO_FOLIO_UPTODATE,
+)
 from ...errors import ClientError, KhoFormatError, SpecError
 from ...findings import ERROR, WARNING, Finding
 from ...memory.image import PhysImage
 from ...memory.pageset import PageSet
 from ...safeio import note_input
+from ...text import human_size
 from ..specfields import INT, STR, ListOf, SpecField, Table, spec_file_path
 from .base import CheckContext, DecodeContext, gen_bytes
-from .luo import MAX_DETAILED, FileBuildContext, FileBuilt, FileHandler, LuoProblem
+from .luo.handlers import FileBuildContext, FileBuilt, FileHandler
+from .luo.model import MAX_DETAILED, LuoProblem
 from .vmalloc import VmallocArea, build_vmalloc, encode_vmalloc_chunks, read_vmalloc
 
-COMPATIBLE = "memfd-v2"
-#: ``MEMFD_LUO_ALL_SEALS``: F_SEAL_SEAL, _SHRINK, _GROW, _WRITE, _FUTURE_WRITE, _EXEC
-MEMFD_LUO_ALL_SEALS = 0x3F
+COMPATIBLE = MEMFD_LUO_FH_COMPATIBLE
 SEAL_NAMES = ("seal", "shrink", "grow", "write", "future_write", "exec")
-#: ``MEMFD_LUO_FOLIO_DIRTY``, ``MEMFD_LUO_FOLIO_UPTODATE``
-FOLIO_DIRTY, FOLIO_UPTODATE = 0x1, 0x2
+FOLIO_DIRTY, FOLIO_UPTODATE = MEMFD_LUO_FOLIO_DIRTY, MEMFD_LUO_FOLIO_UPTODATE
 #: ``MAX_LFS_FILESIZE`` on 64-bit kernels
 MAX_LFS_FILESIZE = (1 << 63) - 1
 UINT_MAX = (1 << 32) - 1
@@ -261,7 +266,6 @@ class MemfdHandler(FileHandler):
         return [result.area] if result.area is not None else []
 
     def summary(self, file_json: dict[str, Any]) -> tuple[str, str, str]:
-        from ...ops.report import human_size
 
         m = file_json.get("memfd")
         if not m:

@@ -18,14 +18,14 @@ import numpy as np
 
 from ... import abi
 from ...abi.layout import KhoserMemChunk, Layout
-from ...errors import ImageError, MemoryMapError, UnrepresentableError, VersionError
+from ...errors import ImageError, MemoryMapError, UnrepresentableError
 from ...limits import Budget
 from ...memory.alloc import PageAllocator, merge_ranges
 from ...memory.bits import runs_to_bitmaps
 from ...memory.chain import walk_page_chain
 from ...memory.image import PhysImage
 from ...memory.pageset import PageSet
-from . import MapBuilt, MapContext, MapRead, MemoryMap, register
+from .codec import MapBuilt, MapContext, MapRead, MemoryMap, register
 from .runs import runs_of_bitmaps
 
 U64 = np.uint64
@@ -422,11 +422,7 @@ class ChunkListCodec:
     unpreserved_blob_severity: ClassVar[str] = "warning"
 
     def check_schema(self, version: abi.AbiVersion, where: str) -> None:
-        if not version.bitmap_variants:
-            raise VersionError(f"schema {where}: a chunk-list memory map needs [chunk_list] bitmap_variants")
-        for b in version.bitmap_variants:
-            if b != "page" and not (b.isdigit() and int(b) % 8 == 0 and int(b) > 0):
-                raise VersionError(f"schema {where}: bad bitmap variant {b!r}", expected='"page" or a byte count')
+        abi.check_chunk_list_schema(version, where)
 
     def read(
         self,

@@ -24,14 +24,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ...abi.layout import Layout
-from ...abi.versions import AbiVersion, RadixGeometry
+from ...abi.versions import AbiVersion, RadixGeometry, check_radix_schema
 from ...errors import ImageError, KhoFormatError, MemoryMapError, UnrepresentableError, VersionError
 from ...limits import Budget
 from ...memory.alloc import PageAllocator, merge_ranges
 from ...memory.bits import bitmaps_to_runs, runs_to_bitmaps
 from ...memory.image import PhysImage
 from ...memory.pageset import PageSet, coalesce_runs, runs_from_sorted_indexes
-from . import MapBuilt, MapContext, MapRead, MemoryMap, register
+from .codec import MapBuilt, MapContext, MapRead, MemoryMap, register
 
 U64 = np.uint64
 NodeId = tuple[int, int]  # (level, key >> (shift of the node))
@@ -495,8 +495,7 @@ class RadixCodec:
     unpreserved_blob_severity: ClassVar[str] = "error"
 
     def check_schema(self, version: AbiVersion, where: str) -> None:
-        if not version.depth_formula:
-            raise VersionError(f"schema {where}: a radix memory map needs [radix] depth")
+        check_radix_schema(version, where)
 
     @staticmethod
     def geometry(ctx: MapContext) -> RadixGeometry:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from ... import abi
+from ...abi.fdt_header import header_totalsize
 from ...abi.layout import layout
 from ...errors import KhoFormatError, SpecError
 from ...limits import DEFAULT_LIMITS
@@ -19,14 +20,13 @@ from ...memory.pageset import PageSet
 from .. import memmap
 from ..clients import BuildContext, BuiltBlob, Client, ClientRegistry, registry, vmalloc_area
 from ..clients.base import gen_bytes
-from ..fdt import FDT_MAGIC
 from ..fixture import Fixture, disjoint_regions, make_fixture
 from ..state import KhoState, SubBlob, build
 from .model import BlobSpec, Spec
 
 
 def _is_fdt(data: bytes) -> bool:
-    return len(data) >= 8 and int.from_bytes(data[:4], "big") == FDT_MAGIC
+    return header_totalsize(data) is not None
 
 
 def _client(reg: ClientRegistry, b: BlobSpec, w: str) -> Client:

@@ -27,14 +27,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ...memory.image import PhysImage
-from .base import BootLog, BootRule
-from .digest import Fnv1a64
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .luo import LuoState
+from ....memory.image import PhysImage
+from ..base import BootLog, BootRule
+from ..digest import Fnv1a64
+from .model import LuoState, content_digest
 
 __all__ = [
     "LIST_PATH",
@@ -145,8 +143,6 @@ def initrd_files(st: LuoState) -> dict[str, bytes] | None:
 
 def luo_truth(st: LuoState, image: PhysImage, page_size: int) -> LuoTruth | None:
     """What the kernel must give back for ``st`` (None: no userspace check)."""
-    from .luo import content_digest
-
     if not _userspace_checked(st):
         return None
     files: list[ExpectedFile] = []

@@ -1,0 +1,57 @@
+"""Text helpers every text renderer shares (clients' details, reports): terminal-safe strings,
+human sizes, aligned tables.  Base layer: imports nothing of the package."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def safe_text(text: object) -> str:
+    """``text`` with every non-printable character (controls such as ``ESC``,
+    newlines, bidi overrides) written as a Python escape (``\\x1b``), so a
+    string from the input cannot retitle, clear or rewrite a terminal.  Text
+    renderers apply it to each line they print; JSON output is not touched
+    (``json.dumps`` escapes control characters itself)."""
+    s = str(text)
+    if s.isprintable():
+        return s
+    out = []
+    for ch in s:
+        if ch.isprintable():
+            out.append(ch)
+        else:
+            o = ord(ch)
+            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}")
+    return "".join(out)
+
+
+def safe_lines(L: Sequence[str]) -> str:
+    """Report lines joined, each escaped with :func:`safe_text`, ending in a newline."""
+    return "\n".join(safe_text(x) for x in L) + "\n"
+
+
+def human_size(n: int) -> str:
+    """``4096`` -> ``4 KiB``, ``1536`` -> ``1.5 KiB``."""
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            text = f"{n / (1 << shift):.1f}".rstrip("0").rstrip(".")
+            return f"{text} {unit}"
+    return f"{n} B"
+
+
+def fmt_addr(v: int | None) -> str:
+    """``0x1000``, or ``?`` for an unknown address."""
+    return "?" if v is None else f"{v:#x}"
+
+
+def table(rows: Sequence[Sequence[object]], header: Sequence[str], indent: str = "  ") -> list[str]:
+    """Rows under a header, columns left-aligned to their widest cell, trailing blanks stripped."""
+    rows = list(rows)
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    out = [indent + "  ".join(str(h).ljust(w) for h, w in zip(header, widths)).rstrip()]
+    for r in rows:
+        out.append(indent + "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+    return out
+
+
+__all__ = ["safe_text", "safe_lines", "human_size", "fmt_addr", "table"]
