@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import construct as cs
 import numpy as np
@@ -34,7 +34,7 @@ import numpy as np
 from ..abi.layout import parse_struct, struct_dtype
 from ..errors import ImageError, LimitExceeded, short_repr
 from ..limits import Limits, check_limits
-from ..safeio import SMALL_FILE_LIMIT, map_regular, read_regular
+from ..safeio import SMALL_FILE_LIMIT, map_regular, read_regular, refuse_touching_inputs
 
 BytesLike = bytes | bytearray | memoryview
 
@@ -102,6 +102,43 @@ def elf_structs(byteorder: str) -> ElfStructs:
         "p_align" / u64 * "alignment",
     )
     return ElfStructs(ehdr, phdr, struct_dtype(phdr))
+
+
+#: ``e_phnum`` when the count does not fit (the ELF gABI): the real count is ``sh_info`` of section header 0
+PN_XNUM = 0xFFFF
+#: ``sizeof(Elf64_Shdr)``
+SHDR_SIZE = 64
+#: most program headers read (112 MiB of them; a hostile sh_info says up to 2**32 - 1)
+MAX_PHNUM = 1 << 21
+
+
+def elf_phnum(eh: Any, read: Callable[[int, int], bytes], name: str, *, byteorder: str) -> int:
+    """The number of program headers: ``e_phnum``, or with ``e_phnum ==
+    PN_XNUM`` the ``sh_info`` of section header 0 (read with ``read(offset,
+    n)``: a file of more than 65534 segments, as Linux writes vmcores and
+    cores on large machines)."""
+    if int(eh.e_phnum) != PN_XNUM:
+        return int(eh.e_phnum)
+    if not eh.e_shoff:
+        raise ImageError(
+            f"{name}: e_phnum is PN_XNUM (0xffff) but there is no section header table (e_shoff 0)",
+            expected="section header 0 whose sh_info holds the number of program headers",
+        )
+    if eh.e_shentsize != SHDR_SIZE:
+        raise ImageError(f"{name}: e_shentsize {eh.e_shentsize} with e_phnum PN_XNUM", expected=f"{SHDR_SIZE}")
+    sh0 = read(int(eh.e_shoff), SHDR_SIZE)
+    if len(sh0) != SHDR_SIZE:
+        raise ImageError(
+            f"{name}: section header 0 at {int(eh.e_shoff):#x} is past the end of the file",
+            expected="section header 0 whose sh_info holds the number of program headers (e_phnum is PN_XNUM)",
+        )
+    n = int.from_bytes(sh0[44:48], "little" if byteorder == "little" else "big")
+    if n > MAX_PHNUM:
+        raise ImageError(
+            f"{name}: section header 0 says {n} program headers (e_phnum PN_XNUM)",
+            expected=f"at most {MAX_PHNUM}",
+        )
+    return n
 
 
 @dataclass(frozen=True)
@@ -467,17 +504,18 @@ class PhysImage:
         elf = elf_structs("little" if buf[5] == 1 else "big")
         eh = parse_struct(elf.ehdr, bytes(buf[: elf.ehdr_size]), what=f"{name}: ELF header", error=ImageError)
         phsize = elf.phdr_size
-        if eh.e_phnum and eh.e_phentsize != phsize:
+        phnum = elf_phnum(eh, lambda o, n: bytes(buf[o : o + n]), name, byteorder="little" if buf[5] == 1 else "big")
+        if phnum and eh.e_phentsize != phsize:
             raise ImageError(f"{name}: e_phentsize {eh.e_phentsize}", expected=f"{phsize}")
-        if eh.e_phoff + eh.e_phnum * phsize > len(buf):
-            raise ImageError(f"{name}: program headers past end of file ({eh.e_phoff:#x} + {eh.e_phnum} x {phsize})")
+        if eh.e_phoff + phnum * phsize > len(buf):
+            raise ImageError(f"{name}: program headers past end of file ({eh.e_phoff:#x} + {phnum} x {phsize})")
         img = cls()
         img.arch = ELF_ARCHS.get(int(eh.e_machine))
         # all program headers at once (up to 65535 of them: one construct parse
         # each would take seconds on a hostile file), then PT_LOADs by address
         # so that adding them is O(n log n) and overlaps are caught pairwise
         ph_dt = elf.phdr_dtype
-        phs = np.frombuffer(buf, dtype=ph_dt, count=eh.e_phnum, offset=eh.e_phoff) if eh.e_phnum else np.zeros(0, ph_dt)
+        phs = np.frombuffer(buf, dtype=ph_dt, count=phnum, offset=eh.e_phoff) if phnum else np.zeros(0, ph_dt)
         loads = np.flatnonzero((phs["p_type"] == PT_LOAD) & (phs["p_filesz"] != 0))
         loads = loads[np.argsort(phs["p_paddr"][loads], kind="stable")]
         for k in loads.tolist():
@@ -525,10 +563,13 @@ class PhysImage:
             raise ImageError(f"unknown ELF machine {machine!r}", expected=", ".join(ELF_MACHINES))
         chunks = self.covered() if merge else [(s.phys, s.end) for s in self._segs]
         phoff = elf.ehdr_size
-        data_off = phoff + elf.phdr_size * len(chunks)
+        # 65535 segments or more: e_phnum PN_XNUM, the count in sh_info of the one (SHT_NULL) section header
+        xnum = len(chunks) >= PN_XNUM
+        if len(chunks) > 0xFFFFFFFF:
+            raise ImageError(f"{len(chunks)} segments do not fit sh_info", expected="<= 0xffffffff")
+        shoff = phoff + elf.phdr_size * len(chunks)
+        data_off = shoff + (SHDR_SIZE if xnum else 0)
         data_off = (data_off + 15) & ~15
-        if len(chunks) > 0xFFFF:
-            raise ImageError(f"{len(chunks)} segments do not fit e_phnum", expected="<= 65535")
         ident = b"\x7fELF" + bytes([2, 1 if little else 2, 1, 0]) + bytes(8)
         out = [
             ehdr_s.build(
@@ -539,13 +580,13 @@ class PhysImage:
                     e_version=1,
                     e_entry=0,
                     e_phoff=phoff if chunks else 0,
-                    e_shoff=0,
+                    e_shoff=shoff if xnum else 0,
                     e_flags=0,
                     e_ehsize=elf.ehdr_size,
                     e_phentsize=elf.phdr_size,
-                    e_phnum=len(chunks),
-                    e_shentsize=64,
-                    e_shnum=0,
+                    e_phnum=PN_XNUM if xnum else len(chunks),
+                    e_shentsize=SHDR_SIZE,
+                    e_shnum=1 if xnum else 0,
                     e_shstrndx=0,
                 )
             )
@@ -567,6 +608,8 @@ class PhysImage:
                 )
             )
             off += b - a
+        if xnum:  # Elf64_Shdr 0: SHT_NULL, sh_info = the number of program headers
+            out.append(bytes(44) + len(chunks).to_bytes(4, "little" if little else "big") + bytes(16))
         head = b"".join(out)
         head += bytes(data_off - len(head))
         return head, chunks
@@ -581,6 +624,7 @@ class PhysImage:
         self, directory: str | os.PathLike[str], *, extra: dict[str, object] | None = None, merge: bool = True
     ) -> dict[str, object]:
         d = Path(directory)
+        refuse_touching_inputs(d)  # every input opened (tracked by the CLI) stays out of the way
         d.mkdir(parents=True, exist_ok=True)
         segs = []
         chunks = self.covered() if merge else [(s.phys, s.end) for s in self._segs]

@@ -48,7 +48,8 @@ import numpy as np
 
 from ..abi.layout import parse_struct
 from ..errors import ImageError, KhoFormatError
-from .image import ELF_ARCHS, PT_LOAD, LazyData, PhysImage, elf_structs
+from ..safeio import note_input
+from .image import ELF_ARCHS, PT_LOAD, LazyData, PhysImage, elf_phnum, elf_structs
 
 KCORE_PATH = "/proc/kcore"
 PT_NOTE = 4
@@ -93,7 +94,9 @@ class KcoreFile:
         self.reads = 0
         self.fd = self._open()
         try:
-            self.file_size = os.fstat(self.fd).st_size
+            st = os.fstat(self.fd)
+            note_input(self.name, st)
+            self.file_size = st.st_size
             self._parse_headers()
         except BaseException:
             self.close()
@@ -134,11 +137,12 @@ class KcoreFile:
         if eh.e_type != 4:
             raise ImageError(f"{self.name}: e_type {eh.e_type}", expected="ET_CORE (4)")
         self.arch = ELF_ARCHS.get(int(eh.e_machine))
-        if eh.e_phnum == 0:
+        phnum = elf_phnum(eh, lambda o, n: self.pread(o, n, "section header 0"), self.name, byteorder=self.byteorder)
+        if phnum == 0:
             raise ImageError(f"{self.name}: no program headers", expected="PT_NOTE and PT_LOAD segments")
         if eh.e_phentsize != elf.phdr_size:
             raise ImageError(f"{self.name}: e_phentsize {eh.e_phentsize}", expected=f"{elf.phdr_size}")
-        raw = self.pread(int(eh.e_phoff), int(eh.e_phnum) * elf.phdr_size, "program headers")
+        raw = self.pread(int(eh.e_phoff), phnum * elf.phdr_size, "program headers")
         phs = np.frombuffer(raw, dtype=elf.phdr_dtype)
         self.segments: list[KcoreSegment] = []
         self.vmcoreinfo: dict[str, str] = {}

@@ -83,6 +83,7 @@ from .model import (
     LuoState,
     c_string,
     content_digest,
+    content_runs_digest,
     problem_of,
 )
 
@@ -119,6 +120,7 @@ __all__ = [
     "problem_of",
     "Hasher",
     "content_digest",
+    "content_runs_digest",
     "BlockInfo",
     "LuoFile",
     "LuoSession",

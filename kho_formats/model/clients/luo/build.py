@@ -231,6 +231,19 @@ def build_luo(entry: Any, ctx: BuildContext) -> BuiltBlob:
     # the files' data folios exist before LUO preserves them
     where_of = {}
     want: list[tuple[int, int, int, int]] = []
+    # what the folios need, in closed form, before any is listed: a 1 TiB memfd in 16 MiB of alloc is refused here
+    room = sum(b - a for a, b in alloc.regions)
+    need_n = need_bytes = 0
+    for s in p.sessions:
+        for f in s.files:
+            n, nb = FILE_HANDLERS.lookup(f.handler).folio_demand(f.params, ps)
+            need_n, need_bytes = need_n + n, need_bytes + nb
+            if need_bytes > room:
+                raise SpecError(
+                    f"{ctx.where}: blob {entry.name!r}: the files' folios need {need_bytes} bytes or more "
+                    f"(at session {s.name!r} file {f.token:#x}), more than the {room} bytes of the alloc regions",
+                    expected="files whose folios fit the [[alloc]] regions",
+                )
     for si, s in enumerate(p.sessions):
         for fi, f in enumerate(s.files):
             where_of[si, fi] = f"{ctx.where}: blob {entry.name!r} session {s.name!r} file {f.token:#x}"

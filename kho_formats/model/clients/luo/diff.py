@@ -6,7 +6,7 @@ from typing import Any
 
 from ....keyed import keyed_pairs, only_change
 from ....memory.image import PhysImage
-from .model import LuoFile, LuoState, content_digest
+from .model import LuoFile, LuoState, content_digest, content_runs_digest
 
 
 def _file_view(f: LuoFile, image: PhysImage | None, page_size: int) -> dict[str, Any]:
@@ -18,11 +18,15 @@ def _file_view(f: LuoFile, image: PhysImage | None, page_size: int) -> dict[str,
         out["data"] = f.data
         return out
     out.update(f.handler.index_json(f.decoded))
-    folios = f.handler.to_json(f.decoded).get("folios") if f.handler.json_key else None
-    if folios is not None:
-        out["folios"] = sorted((x["index"], x["order"]) for x in folios)
+    view = getattr(f.handler, "folio_view", None)  # compact, in numpy: a file may list 60 M folios
+    folios = None if view is not None or not f.handler.json_key else f.handler.to_json(f.decoded).get("folios")
+    if view is not None:
+        out["folios"] = view(f.decoded)
+    elif folios is not None:
+        out["folios"] = sorted((x["index"], -1 if x["order"] is None else x["order"]) for x in folios)
     if image is not None:
-        out["sha256"] = content_digest(f, image, page_size)
+        out["sha256"] = content_digest(f, image, page_size)  # None: too many hole bytes to hash
+        out["runs"] = content_runs_digest(f, image, page_size)
     return out
 
 
@@ -82,16 +86,20 @@ def diff(
                 continue
             va = _file_view(f, images[0], page_sizes[0])
             vb = _file_view(g, images[1], page_sizes[1])
-            if "sha256" not in va or "sha256" not in vb:
+            if va.get("sha256") is None or vb.get("sha256") is None:
+                # no exact digest on one side (no image, or holes too big to hash): compare the runs digests
                 va.pop("sha256", None)
                 vb.pop("sha256", None)
+            else:
+                va.pop("runs", None)
+                vb.pop("runs", None)
             changed = [k for k in dict.fromkeys(list(va) + list(vb)) if va.get(k) != vb.get(k)]
             if changed:
                 files.append(
                     {
                         "token": t,
                         "change": "differs",
-                        "fields": ["contents" if k == "sha256" else k for k in changed],
+                        "fields": ["contents" if k in ("sha256", "runs") else k for k in changed],
                         "a": va,
                         "b": vb,
                     }
