@@ -43,6 +43,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..abi.elf import ELFMAG
 from ..abi.layout import layout
 from ..errors import ImageError, KhoFormatError, short_repr
 from ..limits import Limits
@@ -212,7 +213,7 @@ def _is_image_file(p: Path) -> bool:
             head = fh.read(16)
     except OSError:
         return False
-    return head[:4] == b"\x7fELF" or is_kdump(head)
+    return head.startswith(ELFMAG) or is_kdump(head)
 
 
 def load_capture(
