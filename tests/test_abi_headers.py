@@ -68,3 +68,61 @@ def test_kdump_structs_are_declared_once_with_makedumpfiles_sizes() -> None:
         ks = kdump_structs(bo)
         assert ks.page_desc == hand == lay.dtype_of("page_desc")
         assert ks.header is lay.disk_dump_header and ks.sub_header is lay.kdump_sub_header
+
+
+def test_the_memblock_client_speaks_the_abi_modules_names() -> None:
+    from kho_formats.abi import kexec_metadata, luo, memblock
+    from kho_formats.model.clients import kexec_metadata as km_client
+    from kho_formats.model.clients import memblock as mb_client
+    from kho_formats.model.clients.luo import model as luo_model
+
+    # include/linux/kho/abi/memblock.h, kexec_metadata.h, luo.h
+    assert (
+        (mb_client.NAME, mb_client.COMPATIBLE, mb_client.REGION_COMPATIBLE)
+        == (
+            memblock.MEMBLOCK_KHO_FDT,
+            memblock.MEMBLOCK_KHO_NODE_COMPATIBLE,
+            memblock.RESERVE_MEM_KHO_NODE_COMPATIBLE,
+        )
+        == ("memblock", "memblock-v1", "reserve-mem-v1")
+    )
+    assert km_client.NAME == kexec_metadata.KHO_METADATA_NODE_NAME == "kexec-metadata"
+    assert luo_model.NAME == luo.LUO_KHO_ENTRY_NAME == "LUO"
+    assert luo.liveupdate_test_flb_compatible(2) == "liveupdate-test-flb-v2"
+
+
+#: literals of a kernel ABI surface and the one module allowed to spell each (issue 18's list of copies)
+ABI_LITERALS = {
+    0xD00DFEED: "abi/fdt_header.py",
+    b"\xd0\x0d\xfe\xed": "abi/fdt_header.py",
+    b"\x7fELF": "abi/elf.py",
+    b"KDUMP   ": "abi/kdump.py",
+    0x250: "abi/x86_boot.py",
+    "memfd-v2": "abi/memfd.py",
+    "luo-v5": "abi/luo.py",
+    "memblock-v1": "abi/memblock.py",
+    "reserve-mem-v1": "abi/memblock.py",
+    "kexec-metadata": "abi/kexec_metadata.py",
+}
+
+
+def test_each_abi_literal_is_written_in_its_header_module_only() -> None:
+    import ast
+    from pathlib import Path
+
+    import kho_formats
+
+    root = Path(kho_formats.__file__).resolve().parent
+    seen: dict[object, list[str]] = {}
+    for p in sorted(root.rglob("*.py")):
+        rel = p.relative_to(root).as_posix()
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and not isinstance(node.value, bool):
+                v = node.value
+                if any(type(v) is type(k) and v == k for k in ABI_LITERALS):
+                    seen.setdefault(v, []).append(f"{rel}:{node.lineno}")
+    copies = {repr(v): [w for w in where if not w.startswith(ABI_LITERALS[v] + ":")] for v, where in seen.items()}
+    assert {k: w for k, w in copies.items() if w} == {}
+    # and the check sees what it looks for
+    assert all(any(w.startswith(ABI_LITERALS[v]) for w in where) for v, where in seen.items())
+    assert {0xD00DFEED, b"\x7fELF", "memfd-v2", "memblock-v1"} <= set(seen)
