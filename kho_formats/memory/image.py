@@ -108,8 +108,30 @@ def register_format(fmt: ImageFormat) -> ImageFormat:
     return fmt
 
 
+def unregister_format(name: str) -> None:
+    """Forget the format ``name`` (for tests that register their own)."""
+    if name not in image_formats():
+        raise ImageError(f"no image format {name!r} is registered", expected=", ".join(image_formats()))
+    _FORMATS[:] = [f for f in _FORMATS if f.name != name]
+
+
 def image_formats() -> list[str]:
+    """The registered formats' names (ELF cores, raw dumps and bundles are built in)."""
     return [f.name for f in _FORMATS]
+
+
+def image_format_of(head: bytes) -> str | None:
+    """What a file whose first 16 bytes are ``head`` is: ``"elf"``, a registered format's name, or None.
+
+    >>> image_format_of(b"\\x7fELF" + bytes(12)), image_format_of(b"KDUMP   " + bytes(8)), image_format_of(bytes(16))
+    ('elf', 'kdump', None)
+    """
+    if head[: len(ELFMAG)] == ELFMAG:
+        return "elf"
+    for fmt in _FORMATS:
+        if fmt.sniff(head):
+            return fmt.name
+    return None
 
 
 class LazyData:
@@ -662,11 +684,11 @@ class PhysImage:
         if p.is_dir():
             return cls.from_bundle(p)
         data = _map_file(p, "image")
-        head = bytes(data[:16])
-        if head[: len(ELFMAG)] == ELFMAG:
+        kind = image_format_of(bytes(data[:16]))
+        if kind == "elf":
             return cls.from_elf(data, name=str(p))
         for fmt in _FORMATS:
-            if fmt.sniff(head):
+            if fmt.name == kind:
                 return fmt.load(p, data)
         raise ImageError(
             f"{spec}: neither an ELF core, a kdump file nor a bundle directory; give a raw dump as FILE@BASE"
@@ -695,6 +717,8 @@ __all__ = [
     "ImageFormat",
     "register_format",
     "image_formats",
+    "image_format_of",
+    "unregister_format",
     "Segment",
     "LazyData",
     "ElfStructs",
