@@ -203,12 +203,15 @@ def _naming_the_root_fdt(cap: Capture, path: str) -> Iterator[None]:
     except FdtError as exc:
         if not exc.message.startswith("bad magic") or exc.path != "root FDT":
             raise
+        from .abi.elf import ELFMAG
+        from .abi.fdt_header import FDT_MAGIC
+
         src = cap.sources.get("root_fdt", path)
         head = bytes(cap.root_fdt[:4])
-        if head == b"\x7fELF":
+        if head == ELFMAG:
             hint = f"{src} is an ELF file (a memory image?): give the root FDT as INPUT and the image with --mem"
         else:
-            hint = f"{src} is not a flattened device tree (magic 0xd00dfeed)"
+            hint = f"{src} is not a flattened device tree (magic {FDT_MAGIC:#x})"
         raise FdtError(f"{exc.message} ({hint})", path=f"root FDT {src}") from None
 
 

@@ -46,11 +46,11 @@ import construct as cs
 import numpy as np
 
 from .. import progress
-from ..abi.layout import parse_struct
+from ..abi.kdump import KDUMP_SIGNATURE
+from ..abi.layout import layout, parse_struct
 from ..errors import ImageError
 from .image import ImageFormat, LazyData, PhysImage, register_format
 
-KDUMP_SIGNATURE = b"KDUMP   "
 FLAT_SIGNATURE = b"makedumpfile"
 FLAT_HEADER_SIZE = 4096
 #: makedumpfile_header.type and .version of the flattened format
@@ -73,6 +73,10 @@ BLOCK_SIZES = (4096, 8192, 16384, 65536)
 
 @dataclass(frozen=True)
 class KdumpStructs:
+    """The kdump structs of one byte order as the reader and :func:`write_kdump` use them: a view of
+    the :class:`~kho_formats.abi.layout.Layout` declarations in :mod:`kho_formats.abi.kdump`
+    (``disk_dump_header``, ``kdump_sub_header``, ``page_desc`` as a numpy dtype), none of its own."""
+
     header: cs.Construct
     sub_header: cs.Construct
     page_desc: np.dtype
@@ -82,46 +86,8 @@ class KdumpStructs:
 def kdump_structs(byteorder: str) -> KdumpStructs:
     """``struct disk_dump_header``, ``struct kdump_sub_header`` (64-bit) and
     ``page_desc_t`` for one byte order."""
-    le = byteorder == "little"
-    i32, u32 = (cs.Int32sl, cs.Int32ul) if le else (cs.Int32sb, cs.Int32ub)
-    i64, u64 = (cs.Int64sl, cs.Int64ul) if le else (cs.Int64sb, cs.Int64ub)
-    header = cs.Struct(
-        "signature" / cs.Bytes(8) * '"KDUMP   "',
-        "header_version" / i32,
-        "utsname" / cs.Bytes(390) * "struct new_utsname: 6 x 65 chars",
-        cs.Padding(6),
-        "tv_sec" / i64,
-        "tv_usec" / i64,
-        "status" / u32,
-        "block_size" / i32 * "page size of the dumped machine",
-        "sub_hdr_size" / i32 * "blocks of kdump_sub_header",
-        "bitmap_blocks" / u32 * "blocks of both bitmaps",
-        "max_mapnr" / u32 * "32-bit max_mapnr (obsolete, see max_mapnr_64)",
-        "total_ram_blocks" / u32,
-        "device_blocks" / u32,
-        "written_blocks" / u32,
-        "current_cpu" / u32,
-        "nr_cpus" / i32,
-    )
-    sub = cs.Struct(
-        "phys_base" / u64,
-        "dump_level" / i32,
-        "split" / i32,
-        "start_pfn" / u64,
-        "end_pfn" / u64,
-        "offset_vmcoreinfo" / i64,
-        "size_vmcoreinfo" / u64,
-        "offset_note" / i64,
-        "size_note" / u64,
-        "offset_eraseinfo" / i64,
-        "size_eraseinfo" / u64,
-        "start_pfn_64" / u64,
-        "end_pfn_64" / u64,
-        "max_mapnr_64" / u64,
-    )
-    e = "<" if le else ">"
-    pd = np.dtype([("offset", e + "i8"), ("size", e + "u4"), ("flags", e + "u4"), ("page_flags", e + "u8")])
-    return KdumpStructs(header, sub, pd)
+    lay = layout(byteorder=byteorder)
+    return KdumpStructs(lay.disk_dump_header, lay.kdump_sub_header, lay.dtype_of("page_desc"))
 
 
 def is_kdump(head: bytes) -> bool:

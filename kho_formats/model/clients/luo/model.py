@@ -7,14 +7,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ....abi.luo import LuoFileSer, LuoFlbHeaderSer, LuoFlbSer, LuoSer, LuoSessionSer
+from ....abi.luo import LUO_KHO_ENTRY_NAME, LuoFileSer, LuoFlbHeaderSer, LuoFlbSer, LuoSer, LuoSessionSer
 from ....errors import KhoFormatError
 from ....findings import ERROR
 from ....memory.image import PhysImage
 from ..digest import Hasher, digest_with_holes, runs_digest
 from .handlers import FILE_HANDLERS, FileHandler, UnknownFileHandler
 
-NAME = "LUO"
+NAME = LUO_KHO_ENTRY_NAME
 #: findings of one kind listed one by one before the rest are summed up
 MAX_DETAILED = 64
 
