@@ -18,12 +18,13 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fuzz.blocks import build_block_chain
 from kho_formats.abi.layout import layout
 from kho_formats.memory.alloc import PageAllocator
 from kho_formats.memory.image import PhysImage
 from kho_formats.memory.pageset import PageSet
 from kho_formats.model import state as kstate
-from kho_formats.model.clients import blocks, kexec_metadata, kho_test, memblock
+from kho_formats.model.clients import kexec_metadata, kho_test, memblock
 
 LUO_NAME = "LUO"
 LUO_ENTRY_SIZE = 32
@@ -188,7 +189,7 @@ def build_seed(
             entries = [
                 bytes([k & 0xFF]) * LUO_ENTRY_SIZE for k in range(rng.randint(1, 2 * ((ps - 16) // LUO_ENTRY_SIZE)))
             ]
-            first, bpages = blocks.build_block_chain(entries, LUO_ENTRY_SIZE, lay, calloc)
+            first, bpages = build_block_chain(entries, LUO_ENTRY_SIZE, lay, calloc)
             segments.extend(bpages)
             hot.extend(p for p, _ in bpages)
             for bp, _ in bpages:

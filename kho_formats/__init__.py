@@ -15,11 +15,13 @@ so ``import kho_formats.abi.layout`` does not import the whole package.
 
 The package is layered; a module imports only from its own layer or a lower one:
 
-- base (this folder): ``errors``, ``_types``, ``_version``, ``limits``, ``findings``, ``safeio``, ``outdir``
-- ``abi/``: the kernel ABI (versions, struct layouts)
+- base (this folder): ``errors``, ``_types``, ``_version``, ``limits``, ``findings``, ``safeio``, ``outdir``,
+  ``text`` (text helpers), ``keyed`` (the keyed diff walk), ``progress`` (progress bars)
+- ``abi/``: the kernel ABI (versions, one module per header, ``struct`` declarations aggregated by ``Layout``)
 - ``memory/``: physical-memory images and page sets
 - ``model/``: the handover model (FDT, state, memory maps, clients, specs, fixtures)
-- ``ops/``: operations (capture, locate, check, migrate, extract, report, live, the JSON documents)
+- ``ops/``: operations (capture, locate, check, migrate, extract, report, live, target kernels, the JSON
+  documents)
 - ``api``: the library face over them; ``cli``, ``boot/``: the command line and the boot harness
 """
 

@@ -137,7 +137,7 @@ def open(
     return Handover(
         cap,
         source=source,
-        inputs=[source, *mem],
+        inputs=[source, *mem, *([os.fspath(boot_info)] if boot_info is not None else [])],
         options=_Options(version, page_size, byteorder, v1_bitmap, received, lim),
     )
 
@@ -171,7 +171,8 @@ def open_live(
         options.pop("limits", None), *(options.pop(k, None) for k in ("max_pages", "max_entries", "max_runs"))
     )
     opts = _Options(limits=lim, **options)
-    h = Handover(cap, source=f"live: {os.fspath(core)} + {os.fspath(dbg)}", inputs=[], options=opts)
+    live_inputs = [os.fspath(core), os.fspath(dbg), *([os.fspath(boot_info)] if boot_info is not None else [])]
+    h = Handover(cap, source=f"live: {os.fspath(core)} + {os.fspath(dbg)}", inputs=live_inputs, options=opts)
     h.live = {
         "side": side,
         "kcore": os.fspath(core),
@@ -202,12 +203,15 @@ def _naming_the_root_fdt(cap: Capture, path: str) -> Iterator[None]:
     except FdtError as exc:
         if not exc.message.startswith("bad magic") or exc.path != "root FDT":
             raise
+        from .abi.elf import ELFMAG
+        from .abi.fdt_header import FDT_MAGIC
+
         src = cap.sources.get("root_fdt", path)
         head = bytes(cap.root_fdt[:4])
-        if head == b"\x7fELF":
+        if head == ELFMAG:
             hint = f"{src} is an ELF file (a memory image?): give the root FDT as INPUT and the image with --mem"
         else:
-            hint = f"{src} is not a flattened device tree (magic 0xd00dfeed)"
+            hint = f"{src} is not a flattened device tree (magic {FDT_MAGIC:#x})"
         raise FdtError(f"{exc.message} ({hint})", path=f"root FDT {src}") from None
 
 
@@ -544,7 +548,7 @@ class Handover:
             raise rep.error
         if not isinstance(rep.decoded, LuoState):
             return None
-        return Luo(rep.decoded, self.image, self.page_size, self._source)
+        return Luo(rep.decoded, self.image, self.page_size, self._source, inputs=self._inputs)
 
     # -- operations --
 
@@ -737,7 +741,7 @@ class Handover:
         keep = image if image is not None else self.handover_image(referenced_only)
         return write_capture(
             outdir, self._capture, self.state, keep, referenced_only=referenced_only,
-            source=self._source if source is None else source, extra=meta,
+            source=self._source if source is None else source, extra=meta, inputs=self._inputs,
         )  # fmt: skip
 
 
@@ -883,8 +887,11 @@ class Luo:
     ('luo-v5', 1, ['vm-a'])
     """
 
-    def __init__(self, state: LuoState, image: PhysImage | None, page_size: int, source: str = "") -> None:
+    def __init__(
+        self, state: LuoState, image: PhysImage | None, page_size: int, source: str = "", *, inputs: Sequence[str] = ()
+    ) -> None:
         self._st = state
+        self._inputs = list(inputs)  # the output guard refuses writing over, into or around one
         self._image = image
         self._page_size = page_size
         self._source = source
@@ -1047,7 +1054,10 @@ class Luo:
 
         if self._image is None:
             raise KhoFormatError(f"{self._source}: no memory image", expected="--mem IMAGE or a capture with image.elf")
-        return extract(self._st, self._image, outdir, page_size=self._page_size, force=force, source=self._source)
+        return extract(
+            self._st, self._image, outdir, page_size=self._page_size, force=force, source=self._source,
+            inputs=self._inputs,
+        )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         """The ``luo`` key of ``kho inspect --json``.

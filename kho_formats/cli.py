@@ -814,7 +814,10 @@ def main(argv: list[str] | None = None) -> int:
 
     progress.configure(progress.wanted(quiet=_opt(args, "quiet", False), json=_opt(args, "json", False)))
     try:
-        return args.func(args)
+        from .safeio import tracking_inputs
+
+        with tracking_inputs():  # every input opened: the output guard refuses writing over, into or around one
+            return args.func(args)
     except KhoFormatError as exc:
         _error(str(exc))
         if _opt(args, "json"):

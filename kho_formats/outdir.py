@@ -24,6 +24,15 @@ The rules:
   temporary directory.
 
 Refusals raise :class:`~kho_formats.errors.OutputError`.
+
+The one output guard, :func:`refuse_touching_inputs`, is what every writer
+(this module, ``kho capture``'s capture directory, ``kho luo extract``) calls
+before it writes and again right before it commits: an output that *is*,
+*lies inside* or *holds* any input is refused, ``--force`` included.  Inputs
+are the paths the command was given and every file it opened through
+:mod:`kho_formats.safeio` (the CLI tracks them per command); they are compared
+by ``(st_dev, st_ino)`` after resolving symlinks, so a symlinked, hard-linked
+or bind-mounted path to an input is the input.
 """
 
 from __future__ import annotations
@@ -36,14 +45,7 @@ from pathlib import Path
 from types import TracebackType
 
 from .errors import OutputError
-
-
-def _real(p: str | os.PathLike[str]) -> Path:
-    return Path(os.path.realpath(os.fspath(p)))
-
-
-def _inside(child: Path, parent: Path) -> bool:
-    return child == parent or parent in child.parents
+from .safeio import MAX_TARGET_ENTRIES, refuse_touching_inputs
 
 
 def check_output_target(
@@ -56,14 +58,7 @@ def check_output_target(
         t = Path(os.path.abspath(os.fspath(t)))
     if t.is_symlink():
         raise OutputError(f"{t}: is a symlink; refusing to write through it", expected="a real directory")
-    real = _real(t)
-    for i in inputs:
-        ri = _real(i)
-        if _inside(real, ri):
-            raise OutputError(
-                f"{t}: output is {'the input' if real == ri else 'inside the input'} {i}",
-                expected="an output directory outside every input",
-            )
+    refuse_touching_inputs(t, inputs)
     if t.exists():
         if not t.is_dir():
             raise OutputError(f"{t}: exists and is not a directory")
@@ -136,10 +131,6 @@ class OutputDir:
                 raise OutputError(f"{n}: a command staged a directory; only files are written")
         # re-check right before the renames: nothing may have appeared meanwhile
         t = check_output_target(self.target, force=self.force, inputs=self.inputs)
-        real_inputs = {_real(i) for i in self.inputs}
-        for n in names:
-            if _real(t / n) in real_inputs and not (t / n).is_symlink():
-                raise OutputError(f"{t / n}: would replace the input {t / n}", expected="an output outside the inputs")
         os.chmod(stage, 0o755 & ~_umask())
         if not t.exists():
             try:
@@ -179,14 +170,7 @@ def write_output_file(
         )
     if t.exists() and not t.is_file():
         raise OutputError(f"{t}: exists and is not a regular file")
-    real = _real(t)
-    for i in inputs:
-        ri = _real(i)
-        if _inside(real, ri):
-            raise OutputError(
-                f"{t}: output is {'the input' if real == ri else 'inside the input'} {i}",
-                expected="an output file outside every input",
-            )
+    refuse_touching_inputs(t, inputs)
     raw = data.encode() if isinstance(data, str) else bytes(data)
     parent = t.parent
     try:
@@ -212,4 +196,4 @@ def _umask() -> int:
     return m
 
 
-__all__ = ["OutputDir", "check_output_target", "write_output_file"]
+__all__ = ["OutputDir", "check_output_target", "write_output_file", "refuse_touching_inputs", "MAX_TARGET_ENTRIES"]

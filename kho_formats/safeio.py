@@ -32,14 +32,44 @@ default -- naming the file and what it was meant to be):
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import stat
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .errors import KhoFormatError
+from .errors import KhoFormatError, OutputError
 
 PathLike = str | os.PathLike[str]
+
+#: ``(st_dev, st_ino) -> path`` of every file opened through this module while
+#: :func:`tracking_inputs` is active: the output guard
+#: (:func:`kho_formats.outdir.refuse_touching_inputs`) refuses an output that
+#: is, holds or lies inside any of them, whatever name reached it
+_OPENED: list[dict[tuple[int, int], str]] = []
+
+
+def note_input(path: PathLike, st: os.stat_result) -> None:
+    """Record an input file that was opened some other way than :func:`open_regular`."""
+    if _OPENED:
+        _OPENED[-1].setdefault((st.st_dev, st.st_ino), os.fspath(path))
+
+
+def opened_inputs() -> dict[tuple[int, int], str]:
+    """The inputs recorded since the innermost :func:`tracking_inputs` began (empty outside one)."""
+    return dict(_OPENED[-1]) if _OPENED else {}
+
+
+@contextlib.contextmanager
+def tracking_inputs() -> Iterator[dict[tuple[int, int], str]]:
+    """Record every input file opened inside the block (the CLI runs each command in one)."""
+    _OPENED.append({})
+    try:
+        yield _OPENED[-1]
+    finally:
+        _OPENED.pop()
+
 
 #: default size limit of :func:`read_regular` (root FDTs, sub-blobs, JSON and text side files)
 SMALL_FILE_LIMIT = 64 << 20
@@ -109,6 +139,7 @@ def open_regular(
             raise error(f"{name}: {st.st_size} bytes, more than the {max_size} allowed for {what}")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
+        note_input(name, st)
     except BaseException:
         os.close(fd)
         raise
@@ -166,4 +197,106 @@ def map_regular(
         os.close(fd)
 
 
-__all__ = ["SMALL_FILE_LIMIT", "confined", "open_regular", "read_regular", "map_regular"]
+# -- the output guard ----------------------------------------------------------------------------------------
+
+#: at most this many entries of an existing target are looked at for hard links of an input
+MAX_TARGET_ENTRIES = 100_000
+
+
+def _real(p: PathLike) -> Path:
+    return Path(os.path.realpath(os.fspath(p)))
+
+
+def _ident(p: PathLike) -> tuple[int, int] | None:
+    try:
+        st = os.stat(p)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _chain(p: Path) -> Iterable[Path]:
+    """``p`` and each of its parents."""
+    yield p
+    yield from p.parents
+
+
+def refuse_touching_inputs(
+    target: PathLike,
+    inputs: Iterable[PathLike] = (),
+    *,
+    error: type[KhoFormatError] = OutputError,
+) -> None:
+    """Refuse an output ``target`` that is, lies inside or holds an input.
+
+    ``inputs`` are paths (files or directories); every file opened through
+    :mod:`~kho_formats.safeio` inside :func:`~kho_formats.safeio.tracking_inputs`
+    counts too.  Compared by ``(st_dev, st_ino)`` after resolving symlinks.
+    """
+    named = [os.fspath(i) for i in inputs]
+    ids: dict[tuple[int, int], str] = {}
+    for i in named:
+        k = _ident(i)
+        if k is not None:
+            ids.setdefault(k, i)
+    for k, i in opened_inputs().items():
+        ids.setdefault(k, i)
+    if not ids:
+        return
+    t = Path(os.path.abspath(os.fspath(target)))
+    real = _real(t)
+    expected = "an output that is not, does not hold and is not inside any input"
+    # the target, or a directory it lies in, is an input
+    for a in _chain(real):
+        k = _ident(a)
+        if k in ids:
+            rel = "is the input" if a == real else "lies inside the input"
+            raise error(f"{t}: output {rel} {ids[k]}", expected=expected)
+    tk = _ident(real)
+    if tk is None or not real.is_dir():
+        return
+    # the target holds an input: by path (after symlinks) ...
+    for i in dict.fromkeys([*named, *ids.values()]):
+        for a in _chain(_real(i)):
+            if _ident(a) == tk:
+                raise error(f"{t}: output holds the input {i}", expected=expected)
+    # ... or by a hard link of an input file somewhere inside it
+    seen = 0
+    todo = [real]
+    while todo:
+        d = todo.pop()
+        try:
+            it = os.scandir(d)
+        except OSError:
+            continue
+        with it:
+            for e in it:
+                seen += 1
+                if seen > MAX_TARGET_ENTRIES:
+                    raise error(
+                        f"{t}: more than {MAX_TARGET_ENTRIES} entries to check for hard links of an input",
+                        expected="a new or small output directory",
+                    )
+                try:
+                    est = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if (est.st_dev, est.st_ino) in ids:
+                    i = ids[(est.st_dev, est.st_ino)]
+                    raise error(f"{t}: output holds {e.path}, which is the input {i} (a hard link)", expected=expected)
+                if e.is_dir(follow_symlinks=False):
+                    todo.append(Path(e.path))
+
+
+__all__ = [
+    "SMALL_FILE_LIMIT",
+    "confined",
+    "open_regular",
+    "read_regular",
+    "map_regular",
+    "note_input",
+    "opened_inputs",
+    "tracking_inputs",
+    "refuse_touching_inputs",
+    "MAX_TARGET_ENTRIES",
+]

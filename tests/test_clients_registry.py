@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from fuzz.blocks import build_block_chain
 from kho_formats.errors import ClientError, SpecError
 from kho_formats.findings import ERROR, WARNING, Finding
 from kho_formats.memory.pageset import PageSet
@@ -33,7 +34,7 @@ from kho_formats.model.clients import (
     registry,
 )
 from kho_formats.model.clients.base import gen_bytes
-from kho_formats.model.clients.blocks import build_block_chain, read_block_chain
+from kho_formats.model.clients.blocks import read_block_chain
 from kho_formats.model.clients.vmalloc import VmallocArea, build_vmalloc, read_vmalloc
 from kho_formats.model.spec import build_spec, loads_spec, readme_table
 from kho_formats.model.specfields import INT, STR, ListOf, SpecField, SpecTable, Table

@@ -8,12 +8,13 @@ import struct
 import numpy as np
 import pytest
 
+from fuzz.blocks import build_block_chain
 from kho_formats.abi.layout import KhoVmalloc, layout
 from kho_formats.errors import VmallocError
 from kho_formats.memory.alloc import PageAllocator
 from kho_formats.memory.image import PhysImage
 from kho_formats.model.clients import kho_test, memblock
-from kho_formats.model.clients.blocks import build_block_chain, read_block_chain
+from kho_formats.model.clients.blocks import read_block_chain
 from kho_formats.model.clients.vmalloc import build_vmalloc, read_vmalloc
 from kho_formats.model.fdt import parse_fdt
 

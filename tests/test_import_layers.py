@@ -2,7 +2,7 @@
 
 Layers, lowest first (``kho_formats/__init__.py`` describes them):
 
-    base     kho_formats.errors, _types, _version, limits, findings, safeio, outdir, text
+    base     kho_formats.errors, _types, _version, limits, findings, safeio, outdir, text, keyed, progress
     abi      kho_formats.abi.*
     memory   kho_formats.memory.*
     model    kho_formats.model.*
@@ -168,6 +168,40 @@ def test_every_module_has_a_layer() -> None:
     assert {layer_of(m) for m in SOURCES} <= set(LAYERS)
     assert layer_of("kho_formats.abi.layout") == "abi" and layer_of("kho_formats.text") == "base"
     assert layer_of("kho_formats.model.clients.luo") == "model" and layer_of("kho_formats.boot.x86") == "top"
+
+
+#: modules whose layer the issue names (the face and what came with it); each must sit where it says
+PLACED = {
+    "kho_formats": "api",
+    "kho_formats.api": "api",
+    "kho_formats.ops.documents": "ops",
+    "kho_formats.ops.target": "ops",
+    "kho_formats.progress": "base",
+    "kho_formats.keyed": "base",
+    "kho_formats.text": "base",
+    "kho_formats.abi.struct": "abi",
+    "kho_formats.abi.elf": "abi",
+    "kho_formats.abi.kdump": "abi",
+    "kho_formats.abi.memblock": "abi",
+    "kho_formats.cli": "top",
+    "kho_formats.boot.qemu": "top",
+}
+
+
+def test_every_layer_has_modules_and_the_named_ones_are_in_the_graph() -> None:
+    by_layer: dict[str, list[str]] = {}
+    for m in SOURCES:
+        by_layer.setdefault(layer_of(m), []).append(m)
+    assert set(by_layer) == set(LAYERS)  # no layer is empty
+    for mod, layer in PLACED.items():
+        assert mod in SOURCES, mod
+        assert layer_of(mod) == layer, mod
+    # each is in the graph the checks walk: another module imports it (the entry points aside)
+    imported = {e.dst for e in EDGES}
+    assert set(PLACED) - {"kho_formats", "kho_formats.cli"} <= imported
+    # the face is only imported by the package root and the top layer
+    face_users = {e.src for e in EDGES if e.dst == "kho_formats.api" and not e.type_only}
+    assert {layer_of(m) for m in face_users} <= {"api", "top"}
 
 
 def test_no_import_runs_up_a_layer() -> None:

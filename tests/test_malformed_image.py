@@ -38,7 +38,8 @@ def test_good_elf_round_trips():
         (lambda b: b.__setitem__(5, 7), "bad EI_DATA 7"),
         (lambda b: put(b, 54, "H", 32), "e_phentsize 32"),
         (lambda b: put(b, 32, "Q", 2**64 - 8), "program headers past end of file"),
-        (lambda b: put(b, 56, "H", 0xFFFF), "program headers past end of file"),
+        (lambda b: put(b, 56, "H", 0xFFFE), "program headers past end of file"),
+        (lambda b: put(b, 56, "H", 0xFFFF), "PN_XNUM (0xffff) but there is no section header table"),
         (lambda b: put(b, 64 + 8, "Q", 2**63), "PT_LOAD #0 data"),  # p_offset
         (lambda b: put(b, 64 + 32, "Q", 2**40), "PT_LOAD #0 data"),  # p_filesz
         (lambda b: put(b, 64 + 56 + 24, "Q", 0x10800), "overlaps segment"),  # 2nd p_paddr inside the 1st
@@ -78,17 +79,23 @@ def test_65535_program_headers_are_read():
     # the largest e_phnum, every PT_LOAD one byte, in descending address order:
     # parsing each header with construct and inserting each segment at the
     # front of a list took seconds; now it is one numpy read and a sort
+    # (65535 headers: e_phnum is PN_XNUM and section header 0's sh_info holds the count)
     n = 0xFFFF
     phoff = 64
-    data_off = phoff + 56 * n
+    shoff = phoff + 56 * n
+    data_off = shoff + 64
     hdr = bytearray(elf(segs=((0x10000, b"x"),))[:64])
     put(hdr, 32, "Q", phoff)
+    put(hdr, 40, "Q", shoff)
     put(hdr, 56, "H", n)
+    put(hdr, 58, "H", 64)
+    put(hdr, 60, "H", 1)
     phdrs = bytearray()
     for k in range(n):
         # p_type, p_flags, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align
         phdrs += struct.pack("<IIQQQQQQ", 1, 6, data_off + k, 0, 0x1000_0000 - 2 * k, 1, 1, 0)
-    blob = bytes(hdr) + bytes(phdrs) + bytes(range(256)) * (n // 256 + 1)
+    sh0 = bytes(44) + struct.pack("<I", n) + bytes(16)
+    blob = bytes(hdr) + bytes(phdrs) + sh0 + bytes(range(256)) * (n // 256 + 1)
     img = PhysImage.from_elf(blob)
     assert len(img) == n and img.read(0x1000_0000, 1) == bytes([0])
 

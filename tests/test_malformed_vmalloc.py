@@ -9,6 +9,7 @@ import tracemalloc
 import pytest
 from _malformed import fails, handover, parse, put64
 
+from fuzz.blocks import build_block_chain
 from kho_formats.abi.layout import KhoVmalloc, layout
 from kho_formats.errors import BlockError, ClientError, FdtError, LimitExceeded, PropertyError, VmallocError
 from kho_formats.limits import Budget, Limits
@@ -150,7 +151,7 @@ def test_page_limit_on_long_chains():
 
 def chain(n_entries, entry_size=32):
     entries = [bytes([k % 256]) * entry_size for k in range(n_entries)]
-    first, pages = blocks.build_block_chain(entries, entry_size, LAY, PageAllocator([(0x2000_0000, 0x100_0000)], 4096))
+    first, pages = build_block_chain(entries, entry_size, LAY, PageAllocator([(0x2000_0000, 0x100_0000)], 4096))
     return first, PhysImage(pages), [p for p, _ in pages]
 
 

@@ -55,7 +55,9 @@ from ..errors import KhoFormatError, VersionError
 
 # the per-header modules: importing them registers their declarations; their names are re-exported
 from .block import KhoBlockHeaderSer
+from .elf import ELF_ARCHS, ELF_MACHINES, ELFMAG, ET_CORE, PT_LOAD
 from .fdt_header import FDT_MAGIC, FdtHeader, fdt_header
+from .kdump import KDUMP_SIGNATURE
 from .kexec_handover import (
     KHO_VMALLOC_ALLOC,
     KHO_VMALLOC_FLAGS_MASK,
@@ -237,6 +239,14 @@ class Layout:
         return cs.Int64ul if self.byteorder == "little" else cs.Int64ub
 
     @cached_property
+    def s32(self) -> cs.Construct:
+        return cs.Int32sl if self.byteorder == "little" else cs.Int32sb
+
+    @cached_property
+    def s64(self) -> cs.Construct:
+        return cs.Int64sl if self.byteorder == "little" else cs.Int64sb
+
+    @cached_property
     def dtype(self) -> np.dtype:
         """A u64 (``unsigned long``, ``phys_addr_t``) in this byte order."""
         return np.dtype("<u8" if self.byteorder == "little" else ">u8")
@@ -265,6 +275,12 @@ class Layout:
     luo_flb_ser = _Declared[Typed[LuoFlbSer]]()
     memfd_luo_ser = _Declared[Typed[MemfdLuoSer]]()
     memfd_luo_folio_ser = _Declared[cs.Construct]()
+    # ELF cores (abi/elf.py) and makedumpfile's kdump (abi/kdump.py): byte order only
+    elf64_hdr = _Declared[cs.Construct]()
+    elf64_phdr = _Declared[cs.Construct]()
+    disk_dump_header = _Declared[cs.Construct]()
+    kdump_sub_header = _Declared[cs.Construct]()
+    page_desc = _Declared[cs.Construct]()
 
     def kho_mem_phys_bits(self, bitmap_bytes: int) -> cs.Construct:
         """A v1 bitmap (``struct kho_mem_phys_bits``): 512 bytes (6.16) or one
@@ -387,6 +403,12 @@ __all__ = [
     "struct_dtype",
     "struct_fields",
     "KhoBlockHeaderSer",
+    "ELF_ARCHS",
+    "ELF_MACHINES",
+    "ELFMAG",
+    "ET_CORE",
+    "PT_LOAD",
+    "KDUMP_SIGNATURE",
     "FDT_MAGIC",
     "FdtHeader",
     "fdt_header",

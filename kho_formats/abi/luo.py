@@ -53,6 +53,8 @@ class LuoFlbSer:
     count: int
 
 
+#: ``LUO_KHO_ENTRY_NAME``: the KHO sub-blob holding ``struct luo_ser``
+LUO_KHO_ENTRY_NAME = "LUO"
 #: ``LUO_ABI_COMPATIBLE`` of Linux 7.3 and ``ALIGN(sizeof(it), 8)``, the size of ``luo_ser.compatible``
 LUO_ABI_COMPATIBLE = "luo-v5"
 LUO_ABI_COMPAT_LEN = 8
@@ -60,6 +62,15 @@ LUO_ABI_COMPAT_LEN = 8
 LIVEUPDATE_SESSION_NAME_LENGTH = 64
 LIVEUPDATE_HNDL_COMPAT_LENGTH = 48
 LIVEUPDATE_FLB_COMPAT_LENGTH = 48
+
+
+#: what every ``LIVEUPDATE_TEST_FLB_COMPATIBLE(i)`` starts with
+LIVEUPDATE_TEST_FLB_PREFIX = "liveupdate-test-flb-v"
+
+
+def liveupdate_test_flb_compatible(i: int) -> str:
+    """``LIVEUPDATE_TEST_FLB_COMPATIBLE(i)``: the FLBs ``lib/tests/liveupdate.c`` registers."""
+    return f"{LIVEUPDATE_TEST_FLB_PREFIX}{i}"
 
 
 @declare("luo_ser")

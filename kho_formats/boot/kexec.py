@@ -66,7 +66,6 @@ STARTING = "kexec_core: Starting new kernel"
 FIRST_CMDLINE = "console=ttyS0 loglevel=7 panic=-1 printk.time=1 rdinit=/init"
 #: 64-bit boot protocol: the entry is this far into the protected-mode kernel
 STARTUP_64 = 0x200
-_PAGE = PAGE
 #: struct boot_params / setup_header offsets (Documentation/arch/x86/zero-page.rst, boot.rst)
 _HDR_START = BOOT_PARAMS_HDR
 _JUMP = boot_params_offset("jump")
@@ -83,7 +82,7 @@ _EXT_CMD_LINE_PTR = BOOT_PARAMS_EXT_CMD_LINE_PTR
 
 
 def _page_up(n: int) -> int:
-    return -(-n // _PAGE) * _PAGE
+    return -(-n // PAGE) * PAGE
 
 
 def zero_page(
@@ -159,7 +158,7 @@ def plan_kexec(
         return place_x86_page(fx, len(data), bz, ram_size, initrd_estimate, taken, what)
 
     def add(name: str, phys: int, data: bytes, memsz: int | None = None) -> None:
-        if phys % _PAGE:
+        if phys % PAGE:
             raise BootError(f"{name} at {phys:#x}: kexec_load needs page-aligned segments")
         files[f"kexec/{name}"] = data
         segs.append((phys, memsz or _page_up(len(data)), name))

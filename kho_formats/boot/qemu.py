@@ -57,7 +57,6 @@ KHO_BOOT_SCRATCH_ARRAY = 0x7FF0_0000
 BASE_CMDLINE = "console=ttyAMA0 earlycon=pl011,0x9000000 kho=on loglevel=7 panic=-1"
 #: the page granule the boot harness places things at (one place: x86.py and kexec.py use it too)
 PAGE = 4096
-_PAGE = PAGE
 
 
 #: the QEMU system emulator per fixture arch
@@ -242,8 +241,8 @@ def place_pages(
     avoid = [(s.phys, s.phys + s.size) for s in fx.segments] + [(a, a + n) for a, n in fx.scratch if n]
     avoid += [(x, y) for _, x, y in busy] + list(taken)
     try:
-        pa = PageAllocator([(a, n) for a, n in regions if n > 0], _PAGE, avoid=avoid)
-        phys = pa.alloc(-(-max(size, 1) // _PAGE) * _PAGE, what=what)
+        pa = PageAllocator([(a, n) for a, n in regions if n > 0], PAGE, avoid=avoid)
+        phys = pa.alloc(-(-max(size, 1) // PAGE) * PAGE, what=what)
     except AllocationError:
         raise BootError(f"no free page for the {what} in {machine} RAM") from None
     taken.append((phys, phys + size))

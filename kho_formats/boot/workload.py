@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..abi.elf import EI_CLASS, EI_DATA, ELFCLASS64, ELFDATA2LSB, ELFMAG, EM_AARCH64, EM_X86_64
 from ..errors import BootError
 from .initramfs import CpioEntry, newc_archive, static_program
 
@@ -53,17 +54,17 @@ MARK = "KHOINIT "
 #: kselftest's exit status of a skipped test (tools/testing/selftests/kselftest.h)
 KSFT_SKIP = 4
 #: ELF e_machine per fixture arch
-_EM = {"arm64": 183, "x86_64": 62}
-_EM_NAMES = {183: "arm64 (EM_AARCH64)", 62: "x86_64 (EM_X86_64)", 40: "arm (EM_ARM)", 3: "i386 (EM_386)"}
+_EM = {"arm64": EM_AARCH64, "x86_64": EM_X86_64}
+_EM_NAMES = {EM_AARCH64: "arm64 (EM_AARCH64)", EM_X86_64: "x86_64 (EM_X86_64)", 40: "arm (EM_ARM)", 3: "i386 (EM_386)"}
 _PT_INTERP = 3
 _MAX_PROGRAM = 64 << 20
 
 
 def elf_machine(data: bytes, what: str) -> tuple[int, bool]:
     """``(e_machine, static)`` of an ELF64 little-endian executable; a :class:`BootError` otherwise."""
-    if data[:4] != b"\x7fELF":
+    if data[: len(ELFMAG)] != ELFMAG:
         raise BootError(f"{what}: not an ELF program")
-    if data[4] != 2 or data[5] != 1:
+    if data[EI_CLASS] != ELFCLASS64 or data[EI_DATA] != ELFDATA2LSB:
         raise BootError(f"{what}: not a 64-bit little-endian ELF program", expected="ELFCLASS64, ELFDATA2LSB")
     e_type = int.from_bytes(data[16:18], "little")
     if e_type not in (2, 3):  # ET_EXEC, ET_DYN (static-pie)

@@ -26,35 +26,46 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import construct as cs
 import numpy as np
 
-from ..abi.layout import parse_struct, struct_dtype
+from ..abi.elf import (
+    EI_NIDENT,
+    ELF_ARCHS,
+    ELF_MACHINES,
+    ELFCLASS64,
+    ELFDATA2LSB,
+    ELFDATA2MSB,
+    ELFMAG,
+    ET_CORE,
+    EV_CURRENT,
+    PF_R,
+    PF_W,
+    PT_LOAD,
+    elf64_byteorder,
+)
+from ..abi.layout import layout, parse_struct
 from ..errors import ImageError, LimitExceeded, short_repr
 from ..limits import Limits, check_limits
-from ..safeio import SMALL_FILE_LIMIT, map_regular, read_regular
+from ..safeio import SMALL_FILE_LIMIT, map_regular, read_regular, refuse_touching_inputs
 
 BytesLike = bytes | bytearray | memoryview
 
-ELF_MACHINES = {"x86_64": 62, "aarch64": 183, "arm64": 183}
-#: ``e_machine`` -> the arch name fixtures record
-ELF_ARCHS = {62: "x86_64", 183: "arm64"}
 #: a read-only segment larger than this is split by :meth:`PhysImage.write`, not copied whole
 SPLIT_ON_WRITE = 1 << 20
 #: the granule :meth:`PhysImage.write` copies out of a split segment
 WRITE_GRANULE = 4096
-PT_LOAD = 1
-ET_CORE = 4
 
 
 @dataclass(frozen=True)
 class ElfStructs:
-    """``Elf64_Ehdr`` and ``Elf64_Phdr`` for one byte order, declared once
-    (``<elf.h>`` names) and used by both :meth:`PhysImage.to_elf` and
-    :meth:`PhysImage.from_elf`; ``phdr_dtype`` is the program header as a numpy
-    structured dtype, derived from the declaration."""
+    """``Elf64_Ehdr`` and ``Elf64_Phdr`` of one byte order, as :meth:`PhysImage.to_elf`,
+    :meth:`PhysImage.from_elf` and :mod:`~kho_formats.memory.kcore` use them: a view of the
+    :class:`~kho_formats.abi.layout.Layout` declarations (``elf64_hdr``, ``elf64_phdr`` in
+    :mod:`kho_formats.abi.elf`), no declaration of its own; ``phdr_dtype`` is the program header as
+    a numpy structured dtype, derived from the declaration."""
 
     ehdr: cs.Construct
     phdr: cs.Construct
@@ -71,37 +82,46 @@ class ElfStructs:
 
 @cache
 def elf_structs(byteorder: str) -> ElfStructs:
-    little = byteorder == "little"
-    u16 = cs.Int16ul if little else cs.Int16ub
-    u32 = cs.Int32ul if little else cs.Int32ub
-    u64 = cs.Int64ul if little else cs.Int64ub
-    ehdr = cs.Struct(
-        "e_ident" / cs.Bytes(16) * "\\x7fELF, EI_CLASS (2 = ELFCLASS64), EI_DATA (1 = LSB, 2 = MSB), EI_VERSION ...",
-        "e_type" / u16 * "ET_CORE (4)",
-        "e_machine" / u16 * "EM_X86_64 (62) or EM_AARCH64 (183)",
-        "e_version" / u32 * "EV_CURRENT (1)",
-        "e_entry" / u64 * "entry point (0 in a core)",
-        "e_phoff" / u64 * "file offset of the program header table",
-        "e_shoff" / u64 * "file offset of the section header table (0: none)",
-        "e_flags" / u32 * "processor flags",
-        "e_ehsize" / u16 * "sizeof(Elf64_Ehdr)",
-        "e_phentsize" / u16 * "sizeof(Elf64_Phdr)",
-        "e_phnum" / u16 * "number of program headers",
-        "e_shentsize" / u16 * "sizeof(Elf64_Shdr)",
-        "e_shnum" / u16 * "number of section headers",
-        "e_shstrndx" / u16 * "section name string table index",
-    )
-    phdr = cs.Struct(
-        "p_type" / u32 * "PT_LOAD (1) for memory",
-        "p_flags" / u32 * "PF_R | PF_W ...",
-        "p_offset" / u64 * "file offset of the segment's bytes",
-        "p_vaddr" / u64 * "virtual address (= phys in our cores)",
-        "p_paddr" / u64 * "physical address: where the bytes go",
-        "p_filesz" / u64 * "bytes in the file",
-        "p_memsz" / u64 * "bytes in memory",
-        "p_align" / u64 * "alignment",
-    )
-    return ElfStructs(ehdr, phdr, struct_dtype(phdr))
+    """The ELF headers of ``byteorder`` from their declarations in :mod:`kho_formats.abi.elf`."""
+    lay = layout(byteorder=byteorder)
+    return ElfStructs(lay.elf64_hdr, lay.elf64_phdr, lay.dtype_of("elf64_phdr"))
+
+
+#: ``e_phnum`` when the count does not fit (the ELF gABI): the real count is ``sh_info`` of section header 0
+PN_XNUM = 0xFFFF
+#: ``sizeof(Elf64_Shdr)``
+SHDR_SIZE = 64
+#: most program headers read (112 MiB of them; a hostile sh_info says up to 2**32 - 1)
+MAX_PHNUM = 1 << 21
+
+
+def elf_phnum(eh: Any, read: Callable[[int, int], bytes], name: str, *, byteorder: str) -> int:
+    """The number of program headers: ``e_phnum``, or with ``e_phnum ==
+    PN_XNUM`` the ``sh_info`` of section header 0 (read with ``read(offset,
+    n)``: a file of more than 65534 segments, as Linux writes vmcores and
+    cores on large machines)."""
+    if int(eh.e_phnum) != PN_XNUM:
+        return int(eh.e_phnum)
+    if not eh.e_shoff:
+        raise ImageError(
+            f"{name}: e_phnum is PN_XNUM (0xffff) but there is no section header table (e_shoff 0)",
+            expected="section header 0 whose sh_info holds the number of program headers",
+        )
+    if eh.e_shentsize != SHDR_SIZE:
+        raise ImageError(f"{name}: e_shentsize {eh.e_shentsize} with e_phnum PN_XNUM", expected=f"{SHDR_SIZE}")
+    sh0 = read(int(eh.e_shoff), SHDR_SIZE)
+    if len(sh0) != SHDR_SIZE:
+        raise ImageError(
+            f"{name}: section header 0 at {int(eh.e_shoff):#x} is past the end of the file",
+            expected="section header 0 whose sh_info holds the number of program headers (e_phnum is PN_XNUM)",
+        )
+    n = int.from_bytes(sh0[44:48], "little" if byteorder == "little" else "big")
+    if n > MAX_PHNUM:
+        raise ImageError(
+            f"{name}: section header 0 says {n} program headers (e_phnum PN_XNUM)",
+            expected=f"at most {MAX_PHNUM}",
+        )
+    return n
 
 
 @dataclass(frozen=True)
@@ -125,8 +145,30 @@ def register_format(fmt: ImageFormat) -> ImageFormat:
     return fmt
 
 
+def unregister_format(name: str) -> None:
+    """Forget the format ``name`` (for tests that register their own)."""
+    if name not in image_formats():
+        raise ImageError(f"no image format {name!r} is registered", expected=", ".join(image_formats()))
+    _FORMATS[:] = [f for f in _FORMATS if f.name != name]
+
+
 def image_formats() -> list[str]:
+    """The registered formats' names (ELF cores, raw dumps and bundles are built in)."""
     return [f.name for f in _FORMATS]
+
+
+def image_format_of(head: bytes) -> str | None:
+    """What a file whose first 16 bytes are ``head`` is: ``"elf"``, a registered format's name, or None.
+
+    >>> image_format_of(b"\\x7fELF" + bytes(12)), image_format_of(b"KDUMP   " + bytes(8)), image_format_of(bytes(16))
+    ('elf', 'kdump', None)
+    """
+    if head[: len(ELFMAG)] == ELFMAG:
+        return "elf"
+    for fmt in _FORMATS:
+        if fmt.sniff(head):
+            return fmt.name
+    return None
 
 
 class LazyData:
@@ -458,26 +500,23 @@ class PhysImage:
             name = str(data)
             data = _map_file(data, "ELF image")
         buf = memoryview(data)
-        if len(buf) < elf_structs("little").ehdr_size or bytes(buf[:4]) != b"\x7fELF":
-            raise ImageError(f"{name}: not an ELF file", expected="\\x7fELF magic")
-        if buf[4] != 2:
-            raise ImageError(f"{name}: not ELF64 (EI_CLASS={buf[4]})", expected="ELFCLASS64")
-        if buf[5] not in (1, 2):
-            raise ImageError(f"{name}: bad EI_DATA {buf[5]}", expected="1 (LSB) or 2 (MSB)")
-        elf = elf_structs("little" if buf[5] == 1 else "big")
+        elf = elf_structs(elf64_byteorder(buf[:EI_NIDENT], name))
+        if len(buf) < elf.ehdr_size:
+            raise ImageError(f"{name}: not an ELF file", expected=f"an ELF header ({elf.ehdr_size} bytes)")
         eh = parse_struct(elf.ehdr, bytes(buf[: elf.ehdr_size]), what=f"{name}: ELF header", error=ImageError)
         phsize = elf.phdr_size
-        if eh.e_phnum and eh.e_phentsize != phsize:
+        phnum = elf_phnum(eh, lambda o, n: bytes(buf[o : o + n]), name, byteorder="little" if buf[5] == 1 else "big")
+        if phnum and eh.e_phentsize != phsize:
             raise ImageError(f"{name}: e_phentsize {eh.e_phentsize}", expected=f"{phsize}")
-        if eh.e_phoff + eh.e_phnum * phsize > len(buf):
-            raise ImageError(f"{name}: program headers past end of file ({eh.e_phoff:#x} + {eh.e_phnum} x {phsize})")
+        if eh.e_phoff + phnum * phsize > len(buf):
+            raise ImageError(f"{name}: program headers past end of file ({eh.e_phoff:#x} + {phnum} x {phsize})")
         img = cls()
         img.arch = ELF_ARCHS.get(int(eh.e_machine))
         # all program headers at once (up to 65535 of them: one construct parse
         # each would take seconds on a hostile file), then PT_LOADs by address
         # so that adding them is O(n log n) and overlaps are caught pairwise
         ph_dt = elf.phdr_dtype
-        phs = np.frombuffer(buf, dtype=ph_dt, count=eh.e_phnum, offset=eh.e_phoff) if eh.e_phnum else np.zeros(0, ph_dt)
+        phs = np.frombuffer(buf, dtype=ph_dt, count=phnum, offset=eh.e_phoff) if phnum else np.zeros(0, ph_dt)
         loads = np.flatnonzero((phs["p_type"] == PT_LOAD) & (phs["p_filesz"] != 0))
         loads = loads[np.argsort(phs["p_paddr"][loads], kind="stable")]
         for k in loads.tolist():
@@ -525,27 +564,30 @@ class PhysImage:
             raise ImageError(f"unknown ELF machine {machine!r}", expected=", ".join(ELF_MACHINES))
         chunks = self.covered() if merge else [(s.phys, s.end) for s in self._segs]
         phoff = elf.ehdr_size
-        data_off = phoff + elf.phdr_size * len(chunks)
+        # 65535 segments or more: e_phnum PN_XNUM, the count in sh_info of the one (SHT_NULL) section header
+        xnum = len(chunks) >= PN_XNUM
+        if len(chunks) > 0xFFFFFFFF:
+            raise ImageError(f"{len(chunks)} segments do not fit sh_info", expected="<= 0xffffffff")
+        shoff = phoff + elf.phdr_size * len(chunks)
+        data_off = shoff + (SHDR_SIZE if xnum else 0)
         data_off = (data_off + 15) & ~15
-        if len(chunks) > 0xFFFF:
-            raise ImageError(f"{len(chunks)} segments do not fit e_phnum", expected="<= 65535")
-        ident = b"\x7fELF" + bytes([2, 1 if little else 2, 1, 0]) + bytes(8)
+        ident = ELFMAG + bytes([ELFCLASS64, ELFDATA2LSB if little else ELFDATA2MSB, EV_CURRENT, 0]) + bytes(8)
         out = [
             ehdr_s.build(
                 dict(
                     e_ident=ident,
                     e_type=ET_CORE,
                     e_machine=ELF_MACHINES[machine],
-                    e_version=1,
+                    e_version=EV_CURRENT,
                     e_entry=0,
                     e_phoff=phoff if chunks else 0,
-                    e_shoff=0,
+                    e_shoff=shoff if xnum else 0,
                     e_flags=0,
                     e_ehsize=elf.ehdr_size,
                     e_phentsize=elf.phdr_size,
-                    e_phnum=len(chunks),
-                    e_shentsize=64,
-                    e_shnum=0,
+                    e_phnum=PN_XNUM if xnum else len(chunks),
+                    e_shentsize=SHDR_SIZE,
+                    e_shnum=1 if xnum else 0,
                     e_shstrndx=0,
                 )
             )
@@ -556,7 +598,7 @@ class PhysImage:
                 phdr_s.build(
                     dict(
                         p_type=PT_LOAD,
-                        p_flags=6,
+                        p_flags=PF_R | PF_W,
                         p_offset=off,
                         p_vaddr=a,
                         p_paddr=a,
@@ -567,6 +609,8 @@ class PhysImage:
                 )
             )
             off += b - a
+        if xnum:  # Elf64_Shdr 0: SHT_NULL, sh_info = the number of program headers
+            out.append(bytes(44) + len(chunks).to_bytes(4, "little" if little else "big") + bytes(16))
         head = b"".join(out)
         head += bytes(data_off - len(head))
         return head, chunks
@@ -581,6 +625,7 @@ class PhysImage:
         self, directory: str | os.PathLike[str], *, extra: dict[str, object] | None = None, merge: bool = True
     ) -> dict[str, object]:
         d = Path(directory)
+        refuse_touching_inputs(d)  # every input opened (tracked by the CLI) stays out of the way
         d.mkdir(parents=True, exist_ok=True)
         segs = []
         chunks = self.covered() if merge else [(s.phys, s.end) for s in self._segs]
@@ -683,11 +728,11 @@ class PhysImage:
         if p.is_dir():
             return cls.from_bundle(p)
         data = _map_file(p, "image")
-        head = bytes(data[:16])
-        if head[:4] == b"\x7fELF":
+        kind = image_format_of(bytes(data[:16]))
+        if kind == "elf":
             return cls.from_elf(data, name=str(p))
         for fmt in _FORMATS:
-            if fmt.sniff(head):
+            if fmt.name == kind:
                 return fmt.load(p, data)
         raise ImageError(
             f"{spec}: neither an ELF core, a kdump file nor a bundle directory; give a raw dump as FILE@BASE"
@@ -716,6 +761,8 @@ __all__ = [
     "ImageFormat",
     "register_format",
     "image_formats",
+    "image_format_of",
+    "unregister_format",
     "Segment",
     "LazyData",
     "ElfStructs",

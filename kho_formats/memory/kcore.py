@@ -46,12 +46,13 @@ from typing import Literal
 
 import numpy as np
 
+from ..abi.elf import ELF_ARCHS, ET_CORE, PT_LOAD, PT_NOTE, elf64_byteorder
 from ..abi.layout import parse_struct
 from ..errors import ImageError, KhoFormatError
-from .image import ELF_ARCHS, PT_LOAD, LazyData, PhysImage, elf_structs
+from ..safeio import note_input
+from .image import LazyData, PhysImage, elf_phnum, elf_structs
 
 KCORE_PATH = "/proc/kcore"
-PT_NOTE = 4
 #: ``p_paddr`` of a segment with no physical address (``(elf_addr_t)-1``)
 NO_PADDR = (1 << 64) - 1
 #: default number of cached pages per kcore file
@@ -93,7 +94,9 @@ class KcoreFile:
         self.reads = 0
         self.fd = self._open()
         try:
-            self.file_size = os.fstat(self.fd).st_size
+            st = os.fstat(self.fd)
+            note_input(self.name, st)
+            self.file_size = st.st_size
             self._parse_headers()
         except BaseException:
             self.close()
@@ -122,23 +125,18 @@ class KcoreFile:
 
     def _parse_headers(self) -> None:
         head = self.pread(0, 64, "ELF header")
-        if head[:4] != b"\x7fELF":
-            raise ImageError(f"{self.name}: not an ELF file", expected="\\x7fELF magic")
-        if head[4] != 2:
-            raise ImageError(f"{self.name}: not ELF64 (EI_CLASS={head[4]})", expected="ELFCLASS64")
-        if head[5] not in (1, 2):
-            raise ImageError(f"{self.name}: bad EI_DATA {head[5]}", expected="1 (LSB) or 2 (MSB)")
-        self.byteorder: Literal["little", "big"] = "little" if head[5] == 1 else "big"
+        self.byteorder: Literal["little", "big"] = elf64_byteorder(head, self.name)
         elf = elf_structs(self.byteorder)
         eh = parse_struct(elf.ehdr, head[: elf.ehdr_size], what=f"{self.name}: ELF header", error=ImageError)
-        if eh.e_type != 4:
-            raise ImageError(f"{self.name}: e_type {eh.e_type}", expected="ET_CORE (4)")
+        if eh.e_type != ET_CORE:
+            raise ImageError(f"{self.name}: e_type {eh.e_type}", expected=f"ET_CORE ({ET_CORE})")
         self.arch = ELF_ARCHS.get(int(eh.e_machine))
-        if eh.e_phnum == 0:
+        phnum = elf_phnum(eh, lambda o, n: self.pread(o, n, "section header 0"), self.name, byteorder=self.byteorder)
+        if phnum == 0:
             raise ImageError(f"{self.name}: no program headers", expected="PT_NOTE and PT_LOAD segments")
         if eh.e_phentsize != elf.phdr_size:
             raise ImageError(f"{self.name}: e_phentsize {eh.e_phentsize}", expected=f"{elf.phdr_size}")
-        raw = self.pread(int(eh.e_phoff), int(eh.e_phnum) * elf.phdr_size, "program headers")
+        raw = self.pread(int(eh.e_phoff), phnum * elf.phdr_size, "program headers")
         phs = np.frombuffer(raw, dtype=elf.phdr_dtype)
         self.segments: list[KcoreSegment] = []
         self.vmcoreinfo: dict[str, str] = {}

@@ -46,11 +46,11 @@ import construct as cs
 import numpy as np
 
 from .. import progress
-from ..abi.layout import parse_struct
+from ..abi.kdump import KDUMP_SIGNATURE
+from ..abi.layout import layout, parse_struct
 from ..errors import ImageError
 from .image import ImageFormat, LazyData, PhysImage, register_format
 
-KDUMP_SIGNATURE = b"KDUMP   "
 FLAT_SIGNATURE = b"makedumpfile"
 FLAT_HEADER_SIZE = 4096
 #: makedumpfile_header.type and .version of the flattened format
@@ -73,6 +73,10 @@ BLOCK_SIZES = (4096, 8192, 16384, 65536)
 
 @dataclass(frozen=True)
 class KdumpStructs:
+    """The kdump structs of one byte order as the reader and :func:`write_kdump` use them: a view of
+    the :class:`~kho_formats.abi.layout.Layout` declarations in :mod:`kho_formats.abi.kdump`
+    (``disk_dump_header``, ``kdump_sub_header``, ``page_desc`` as a numpy dtype), none of its own."""
+
     header: cs.Construct
     sub_header: cs.Construct
     page_desc: np.dtype
@@ -82,46 +86,8 @@ class KdumpStructs:
 def kdump_structs(byteorder: str) -> KdumpStructs:
     """``struct disk_dump_header``, ``struct kdump_sub_header`` (64-bit) and
     ``page_desc_t`` for one byte order."""
-    le = byteorder == "little"
-    i32, u32 = (cs.Int32sl, cs.Int32ul) if le else (cs.Int32sb, cs.Int32ub)
-    i64, u64 = (cs.Int64sl, cs.Int64ul) if le else (cs.Int64sb, cs.Int64ub)
-    header = cs.Struct(
-        "signature" / cs.Bytes(8) * '"KDUMP   "',
-        "header_version" / i32,
-        "utsname" / cs.Bytes(390) * "struct new_utsname: 6 x 65 chars",
-        cs.Padding(6),
-        "tv_sec" / i64,
-        "tv_usec" / i64,
-        "status" / u32,
-        "block_size" / i32 * "page size of the dumped machine",
-        "sub_hdr_size" / i32 * "blocks of kdump_sub_header",
-        "bitmap_blocks" / u32 * "blocks of both bitmaps",
-        "max_mapnr" / u32 * "32-bit max_mapnr (obsolete, see max_mapnr_64)",
-        "total_ram_blocks" / u32,
-        "device_blocks" / u32,
-        "written_blocks" / u32,
-        "current_cpu" / u32,
-        "nr_cpus" / i32,
-    )
-    sub = cs.Struct(
-        "phys_base" / u64,
-        "dump_level" / i32,
-        "split" / i32,
-        "start_pfn" / u64,
-        "end_pfn" / u64,
-        "offset_vmcoreinfo" / i64,
-        "size_vmcoreinfo" / u64,
-        "offset_note" / i64,
-        "size_note" / u64,
-        "offset_eraseinfo" / i64,
-        "size_eraseinfo" / u64,
-        "start_pfn_64" / u64,
-        "end_pfn_64" / u64,
-        "max_mapnr_64" / u64,
-    )
-    e = "<" if le else ">"
-    pd = np.dtype([("offset", e + "i8"), ("size", e + "u4"), ("flags", e + "u4"), ("page_flags", e + "u8")])
-    return KdumpStructs(header, sub, pd)
+    lay = layout(byteorder=byteorder)
+    return KdumpStructs(lay.disk_dump_header, lay.kdump_sub_header, lay.dtype_of("page_desc"))
 
 
 def is_kdump(head: bytes) -> bool:
@@ -474,6 +440,123 @@ class KdumpPages(LazyData):
         return bytes(out)
 
     def page_heads(self, first: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+        bs = self.f.block_size
+        if step == bs and first % bs == 0 and type(self.f.src) is _Mapped:
+            return self._aligned_heads(first)
+        return self._heads_one_by_one(first, step)
+
+    def _aligned_heads(self, first: int) -> tuple[np.ndarray, np.ndarray]:
+        """Page-start heads of a file read in place, from the page descriptors
+        (issue 22): raw pages are read where they lie, all at once; pages that
+        share their data (QEMU's and makedumpfile's one zero page) are read
+        once; a snappy page whose stream opens with a literal of 4 or more
+        bytes, a zstd page whose first block is raw or RLE and a zlib page
+        whose first deflate block is stored give their first bytes without
+        decompressing anything.  Only the rest are inflated, and only as far
+        as their first bytes (zlib) or one page (snappy, zstd)."""
+        f = self.f
+        bs = f.block_size
+        offs = np.arange(first, self.size - 3, bs, dtype=np.int64)
+        heads = np.zeros(offs.size, dtype=np.uint32)
+        bar = progress.current()
+        if not offs.size:
+            return offs, heads
+        d = f.descs[self.first + offs // bs]
+        off = d["offset"].astype(np.int64)
+        size = d["size"].astype(np.int64)
+        codec = d["flags"].astype(np.int64) & _CODEC_FLAGS
+        buf = np.frombuffer(f.src.buf, dtype=np.uint8)
+        fsize = buf.size
+        ok = (size > 0) & (size <= 2 * bs) & (off >= 0) & (off <= fsize - size)
+        done = np.zeros(offs.size, dtype=bool)
+
+        def take(mask: np.ndarray, at: np.ndarray) -> None:
+            """Heads of the pages ``mask`` selects: the 4 bytes at file offsets ``at`` (in range)."""
+            b = buf[at[:, None] + np.arange(4)].astype(np.uint32)
+            heads[mask] = (b[:, 0] << 24) | (b[:, 1] << 16) | (b[:, 2] << 8) | b[:, 3]
+            done[mask] = True
+
+        def byte(at: np.ndarray) -> np.ndarray:
+            return buf[np.minimum(at, fsize - 1)].astype(np.int64)
+
+        raw = ok & (codec == 0) & (size == bs)
+        take(raw, off[raw])
+        # snappy: varint length (must be bs), then a literal tag (low bits 00)
+        m = ok & (codec == DUMP_DH_COMPRESSED_SNAPPY) & (size >= 8)
+        if m.any():
+            o = off[m]
+            length = np.zeros(o.size, np.int64)
+            vlen = np.zeros(o.size, np.int64)
+            more = np.ones(o.size, bool)
+            for i in range(5):
+                b = byte(o + i)
+                length |= np.where(more, (b & 0x7F) << (7 * i), 0)
+                vlen = np.where(more, i + 1, vlen)
+                more &= b >= 0x80
+            tag = byte(o + vlen)
+            lit = tag >> 2
+            ext = np.clip(lit - 59, 0, 4)  # 60..63: the length - 1 in 1..4 more bytes
+            extra = np.zeros(o.size, np.int64)
+            for i in range(4):
+                extra |= np.where(i < ext, byte(o + vlen + 1 + i) << (8 * i), 0)
+            litlen = np.where(lit < 60, lit, extra) + 1
+            start = o + vlen + 1 + ext
+            good = ~more & (length == bs) & (tag & 3 == 0) & (litlen >= 4) & (start + 4 <= o + size[m])
+            sel = np.flatnonzero(m)[good]
+            mm = np.zeros(offs.size, bool)
+            mm[sel] = True
+            take(mm, start[good])
+        # zstd: frame header, then the first block's header: raw (bytes follow) or RLE (one byte repeated)
+        m = ok & (codec == DUMP_DH_COMPRESSED_ZSTD) & (size >= 12)
+        if m.any():
+            o = off[m]
+            magic = byte(o) | byte(o + 1) << 8 | byte(o + 2) << 16 | byte(o + 3) << 24
+            fhd = byte(o + 4)
+            single = (fhd >> 5) & 1
+            did = np.array([0, 1, 2, 4])[fhd & 3]
+            fcs = np.array([0, 2, 4, 8])[fhd >> 6]
+            fcs = np.where((fhd >> 6 == 0) & (single == 1), 1, fcs)
+            bh = o + 5 + (1 - single) + did + fcs
+            h3 = byte(bh) | byte(bh + 1) << 8 | byte(bh + 2) << 16
+            btype, bsize = (h3 >> 1) & 3, h3 >> 3
+            base = (magic == 0xFD2FB528) & ((fhd >> 3) & 1 == 0) & (bh + 3 < o + size[m])
+            rawb = base & (btype == 0) & (bsize >= 4) & (bh + 7 <= o + size[m])
+            idx = np.flatnonzero(m)
+            mm = np.zeros(offs.size, bool)
+            mm[idx[rawb]] = True
+            take(mm, (bh + 3)[rawb])
+            rle = base & (btype == 1) & (bsize >= 4)
+            heads[idx[rle]] = (byte(bh + 3)[rle] * 0x01010101).astype(np.uint32)
+            done[idx[rle]] = True
+        # zlib: CMF/FLG without a preset dictionary, then a stored first block of 4 or more bytes
+        m = ok & (codec == DUMP_DH_COMPRESSED_ZLIB) & (size >= 11)
+        if m.any():
+            o = off[m]
+            cmf, flg, b0 = byte(o), byte(o + 1), byte(o + 2)
+            ln = byte(o + 3) | byte(o + 4) << 8
+            nln = byte(o + 5) | byte(o + 6) << 8
+            good = (cmf & 0x0F == 8) & ((cmf << 8 | flg) % 31 == 0) & (flg & 0x20 == 0) & ((b0 >> 1) & 3 == 0)
+            good &= (ln ^ nln == 0xFFFF) & (ln >= 4)
+            mm = np.zeros(offs.size, bool)
+            mm[np.flatnonzero(m)[good]] = True
+            take(mm, (o + 7)[good])
+        bar.update(int(done.sum()) * bs)
+        # the rest one by one; pages with the same descriptor data are one page
+        rest = np.flatnonzero(~done)
+        if rest.size:
+            key = np.stack([off[rest], size[rest], codec[rest]], axis=1)
+            _, first_of, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+            vals = np.zeros(first_of.size, np.uint32)
+            for j, i in enumerate(rest[first_of].tolist()):
+                if j & 4095 == 4095:
+                    bar.update(4096 * bs)
+                k = int(offs[i]) // bs
+                vals[j] = self._scan_head(f.head_of, self.first + k, self.pfn + k, 0, 4)
+            heads[rest] = vals[inverse.reshape(-1)]
+            bar.update((rest.size - (first_of.size // 4096) * 4096) * bs)
+        return offs, heads
+
+    def _heads_one_by_one(self, first: int, step: int) -> tuple[np.ndarray, np.ndarray]:
         bs = self.f.block_size
         offs = np.arange(first, self.size - 3, step, dtype=np.int64)
         heads = np.zeros(offs.size, dtype=np.uint32)

@@ -46,7 +46,7 @@ from pathlib import Path
 from ..abi.layout import layout
 from ..errors import ImageError, KhoFormatError, short_repr
 from ..limits import Limits
-from ..memory.image import LazyData, PhysImage
+from ..memory.image import LazyData, PhysImage, image_format_of
 from ..model import memmap
 from ..model.fdt import fdt_totalsize
 from ..model.state import KhoState, parse
@@ -209,15 +209,13 @@ def load_images(specs: Sequence[str]) -> PhysImage | None:
 
 
 def _is_image_file(p: Path) -> bool:
-    """An ELF core or a kdump file (not a root FDT) given as the input."""
-    from ..memory.kdump import is_kdump
-
+    """An ELF core or a file of a registered image format (kdump ...), not a root FDT, given as the input."""
     try:
         with open(p, "rb", opener=lambda f, fl: os.open(f, fl | os.O_NONBLOCK)) as fh:
             head = fh.read(16)
     except OSError:
         return False
-    return head[:4] == b"\x7fELF" or is_kdump(head)
+    return image_format_of(head) is not None
 
 
 def load_capture(

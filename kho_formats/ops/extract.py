@@ -25,6 +25,7 @@ from .._version import __version__
 from ..errors import KhoFormatError
 from ..memory.image import PhysImage
 from ..model.state import KhoState
+from ..safeio import refuse_touching_inputs
 from .capture import Capture
 
 
@@ -141,6 +142,7 @@ def write_capture(
     referenced_only: bool = False,
     source: str | None = None,
     extra: dict[str, Any] | None = None,
+    inputs: Sequence[str | os.PathLike[str]] = (),
 ) -> list[str]:
     """Write a compact capture directory (the one place files are written).
 
@@ -149,6 +151,7 @@ def write_capture(
     ``live``).  Returns the names written.
     """
     d = Path(outdir)
+    refuse_touching_inputs(d, inputs)  # also every input file this command opened
     if d.exists() and not d.is_dir():
         raise KhoFormatError(f"{d}: exists and is not a directory")
     if d.is_dir() and any(d.iterdir()):

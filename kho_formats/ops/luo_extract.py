@@ -28,7 +28,7 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,10 @@ from .. import progress
 from .._version import __version__
 from ..errors import KhoFormatError
 from ..memory.image import PhysImage
+from ..model.clients.digest import pieces
 from ..model.clients.luo import LuoState
+from ..model.clients.memfd import memfd_max_size
+from ..safeio import refuse_touching_inputs
 
 SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 MAX_NAME = 120
@@ -122,14 +125,40 @@ def _create(parent: int, name: str, force: bool) -> int:
         return os.open(name, flags, 0o644, dir_fd=parent)
 
 
-def _write_contents(fd: int, size: int, pieces: Iterator[tuple[int, memoryview]]) -> None:
+def _write_contents(fd: int, size: int, parts: Iterator[tuple[int, memoryview]], name: str) -> None:
     bar = progress.current()
-    for off, data in pieces:
-        done = 0
-        while done < len(data):
-            done += os.pwrite(fd, data[done:], off + done)
-        bar.update(len(data))
-    os.ftruncate(fd, size)
+    try:
+        for off, data in pieces(parts):  # each byte once, whatever a folio list repeats
+            if off >= size:
+                break
+            data = data[: size - off]
+            done = 0
+            while done < len(data):
+                done += os.pwrite(fd, data[done:], off + done)
+            bar.update(len(data))
+        os.ftruncate(fd, size)
+    except (OSError, OverflowError) as exc:
+        raise ExtractError(
+            f"{name}: cannot write {size} bytes ({getattr(exc, 'strerror', None) or exc})",
+            expected="a file system that holds a sparse file of that size",
+        ) from None
+
+
+def _check_sizes(luo: LuoState, page_size: int) -> None:
+    """Refuse, before anything is written, a file size no kernel preserves
+    (the OS calls would fail half way through with an OverflowError or EFBIG)."""
+    top = memfd_max_size(page_size)
+    for s in luo.sessions:
+        for f in s.files:
+            if f.decoded is None:
+                continue
+            size = f.handler.content_size(f.decoded)
+            if size is not None and not 0 <= size <= top:
+                raise ExtractError(
+                    f"session {s.name!r} file {f.token:#x}: size {size:#x} is more than a kernel preserves",
+                    phys=getattr(f.decoded, "ser_phys", None),
+                    expected=f"at most {top:#x} bytes (UINT_MAX pages of {page_size}, MAX_LFS_FILESIZE)",
+                )
 
 
 def extract(
@@ -140,11 +169,15 @@ def extract(
     page_size: int,
     force: bool = False,
     source: str = "",
+    inputs: Sequence[str | os.PathLike[str]] = (),
 ) -> dict[str, Any]:
     """Write every extractable file of ``luo`` under ``outdir``; returns the index (also ``index.json``)."""
     if not luo.read:
         raise ExtractError("LUO state was not read (no memory image)", expected="a capture with its memory image")
+    _check_sizes(luo, page_size)
     out = Path(outdir)
+    # an output that is, holds or lies inside an input (the --mem image, the capture) is refused, --force included
+    refuse_touching_inputs(out, inputs, error=ExtractError)
     root = _open_dir(out, force)
     shown = progress.task("extracting LUO files")  # bytes written; entered here, left with the root fd
     shown.__enter__()
@@ -171,7 +204,9 @@ def extract(
                         fname = _unique(f"{f.token:016x}", tokens) + ".bin"
                         fd = _create(sfd, fname, force)
                         try:
-                            _write_contents(fd, size, f.handler.contents(f.decoded, image, page_size))
+                            _write_contents(
+                                fd, size, f.handler.contents(f.decoded, image, page_size), f"{dname}/{fname}"
+                            )
                         finally:
                             os.close(fd)
                         entry["file"] = f"{dname}/{fname}"

@@ -18,12 +18,12 @@ from itertools import chain
 
 from .._version import __version__
 from ..findings import ERROR, WARNING, Finding
-from ..keyed import keyed_pairs, only_change
+from ..keyed import DIFFERS, keyed_diff, only_side
 from ..memory.image import PhysImage
 from ..memory.pageset import END_OF_SPACE
 from ..model import memmap
 from ..model.clients import ClientReport, decode_clients, registry
-from ..model.state import KhoState
+from ..model.state import KhoState, SubBlob
 from ..text import fmt_addr as _fmt_addr
 from ..text import human_size, safe_text
 from ..text import safe_lines as _lines
@@ -363,11 +363,7 @@ def diff_report(
             "list": lst,
         }
 
-    blobs = []
-    for n, x, y in keyed_pairs(a.subblobs, b.subblobs, lambda s: s.name):
-        if x is None or y is None:
-            blobs.append({"name": n, "change": only_change(x)})
-            continue
+    def blob_change(x: SubBlob, y: SubBlob) -> dict | None:
         diffs = []
         if x.phys != y.phys:
             diffs.append("phys")
@@ -375,16 +371,11 @@ def diff_report(
             diffs.append("size")
         if x.data != y.data:
             diffs.append("data" if (x.data is not None and y.data is not None) else "data-availability")
-        if diffs:
-            blobs.append(
-                {
-                    "name": n,
-                    "change": "differs",
-                    "fields": diffs,
-                    "a": {"phys": x.phys, "size": x.size},
-                    "b": {"phys": y.phys, "size": y.size},
-                }
-            )
+        if not diffs:
+            return None
+        return {"fields": diffs, "a": {"phys": x.phys, "size": x.size}, "b": {"phys": y.phys, "size": y.size}}
+
+    blobs = keyed_diff(a.subblobs, b.subblobs, lambda s: s.name, blob_change)
     same_set = a.page_size == b.page_size and a.preserved == b.preserved
     meta = {}
     for key, va, vb in (
@@ -446,13 +437,13 @@ def render_diff(d: dict) -> str:
             if x["pages"] > 20:
                 L.append(f"    ... {x['pages'] - 20} more (--json lists up to 1000)")
     for s in d["subblobs"]:
-        if s["change"] == "differs":
+        if s["change"] == DIFFERS:
             L.append(
                 f"  sub-blob {s['name']}: {', '.join(s['fields'])} differ "
                 f"(A {_fmt_addr(s['a']['phys'])}+{s['a']['size']}, B {_fmt_addr(s['b']['phys'])}+{s['b']['size']})"
             )
         else:
-            L.append(f"  sub-blob {s['name']}: only in {s['change'][-1].upper()}")
+            L.append(f"  sub-blob {s['name']}: only in {only_side(s['change'])}")
     for c in registry.everyone():
         if c.diff_key and d.get(c.diff_key):
             L += c.diff_text(d[c.diff_key])

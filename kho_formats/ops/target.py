@@ -48,6 +48,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..abi.kexec_metadata import KHO_METADATA_NODE_NAME
+from ..abi.luo import LUO_ABI_COMPATIBLE, liveupdate_test_flb_compatible
+from ..abi.memblock import MEMBLOCK_KHO_FDT
+from ..abi.memfd import MEMFD_LUO_FH_COMPATIBLE
 from ..errors import KhoFormatError
 from ..findings import ERROR, INFO, WARNING, Finding
 from ..model.state import KhoState
@@ -67,11 +71,14 @@ __all__ = [
 
 #: what Linux 7.3 writes and accepts (include/linux/kho/abi/kexec_handover.h, luo.h, memfd.h)
 KHO_ABI = "kho-v4"
-LUO_ABI = "luo-v5"
-MEMFD_HANDLER = "memfd-v2"
+LUO_ABI = LUO_ABI_COMPATIBLE
+MEMFD_HANDLER = MEMFD_LUO_FH_COMPATIBLE
 #: lib/tests/liveupdate.c: registered with every file handler under CONFIG_LIVEUPDATE_TEST
-TEST_FLBS = tuple(f"liveupdate-test-flb-v{i}" for i in range(3))
+TEST_FLBS = tuple(liveupdate_test_flb_compatible(i) for i in range(3))
 _MAX_CONFIG = 4 << 20
+#: the KHO clients every KEXEC_HANDOVER kernel has, and lib/test_kho.c's (TEST_KEXEC_HANDOVER)
+BASE_CLIENTS = (KHO_METADATA_NODE_NAME, MEMBLOCK_KHO_FDT)
+KHO_TEST_FDT = "kho_test"
 
 
 @dataclass(frozen=True)
@@ -92,7 +99,7 @@ class TargetKernel:
     #: FLBs it attaches to every handler (CONFIG_LIVEUPDATE_TEST)
     handler_flbs: tuple[str, ...] = ()
     #: KHO clients it has (sub-node names)
-    clients: tuple[str, ...] = ("kexec-metadata", "memblock")
+    clients: tuple[str, ...] = BASE_CLIENTS
     #: the options it was read from (a .config), for reports
     options: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -126,11 +133,11 @@ PROFILES: dict[str, TargetKernel] = {
     # tools/testing/selftests/liveupdate/config: LIVEUPDATE, LIVEUPDATE_TEST, memfd (default y)
     "selftest-liveupdate": _luo("selftest-liveupdate", True),
     # tools/testing/selftests/kho/vmtest.sh: KHO, TEST_KEXEC_HANDOVER, no LIVEUPDATE
-    "selftest-kho": TargetKernel("selftest-kho", clients=("kexec-metadata", "memblock", "kho_test")),
+    "selftest-kho": TargetKernel("selftest-kho", clients=(*BASE_CLIENTS, KHO_TEST_FDT)),
     # a LUO kernel without LIVEUPDATE_TEST (KHO_KERNEL_LUO=1 scripts/build-kernel.sh: arm64 4 KiB)
-    "luo": _luo("luo", False, clients=("kexec-metadata", "memblock", "kho_test")),
+    "luo": _luo("luo", False, clients=(*BASE_CLIENTS, KHO_TEST_FDT)),
     # a LUO kernel with LIVEUPDATE_TEST (scripts/live/build-kernel.sh: x86_64)
-    "luo-test": _luo("luo-test", True, clients=("kexec-metadata", "memblock", "kho_test")),
+    "luo-test": _luo("luo-test", True, clients=(*BASE_CLIENTS, KHO_TEST_FDT)),
 }
 
 
@@ -179,9 +186,9 @@ def from_config(path: str | os.PathLike[str]) -> TargetKernel:
                 page_size = ps
     live = y("KEXEC_HANDOVER") and y("LIVEUPDATE")
     handlers = (MEMFD_HANDLER,) if live and y("LIVEUPDATE_MEMFD") else ()
-    clients = ["kexec-metadata", "memblock"] if y("KEXEC_HANDOVER") else []
+    clients = list(BASE_CLIENTS) if y("KEXEC_HANDOVER") else []
     if y("TEST_KEXEC_HANDOVER"):
-        clients.append("kho_test")
+        clients.append(KHO_TEST_FDT)
     return TargetKernel(
         str(p),
         arch=arch,

@@ -8,9 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ...abi.layout import Layout, layout
-from ...errors import BlockError
+from ...errors import BlockError, KhoFormatError
 from ...limits import Budget
-from ...memory.alloc import PageAllocator
 from ...memory.chain import walk_page_chain
 from ...memory.image import PhysImage
 
@@ -73,23 +72,34 @@ def read_block_chain(
     return out
 
 
-def build_block_chain(
-    entries: Sequence[bytes], entry_size: int, lay: Layout, alloc: PageAllocator
-) -> tuple[int, list[tuple[int, bytes]]]:
-    if entry_size <= 0:
-        raise BlockError(f"entry size {entry_size}", expected="a positive number of bytes")
-    per = lay.kho_block_entries_per_page(entry_size)
-    if per == 0:
-        raise BlockError(f"entry size {entry_size} does not fit a page")
-    groups = [list(entries[i : i + per]) for i in range(0, len(entries), per)] or [[]]
-    phys = [alloc.alloc(what="kho serialization block") for _ in groups]
+def block_chain(phys: Sequence[int], n: int, cap: int, *, filled: bool = True) -> list[tuple[int, int, int]]:
+    """``(phys, next, count)`` of the blocks at ``phys`` holding ``n`` entries, each block filled to
+    ``cap`` before the next (``kho_block_set_it_reserve_entry`` in kernel/liveupdate/kho_block.c);
+    ``filled=False``: every count 0 (blocks allocated, nothing serialized yet)."""
     out = []
-    for i, g in enumerate(groups):
-        for e in g:
-            if len(e) != entry_size:
-                raise BlockError(f"entry of {len(e)} bytes", expected=f"{entry_size}")
-        nxt = phys[i + 1] if i + 1 < len(phys) else 0
-        body = lay.build("kho_block_header_ser", dict(next=nxt, count=len(g)), phys=phys[i], error=BlockError)
-        body += b"".join(g)
-        out.append((phys[i], body.ljust(lay.page_size, b"\0")))
-    return phys[0], out
+    for i, p in enumerate(phys):
+        count = max(0, min(cap, n - i * cap)) if filled else 0
+        out.append((p, phys[i + 1] if i + 1 < len(phys) else 0, count))
+    return out
+
+
+def block_pages(
+    entries: Sequence[bytes],
+    blocks: Sequence[tuple[int, int, int]],
+    lay: Layout,
+    *,
+    error: type[KhoFormatError] = BlockError,
+) -> list[tuple[int, bytes]]:
+    """The pages of a serialization block chain: each ``(phys, next, count)`` block (see
+    :func:`block_chain`) holds the next ``count`` entries after its ``kho_block_header_ser``; the
+    rest of the page is zero.  What :func:`read_block_chain` reads back."""
+    out = []
+    i = 0
+    for phys, nxt, count in blocks:
+        hdr = lay.build("kho_block_header_ser", dict(next=nxt, count=count), phys=phys, error=error)
+        body = hdr + b"".join(entries[i : i + count])
+        if len(body) > lay.page_size:
+            raise error(f"block of {count} entries does not fit a page", phys=phys)
+        i += count
+        out.append((phys, body.ljust(lay.page_size, b"\0")))
+    return out

@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...abi.kexec_metadata import KHO_METADATA_NODE_NAME
 from ...abi.layout import KEXEC_METADATA_VERSION, KexecMetadata, Layout
 from ...errors import ClientError, SpecError
 from ...memory.pageset import PageSet
 from ..specfields import INT, STR, SpecField, SpecRow, SpecTable
 from .base import BootLog, BootRule, BuildContext, BuiltBlob, Client, DecodeContext, page_round
 
-NAME = "kexec-metadata"
+NAME = KHO_METADATA_NODE_NAME
 
 
 def decode(blob: bytes, lay: Layout, *, where: str = NAME) -> KexecMetadata:

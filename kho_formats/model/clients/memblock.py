@@ -1,7 +1,8 @@
 """``memblock``: an FDT with one ``reserve-mem-v1`` child per ``reserve_mem=`` region.
 
 Root ``compatible = "memblock-v1"``; each child is named by the user and has
-``compatible = "reserve-mem-v1"``, ``start`` (u64) and ``size`` (u64), native order.
+``compatible = "reserve-mem-v1"``, ``start`` (u64) and ``size`` (u64), native order
+(the names in :mod:`kho_formats.abi.memblock`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...abi.memblock import (
+    MEMBLOCK_KHO_FDT,
+    MEMBLOCK_KHO_NODE_COMPATIBLE,
+    RESERVE_MEM_KHO_NODE_COMPATIBLE,
+    RESERVE_MEM_SIZE,
+    RESERVE_MEM_START,
+)
 from ...errors import ClientError, KhoFormatError, SpecError
 from ...findings import WARNING, Finding
 from ...memory.pageset import PageSet
@@ -20,9 +28,9 @@ from ..fdt import FdtNode, build_fdt, get_strings, get_u64, parse_fdt, str_bytes
 from ..specfields import BOOL, INT, RANGE, STR, ListOf, SpecField, SpecRow, SpecTable, Table
 from .base import BootLog, BootRule, BuildContext, BuiltBlob, CheckContext, Client, DecodeContext, page_round
 
-NAME = "memblock"
-COMPATIBLE = "memblock-v1"
-REGION_COMPATIBLE = "reserve-mem-v1"
+NAME = MEMBLOCK_KHO_FDT
+COMPATIBLE = MEMBLOCK_KHO_NODE_COMPATIBLE
+REGION_COMPATIBLE = RESERVE_MEM_KHO_NODE_COMPATIBLE
 
 
 @dataclass(frozen=True)
@@ -46,8 +54,8 @@ def decode(blob: bytes, byteorder: str, *, where: str = NAME) -> list[ReserveMem
                 path=f"{where}:{child.path}/compatible",
                 expected=REGION_COMPATIBLE,
             )
-        start = get_u64(child, "start", byteorder, where=where)
-        size = get_u64(child, "size", byteorder, where=where)
+        start = get_u64(child, RESERVE_MEM_START, byteorder, where=where)
+        size = get_u64(child, RESERVE_MEM_SIZE, byteorder, where=where)
         if start is None or size is None:  # required=True raises first: for the type checker
             raise ClientError(f"{where}: region {child.name} has no start/size", path=f"{where}:{child.path}")
         if start + size > 1 << 64:
@@ -66,8 +74,8 @@ def encode(regions: Sequence[ReserveMem], byteorder: str) -> bytes:
             raise KhoFormatError(f"bad reserve_mem region name {r.name!r}", path=NAME)
         c = root.add_child(r.name)
         c.set("compatible", str_bytes(REGION_COMPATIBLE))
-        c.set("start", u64_bytes(r.start, byteorder))
-        c.set("size", u64_bytes(r.size, byteorder))
+        c.set(RESERVE_MEM_START, u64_bytes(r.start, byteorder))
+        c.set(RESERVE_MEM_SIZE, u64_bytes(r.size, byteorder))
     return build_fdt(root, style="sequential-write")
 
 

@@ -16,6 +16,7 @@ ends at ``size``.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from ...errors import ClientError, KhoFormatError, SpecError
 from ...findings import ERROR, WARNING, Finding
 from ...memory.image import PhysImage
 from ...memory.pageset import PageSet
+from ...safeio import note_input
 from ...text import human_size
 from ..specfields import INT, STR, ListOf, SpecField, Table, spec_file_path
 from .base import CheckContext, DecodeContext, gen_bytes
@@ -55,10 +57,27 @@ SEAL_NAMES = ("seal", "shrink", "grow", "write", "future_write", "exec")
 FOLIO_DIRTY, FOLIO_UPTODATE = MEMFD_LUO_FOLIO_DIRTY, MEMFD_LUO_FOLIO_UPTODATE
 #: ``MAX_LFS_FILESIZE`` on 64-bit kernels
 MAX_LFS_FILESIZE = (1 << 63) - 1
+UINT_MAX = (1 << 32) - 1
 #: the largest piece :meth:`MemfdHandler.contents` yields
 CHUNK = 4 << 20
 
 U64 = np.uint64
+
+
+def restored_once(m: MemfdFile) -> np.ndarray:
+    """Record numbers, in index order, of the folios the kernel would put in
+    the file: pfn != 0, each folio at its first record only."""
+    if m.phys.size == 0:
+        return np.zeros(0, np.int64)
+    _, first = np.unique(m.phys, return_index=True)
+    keep = first[m.phys[first] != 0]
+    return keep[np.argsort(m.index[keep], kind="stable")]
+
+
+def memfd_max_size(page_size: int) -> int:
+    """The largest memfd a 7.3 kernel preserves: ``memfd_luo_preserve``
+    refuses (``-EFBIG``) more than ``UINT_MAX`` pages."""
+    return min(UINT_MAX * page_size, MAX_LFS_FILESIZE)
 
 
 def preserved_orders(preserved: PageSet, phys: np.ndarray) -> np.ndarray:
@@ -173,6 +192,16 @@ class MemfdHandler(FileHandler):
             m.problems.append(
                 LuoProblem(
                     ERROR, "memfd-size", f"size {ser.size:#x} is above MAX_LFS_FILESIZE {MAX_LFS_FILESIZE:#x}", pa
+                )
+            )
+        elif ser.size > memfd_max_size(ps):
+            m.problems.append(
+                LuoProblem(
+                    ERROR,
+                    "memfd-size",
+                    f"size {ser.size:#x} is more than UINT_MAX pages of {ps} bytes (memfd_luo_preserve refuses "
+                    "such a file with -EFBIG: no kernel wrote this)",
+                    pa,
                 )
             )
         if ser.flags:
@@ -322,6 +351,18 @@ class MemfdHandler(FileHandler):
         each("memfd-folio-duplicate", dup, lambda k: f"folio {k}: the same folio is listed twice")
         return out
 
+    def folio_view(self, result: MemfdFile) -> dict[str, Any]:
+        """What ``kho diff`` compares of the folio list: how many records and
+        a SHA-256 of the sorted ``(index, order)`` pairs (order -1: unknown),
+        computed in numpy whatever the count."""
+        import hashlib
+
+        m = result
+        pairs = np.empty(m.index.size, dtype=[("index", "<u8"), ("order", "<i8")])
+        pairs["index"], pairs["order"] = m.index, m.order
+        pairs.sort(order=["index", "order"])
+        return {"records": int(m.index.size), "sha256": hashlib.sha256(pairs.tobytes()).hexdigest()}
+
     def index_json(self, result: MemfdFile) -> dict[str, Any]:
         s = result.ser
         return {"size": s.size, "pos": s.pos, "seals": s.seals, "flags": s.flags, "nr_folios": s.nr_folios}
@@ -331,9 +372,14 @@ class MemfdHandler(FileHandler):
 
     def contents(self, result: MemfdFile, image: PhysImage, page_size: int) -> Iterator[tuple[int, memoryview]]:
         """Folio by folio, in index order (a folio of unknown order counts as
-        one page), clipped at ``size``; at most :data:`CHUNK` bytes a piece."""
+        one page), clipped at ``size``; at most :data:`CHUNK` bytes a piece.
+        Only what the kernel would restore: records with pfn 0 are skipped
+        (``memfd_luo_retrieve_folios`` does), and a folio listed again counts
+        once, at its first record (``kho_restore_folio`` refuses a second
+        restore of the same folio), so the work is bounded by the distinct
+        folios, whatever the records repeat."""
         m = result
-        for k in np.argsort(m.index, kind="stable").tolist():
+        for k in restored_once(m).tolist():
             off = int(m.index[k]) * page_size
             if off >= m.size:
                 continue
@@ -368,6 +414,9 @@ class MemfdHandler(FileHandler):
 
     def folio_orders(self, params: MemfdParams, page_size: int, where: str) -> list[int]:
         return [f.order for f in check_folios(params, page_size, where)]
+
+    def folio_demand(self, params: MemfdParams, page_size: int) -> tuple[int, int]:
+        return folio_demand(params, page_size)
 
     def build_file(self, params: MemfdParams, ctx: FileBuildContext, folio_phys: Sequence[int]) -> FileBuilt:
         return build_memfd(params, ctx, folio_phys)
@@ -459,8 +508,8 @@ def memfd_params(values: dict[str, Any], where: str, base_dir: Path | None) -> M
         raise SpecError(
             f"{where}.seals: {v['seals']:#x}", expected=f"bits of MEMFD_LUO_ALL_SEALS {MEMFD_LUO_ALL_SEALS:#x}"
         )
-    if v["folio_order"] < 0:
-        raise SpecError(f"{where}.folio_order: {v['folio_order']} < 0")
+    if not 0 <= v["folio_order"] <= 63:
+        raise SpecError(f"{where}.folio_order: {v['folio_order']}", expected="0 .. 63 (at most PMD order)")
     for key in ("folio_flags",):
         if not 0 <= v[key] < 1 << 12:
             raise SpecError(f"{where}.{key}: {v[key]:#x} does not fit the record's 12 flag bits")
@@ -498,10 +547,41 @@ def memfd_params(values: dict[str, Any], where: str, base_dir: Path | None) -> M
     )
 
 
+#: most folios one spec memfd lists (each is an object while building: a 1 TiB file of
+#: default order-0 folios would be 268 M of them)
+MAX_SPEC_FOLIOS = 1 << 20
+
+
+def folio_demand(p: MemfdParams, page_size: int) -> tuple[int, int]:
+    """``(folios, bytes)`` the file's folios take, in closed form (nothing is listed)."""
+    if p.folios is not None:
+        return len(p.folios), sum(page_size << f.order for f in p.folios)
+    pages = -(-p.size // page_size)
+    n = -(-pages // (1 << p.folio_order)) if p.folio_order < 64 else min(pages, 1)
+    return n, n * (page_size << p.folio_order)
+
+
 def check_folios(p: MemfdParams, page_size: int, where: str) -> list[MemfdFolioSpec]:
-    """The file's folios, refusing what a kernel of this page size cannot hold."""
+    """The file's folios, refusing what a kernel of this page size cannot hold
+    (sizes and counts in closed form before any folio is listed)."""
     top = pmd_order(page_size)
     pages = -(-p.size // page_size)
+    if p.folios is None and p.folio_order > top:
+        raise SpecError(
+            f"{where}: folio_order {p.folio_order} is above PMD order {top}, the largest shmem folio "
+            f"at {page_size}-byte pages"
+        )
+    if pages > UINT_MAX:
+        raise SpecError(
+            f"{where}: size {p.size} is {pages} pages",
+            expected=f"at most UINT_MAX pages ({memfd_max_size(page_size)} bytes): memfd_luo_preserve refuses more",
+        )
+    n, nbytes = folio_demand(p, page_size)
+    if n > MAX_SPEC_FOLIOS:
+        raise SpecError(
+            f"{where}: size {p.size} at folio_order {p.folio_order} is {n} folios ({nbytes} bytes of folios)",
+            expected=f"at most {MAX_SPEC_FOLIOS} folios per file (a larger folio_order, or explicit `folios`)",
+        )
     out = p.folio_layout(page_size)
     for k, f in enumerate(out):
         if f.order > top:
@@ -542,6 +622,7 @@ class MemfdContents:
             return self.p.head[off : off + n]
         if self._fh is None:
             self._fh = open(self.p.head_file, "rb")
+            note_input(self.p.head_file, os.fstat(self._fh.fileno()))
         self._fh.seek(off)
         got = self._fh.read(n)
         if len(got) != n:

@@ -47,7 +47,6 @@ from .build import (
     LuoFlbSpec,
     LuoParams,
     LuoSessionSpec,
-    block_pages,
     build_luo,
     luo_params,
     reencode,
@@ -83,6 +82,7 @@ from .model import (
     LuoState,
     c_string,
     content_digest,
+    content_runs_digest,
     problem_of,
 )
 
@@ -98,7 +98,6 @@ __all__ = [
     "FLB_FIELDS",
     "SPEC",
     "luo_params",
-    "block_pages",
     "build_luo",
     "reencode",
     "LuoClient",
@@ -119,6 +118,7 @@ __all__ = [
     "problem_of",
     "Hasher",
     "content_digest",
+    "content_runs_digest",
     "BlockInfo",
     "LuoFile",
     "LuoSession",

@@ -31,6 +31,7 @@ from typing import Any
 
 from ....memory.image import PhysImage
 from ..base import BootLog, BootRule
+from ..digest import Fnv1a64
 from .model import LuoState, content_digest
 
 __all__ = [
@@ -66,36 +67,7 @@ _LUO_RETRIEVED = re.compile(r"luo(?:_core)?: Retrieved live update data, liveupd
 
 # -- FNV-1a 64 ------------------------------------------------------------------------------------------------
 
-_FNV_OFFSET = 0xCBF29CE484222325
-_FNV_PRIME = 0x100000001B3
-_M64 = (1 << 64) - 1
-_BLOCK = 4096
-_ZERO_BLOCK = bytes(_BLOCK)
-#: FNV over a block of zeros multiplies by prime ** len (xor with 0 is a no-op)
-_ZERO_MUL = pow(_FNV_PRIME, _BLOCK, 1 << 64)
-
-
-class Fnv1a64:
-    """FNV-1a 64 as ``luo_check.c`` computes it; blocks of zeros (holes,
-    zero-filled folios) cost one multiplication."""
-
-    def __init__(self) -> None:
-        self.value = _FNV_OFFSET
-
-    def update(self, data: bytes | memoryview, /) -> None:
-        mv = memoryview(data).cast("B")
-        h = self.value
-        for a in range(0, len(mv), _BLOCK):
-            blk = mv[a : a + _BLOCK]
-            if len(blk) == _BLOCK and blk == _ZERO_BLOCK:
-                h = (h * _ZERO_MUL) & _M64
-                continue
-            for b in blk.tobytes():
-                h = ((h ^ b) * _FNV_PRIME) & _M64
-        self.value = h
-
-    def hexdigest(self) -> str:
-        return f"{self.value:016x}"
+# Fnv1a64 lives in .digest (holes in closed form); re-exported here
 
 
 def fnv1a64(chunks: Iterable[bytes | memoryview]) -> int:

@@ -21,6 +21,7 @@ from ....errors import ClientError, SpecError
 from ....memory.pageset import PageSet
 from ...specfields import ANY, BOOL, INT, STR, ListOf, SpecField, SpecRow, SpecTable, Table, validate
 from ..base import BuildContext, BuiltBlob, Segment
+from ..blocks import block_chain, block_pages
 from .handlers import FILE_HANDLERS, FileBuildContext
 from .model import NAME, LuoState
 
@@ -173,33 +174,6 @@ def luo_params(values: dict[str, Any], where: str, base_dir: Path | None) -> Luo
     return LuoParams(values["liveupdate_num"], values["compatible"], values["serialized"], tuple(sessions), tuple(flbs))
 
 
-def _chain(phys: Sequence[int], n: int, cap: int, serialized: bool) -> list[tuple[int, int, int]]:
-    """``(phys, next, count)`` of the blocks holding ``n`` entries, each block
-    filled to ``cap`` before the next (the kernel's ``kho_block_set_it_reserve_entry``)."""
-    out = []
-    for i, p in enumerate(phys):
-        count = max(0, min(cap, n - i * cap)) if serialized else 0
-        out.append((p, phys[i + 1] if i + 1 < len(phys) else 0, count))
-    return out
-
-
-def block_pages(
-    entries: Sequence[bytes], blocks: Sequence[tuple[int, int, int]], lay: Layout
-) -> list[tuple[int, bytes]]:
-    """Serialization block pages: each ``(phys, next, count)`` block holds the
-    next ``count`` entries; the rest of the page is zero."""
-    out = []
-    i = 0
-    for phys, nxt, count in blocks:
-        hdr = lay.build("kho_block_header_ser", dict(next=nxt, count=count), phys=phys, error=ClientError)
-        body = hdr + b"".join(entries[i : i + count])
-        if len(body) > lay.page_size:
-            raise ClientError(f"block of {count} entries does not fit a page", phys=phys)
-        i += count
-        out.append((phys, body.ljust(lay.page_size, b"\0")))
-    return out
-
-
 def _page_at(phys: int, data: bytes, ps: int) -> tuple[int, bytes]:
     """The page holding ``data`` at ``phys`` (zeros around it)."""
     base = phys - phys % ps
@@ -231,6 +205,19 @@ def build_luo(entry: Any, ctx: BuildContext) -> BuiltBlob:
     # the files' data folios exist before LUO preserves them
     where_of = {}
     want: list[tuple[int, int, int, int]] = []
+    # what the folios need, in closed form, before any is listed: a 1 TiB memfd in 16 MiB of alloc is refused here
+    room = sum(b - a for a, b in alloc.regions)
+    need_n = need_bytes = 0
+    for s in p.sessions:
+        for f in s.files:
+            n, nb = FILE_HANDLERS.lookup(f.handler).folio_demand(f.params, ps)
+            need_n, need_bytes = need_n + n, need_bytes + nb
+            if need_bytes > room:
+                raise SpecError(
+                    f"{ctx.where}: blob {entry.name!r}: the files' folios need {need_bytes} bytes or more "
+                    f"(at session {s.name!r} file {f.token:#x}), more than the {room} bytes of the alloc regions",
+                    expected="files whose folios fit the [[alloc]] regions",
+                )
     for si, s in enumerate(p.sessions):
         for fi, f in enumerate(s.files):
             where_of[si, fi] = f"{ctx.where}: blob {entry.name!r} session {s.name!r} file {f.token:#x}"
@@ -270,7 +257,9 @@ def build_luo(entry: Any, ctx: BuildContext) -> BuiltBlob:
                     error=SpecError,
                 )
             )
-        for phys, page in block_pages(fentries, _chain(fblocks, len(fentries), fcap, p.serialized), lay):
+        for phys, page in block_pages(
+            fentries, block_chain(fblocks, len(fentries), fcap, filled=p.serialized), lay, error=ClientError
+        ):
             segments.append((phys, page, f"LUO file block of session {s.name!r}"))
             preserve.add(phys, 0)
         files_pa = fblocks[0] if fblocks and p.serialized else 0
@@ -285,7 +274,9 @@ def build_luo(entry: Any, ctx: BuildContext) -> BuiltBlob:
                 error=SpecError,
             )
         )
-    for phys, page in block_pages(sentries, _chain(sblocks, len(sentries), scap, p.serialized), lay):
+    for phys, page in block_pages(
+        sentries, block_chain(sblocks, len(sentries), scap, filled=p.serialized), lay, error=ClientError
+    ):
         segments.append((phys, page, "LUO session block"))
         preserve.add(phys, 0)
     flbs = [
@@ -343,13 +334,13 @@ def reencode(st: LuoState, lay: Layout) -> list[tuple[int, bytes]]:
     sentries = [
         lay.build("luo_session_ser", dict(name=x.ser.name, files=x.ser.files, count=x.ser.count)) for x in st.sessions
     ]
-    out += block_pages(sentries, [(b.phys, b.next, b.count) for b in st.session_blocks], lay)
+    out += block_pages(sentries, [(b.phys, b.next, b.count) for b in st.session_blocks], lay, error=ClientError)
     for x in st.sessions:
         fentries = [
             lay.build("luo_file_ser", dict(compatible=f.ser.compatible, data=f.ser.data, token=f.ser.token))
             for f in x.files
         ]
-        out += block_pages(fentries, [(b.phys, b.next, b.count) for b in x.blocks], lay)
+        out += block_pages(fentries, [(b.phys, b.next, b.count) for b in x.blocks], lay, error=ClientError)
         for f in x.files:
             if f.decoded is not None:
                 out += f.handler.reencode(f.decoded, lay)

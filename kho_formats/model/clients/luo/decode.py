@@ -10,6 +10,7 @@ from ....abi.layout import Layout
 from ....abi.luo import (
     LIVEUPDATE_HNDL_COMPAT_LENGTH,
     LIVEUPDATE_SESSION_NAME_LENGTH,
+    LIVEUPDATE_TEST_FLB_PREFIX,
     LUO_ABI_COMPATIBLE,
     LuoFileSer,
     LuoFlbHeaderSer,
@@ -156,7 +157,7 @@ def _check_flb_references(st: LuoState) -> None:
 
 
 #: the FLBs lib/tests/liveupdate.c (CONFIG_LIVEUPDATE_TEST) registers with every file handler
-TEST_FLB_PREFIX = "liveupdate-test-flb-v"
+TEST_FLB_PREFIX = LIVEUPDATE_TEST_FLB_PREFIX
 
 
 def _decode_sessions(st: LuoState, ctx: DecodeContext) -> None:

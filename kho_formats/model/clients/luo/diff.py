@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ....keyed import keyed_pairs, only_change
+from ....keyed import DIFFERS, keyed_diff, only_side
 from ....memory.image import PhysImage
-from .model import LuoFile, LuoState, content_digest
+from .model import LuoFile, LuoFlb, LuoSession, LuoState, content_digest, content_runs_digest
 
 
 def _file_view(f: LuoFile, image: PhysImage | None, page_size: int) -> dict[str, Any]:
@@ -18,11 +18,15 @@ def _file_view(f: LuoFile, image: PhysImage | None, page_size: int) -> dict[str,
         out["data"] = f.data
         return out
     out.update(f.handler.index_json(f.decoded))
-    folios = f.handler.to_json(f.decoded).get("folios") if f.handler.json_key else None
-    if folios is not None:
-        out["folios"] = sorted((x["index"], x["order"]) for x in folios)
+    view = getattr(f.handler, "folio_view", None)  # compact, in numpy: a file may list 60 M folios
+    folios = None if view is not None or not f.handler.json_key else f.handler.to_json(f.decoded).get("folios")
+    if view is not None:
+        out["folios"] = view(f.decoded)
+    elif folios is not None:
+        out["folios"] = sorted((x["index"], -1 if x["order"] is None else x["order"]) for x in folios)
     if image is not None:
-        out["sha256"] = content_digest(f, image, page_size)
+        out["sha256"] = content_digest(f, image, page_size)  # None: too many hole bytes to hash
+        out["runs"] = content_runs_digest(f, image, page_size)
     return out
 
 
@@ -52,11 +56,9 @@ def diff(
     SHA-256 of the contents when both images are given), FLBs by name."""
     out: dict[str, Any] = {"identical": True, "a": _side(a, errors[0]), "b": _side(b, errors[1])}
     fields: list[str] = []
-    sessions: list[dict[str, Any]] = []
-    flbs: list[dict[str, Any]] = []
     if a is None or b is None:
         out.update(identical=a is None and b is None and errors[0] == errors[1], fields=["presence"])
-        out.update(sessions=sessions, flbs=flbs)
+        out.update(sessions=[], flbs=[])
         return out
     for key, va, vb in (
         ("compatible", a.compatible, b.compatible),
@@ -71,45 +73,33 @@ def diff(
     names_b = {s.name for s in b.sessions}
     if [s.name for s in a.sessions if s.name in names_b] != [s.name for s in b.sessions if s.name in names_a]:
         fields.append("session_order")
-    for name, x, y in keyed_pairs(a.sessions, b.sessions, lambda s: s.name):
-        if x is None or y is None:
-            sessions.append({"name": name, "change": only_change(x)})
-            continue
-        files = []
-        for t, f, g in keyed_pairs(x.files, y.files, lambda f: f.token):
-            if f is None or g is None:
-                files.append({"token": t, "change": only_change(f)})
-                continue
-            va = _file_view(f, images[0], page_sizes[0])
-            vb = _file_view(g, images[1], page_sizes[1])
-            if "sha256" not in va or "sha256" not in vb:
-                va.pop("sha256", None)
-                vb.pop("sha256", None)
-            changed = [k for k in dict.fromkeys(list(va) + list(vb)) if va.get(k) != vb.get(k)]
-            if changed:
-                files.append(
-                    {
-                        "token": t,
-                        "change": "differs",
-                        "fields": ["contents" if k == "sha256" else k for k in changed],
-                        "a": va,
-                        "b": vb,
-                    }
-                )
-        if files:
-            sessions.append({"name": name, "change": "differs", "files": files})
-    for name, p, q in keyed_pairs(a.flbs, b.flbs, lambda f: f.name):
-        if p is None or q is None:
-            flbs.append({"name": name, "change": only_change(p)})
-        elif (p.ser.data, p.ser.count) != (q.ser.data, q.ser.count):
-            flbs.append(
-                {
-                    "name": name,
-                    "change": "differs",
-                    "a": {"data": p.ser.data, "count": p.ser.count},
-                    "b": {"data": q.ser.data, "count": q.ser.count},
-                }
-            )
+
+    def file_change(f: LuoFile, g: LuoFile) -> dict[str, Any] | None:
+        va = _file_view(f, images[0], page_sizes[0])
+        vb = _file_view(g, images[1], page_sizes[1])
+        if va.get("sha256") is None or vb.get("sha256") is None:
+            # no exact digest on one side (no image, or holes too big to hash): compare the runs digests
+            va.pop("sha256", None)
+            vb.pop("sha256", None)
+        else:
+            va.pop("runs", None)
+            vb.pop("runs", None)
+        changed = [k for k in dict.fromkeys(list(va) + list(vb)) if va.get(k) != vb.get(k)]
+        if not changed:
+            return None
+        return {"fields": ["contents" if k in ("sha256", "runs") else k for k in changed], "a": va, "b": vb}
+
+    def session_change(x: LuoSession, y: LuoSession) -> dict[str, Any] | None:
+        files = keyed_diff(x.files, y.files, lambda f: f.token, file_change, key_name="token")
+        return {"files": files} if files else None
+
+    def flb_change(p: LuoFlb, q: LuoFlb) -> dict[str, Any] | None:
+        if (p.ser.data, p.ser.count) == (q.ser.data, q.ser.count):
+            return None
+        return {"a": {"data": p.ser.data, "count": p.ser.count}, "b": {"data": q.ser.data, "count": q.ser.count}}
+
+    sessions = keyed_diff(a.sessions, b.sessions, lambda s: s.name, session_change)
+    flbs = keyed_diff(a.flbs, b.flbs, lambda f: f.name, flb_change)
     out.update(identical=not (fields or sessions or flbs), fields=fields, sessions=sessions, flbs=flbs)
     return out
 
@@ -125,13 +115,13 @@ def diff_text(d: dict[str, Any]) -> list[str]:
         va, vb = (d[s].get(k) if k != "session_order" else None for s in ("a", "b"))
         L.append(f"  LUO: {k} differs" + (f" (A {va!r}, B {vb!r})" if k != "session_order" else ""))
     for s in d["sessions"]:
-        if s["change"] != "differs":
-            L.append(f"  LUO session {s['name']!r}: only in {s['change'][-1].upper()}")
+        if s["change"] != DIFFERS:
+            L.append(f"  LUO session {s['name']!r}: only in {only_side(s['change'])}")
             continue
         for f in s["files"]:
             what = f"  LUO session {s['name']!r} file {f['token']:#x}"
-            if f["change"] != "differs":
-                L.append(f"{what}: only in {f['change'][-1].upper()}")
+            if f["change"] != DIFFERS:
+                L.append(f"{what}: only in {only_side(f['change'])}")
                 continue
             parts = []
             for k in f["fields"]:
@@ -141,6 +131,6 @@ def diff_text(d: dict[str, Any]) -> list[str]:
                     parts.append(f"{k} {f['a'].get(k)!r} -> {f['b'].get(k)!r}")
             L.append(f"{what}: {', '.join(parts)} differ")
     for x in d["flbs"]:
-        where = f"only in {x['change'][-1].upper()}" if x["change"] != "differs" else "data/count differ"
+        where = f"only in {only_side(x['change'])}" if x["change"] != DIFFERS else "data/count differ"
         L.append(f"  LUO FLB {x['name']!r}: {where}")
     return L

@@ -105,6 +105,11 @@ class FileHandler:
         addresses to :meth:`build_file` in this order)."""
         return []
 
+    def folio_demand(self, params: Any, page_size: int) -> tuple[int, int]:
+        """``(folios, bytes)`` :meth:`folio_orders` will list, in closed form
+        (checked against the free regions before anything is listed)."""
+        return 0, 0
+
     def build_file(self, params: Any, ctx: FileBuildContext, folio_phys: Sequence[int]) -> FileBuilt:
         raise SpecError(f"{ctx.where}: LUO file handler {self.compatible!r} cannot be built from a spec")
 

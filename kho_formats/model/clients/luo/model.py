@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from ....abi.luo import LuoFileSer, LuoFlbHeaderSer, LuoFlbSer, LuoSer, LuoSessionSer
+from ....abi.luo import LUO_KHO_ENTRY_NAME, LuoFileSer, LuoFlbHeaderSer, LuoFlbSer, LuoSer, LuoSessionSer
 from ....errors import KhoFormatError
 from ....findings import ERROR
 from ....memory.image import PhysImage
+from ..digest import Hasher, digest_with_holes, runs_digest
 from .handlers import FILE_HANDLERS, FileHandler, UnknownFileHandler
 
-NAME = "LUO"
+NAME = LUO_KHO_ENTRY_NAME
 #: findings of one kind listed one by one before the rest are summed up
 MAX_DETAILED = 64
 
@@ -42,17 +43,13 @@ def problem_of(exc: KhoFormatError, code: str) -> LuoProblem:
     return LuoProblem(ERROR, code, str(exc), exc.phys)
 
 
-class Hasher(Protocol):
-    def update(self, data: bytes, /) -> None: ...
-
-    def hexdigest(self) -> str: ...
-
-
 def content_digest(f: LuoFile, image: PhysImage, page_size: int, hasher: Hasher | None = None) -> str | None:
-    """SHA-256 (or ``hasher``'s digest, e.g. :class:`~.boot.Fnv1a64`) of
+    """SHA-256 (or ``hasher``'s digest, e.g. :class:`~..digest.Fnv1a64`) of
     a file's contents as ``kho luo extract`` writes them (gaps are zeros,
     exactly ``content_size`` bytes), streamed piece by piece; None when the
-    handler has no contents or the file did not decode."""
+    handler has no contents or the file did not decode, and (SHA-256) when
+    the holes would cost more than :data:`~..digest.EXACT_HOLE_MAX` bytes of
+    padding (FNV-1a takes holes in closed form: see :mod:`..digest`)."""
     import hashlib
 
     if f.decoded is None:
@@ -61,25 +58,18 @@ def content_digest(f: LuoFile, image: PhysImage, page_size: int, hasher: Hasher 
     if size is None:
         return None
     h: Hasher = hashlib.sha256() if hasher is None else hasher
-    zeros = bytes(1 << 20)
+    return digest_with_holes(f.handler.contents(f.decoded, image, page_size), size, h)
 
-    def pad(n: int) -> None:
-        while n > 0:
-            k = min(n, len(zeros))
-            h.update(zeros[:k])
-            n -= k
 
-    at = 0
-    for off, piece in f.handler.contents(f.decoded, image, page_size):
-        if off + len(piece) <= at:
-            continue  # overlaps what was hashed (hostile folio lists)
-        if off > at:
-            pad(off - at)
-            at = off
-        h.update(piece[at - off :])
-        at = off + len(piece)
-    pad(size - at)
-    return h.hexdigest()
+def content_runs_digest(f: LuoFile, image: PhysImage, page_size: int) -> str | None:
+    """:func:`~..digest.runs_digest` of a file's contents (what ``kho diff``
+    compares when an exact SHA-256 would hash too many hole bytes)."""
+    if f.decoded is None:
+        return None
+    size = f.handler.content_size(f.decoded)
+    if size is None:
+        return None
+    return runs_digest(f.handler.contents(f.decoded, image, page_size), size)
 
 
 @dataclass(frozen=True)
