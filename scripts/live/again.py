@@ -44,7 +44,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(SRC))
 
 from run import Qmp, accel  # noqa: E402
-from stage1 import Gdb  # noqa: E402
+from stage1 import Gdb, wait_for  # noqa: E402
 
 CACHE = Path(os.environ.get("KHO_KERNEL_CACHE") or Path.home() / ".cache" / "kho-formats")
 KERNEL = CACHE / "linux-7.3-x86_64-live" / "bzImage"
@@ -60,19 +60,6 @@ def machine_kexec(kernel: Path, system_map: Path | None) -> int:
                 if len(f) >= 3 and f[2] == "machine_kexec":
                     return int(f[0], 16)
     raise SystemExit("again: no System.map naming machine_kexec (--system-map)")
-
-
-def _wait_console(log: Path, markers: tuple[str, ...], timeout: float, proc: subprocess.Popen[bytes]) -> str | None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        text = log.read_text(errors="replace") if log.exists() else ""
-        for m in markers:
-            if m in text:
-                return m
-        if proc.poll() is not None:
-            return None
-        time.sleep(0.5)
-    return None
 
 
 def run(kernel: Path, out: Path, *, system_map: Path | None = None, timeout: float = 1200, mem: str = "1G") -> dict:
@@ -130,7 +117,7 @@ def run(kernel: Path, out: Path, *, system_map: Path | None = None, timeout: flo
                 result["dumped"] = round(time.monotonic() - t0, 1)
         gdb.cmd(b"z0,%x,1" % bp)
         gdb.send(b"D")
-        result["end"] = _wait_console(log, (DONE, FAILED), timeout, proc)
+        result["end"] = wait_for(log, (DONE, FAILED), timeout, proc)
         result["total"] = round(time.monotonic() - t0, 1)
         try:
             qmp.execute("quit")

@@ -46,6 +46,8 @@ SRC = HERE.parents[1]
 sys.path.insert(0, str(SRC))
 sys.path.insert(0, str(HERE))
 
+from run import Qmp  # noqa: E402  (scripts/live/run.py: the one QMP client)
+
 from kho_formats.boot.initramfs import CpioEntry, newc_archive  # noqa: E402
 
 CACHE = Path(os.environ.get("KHO_KERNEL_CACHE") or Path.home() / ".cache" / "kho-formats")
@@ -100,33 +102,6 @@ class Gdb:
     def cmd(self, data: bytes, timeout: float = 30) -> bytes:
         self.send(data)
         return self.recv(timeout)
-
-
-class Qmp:
-    def __init__(self, path: Path, timeout: float = 30) -> None:
-        self.s = socket.socket(socket.AF_UNIX)
-        end = time.monotonic() + timeout
-        while True:
-            try:
-                self.s.connect(str(path))
-                break
-            except OSError:
-                if time.monotonic() > end:
-                    raise
-                time.sleep(0.1)
-        self.f = self.s.makefile("rwb")
-        self.f.readline()
-        self.execute("qmp_capabilities")
-
-    def execute(self, name: str, **args: object) -> object:
-        self.f.write(json.dumps({"execute": name, **({"arguments": args} if args else {})}).encode() + b"\n")
-        self.f.flush()
-        while True:
-            reply = json.loads(self.f.readline() or b"{}")
-            if "return" in reply:
-                return reply["return"]
-            if "error" in reply or not reply:
-                raise RuntimeError(f"QMP {name}: {reply}")
 
 
 def initramfs(init: bytes, test: bytes, kernel: bytes | None) -> bytes:
