@@ -252,6 +252,7 @@ def _notes(notes: Sequence[str]) -> None:
 
 
 def cmd_inspect(args) -> int:
+    from .model.state import root_fdt_alignment
     from .ops.report import render_inspect
 
     h = _open(args, args.input, args.mem, args.root_phys)
@@ -264,6 +265,11 @@ def cmd_inspect(args) -> int:
     rep = h.to_json(max_ranges=listed)
     shown = len(rep["preserved"]["ranges"]) if rep["preserved"] else 0
     _emit(args, rep, lambda: render_inspect(rep, max_ranges=shown))
+    st = h.state
+    rule = root_fdt_alignment(st.root_fdt_phys, st.page_size) if st.root_fdt_phys is not None else None
+    if rule is not None and rule[0] == "error":  # the rule kho check applies: a handover the kernel refuses
+        _error(rule[1])
+        return EXIT_PROBLEM
     bad = [r for r in h.clients.values() if r.error is not None]
     if bad and h.received:
         # the receiving side after boot: clients have restored their data and freed what they no longer
