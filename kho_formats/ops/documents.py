@@ -188,7 +188,7 @@ def capture_document(
 
 
 def _addr(v: int | None) -> str:
-    return "?" if v is None else f"{v:#x}"
+    return "an unknown address (not found in the image)" if v is None else f"{v:#x}"
 
 
 def render_capture(doc: dict[str, Any], state: KhoState, *, live: bool) -> str:
