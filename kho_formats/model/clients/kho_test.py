@@ -23,6 +23,7 @@ from ...limits import DEFAULT_LIMITS, Budget
 from ...memory.alloc import PageAllocator
 from ...memory.image import PhysImage
 from ...memory.pageset import PageSet
+from ...text import fmt_strings
 from ..fdt import FdtNode, build_fdt, get_strings, get_u32, parse_fdt, str_bytes, u32_bytes
 from ..specfields import INT, STR, ListOf, SpecField, SpecRow, SpecTable, Table
 from .base import BootLog, BootRule, BuildContext, BuiltBlob, CheckContext, Client, DecodeContext, gen_bytes
@@ -103,7 +104,7 @@ def decode(
     fdt = parse_fdt(blob, where=where)
     compat = get_strings(fdt.root, "compatible", where=where)
     if COMPATIBLE not in compat:
-        raise ClientError(f"compatible {compat}", path=f"{where}:/compatible", expected=COMPATIBLE)
+        raise ClientError(f"compatible {fmt_strings(compat)}", path=f"{where}:/compatible", expected=COMPATIBLE)
     magic = get_u32(fdt.root, "magic", bo, where=where)
     if magic != MAGIC:
         raise ClientError(f"magic {magic:#x}", path=f"{where}:/magic", expected=f"{MAGIC:#x}")
@@ -115,7 +116,7 @@ def decode(
     raw = data.get("folios_info")
     if raw is None or len(raw) != lay.kho_vmalloc.sizeof():
         raise ClientError(
-            f"folios_info is {None if raw is None else len(raw)} bytes",
+            "no folios_info property" if raw is None else f"folios_info is {len(raw)} bytes",
             path=f"{where}:/data/folios_info",
             expected=f"{lay.kho_vmalloc.sizeof()} bytes (struct kho_vmalloc)",
         )
