@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import BootError
 from .dtb import patch_chosen, repack_dtb
 from .initramfs import initramfs, luo_check_binary
-from .judge import client_rule, has_kernel_output, judge_log, strip_timestamp
+from .judge import client_rule, console_lines, has_kernel_output, judge_log
 from .load import BootFixture, PathLike, load_fixture
 from .qemu import (
     BASE_CMDLINE,
@@ -66,6 +66,16 @@ class BootResult:
     @property
     def accepted(self) -> bool:
         return self.verdict == "accepted"
+
+    @property
+    def console(self) -> list[str]:
+        """The serial log as lines (:func:`.judge.console_lines`): kernel records that landed
+        inside a line of the workload's output moved out of it, timestamps stripped."""
+        return console_lines(self.log)
+
+    def printed(self, text: str) -> bool:
+        """Whether a console line (kernel record or the workload's own, rejoined) holds ``text``."""
+        return any(text in line for line in self.console)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -422,7 +432,7 @@ def run_boot(
         if workload is not None and res.verdict != "error":
             from .kexec import STARTING
 
-            second = [strip_timestamp(l) for l in res.log.partition(STARTING)[2].splitlines()]
+            second = console_lines(res.log.partition(STARTING)[2])
             res.verdict, res.reason = judge_workload(res.verdict, res.reason, second)
             res.kho_lines += workload_lines(second)
         return res
@@ -468,7 +478,7 @@ def run_boot(
         rest = [p for p in reason.split("; ") if not p.startswith("kernel did not accept")]
         verdict, reason = ("rejected", "; ".join(rest)) if rest else ("accepted", "cold boot, no handover")
     if workload is not None:
-        lines = [strip_timestamp(l) for l in log.splitlines()]
+        lines = console_lines(log)
         verdict, reason = judge_workload(verdict, reason, lines)
         kho_lines += workload_lines(lines)
     return BootResult(verdict, reason, kho_lines, log, status, plan.cmdline, plan.cmd, dur, timed_out, rc, str(kpath))
