@@ -426,6 +426,7 @@ def run_boot(
     qemu_bin = need(qemu or QEMU_BINARIES[arch])
     if via == "kexec":
         assert fx is not None
+        _check_kexec_load(kpath)
         res = _run_kexec(
             fx, kpath, qemu_bin, timeout, memory, cpu, extra_cmdline, workdir, keep_going, truths, init_binary, workload
         )
@@ -482,6 +483,29 @@ def run_boot(
         verdict, reason = judge_workload(verdict, reason, lines)
         kho_lines += workload_lines(lines)
     return BootResult(verdict, reason, kho_lines, log, status, plan.cmdline, plan.cmd, dur, timed_out, rc, str(kpath))
+
+
+def _check_kexec_load(kernel: Path) -> None:
+    """``--via kexec``: refuse a kernel whose ``.config`` (``config`` or ``.config`` beside it, as the
+    build scripts keep it) says it has no ``kexec_load(2)`` (``CONFIG_KEXEC``): vmtest.sh's kernel has
+    only ``CONFIG_KEXEC_FILE``.  No config there: nothing is known, the boot is tried."""
+    for cfg in (kernel.parent / "config", kernel.parent / ".config"):
+        try:
+            if not cfg.is_file() or cfg.stat().st_size > 4 << 20:
+                continue
+            lines = cfg.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        if not any(l.startswith("CONFIG_") for l in lines):
+            continue
+        if "CONFIG_KEXEC=y" not in (l.strip() for l in lines):
+            raise BootError(
+                f"kernel {kernel} has no CONFIG_KEXEC (its {cfg}): the first stage of --via kexec calls "
+                "kexec_load(2), which that kernel lacks"
+                + (" (it has only kexec_file_load, CONFIG_KEXEC_FILE)" if "CONFIG_KEXEC_FILE=y" in lines else ""),
+                expected="a kernel built with CONFIG_KEXEC=y, or the direct path (--via loader)",
+            )
+        return
 
 
 def _run_kexec(
