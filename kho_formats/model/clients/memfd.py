@@ -214,17 +214,17 @@ class MemfdHandler(FileHandler):
                 )
             return m
         m.area = area = read_vmalloc(image, ser.folios, lay, budget=ctx.budget, where=f"{where}: memfd folio array")
-        have = area.nr_pages * ps // rec
+        # records only from the groups the kernel restores: an array that
+        # lists one group again and again is read once (vmalloc-group-aliased)
+        have = area.restored_nr_pages * ps // rec
         n = min(ser.nr_folios, have)
         if ser.nr_folios > have:
-            m.problems.append(
-                LuoProblem(
-                    ERROR,
-                    "memfd-nr-folios",
-                    f"nr_folios {ser.nr_folios} but the folio array holds only {have} records",
-                    pa,
-                )
+            held = (
+                f"the folio array holds only {have} records"
+                if area.restorable == area.groups.size
+                else f"the folio array's groups before the first repeated one hold only {have} records"
             )
+            m.problems.append(LuoProblem(ERROR, "memfd-nr-folios", f"nr_folios {ser.nr_folios} but {held}", pa))
         elif (have - ser.nr_folios) * rec >= ps:
             m.problems.append(
                 LuoProblem(
@@ -257,7 +257,7 @@ class MemfdHandler(FileHandler):
         out = [(result.ser_phys, result.ser_phys + page_size)]
         for area in self.areas(result):
             out += [(int(c), int(c) + page_size) for c in area.chunks]
-            out += [(int(a), int(a) + page_size) for a in area.page_addresses(page_size).tolist()]
+            out += area.group_ranges(page_size)
         for p, o in zip(result.phys.tolist(), result.order.tolist()):
             out.append((p, p + (page_size << max(o, 0))))  # order unknown (no map): the first page
         return out
@@ -333,7 +333,11 @@ class MemfdHandler(FileHandler):
         each(
             "memfd-folio-overlap",
             over,
-            lambda k: f"folio {k} (index {int(m.index[k])}) overlaps the index range of another folio",
+            lambda k: (
+                f"folio {k} (index {int(m.index[k])}) overlaps the index range of another folio: the next kernel's "
+                "shmem_add_to_page_cache refuses the later one with -EEXIST, memfd_luo_retrieve fails and the "
+                "file is not restored"
+            ),
         )
         limit = -(-m.size // ps)
         past = start >= U64(min(limit, (1 << 64) - 1))
@@ -348,7 +352,15 @@ class MemfdHandler(FileHandler):
         _, first = np.unique(m.phys, return_index=True)
         dup = np.ones(m.phys.size, dtype=bool)
         dup[first] = False
-        each("memfd-folio-duplicate", dup, lambda k: f"folio {k}: the same folio is listed twice")
+        each(
+            "memfd-folio-duplicate",
+            dup,
+            lambda k: (
+                f"folio {k} (index {int(m.index[k])}): the folio at {int(m.phys[k]):#x} is listed again: the next "
+                "kernel's kho_restore_folio refuses a second restore ('Unable to restore folio'), "
+                "memfd_luo_retrieve_folios fails with -EIO and the file is not restored"
+            ),
+        )
         return out
 
     def folio_view(self, result: MemfdFile) -> dict[str, Any]:
@@ -429,9 +441,9 @@ def _read_prefix(area: VmallocArea, image: PhysImage, page_size: int, nbytes: in
     """The first ``nbytes`` of a vmalloc area (only the groups needed)."""
     grp = page_size << area.desc.order
     need = -(-nbytes // grp)
-    parts = [image.read(int(g), grp, "memfd folio array") for g in area.groups[:need].tolist()]
+    parts = [image.read(int(g), grp, "memfd folio array") for g in area.restored_groups()[:need].tolist()]
     data = b"".join(parts)
-    if len(data) < nbytes:  # pragma: no cover - read_vmalloc guarantees the groups
+    if len(data) < nbytes:  # pragma: no cover - the caller asks for at most the restored groups' bytes
         raise KhoFormatError("memfd folio array is short", phys=area.desc.first)
     return data[:nbytes]
 
@@ -730,7 +742,7 @@ def reencode_memfd(m: MemfdFile, lay: Layout) -> list[tuple[int, bytes]]:
     for phys, flags, index in zip(m.phys.tolist(), m.flags.tolist(), m.index.tolist()):
         word = memfd_folio_word(phys >> lay.page_shift, flags, lay.byteorder)
         recs += lay.build("memfd_luo_folio_ser", dict(pfn_flags=word, index=index))
-    pages = m.area.page_addresses(ps).tolist()
+    pages = m.area.page_addresses(ps, restored=True).tolist()  # a repeated group's pages once
     recs = recs.ljust(len(pages) * ps, b"\0")
     out += [(p, bytes(recs[i * ps : (i + 1) * ps])) for i, p in enumerate(pages)]
     out += encode_vmalloc_chunks(m.area.groups.tolist(), m.area.chunks, lay)
