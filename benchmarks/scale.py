@@ -764,13 +764,14 @@ def plot(rows: list[Row], path: str) -> None:
     ax = axes[0][0]
     series(
         ax,
-        lambda r: r.op if r.section == "stress" else None,
+        lambda r: r.op if r.section == "stress" and "api" in r.op else None,
         "median us per file",
         "files",
         lambda r: r.stats[1] / r.x * 1e6,
     )
     ax.set_xscale("log")
-    ax.set_title("LUO decode / check: time per file")
+    ax.set_ylim(bottom=0)
+    ax.set_title("LUO decode / check in the library: time per file")
     ax = axes[0][1]
     series(
         ax,
@@ -791,16 +792,25 @@ def plot(rows: list[Row], path: str) -> None:
     ax = axes[1][0]
     series(
         ax,
-        lambda r: f"{r.workload.split(',')[0]} {r.op}" if r.section == "radix" and r.unit == "s" else None,
+        lambda r: f"{r.workload.split(',')[0]} {r.op}" if r.section == "radix" and r.op != "kho check" else None,
         "median seconds",
         "preserved TiB",
         lambda r: r.stats[1],
     )
-    ax.set_title("radix memory map")
+    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.set_title("radix memory map (in the library)")
     ax = axes[1][1]
+
+    def mem_series(r: Row) -> str | None:
+        if r.anon_kib is None or r.section not in ("memfd", "dumps") or r.op.startswith("cp"):
+            return None
+        if r.section == "dumps":
+            return f"{r.workload} {r.op}"
+        return f"{r.op} (order {r.workload.split('order ')[1][0]})" if "contents" in r.workload else f"{r.op} (absent)"
+
     series(
         ax,
-        lambda r: f"{r.section} {r.op}" if r.anon_kib is not None and r.section in ("memfd", "dumps") else None,
+        mem_series,
         "peak RssAnon MiB",
         "dump / memfd size (GiB)",
         lambda r: (r.anon_kib or 0) / 1024,
@@ -810,7 +820,8 @@ def plot(rows: list[Row], path: str) -> None:
     ax.set_xscale("log")
     ax.relim()
     ax.autoscale_view()
-    ax.set_title("peak memory against input size")
+    ax.set_ylim(bottom=0)
+    ax.set_title("peak RssAnon against input size")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
