@@ -36,10 +36,11 @@ temporary directory that is removed afterwards, ``--tmp`` to choose where):
 
 Every figure is min / median / max over ``--runs`` runs (default 5).  CLI
 timings are wall time of a subprocess, interpreter start included (the
-``startup`` row is that start alone).  Peak memory: the child's ``ru_maxrss``
-(VmHWM: file pages mapped from the input count, though the kernel may drop
-them at any time) and the largest ``RssAnon`` sampled every 10 ms from
-``/proc/PID/status`` (the process's own memory).  The load average is
+``startup`` row is that start alone).  Peak memory: the command's own
+``ru_maxrss`` as GNU ``/usr/bin/time`` reports it (VmHWM: file pages mapped
+from the input count, though the kernel may drop them at any time), and the
+largest ``RssAnon`` sampled every 10 ms from ``/proc/PID/status`` (the
+process's own memory: what must be held).  The load average is
 printed before and after each section: the machine may be shared.
 """
 
@@ -50,6 +51,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -112,38 +114,64 @@ class Run:
     stderr: str = ""
 
 
-def _sample(pid: int, box: dict[str, int], stop: threading.Event) -> None:
-    path = f"/proc/{pid}/status"
+def _child_of(pid: int) -> int | None:
+    """The (first) child of ``pid``: the measured command under ``/usr/bin/time``."""
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return int(kids[0]) if kids else None
+    except (OSError, ValueError):
+        return None
+
+
+def _sample(pid: int, timed: bool, box: dict[str, int], stop: threading.Event) -> None:
+    """Largest RssAnon and VmHWM of the measured process, every 10 ms."""
+    target: int | None = None if timed else pid
     while not stop.is_set():
-        try:
-            with open(path) as fh:
-                for line in fh:
-                    if line.startswith("RssAnon:"):
-                        box["anon"] = max(box.get("anon", 0), int(line.split()[1]))
-                        break
-        except OSError:
-            return
+        if target is None:
+            target = _child_of(pid)
+        if target is not None:
+            try:
+                with open(f"/proc/{target}/status") as fh:
+                    for line in fh:
+                        if line.startswith(("RssAnon:", "VmHWM:")):
+                            key = line.split(":")[0]
+                            box[key] = max(box.get(key, 0), int(line.split()[1]))
+            except OSError:
+                if not timed:
+                    return
+                target = None
         stop.wait(0.01)
 
 
+#: GNU time reports the measured command's own ru_maxrss.  The benchmark's own
+#: wait4() cannot: a child forked from this (large) process starts with this
+#: process's high-water mark, which exec carries over into ru_maxrss.
+TIME = shutil.which("time", path="/usr/bin:/bin")
+
+
 def run_cmd(cmd: Sequence[str], *, stdout: Any = subprocess.DEVNULL, check: bool = True) -> Run:
-    """One subprocess: wall time, ru_maxrss, peak RssAnon and exit status."""
-    with tempfile.TemporaryFile() as err:
+    """One subprocess: wall time, peak RSS (VmHWM), peak RssAnon and exit status."""
+    with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as tf:
+        full = [TIME, "-f", "%M", "-o", tf.name, *map(str, cmd)] if TIME else list(map(str, cmd))
         t = time.perf_counter()
-        p = subprocess.Popen(list(cmd), stdout=stdout, stderr=err, cwd=ROOT, env=ENV)
+        p = subprocess.Popen(full, stdout=stdout, stderr=err, cwd=ROOT, env=ENV)
         box: dict[str, int] = {}
         stop = threading.Event()
-        th = threading.Thread(target=_sample, args=(p.pid, box, stop), daemon=True)
+        th = threading.Thread(target=_sample, args=(p.pid, bool(TIME), box, stop), daemon=True)
         th.start()
-        _, status, ru = os.wait4(p.pid, 0)
+        rc = p.wait()
         secs = time.perf_counter() - t
         stop.set()
         th.join()
-        p.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         text = err.read().decode(errors="replace")
-    r = Run(secs, ru.ru_maxrss, box.get("anon", 0), p.returncode, text)
-    if check and r.rc not in (0,):
+        hwm = box.get("VmHWM", 0)
+        if TIME:
+            got = tf.read().split()
+            if got and got[-1].isdigit():
+                hwm = int(got[-1])
+    r = Run(secs, hwm, box.get("RssAnon", 0), rc, text)
+    if check and r.rc != 0:
         raise SystemExit(f"command failed ({r.rc}): {' '.join(map(str, cmd))}\n{text[-2000:]}")
     return r
 
@@ -859,6 +887,7 @@ def main(argv: list[str] | None = None) -> int:
     cmdline = shell(["python", "benchmarks/scale.py"] + list(sys.argv[1:] if argv is None else argv))
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     load0 = os.getloadavg()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the workloads are removed on kill too
     with tempfile.TemporaryDirectory(prefix="kho-scale-", dir=a.tmp) as tmp:
         TMP[:] = [tmp]
         b = Bench(a, Path(tmp))
