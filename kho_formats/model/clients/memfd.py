@@ -150,8 +150,10 @@ def seal_names(seals: int) -> str:
     return "|".join(names)
 
 
-#: ``fill``: what the contents are after ``hex`` / ``file``
-FILLS = ("seed", "zero")
+#: ``fill``: what the contents are after ``hex`` / ``file``; ``absent``: the folios are
+#: allocated, recorded and preserved but their contents are not in the image (a
+#: metadata-only handover: building 1 TiB of guest memory costs what its metadata costs)
+FILLS = ("seed", "zero", "absent")
 #: generated contents come in pieces of this size (a piece depends only on seed, label and offset)
 CONTENT_PIECE = 64 << 10
 
@@ -416,7 +418,12 @@ class MemfdHandler(FileHandler):
         ),
         SpecField("folio_flags", INT, FOLIO_DIRTY | FOLIO_UPTODATE, doc="folio record flags (dirty 1, uptodate 2)"),
         SpecField("seed", INT, doc="seed of generated contents", default_doc="the blob's seed"),
-        SpecField("fill", STR, doc="contents after `hex`/`file`: `seed` or `zero`", choices=FILLS),
+        SpecField(
+            "fill",
+            STR,
+            doc="contents after `hex`/`file`: `seed` or `zero`; `absent`: the folios' contents are not in the image",
+            choices=FILLS,
+        ),
         SpecField("hex", STR, doc="the first bytes of the contents"),
         SpecField("file", STR, doc="a file with the first bytes of the contents, relative to the spec"),
     )
@@ -544,6 +551,8 @@ def memfd_params(values: dict[str, Any], where: str, base_dir: Path | None) -> M
             if b0 < a1:
                 raise SpecError(f"{where}.folios[{j}]: index {b0} overlaps folios[{i}] (pages {a0}..{a1 - 1})")
     fill = v["fill"] if v["fill"] is not None else ("zero" if head_size else "seed")
+    if fill == "absent" and head_size:
+        raise SpecError(f"{where}.fill: absent contents cannot start with hex/file bytes", expected="no hex, no file")
     return MemfdParams(
         size=size,
         pos=v["pos"],
@@ -692,14 +701,20 @@ def build_memfd(p: MemfdParams, ctx: FileBuildContext, folio_phys: Sequence[int]
     preserve.add(ser_phys, 0)
     recs = bytearray()
     order_idx = sorted(range(len(folios)), key=lambda k: folios[k].index)
-    with MemfdContents(p, ctx.seed, ctx.label) as contents:
-        for k in order_idx:
-            f, phys = folios[k], folio_phys[k]
-            size = ps << f.order
-            if phys % size:  # pragma: no cover - allocated aligned
-                raise SpecError(f"{ctx.where}: folio {k} at {phys:#x} is not aligned to order {f.order}")
-            segments.append((phys, bytes(contents.read(f.index * ps, size)), f"memfd folio {ctx.label}/{f.index}"))
-            preserve.add(phys, f.order)
+    if p.fill == "absent":  # preserved, recorded, not in the image
+        by_order: dict[int, list[int]] = {}
+        for f, phys in zip(folios, folio_phys):
+            by_order.setdefault(f.order, []).append(phys)
+        preserve.update(PageSet.from_arrays(ps, {o: np.array(v, dtype=np.uint64) for o, v in by_order.items()}))
+    else:
+        with MemfdContents(p, ctx.seed, ctx.label) as contents:
+            for k in order_idx:
+                f, phys = folios[k], folio_phys[k]
+                size = ps << f.order
+                if phys % size:  # pragma: no cover - allocated aligned
+                    raise SpecError(f"{ctx.where}: folio {k} at {phys:#x} is not aligned to order {f.order}")
+                segments.append((phys, bytes(contents.read(f.index * ps, size)), f"memfd folio {ctx.label}/{f.index}"))
+                preserve.add(phys, f.order)
     for f, phys in zip(folios, folio_phys):
         word = memfd_folio_word(phys >> lay.page_shift, f.flags, lay.byteorder)
         recs += lay.build("memfd_luo_folio_ser", dict(pfn_flags=word, index=f.index), error=SpecError)
