@@ -149,6 +149,29 @@ def test_contents_in_runs_are_the_folio_by_folio_contents(monkeypatch: pytest.Mo
     assert errors > 10 and joined > 100  # the cases do reach both paths
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_scattered_small_folios_are_gathered_with_the_same_bytes(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    monkeypatch.setattr(memfd, "CHUNK", 4 * PS)
+    rng = np.random.default_rng(seed)
+    pages = 48
+    base = 0x400000
+    image = image_of(rng, base, pages, hole=int(rng.integers(0, pages)) if seed % 3 == 0 else None)
+    order = int(rng.choice([0, 0, 1]))
+    n = pages >> order
+    phys = (base + rng.permutation(n) * (PS << order)).tolist()  # file order, memory shuffled
+    size = n * (PS << order) - int(rng.integers(0, 2)) * 100
+    m = memfd_file(size, [k << order for k in range(n)], [order] * n, phys)
+    h = MemfdHandler()
+    want = materialize(folio_by_folio(m, image, PS), size)
+    assert materialize(h.contents(m, image, PS), size) == want
+    if want[1] is None:
+        got = list(h.contents(m, image, PS))
+        assert runs_digest(iter(got), size) == runs_digest(folio_by_folio(m, image, PS), size)
+        assert all(len(p) <= 4 * PS for _, p in got)
+        if seed % 3 != 0 and order == 0:  # one segment: pieces of 4 pages, not 48 pieces of one
+            assert len(got) < n
+
+
 def test_adjacent_folios_come_as_few_pieces() -> None:
     pages = 256
     image = PhysImage([(0x200000, bytes(range(256)) * (pages * PS // 256))])

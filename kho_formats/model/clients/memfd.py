@@ -60,6 +60,8 @@ MAX_LFS_FILESIZE = (1 << 63) - 1
 UINT_MAX = (1 << 32) - 1
 #: the largest piece :meth:`MemfdHandler.contents` yields
 CHUNK = 4 << 20
+#: lone folios smaller than this (not adjacent in memory to the next) are copied together, CHUNK bytes at a time
+GATHER_BELOW = 1 << 20
 
 U64 = np.uint64
 
@@ -427,32 +429,51 @@ class MemfdHandler(FileHandler):
         restore of the same folio), so the work is bounded by the distinct
         folios, whatever the records repeat.  Folios that follow each other
         both in the file and in physical memory come as one run
-        (:func:`folio_runs`) cut at :data:`CHUNK`: the same bytes at the same
-        offsets, in a few large pieces instead of one small piece per folio."""
+        (:func:`folio_runs`) cut at :data:`CHUNK`, and small folios that follow
+        each other in the file but lie apart in memory (an order-0 page cache)
+        are gathered into one piece of up to :data:`CHUNK` bytes: the same
+        bytes at the same offsets, in a few large pieces instead of one small
+        piece per folio."""
         m = result
         runs = folio_runs(m, page_size)
-        block = 1 << 16  # runs converted to Python ints this many at a time (memory flat in the folio count)
-        for lo in range(0, runs.starts.size, block):
-            st, sp = runs.starts[lo : lo + block], runs.stops[lo : lo + block]
-            rec = runs.record[st]
-            total = runs.off[sp - 1] + runs.length[sp - 1] - runs.off[st]
-            for a, b, k, index, off, phys, n in zip(
-                st.tolist(),
-                sp.tolist(),
-                rec.tolist(),
-                m.index[rec].tolist(),
-                runs.off[st].tolist(),
-                runs.phys[st].tolist(),
-                total.tolist(),
-            ):
-                if b - a > 1 and not image.has(phys, n):
-                    for j in range(a, b):  # memory missing in the run: folio by folio, so the error names the folio
-                        r = int(runs.record[j])
-                        yield from _folio_pieces(
-                            image, r, int(m.index[r]), int(runs.off[j]), int(runs.phys[j]), int(runs.length[j])
-                        )
+        st, sp = runs.starts, runs.stops
+        r_off, r_phys = runs.off[st], runs.phys[st]
+        r_len = runs.off[sp - 1] + runs.length[sp - 1] - r_off
+        # stretches of small lone folios (order-0 page cache scattered over memory), each
+        # right after the one before in the file and of the same size: gathered CHUNK at a time
+        lone = (sp - st == 1) & (r_len < GATHER_BELOW) & (r_len <= CHUNK)
+        same = lone[1:] & lone[:-1] & (r_len[1:] == r_len[:-1]) & (r_off[1:] == r_off[:-1] + r_len[:-1])
+        g_start = np.concatenate((np.zeros(min(st.size, 1), np.int64), np.flatnonzero(~same) + 1))
+        g_stop = np.concatenate((g_start[1:], np.full(min(st.size, 1), st.size, np.int64)))
+
+        def run(r: int) -> Iterator[tuple[int, memoryview]]:
+            a, b = int(st[r]), int(sp[r])
+            off, phys, n = int(r_off[r]), int(r_phys[r]), int(r_len[r])
+            if b - a > 1 and not image.has(phys, n):
+                for j in range(a, b):  # memory missing in the run: folio by folio, so the error names the folio
+                    k = int(runs.record[j])
+                    yield from _folio_pieces(
+                        image, k, int(m.index[k]), int(runs.off[j]), int(runs.phys[j]), int(runs.length[j])
+                    )
+                return
+            k = int(runs.record[a])
+            yield from _folio_pieces(image, k, int(m.index[k]), off, phys, n)
+
+        for ga, gb in zip(g_start.tolist(), g_stop.tolist()):
+            if gb - ga == 1:
+                yield from run(ga)
+                continue
+            n = int(r_len[ga])
+            per = max(1, CHUNK // n)
+            for c in range(ga, gb, per):
+                d = min(gb, c + per)
+                got = image.rows(r_phys[c:d], n)
+                if got is None:  # not all in one segment (or not in memory): run by run
+                    for r in range(c, d):
+                        yield from run(r)
                     continue
-                yield from _folio_pieces(image, k, index, off, phys, n)
+                rows, at = got
+                yield int(r_off[c]), memoryview(rows[at].reshape(-1))
 
     # -- building (the LUO spec's memfd files) -------------------------------------------------
 
