@@ -342,6 +342,16 @@ def _client_findings(state: KhoState, rep: ClientReport, cov: _Coverage | None =
     if rep.kind == "missing":
         out.append(Finding(INFO, "blob-missing", "blob not in the memory image", path=path))
     for area in rep.vmalloc:
+        if area.alias_reason is not None:
+            out.append(
+                Finding(
+                    ERROR,
+                    "vmalloc-group-aliased",
+                    f"{area.where or 'kho_vmalloc'}: {area.alias_reason}",
+                    phys=area.desc.first,
+                    path=path,
+                )
+            )
         for c in area.chunks:
             if not state.preserved.contains(c, 0):
                 out.append(

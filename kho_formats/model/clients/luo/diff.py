@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ....errors import ImageError
 from ....keyed import DIFFERS, keyed_diff, only_side
 from ....memory.image import PhysImage
 from ....text import human_size, plain_value
@@ -26,8 +27,14 @@ def _file_view(f: LuoFile, image: PhysImage | None, page_size: int) -> dict[str,
     elif folios is not None:
         out["folios"] = sorted((x["index"], -1 if x["order"] is None else x["order"]) for x in folios)
     if image is not None:
-        out["sha256"] = content_digest(f, image, page_size)  # None: too many hole bytes to hash
-        out["runs"] = content_runs_digest(f, image, page_size)
+        try:
+            out["sha256"] = content_digest(f, image, page_size)  # None: too many hole bytes to hash
+            out["runs"] = content_runs_digest(f, image, page_size)
+        except ImageError:
+            # the folios are not in the image (kho capture --referenced-only, a spec's fill = "absent"):
+            # nothing to hash; the two sides differ in contents only if one has them
+            out.pop("sha256", None)
+            out.update(runs=None, contents_absent=True)
     return out
 
 
@@ -88,7 +95,8 @@ def diff(
         changed = [k for k in dict.fromkeys(list(va) + list(vb)) if va.get(k) != vb.get(k)]
         if not changed:
             return None
-        return {"fields": ["contents" if k in ("sha256", "runs") else k for k in changed], "a": va, "b": vb}
+        fields = ["contents" if k in ("sha256", "runs", "contents_absent") else k for k in changed]
+        return {"fields": list(dict.fromkeys(fields)), "a": va, "b": vb}
 
     def session_change(x: LuoSession, y: LuoSession) -> dict[str, Any] | None:
         files = keyed_diff(x.files, y.files, lambda f: f.token, file_change, key_name="token")
