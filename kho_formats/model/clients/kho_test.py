@@ -183,11 +183,8 @@ def decode(
     if bad:
         kt.csum_not_verified = "the folio list is invalid"
         return kt
-    missing = next(((p, o) for p, o in kt.folios if not image.has(p, lay.page_size << o)), None)
-    if missing is not None or total > image.total_bytes:
-        kt.csum_not_verified = FOLIOS_ABSENT + (
-            f" (folio {missing[0]:#x} order {missing[1]} is not in it)" if missing is not None else ""
-        )
+    if total > image.total_bytes:
+        kt.csum_not_verified = _absent(kt, image, lay.page_size)
         return kt
     # and no more than Limits.max_csum_bytes in all (PT_LOADs aliasing one
     # block inflate total_bytes; the checksum is Python/numpy work per byte)
@@ -196,6 +193,9 @@ def decode(
     if work > cap:
         kt.problems.append(f"csum not checked: {work} bytes to checksum, more than Limits.max_csum_bytes = {cap}")
         kt.csum_not_verified = f"{work} bytes to checksum, more than Limits.max_csum_bytes = {cap}"
+        return kt
+    if not all(image.has(p, lay.page_size << o) for p, o in kt.folios):  # bounded by the cap above
+        kt.csum_not_verified = _absent(kt, image, lay.page_size)
         return kt
     try:
         for arch in archs:
@@ -207,6 +207,14 @@ def decode(
         kt.csum_check = {}
         kt.csum_not_verified = f"no csum_partial implementation ({exc})"
     return kt
+
+
+def _absent(kt: KhoTest, image: PhysImage, page_size: int) -> str:
+    """:data:`FOLIOS_ABSENT`, naming the first folio the image lacks among the first few thousand."""
+    for p, o in kt.folios[:4096]:
+        if not image.has(p, page_size << o):
+            return f"{FOLIOS_ABSENT} (folio {p:#x} order {o} is not in it)"
+    return FOLIOS_ABSENT
 
 
 @dataclass
