@@ -357,6 +357,14 @@ def resolve_root_fdt(cap: Capture, *, root_phys: int | None = None, boot_info: b
         cap.root_fdt = whole
         return
     if not prefix:
+        # a whole debugfs root FDT and an image: where the image holds it (a fixture's address is
+        # the one handover.json records: one without it is a problem check reports, not guessed here)
+        if cap.root_fdt_phys is None and cap.sources.get("debugfs"):
+            where = locate.find_prefix(img, cap.root_fdt, 4096 if ps % 4096 == 0 else ps)
+            if where:
+                more = f" (also at {', '.join(f'{a:#x}' for a in where[1:])})" if len(where) > 1 else ""
+                cap.notes.append(f"root FDT at {where[0]:#x}: the image holds {src} there{more}")
+                cap.root_fdt_phys = where[0]
         return
     at = cap.root_fdt_phys
     skipped = ""
