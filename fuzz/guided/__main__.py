@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """``python -m fuzz.guided TARGET [libFuzzer flags] [CORPUS_DIR ...]``: fuzz one target with atheris
 (kho_formats instrumented for coverage); ``python -m fuzz.guided TARGET --replay PATH ...``: run every
 file (or every file in every directory) once through the target without atheris's instrumentation
@@ -7,6 +8,7 @@ input over the 5 s bound."""
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import resource
 import signal
@@ -78,6 +80,11 @@ def replay(target: str, paths: list[str], timeout: float) -> int:
 
 
 def main(argv: list[str]) -> int:
+    # libFuzzer's -merge=1 (and -fork) run argv[0] again with the other arguments: the target
+    # travels in the environment, and this file is executable
+    env_target = os.environ.get("KHO_FUZZ_TARGET")
+    if env_target and (len(argv) < 2 or argv[1] not in (*TARGETS, "_selftest")):
+        argv = [argv[0], env_target, *argv[1:]]
     if len(argv) < 2 or argv[1] not in (*TARGETS, "_selftest"):
         print(f"usage: python -m fuzz.guided {{{','.join(TARGETS)}}} [libFuzzer args | --replay PATH ...]")
         return 2
@@ -95,7 +102,8 @@ def main(argv: list[str]) -> int:
 
     mod = importlib.import_module(f"fuzz.guided.{target}")
     strict()
-    atheris.Setup([f"{argv[0]}:{target}", *rest], mod.TestOneInput)
+    os.environ["KHO_FUZZ_TARGET"] = target
+    atheris.Setup([str(Path(__file__).resolve()), *rest], mod.TestOneInput)
     atheris.Fuzz()
     return 0
 
