@@ -31,6 +31,10 @@ from .vmalloc import VmallocArea, build_vmalloc, read_vmalloc
 NAME = "kho_test"
 COMPATIBLE = "kho-test-v1"
 MAGIC = 0x4B484F21
+#: why the csum was not verified, when the folios are not in the memory image (a capture of only the
+#: handover's own pages, as the shipped kho-v4 one is) or there is no image
+FOLIOS_ABSENT = "folio data absent from the image"
+NO_IMAGE = "no memory image"
 #: findings (and decode problems) of one kind listed one by one before the rest are counted
 MAX_DETAILED = 64
 U64 = np.uint64
@@ -66,6 +70,12 @@ class KhoTest:
     #: arch -> csum over the folio bytes in the image (when present)
     csum_check: dict = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    #: why ``csum`` was not verified against the folio data (None: it was, see ``csum_check``)
+    csum_not_verified: str | None = None
+
+    @property
+    def csum_verified(self) -> bool:
+        return bool(self.csum_check)
 
     def to_json(self) -> dict:
         return {
@@ -80,6 +90,8 @@ class KhoTest:
             "folios": [{"phys": p, "order": o} for p, o in self.folios],
             "vmalloc": self.area.to_json() if self.area else None,
             "csum_check": self.csum_check,
+            "csum_verified": self.csum_verified,
+            "csum_not_verified": self.csum_not_verified,
             "problems": self.problems,
         }
 
@@ -116,6 +128,7 @@ def decode(
     desc = lay.kho_vmalloc.parse(raw)
     kt = KhoTest(nr_folios=nr, folios_info=desc, csum=csum)
     if image is None:
+        kt.csum_not_verified = NO_IMAGE
         return kt
     kt.area = read_vmalloc(image, desc, lay, budget=budget, where=f"{where}:/data/folios_info")
     need = nr * 8
@@ -166,7 +179,14 @@ def decode(
     # csum only over folios that can all be in the image: distinct folios
     # whose bytes add up to no more than the image holds (so hostile lists
     # that repeat one big folio cannot make us checksum it thousands of times)
-    if bad or total > image.total_bytes:
+    if bad:
+        kt.csum_not_verified = "the folio list is invalid"
+        return kt
+    missing = next(((p, o) for p, o in kt.folios if not image.has(p, lay.page_size << o)), None)
+    if missing is not None or total > image.total_bytes:
+        kt.csum_not_verified = FOLIOS_ABSENT + (
+            f" (folio {missing[0]:#x} order {missing[1]} is not in it)" if missing is not None else ""
+        )
         return kt
     # and no more than Limits.max_csum_bytes in all (PT_LOADs aliasing one
     # block inflate total_bytes; the checksum is Python/numpy work per byte)
@@ -174,12 +194,17 @@ def decode(
     work = total * len(archs)
     if work > cap:
         kt.problems.append(f"csum not checked: {work} bytes to checksum, more than Limits.max_csum_bytes = {cap}")
+        kt.csum_not_verified = f"{work} bytes to checksum, more than Limits.max_csum_bytes = {cap}"
         return kt
     try:
         for arch in archs:
             kt.csum_check[arch] = folio_csum(image, kt.folios, lay.page_size, arch)
-    except (ImageError, ImportError):
+    except ImageError as exc:
         kt.csum_check = {}
+        kt.csum_not_verified = f"{FOLIOS_ABSENT} ({exc})"
+    except ImportError as exc:
+        kt.csum_check = {}
+        kt.csum_not_verified = f"no csum_partial implementation ({exc})"
     return kt
 
 
@@ -313,6 +338,11 @@ SPEC = SpecTable(
 )
 
 
+def _short_reason(reason: str) -> str:
+    """The reason without its parenthesized detail (the table cell stays one short phrase)."""
+    return reason.split(" (", 1)[0]
+
+
 def _judge_boot(log: BootLog) -> tuple[str, str | None]:
     """lib/test_kho.c says so when it found and checked its folios."""
     if any("test_kho: KHO restore succeeded" in line for line in log.lines):
@@ -347,6 +377,8 @@ class KhoTestClient(Client):
         ctext = f"csum {d['csum']:#010x}"
         if cs:
             ctext += f" (matches {'/'.join(match)})" if match else " (matches no arch)"
+        elif d.get("csum_not_verified"):
+            ctext += f" (not verified: {_short_reason(d['csum_not_verified'])})"
         return f"{d['nr_folios']} folios, {ctext}"
 
     def details(self, name: str, decoded: Any) -> list[str]:
@@ -378,6 +410,15 @@ class KhoTestClient(Client):
                     "folio-not-preserved",
                     f"... and {miss.size - MAX_DETAILED} more kho_test folios not preserved as one page of their order",
                     phys=int(kt.phys[miss[MAX_DETAILED]]),
+                    path=path,
+                )
+            )
+        if kt.csum_not_verified is not None and kt.csum_not_verified != NO_IMAGE:  # no image: check says so
+            out.append(
+                Finding(
+                    INFO,
+                    "csum-not-verified",
+                    f"kho_test csum {kt.csum:#x} not verified: {kt.csum_not_verified}",
                     path=path,
                 )
             )

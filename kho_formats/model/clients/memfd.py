@@ -60,6 +60,8 @@ MAX_LFS_FILESIZE = (1 << 63) - 1
 UINT_MAX = (1 << 32) - 1
 #: the largest piece :meth:`MemfdHandler.contents` yields
 CHUNK = 4 << 20
+#: lone folios smaller than this (not adjacent in memory to the next) are copied together, CHUNK bytes at a time
+GATHER_BELOW = 1 << 20
 
 U64 = np.uint64
 
@@ -72,6 +74,54 @@ def restored_once(m: MemfdFile) -> np.ndarray:
     _, first = np.unique(m.phys, return_index=True)
     keep = first[m.phys[first] != 0]
     return keep[np.argsort(m.index[keep], kind="stable")]
+
+
+@dataclass(frozen=True)
+class FolioRuns:
+    """The folios :meth:`MemfdHandler.contents` gives, in its order, and the
+    runs they make: position ``j`` is record ``record[j]``, file bytes
+    ``[off[j], off[j] + length[j])`` at ``phys[j]`` (clipped at the file's
+    size); run ``r`` is positions ``starts[r] .. stops[r] - 1``, each folio
+    starting in the file and in physical memory where the one before ends."""
+
+    record: np.ndarray
+    off: np.ndarray
+    phys: np.ndarray
+    length: np.ndarray
+    starts: np.ndarray
+    stops: np.ndarray
+
+
+def folio_runs(m: MemfdFile, page_size: int) -> FolioRuns:
+    """:class:`FolioRuns` of a decoded memfd, vectorized (no Python loop per folio)."""
+    keep = restored_once(m)
+    size = m.size
+    shift = page_size.bit_length() - 1
+    if size <= 0:
+        keep = keep[:0]
+    idx = m.index[keep].astype(U64)
+    inside = idx <= U64(max(size - 1, 0) >> shift)  # starts before the end of the file
+    keep, idx = keep[inside], idx[inside]
+    off = idx << U64(shift)  # at most size - 1: no overflow
+    rem = U64(size) - off
+    order = m.order[keep].astype(np.int64)
+    span = np.where(order > 63 - shift, rem, (U64(1) << np.clip(order, 0, 63 - shift).astype(U64)) << U64(shift))
+    length = np.minimum(span, rem)
+    phys = m.phys[keep].astype(U64)
+    end = phys + length  # wraps past 2**64 for a hostile pfn: never joined to what follows
+    joins = (off[1:] == off[:-1] + length[:-1]) & (phys[1:] == end[:-1]) & (end[:-1] > phys[:-1])
+    starts = np.concatenate((np.zeros(min(keep.size, 1), np.int64), np.flatnonzero(~joins) + 1))
+    stops = np.concatenate((starts[1:], np.full(min(keep.size, 1), keep.size, np.int64)))
+    return FolioRuns(keep, off, phys, length, starts, stops)
+
+
+def _folio_pieces(
+    image: PhysImage, record: int, index: int, off: int, phys: int, n: int
+) -> Iterator[tuple[int, memoryview]]:
+    """One folio's bytes, :data:`CHUNK` at a time."""
+    for a in range(0, n, CHUNK):
+        b = min(n, a + CHUNK)
+        yield off + a, image.view(phys + a, b - a, f"memfd folio {record} at index {index}")
 
 
 def memfd_max_size(page_size: int) -> int:
@@ -150,8 +200,10 @@ def seal_names(seals: int) -> str:
     return "|".join(names)
 
 
-#: ``fill``: what the contents are after ``hex`` / ``file``
-FILLS = ("seed", "zero")
+#: ``fill``: what the contents are after ``hex`` / ``file``; ``absent``: the folios are
+#: allocated, recorded and preserved but their contents are not in the image (a
+#: metadata-only handover: building 1 TiB of guest memory costs what its metadata costs)
+FILLS = ("seed", "zero", "absent")
 #: generated contents come in pieces of this size (a piece depends only on seed, label and offset)
 CONTENT_PIECE = 64 << 10
 
@@ -389,17 +441,53 @@ class MemfdHandler(FileHandler):
         (``memfd_luo_retrieve_folios`` does), and a folio listed again counts
         once, at its first record (``kho_restore_folio`` refuses a second
         restore of the same folio), so the work is bounded by the distinct
-        folios, whatever the records repeat."""
+        folios, whatever the records repeat.  Folios that follow each other
+        both in the file and in physical memory come as one run
+        (:func:`folio_runs`) cut at :data:`CHUNK`, and small folios that follow
+        each other in the file but lie apart in memory (an order-0 page cache)
+        are gathered into one piece of up to :data:`CHUNK` bytes: the same
+        bytes at the same offsets, in a few large pieces instead of one small
+        piece per folio."""
         m = result
-        for k in restored_once(m).tolist():
-            off = int(m.index[k]) * page_size
-            if off >= m.size:
+        runs = folio_runs(m, page_size)
+        st, sp = runs.starts, runs.stops
+        r_off, r_phys = runs.off[st], runs.phys[st]
+        r_len = runs.off[sp - 1] + runs.length[sp - 1] - r_off
+        # stretches of small lone folios (order-0 page cache scattered over memory), each
+        # right after the one before in the file and of the same size: gathered CHUNK at a time
+        lone = (sp - st == 1) & (r_len < GATHER_BELOW) & (r_len <= CHUNK)
+        same = lone[1:] & lone[:-1] & (r_len[1:] == r_len[:-1]) & (r_off[1:] == r_off[:-1] + r_len[:-1])
+        g_start = np.concatenate((np.zeros(min(st.size, 1), np.int64), np.flatnonzero(~same) + 1))
+        g_stop = np.concatenate((g_start[1:], np.full(min(st.size, 1), st.size, np.int64)))
+
+        def run(r: int) -> Iterator[tuple[int, memoryview]]:
+            a, b = int(st[r]), int(sp[r])
+            off, phys, n = int(r_off[r]), int(r_phys[r]), int(r_len[r])
+            if b - a > 1 and not image.has(phys, n):
+                for j in range(a, b):  # memory missing in the run: folio by folio, so the error names the folio
+                    k = int(runs.record[j])
+                    yield from _folio_pieces(
+                        image, k, int(m.index[k]), int(runs.off[j]), int(runs.phys[j]), int(runs.length[j])
+                    )
+                return
+            k = int(runs.record[a])
+            yield from _folio_pieces(image, k, int(m.index[k]), off, phys, n)
+
+        for ga, gb in zip(g_start.tolist(), g_stop.tolist()):
+            if gb - ga == 1:
+                yield from run(ga)
                 continue
-            n = min(page_size << max(int(m.order[k]), 0), m.size - off)
-            phys = int(m.phys[k])
-            for a in range(0, n, CHUNK):
-                b = min(n, a + CHUNK)
-                yield off + a, image.view(phys + a, b - a, f"memfd folio {k} at index {int(m.index[k])}")
+            n = int(r_len[ga])
+            per = max(1, CHUNK // n)
+            for c in range(ga, gb, per):
+                d = min(gb, c + per)
+                got = image.rows(r_phys[c:d], n)
+                if got is None:  # not all in one segment (or not in memory): run by run
+                    for r in range(c, d):
+                        yield from run(r)
+                    continue
+                rows, at = got
+                yield int(r_off[c]), memoryview(rows[at].reshape(-1))
 
     # -- building (the LUO spec's memfd files) -------------------------------------------------
 
@@ -416,7 +504,12 @@ class MemfdHandler(FileHandler):
         ),
         SpecField("folio_flags", INT, FOLIO_DIRTY | FOLIO_UPTODATE, doc="folio record flags (dirty 1, uptodate 2)"),
         SpecField("seed", INT, doc="seed of generated contents", default_doc="the blob's seed"),
-        SpecField("fill", STR, doc="contents after `hex`/`file`: `seed` or `zero`", choices=FILLS),
+        SpecField(
+            "fill",
+            STR,
+            doc="contents after `hex`/`file`: `seed` or `zero`; `absent`: the folios' contents are not in the image",
+            choices=FILLS,
+        ),
         SpecField("hex", STR, doc="the first bytes of the contents"),
         SpecField("file", STR, doc="a file with the first bytes of the contents, relative to the spec"),
     )
@@ -544,6 +637,8 @@ def memfd_params(values: dict[str, Any], where: str, base_dir: Path | None) -> M
             if b0 < a1:
                 raise SpecError(f"{where}.folios[{j}]: index {b0} overlaps folios[{i}] (pages {a0}..{a1 - 1})")
     fill = v["fill"] if v["fill"] is not None else ("zero" if head_size else "seed")
+    if fill == "absent" and head_size:
+        raise SpecError(f"{where}.fill: absent contents cannot start with hex/file bytes", expected="no hex, no file")
     return MemfdParams(
         size=size,
         pos=v["pos"],
@@ -692,14 +787,20 @@ def build_memfd(p: MemfdParams, ctx: FileBuildContext, folio_phys: Sequence[int]
     preserve.add(ser_phys, 0)
     recs = bytearray()
     order_idx = sorted(range(len(folios)), key=lambda k: folios[k].index)
-    with MemfdContents(p, ctx.seed, ctx.label) as contents:
-        for k in order_idx:
-            f, phys = folios[k], folio_phys[k]
-            size = ps << f.order
-            if phys % size:  # pragma: no cover - allocated aligned
-                raise SpecError(f"{ctx.where}: folio {k} at {phys:#x} is not aligned to order {f.order}")
-            segments.append((phys, bytes(contents.read(f.index * ps, size)), f"memfd folio {ctx.label}/{f.index}"))
-            preserve.add(phys, f.order)
+    if p.fill == "absent":  # preserved, recorded, not in the image
+        by_order: dict[int, list[int]] = {}
+        for f, phys in zip(folios, folio_phys):
+            by_order.setdefault(f.order, []).append(phys)
+        preserve.update(PageSet.from_arrays(ps, {o: np.array(v, dtype=np.uint64) for o, v in by_order.items()}))
+    else:
+        with MemfdContents(p, ctx.seed, ctx.label) as contents:
+            for k in order_idx:
+                f, phys = folios[k], folio_phys[k]
+                size = ps << f.order
+                if phys % size:  # pragma: no cover - allocated aligned
+                    raise SpecError(f"{ctx.where}: folio {k} at {phys:#x} is not aligned to order {f.order}")
+                segments.append((phys, bytes(contents.read(f.index * ps, size)), f"memfd folio {ctx.label}/{f.index}"))
+                preserve.add(phys, f.order)
     for f, phys in zip(folios, folio_phys):
         word = memfd_folio_word(phys >> lay.page_shift, f.flags, lay.byteorder)
         recs += lay.build("memfd_luo_folio_ser", dict(pfn_flags=word, index=f.index), error=SpecError)
