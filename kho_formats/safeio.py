@@ -39,6 +39,7 @@ import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from . import filecopy
 from .errors import KhoFormatError, OutputError
 
 PathLike = str | os.PathLike[str]
@@ -190,9 +191,11 @@ def map_regular(
         if st.st_size == 0:
             return b""
         try:
-            return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            m = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
         except (OSError, ValueError, OverflowError) as exc:
             raise error(f"cannot map {what} {os.fspath(path)}: {getattr(exc, 'strerror', None) or exc}") from None
+        filecopy.remember(m, path, st)  # so that its bytes can be copied file to file (kho luo extract)
+        return m
     finally:
         os.close(fd)
 

@@ -18,8 +18,11 @@ once and every file is created relative to it (``O_NOFOLLOW``,
 ``DIR`` is refused unless ``force`` (then files are replaced, symlinks
 still refused).
 
-Memory stays flat whatever the file size: the contents are copied folio by
-folio, a few MiB at a time, straight from the memory image.
+Memory stays flat whatever the file size: the contents are copied a few
+MiB at a time (folios adjacent in the file and in memory as one run),
+straight from the memory image; where the image is a mapped file the
+kernel copies file to file (``copy_file_range``, as ``cp`` does:
+:mod:`kho_formats.filecopy`), else the bytes are written with ``pwrite``.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import progress
+from .. import filecopy, progress
 from .._version import __version__
 from ..errors import KhoFormatError
 from ..memory.image import PhysImage
@@ -125,16 +128,16 @@ def _create(parent: int, name: str, force: bool) -> int:
         return os.open(name, flags, 0o644, dir_fd=parent)
 
 
-def _write_contents(fd: int, size: int, parts: Iterator[tuple[int, memoryview]], name: str) -> None:
+def _write_contents(
+    fd: int, size: int, parts: Iterator[tuple[int, memoryview]], name: str, copier: filecopy.Copier
+) -> None:
     bar = progress.current()
     try:
         for off, data in pieces(parts):  # each byte once, whatever a folio list repeats
             if off >= size:
                 break
             data = data[: size - off]
-            done = 0
-            while done < len(data):
-                done += os.pwrite(fd, data[done:], off + done)
+            copier.write(fd, off, data)  # file to file in the kernel where the image is a mapped file, as cp does
             bar.update(len(data))
         os.ftruncate(fd, size)
     except (OSError, OverflowError) as exc:
@@ -181,6 +184,7 @@ def extract(
     root = _open_dir(out, force)
     shown = progress.task("extracting LUO files")  # bytes written; entered here, left with the root fd
     shown.__enter__()
+    copier = filecopy.Copier()
     try:
         taken: set[str] = {"index.json"}
         sessions = []
@@ -205,7 +209,11 @@ def extract(
                         fd = _create(sfd, fname, force)
                         try:
                             _write_contents(
-                                fd, size, f.handler.contents(f.decoded, image, page_size), f"{dname}/{fname}"
+                                fd,
+                                size,
+                                f.handler.contents(f.decoded, image, page_size),
+                                f"{dname}/{fname}",
+                                copier,
                             )
                         finally:
                             os.close(fd)
@@ -233,6 +241,7 @@ def extract(
             fh.write("\n")
         return index
     finally:
+        copier.close()
         shown.__exit__(None, None, None)
         os.close(root)
 

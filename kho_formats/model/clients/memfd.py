@@ -60,6 +60,8 @@ MAX_LFS_FILESIZE = (1 << 63) - 1
 UINT_MAX = (1 << 32) - 1
 #: the largest piece :meth:`MemfdHandler.contents` yields
 CHUNK = 4 << 20
+#: lone folios smaller than this (not adjacent in memory to the next) are copied together, CHUNK bytes at a time
+GATHER_BELOW = 1 << 20
 
 U64 = np.uint64
 
@@ -72,6 +74,54 @@ def restored_once(m: MemfdFile) -> np.ndarray:
     _, first = np.unique(m.phys, return_index=True)
     keep = first[m.phys[first] != 0]
     return keep[np.argsort(m.index[keep], kind="stable")]
+
+
+@dataclass(frozen=True)
+class FolioRuns:
+    """The folios :meth:`MemfdHandler.contents` gives, in its order, and the
+    runs they make: position ``j`` is record ``record[j]``, file bytes
+    ``[off[j], off[j] + length[j])`` at ``phys[j]`` (clipped at the file's
+    size); run ``r`` is positions ``starts[r] .. stops[r] - 1``, each folio
+    starting in the file and in physical memory where the one before ends."""
+
+    record: np.ndarray
+    off: np.ndarray
+    phys: np.ndarray
+    length: np.ndarray
+    starts: np.ndarray
+    stops: np.ndarray
+
+
+def folio_runs(m: MemfdFile, page_size: int) -> FolioRuns:
+    """:class:`FolioRuns` of a decoded memfd, vectorized (no Python loop per folio)."""
+    keep = restored_once(m)
+    size = m.size
+    shift = page_size.bit_length() - 1
+    if size <= 0:
+        keep = keep[:0]
+    idx = m.index[keep].astype(U64)
+    inside = idx <= U64(max(size - 1, 0) >> shift)  # starts before the end of the file
+    keep, idx = keep[inside], idx[inside]
+    off = idx << U64(shift)  # at most size - 1: no overflow
+    rem = U64(size) - off
+    order = m.order[keep].astype(np.int64)
+    span = np.where(order > 63 - shift, rem, (U64(1) << np.clip(order, 0, 63 - shift).astype(U64)) << U64(shift))
+    length = np.minimum(span, rem)
+    phys = m.phys[keep].astype(U64)
+    end = phys + length  # wraps past 2**64 for a hostile pfn: never joined to what follows
+    joins = (off[1:] == off[:-1] + length[:-1]) & (phys[1:] == end[:-1]) & (end[:-1] > phys[:-1])
+    starts = np.concatenate((np.zeros(min(keep.size, 1), np.int64), np.flatnonzero(~joins) + 1))
+    stops = np.concatenate((starts[1:], np.full(min(keep.size, 1), keep.size, np.int64)))
+    return FolioRuns(keep, off, phys, length, starts, stops)
+
+
+def _folio_pieces(
+    image: PhysImage, record: int, index: int, off: int, phys: int, n: int
+) -> Iterator[tuple[int, memoryview]]:
+    """One folio's bytes, :data:`CHUNK` at a time."""
+    for a in range(0, n, CHUNK):
+        b = min(n, a + CHUNK)
+        yield off + a, image.view(phys + a, b - a, f"memfd folio {record} at index {index}")
 
 
 def memfd_max_size(page_size: int) -> int:
@@ -238,17 +288,17 @@ class MemfdHandler(FileHandler):
                 )
             return m
         m.area = area = read_vmalloc(image, ser.folios, lay, budget=ctx.budget, where=f"{where}: memfd folio array")
-        have = area.nr_pages * ps // rec
+        # records only from the groups the kernel restores: an array that
+        # lists one group again and again is read once (vmalloc-group-aliased)
+        have = area.restored_nr_pages * ps // rec
         n = min(ser.nr_folios, have)
         if ser.nr_folios > have:
-            m.problems.append(
-                LuoProblem(
-                    ERROR,
-                    "memfd-nr-folios",
-                    f"nr_folios {ser.nr_folios} but the folio array holds only {have} records",
-                    pa,
-                )
+            held = (
+                f"the folio array holds only {have} records"
+                if area.restorable == area.groups.size
+                else f"the folio array's groups before the first repeated one hold only {have} records"
             )
+            m.problems.append(LuoProblem(ERROR, "memfd-nr-folios", f"nr_folios {ser.nr_folios} but {held}", pa))
         elif (have - ser.nr_folios) * rec >= ps:
             m.problems.append(
                 LuoProblem(
@@ -281,7 +331,7 @@ class MemfdHandler(FileHandler):
         out = [(result.ser_phys, result.ser_phys + page_size)]
         for area in self.areas(result):
             out += [(int(c), int(c) + page_size) for c in area.chunks]
-            out += [(int(a), int(a) + page_size) for a in area.page_addresses(page_size).tolist()]
+            out += area.group_ranges(page_size)
         return out + folio_ranges(result.phys, result.order, page_size)
 
     def areas(self, result: MemfdFile) -> list[VmallocArea]:
@@ -355,7 +405,11 @@ class MemfdHandler(FileHandler):
         each(
             "memfd-folio-overlap",
             over,
-            lambda k: f"folio {k} (index {int(m.index[k])}) overlaps the index range of another folio",
+            lambda k: (
+                f"folio {k} (index {int(m.index[k])}) overlaps the index range of another folio: the next kernel's "
+                "shmem_add_to_page_cache refuses the later one with -EEXIST, memfd_luo_retrieve fails and the "
+                "file is not restored"
+            ),
         )
         limit = -(-m.size // ps)
         past = start >= U64(min(limit, (1 << 64) - 1))
@@ -370,7 +424,15 @@ class MemfdHandler(FileHandler):
         _, first = np.unique(m.phys, return_index=True)
         dup = np.ones(m.phys.size, dtype=bool)
         dup[first] = False
-        each("memfd-folio-duplicate", dup, lambda k: f"folio {k}: the same folio is listed twice")
+        each(
+            "memfd-folio-duplicate",
+            dup,
+            lambda k: (
+                f"folio {k} (index {int(m.index[k])}): the folio at {int(m.phys[k]):#x} is listed again: the next "
+                "kernel's kho_restore_folio refuses a second restore ('Unable to restore folio'), "
+                "memfd_luo_retrieve_folios fails with -EIO and the file is not restored"
+            ),
+        )
         return out
 
     def folio_view(self, result: MemfdFile) -> dict[str, Any]:
@@ -399,17 +461,53 @@ class MemfdHandler(FileHandler):
         (``memfd_luo_retrieve_folios`` does), and a folio listed again counts
         once, at its first record (``kho_restore_folio`` refuses a second
         restore of the same folio), so the work is bounded by the distinct
-        folios, whatever the records repeat."""
+        folios, whatever the records repeat.  Folios that follow each other
+        both in the file and in physical memory come as one run
+        (:func:`folio_runs`) cut at :data:`CHUNK`, and small folios that follow
+        each other in the file but lie apart in memory (an order-0 page cache)
+        are gathered into one piece of up to :data:`CHUNK` bytes: the same
+        bytes at the same offsets, in a few large pieces instead of one small
+        piece per folio."""
         m = result
-        for k in restored_once(m).tolist():
-            off = int(m.index[k]) * page_size
-            if off >= m.size:
+        runs = folio_runs(m, page_size)
+        st, sp = runs.starts, runs.stops
+        r_off, r_phys = runs.off[st], runs.phys[st]
+        r_len = runs.off[sp - 1] + runs.length[sp - 1] - r_off
+        # stretches of small lone folios (order-0 page cache scattered over memory), each
+        # right after the one before in the file and of the same size: gathered CHUNK at a time
+        lone = (sp - st == 1) & (r_len < GATHER_BELOW) & (r_len <= CHUNK)
+        same = lone[1:] & lone[:-1] & (r_len[1:] == r_len[:-1]) & (r_off[1:] == r_off[:-1] + r_len[:-1])
+        g_start = np.concatenate((np.zeros(min(st.size, 1), np.int64), np.flatnonzero(~same) + 1))
+        g_stop = np.concatenate((g_start[1:], np.full(min(st.size, 1), st.size, np.int64)))
+
+        def run(r: int) -> Iterator[tuple[int, memoryview]]:
+            a, b = int(st[r]), int(sp[r])
+            off, phys, n = int(r_off[r]), int(r_phys[r]), int(r_len[r])
+            if b - a > 1 and not image.has(phys, n):
+                for j in range(a, b):  # memory missing in the run: folio by folio, so the error names the folio
+                    k = int(runs.record[j])
+                    yield from _folio_pieces(
+                        image, k, int(m.index[k]), int(runs.off[j]), int(runs.phys[j]), int(runs.length[j])
+                    )
+                return
+            k = int(runs.record[a])
+            yield from _folio_pieces(image, k, int(m.index[k]), off, phys, n)
+
+        for ga, gb in zip(g_start.tolist(), g_stop.tolist()):
+            if gb - ga == 1:
+                yield from run(ga)
                 continue
-            n = min(page_size << max(int(m.order[k]), 0), m.size - off)
-            phys = int(m.phys[k])
-            for a in range(0, n, CHUNK):
-                b = min(n, a + CHUNK)
-                yield off + a, image.view(phys + a, b - a, f"memfd folio {k} at index {int(m.index[k])}")
+            n = int(r_len[ga])
+            per = max(1, CHUNK // n)
+            for c in range(ga, gb, per):
+                d = min(gb, c + per)
+                got = image.rows(r_phys[c:d], n)
+                if got is None:  # not all in one segment (or not in memory): run by run
+                    for r in range(c, d):
+                        yield from run(r)
+                    continue
+                rows, at = got
+                yield int(r_off[c]), memoryview(rows[at].reshape(-1))
 
     # -- building (the LUO spec's memfd files) -------------------------------------------------
 
@@ -456,9 +554,9 @@ def _read_prefix(area: VmallocArea, image: PhysImage, page_size: int, nbytes: in
     """The first ``nbytes`` of a vmalloc area (only the groups needed)."""
     grp = page_size << area.desc.order
     need = -(-nbytes // grp)
-    parts = [image.read(int(g), grp, "memfd folio array") for g in area.groups[:need].tolist()]
+    parts = [image.read(int(g), grp, "memfd folio array") for g in area.restored_groups()[:need].tolist()]
     data = b"".join(parts)
-    if len(data) < nbytes:  # pragma: no cover - read_vmalloc guarantees the groups
+    if len(data) < nbytes:  # pragma: no cover - the caller asks for at most the restored groups' bytes
         raise KhoFormatError("memfd folio array is short", phys=area.desc.first)
     return data[:nbytes]
 
@@ -765,7 +863,7 @@ def reencode_memfd(m: MemfdFile, lay: Layout) -> list[tuple[int, bytes]]:
     for phys, flags, index in zip(m.phys.tolist(), m.flags.tolist(), m.index.tolist()):
         word = memfd_folio_word(phys >> lay.page_shift, flags, lay.byteorder)
         recs += lay.build("memfd_luo_folio_ser", dict(pfn_flags=word, index=index))
-    pages = m.area.page_addresses(ps).tolist()
+    pages = m.area.page_addresses(ps, restored=True).tolist()  # a repeated group's pages once
     recs = recs.ljust(len(pages) * ps, b"\0")
     out += [(p, bytes(recs[i * ps : (i + 1) * ps])) for i, p in enumerate(pages)]
     out += encode_vmalloc_chunks(m.area.groups.tolist(), m.area.chunks, lay)

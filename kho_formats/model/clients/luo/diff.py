@@ -7,6 +7,7 @@ from typing import Any
 from ....errors import ImageError
 from ....keyed import DIFFERS, keyed_diff, only_side
 from ....memory.image import PhysImage
+from ....text import human_size, plain_value
 from .model import LuoFile, LuoFlb, LuoSession, LuoState, content_digest, content_runs_digest
 
 
@@ -112,6 +113,16 @@ def diff(
     return out
 
 
+def _value(key: str, v: Any) -> str:
+    """A compared value for text: flags and seals in hex, sizes as sizes, never a Python repr."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        if key in ("seals", "flags"):
+            return f"{v:#x}"
+        if key in ("size", "pos"):
+            return human_size(v) if key == "size" else str(v)
+    return plain_value(v)
+
+
 def diff_text(d: dict[str, Any]) -> list[str]:
     """Lines of the text diff for a ``luo`` key that is not identical."""
     if d["identical"]:
@@ -121,7 +132,7 @@ def diff_text(d: dict[str, Any]) -> list[str]:
         return [f"  LUO: only in {'A' if d['b'] is None else 'B'}"]
     for k in d["fields"]:
         va, vb = (d[s].get(k) if k != "session_order" else None for s in ("a", "b"))
-        L.append(f"  LUO: {k} differs" + (f" (A {va!r}, B {vb!r})" if k != "session_order" else ""))
+        L.append(f"  LUO: {k} differs" + (f" (A {_value(k, va)}, B {_value(k, vb)})" if k != "session_order" else ""))
     for s in d["sessions"]:
         if s["change"] != DIFFERS:
             L.append(f"  LUO session {s['name']!r}: only in {only_side(s['change'])}")
@@ -136,7 +147,7 @@ def diff_text(d: dict[str, Any]) -> list[str]:
                 if k in ("contents", "folios", "error"):
                     parts.append(k)
                 else:
-                    parts.append(f"{k} {f['a'].get(k)!r} -> {f['b'].get(k)!r}")
+                    parts.append(f"{k} {_value(k, f['a'].get(k))} -> {_value(k, f['b'].get(k))}")
             L.append(f"{what}: {', '.join(parts)} differ")
     for x in d["flbs"]:
         where = f"only in {only_side(x['change'])}" if x["change"] != DIFFERS else "data/count differ"

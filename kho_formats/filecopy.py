@@ -1,0 +1,157 @@
+"""Bytes of a mapped input file copied into an output file by the kernel.
+
+Inputs are mapped, not read (:func:`kho_formats.safeio.map_regular`), so a
+memory image's bytes are views of an ``mmap``.  Writing such a view with
+``pwrite`` makes the kernel fault the mapping's pages in and copy them from
+user memory; ``cp`` instead asks the kernel to copy file to file
+(``copy_file_range``), which on the same file system is one in-kernel copy
+of page-cache pages (or a reflink).  :class:`Copier` does what ``cp`` does
+for any view that lies in a mapping :func:`remember` was told about, and
+falls back to ``pwrite`` for everything else (bytes built in memory, lazily
+decompressed kdump pages, a pair of file systems that cannot copy between
+them), so the output bytes are the same either way.
+
+The source file is opened again by the path it was mapped from and used
+only if it is still the same file (``st_dev``, ``st_ino``); no descriptor is
+kept open for a mapping that nobody copies from.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import stat
+import weakref
+from dataclasses import dataclass
+from types import TracebackType
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class MappedFile:
+    """Where a mapping came from: the path it was opened by and that file's identity."""
+
+    path: str
+    dev: int
+    ino: int
+    size: int
+
+
+_MAPPED: weakref.WeakKeyDictionary[mmap.mmap, MappedFile] = weakref.WeakKeyDictionary()
+
+#: copy_file_range errors that mean "not between these files": fall back to pwrite
+_NO_COPY = frozenset(
+    e
+    for e in (
+        errno.EXDEV,
+        errno.EINVAL,
+        errno.ENOSYS,
+        errno.EOPNOTSUPP,
+        getattr(errno, "ENOTSUP", errno.EOPNOTSUPP),
+        errno.EBADF,
+        errno.EPERM,
+        errno.ETXTBSY,
+        errno.EOVERFLOW,
+    )
+)
+
+
+def remember(m: mmap.mmap, path: str | os.PathLike[str], st: os.stat_result) -> None:
+    """Record that ``m`` maps the whole of the regular file ``st`` opened at ``path``."""
+    _MAPPED[m] = MappedFile(os.path.abspath(os.fspath(path)), st.st_dev, st.st_ino, st.st_size)
+
+
+def _address(buf: memoryview | mmap.mmap) -> int:
+    return int(np.frombuffer(buf, dtype=np.uint8, count=1).__array_interface__["data"][0])
+
+
+def file_range(view: memoryview) -> tuple[MappedFile, int] | None:
+    """The file and file offset of the bytes ``view`` shows, when it is a
+    contiguous byte view of a remembered mapping; else None."""
+    obj = view.obj
+    if not isinstance(obj, mmap.mmap) or len(view) == 0 or not view.contiguous or view.itemsize != 1:
+        return None
+    src = _MAPPED.get(obj)
+    if src is None:
+        return None
+    try:
+        off = _address(view) - _address(obj)
+    except (ValueError, TypeError):  # a closed mapping
+        return None
+    if off < 0 or off + len(view) > src.size:
+        return None
+    return src, off
+
+
+class Copier:
+    """Writes views into output files, in-kernel where it can (a context manager:
+    the sources it opened are closed on exit)."""
+
+    def __init__(self) -> None:
+        self._fds: dict[MappedFile, int | None] = {}
+        #: bytes copied by copy_file_range, and written by pwrite
+        self.copied = 0
+        self.written = 0
+        self._kernel_copy = hasattr(os, "copy_file_range")
+
+    def __enter__(self) -> Copier:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            if fd is not None:
+                os.close(fd)
+        self._fds.clear()
+
+    def _source(self, src: MappedFile) -> int | None:
+        if src in self._fds:
+            return self._fds[src]
+        fd: int | None = None
+        try:
+            fd = os.open(src.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (src.dev, src.ino):
+                os.close(fd)  # not the file that was mapped any more: copy from the mapping
+                fd = None
+        except OSError:
+            if fd is not None:
+                os.close(fd)
+            fd = None
+        self._fds[src] = fd
+        return fd
+
+    def write(self, fd: int, offset: int, data: memoryview) -> None:
+        """All of ``data`` into ``fd`` at ``offset`` (OS errors of the output propagate)."""
+        done = 0
+        if self._kernel_copy:
+            where = file_range(data)
+            sfd = self._source(where[0]) if where is not None else None
+            if where is not None and sfd is not None:
+                base = where[1]
+                try:
+                    while done < len(data):
+                        got = os.copy_file_range(sfd, fd, len(data) - done, base + done, offset + done)
+                        if got <= 0:  # the source shrank under us: the mapping says what is left
+                            break
+                        done += got
+                except OSError as exc:
+                    if exc.errno not in _NO_COPY:
+                        raise  # the output's own errors (ENOSPC, EFBIG, EIO): as pwrite would raise them
+                    if exc.errno == errno.ENOSYS:
+                        self._kernel_copy = False
+                    else:  # not between these two files: pwrite from the mapping from now on
+                        os.close(sfd)
+                        self._fds[where[0]] = None
+                self.copied += done
+        rest = len(data) - done
+        while done < len(data):
+            done += os.pwrite(fd, data[done:], offset + done)
+        self.written += rest
+
+
+__all__ = ["Copier", "MappedFile", "file_range", "remember"]
