@@ -870,10 +870,10 @@ class Diff:
         return self._doc["luo"]
 
     def to_json(self) -> dict[str, Any]:
-        """``kho diff --json`` (``kho-formats/diff/1``).
+        """``kho diff --json`` (``kho-formats/diff/2``).
 
         >>> open("fixtures/v4-4k").diff(open("fixtures/v4-4k")).to_json()["schema"]
-        'kho-formats/diff/1'
+        'kho-formats/diff/2'
         """
         return self._doc
 

@@ -42,7 +42,12 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # one line, exit 2
-        hint, prog = _usage_hint(self, message, self.argv)
+        moved = _misplaced_option(self.argv)
+        if moved is not None:  # argparse's own message ("invalid choice: '3'") would mislead
+            message, prog = moved
+            hint = ""
+        else:
+            hint, prog = _usage_hint(self, message, self.argv)
         sys.stderr.write(f"kho: error: {message}{hint} (see '{prog} --help')\n")
         raise SystemExit(EXIT_USAGE)
 
@@ -57,6 +62,82 @@ def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentPar
 
 def _options(parser: argparse.ArgumentParser) -> list[str]:
     return [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+
+
+def _chain(argv: Sequence[str]) -> list[tuple[int, argparse.ArgumentParser]]:
+    """The (sub)commands ``argv`` names, each with the index of the token after its name
+    (``kho`` itself at 0): ``kho luo extract X`` -> kho, kho luo, kho luo extract."""
+    root = _Parser.root
+    if root is None:
+        return []
+    out: list[tuple[int, argparse.ArgumentParser]] = [(0, root)]
+    for i, tok in enumerate(argv):
+        sub = _commands(out[-1][1])
+        if tok in sub:
+            out.append((i + 1, sub[tok]))
+    return out
+
+
+def command_prog(argv: Sequence[str]) -> str:
+    """``kho inspect``: the deepest (sub)command ``argv`` names (``kho`` when none)."""
+    chain = _chain(argv)
+    return chain[-1][1].prog if chain else "kho"
+
+
+def _option_usage(parser: argparse.ArgumentParser, opt: str) -> str:
+    """``--max-ranges N`` (``--all-ranges`` for a flag): how ``opt`` is written."""
+    for a in parser._actions:
+        if opt in a.option_strings:
+            if a.nargs == 0:
+                return opt
+            return f"{opt} {a.metavar or a.dest.upper()}"
+    return opt
+
+
+def _misplaced_option(argv: Sequence[str]) -> tuple[str, str] | None:
+    """``(message, prog)`` when ``argv`` gives an option where it is not accepted but another
+    (sub)command takes it: before its command (``kho --max-ranges 3 inspect X``: it goes after
+    ``inspect``), or to a command that has no such option (``kho inspect --strict X``: an option of
+    ``kho check``).  None when every option is where it belongs, or is unknown everywhere."""
+    chain = _chain(argv)
+    if not chain:
+        return None
+    for i, tok in enumerate(argv):
+        if tok == "--":
+            break
+        if not tok.startswith("--"):
+            continue
+        opt = tok.split("=", 1)[0]
+        # the (sub)command the option was given to: the last one named before it
+        here = [p for start, p in chain if start <= i][-1]
+        if opt in _options(here):
+            continue
+        later = [p for start, p in chain if start > i and opt in _options(p)]
+        if later:
+            p = later[0]
+            name = p.prog.split()[-1]
+            return (
+                f"{opt} is an option of '{p.prog}': give it after '{name}' ({p.prog} {_option_usage(p, opt)} ...)",
+                p.prog,
+            )
+        if here is chain[0][1]:
+            continue  # before any command: _usage_hint lists the commands that take it
+        others = [sp for sp in _all_commands(chain[0][1]) if sp is not here and opt in _options(sp)]
+        if others:
+            names = ", ".join(f"'{sp.prog}'" for sp in others[:4]) + (" ..." if len(others) > 4 else "")
+            own = [o for o in _options(here) if o.startswith(opt + "-")]  # diff --mem: --mem-a, --mem-b
+            also = f"; '{here.prog}' takes {' and '.join(own)}" if own else ""
+            return f"'{here.prog}' has no option {opt}: it is an option of {names}{also}", here.prog
+    return None
+
+
+def _all_commands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every (sub)command under ``parser``, depth first."""
+    out = []
+    for sp in _commands(parser).values():
+        out.append(sp)
+        out += _all_commands(sp)
+    return out
 
 
 def _usage_hint(parser: argparse.ArgumentParser, message: str, argv: Sequence[str]) -> tuple[str, str]:
@@ -252,6 +333,7 @@ def _notes(notes: Sequence[str]) -> None:
 
 
 def cmd_inspect(args) -> int:
+    from .model.state import root_fdt_alignment
     from .ops.report import render_inspect
 
     h = _open(args, args.input, args.mem, args.root_phys)
@@ -264,6 +346,11 @@ def cmd_inspect(args) -> int:
     rep = h.to_json(max_ranges=listed)
     shown = len(rep["preserved"]["ranges"]) if rep["preserved"] else 0
     _emit(args, rep, lambda: render_inspect(rep, max_ranges=shown))
+    st = h.state
+    rule = root_fdt_alignment(st.root_fdt_phys, st.page_size) if st.root_fdt_phys is not None else None
+    if rule is not None and rule[0] == "error":  # the rule kho check applies: a handover the kernel refuses
+        _error(rule[1])
+        return EXIT_PROBLEM
     bad = [r for r in h.clients.values() if r.error is not None]
     if bad and h.received:
         # the receiving side after boot: clients have restored their data and freed what they no longer
@@ -825,8 +912,8 @@ def main(argv: list[str] | None = None) -> int:
 
             sys.stdout.write(json.dumps(error_document(exc), indent=2) + "\n")
         return EXIT_PROBLEM
-    except UsageError as exc:
-        _error(str(exc))
+    except UsageError as exc:  # the same hint as argparse's usage errors
+        _error(f"{exc} (see '{command_prog(argv)} --help')")
         return EXIT_USAGE
     except OSError as exc:
         _error(f"{exc.filename + ': ' if getattr(exc, 'filename', None) else ''}{exc.strerror or exc}")

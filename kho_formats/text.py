@@ -45,6 +45,33 @@ def fmt_addr(v: int | None) -> str:
     return "?" if v is None else f"{v:#x}"
 
 
+def fmt_range(start: int, size: int) -> str:
+    """``0x1000-0x3000 (8 KiB)``: a byte range as ``inspect`` lists one (end exclusive)."""
+    return f"{start:#x}-{start + size:#x} ({human_size(size)})"
+
+
+def plain_value(v: object) -> str:
+    """A value for a sentence, never a Python repr: ``none`` for None, ``yes`` /
+    ``no`` for booleans, integers in decimal, strings quoted, ``(a, b)`` pairs of
+    integers as byte ranges (``addr``, ``size``), lists comma-separated (``none``
+    when empty)."""
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return "'" + v.replace("'", "\\'") + "'"
+    if isinstance(v, tuple) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+        return fmt_range(v[0], v[1])
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {plain_value(x)}" for k, x in v.items()) or "none"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(plain_value(x) for x in v) or "none"
+    return str(v)
+
+
 def table(rows: Sequence[Sequence[object]], header: Sequence[str], indent: str = "  ") -> list[str]:
     """Rows under a header, columns left-aligned to their widest cell, trailing blanks stripped."""
     rows = list(rows)
@@ -55,4 +82,4 @@ def table(rows: Sequence[Sequence[object]], header: Sequence[str], indent: str =
     return out
 
 
-__all__ = ["safe_text", "safe_lines", "human_size", "fmt_addr", "table"]
+__all__ = ["safe_text", "safe_lines", "human_size", "fmt_addr", "fmt_range", "plain_value", "table"]

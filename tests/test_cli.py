@@ -169,7 +169,7 @@ def test_inspect_capture_dir_human():
     for name in ("memblock", "kho_test", "kexec-metadata"):
         assert name in out
     assert "'7.3.4'" in out and "trace_buf" in out and "29 folios" in out
-    assert "Preserved memory: 36 pages" in out
+    assert "Preserved memory: 36 folios" in out
     assert "vmalloc areas (1)" in out
     assert r.stderr == ""
 
@@ -457,7 +457,7 @@ def test_diff_identical_and_different():
     assert r.stdout.startswith("different")
     j = kho_json("diff", FIX / "v3-4k", FIX / "v4-4k", check_rc=1)
     assert j["identical"] is False and j["preserved_identical"] is False
-    assert j["only_in_b"]["pages"] > 0
+    assert j["only_in_b"]["folios"] > 0 and j["only_in_b"]["bytes"] > 0
     assert {s["name"] for s in j["subblobs"]} >= {"memblock", "kexec-metadata"}
     assert j["other"]["version"] == {"a": "kho-v3", "b": "kho-v4"}
 
@@ -528,7 +528,7 @@ def test_limits(tmp_path):
     assert "error: [client]" in r.stdout and "more than 2 entries" in r.stdout
     # ... inspect prints the whole report, then fails with one error line
     r = kho("--max-entries", "2", "inspect", CAP, check_rc=1)
-    assert "Preserved memory: 36 pages" in r.stdout
+    assert "Preserved memory: 36 folios" in r.stdout
     one_error_line(r, "kho_test", "more than 2 entries")
 
 

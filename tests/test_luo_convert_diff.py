@@ -122,7 +122,7 @@ def test_diff_reports_a_changed_byte_a_missing_file_and_a_seal() -> None:
     assert (files[1]["a"]["seals"], files[1]["b"]["seals"]) == (1, 5)
     assert 3 not in files  # the empty memfd is the same on both sides
     text = render_diff(rep)
-    assert "LUO session 'vm-a' file 0x1: seals 1 -> 5, contents differ" in text
+    assert "LUO session 'vm-a' file 0x1: seals 0x1 -> 0x5, contents differ" in text
     assert "LUO session 'vm-a' file 0x2: only in A" in text
     assert "LUO session 'vm-b': only in A" in text
 

@@ -136,36 +136,95 @@ def test_the_kho_in_rule_wins_over_the_address(tmp_path):
     assert any(f"{c['out']:#x} is the root FDT of kho/in" in n for n in cap.notes)
 
 
-def test_the_sub_fdts_rule_wins_over_the_address():
-    """Kernel 1's sub-blobs put back into the image and given as kho/out/sub_fdts, no kho/in:
-    the higher candidate (kernel 1's root FDT) matches them and is taken."""
-    c = candidates()
+def _with_kernel_1s_blobs() -> PhysImage:
+    """The shipped image with kernel 1's sub-blobs (debugfs kho/in/sub_fdts) put back where its root names them."""
     img = PhysImage.from_elf(IMAGE)
-    stale = kho_formats.open(DBG / "in", mem=[str(IMAGE)], root_phys=c["in"])
+    stale = kho_formats.open(DBG / "in", mem=[str(IMAGE)], root_phys=candidates()["in"])
     extra = PhysImage()
     for sb in stale.state.subblobs:
         data = (DBG / "in" / "sub_fdts" / sb.name).read_bytes()
         if not img.has(sb.phys, len(data)):
             extra.add(sb.phys, data)
-    assert len(extra.covered()) >= 2
-    both = img.merged(extra)
+    return img.merged(extra)
+
+
+def test_the_sub_fdts_rule_wins_over_the_address():
+    """Kernel 1's sub-blobs put back into the image and given as kho/out/sub_fdts, no kho/in:
+    the higher candidate (kernel 1's root FDT) matches them and is taken."""
+    c = candidates()
+    both = _with_kernel_1s_blobs()
+    assert len(both.covered()) >= len(PhysImage.from_elf(IMAGE).covered()) + 2
     files = {p.name: (lambda p=p: p.read_bytes()) for p in (DBG / "in" / "sub_fdts").iterdir()}
     choice = choose_outgoing(both, locate.scan_root_fdts(both), out_sub_fdts=files)
     assert choice.phys == c["in"]
     assert "match kho/out/sub_fdts" in choice.reason
-    plain = choose_outgoing(both, locate.scan_root_fdts(both))  # no debugfs at all: the lowest address
-    assert plain.phys == c["out"] and "rank the same: the lowest address taken" in plain.reason
+    plain = choose_outgoing(both, locate.scan_root_fdts(both))  # no debugfs at all: the newest by the image
+    assert plain.phys == c["out"]
+    assert (
+        "it is the newest by the image (kexec count 2, liveupdate number 2; "
+        f"{c['in']:#x}: kexec count 1, liveupdate number 1)" in plain.reason
+    )
 
 
-def test_only_the_incoming_root_fdt_in_the_image_is_taken_with_a_warning(tmp_path):
+def _moved_up(img: PhysImage, at: int) -> PhysImage:
+    """``img`` with kernel 2's root FDT page moved to ``at`` (above kernel 1's: the lowest address is wrong)."""
+    c = candidates()
+    page = img.read(c["out"], 4096)
+    out = strip_ranges(img, [(c["out"], c["out"] + 4096)])
+    out.add(at, page)
+    return out
+
+
+MOVED = 0x3000000
+
+
+@pytest.mark.parametrize("kernel_1s_blobs", [True, False], ids=["both-counts", "one-count"])
+def test_a_dump_alone_takes_the_newest_root_by_its_counts(tmp_path, kernel_1s_blobs):
+    """No debugfs: of two root FDTs, the one whose kexec-metadata / LUO counts are higher, whatever
+    the address; a candidate whose counts are not in the image ranks after one whose are."""
+    c = candidates()
+    base = _with_kernel_1s_blobs() if kernel_1s_blobs else PhysImage.from_elf(IMAGE)
+    img = _moved_up(base, MOVED)
+    assert c["in"] < MOVED
+    (tmp_path / "dump.elf").write_bytes(img.to_elf())
+    h = kho_formats.open(tmp_path / "dump.elf")
+    assert h.root_fdt == ANSWER and h.capture.root_fdt_phys == MOVED
+    note = next(n for n in h.capture.notes if "2 KHO root FDTs found in the image" in n)
+    older = "kexec count 1, liveupdate number 1" if kernel_1s_blobs else "no kexec-metadata or LUO count in the image"
+    assert f"root FDT at {MOVED:#x} (285 bytes, kho-v4) taken as the outgoing handover" in note
+    assert f"it is the newest by the image (kexec count 2, liveupdate number 2; {c['in']:#x}: {older})" in note
+    by_phys = {x["phys"]: x for x in h.capture.sources["root_fdt_choice"]["candidates"]}
+    assert by_phys[MOVED]["kexec_count"] == 2 and by_phys[MOVED]["liveupdate_num"] == 2
+    assert by_phys[c["in"]]["kexec_count"] == (1 if kernel_1s_blobs else None)
+    rc, out, _ = run("inspect", str(tmp_path / "dump.elf"), "--json")
+    assert rc == 0 and json.loads(out)["root_fdt"]["phys"] == MOVED
+    assert [s.name for s in h.state.subblobs] == ["LUO", "kexec-metadata"]
+
+
+def test_a_dump_alone_with_equal_counts_takes_the_lowest_and_says_so(tmp_path):
+    img = PhysImage.from_elf(IMAGE)
+    img.add(MOVED, img.read(candidates()["out"], 4096))  # the same root FDT twice
+    choice = choose_outgoing(img, locate.scan_root_fdts(img))
+    assert choice.phys == candidates()["out"]
+    assert f"{MOVED:#x} rank the same (kexec count 2, liveupdate number 2): the lowest address taken" in choice.reason
+
+
+def test_only_the_incoming_root_fdt_in_the_image_is_refused(tmp_path):
+    """Kernel 2's own root FDT cut out of the image: what is left is kernel 1's (kho/in), never taken."""
     c = candidates()
     img = strip_ranges(PhysImage.from_elf(IMAGE), [(c["out"], c["out"] + 4096)])
     (tmp_path / "image.elf").write_bytes(img.to_elf())
-    with pytest.raises(KhoFormatError):  # what is left is kernel 1's handover, whose map kernel 2 reused
-        h = kho_formats.open(DBG, mem=[str(tmp_path / "image.elf")])
-        h.state  # noqa: B018
-    choice = choose_outgoing(img, locate.scan_root_fdts(img), incoming_fdt=INCOMING)
-    assert choice.phys == c["in"] and "it is the root FDT of kho/in itself" in choice.reason
+    with pytest.raises(KhoFormatError, match="the one kho/in describes") as exc:
+        choose_outgoing(img, locate.scan_root_fdts(img), incoming_fdt=INCOMING)
+    assert exc.value.phys == c["in"] and "--root-phys" in str(exc.value)
+    assert "the stale one is not taken in its place" in str(exc.value)
+    with pytest.raises(KhoFormatError, match=r"the only KHO root FDT in the image \(0x1e04000\) is the one kho/in"):
+        kho_formats.open(DBG, mem=[str(tmp_path / "image.elf")])
+    rc, out, err = run("inspect", str(DBG), "--mem", str(tmp_path / "image.elf"))
+    assert rc != 0 and out == "" and "kho/in describes" in err and "--root-phys ADDR" in err
+    # --root-phys is the way to read it anyway, on purpose
+    h = kho_formats.open(DBG, mem=[str(tmp_path / "image.elf")], root_phys=c["in"])
+    assert h.root_fdt == INCOMING
 
 
 def test_live_capture_of_a_kernel_booted_through_kho(tmp_path):

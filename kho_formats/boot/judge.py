@@ -23,6 +23,7 @@ __all__ = [
     "judge_log",
     "has_kernel_output",
     "strip_timestamp",
+    "console_lines",
     "END_OF_BOOT",
 ]
 
@@ -55,6 +56,54 @@ _ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[ -/]*[0-~])")
 def strip_timestamp(line: str) -> str:
     """A log line without terminal escape sequences and its printk timestamp."""
     return _TS_PREFIX.sub("", _ESCAPE.sub("", line.rstrip("\r\n")))
+
+
+#: a printk record's timestamp anywhere in a line (``[%5lu.%06lu] ``, kernel/printk/printk.c)
+_TS_ANYWHERE = re.compile(r"\[\s*\d+\.\d{6}\] ")
+
+
+def console_lines(log: str) -> list[str]:
+    """The serial log as lines, with kernel records that landed inside a line
+    of userspace output moved out of it (escape sequences and timestamps stripped).
+
+    The kernel and the initramfs program share one console: the program's
+    bytes drain from the tty's buffer while ``printk`` writes each record
+    whole, straight to the UART, so a record can land in the middle of one of
+    the program's lines::
+
+        --- MANY-FILES KEXEC TEST PASSED ([    0.609708] liveupdate test: ...: finish was triggered
+        [    0.609736] liveupdate test: liveupdate-test-flb-v1: finish was triggered
+        500 files) ---
+
+    A timestamped record found after the start of a line ends the program's
+    text there; the text is held until the next line without a leading
+    timestamp, which continues it (records in between are emitted as lines of
+    their own, in order).  The result here: the three kernel records, then
+    ``--- MANY-FILES KEXEC TEST PASSED (500 files) ---``.  A record is never
+    split (the UART console writes it with the port held), so only userspace
+    lines are rejoined; a log without printk timestamps is only split into lines.
+    """
+    out: list[str] = []
+    held = ""
+    started = False  # no record yet: text before the kernel's first line (firmware) is not held
+    for raw in log.splitlines():
+        line = _ESCAPE.sub("", raw.rstrip("\r\n"))
+        m = _TS_ANYWHERE.search(line)
+        if m is not None and m.start() > 0:
+            before, line = line[: m.start()], line[m.start() :]
+            if not started:
+                out.append(before)
+            elif before.strip() or held:
+                held += before
+        if _TS.match(line):  # a record: emitted now, held program text waits for its continuation
+            started = True
+            out.append(_TS_PREFIX.sub("", line))
+            continue
+        out.append(held + line)
+        held = ""
+    if held:
+        out.append(held)
+    return out
 
 
 def has_kernel_output(log: str) -> bool:
@@ -93,7 +142,7 @@ def judge_log(
     of it, kept as a parameter of its own; ``truths`` maps a client to what
     its :attr:`~kho_formats.model.clients.BootRule.truth` computed from the fixture.
     """
-    lines = [strip_timestamp(l) for l in log.splitlines()]
+    lines = console_lines(log)
     kho_lines = [l for l in lines if _KHO_LINE.search(l)]
     status: dict[str, str] = {}
     problems: list[str] = []

@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import BootError
 from .dtb import patch_chosen, repack_dtb
 from .initramfs import initramfs, luo_check_binary
-from .judge import client_rule, has_kernel_output, judge_log, strip_timestamp
+from .judge import client_rule, console_lines, has_kernel_output, judge_log
 from .load import BootFixture, PathLike, load_fixture
 from .qemu import (
     BASE_CMDLINE,
@@ -66,6 +66,16 @@ class BootResult:
     @property
     def accepted(self) -> bool:
         return self.verdict == "accepted"
+
+    @property
+    def console(self) -> list[str]:
+        """The serial log as lines (:func:`.judge.console_lines`): kernel records that landed
+        inside a line of the workload's output moved out of it, timestamps stripped."""
+        return console_lines(self.log)
+
+    def printed(self, text: str) -> bool:
+        """Whether a console line (kernel record or the workload's own, rejoined) holds ``text``."""
+        return any(text in line for line in self.console)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -416,13 +426,14 @@ def run_boot(
     qemu_bin = need(qemu or QEMU_BINARIES[arch])
     if via == "kexec":
         assert fx is not None
+        _check_kexec_load(kpath)
         res = _run_kexec(
             fx, kpath, qemu_bin, timeout, memory, cpu, extra_cmdline, workdir, keep_going, truths, init_binary, workload
         )
         if workload is not None and res.verdict != "error":
             from .kexec import STARTING
 
-            second = [strip_timestamp(l) for l in res.log.partition(STARTING)[2].splitlines()]
+            second = console_lines(res.log.partition(STARTING)[2])
             res.verdict, res.reason = judge_workload(res.verdict, res.reason, second)
             res.kho_lines += workload_lines(second)
         return res
@@ -468,10 +479,33 @@ def run_boot(
         rest = [p for p in reason.split("; ") if not p.startswith("kernel did not accept")]
         verdict, reason = ("rejected", "; ".join(rest)) if rest else ("accepted", "cold boot, no handover")
     if workload is not None:
-        lines = [strip_timestamp(l) for l in log.splitlines()]
+        lines = console_lines(log)
         verdict, reason = judge_workload(verdict, reason, lines)
         kho_lines += workload_lines(lines)
     return BootResult(verdict, reason, kho_lines, log, status, plan.cmdline, plan.cmd, dur, timed_out, rc, str(kpath))
+
+
+def _check_kexec_load(kernel: Path) -> None:
+    """``--via kexec``: refuse a kernel whose ``.config`` (``config`` or ``.config`` beside it, as the
+    build scripts keep it) says it has no ``kexec_load(2)`` (``CONFIG_KEXEC``): vmtest.sh's kernel has
+    only ``CONFIG_KEXEC_FILE``.  No config there: nothing is known, the boot is tried."""
+    for cfg in (kernel.parent / "config", kernel.parent / ".config"):
+        try:
+            if not cfg.is_file() or cfg.stat().st_size > 4 << 20:
+                continue
+            lines = cfg.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        if not any(l.startswith("CONFIG_") for l in lines):
+            continue
+        if "CONFIG_KEXEC=y" not in (l.strip() for l in lines):
+            raise BootError(
+                f"kernel {kernel} has no CONFIG_KEXEC (its {cfg}): the first stage of --via kexec calls "
+                "kexec_load(2), which that kernel lacks"
+                + (" (it has only kexec_file_load, CONFIG_KEXEC_FILE)" if "CONFIG_KEXEC_FILE=y" in lines else ""),
+                expected="a kernel built with CONFIG_KEXEC=y, or the direct path (--via loader)",
+            )
+        return
 
 
 def _run_kexec(

@@ -497,6 +497,23 @@ class PageSet:
         i = int(np.searchsorted(s, U64(phys), side="right")) - 1
         return i >= 0 and phys < int(s[i]) + int(c[i]) * unit and (phys - int(s[i])) % unit == 0
 
+    def contains_many(self, phys: np.ndarray, order: np.ndarray) -> np.ndarray:
+        """:meth:`contains` for arrays of addresses and orders (one binary search per order)."""
+        phys = np.asarray(phys, dtype=np.uint64)
+        order = np.asarray(order, dtype=np.int64)
+        out = np.zeros(phys.size, dtype=bool)
+        for o, (s, c) in self._runs.items():
+            sel = np.flatnonzero(order == o)
+            if sel.size == 0 or s.size == 0:
+                continue
+            p = phys[sel]
+            unit = U64(self.page_size << o)
+            i = np.searchsorted(s, p, side="right").astype(np.int64) - 1
+            j = np.maximum(i, 0)
+            d = p - s[j]
+            out[sel] = (i >= 0) & (p >= s[j]) & (d // unit < c[j]) & (d % unit == 0)
+        return out
+
     # -- comparison / presentation ----------------------------------------------------
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, PageSet):

@@ -23,6 +23,7 @@ from ..abi.fdt_header import has_fdt_magic
 from ..abi.layout import Layout, layout
 from ..abi.versions import AbiVersion
 from ..errors import FdtError, KhoFormatError, PropertyError, ScratchError, VersionError
+from ..findings import ERROR, WARNING
 from ..limits import Budget, Limits
 from ..memory.alloc import PageAllocator
 from ..memory.image import PhysImage
@@ -215,6 +216,42 @@ def _check_parse_args(
 _LAYOUT_HISTORY = {RSVMAP_SEQUENTIAL: "sequential", RSVMAP_PACKED: "packed"}
 
 
+#: the finding code of :func:`root_fdt_alignment` (``kho check``; ``kho inspect`` notes the same words)
+ROOT_FDT_ALIGN = "root-fdt-align"
+
+
+def root_fdt_alignment(phys: int, page_size: int) -> tuple[str, str] | None:
+    """``(severity, message)`` of the one rule on the root FDT's address, or None when it is aligned.
+
+    What Linux 7.3 does with it (``kho_populate()``, kernel/liveupdate/kexec_handover.c): it maps the
+    root FDT with ``early_memremap()``, which keeps the offset into the page, and calls libfdt's
+    ``fdt_check_header()``, which refuses an FDT that is not 8-byte aligned (``-FDT_ERR_ALIGNMENT``):
+    "disabling KHO revival", an error.  No other check of the address is made, so an 8-byte aligned
+    root FDT inside a page is read, but a kernel never hands one over (it allocates the root FDT as
+    a whole page, ``kho_alloc_preserve(PAGE_SIZE)``): a warning.  ``kho inspect`` and ``kho check``
+    both say this, in these words."""
+    if phys % 8:
+        return (
+            ERROR,
+            f"the root FDT at {phys:#x} is not 8-byte aligned: Linux 7.3 refuses it (kho_populate(): "
+            "fdt_check_header() returns -FDT_ERR_ALIGNMENT) and disables KHO revival",
+        )
+    if phys % page_size:
+        return (
+            WARNING,
+            f"the root FDT at {phys:#x} is not aligned to {page_size}-byte pages: Linux 7.3 reads it "
+            "(kho_populate() checks no more than libfdt's 8-byte alignment) but never hands one over so "
+            "(it allocates the root FDT as a whole page)",
+        )
+    return None
+
+
+def root_fdt_align_note(phys: int, page_size: int) -> str | None:
+    """The note ``kho inspect`` gives for :func:`root_fdt_alignment` (None when aligned)."""
+    rule = root_fdt_alignment(phys, page_size)
+    return None if rule is None else f"{rule[0]}: [{ROOT_FDT_ALIGN}] {rule[1]}"
+
+
 def _plausible_phys(v: int, page_size: int) -> bool:
     return v % page_size == 0 and v < (1 << 52)
 
@@ -307,8 +344,8 @@ def parse(
                 f"page size looks wrong: preserved-memory-map {map_phys:#x} is not aligned to "
                 f"{page_size} bytes; try --page-size 4096"
             )
-    if root_fdt_phys is not None and root_fdt_phys % page_size:
-        notes.append(f"root FDT at {root_fdt_phys:#x} is not page aligned for {page_size}-byte pages")
+    if root_fdt_phys is not None and (align := root_fdt_align_note(root_fdt_phys, page_size)):
+        notes.append(align)
     if fdt.size > page_size:
         notes.append(f"root FDT is {fdt.size} bytes: more than one page (the kernel creates it in one page)")
     state = KhoState(

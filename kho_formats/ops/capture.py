@@ -315,16 +315,21 @@ def resolve_root_fdt(cap: Capture, *, root_phys: int | None = None, boot_info: b
             cap.root_fdt_phys = use.phys
             cap.sources["root_fdt"] = f"{name} @ {use.phys:#x}"
             return
+        if len(found) == 1:
+            cap.notes.append(f"root FDT found in the image at {use.describe()}")
+        else:  # several (a kernel booted through KHO also holds the root it received): the newest by the image
+            from .root_choice import choose_outgoing
+
+            choice = choose_outgoing(img, found, byteorder=cap.byte_order or "little")
+            use = next(c for c in found if c.phys == choice.phys)
+            cap.notes.append(
+                f"{len(found)} KHO root FDTs found in the image: {'; '.join(c.describe() for c in found)}; "
+                f"{choice.reason}"
+            )
+            cap.sources["root_fdt_choice"] = choice.to_json()
         cap.root_fdt = locate.read_fdt_at(img, use.phys)
         cap.root_fdt_phys = use.phys
         cap.sources["root_fdt"] = f"{name} @ {use.phys:#x}"
-        if len(found) == 1:
-            cap.notes.append(f"root FDT found in the image at {use.describe()}")
-        else:
-            cap.notes.append(
-                f"{len(found)} KHO root FDTs found in the image: {'; '.join(c.describe() for c in found)}; "
-                f"using the first (give --root-phys to choose)"
-            )
         cap.sources["root_fdt_candidates"] = [c.phys for c in found]
         return
     total = locate.header_totalsize(cap.root_fdt)
@@ -352,6 +357,14 @@ def resolve_root_fdt(cap: Capture, *, root_phys: int | None = None, boot_info: b
         cap.root_fdt = whole
         return
     if not prefix:
+        # a whole debugfs root FDT and an image: where the image holds it (a fixture's address is
+        # the one handover.json records: one without it is a problem check reports, not guessed here)
+        if cap.root_fdt_phys is None and cap.sources.get("debugfs"):
+            where = locate.find_prefix(img, cap.root_fdt, 4096 if ps % 4096 == 0 else ps)
+            if where:
+                more = f" (also at {', '.join(f'{a:#x}' for a in where[1:])})" if len(where) > 1 else ""
+                cap.notes.append(f"root FDT at {where[0]:#x}: the image holds {src} there{more}")
+                cap.root_fdt_phys = where[0]
         return
     at = cap.root_fdt_phys
     skipped = ""

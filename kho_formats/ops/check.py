@@ -17,7 +17,7 @@ from ..limits import DEFAULT_LIMITS, Budget, Limits
 from ..memory.image import PhysImage
 from ..memory.pageset import END_OF_SPACE, _run_ends, merge_sorted_intervals
 from ..model.clients import CheckContext, ClientReport, decode_clients
-from ..model.state import KhoState
+from ..model.state import KhoState, root_fdt_align_note, root_fdt_alignment
 
 #: findings of one kind reported one by one before the rest are summed up
 MAX_DETAILED = 64
@@ -184,12 +184,9 @@ def _root_findings(state: KhoState, image: PhysImage | None, root_phys_required:
     elif not 0 < root < 1 << 64:
         out.append(Finding(ERROR, "root-fdt-address", f"root FDT address {root:#x} is outside the 64-bit space"))
     else:
-        if root % ps:
-            out.append(
-                Finding(
-                    ERROR, "root-fdt-align", f"the root FDT at {root:#x} is not aligned to {ps}-byte pages", phys=root
-                )
-            )
+        rule = root_fdt_alignment(root, ps)  # the one rule: inspect notes the same words
+        if rule is not None:
+            out.append(Finding(ERROR if rule[0] == ERROR else WARNING, "root-fdt-align", rule[1], phys=root))
         if image is not None and not image.has(root, 8):
             out.append(
                 Finding(ERROR, "root-fdt-outside", f"the root FDT at {root:#x} is not in the memory image", phys=root)
@@ -224,8 +221,10 @@ def _check(
     out: _Findings,
 ) -> None:
     ps = state.page_size
+    align = root_fdt_align_note(state.root_fdt_phys, ps) if state.root_fdt_phys is not None else None
     for n in state.notes:
-        out.append(Finding(INFO, "note", n))
+        if n != align:  # the root-fdt-align finding itself, below
+            out.append(Finding(INFO, "note", n))
     _root_findings(state, image, root_phys_required, out)
     Budget(limits).count(len(state.scratch), "max_scratch", "scratch areas")
     if state.map_released:
@@ -343,6 +342,16 @@ def _client_findings(state: KhoState, rep: ClientReport, cov: _Coverage | None =
     if rep.kind == "missing":
         out.append(Finding(INFO, "blob-missing", "blob not in the memory image", path=path))
     for area in rep.vmalloc:
+        if area.alias_reason is not None:
+            out.append(
+                Finding(
+                    ERROR,
+                    "vmalloc-group-aliased",
+                    f"{area.where or 'kho_vmalloc'}: {area.alias_reason}",
+                    phys=area.desc.first,
+                    path=path,
+                )
+            )
         for c in area.chunks:
             if not state.preserved.contains(c, 0):
                 out.append(

@@ -1,4 +1,4 @@
-"""Every ``kho-formats/<command>/1`` JSON document, built in one module.
+"""Every ``kho-formats/<command>/<N>`` JSON document, built in one module.
 
 ``kho --json`` prints these, and :class:`kho_formats.api.Handover` returns
 them (``to_json()``, ``check().to_json()``, ``diff().to_json()``, ...).  The
@@ -10,7 +10,7 @@ schema                 built by                                           comman
 =====================  =================================================  ==========================
 ``inspect/1``          :func:`inspect_document`                           ``kho inspect``
 ``check/1``            :func:`check_document`                             ``kho check``
-``diff/1``             :func:`diff_document`                              ``kho diff``
+``diff/2``             :func:`diff_document`                              ``kho diff``
 ``dts/1``              :func:`dts_document`                               ``kho dts``
 ``build/1``            :func:`build_document`                             ``kho build``
 ``convert/1``          :func:`convert_document`                           ``kho convert``
@@ -39,11 +39,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..model.state import KhoState
 
 SCHEMA = "kho-formats/{}/1"
+#: commands whose document is past version 1 (``diff/2``: preserved memory as byte ranges)
+VERSIONS = {"diff": 2}
 
 
 def schema(command: str) -> str:
-    """The ``schema`` value of a command's document: ``kho-formats/<command>/1``."""
-    return SCHEMA.format(command)
+    """The ``schema`` value of a command's document: ``kho-formats/<command>/<N>``.
+
+    >>> schema("inspect"), schema("diff")
+    ('kho-formats/inspect/1', 'kho-formats/diff/2')
+    """
+    return f"kho-formats/{command}/{VERSIONS.get(command, 1)}"
 
 
 def inspect_document(
@@ -76,7 +82,7 @@ def diff_document(
     images: Sequence[PhysImage | None] = (None, None),
     max_pages: int = 1000,
 ) -> dict[str, Any]:
-    """``kho diff --json`` (``kho-formats/diff/1``)."""
+    """``kho diff --json`` (``kho-formats/diff/2``)."""
     from .report import diff_report
 
     return diff_report(a, b, names=names, images=images, max_pages=max_pages)
@@ -134,8 +140,10 @@ def render_build(fx: Fixture, outdir: str, files: Sequence[str]) -> str:
     return (
         f"built {fx.name}: {st.version}, {st.page_size // 1024} KiB pages, {st.byteorder}-endian, {fx.arch}\n"
         f"  root FDT {fx.fdt_phys:#x} ({len(fx.root_fdt)} bytes), memory map {st.memmap_phys:#x}\n"
-        f"  {st.preserved.num_pages} preserved pages, {len(st.subblobs)} sub-blobs "
-        f"({', '.join(sb.name for sb in st.subblobs) or 'none'}), {len(st.scratch)} scratch areas\n"
+        f"  {st.preserved.num_pages} preserved folios ({st.preserved.total_bytes // st.page_size} pages), "
+        f"{len(st.subblobs)} sub-blobs "
+        f"({', '.join(sb.name for sb in st.subblobs) or 'none'}), {len(st.scratch)} scratch "
+        f"area{'' if len(st.scratch) == 1 else 's'}\n"
         f"  image: {len(fx.image.covered())} segments, {fx.image.total_bytes} bytes\n"
         f"  wrote {len(files)} files into {outdir}\n"
     )
@@ -180,7 +188,7 @@ def capture_document(
 
 
 def _addr(v: int | None) -> str:
-    return "?" if v is None else f"{v:#x}"
+    return "an unknown address (not found in the image)" if v is None else f"{v:#x}"
 
 
 def render_capture(doc: dict[str, Any], state: KhoState, *, live: bool) -> str:

@@ -6,8 +6,8 @@
 
 The JSON keys are documented in the README ("JSON output"); integers are
 plain JSON numbers (addresses included), ``null`` means "unknown".
-Every report carries ``"schema": "kho-formats/<command>/1"``; keys are only
-ever added within one schema version.
+Every report carries ``"schema": "kho-formats/<command>/<N>"`` (``diff/2``,
+the others ``/1``); keys are only ever added within one schema version.
 """
 
 from __future__ import annotations
@@ -20,16 +20,20 @@ from .._version import __version__
 from ..findings import ERROR, WARNING, Finding
 from ..keyed import DIFFERS, keyed_diff, only_side
 from ..memory.image import PhysImage
+from ..memory.intervals import range_bytes, range_difference, range_list
 from ..memory.pageset import END_OF_SPACE
 from ..model import memmap
 from ..model.clients import ClientReport, decode_clients, registry
 from ..model.state import KhoState, SubBlob
 from ..text import fmt_addr as _fmt_addr
-from ..text import human_size, safe_text
+from ..text import fmt_range, human_size, plain_value, safe_text
 from ..text import safe_lines as _lines
 from ..text import table as _table
 
 SCHEMA = "kho-formats/{}/1"
+#: ``kho-formats/diff/2``: preserved memory compared as byte ranges, folios only at one page size
+#: (the same as :func:`kho_formats.ops.documents.schema` gives)
+DIFF_SCHEMA = "kho-formats/diff/2"
 
 
 def preserved_report(state: KhoState, max_ranges: int | None = None) -> dict:
@@ -228,6 +232,11 @@ def _details(sub: dict) -> list[str]:
     return client.details(sub["name"], sub["decoded"])
 
 
+def _count(n: int, what: str) -> str:
+    """``1 folio``, ``17 folios``."""
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
 def render_inspect(r: dict, *, max_ranges: int = 32) -> str:
     L: list[str] = []
     L.append(
@@ -295,10 +304,15 @@ def render_inspect(r: dict, *, max_ranges: int = 32) -> str:
     elif p is None:
         L.append("Preserved memory: not read (give the memory image with --mem)")
     else:
-        L.append(f"Preserved memory: {p['pages']} pages in {p['ranges_total']} ranges, {human_size(p['bytes'])}")
+        # the map's entries are folios (of any order): say so, and count the pages they hold
+        ps = r["page_size"]
+        L.append(
+            f"Preserved memory: {_count(p['pages'], 'folio')} ({_count(p['bytes'] // ps, 'page')} of "
+            f"{human_size(ps)}) in {_count(p['ranges_total'], 'range')}, {human_size(p['bytes'])}"
+        )
         rows = [(o, str(v["pages"]), str(v["runs"]), human_size(v["bytes"])) for o, v in p["per_order"].items()]
         if rows:
-            L += _table(rows, ("order", "pages", "runs", "bytes"))
+            L += _table(rows, ("order", "folios", "runs", "bytes"))
         L.append("")
         rng = p["ranges"]
         rows = [(_fmt_addr(x["start"]), _fmt_addr(x["end"]), human_size(x["size"])) for x in rng[:max_ranges]]
@@ -352,16 +366,32 @@ def diff_report(
     """Preserved-set and sub-blob differences (version/page size noted, not
     compared); ``luo``: Live Update state compared (sessions, files and, with
     ``images``, their contents), None when neither side has ``LUO``."""
-    only_a, only_b = a.preserved.difference(b.preserved) if a.page_size == b.page_size else (a.preserved, b.preserved)
+    # preserved memory compared as bytes (whatever the page sizes), and as
+    # (phys, order) folios only when the page sizes agree: one 4 MiB region is
+    # an order-10 folio at 4 KiB pages and an order-8 one at 16 KiB pages
+    same_ps = a.page_size == b.page_size
+    ra, rb = a.preserved.range_arrays(), b.preserved.range_arrays()
+    bytes_a, bytes_b = range_difference(*ra, *rb), range_difference(*rb, *ra)
+    folios_ab = a.preserved.difference(b.preserved) if same_ps else None
 
-    def pages(ps) -> dict:
-        lst = [{"phys": p, "order": o} for p, o in _limited_pages(ps, max_pages)]
-        return {
-            "pages": ps.num_pages,
-            "bytes": ps.total_bytes,
-            "per_order": {str(o): n for o, n in ps.counts_by_order().items()},
-            "list": lst,
+    def side(rng, fol) -> dict:
+        out: dict = {
+            "bytes": range_bytes(*rng),
+            "ranges_total": int(rng[0].size),
+            "ranges": range_list(*rng, max_pages),
+            "folios": None,
+            "folio_bytes": None,
+            "per_order": None,
+            "list": None,
         }
+        if fol is not None:
+            out.update(
+                folios=fol.num_pages,
+                folio_bytes=fol.total_bytes,
+                per_order={str(o): n for o, n in fol.counts_by_order().items()},
+                list=[{"phys": p, "order": o} for p, o in _limited_pages(fol, max_pages)],
+            )
+        return out
 
     def blob_change(x: SubBlob, y: SubBlob) -> dict | None:
         diffs = []
@@ -376,7 +406,8 @@ def diff_report(
         return {"fields": diffs, "a": {"phys": x.phys, "size": x.size}, "b": {"phys": y.phys, "size": y.size}}
 
     blobs = keyed_diff(a.subblobs, b.subblobs, lambda s: s.name, blob_change)
-    same_set = a.page_size == b.page_size and a.preserved == b.preserved
+    same_bytes = not bytes_a[0].size and not bytes_b[0].size
+    same_set = same_bytes and (not same_ps or a.preserved == b.preserved)
     meta = {}
     for key, va, vb in (
         ("version", a.version, b.version),
@@ -386,13 +417,16 @@ def diff_report(
     ):
         if va != vb:
             meta[key] = {"a": va, "b": vb}
+    if "scratch" in meta:
+        meta["scratch"] = {k: [{"addr": x, "size": n} for x, n in v] for k, v in meta["scratch"].items()}
     both_read = a.map_read and b.map_read
     by_client = client_diffs(a, b, images)
     return {
-        "schema": SCHEMA.format("diff"),
+        "schema": DIFF_SCHEMA,
         "a": names[0],
         "b": names[1],
         "identical": same_set
+        and same_ps
         and not blobs
         and both_read
         and all(v is None or v["identical"] for v in by_client.values()),
@@ -400,12 +434,24 @@ def diff_report(
         "preserved_identical": same_set if both_read else None,
         "map_read": {"a": a.map_read, "b": b.map_read},
         "map_released": {"a": a.map_released, "b": b.map_released},
-        "only_in_a": pages(only_a),
-        "only_in_b": pages(only_b),
+        "folios_compared": same_ps,
+        "only_in_a": side(bytes_a, folios_ab[0] if folios_ab else None),
+        "only_in_b": side(bytes_b, folios_ab[1] if folios_ab else None),
         "subblobs": blobs,
         "other": meta,
         **by_client,
     }
+
+
+def _other_text(key: str, v: object) -> str:
+    """A value of the diff's ``other`` for text: sizes and ranges as inspect prints them."""
+    if key == "page_size" and isinstance(v, int):
+        return human_size(v)
+    if key == "scratch" and isinstance(v, list):
+        return ", ".join(fmt_range(x["addr"], x["size"]) for x in v) or "none"
+    if isinstance(v, str):  # a version or byte order name
+        return v
+    return plain_value(v)
 
 
 def _limited_pages(ps, limit: int):
@@ -430,12 +476,22 @@ def render_diff(d: dict) -> str:
         L.append("  (a memory map was not read: give memory images with --mem-a / --mem-b)")
     for side, key in (("A", "only_in_a"), ("B", "only_in_b")):
         x = d[key]
-        if x["pages"]:
-            L.append(f"  only in {side}: {x['pages']} pages ({human_size(x['bytes'])})")
+        if x["bytes"]:
+            n = x["ranges_total"]
+            L.append(f"  only in {side}: {human_size(x['bytes'])} in {n} range{'s' if n != 1 else ''}")
+            for r in x["ranges"][:20]:
+                L.append(f"    {fmt_range(r['start'], r['size'])}")
+            if n > 20:
+                L.append(f"    ... {n - 20} more (--json lists up to 1000)")
+    for side, key in (("A", "only_in_a"), ("B", "only_in_b")):
+        x = d[key]
+        if x["folios"]:
+            n = x["folios"]
+            L.append(f"  folios only in {side}: {n} ({human_size(x['folio_bytes'])})")
             for p in x["list"][:20]:
                 L.append(f"    {p['phys']:#x} order {p['order']}")
-            if x["pages"] > 20:
-                L.append(f"    ... {x['pages'] - 20} more (--json lists up to 1000)")
+            if n > 20:
+                L.append(f"    ... {n - 20} more (--json lists up to 1000)")
     for s in d["subblobs"]:
         if s["change"] == DIFFERS:
             L.append(
@@ -448,7 +504,10 @@ def render_diff(d: dict) -> str:
         if c.diff_key and d.get(c.diff_key):
             L += c.diff_text(d[c.diff_key])
     for k, v in d["other"].items():
-        L.append(f"  note: {k} differs (A {v['a']}, B {v['b']}; not compared)")
+        what = "folios not compared, preserved memory compared as bytes" if k == "page_size" else "not compared"
+        L.append(
+            f"  note: {k.replace('_', ' ')} differs: A {_other_text(k, v['a'])}; B {_other_text(k, v['b'])} ({what})"
+        )
     return _lines(L)
 
 

@@ -12,9 +12,21 @@ a memory dump.  :func:`choose_outgoing` ranks the candidates a scan found:
 1. not the one ``kho/in/fdt`` describes (the same bytes);
 2. then the most sub-blobs whose bytes in the image match the debugfs
    ``kho/out/sub_fdts/<name>`` files (the sub-trees this kernel added);
-3. then the lowest address (the scan's order).
+3. then the newest, as the image says it: the highest ``kexec_count`` of
+   its ``kexec-metadata`` sub-blob (``kho_out_kexec_metadata()`` writes the
+   count it received plus one, so the handover a kernel received has a
+   lower count than the one it prepares), then the highest
+   ``liveupdate_num`` of its ``LUO`` state (``luo_ser``: again the received
+   number plus one); a candidate whose sub-blob is not in the image has no
+   count and ranks after one that has;
+4. then the lowest address (the scan's order).
 
-It says which candidate it took and why, for the notes and ``--json``.
+A memory image alone (no debugfs) is ranked by 3 and 4.  When the only
+candidates left are the one ``kho/in`` describes, there is no outgoing root
+FDT in the image: :func:`choose_outgoing` refuses (a
+:class:`~kho_formats.errors.KhoFormatError`) rather than hand back the stale
+root of the previous update.  It says which candidate it took and why, for the
+notes and ``--json``.
 """
 
 from __future__ import annotations
@@ -25,6 +37,9 @@ from typing import Any
 
 from .. import abi
 from ..abi.fdt_header import header_totalsize
+from ..abi.kexec_metadata import KHO_METADATA_NODE_NAME
+from ..abi.layout import layout
+from ..abi.luo import LUO_ABI_COMPATIBLE, LUO_KHO_ENTRY_NAME
 from ..errors import KhoFormatError
 from ..memory.image import PhysImage
 from ..model.fdt import get_strings, get_u64, parse_fdt
@@ -42,6 +57,17 @@ class Ranked:
     matching: list[str] = field(default_factory=list)
     #: sub-nodes that also have a ``kho/out/sub_fdts`` file, but whose bytes differ or are not in the image
     differing: list[str] = field(default_factory=list)
+    #: ``kexec_count`` of its ``kexec-metadata`` sub-blob (None: no such sub-node, or not in the image)
+    kexec_count: int | None = None
+    #: ``liveupdate_num`` of its ``LUO`` state (None: no LUO sub-node, or not in the image)
+    liveupdate_num: int | None = None
+
+    def rank(self) -> tuple[int, int]:
+        """What rule 3 compares (higher is newer; -1: unknown)."""
+        return (
+            -1 if self.kexec_count is None else self.kexec_count,
+            -1 if self.liveupdate_num is None else self.liveupdate_num,
+        )
 
     def to_json(self) -> dict[str, Any]:
         c = self.candidate
@@ -52,6 +78,8 @@ class Ranked:
             "incoming": self.incoming,
             "sub_fdts_matching": list(self.matching),
             "sub_fdts_differing": list(self.differing),
+            "kexec_count": self.kexec_count,
+            "liveupdate_num": self.liveupdate_num,
         }
 
 
@@ -84,6 +112,32 @@ def _subnode_blobs(blob: bytes, byteorder: str) -> dict[str, tuple[int, int | No
         return {}
 
 
+def _counts(
+    image: PhysImage, subs: Mapping[str, tuple[int, int | None]], byteorder: str
+) -> tuple[int | None, int | None]:
+    """``(kexec_count, liveupdate_num)`` of a candidate, from its sub-blobs in ``image`` (None: unknown)."""
+    lay = layout(byteorder=byteorder)
+    count = num = None
+    md = subs.get(KHO_METADATA_NODE_NAME)
+    if md is not None:
+        from ..model.clients.kexec_metadata import decode as decode_metadata
+
+        n = lay.kexec_metadata.sizeof()
+        if (md[1] is None or md[1] >= n) and image.has(md[0], n):
+            try:
+                count = decode_metadata(image.read(md[0], n), lay).kexec_count
+            except KhoFormatError:
+                pass
+    luo = subs.get(LUO_KHO_ENTRY_NAME)
+    if luo is not None:
+        n = lay.luo_ser.sizeof()
+        if (luo[1] is None or luo[1] >= n) and image.has(luo[0], n):
+            ser = lay.luo_ser.parse(image.read(luo[0], n))
+            if ser.compatible.rstrip(b"\0") == LUO_ABI_COMPATIBLE.encode():
+                num = ser.liveupdate_num
+    return count, num
+
+
 def _same_fdt(blob: bytes, debugfs: bytes) -> bool:
     """``blob`` is the FDT a debugfs file shows (all of it, or the prefix debugfs sized at boot)."""
     if blob == debugfs:
@@ -108,7 +162,9 @@ def choose_outgoing(
     for c in candidates:
         blob = read_fdt_at(image, c.phys)
         r = Ranked(c, incoming=incoming_fdt is not None and _same_fdt(blob, incoming_fdt))
-        for name, (phys, size) in _subnode_blobs(blob, byteorder).items():
+        subs = _subnode_blobs(blob, byteorder)
+        r.kexec_count, r.liveupdate_num = _counts(image, subs, byteorder)
+        for name, (phys, size) in subs.items():
             reader = (out_sub_fdts or {}).get(name)
             if reader is None:
                 continue
@@ -122,8 +178,32 @@ def choose_outgoing(
             else:
                 r.differing.append(name)
         ranked.append(r)
-    best = min(ranked, key=lambda r: (r.incoming, -len(r.matching), r.candidate.phys))
+    best = min(ranked, key=_key)
+    if best.incoming:
+        where = ", ".join(f"{r.candidate.phys:#x}" for r in ranked)
+        raise KhoFormatError(
+            f"the only KHO root FDT{'s' if len(ranked) > 1 else ''} in the image ({where}) "
+            f"{'are' if len(ranked) > 1 else 'is'} the one kho/in describes: the handover this kernel received "
+            "from the previous update, whose page stays in memory; this kernel's own outgoing root FDT is not "
+            "in the image, and the stale one is not taken in its place",
+            phys=best.candidate.phys,
+            expected="a memory image that holds this kernel's outgoing root FDT, or --root-phys ADDR",
+        )
     return Choice(best.candidate.phys, _reason(best, ranked, incoming_fdt is not None), ranked)
+
+
+def _key(r: Ranked) -> tuple[bool, int, int, int, int]:
+    count, num = r.rank()
+    return (r.incoming, -len(r.matching), -count, -num, r.candidate.phys)
+
+
+def _count_words(r: Ranked) -> str:
+    parts = []
+    if r.kexec_count is not None:
+        parts.append(f"kexec count {r.kexec_count}")
+    if r.liveupdate_num is not None:
+        parts.append(f"liveupdate number {r.liveupdate_num}")
+    return ", ".join(parts) if parts else "no kexec-metadata or LUO count in the image"
 
 
 def _reason(best: Ranked, ranked: list[Ranked], have_incoming: bool) -> str:
@@ -144,13 +224,19 @@ def _reason(best: Ranked, ranked: list[Ranked], have_incoming: bool) -> str:
         why.append(f"its sub-blobs {', '.join(best.matching)} match kho/out/sub_fdts")
     if best.differing:
         why.append(f"but {', '.join(best.differing)} differ from kho/out/sub_fdts")
-    ties = [r for r in others if not r.incoming and len(r.matching) == len(best.matching)]
-    if ties:
-        why.append(f"{', '.join(f'{r.candidate.phys:#x}' for r in ties)} rank the same: the lowest address taken")
-    if best.incoming:
+    rivals = [r for r in others if not r.incoming and len(r.matching) == len(best.matching)]
+    older = [r for r in rivals if r.rank() < best.rank()]
+    if older:
         why.append(
-            "it is the root FDT of kho/in itself: this kernel's own root FDT is not in the image "
-            "(give --root-phys if it is elsewhere)"
+            f"it is the newest by the image ({_count_words(best)}; "
+            + "; ".join(f"{r.candidate.phys:#x}: {_count_words(r)}" for r in older)
+            + "): a kernel writes the counts it received plus one"
+        )
+    ties = [r for r in rivals if r.rank() == best.rank()]
+    if ties:
+        why.append(
+            f"{', '.join(f'{r.candidate.phys:#x}' for r in ties)} rank the same "
+            f"({_count_words(best)}): the lowest address taken (give --root-phys to choose)"
         )
     head = f"{what} taken as the outgoing handover"
     if len(ranked) > 1:

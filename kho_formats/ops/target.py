@@ -132,8 +132,12 @@ def _luo(name: str, test: bool, **kw: Any) -> TargetKernel:
 PROFILES: dict[str, TargetKernel] = {
     # tools/testing/selftests/liveupdate/config: LIVEUPDATE, LIVEUPDATE_TEST, memfd (default y)
     "selftest-liveupdate": _luo("selftest-liveupdate", True),
-    # tools/testing/selftests/kho/vmtest.sh: KHO, TEST_KEXEC_HANDOVER, no LIVEUPDATE
-    "selftest-kho": TargetKernel("selftest-kho", clients=(*BASE_CLIENTS, KHO_TEST_FDT)),
+    # tools/testing/selftests/kho/vmtest.sh: its fragment (KHO, KHO_DEBUG(FS), TEST_KEXEC_HANDOVER,
+    # DEBUG_VM, DEBUG_VM_PGFLAGS, DEFERRED_STRUCT_PAGE_INIT, ...) + olddefconfig: no LIVEUPDATE, and
+    # the Kconfig default page size, 4 KiB on arm64 as on x86_64 (scripts/build-kho-selftest-kernel.sh
+    # builds it; tests/test_kernel_kho_selftest.py checks its .config reads as this profile).  The
+    # debug options change checks inside the kernel, not the handover format.
+    "selftest-kho": TargetKernel("selftest-kho", page_size=4096, clients=(*BASE_CLIENTS, KHO_TEST_FDT)),
     # a LUO kernel without LIVEUPDATE_TEST (KHO_KERNEL_LUO=1 scripts/build-kernel.sh: arm64 4 KiB)
     "luo": _luo("luo", False, clients=(*BASE_CLIENTS, KHO_TEST_FDT)),
     # a LUO kernel with LIVEUPDATE_TEST (scripts/live/build-kernel.sh: x86_64)

@@ -238,7 +238,7 @@ class Client:
         out: list[tuple[int, int]] = []
         for area in self.areas(result):
             out += [(int(c), int(c) + page_size) for c in area.chunks]
-            out += [(int(a), int(a) + page_size) for a in area.page_addresses(page_size).tolist()]
+            out += area.group_ranges(page_size)
         return out
 
     # text (from the JSON form)

@@ -31,6 +31,13 @@ from .vmalloc import VmallocArea, build_vmalloc, read_vmalloc
 NAME = "kho_test"
 COMPATIBLE = "kho-test-v1"
 MAGIC = 0x4B484F21
+#: why the csum was not verified, when the folios are not in the memory image (a capture of only the
+#: handover's own pages, as the shipped kho-v4 one is) or there is no image
+FOLIOS_ABSENT = "folio data absent from the image"
+NO_IMAGE = "no memory image"
+#: findings (and decode problems) of one kind listed one by one before the rest are counted
+MAX_DETAILED = 64
+U64 = np.uint64
 
 
 def csum_function(arch: str) -> Callable[[bytes, int], int]:
@@ -56,10 +63,19 @@ class KhoTest:
     folios_info: KhoVmalloc
     csum: int
     folios: list[tuple[int, int]] = field(default_factory=list)
+    #: the folios as arrays (the same order as ``folios``)
+    phys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    order: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     area: VmallocArea | None = None
     #: arch -> csum over the folio bytes in the image (when present)
     csum_check: dict = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    #: why ``csum`` was not verified against the folio data (None: it was, see ``csum_check``)
+    csum_not_verified: str | None = None
+
+    @property
+    def csum_verified(self) -> bool:
+        return bool(self.csum_check)
 
     def to_json(self) -> dict:
         return {
@@ -74,6 +90,8 @@ class KhoTest:
             "folios": [{"phys": p, "order": o} for p, o in self.folios],
             "vmalloc": self.area.to_json() if self.area else None,
             "csum_check": self.csum_check,
+            "csum_verified": self.csum_verified,
+            "csum_not_verified": self.csum_not_verified,
             "problems": self.problems,
         }
 
@@ -110,53 +128,83 @@ def decode(
     desc = lay.kho_vmalloc.parse(raw)
     kt = KhoTest(nr_folios=nr, folios_info=desc, csum=csum)
     if image is None:
+        kt.csum_not_verified = NO_IMAGE
         return kt
     kt.area = read_vmalloc(image, desc, lay, budget=budget, where=f"{where}:/data/folios_info")
     need = nr * 8
-    if need > kt.area.nr_pages * lay.page_size:
-        raise ClientError(
-            f"nr_folios {nr} needs {need} bytes, folios_info area has {kt.area.nr_pages} pages",
-            path=f"{where}:/data/nr_folios",
+    if need > kt.area.restored_nr_pages * lay.page_size:
+        held = (
+            f"folios_info area has {kt.area.nr_pages} pages"
+            if kt.area.alias_reason is None
+            else f"folios_info area restores {kt.area.restored_nr_pages} pages ({kt.area.alias_reason})"
         )
+        raise ClientError(f"nr_folios {nr} needs {need} bytes, {held}", path=f"{where}:/data/nr_folios")
     if budget:
         budget.entries_add(nr, f"{where} folios")
     # read only the pages the nr_folios entries occupy (not the whole area)
     npages = -(-need // lay.page_size)
-    addrs = (int(g) + k * lay.page_size for g in kt.area.groups.tolist() for k in range(1 << desc.order))
+    addrs = (int(g) + k * lay.page_size for g in kt.area.restored_groups().tolist() for k in range(1 << desc.order))
     content = b"".join(image.read(a, lay.page_size, "kho_test folios_info page") for a, _ in zip(addrs, range(npages)))[
         :need
     ]
-    vals = np.frombuffer(content, dtype=lay.dtype)
-    mask = lay.page_size - 1
-    kt.folios = [(int(v) & ~mask, int(v) & mask) for v in vals.tolist()]
-    bad = False
-    for p, o in kt.folios:
-        if o + lay.page_shift >= 64 or p % (lay.page_size << o) or p + (lay.page_size << o) > 1 << 64:
-            kt.problems.append(f"folio {p:#x} order {o} is not aligned to its size")
+    vals = np.frombuffer(content, dtype=lay.dtype).astype(np.uint64)
+    mask = U64(lay.page_size - 1)
+    kt.phys = vals & ~mask
+    kt.order = (vals & mask).astype(np.int64)
+    kt.folios = list(zip(kt.phys.tolist(), kt.order.tolist()))
+    # alignment and overlap in numpy, the first few named (a hostile list of
+    # millions of folios must not make millions of messages)
+    ok_order = kt.order + lay.page_shift < 64
+    size = np.where(ok_order, U64(lay.page_size) << np.where(ok_order, kt.order, 0).astype(np.uint64), U64(1))
+    badmask = ~ok_order | (kt.phys % size != 0) | (kt.phys > U64((1 << 64) - 1) - size + U64(1))
+    bad_idx = np.flatnonzero(badmask)
+    for k in bad_idx[:MAX_DETAILED].tolist():
+        kt.problems.append(f"folio {int(kt.phys[k]):#x} order {int(kt.order[k])} is not aligned to its size")
+    if bad_idx.size > MAX_DETAILED:
+        kt.problems.append(f"... and {bad_idx.size - MAX_DETAILED} more folios not aligned to their size")
+    bad = bool(bad_idx.size)
+    total = 0  # bytes of the (distinct, non-overlapping) folios
+    if not bad and kt.phys.size:
+        srt = np.argsort(kt.phys, kind="stable")
+        st, en = kt.phys[srt], kt.phys[srt] + size[srt]  # no wrap: checked above (ends at most 2**64 - 1 + 1)
+        reach = np.maximum.accumulate(en)
+        ov = np.flatnonzero(st[1:] < reach[:-1])
+        if ov.size:
+            k = int(ov[0]) + 1
+            prev = int(np.flatnonzero(en[:k] > st[k])[0])
+            kt.problems.append(f"folio {int(st[k]):#x} overlaps folio {int(st[prev]):#x} (a folio is preserved once)")
             bad = True
-    spans = sorted((p, p + (lay.page_size << o)) for p, o in kt.folios) if not bad else []
-    for (a0, a1), (b0, _b1) in zip(spans, spans[1:]):
-        if b0 < a1:
-            kt.problems.append(f"folio {b0:#x} overlaps folio {a0:#x} (a folio is preserved once)")
-            bad = True
-            break
+        else:
+            total = int(np.sum(size, dtype=np.uint64)) or 1 << 64  # 0: they fill the 64-bit space
     # csum only over folios that can all be in the image: distinct folios
     # whose bytes add up to no more than the image holds (so hostile lists
     # that repeat one big folio cannot make us checksum it thousands of times)
-    if bad or sum(b - a for a, b in spans) > image.total_bytes:
+    if bad:
+        kt.csum_not_verified = "the folio list is invalid"
+        return kt
+    missing = next(((p, o) for p, o in kt.folios if not image.has(p, lay.page_size << o)), None)
+    if missing is not None or total > image.total_bytes:
+        kt.csum_not_verified = FOLIOS_ABSENT + (
+            f" (folio {missing[0]:#x} order {missing[1]} is not in it)" if missing is not None else ""
+        )
         return kt
     # and no more than Limits.max_csum_bytes in all (PT_LOADs aliasing one
     # block inflate total_bytes; the checksum is Python/numpy work per byte)
     cap = (budget.limits if budget else DEFAULT_LIMITS).max_csum_bytes
-    work = sum(b - a for a, b in spans) * len(archs)
+    work = total * len(archs)
     if work > cap:
         kt.problems.append(f"csum not checked: {work} bytes to checksum, more than Limits.max_csum_bytes = {cap}")
+        kt.csum_not_verified = f"{work} bytes to checksum, more than Limits.max_csum_bytes = {cap}"
         return kt
     try:
         for arch in archs:
             kt.csum_check[arch] = folio_csum(image, kt.folios, lay.page_size, arch)
-    except (ImageError, ImportError):
+    except ImageError as exc:
         kt.csum_check = {}
+        kt.csum_not_verified = f"{FOLIOS_ABSENT} ({exc})"
+    except ImportError as exc:
+        kt.csum_check = {}
+        kt.csum_not_verified = f"no csum_partial implementation ({exc})"
     return kt
 
 
@@ -290,6 +338,11 @@ SPEC = SpecTable(
 )
 
 
+def _short_reason(reason: str) -> str:
+    """The reason without its parenthesized detail (the table cell stays one short phrase)."""
+    return reason.split(" (", 1)[0]
+
+
 def _judge_boot(log: BootLog) -> tuple[str, str | None]:
     """lib/test_kho.c says so when it found and checked its folios."""
     if any("test_kho: KHO restore succeeded" in line for line in log.lines):
@@ -324,6 +377,8 @@ class KhoTestClient(Client):
         ctext = f"csum {d['csum']:#010x}"
         if cs:
             ctext += f" (matches {'/'.join(match)})" if match else " (matches no arch)"
+        elif d.get("csum_not_verified"):
+            ctext += f" (not verified: {_short_reason(d['csum_not_verified'])})"
         return f"{d['nr_folios']} folios, {ctext}"
 
     def details(self, name: str, decoded: Any) -> list[str]:
@@ -336,17 +391,37 @@ class KhoTestClient(Client):
     def findings(self, result: KhoTest, ctx: CheckContext) -> list[Finding]:
         kt, path = result, ctx.path
         out = [Finding(ERROR, "kho_test", p, path=path) for p in kt.problems]
-        for phys, order in kt.folios:
-            if not ctx.preserved_as(phys, order):
-                out.append(
-                    Finding(
-                        ERROR,
-                        "folio-not-preserved",
-                        f"kho_test folio (order {order}) is not preserved as one page of its order",
-                        phys=phys,
-                        path=path,
-                    )
+        # one vectorized membership test; the first few named, the rest counted
+        miss = np.flatnonzero(~ctx.state.preserved.contains_many(kt.phys, kt.order))
+        for k in miss[:MAX_DETAILED].tolist():
+            out.append(
+                Finding(
+                    ERROR,
+                    "folio-not-preserved",
+                    f"kho_test folio (order {int(kt.order[k])}) is not preserved as one page of its order",
+                    phys=int(kt.phys[k]),
+                    path=path,
                 )
+            )
+        if miss.size > MAX_DETAILED:
+            out.append(
+                Finding(
+                    ERROR,
+                    "folio-not-preserved",
+                    f"... and {miss.size - MAX_DETAILED} more kho_test folios not preserved as one page of their order",
+                    phys=int(kt.phys[miss[MAX_DETAILED]]),
+                    path=path,
+                )
+            )
+        if kt.csum_not_verified is not None and kt.csum_not_verified != NO_IMAGE:  # no image: check says so
+            out.append(
+                Finding(
+                    INFO,
+                    "csum-not-verified",
+                    f"kho_test csum {kt.csum:#x} not verified: {kt.csum_not_verified}",
+                    path=path,
+                )
+            )
         if kt.csum_check:
             match = [a for a, v in kt.csum_check.items() if v == kt.csum]
             if match:

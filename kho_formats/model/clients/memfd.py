@@ -200,8 +200,10 @@ def seal_names(seals: int) -> str:
     return "|".join(names)
 
 
-#: ``fill``: what the contents are after ``hex`` / ``file``
-FILLS = ("seed", "zero")
+#: ``fill``: what the contents are after ``hex`` / ``file``; ``absent``: the folios are
+#: allocated, recorded and preserved but their contents are not in the image (a
+#: metadata-only handover: building 1 TiB of guest memory costs what its metadata costs)
+FILLS = ("seed", "zero", "absent")
 #: generated contents come in pieces of this size (a piece depends only on seed, label and offset)
 CONTENT_PIECE = 64 << 10
 
@@ -264,17 +266,17 @@ class MemfdHandler(FileHandler):
                 )
             return m
         m.area = area = read_vmalloc(image, ser.folios, lay, budget=ctx.budget, where=f"{where}: memfd folio array")
-        have = area.nr_pages * ps // rec
+        # records only from the groups the kernel restores: an array that
+        # lists one group again and again is read once (vmalloc-group-aliased)
+        have = area.restored_nr_pages * ps // rec
         n = min(ser.nr_folios, have)
         if ser.nr_folios > have:
-            m.problems.append(
-                LuoProblem(
-                    ERROR,
-                    "memfd-nr-folios",
-                    f"nr_folios {ser.nr_folios} but the folio array holds only {have} records",
-                    pa,
-                )
+            held = (
+                f"the folio array holds only {have} records"
+                if area.restorable == area.groups.size
+                else f"the folio array's groups before the first repeated one hold only {have} records"
             )
+            m.problems.append(LuoProblem(ERROR, "memfd-nr-folios", f"nr_folios {ser.nr_folios} but {held}", pa))
         elif (have - ser.nr_folios) * rec >= ps:
             m.problems.append(
                 LuoProblem(
@@ -307,7 +309,7 @@ class MemfdHandler(FileHandler):
         out = [(result.ser_phys, result.ser_phys + page_size)]
         for area in self.areas(result):
             out += [(int(c), int(c) + page_size) for c in area.chunks]
-            out += [(int(a), int(a) + page_size) for a in area.page_addresses(page_size).tolist()]
+            out += area.group_ranges(page_size)
         for p, o in zip(result.phys.tolist(), result.order.tolist()):
             out.append((p, p + (page_size << max(o, 0))))  # order unknown (no map): the first page
         return out
@@ -383,7 +385,11 @@ class MemfdHandler(FileHandler):
         each(
             "memfd-folio-overlap",
             over,
-            lambda k: f"folio {k} (index {int(m.index[k])}) overlaps the index range of another folio",
+            lambda k: (
+                f"folio {k} (index {int(m.index[k])}) overlaps the index range of another folio: the next kernel's "
+                "shmem_add_to_page_cache refuses the later one with -EEXIST, memfd_luo_retrieve fails and the "
+                "file is not restored"
+            ),
         )
         limit = -(-m.size // ps)
         past = start >= U64(min(limit, (1 << 64) - 1))
@@ -398,7 +404,15 @@ class MemfdHandler(FileHandler):
         _, first = np.unique(m.phys, return_index=True)
         dup = np.ones(m.phys.size, dtype=bool)
         dup[first] = False
-        each("memfd-folio-duplicate", dup, lambda k: f"folio {k}: the same folio is listed twice")
+        each(
+            "memfd-folio-duplicate",
+            dup,
+            lambda k: (
+                f"folio {k} (index {int(m.index[k])}): the folio at {int(m.phys[k]):#x} is listed again: the next "
+                "kernel's kho_restore_folio refuses a second restore ('Unable to restore folio'), "
+                "memfd_luo_retrieve_folios fails with -EIO and the file is not restored"
+            ),
+        )
         return out
 
     def folio_view(self, result: MemfdFile) -> dict[str, Any]:
@@ -490,7 +504,12 @@ class MemfdHandler(FileHandler):
         ),
         SpecField("folio_flags", INT, FOLIO_DIRTY | FOLIO_UPTODATE, doc="folio record flags (dirty 1, uptodate 2)"),
         SpecField("seed", INT, doc="seed of generated contents", default_doc="the blob's seed"),
-        SpecField("fill", STR, doc="contents after `hex`/`file`: `seed` or `zero`", choices=FILLS),
+        SpecField(
+            "fill",
+            STR,
+            doc="contents after `hex`/`file`: `seed` or `zero`; `absent`: the folios' contents are not in the image",
+            choices=FILLS,
+        ),
         SpecField("hex", STR, doc="the first bytes of the contents"),
         SpecField("file", STR, doc="a file with the first bytes of the contents, relative to the spec"),
     )
@@ -515,9 +534,9 @@ def _read_prefix(area: VmallocArea, image: PhysImage, page_size: int, nbytes: in
     """The first ``nbytes`` of a vmalloc area (only the groups needed)."""
     grp = page_size << area.desc.order
     need = -(-nbytes // grp)
-    parts = [image.read(int(g), grp, "memfd folio array") for g in area.groups[:need].tolist()]
+    parts = [image.read(int(g), grp, "memfd folio array") for g in area.restored_groups()[:need].tolist()]
     data = b"".join(parts)
-    if len(data) < nbytes:  # pragma: no cover - read_vmalloc guarantees the groups
+    if len(data) < nbytes:  # pragma: no cover - the caller asks for at most the restored groups' bytes
         raise KhoFormatError("memfd folio array is short", phys=area.desc.first)
     return data[:nbytes]
 
@@ -618,6 +637,8 @@ def memfd_params(values: dict[str, Any], where: str, base_dir: Path | None) -> M
             if b0 < a1:
                 raise SpecError(f"{where}.folios[{j}]: index {b0} overlaps folios[{i}] (pages {a0}..{a1 - 1})")
     fill = v["fill"] if v["fill"] is not None else ("zero" if head_size else "seed")
+    if fill == "absent" and head_size:
+        raise SpecError(f"{where}.fill: absent contents cannot start with hex/file bytes", expected="no hex, no file")
     return MemfdParams(
         size=size,
         pos=v["pos"],
@@ -766,14 +787,20 @@ def build_memfd(p: MemfdParams, ctx: FileBuildContext, folio_phys: Sequence[int]
     preserve.add(ser_phys, 0)
     recs = bytearray()
     order_idx = sorted(range(len(folios)), key=lambda k: folios[k].index)
-    with MemfdContents(p, ctx.seed, ctx.label) as contents:
-        for k in order_idx:
-            f, phys = folios[k], folio_phys[k]
-            size = ps << f.order
-            if phys % size:  # pragma: no cover - allocated aligned
-                raise SpecError(f"{ctx.where}: folio {k} at {phys:#x} is not aligned to order {f.order}")
-            segments.append((phys, bytes(contents.read(f.index * ps, size)), f"memfd folio {ctx.label}/{f.index}"))
-            preserve.add(phys, f.order)
+    if p.fill == "absent":  # preserved, recorded, not in the image
+        by_order: dict[int, list[int]] = {}
+        for f, phys in zip(folios, folio_phys):
+            by_order.setdefault(f.order, []).append(phys)
+        preserve.update(PageSet.from_arrays(ps, {o: np.array(v, dtype=np.uint64) for o, v in by_order.items()}))
+    else:
+        with MemfdContents(p, ctx.seed, ctx.label) as contents:
+            for k in order_idx:
+                f, phys = folios[k], folio_phys[k]
+                size = ps << f.order
+                if phys % size:  # pragma: no cover - allocated aligned
+                    raise SpecError(f"{ctx.where}: folio {k} at {phys:#x} is not aligned to order {f.order}")
+                segments.append((phys, bytes(contents.read(f.index * ps, size)), f"memfd folio {ctx.label}/{f.index}"))
+                preserve.add(phys, f.order)
     for f, phys in zip(folios, folio_phys):
         word = memfd_folio_word(phys >> lay.page_shift, f.flags, lay.byteorder)
         recs += lay.build("memfd_luo_folio_ser", dict(pfn_flags=word, index=f.index), error=SpecError)
@@ -816,7 +843,7 @@ def reencode_memfd(m: MemfdFile, lay: Layout) -> list[tuple[int, bytes]]:
     for phys, flags, index in zip(m.phys.tolist(), m.flags.tolist(), m.index.tolist()):
         word = memfd_folio_word(phys >> lay.page_shift, flags, lay.byteorder)
         recs += lay.build("memfd_luo_folio_ser", dict(pfn_flags=word, index=index))
-    pages = m.area.page_addresses(ps).tolist()
+    pages = m.area.page_addresses(ps, restored=True).tolist()  # a repeated group's pages once
     recs = recs.ljust(len(pages) * ps, b"\0")
     out += [(p, bytes(recs[i * ps : (i + 1) * ps])) for i, p in enumerate(pages)]
     out += encode_vmalloc_chunks(m.area.groups.tolist(), m.area.chunks, lay)

@@ -5,6 +5,14 @@ order of every entry.  Each chunk is one page: ``next`` then a zero-terminated
 array of group addresses (``KHO_VMALLOC_SIZE`` = 511 entries at 4 KiB).  When
 the entry count is an exact multiple of the capacity, the writer has already
 linked one more, empty chunk.
+
+``kho_restore_vmalloc`` restores each group with ``kho_restore_pages``,
+which clears the magic of the pages it restores: a group listed again (or a
+group holding a chunk page) fails there, and the whole area with it.  The
+decode keeps every entry (:attr:`VmallocArea.groups`) but reads contents only
+from the groups the kernel restores before that failure
+(:meth:`VmallocArea.restored_groups`), so an array that lists one group 511
+times costs one group, not 511.
 """
 
 from __future__ import annotations
@@ -30,20 +38,48 @@ class VmallocArea:
     desc: KhoVmalloc
     groups: np.ndarray  # phys of each group of 1 << order pages
     chunks: list[int] = field(default_factory=list)
+    #: entries that repeat an earlier entry's group
+    repeated: int = 0
+    #: groups the kernel restores before ``kho_restore_vmalloc`` fails (all of them: ``groups.size``)
+    restorable: int = -1
+    #: why ``kho_restore_vmalloc`` fails on this area (None: it does not, for aliasing)
+    alias_reason: str | None = None
+    #: what the descriptor belongs to (for findings)
+    where: str = ""
+
+    def __post_init__(self) -> None:
+        if self.restorable < 0:
+            self.restorable = int(self.groups.size)
 
     @property
     def nr_pages(self) -> int:
         return int(self.groups.size) << self.desc.order
 
-    def page_addresses(self, page_size: int) -> np.ndarray:
-        """Physical address of every page of the area, in area order."""
+    @property
+    def restored_nr_pages(self) -> int:
+        """Pages of the groups the kernel restores (:attr:`restorable`)."""
+        return self.restorable << self.desc.order
+
+    def restored_groups(self) -> np.ndarray:
+        return self.groups[: self.restorable]
+
+    def page_addresses(self, page_size: int, *, restored: bool = False) -> np.ndarray:
+        """Physical address of every page of the area, in area order
+        (``restored``: of the groups the kernel restores only)."""
         n = 1 << self.desc.order
-        return (self.groups[:, None] + (np.arange(n, dtype=np.uint64) * U64(page_size))[None, :]).reshape(-1)
+        g = self.restored_groups() if restored else self.groups
+        return (g[:, None] + (np.arange(n, dtype=np.uint64) * U64(page_size))[None, :]).reshape(-1)
+
+    def group_ranges(self, page_size: int) -> list[tuple[int, int]]:
+        """``[start, end)`` of each distinct group (one range per group, not per page)."""
+        grp = page_size << self.desc.order
+        return [(g, g + grp) for g in np.unique(self.groups).tolist()]
 
     def read(self, image: PhysImage, page_size: int, what: str = "vmalloc area") -> bytes:
-        """The area's contents (``total_pages`` pages, in order)."""
+        """The contents of the groups the kernel restores (``total_pages``
+        pages, in order, unless a group repeats: see :attr:`restorable`)."""
         grp = page_size << self.desc.order
-        return b"".join(image.read(int(g), grp, f"{what} group") for g in self.groups.tolist())
+        return b"".join(image.read(int(g), grp, f"{what} group") for g in self.restored_groups().tolist())
 
     def to_json(self) -> dict:
         return {
@@ -137,7 +173,43 @@ def read_vmalloc(
             expected=f"{want} entries",
         )
     arr = np.concatenate(groups) if groups else np.zeros(0, np.uint64)
-    return VmallocArea(desc=desc, groups=arr, chunks=chunks)
+    area = VmallocArea(desc=desc, groups=arr, chunks=chunks, where=where)
+    _find_aliases(area, group)
+    return area
+
+
+def _find_aliases(area: VmallocArea, group: int) -> None:
+    """Groups listed more than once, and chunk pages inside a group: what
+    ``kho_restore_vmalloc`` fails on (vectorized: one sort)."""
+    arr = area.groups
+    if arr.size == 0:
+        return
+    _, first = np.unique(arr, return_index=True)
+    rep = np.ones(arr.size, dtype=bool)
+    rep[first] = False
+    area.repeated = int(np.count_nonzero(rep))
+    if area.repeated:
+        k = int(np.flatnonzero(rep)[0])
+        j = int(np.flatnonzero(arr[:k] == arr[k])[0])
+        area.restorable = k
+        area.alias_reason = (
+            f"group {int(arr[k]):#x} is listed again at entry {k} (first at entry {j}; {area.repeated} repeated "
+            "entries in all): kho_restore_vmalloc fails there, as kho_restore_pages finds its pages already "
+            "restored, and the next kernel restores nothing of the area"
+        )
+        return
+    srt = np.sort(arr)
+    ch = np.array(area.chunks, dtype=np.uint64)
+    i = np.searchsorted(srt, ch, side="right").astype(np.int64) - 1
+    inside = (i >= 0) & (ch - srt[np.maximum(i, 0)] < U64(group))
+    if np.any(inside):
+        c = int(ch[np.flatnonzero(inside)[0]])
+        g = int(srt[i[np.flatnonzero(inside)[0]]])
+        area.restorable = int(np.flatnonzero(arr == U64(g))[0])
+        area.alias_reason = (
+            f"kho_vmalloc_chunk page {c:#x} lies in group {g:#x}: kho_restore_vmalloc restores (and frees) "
+            "the one and fails on the other, and the next kernel restores nothing of the area"
+        )
 
 
 def encode_vmalloc_chunks(groups: Sequence[int], chunk_phys: Sequence[int], lay: Layout) -> list[tuple[int, bytes]]:

@@ -477,9 +477,11 @@ class ChunkListCodec:
         return {"chunks": len(m.chunks), "bitmaps": len(m.bitmaps), "bitmap_bytes": m.bitmap_bytes}
 
     def describe(self, summary: Mapping[str, Any]) -> str:
-        if "chunks" not in summary:
+        # keys the report fills with null (the map was not read) say nothing
+        chunks, bitmaps, nbytes = summary.get("chunks"), summary.get("bitmaps"), summary.get("bitmap_bytes")
+        if chunks is None or bitmaps is None or nbytes is None:
             return ""
-        return f", {summary['chunks']} chunks, {summary['bitmaps']} bitmaps of {summary['bitmap_bytes']} bytes"
+        return f", {chunks} chunks, {bitmaps} bitmaps of {nbytes} bytes"
 
     def param_lines(self, params: Mapping[str, Any]) -> list[tuple[str, str]]:
         bb = params.get("v1_bitmap_bytes")

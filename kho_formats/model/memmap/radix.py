@@ -545,9 +545,11 @@ class RadixCodec:
         return {"depth": self.geometry(ctx).depth, "pages": len(m.placement)}
 
     def describe(self, summary: Mapping[str, Any]) -> str:
-        if "depth" not in summary:
+        # keys the report fills with null (the map was not read) say nothing
+        depth, pages = summary.get("depth"), summary.get("pages")
+        if depth is None or pages is None:
             return ""
-        return f", radix depth {summary['depth']}, {summary['pages']} node/leaf pages"
+        return f", radix depth {depth}, {pages} node/leaf pages"
 
     def param_lines(self, params: Mapping[str, Any]) -> list[tuple[str, str]]:
         return []

@@ -105,7 +105,9 @@ SPEC = SpecTable(
             "`folio_order = 0`, `folio_flags = 3`",
             f"sessions and their files in order; a `{DEFAULT_HANDLER}` file: `size`, `pos`, `seals`, `folio_order` or "
             "`folios = [{index, order, flags}]`, `folio_flags`, contents `seed` (SHAKE-256, default) or `hex` / "
-            "`file` (the first bytes) then `fill` (`seed` or `zero`); folios are placed at their order and "
+            '`file` (the first bytes) then `fill` (`seed` or `zero`), or `fill = "absent"`: the folios are allocated, '
+            "recorded and preserved but their contents are not in the image (a metadata-only handover: 1 TiB of "
+            "guest memory costs what its metadata costs; extracting the file fails); folios are placed at their order and "
             "generated folio by folio. The defaults are a new memfd's (size 0, pos 0; dirty and up-to-date "
             "folios as memfd_luo records them) except `seals`: 0 is what `memfd_create(name, MFD_ALLOW_SEALING)` "
             "gives; `memfd_create(name, 0)`, as the liveupdate selftests call it, gives 1 (`F_SEAL_SEAL`): write "

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ....errors import ImageError
 from ....keyed import DIFFERS, keyed_diff, only_side
 from ....memory.image import PhysImage
+from ....text import human_size, plain_value
 from .model import LuoFile, LuoFlb, LuoSession, LuoState, content_digest, content_runs_digest
 
 
@@ -25,8 +27,14 @@ def _file_view(f: LuoFile, image: PhysImage | None, page_size: int) -> dict[str,
     elif folios is not None:
         out["folios"] = sorted((x["index"], -1 if x["order"] is None else x["order"]) for x in folios)
     if image is not None:
-        out["sha256"] = content_digest(f, image, page_size)  # None: too many hole bytes to hash
-        out["runs"] = content_runs_digest(f, image, page_size)
+        try:
+            out["sha256"] = content_digest(f, image, page_size)  # None: too many hole bytes to hash
+            out["runs"] = content_runs_digest(f, image, page_size)
+        except ImageError:
+            # the folios are not in the image (kho capture --referenced-only, a spec's fill = "absent"):
+            # nothing to hash; the two sides differ in contents only if one has them
+            out.pop("sha256", None)
+            out.update(runs=None, contents_absent=True)
     return out
 
 
@@ -87,7 +95,8 @@ def diff(
         changed = [k for k in dict.fromkeys(list(va) + list(vb)) if va.get(k) != vb.get(k)]
         if not changed:
             return None
-        return {"fields": ["contents" if k in ("sha256", "runs") else k for k in changed], "a": va, "b": vb}
+        fields = ["contents" if k in ("sha256", "runs", "contents_absent") else k for k in changed]
+        return {"fields": list(dict.fromkeys(fields)), "a": va, "b": vb}
 
     def session_change(x: LuoSession, y: LuoSession) -> dict[str, Any] | None:
         files = keyed_diff(x.files, y.files, lambda f: f.token, file_change, key_name="token")
@@ -104,6 +113,16 @@ def diff(
     return out
 
 
+def _value(key: str, v: Any) -> str:
+    """A compared value for text: flags and seals in hex, sizes as sizes, never a Python repr."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        if key in ("seals", "flags"):
+            return f"{v:#x}"
+        if key in ("size", "pos"):
+            return human_size(v) if key == "size" else str(v)
+    return plain_value(v)
+
+
 def diff_text(d: dict[str, Any]) -> list[str]:
     """Lines of the text diff for a ``luo`` key that is not identical."""
     if d["identical"]:
@@ -113,7 +132,7 @@ def diff_text(d: dict[str, Any]) -> list[str]:
         return [f"  LUO: only in {'A' if d['b'] is None else 'B'}"]
     for k in d["fields"]:
         va, vb = (d[s].get(k) if k != "session_order" else None for s in ("a", "b"))
-        L.append(f"  LUO: {k} differs" + (f" (A {va!r}, B {vb!r})" if k != "session_order" else ""))
+        L.append(f"  LUO: {k} differs" + (f" (A {_value(k, va)}, B {_value(k, vb)})" if k != "session_order" else ""))
     for s in d["sessions"]:
         if s["change"] != DIFFERS:
             L.append(f"  LUO session {s['name']!r}: only in {only_side(s['change'])}")
@@ -128,7 +147,7 @@ def diff_text(d: dict[str, Any]) -> list[str]:
                 if k in ("contents", "folios", "error"):
                     parts.append(k)
                 else:
-                    parts.append(f"{k} {f['a'].get(k)!r} -> {f['b'].get(k)!r}")
+                    parts.append(f"{k} {_value(k, f['a'].get(k))} -> {_value(k, f['b'].get(k))}")
             L.append(f"{what}: {', '.join(parts)} differ")
     for x in d["flbs"]:
         where = f"only in {only_side(x['change'])}" if x["change"] != DIFFERS else "data/count differ"
