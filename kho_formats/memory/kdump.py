@@ -68,6 +68,8 @@ COMPRESSIONS = {"none": 0, "zlib": DUMP_DH_COMPRESSED_ZLIB, "snappy": DUMP_DH_CO
 _CODEC_FLAGS = DUMP_DH_COMPRESSED_ZLIB | DUMP_DH_COMPRESSED_LZO | DUMP_DH_COMPRESSED_SNAPPY | DUMP_DH_COMPRESSED_ZSTD
 #: decompressed pages kept per file
 PAGE_CACHE = 1024
+#: dumped pages whose heads a root-FDT scan computes together (4 bytes of result each)
+SCAN_WINDOW = 1 << 20
 BLOCK_SIZES = (4096, 8192, 16384, 65536)
 
 
@@ -352,6 +354,38 @@ class KdumpFile:
         #: decompress): skipped, so one damaged page does not hide the rest of the dump
         self.unreadable = 0
         self.first_unreadable: str | None = None
+        self._run_pfn, self._run_count, self._run_first = starts, counts, first.astype(np.int64)
+        #: (first run, end run, heads of their pages, problems per run) of the last window scanned
+        self._window: tuple[int, int, np.ndarray, list[tuple[int, str | None]]] | None = None
+
+    def note_problems(self, bad: int, first: str | None) -> None:
+        """Count ``bad`` pages a scan skipped (``first``: the first one's error)."""
+        self.unreadable += bad
+        self.first_unreadable = self.first_unreadable or first
+
+    def run_of(self, pfn: int, pages: int, first: int) -> int | None:
+        """The number of the run of dumped pages that starts at ``pfn`` with descriptor ``first``."""
+        r = int(np.searchsorted(self._run_first, first, "left"))
+        if r < self._run_first.size and (int(self._run_pfn[r]), int(self._run_count[r])) == (pfn, pages):
+            return r
+        return None
+
+    def run_heads(self, r: int) -> np.ndarray:
+        """The page-start heads of run ``r`` (its pages the scan could not read counted now),
+        computed with the runs after it up to :data:`SCAN_WINDOW` pages."""
+        w = self._window
+        if w is None or not w[0] <= r < w[1]:
+            k0 = int(self._run_first[r])
+            r1 = max(r + 1, int(np.searchsorted(self._run_first, k0 + SCAN_WINDOW, "left")))
+            k1 = int(self._run_first[r1]) if r1 < self._run_first.size else self.num_pages
+            group = np.repeat(np.arange(r1 - r, dtype=np.int64), self._run_count[r:r1])
+            ks = np.arange(k0, k1, dtype=np.int64)
+            pfns = self._run_pfn[r:r1][group] + (ks - self._run_first[r:r1][group])
+            heads, problems = _descriptor_heads(self, ks, pfns, group, r1 - r)
+            self._window = w = (r, r1, heads, problems)
+        a = int(self._run_first[r] - self._run_first[w[0]])
+        self.note_problems(*w[3][r - w[0]])
+        return w[2][a : a + int(self._run_count[r])].copy()
 
     def _desc(self, k: int, pfn: int) -> tuple[int, int, int, str]:
         """Page descriptor ``k`` (of pfn ``pfn``): (data offset, size, codec flags, how to name it)."""
@@ -421,6 +455,185 @@ class KdumpFile:
         return img
 
 
+def _zstd_head_reader() -> Callable[[memoryview], bytes] | None:
+    """The first 4 bytes of a zstd frame from one reused ``zstandard`` context
+    (a small read of a stream reader decodes only the first block's start); None
+    without ``zstandard`` (cramjam decompresses whole pages, with a new context each)."""
+    try:
+        import zstandard
+    except ImportError:
+        return None
+    dctx = zstandard.ZstdDecompressor()
+    return lambda data: dctx.stream_reader(data).read(4)
+
+
+def _descriptor_heads(
+    f: KdumpFile, ks: np.ndarray, pfns: np.ndarray, group: np.ndarray, ngroups: int
+) -> tuple[np.ndarray, list[tuple[int, str | None]]]:
+    """Page-start heads (big-endian u32) of dumped pages ``ks`` (pfns ``pfns``) of a
+    file read in place, from the page descriptors (issue 22), and per ``group``
+    (a run of pages) the pages that could not be read: ``(count, first error)``.
+
+    Raw pages are read where they lie, all at once; pages that share their
+    data (QEMU's and makedumpfile's one zero page) are read once per group; a
+    snappy page whose stream opens with a literal of 4 or more bytes, a zstd
+    page whose first block is raw or RLE and a zlib page whose first deflate
+    block is stored give their first bytes without decompressing anything.
+    Only the rest are decompressed, and only as far as their first bytes:
+    zlib with ``max_length``, zstd with a small read from one reused
+    ``zstandard`` context (when installed); others (snappy, lzo, a descriptor
+    out of bounds) page by page through :meth:`KdumpFile.head_of`.  As for
+    the shortcuts, only the head is decoded: a page is read whole when its
+    FDT is parsed."""
+    bs = f.block_size
+    n = ks.size
+    heads = np.zeros(n, dtype=np.uint32)
+    problems: list[tuple[int, str | None]] = [(0, None)] * ngroups
+    bar = progress.current()
+    if not n:
+        return heads, problems
+    d = f.descs[ks]
+    off = d["offset"].astype(np.int64)
+    size = d["size"].astype(np.int64)
+    codec = d["flags"].astype(np.int64) & _CODEC_FLAGS
+    buf = np.frombuffer(f.src.buf, dtype=np.uint8)
+    fsize = buf.size
+    ok = (size > 0) & (size <= 2 * bs) & (off >= 0) & (off <= fsize - size)
+    done = np.zeros(n, dtype=bool)
+
+    def take(mask: np.ndarray, at: np.ndarray) -> None:
+        """Heads of the pages ``mask`` selects: the 4 bytes at file offsets ``at`` (in range)."""
+        b = buf[at[:, None] + np.arange(4)].astype(np.uint32)
+        heads[mask] = (b[:, 0] << 24) | (b[:, 1] << 16) | (b[:, 2] << 8) | b[:, 3]
+        done[mask] = True
+
+    def byte(at: np.ndarray) -> np.ndarray:
+        return buf[np.minimum(at, fsize - 1)].astype(np.int64)
+
+    raw = ok & (codec == 0) & (size == bs)
+    take(raw, off[raw])
+    # snappy: varint length (must be bs), then a literal tag (low bits 00)
+    m = ok & (codec == DUMP_DH_COMPRESSED_SNAPPY) & (size >= 8)
+    if m.any():
+        o = off[m]
+        length = np.zeros(o.size, np.int64)
+        vlen = np.zeros(o.size, np.int64)
+        more = np.ones(o.size, bool)
+        for i in range(5):
+            b = byte(o + i)
+            length |= np.where(more, (b & 0x7F) << (7 * i), 0)
+            vlen = np.where(more, i + 1, vlen)
+            more &= b >= 0x80
+        tag = byte(o + vlen)
+        lit = tag >> 2
+        ext = np.clip(lit - 59, 0, 4)  # 60..63: the length - 1 in 1..4 more bytes
+        extra = np.zeros(o.size, np.int64)
+        for i in range(4):
+            extra |= np.where(i < ext, byte(o + vlen + 1 + i) << (8 * i), 0)
+        litlen = np.where(lit < 60, lit, extra) + 1
+        start = o + vlen + 1 + ext
+        good = ~more & (length == bs) & (tag & 3 == 0) & (litlen >= 4) & (start + 4 <= o + size[m])
+        sel = np.flatnonzero(m)[good]
+        mm = np.zeros(n, bool)
+        mm[sel] = True
+        take(mm, start[good])
+    # zstd: frame header, then the first block's header: raw (bytes follow) or RLE (one byte repeated)
+    m = ok & (codec == DUMP_DH_COMPRESSED_ZSTD) & (size >= 12)
+    if m.any():
+        o = off[m]
+        magic = byte(o) | byte(o + 1) << 8 | byte(o + 2) << 16 | byte(o + 3) << 24
+        fhd = byte(o + 4)
+        single = (fhd >> 5) & 1
+        did = np.array([0, 1, 2, 4])[fhd & 3]
+        fcs = np.array([0, 2, 4, 8])[fhd >> 6]
+        fcs = np.where((fhd >> 6 == 0) & (single == 1), 1, fcs)
+        bh = o + 5 + (1 - single) + did + fcs
+        h3 = byte(bh) | byte(bh + 1) << 8 | byte(bh + 2) << 16
+        btype, bsize = (h3 >> 1) & 3, h3 >> 3
+        base = (magic == 0xFD2FB528) & ((fhd >> 3) & 1 == 0) & (bh + 3 < o + size[m])
+        rawb = base & (btype == 0) & (bsize >= 4) & (bh + 7 <= o + size[m])
+        idx = np.flatnonzero(m)
+        mm = np.zeros(n, bool)
+        mm[idx[rawb]] = True
+        take(mm, (bh + 3)[rawb])
+        rle = base & (btype == 1) & (bsize >= 4)
+        heads[idx[rle]] = (byte(bh + 3)[rle] * 0x01010101).astype(np.uint32)
+        done[idx[rle]] = True
+    # zlib: CMF/FLG without a preset dictionary, then a stored first block of 4 or more bytes
+    m = ok & (codec == DUMP_DH_COMPRESSED_ZLIB) & (size >= 11)
+    if m.any():
+        o = off[m]
+        cmf, flg, b0 = byte(o), byte(o + 1), byte(o + 2)
+        ln = byte(o + 3) | byte(o + 4) << 8
+        nln = byte(o + 5) | byte(o + 6) << 8
+        good = (cmf & 0x0F == 8) & ((cmf << 8 | flg) % 31 == 0) & (flg & 0x20 == 0) & ((b0 >> 1) & 3 == 0)
+        good &= (ln ^ nln == 0xFFFF) & (ln >= 4)
+        mm = np.zeros(n, bool)
+        mm[np.flatnonzero(m)[good]] = True
+        take(mm, (o + 7)[good])
+    reported = int(done.sum())
+    bar.update(reported * bs)
+    # the rest one by one (in the order of their data in the file); pages with the
+    # same descriptor data in one group are one page
+    rest = np.flatnonzero(~done)
+    if rest.size:
+        g, o, z, c = group[rest], off[rest], size[rest], codec[rest]
+        order = np.lexsort((c, z, o, g))
+        new = np.ones(order.size, dtype=bool)
+        sg, so, sz, sc = g[order], o[order], z[order], c[order]
+        new[1:] = (sg[1:] != sg[:-1]) | (so[1:] != so[:-1]) | (sz[1:] != sz[:-1]) | (sc[1:] != sc[:-1])
+        uid = np.cumsum(new) - 1
+        inverse = np.empty(order.size, dtype=np.int64)
+        inverse[order] = uid
+        firsts = rest[order[new]]  # the first page of each distinct (group, data)
+        vals = np.zeros(firsts.size, dtype=np.uint32)
+        errors: dict[int, str] = {}
+        mv = f.src.buf
+
+        def slow(j: int) -> None:
+            i = int(firsts[j])
+            try:
+                vals[j] = int.from_bytes(f.head_of(int(ks[i]), int(pfns[i]), 0, 4), "big")
+            except ImageError as exc:
+                errors[j] = str(exc)
+
+        fok, fc = ok[firsts], codec[firsts]
+        js_zlib = np.flatnonzero(fok & (fc == DUMP_DH_COMPRESSED_ZLIB))
+        zstd_head = _zstd_head_reader() if np.any(fok & (fc == DUMP_DH_COMPRESSED_ZSTD)) else None
+        js_zstd = np.flatnonzero(fok & (fc == DUMP_DH_COMPRESSED_ZSTD)) if zstd_head else np.zeros(0, np.int64)
+        fast = np.zeros(firsts.size, dtype=bool)
+        fast[js_zlib] = fast[js_zstd] = True
+        count = 0
+        for js, head in ((js_zlib, None), (js_zstd, zstd_head)):
+            inflate = zlib.decompressobj
+            for j, a, m in zip(js.tolist(), off[firsts[js]].tolist(), size[firsts[js]].tolist()):
+                count += 1
+                if count & 4095 == 0:
+                    bar.update(4096 * bs)
+                try:
+                    got = head(mv[a : a + m]) if head else inflate().decompress(mv[a : a + m], 4)
+                except Exception:  # zlib.error, zstandard.ZstdError: the page's own error, as head_of says it
+                    slow(j)
+                    continue
+                vals[j] = int.from_bytes(got, "big")
+        for j in np.flatnonzero(~fast).tolist():
+            count += 1
+            if count & 4095 == 0:
+                bar.update(4096 * bs)
+            slow(j)
+        heads[rest] = vals[inverse]
+        reported += count // 4096 * 4096
+        if errors:
+            per: dict[int, list[int]] = {}
+            ug = g[order[new]]  # the group of each distinct page
+            for j in sorted(errors):
+                per.setdefault(int(ug[j]), []).append(j)
+            for gi, js in per.items():
+                problems[gi] = (len(js), errors[js[0]])
+    bar.update((n - reported) * bs)
+    return heads, problems
+
+
 class KdumpPages(LazyData):
     """One run of consecutive dumped pages, decompressed on access."""
 
@@ -447,113 +660,21 @@ class KdumpPages(LazyData):
 
     def _aligned_heads(self, first: int) -> tuple[np.ndarray, np.ndarray]:
         """Page-start heads of a file read in place, from the page descriptors
-        (issue 22): raw pages are read where they lie, all at once; pages that
-        share their data (QEMU's and makedumpfile's one zero page) are read
-        once; a snappy page whose stream opens with a literal of 4 or more
-        bytes, a zstd page whose first block is raw or RLE and a zlib page
-        whose first deflate block is stored give their first bytes without
-        decompressing anything.  Only the rest are inflated, and only as far
-        as their first bytes (zlib) or one page (snappy, zstd)."""
+        (:func:`_descriptor_heads`).  A scan of the whole run (``first`` 0) is
+        served from a window of runs computed together (:meth:`KdumpFile.run_heads`):
+        a dump with its zero pages left out is tens of thousands of runs of a
+        few pages, and numpy's cost per call would dominate."""
         f = self.f
         bs = f.block_size
         offs = np.arange(first, self.size - 3, bs, dtype=np.int64)
-        heads = np.zeros(offs.size, dtype=np.uint32)
-        bar = progress.current()
         if not offs.size:
-            return offs, heads
-        d = f.descs[self.first + offs // bs]
-        off = d["offset"].astype(np.int64)
-        size = d["size"].astype(np.int64)
-        codec = d["flags"].astype(np.int64) & _CODEC_FLAGS
-        buf = np.frombuffer(f.src.buf, dtype=np.uint8)
-        fsize = buf.size
-        ok = (size > 0) & (size <= 2 * bs) & (off >= 0) & (off <= fsize - size)
-        done = np.zeros(offs.size, dtype=bool)
-
-        def take(mask: np.ndarray, at: np.ndarray) -> None:
-            """Heads of the pages ``mask`` selects: the 4 bytes at file offsets ``at`` (in range)."""
-            b = buf[at[:, None] + np.arange(4)].astype(np.uint32)
-            heads[mask] = (b[:, 0] << 24) | (b[:, 1] << 16) | (b[:, 2] << 8) | b[:, 3]
-            done[mask] = True
-
-        def byte(at: np.ndarray) -> np.ndarray:
-            return buf[np.minimum(at, fsize - 1)].astype(np.int64)
-
-        raw = ok & (codec == 0) & (size == bs)
-        take(raw, off[raw])
-        # snappy: varint length (must be bs), then a literal tag (low bits 00)
-        m = ok & (codec == DUMP_DH_COMPRESSED_SNAPPY) & (size >= 8)
-        if m.any():
-            o = off[m]
-            length = np.zeros(o.size, np.int64)
-            vlen = np.zeros(o.size, np.int64)
-            more = np.ones(o.size, bool)
-            for i in range(5):
-                b = byte(o + i)
-                length |= np.where(more, (b & 0x7F) << (7 * i), 0)
-                vlen = np.where(more, i + 1, vlen)
-                more &= b >= 0x80
-            tag = byte(o + vlen)
-            lit = tag >> 2
-            ext = np.clip(lit - 59, 0, 4)  # 60..63: the length - 1 in 1..4 more bytes
-            extra = np.zeros(o.size, np.int64)
-            for i in range(4):
-                extra |= np.where(i < ext, byte(o + vlen + 1 + i) << (8 * i), 0)
-            litlen = np.where(lit < 60, lit, extra) + 1
-            start = o + vlen + 1 + ext
-            good = ~more & (length == bs) & (tag & 3 == 0) & (litlen >= 4) & (start + 4 <= o + size[m])
-            sel = np.flatnonzero(m)[good]
-            mm = np.zeros(offs.size, bool)
-            mm[sel] = True
-            take(mm, start[good])
-        # zstd: frame header, then the first block's header: raw (bytes follow) or RLE (one byte repeated)
-        m = ok & (codec == DUMP_DH_COMPRESSED_ZSTD) & (size >= 12)
-        if m.any():
-            o = off[m]
-            magic = byte(o) | byte(o + 1) << 8 | byte(o + 2) << 16 | byte(o + 3) << 24
-            fhd = byte(o + 4)
-            single = (fhd >> 5) & 1
-            did = np.array([0, 1, 2, 4])[fhd & 3]
-            fcs = np.array([0, 2, 4, 8])[fhd >> 6]
-            fcs = np.where((fhd >> 6 == 0) & (single == 1), 1, fcs)
-            bh = o + 5 + (1 - single) + did + fcs
-            h3 = byte(bh) | byte(bh + 1) << 8 | byte(bh + 2) << 16
-            btype, bsize = (h3 >> 1) & 3, h3 >> 3
-            base = (magic == 0xFD2FB528) & ((fhd >> 3) & 1 == 0) & (bh + 3 < o + size[m])
-            rawb = base & (btype == 0) & (bsize >= 4) & (bh + 7 <= o + size[m])
-            idx = np.flatnonzero(m)
-            mm = np.zeros(offs.size, bool)
-            mm[idx[rawb]] = True
-            take(mm, (bh + 3)[rawb])
-            rle = base & (btype == 1) & (bsize >= 4)
-            heads[idx[rle]] = (byte(bh + 3)[rle] * 0x01010101).astype(np.uint32)
-            done[idx[rle]] = True
-        # zlib: CMF/FLG without a preset dictionary, then a stored first block of 4 or more bytes
-        m = ok & (codec == DUMP_DH_COMPRESSED_ZLIB) & (size >= 11)
-        if m.any():
-            o = off[m]
-            cmf, flg, b0 = byte(o), byte(o + 1), byte(o + 2)
-            ln = byte(o + 3) | byte(o + 4) << 8
-            nln = byte(o + 5) | byte(o + 6) << 8
-            good = (cmf & 0x0F == 8) & ((cmf << 8 | flg) % 31 == 0) & (flg & 0x20 == 0) & ((b0 >> 1) & 3 == 0)
-            good &= (ln ^ nln == 0xFFFF) & (ln >= 4)
-            mm = np.zeros(offs.size, bool)
-            mm[np.flatnonzero(m)[good]] = True
-            take(mm, (o + 7)[good])
-        bar.update(int(done.sum()) * bs)
-        # the rest one by one; pages with the same descriptor data are one page
-        rest = np.flatnonzero(~done)
-        if rest.size:
-            key = np.stack([off[rest], size[rest], codec[rest]], axis=1)
-            _, first_of, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
-            vals = np.zeros(first_of.size, np.uint32)
-            for j, i in enumerate(rest[first_of].tolist()):
-                if j & 4095 == 4095:
-                    bar.update(4096 * bs)
-                k = int(offs[i]) // bs
-                vals[j] = self._scan_head(f.head_of, self.first + k, self.pfn + k, 0, 4)
-            heads[rest] = vals[inverse.reshape(-1)]
-            bar.update((rest.size - (first_of.size // 4096) * 4096) * bs)
+            return offs, np.zeros(0, dtype=np.uint32)
+        r = f.run_of(self.pfn, self.size // bs, self.first) if first == 0 else None
+        if r is not None:
+            return offs, f.run_heads(r)
+        ks = self.first + offs // bs
+        heads, problems = _descriptor_heads(f, ks, self.pfn + offs // bs, np.zeros(ks.size, np.int64), 1)
+        f.note_problems(*problems[0])
         return offs, heads
 
     def _heads_one_by_one(self, first: int, step: int) -> tuple[np.ndarray, np.ndarray]:
