@@ -628,8 +628,8 @@ def _descriptor_heads(
             ug = g[order[new]]  # the group of each distinct page
             for j in sorted(errors):
                 per.setdefault(int(ug[j]), []).append(j)
-            for gi, js in per.items():
-                problems[gi] = (len(js), errors[js[0]])
+            for gi, where in per.items():
+                problems[gi] = (len(where), errors[where[0]])
     bar.update((n - reported) * bs)
     return heads, problems
 
