@@ -53,7 +53,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from _luo import LUO_CAP, SynthMemfd, SynthSession, load_luo, luo_of, synth
+from _luo import LUO_CAP, SynthMemfd, SynthSession, elf_patch, load_luo, luo_of, synth
 
 from kho_formats import cli
 from kho_formats.abi.layout import KhoVmalloc, layout
@@ -69,19 +69,6 @@ from kho_formats.ops.check import check
 HOSTILE = [1 << 63, (1 << 63) + 1, (1 << 64) - 1, 0xFFFF_FFFF_FFFF_F000]
 PS = 4096
 LAY = layout(PS, "little")
-
-
-def elf_patch(path: Path, phys: int, data: bytes) -> None:
-    raw = bytearray(path.read_bytes())
-    (phoff,) = struct.unpack_from("<Q", raw, 0x20)
-    phentsize, phnum = struct.unpack_from("<HH", raw, 0x36)
-    for k in range(phnum):
-        p_type, _, p_offset, _, p_paddr, p_filesz = struct.unpack_from("<IIQQQQ", raw, phoff + k * phentsize)
-        if p_type == 1 and p_paddr <= phys and phys + len(data) <= p_paddr + p_filesz:
-            raw[p_offset + phys - p_paddr : p_offset + phys - p_paddr + len(data)] = data
-            path.write_bytes(bytes(raw))
-            return
-    raise AssertionError(f"{phys:#x} not in {path}")
 
 
 def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
