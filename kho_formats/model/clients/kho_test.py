@@ -191,8 +191,8 @@ def decode(
     cap = (budget.limits if budget else DEFAULT_LIMITS).max_csum_bytes
     work = total * len(archs)
     if work > cap:
-        kt.problems.append(f"csum not checked: {work} bytes to checksum, more than Limits.max_csum_bytes = {cap}")
         kt.csum_not_verified = f"{work} bytes to checksum, more than Limits.max_csum_bytes = {cap}"
+        kt.problems.append(f"csum not checked: {kt.csum_not_verified}")
         return kt
     if not all(image.has(p, lay.page_size << o) for p, o in kt.folios):  # bounded by the cap above
         kt.csum_not_verified = _absent(kt, image, lay.page_size)
