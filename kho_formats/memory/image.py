@@ -276,6 +276,9 @@ class PhysImage:
         self._starts: list[int] = []
         #: the arch of the ELF core it was loaded from (``e_machine``), if known
         self.arch: str | None = None
+        #: the byte order of the dump it was loaded from (ELF ``EI_DATA``, a kdump header's), if known:
+        #: the handover's own byte order when nothing else says it
+        self.byteorder: str | None = None
         for phys, data in segments:
             self.add(phys, data)
 
@@ -349,12 +352,14 @@ class PhysImage:
         for s in other._segs:
             out.add(s.phys, s.data)
         out.arch = self.arch or other.arch
+        out.byteorder = self.byteorder or other.byteorder
         return out
 
     def copy(self) -> PhysImage:
         """An independent copy; immutable bytes (mapped files, lazy data) are shared, not duplicated."""
         out = PhysImage((s.phys, s.data if _immutable(s.data) else bytes(s.data[0 : len(s.data)])) for s in self._segs)
         out.arch = self.arch
+        out.byteorder = self.byteorder
         return out
 
     # -- reading ------------------------------------------------------------
@@ -512,6 +517,7 @@ class PhysImage:
             raise ImageError(f"{name}: program headers past end of file ({eh.e_phoff:#x} + {phnum} x {phsize})")
         img = cls()
         img.arch = ELF_ARCHS.get(int(eh.e_machine))
+        img.byteorder = "little" if buf[5] == 1 else "big"
         # all program headers at once (up to 65535 of them: one construct parse
         # each would take seconds on a hostile file), then PT_LOADs by address
         # so that adding them is O(n log n) and overlaps are caught pairwise

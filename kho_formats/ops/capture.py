@@ -252,6 +252,8 @@ def load_capture(
         cap.sources["images"] = list(mem)
     if cap.image is not None and cap.arch is None:
         cap.arch = cap.image.arch
+    if cap.image is not None and cap.byte_order is None:  # a dump's own byte order is the handover's
+        cap.byte_order = cap.image.byteorder
     binfo = _read(Path(boot_info), "boot info", max_size=1 << 20) if boot_info is not None else None
     if resolve:
         resolve_root_fdt(cap, root_phys=root_phys, boot_info=binfo)
