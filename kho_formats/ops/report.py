@@ -26,7 +26,7 @@ from ..model import memmap
 from ..model.clients import ClientReport, decode_clients, registry
 from ..model.state import KhoState, SubBlob
 from ..text import fmt_addr as _fmt_addr
-from ..text import fmt_range, human_size, plain_value, safe_text
+from ..text import fmt_range, human_size, plain_value, plural, safe_text
 from ..text import safe_lines as _lines
 from ..text import table as _table
 
@@ -260,7 +260,7 @@ def render_inspect(r: dict, *, max_ranges: int = 32) -> str:
     for label, text in codec.param_lines(r):
         L.append(f"  {label + ':':<17}{text}")
     if r["image"]:
-        L.append(f"  memory image:    {r['image']['segments']} segments, {human_size(r['image']['bytes'])}")
+        L.append(f"  memory image:    {plural(r['image']['segments'], 'segment')}, {human_size(r['image']['bytes'])}")
     L.append("")
     L.append(f"Sub-blobs ({len(r['subblobs'])}):")
     if r["subblobs"]:
@@ -541,7 +541,7 @@ def render_check(r: dict) -> str:
         L.append(f"{f['severity']}: [{f['code']}] {loc}{f['message']}")
     L.append(
         f"{r['source'] + ': ' if r['source'] else ''}{'OK' if r['ok'] else 'FAILED'}: "
-        f"{r['errors']} errors, {r['warnings']} warnings"
+        f"{plural(r['errors'], 'error')}, {plural(r['warnings'], 'warning')}"
         + (" (--strict: warnings fail)" if r.get("strict") and not r["ok"] and not r["errors"] else "")
     )
     return _lines(L)
