@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..abi.layout import layout
-from ..errors import ImageError, KhoFormatError, short_repr
+from ..errors import ImageError, KhoFormatError, input_value
 from ..limits import Limits
 from ..memory.image import LazyData, PhysImage, image_format_of
 from ..model import memmap
@@ -195,7 +195,7 @@ def _meta_int(meta: dict, key: str, where: Path) -> int | None:
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, int):
-        raise KhoFormatError(f"{where}: {key} is {short_repr(v)}", expected="an integer")
+        raise KhoFormatError(f"{where}: {key} is {input_value(v)}", expected="an integer")
     return v
 
 
