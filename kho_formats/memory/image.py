@@ -31,6 +31,7 @@ from typing import IO, Any
 import construct as cs
 import numpy as np
 
+from .. import progress
 from ..abi.elf import (
     EI_NIDENT,
     ELF_ARCHS,
@@ -568,12 +569,15 @@ class PhysImage:
         return n
 
     def stream(self, out: IO[bytes], phys: int, size: int, *, chunk: int = 1 << 22) -> int:
-        """Copy ``size`` bytes at ``phys`` into ``out``, ``chunk`` bytes at a time."""
+        """Copy ``size`` bytes at ``phys`` into ``out``, ``chunk`` bytes at a
+        time, each reported to the running progress bar (``progress.current()``)."""
         done = 0
+        bar = progress.current()
         while done < size:
             k = min(chunk, size - done)
             out.write(self.view(phys + done, k))
             done += k
+            bar.update(k)
         return done
 
     def _elf_head(self, *, byteorder: str, machine: str, merge: bool) -> tuple[bytes, list[tuple[int, int]]]:
