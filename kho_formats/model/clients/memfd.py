@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ... import filecopy
 from ...abi.layout import (
     KHO_VMALLOC_ALLOC,
     KhoVmalloc,
@@ -493,21 +494,22 @@ class MemfdHandler(FileHandler):
             k = int(runs.record[a])
             yield from _folio_pieces(image, k, int(m.index[k]), off, phys, n)
 
-        for ga, gb in zip(g_start.tolist(), g_stop.tolist()):
-            if gb - ga == 1:
-                yield from run(ga)
-                continue
-            n = int(r_len[ga])
-            per = max(1, CHUNK // n)
-            for c in range(ga, gb, per):
-                d = min(gb, c + per)
-                got = image.rows(r_phys[c:d], n)
-                if got is None:  # not all in one segment (or not in memory): run by run
-                    for r in range(c, d):
-                        yield from run(r)
+        with filecopy.RowReader() as reader:  # gathered folios read from the image file, not through its mapping
+            for ga, gb in zip(g_start.tolist(), g_stop.tolist()):
+                if gb - ga == 1:
+                    yield from run(ga)
                     continue
-                rows, at = got
-                yield int(r_off[c]), memoryview(rows[at].reshape(-1))
+                n = int(r_len[ga])
+                per = max(1, CHUNK // n)
+                for c in range(ga, gb, per):
+                    d = min(gb, c + per)
+                    got = image.rows(r_phys[c:d], n)
+                    if got is None:  # not all in one segment (or not in memory): run by run
+                        for r in range(c, d):
+                            yield from run(r)
+                        continue
+                    rows, at = got
+                    yield int(r_off[c]), memoryview(reader.take(rows, at))
 
     # -- building (the LUO spec's memfd files) -------------------------------------------------
 
