@@ -43,6 +43,7 @@ from ...abi.memfd import (
 )
 from ...errors import ClientError, KhoFormatError, SpecError
 from ...findings import ERROR, WARNING, Finding
+from ...memory.distinct import first_of_each
 from ...memory.image import PhysImage
 from ...memory.pageset import PageSet
 from ...safeio import note_input
@@ -72,7 +73,7 @@ def restored_once(m: MemfdFile) -> np.ndarray:
     the file: pfn != 0, each folio at its first record only."""
     if m.phys.size == 0:
         return np.zeros(0, np.int64)
-    _, first = np.unique(m.phys, return_index=True)
+    first = first_of_each(m.phys)
     keep = first[m.phys[first] != 0]
     return keep[np.argsort(m.index[keep], kind="stable")]
 
@@ -422,7 +423,7 @@ class MemfdHandler(FileHandler):
                 f"({limit} pages of {1 << shift})"
             ),
         )
-        _, first = np.unique(m.phys, return_index=True)
+        first = first_of_each(m.phys)
         dup = np.ones(m.phys.size, dtype=bool)
         dup[first] = False
         each(
