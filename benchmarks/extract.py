@@ -214,6 +214,7 @@ def bench(base: Path, size: int, order: int, layout: str, repeat: int, rows: lis
                 p.unlink()
         os.sync()
         cps.append(run(["cp", str(data), str(where / "cp.bin")]))
+        (where / "cp.bin").unlink()  # the disk holds the input and one copy at a time
         os.sync()
         exs.append(run(extract, env=env, cwd=ROOT))
         if i == 0:

@@ -679,9 +679,10 @@ def memfd_params(values: dict[str, Any], where: str, base_dir: Path | None) -> M
     )
 
 
-#: most folios one spec memfd lists (each is an object while building: a 1 TiB file of
-#: default order-0 folios would be 268 M of them)
-MAX_SPEC_FOLIOS = 1 << 20
+#: most folios one spec memfd lists (each is an object while building, ~150 bytes: a
+#: 1 TiB file of default order-0 folios would be 268 M of them); 2 M: 8 GiB of order-0
+#: folios at 4 KiB pages, the size ``benchmarks/extract.py`` extracts
+MAX_SPEC_FOLIOS = 1 << 21
 
 
 def folio_demand(p: MemfdParams, page_size: int) -> tuple[int, int]:
