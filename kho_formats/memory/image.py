@@ -300,6 +300,19 @@ class PhysImage:
         self._segs.insert(i, Segment(phys, mv))
         self._starts.insert(i, phys)
 
+    def add_sorted(self, segments: Iterable[tuple[int, LazyData]], *, what: str = "segment") -> None:
+        """:meth:`add` for many lazy segments in ascending, non-overlapping order
+        (a kdump file's runs of pages: tens of thousands), each checked against
+        the one before instead of searched for; those that do not follow the
+        image's last segment go through :meth:`add`."""
+        for phys, data in segments:
+            n = len(data)
+            if self._segs and phys >= self._segs[-1].end and 0 <= phys and phys + n <= 1 << 64 and n:
+                self._segs.append(Segment(phys, data))
+                self._starts.append(phys)
+            else:
+                self.add(phys, data, what=what)
+
     def write(self, phys: int, data: BytesLike, *, what: str = "data") -> None:
         """Add bytes, or overwrite bytes already covered by one segment.
 

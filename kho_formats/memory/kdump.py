@@ -40,7 +40,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import IO
+from typing import IO, Any
 
 import construct as cs
 import numpy as np
@@ -69,7 +69,7 @@ _CODEC_FLAGS = DUMP_DH_COMPRESSED_ZLIB | DUMP_DH_COMPRESSED_LZO | DUMP_DH_COMPRE
 #: decompressed pages kept per file
 PAGE_CACHE = 1024
 #: dumped pages whose heads a root-FDT scan computes together (4 bytes of result each)
-SCAN_WINDOW = 1 << 20
+SCAN_WINDOW = 1 << 18
 BLOCK_SIZES = (4096, 8192, 16384, 65536)
 
 
@@ -450,9 +450,50 @@ class KdumpFile:
 
     def image(self) -> PhysImage:
         img = PhysImage()
-        for pfn, n, first in self.runs:
-            img.add(pfn * self.block_size, KdumpPages(self, pfn, n, first), what=f"{self.name} pages {pfn:#x}+{n}")
+        bs = self.block_size
+        img.add_sorted(((pfn * bs, KdumpPages(self, pfn, n, first)) for pfn, n, first in self.runs), what=self.name)
         return img
+
+    def scan_page_heads(self, segs: list[Any], page_size: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The page-start heads of many whole runs of this file at once, for
+        :func:`kho_formats.ops.locate` (``(addresses, heads)``; None when
+        ``segs`` are not whole runs of a file read in place, page by page)."""
+        bs = self.block_size
+        if page_size != bs or type(self.src) is not _Mapped or not segs:
+            return None
+        if any(type(s.data) is not KdumpPages or s.data.f is not self for s in segs):
+            return None
+        firsts = np.array([s.data.first for s in segs], dtype=np.int64)
+        pfns = np.array([s.data.pfn for s in segs], dtype=np.int64)
+        counts = np.array([s.data.size // bs for s in segs], dtype=np.int64)
+        r = np.searchsorted(self._run_first, firsts)
+        if np.any(r >= self._run_first.size):
+            return None
+        if not (
+            np.array_equal(self._run_first[r], firsts)
+            and np.array_equal(self._run_pfn[r], pfns)
+            and np.array_equal(self._run_count[r], counts)
+            and np.array_equal(np.array([s.phys for s in segs], dtype=np.int64), pfns * bs)
+        ):
+            return None
+        addrs: list[np.ndarray] = []
+        heads: list[np.ndarray] = []
+        ends = np.cumsum(counts)
+        a = 0
+        while a < len(segs):  # windows of about SCAN_WINDOW pages (whole runs)
+            b = max(a + 1, int(np.searchsorted(ends, (ends[a - 1] if a else 0) + SCAN_WINDOW, "right")))
+            group = np.repeat(np.arange(b - a, dtype=np.int64), counts[a:b])
+            at = np.arange(group.size, dtype=np.int64) - np.repeat(np.cumsum(counts[a:b]) - counts[a:b], counts[a:b])
+            ks = firsts[a:b][group] + at
+            pf = pfns[a:b][group] + at
+            h, problems = _descriptor_heads(self, ks, pf, group, b - a)
+            for bad, msg in problems:
+                if bad:
+                    self.note_problems(bad, msg)
+            addrs.append((pf * bs).astype(np.uint64))
+            heads.append(h)
+            a = b
+        return np.concatenate(addrs), np.concatenate(heads)
 
 
 def _zstd_head_reader() -> Callable[[memoryview], bytes] | None:

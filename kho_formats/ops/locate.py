@@ -79,8 +79,26 @@ def _page_heads(image: PhysImage, page_size: int) -> tuple[np.ndarray, np.ndarra
     for seg in image:  # a new scan: what earlier scans skipped is not this one's
         if isinstance(seg.data, LazyData):
             seg.data.reset_scan_problems()
-    with progress.task("scanning for the root FDT", total=sum(len(seg.data) for seg in image)) as bar:
-        for seg in image:
+    segs = list(image)
+    with progress.task("scanning for the root FDT", total=sum(len(seg.data) for seg in segs)) as bar:
+        i = 0
+        while i < len(segs):
+            seg = segs[i]
+            # consecutive lazy segments of one source that scans many at once (a kdump file's runs
+            # of dumped pages: tens of thousands of a few pages each) are given to it together
+            many = getattr(seg.data.scan_source(), "scan_page_heads", None) if isinstance(seg.data, LazyData) else None
+            if many is not None:
+                src = seg.data.scan_source()  # type: ignore[union-attr]
+                j = i + 1
+                while j < len(segs) and isinstance(segs[j].data, LazyData) and segs[j].data.scan_source() is src:
+                    j += 1
+                got = many(segs[i:j], page_size)  # reports its pages to progress.current()
+                if got is not None:
+                    addrs.append(got[0])
+                    heads.append(got[1])
+                    i = j
+                    continue
+            i += 1
             first = -seg.phys % page_size
             n = (len(seg.data) - first - 4) // page_size + 1 if len(seg.data) >= first + 4 else 0
             if n <= 0:
@@ -167,11 +185,13 @@ def scan_problems(image: PhysImage) -> tuple[int, str | None]:
     read (a damaged kdump page): ``(count, the first error)``."""
     seen: set[int] = set()
     total, first = 0, None
+    last: object = None
     for seg in image:
         if isinstance(seg.data, LazyData):
             src = seg.data.scan_source()
-            if id(src) in seen:
+            if src is last or id(src) in seen:
                 continue
+            last = src
             seen.add(id(src))
             n, msg = seg.data.scan_problems()
             total += n
