@@ -34,7 +34,7 @@ import numpy as np
 
 from kho_formats.abi.fdt_header import FDT_MAGIC
 from kho_formats.memory.image import LazyData, PhysImage
-from kho_formats.memory.kdump import COMPRESSIONS, KDUMP_SIGNATURE, kdump_structs
+from kho_formats.memory.kdump import COMPRESSIONS, kdump_headers, kdump_structs
 from kho_formats.memory.pageset import PageSet
 
 GiB = 1 << 30
@@ -278,43 +278,7 @@ def write_kdump_dump(path: Path, mem: DumpMemory, compression: str) -> int:
     descs["offset"] = data_off + np.concatenate([[0], np.cumsum(sizes)[:-1]])
     descs["size"] = sizes
     descs["flags"] = flags
-    header = ks.header.build(
-        dict(
-            signature=KDUMP_SIGNATURE,
-            header_version=6,
-            utsname=b"Linux".ljust(390, b"\0"),
-            tv_sec=0,
-            tv_usec=0,
-            status=flag,
-            block_size=ps,
-            sub_hdr_size=1,
-            bitmap_blocks=2 * half_blocks,
-            max_mapnr=min(npages, 0xFFFFFFFF),
-            total_ram_blocks=0,
-            device_blocks=0,
-            written_blocks=0,
-            current_cpu=0,
-            nr_cpus=1,
-        )
-    )
-    sub = ks.sub_header.build(
-        dict(
-            phys_base=0,
-            dump_level=1,
-            split=0,
-            start_pfn=0,
-            end_pfn=0,
-            offset_vmcoreinfo=0,
-            size_vmcoreinfo=0,
-            offset_note=0,
-            size_note=0,
-            offset_eraseinfo=0,
-            size_eraseinfo=0,
-            start_pfn_64=0,
-            end_pfn_64=npages,
-            max_mapnr_64=npages,
-        )
-    )
+    header, sub = kdump_headers(ks, status=flag, block_size=ps, half_blocks=half_blocks, max_mapnr=npages, dump_level=1)
     blobs = [c for c, _ in cpool]
     step = CHUNK // ps
     with open(path, "wb") as fh:

@@ -9,6 +9,19 @@ check reports in detail, scratch areas and allocation regions accepted,
 bytes a checksum may run over.
 Exceeding a bound raises :class:`~kho_formats.errors.LimitExceeded`, which
 names the flag that raises it.
+
+What grows with what (measured by ``benchmarks/scale.py``, docs/benchmarks.md):
+memory grows with the metadata read (``max_pages``: a parse holds about twice
+the map's own pages), with the folios and other entries decoded
+(``max_entries``: about 32 bytes of arrays per memfd folio; ``inspect --json``
+holds one JSON object per folio, about 800 bytes), with the runs materialized
+(``max_runs``, 16 bytes each) and with sub-blob bytes (``max_blob_bytes``).
+It does not grow with the bytes of preserved memory (a 1 TiB handover of
+order-9 folios checks in about 50 MiB) nor with memfd contents extracted
+(``kho luo extract`` of 1 or 8 GiB: about 25 MiB of anonymous memory; the
+input is mapped, so its pages show in RSS as file pages).  A root-FDT scan of
+a full dump keeps 12 bytes per page of the dump (the page's address and first
+word), and a kdump reader maps its whole file; neither is bounded here.
 """
 
 from __future__ import annotations
@@ -20,9 +33,11 @@ from .errors import LimitExceeded
 
 @dataclass(frozen=True)
 class Limits:
-    #: metadata pages one parse may read (1 Mi pages = 4 GiB of metadata at 4 KiB)
+    #: metadata pages one parse may read (1 Mi pages = 4 GiB of metadata at 4 KiB;
+    #: a parse holds about twice the pages it read)
     max_pages: int = 1 << 20
     #: entries (vmalloc pages, folios, block entries) one parse may expand
+    #: (memory: tens of bytes each in arrays; JSON documents hold an object each)
     max_entries: int = 1 << 26
     #: runs (start, count: 16 bytes each) one parse may materialize from the
     #: memory map's bitmaps; a maximally fragmented map makes one run per

@@ -50,6 +50,11 @@ def fmt_range(start: int, size: int) -> str:
     return f"{start:#x}-{start + size:#x} ({human_size(size)})"
 
 
+def fmt_strings(strings: Sequence[str]) -> str:
+    """A string list as a DTS writes one (``"kho-v4", "radix-v1"``), ``none`` when empty."""
+    return ", ".join('"' + x.replace("\\", "\\\\").replace('"', '\\"') + '"' for x in strings) or "none"
+
+
 def plain_value(v: object) -> str:
     """A value for a sentence, never a Python repr: ``none`` for None, ``yes`` /
     ``no`` for booleans, integers in decimal, strings quoted, ``(a, b)`` pairs of
@@ -82,4 +87,4 @@ def table(rows: Sequence[Sequence[object]], header: Sequence[str], indent: str =
     return out
 
 
-__all__ = ["safe_text", "safe_lines", "human_size", "fmt_addr", "fmt_range", "plain_value", "table"]
+__all__ = ["safe_text", "safe_lines", "human_size", "fmt_addr", "fmt_range", "fmt_strings", "plain_value", "table"]

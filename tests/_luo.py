@@ -7,6 +7,7 @@ deliverable 5)."""
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,3 +226,17 @@ def kernel_luo_spec_dict(page_size: int = 4096) -> dict[str, Any]:
     # one memfd_luo_ser page per file: 1027 x 64 KiB at 64 KiB pages
     d["alloc"] = [{"start": 0x6000_0000, "size": 2 * (cap + 4) * ps + (8 << 20)}]
     return d
+
+
+def elf_patch(path: Path, phys: int, data: bytes) -> None:
+    """Write ``data`` at physical address ``phys`` of an ELF64 little-endian core."""
+    raw = bytearray(path.read_bytes())
+    (phoff,) = struct.unpack_from("<Q", raw, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", raw, 0x36)
+    for k in range(phnum):
+        p_type, _, p_offset, _, p_paddr, p_filesz = struct.unpack_from("<IIQQQQ", raw, phoff + k * phentsize)
+        if p_type == 1 and p_paddr <= phys and phys + len(data) <= p_paddr + p_filesz:
+            raw[p_offset + phys - p_paddr : p_offset + phys - p_paddr + len(data)] = data
+            path.write_bytes(bytes(raw))
+            return
+    raise AssertionError(f"{phys:#x} not in {path}")

@@ -12,13 +12,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from _luo import LUO_CAP, SynthMemfd, SynthSession, fnv1a64, luo_of, synth
+from _luo import LUO_CAP, SynthMemfd, SynthSession, elf_patch, fnv1a64, luo_of, synth
 
 from kho_formats import cli
 from kho_formats.model.clients import decode_clients
@@ -31,20 +30,6 @@ from kho_formats.ops.luo_extract import ExtractError, extract
 
 ROOT = Path(__file__).resolve().parent.parent
 PS = 4096
-
-
-def elf_patch(path: Path, phys: int, data: bytes) -> None:
-    """Write ``data`` at physical address ``phys`` of an ELF64 little-endian core."""
-    raw = bytearray(path.read_bytes())
-    (phoff,) = struct.unpack_from("<Q", raw, 0x20)
-    phentsize, phnum = struct.unpack_from("<HH", raw, 0x36)
-    for k in range(phnum):
-        p_type, _, p_offset, _, p_paddr, p_filesz = struct.unpack_from("<IIQQQQ", raw, phoff + k * phentsize)
-        if p_type == 1 and p_paddr <= phys and phys + len(data) <= p_paddr + p_filesz:
-            raw[p_offset + phys - p_paddr : p_offset + phys - p_paddr + len(data)] = data
-            path.write_bytes(bytes(raw))
-            return
-    raise AssertionError(f"{phys:#x} not in {path}")
 
 
 def first_memfd(st) -> tuple[object, MemfdFile]:

@@ -31,7 +31,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from _kernel import flip_folio_bit, kho_v3_compatible, minimal_spec, minimal_spec_text, write_boot_fixture
+from _kernel import (
+    flip_folio_bit,
+    folio_left_out,
+    kho_v3_compatible,
+    minimal_spec,
+    minimal_spec_text,
+    write_boot_fixture,
+)
 
 from kho_formats import boot
 from kho_formats.cli import main
@@ -184,6 +191,19 @@ def test_a_flipped_folio_bit_is_rejected_by_test_kho(arch, tmp_path):
     r = boot_on(arch, write_boot_fixture(fx, tmp_path / "flipped"))
     assert not r.accepted and r.reason == "test_kho: KHO restore failed", show(r)
     assert not r.printed(RESTORED) and not r.printed("WARNING:")  # every folio restored; the csum differs
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("arch", arches())
+def test_a_folio_left_out_of_the_map_warns_under_debug_vm_as_without(arch, tmp_path, monkeypatch):
+    """The order-1 kho_test folio left out of the preserved map: the same WARNING as on the
+    project's non-DEBUG_VM kernels (kho_restore_page's magic check), then test_kho fails."""
+    fx, _ = folio_left_out(monkeypatch, minimal_spec(4096, arch), 1)
+    r = boot_on(arch, write_boot_fixture(fx, tmp_path / "left-out"))
+    assert not r.accepted and r.reason.startswith(
+        "kernel WARNING: WARNING: kernel/liveupdate/kexec_handover.c:529 at kho_restore_page"
+    ), show(r)
+    assert r.printed("test_kho: KHO restore failed") and r.printed("kho_restore_folio")
 
 
 @pytest.mark.kernel

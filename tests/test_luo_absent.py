@@ -89,3 +89,25 @@ def test_a_tebibyte_of_absent_folios_builds_only_its_metadata() -> None:
     assert len(_folios(h)) == 32768
     assert h.image is not None and h.image.total_bytes < 2 * MiB
     assert h.preserved.total_bytes >= 64 << 30
+
+
+def test_folio_ranges_are_coalesced_exactly() -> None:
+    import numpy as np
+
+    from kho_formats.model.clients.memfd import folio_ranges
+
+    ps = 4096
+    phys = np.array([0x200000, 0x0, 0x400000, 0x1000, 0xA00000, 2**64 - 0x1000, 0x10000], dtype=np.uint64)
+    order = np.array([9, 0, 9, 0, -1, 9, 0], dtype=np.int64)
+    got = folio_ranges(phys, order, ps)
+    # one-per-folio ranges, merged the slow way
+    naive = sorted((int(p), int(p) + (ps << max(int(o), 0))) for p, o in zip(phys.tolist(), order.tolist()))
+    merged: list[list[int]] = []
+    for a, b in naive:
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    assert sorted(got) == [tuple(m) for m in merged]
+    assert (2**64 - 0x1000, 2**64 - 0x1000 + (ps << 9)) in got  # past 2**64: exact, not wrapped
+    assert folio_ranges(np.zeros(0, np.uint64), np.zeros(0, np.int64), ps) == []

@@ -138,3 +138,18 @@ def test_luo_diff_values_are_words_not_reprs() -> None:
     assert "LUO: serialized differs (A yes, B no)" in text
     assert "LUO: error differs (A none, B 'bad magic')" in text
     assert "file 0x1: seals 0x1 -> 0x5, size 4 KiB -> none differ" in text
+
+
+def test_notes_on_compatible_lists_are_written_as_dts_strings(tmp_path: Path, capsys) -> None:
+    """A string list in a note reads as a DTS writes it, not as a Python list."""
+    from kho_formats.model.fdt import build_fdt, parse_fdt, str_bytes
+
+    fdt = parse_fdt((FIX / "v4-4k" / "root.dtb").read_bytes())
+    fdt.root.set("compatible", str_bytes("x-first", "kho-v4", "radix-v1"))
+    (tmp_path / "root.dtb").write_bytes(build_fdt(fdt.root))
+    text = _text(capsys, "inspect", tmp_path / "root.dtb")
+    assert 'compatible "x-first", "kho-v4", "radix-v1": \'kho-v4\' is not the first entry' in text
+    assert 'unknown compatible entries after \'kho-v4\': "x-first", "radix-v1"' in text
+    text += _text(capsys, "inspect", "--abi", "kho-v3", tmp_path / "root.dtb")
+    assert 'compatible "x-first", "kho-v4", "radix-v1" overridden: reading as kho-v3' in text
+    assert not _reprs(text)

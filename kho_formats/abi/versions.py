@@ -322,7 +322,7 @@ class AbiVersion:
         unknown = set(data) - _SCHEMA_TABLES
         if unknown:
             raise VersionError(
-                f"schema {where}: unknown keys {sorted(unknown)}", expected=", ".join(sorted(_SCHEMA_TABLES))
+                f"schema {where}: unknown keys {', '.join(sorted(unknown))}", expected=", ".join(sorted(_SCHEMA_TABLES))
             )
         try:
             sub = data["subnode"]
@@ -372,7 +372,8 @@ class AbiVersion:
         check(self, where)
         names = [p.name for p in self.subnode_properties]
         if len(set(names)) != len(names):
-            raise VersionError(f"schema {where}: sub-node property declared twice: {names}")
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise VersionError(f"schema {where}: sub-node property declared twice: {', '.join(twice)}")
         for p in self.value_properties:
             if p.type not in PROPERTY_TYPES:
                 raise VersionError(
@@ -486,7 +487,9 @@ def by_compatible(compatible: list[str]) -> tuple[AbiVersion, list[str]]:
         if entry in table:
             return table[entry], list(compatible[:i]) + list(compatible[i + 1 :])
     raise VersionError(
-        f"unknown compatible {compatible[0]!r}" if len(compatible) == 1 else f"unknown compatible {compatible!r}",
+        f"unknown compatible {compatible[0]!r}"
+        if len(compatible) == 1
+        else "unknown compatible " + ", ".join(f'"{c}"' for c in compatible),
         path="/compatible",
         expected=" or ".join(sorted(table)),
     )

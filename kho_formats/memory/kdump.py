@@ -669,8 +669,8 @@ def _descriptor_heads(
             ug = g[order[new]]  # the group of each distinct page
             for j in sorted(errors):
                 per.setdefault(int(ug[j]), []).append(j)
-            for gi, js in per.items():
-                problems[gi] = (len(js), errors[js[0]])
+            for gi, where in per.items():
+                problems[gi] = (len(where), errors[where[0]])
     bar.update((n - reported) * bs)
     return heads, problems
 
@@ -801,6 +801,52 @@ def flatten(plain: bytes, chunk: int = 65536, header_last: bool = True) -> bytes
     return out.getvalue()
 
 
+def kdump_headers(
+    ks: KdumpStructs, *, status: int, block_size: int, half_blocks: int, max_mapnr: int, dump_level: int = 0
+) -> tuple[bytes, bytes]:
+    """The disk_dump_header and kdump_sub_header of a single-CPU, unsplit
+    kdump file of ``max_mapnr`` pages whose two bitmaps take ``half_blocks``
+    blocks each, as kho's writers (and the benchmark's streaming one) write it."""
+    header = ks.header.build(
+        dict(
+            signature=KDUMP_SIGNATURE,
+            header_version=6,
+            utsname=b"Linux".ljust(390, b"\0"),
+            tv_sec=0,
+            tv_usec=0,
+            status=status,
+            block_size=block_size,
+            sub_hdr_size=1,
+            bitmap_blocks=2 * half_blocks,
+            max_mapnr=min(max_mapnr, 0xFFFFFFFF),
+            total_ram_blocks=0,
+            device_blocks=0,
+            written_blocks=0,
+            current_cpu=0,
+            nr_cpus=1,
+        )
+    )
+    sub = ks.sub_header.build(
+        dict(
+            phys_base=0,
+            dump_level=dump_level,
+            split=0,
+            start_pfn=0,
+            end_pfn=0,
+            offset_vmcoreinfo=0,
+            size_vmcoreinfo=0,
+            offset_note=0,
+            size_note=0,
+            offset_eraseinfo=0,
+            size_eraseinfo=0,
+            start_pfn_64=0,
+            end_pfn_64=max_mapnr,
+            max_mapnr_64=max_mapnr,
+        )
+    )
+    return header, sub
+
+
 def write_kdump(
     image: PhysImage,
     out: IO[bytes],
@@ -830,42 +876,8 @@ def write_kdump(
         bits[np.array(pfns)] = 1
         bitmap = np.packbits(bits, bitorder="little")
     ks = kdump_structs(byteorder)
-    header = ks.header.build(
-        dict(
-            signature=KDUMP_SIGNATURE,
-            header_version=6,
-            utsname=b"Linux".ljust(390, b"\0"),
-            tv_sec=0,
-            tv_usec=0,
-            status=COMPRESSIONS[compression],
-            block_size=bs,
-            sub_hdr_size=1,
-            bitmap_blocks=2 * half_blocks,
-            max_mapnr=min(max_mapnr, 0xFFFFFFFF),
-            total_ram_blocks=0,
-            device_blocks=0,
-            written_blocks=0,
-            current_cpu=0,
-            nr_cpus=1,
-        )
-    )
-    sub = ks.sub_header.build(
-        dict(
-            phys_base=0,
-            dump_level=0,
-            split=0,
-            start_pfn=0,
-            end_pfn=0,
-            offset_vmcoreinfo=0,
-            size_vmcoreinfo=0,
-            offset_note=0,
-            size_note=0,
-            offset_eraseinfo=0,
-            size_eraseinfo=0,
-            start_pfn_64=0,
-            end_pfn_64=max_mapnr,
-            max_mapnr_64=max_mapnr,
-        )
+    header, sub = kdump_headers(
+        ks, status=COMPRESSIONS[compression], block_size=bs, half_blocks=half_blocks, max_mapnr=max_mapnr
     )
     pd_off = (2 + 2 * half_blocks) * bs
     data_off = pd_off + len(pfns) * ks.page_desc.itemsize

@@ -20,8 +20,26 @@ from ..errors import OverlapError, UnrepresentableError
 U64 = np.uint64
 
 
-def _u64(a: Iterable[int] | np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(a, dtype=np.uint64).reshape(-1))
+def _u64(a: Iterable[int] | np.ndarray, what: str = "page address") -> np.ndarray:
+    """``a`` as a flat uint64 array; a value outside ``[0, 2**64)`` is an
+    :class:`UnrepresentableError` (numpy would raise ``OverflowError``)."""
+    try:
+        return np.ascontiguousarray(np.asarray(a, dtype=np.uint64).reshape(-1))
+    except (OverflowError, ValueError, TypeError):
+        bad = next((v for v in np.asarray(a, dtype=object).reshape(-1).tolist() if not 0 <= int(v) < 1 << 64), None)
+        raise UnrepresentableError(
+            f"{what} {bad!r} is outside the 64-bit physical space", expected="0 .. 2**64 - 1"
+        ) from None
+
+
+def _check_order(order: int, page_size: int) -> int:
+    """``order`` of a page that fits the 64-bit space at ``page_size``."""
+    shift = page_size.bit_length() - 1
+    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 0 <= int(order) < 64 - shift:
+        raise UnrepresentableError(
+            f"page order {order!r} is impossible at {page_size}-byte pages", expected=f"0 .. {63 - shift}"
+        )
+    return int(order)
 
 
 #: stands for an exclusive end of 2**64 (a run ending at the top of the
@@ -184,8 +202,9 @@ class PageSet:
     ) -> PageSet:
         ps = cls(page_size)
         for order, (starts, counts) in runs.items():
+            order = _check_order(order, page_size)
             # copies: the set's arrays are shared by its copies, so it must own them
-            s, c = np.array(starts, dtype=np.uint64).reshape(-1), np.array(counts, dtype=np.uint64).reshape(-1)
+            s, c = _u64(starts).copy(), _u64(counts, "run length").copy()
             if s.size != c.size:
                 raise ValueError("starts and counts differ in length")
             if sort and s.size > 1 and np.any(s[1:] < s[:-1]):
@@ -209,7 +228,7 @@ class PageSet:
         by_order: dict[int, list[int]] = {}
         for phys, order in pages:
             by_order.setdefault(int(order), []).append(int(phys))
-        return cls.from_arrays(page_size, {o: np.array(v, dtype=np.uint64) for o, v in by_order.items()})
+        return cls.from_arrays(page_size, {o: _u64(v) for o, v in by_order.items()})
 
     @classmethod
     def from_arrays(cls, page_size: int, phys_by_order: dict[int, np.ndarray]) -> PageSet:
@@ -217,6 +236,7 @@ class PageSet:
         ps = cls(page_size)
         shift = page_size.bit_length() - 1
         for order, phys in phys_by_order.items():
+            order = _check_order(order, page_size)
             phys = np.unique(_u64(phys))
             unit = 1 << (shift + order)
             if phys.size and np.any(phys % U64(unit)):
@@ -490,7 +510,7 @@ class PageSet:
 
     def contains(self, phys: int, order: int) -> bool:
         run = self._runs.get(order)
-        if run is None:
+        if run is None or not 0 <= phys < 1 << 64:
             return False
         s, c = run
         unit = self.page_size << order

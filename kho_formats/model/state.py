@@ -28,6 +28,7 @@ from ..limits import Budget, Limits
 from ..memory.alloc import PageAllocator
 from ..memory.image import PhysImage
 from ..memory.pageset import PageSet
+from ..text import fmt_strings
 from .fdt import (
     RSVMAP_PACKED,
     RSVMAP_SEQUENTIAL,
@@ -310,16 +311,16 @@ def parse(
         ver = abi.get_version(version)
         extra = list(compat[1:]) if compat else []
         if not compat or compat[0] != ver.compatible:
-            notes.append(f"compatible {compat} overridden: reading as {ver.name}")
+            notes.append(f"compatible {fmt_strings(compat)} overridden: reading as {ver.name}")
     else:
         ver, extra = abi.by_compatible(compat)
         if compat[0] != ver.compatible:
             notes.append(
-                f"compatible {compat}: {ver.compatible!r} is not the first entry (Linux 7.3 accepts "
+                f"compatible {fmt_strings(compat)}: {ver.compatible!r} is not the first entry (Linux 7.3 accepts "
                 "it anywhere in the list, as fdt_node_check_compatible does)"
             )
     if extra:
-        notes.append(f"unknown compatible entries after {ver.compatible!r}: {extra}")
+        notes.append(f"unknown compatible entries after {ver.compatible!r}: {fmt_strings(extra)}")
     layout(page_size, byteorder, ver.name)  # refuses a version whose struct variants are not declared
     for prop in ver.root_required:
         if not root.has(prop):

@@ -214,7 +214,7 @@ def render_convert(s: dict, outdir: str = "") -> str:
     f, t = s["from"], s["to"]
     lines = [
         f"converted {f['version']} -> {t['version']}" + (f" into {outdir}" if outdir else ""),
-        f"  preserved: {s['preserved_pages']} pages ({s['preserved_bytes']} bytes), unchanged",
+        f"  preserved: {s['preserved_pages']} folios ({s['preserved_bytes']} bytes), unchanged",
         "  sub-blobs: "
         + (", ".join(f"{b['name']}@{b['phys']:#x}+{b['size']}" for b in s["subblobs"]) or "none")
         + (f" ({'+'.join(s['subblobs'][0]['properties'])})" if s["subblobs"] else ""),

@@ -23,6 +23,7 @@ from ...limits import DEFAULT_LIMITS, Budget
 from ...memory.alloc import PageAllocator
 from ...memory.image import PhysImage
 from ...memory.pageset import PageSet
+from ...text import fmt_strings
 from ..fdt import FdtNode, build_fdt, get_strings, get_u32, parse_fdt, str_bytes, u32_bytes
 from ..specfields import INT, STR, ListOf, SpecField, SpecRow, SpecTable, Table
 from .base import BootLog, BootRule, BuildContext, BuiltBlob, CheckContext, Client, DecodeContext, gen_bytes
@@ -109,7 +110,7 @@ def decode(
     fdt = parse_fdt(blob, where=where)
     compat = get_strings(fdt.root, "compatible", where=where)
     if COMPATIBLE not in compat:
-        raise ClientError(f"compatible {compat}", path=f"{where}:/compatible", expected=COMPATIBLE)
+        raise ClientError(f"compatible {fmt_strings(compat)}", path=f"{where}:/compatible", expected=COMPATIBLE)
     magic = get_u32(fdt.root, "magic", bo, where=where)
     if magic != MAGIC:
         raise ClientError(f"magic {magic:#x}", path=f"{where}:/magic", expected=f"{MAGIC:#x}")
@@ -121,7 +122,7 @@ def decode(
     raw = data.get("folios_info")
     if raw is None or len(raw) != lay.kho_vmalloc.sizeof():
         raise ClientError(
-            f"folios_info is {None if raw is None else len(raw)} bytes",
+            "no folios_info property" if raw is None else f"folios_info is {len(raw)} bytes",
             path=f"{where}:/data/folios_info",
             expected=f"{lay.kho_vmalloc.sizeof()} bytes (struct kho_vmalloc)",
         )
@@ -182,19 +183,19 @@ def decode(
     if bad:
         kt.csum_not_verified = "the folio list is invalid"
         return kt
-    missing = next(((p, o) for p, o in kt.folios if not image.has(p, lay.page_size << o)), None)
-    if missing is not None or total > image.total_bytes:
-        kt.csum_not_verified = FOLIOS_ABSENT + (
-            f" (folio {missing[0]:#x} order {missing[1]} is not in it)" if missing is not None else ""
-        )
+    if total > image.total_bytes:
+        kt.csum_not_verified = _absent(kt, image, lay.page_size)
         return kt
     # and no more than Limits.max_csum_bytes in all (PT_LOADs aliasing one
     # block inflate total_bytes; the checksum is Python/numpy work per byte)
     cap = (budget.limits if budget else DEFAULT_LIMITS).max_csum_bytes
     work = total * len(archs)
     if work > cap:
-        kt.problems.append(f"csum not checked: {work} bytes to checksum, more than Limits.max_csum_bytes = {cap}")
         kt.csum_not_verified = f"{work} bytes to checksum, more than Limits.max_csum_bytes = {cap}"
+        kt.problems.append(f"csum not checked: {kt.csum_not_verified}")
+        return kt
+    if not all(image.has(p, lay.page_size << o) for p, o in kt.folios):  # bounded by the cap above
+        kt.csum_not_verified = _absent(kt, image, lay.page_size)
         return kt
     try:
         for arch in archs:
@@ -206,6 +207,14 @@ def decode(
         kt.csum_check = {}
         kt.csum_not_verified = f"no csum_partial implementation ({exc})"
     return kt
+
+
+def _absent(kt: KhoTest, image: PhysImage, page_size: int) -> str:
+    """:data:`FOLIOS_ABSENT`, naming the first folio the image lacks among the first few thousand."""
+    for p, o in kt.folios[:4096]:
+        if not image.has(p, page_size << o):
+            return f"{FOLIOS_ABSENT} (folio {p:#x} order {o} is not in it)"
+    return FOLIOS_ABSENT
 
 
 @dataclass

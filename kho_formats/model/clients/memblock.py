@@ -23,7 +23,7 @@ from ...abi.memblock import (
 from ...errors import ClientError, KhoFormatError, SpecError
 from ...findings import WARNING, Finding
 from ...memory.pageset import PageSet
-from ...text import human_size
+from ...text import fmt_strings, human_size
 from ..fdt import FdtNode, build_fdt, get_strings, get_u64, parse_fdt, str_bytes, u64_bytes
 from ..specfields import BOOL, INT, RANGE, STR, ListOf, SpecField, SpecRow, SpecTable, Table
 from .base import BootLog, BootRule, BuildContext, BuiltBlob, CheckContext, Client, DecodeContext, page_round
@@ -44,13 +44,15 @@ def decode(blob: bytes, byteorder: str, *, where: str = NAME) -> list[ReserveMem
     fdt = parse_fdt(blob, where=where)
     compat = get_strings(fdt.root, "compatible", where=where)
     if COMPATIBLE not in compat:
-        raise ClientError(f"{where}: compatible {compat}", path=f"{where}:/compatible", expected=COMPATIBLE)
+        raise ClientError(
+            f"{where}: compatible {fmt_strings(compat)}", path=f"{where}:/compatible", expected=COMPATIBLE
+        )
     out = []
     for child in fdt.root.children:
         ccompat = get_strings(child, "compatible", where=where)
         if REGION_COMPATIBLE not in ccompat:
             raise ClientError(
-                f"{where}: region compatible {ccompat}",
+                f"{where}: region compatible {fmt_strings(ccompat)}",
                 path=f"{where}:{child.path}/compatible",
                 expected=REGION_COMPATIBLE,
             )
@@ -163,7 +165,7 @@ def _judge_boot(log: BootLog) -> tuple[str, str | None]:
         if ("reserve-mem" in line or "FDT 'memblock'" in line or "reserve_mem:" in line) and "command line" not in line
     ]
     return "failed", "memblock: reserve_mem not revived" + (
-        f": {bad[0]}" if bad else f" ({sorted(set(names) - set(revived))})"
+        f": {bad[0]}" if bad else f" ({fmt_strings(sorted(set(names) - set(revived)))})"
     )
 
 

@@ -150,6 +150,28 @@ def preserved_orders(preserved: PageSet, phys: np.ndarray) -> np.ndarray:
     return out
 
 
+def folio_ranges(phys: np.ndarray, order: np.ndarray, page_size: int) -> list[tuple[int, int]]:
+    """The byte ranges the folios cover (order unknown, -1: the first page), coalesced in
+    numpy: a few tuples for a 256 GiB memfd of contiguous folios, not one per folio."""
+    if phys.size == 0:
+        return []
+    start = phys.astype(np.uint64)
+    size = U64(page_size) << np.maximum(order, 0).astype(np.uint64)
+    end = start + size
+    wrap = end < start  # past 2**64 (hostile): kept as exact Python ints
+    out = [(int(a), int(a) + int(n)) for a, n in zip(start[wrap].tolist(), size[wrap].tolist())]
+    start, end = start[~wrap], end[~wrap]
+    if start.size:
+        srt = np.argsort(start, kind="stable")
+        s, e = start[srt], end[srt]
+        reach = np.maximum.accumulate(e)
+        first = np.ones(s.size, dtype=bool)
+        first[1:] = s[1:] > reach[:-1]
+        at = np.flatnonzero(first)
+        out += list(zip(s[at].tolist(), np.maximum.reduceat(e, at).tolist()))
+    return out
+
+
 @dataclass
 class MemfdFile:
     """A decoded ``memfd-v2`` file: the struct, its folio array and the folios."""
@@ -310,9 +332,7 @@ class MemfdHandler(FileHandler):
         for area in self.areas(result):
             out += [(int(c), int(c) + page_size) for c in area.chunks]
             out += area.group_ranges(page_size)
-        for p, o in zip(result.phys.tolist(), result.order.tolist()):
-            out.append((p, p + (page_size << max(o, 0))))  # order unknown (no map): the first page
-        return out
+        return out + folio_ranges(result.phys, result.order, page_size)
 
     def areas(self, result: MemfdFile) -> list[VmallocArea]:
         return [result.area] if result.area is not None else []

@@ -95,6 +95,7 @@ def decode(blob: bytes, ctx: DecodeContext, *, phys: int | None = None) -> LuoSt
     ctx = DecodeContext(lay, ctx.image, budget, where, ctx.registry, ctx.state)
     if st.serialized:
         _decode_sessions(st, ctx)
+        _check_sharing(st)
     if ser.flbs_pa:
         _decode_flbs(st, ctx)
         if st.serialized:
@@ -152,6 +153,87 @@ def _check_flb_references(st: LuoState) -> None:
                     "every file handler, so each file holds a reference and the next kernel's refcount underflows "
                     "as they finish",
                     f.entry_phys,
+                )
+            )
+
+
+def _check_sharing(st: LuoState) -> None:
+    """Structures that two owners claim (Linux 7.3's restore code says what happens):
+
+    * one file-block chain in two sessions: ``kho_block_set_restore`` only
+      maps the blocks (nothing marks them taken), so both sessions
+      deserialize the same files, and ``kho_block_set_destroy`` frees each
+      block once per session (a double free);
+    * one ``memfd_luo_ser`` (a file's ``data``) in two files:
+      ``memfd_luo_retrieve`` frees it (``kho_restore_free``) after the first
+      file, so the second reads freed memory and frees it again;
+    * one folio in two memfds: ``kho_restore_folio`` clears the page's KHO
+      magic on the first restore, so the second memfd's
+      ``memfd_luo_retrieve_folios`` fails ('Unable to restore folio', -EIO)
+      and that file is not restored."""
+    import numpy as np
+
+    owner: dict[int, str] = {}
+    for s in st.sessions:
+        for b in s.blocks:
+            if b.phys in owner and owner[b.phys] != s.name:
+                st.problems.append(
+                    LuoProblem(
+                        ERROR,
+                        "luo-file-blocks-shared",
+                        f"file block is in the chains of sessions {owner[b.phys]!r} and {s.name!r}: the next kernel "
+                        "deserializes its files for both and kho_block_set_destroy frees the block twice",
+                        b.phys,
+                    )
+                )
+            owner.setdefault(b.phys, s.name)
+    data: dict[int, str] = {}
+    folio_owner: list[tuple[np.ndarray, str]] = []
+    for s in st.sessions:
+        for f in s.files:
+            if f.decoded is None or not f.data:
+                continue
+            who = f"session {s.name!r} file {f.token:#x}"
+            if f.data in data:
+                st.problems.append(
+                    LuoProblem(
+                        ERROR,
+                        "luo-file-data-shared",
+                        f"{who} has the data (memfd_luo_ser) of {data[f.data]}: the next kernel's memfd_luo_retrieve "
+                        "frees it after the first, then reads the freed memory and frees it again for the second",
+                        f.data,
+                    )
+                )
+                continue
+            data[f.data] = who
+            phys = getattr(f.decoded, "phys", None)
+            if isinstance(phys, np.ndarray) and phys.size:
+                folio_owner.append((np.unique(phys[phys != 0]), who))
+    if len(folio_owner) > 1:
+        allp = np.concatenate([p for p, _ in folio_owner])
+        who_of = np.repeat(np.arange(len(folio_owner)), [p.size for p, _ in folio_owner])
+        order = np.argsort(allp, kind="stable")
+        srt = allp[order]
+        again = np.flatnonzero(srt[1:] == srt[:-1]) + 1
+        for k in again[:MAX_DETAILED].tolist():
+            a, b = folio_owner[int(who_of[order[k - 1]])][1], folio_owner[int(who_of[order[k]])][1]
+            st.problems.append(
+                LuoProblem(
+                    ERROR,
+                    "memfd-folio-shared",
+                    f"folio {int(srt[k]):#x} is listed by {a} and by {b}: the next kernel restores it for the first; "
+                    "kho_restore_folio refuses the second ('Unable to restore folio'), memfd_luo_retrieve_folios "
+                    "fails with -EIO and that file is not restored",
+                    int(srt[k]),
+                )
+            )
+        if again.size > MAX_DETAILED:
+            st.problems.append(
+                LuoProblem(
+                    ERROR,
+                    "memfd-folio-shared",
+                    f"... and {again.size - MAX_DETAILED} more folios listed by two memfds",
+                    int(srt[again[MAX_DETAILED]]),
                 )
             )
 
