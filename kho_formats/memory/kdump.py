@@ -49,6 +49,7 @@ from .. import progress
 from ..abi.kdump import KDUMP_SIGNATURE
 from ..abi.layout import layout, parse_struct
 from ..errors import ImageError
+from . import zhead
 from .image import ImageFormat, LazyData, PhysImage, register_format
 
 FLAT_SIGNATURE = b"makedumpfile"
@@ -496,6 +497,36 @@ class KdumpFile:
         return np.concatenate(addrs), np.concatenate(heads)
 
 
+#: zlib pages of one window given to each thread of the C decoder (below: one thread)
+NATIVE_SPLIT = 1 << 14
+_pool: Any = None
+
+
+def _threads() -> int:
+    try:
+        return max(1, min(2, len(os.sched_getaffinity(0))))
+    except (AttributeError, OSError):
+        return max(1, min(2, os.cpu_count() or 1))
+
+
+def _native_zlib_heads(buf: np.ndarray, off: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`zhead.heads` of the streams at ``off`` / ``size`` of ``buf``, in two threads
+    when there are two CPUs and enough streams (the C code runs without the GIL)."""
+    global _pool
+    k = _threads()
+    if k == 1 or off.size < 2 * NATIVE_SPLIT:
+        return zhead.heads(buf, off, size)
+    if _pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pool = ThreadPoolExecutor(max_workers=k, thread_name_prefix="kho-zhead")
+    cut = np.linspace(0, off.size, k + 1).astype(np.int64)
+    parts = list(_pool.map(lambda i: zhead.heads(buf, off[cut[i] : cut[i + 1]], size[cut[i] : cut[i + 1]]), range(k)))
+    if any(p is None for p in parts):
+        return None
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])  # type: ignore[index]
+
+
 def _zstd_head_reader() -> Callable[[memoryview], bytes] | None:
     """The first 4 bytes of a zstd frame from one reused ``zstandard`` context
     (a small read of a stream reader decodes only the first block's start); None
@@ -600,8 +631,18 @@ def _descriptor_heads(
         rle = base & (btype == 1) & (bsize >= 4)
         heads[idx[rle]] = (byte(bh + 3)[rle] * 0x01010101).astype(np.uint32)
         done[idx[rle]] = True
+    # zlib: the C decoder (zhead) when it is there: the heads of the common streams, the rest below
+    m = ok & (codec == DUMP_DH_COMPRESSED_ZLIB)
+    native = zhead.available() and bool(m.any())
+    if native:
+        idx = np.flatnonzero(m)
+        got = _native_zlib_heads(buf, off[idx], size[idx])
+        if got is not None:
+            h, st = got
+            heads[idx[st]] = h[st]
+            done[idx[st]] = True
     # zlib: CMF/FLG without a preset dictionary, then a stored first block of 4 or more bytes
-    m = ok & (codec == DUMP_DH_COMPRESSED_ZLIB) & (size >= 11)
+    m = ok & ~done & (codec == DUMP_DH_COMPRESSED_ZLIB) & (size >= 11)
     if m.any():
         o = off[m]
         cmf, flg, b0 = byte(o), byte(o + 1), byte(o + 2)
