@@ -37,7 +37,7 @@ import mmap
 import os
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from typing import IO, Any
@@ -49,6 +49,7 @@ from .. import progress
 from ..abi.kdump import KDUMP_SIGNATURE
 from ..abi.layout import layout, parse_struct
 from ..errors import ImageError
+from ..safeio import drop_mapped
 from . import zhead
 from .image import ImageFormat, LazyData, PhysImage, register_format
 
@@ -70,7 +71,7 @@ _CODEC_FLAGS = DUMP_DH_COMPRESSED_ZLIB | DUMP_DH_COMPRESSED_LZO | DUMP_DH_COMPRE
 #: decompressed pages kept per file
 PAGE_CACHE = 1024
 #: dumped pages whose heads a root-FDT scan computes together (4 bytes of result each)
-SCAN_WINDOW = 1 << 18
+SCAN_WINDOW = 1 << 15
 BLOCK_SIZES = (4096, 8192, 16384, 65536)
 
 
@@ -341,6 +342,7 @@ class KdumpFile:
         # the runs are built (a bitmap of ones is not a license to allocate)
         self.num_pages = _bit_count(bm2, max_mapnr)
         pd_off = (1 + int(h.sub_hdr_size) + int(h.bitmap_blocks)) * bs
+        self._descs_off = pd_off
         self.descs = self.src.array(
             ks.page_desc,
             self.num_pages,
@@ -349,7 +351,6 @@ class KdumpFile:
         )
         starts, counts = _bit_runs(bm2, max_mapnr)
         first = np.concatenate(([0], np.cumsum(counts)[:-1])) if counts.size else counts
-        self.runs: list[tuple[int, int, int]] = list(zip(starts.tolist(), counts.tolist(), first.tolist()))
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         #: pages a page-head scan could not read (a bad descriptor, data that does not
         #: decompress): skipped, so one damaged page does not hide the rest of the dump
@@ -358,6 +359,12 @@ class KdumpFile:
         self._run_pfn, self._run_count, self._run_first = starts, counts, first.astype(np.int64)
         #: (first run, end run, heads of their pages, problems per run) of the last window scanned
         self._window: tuple[int, int, np.ndarray, list[tuple[int, str | None]]] | None = None
+
+    @property
+    def runs(self) -> list[tuple[int, int, int]]:
+        """``(first pfn, pages, first descriptor)`` of each run of dumped pages (made on
+        each call: the file keeps them as arrays)."""
+        return list(zip(self._run_pfn.tolist(), self._run_count.tolist(), self._run_first.tolist()))
 
     def note_problems(self, bad: int, first: str | None) -> None:
         """Count ``bad`` pages a scan skipped (``first``: the first one's error)."""
@@ -452,13 +459,15 @@ class KdumpFile:
     def image(self) -> PhysImage:
         img = PhysImage()
         bs = self.block_size
-        img.add_sorted(((pfn * bs, KdumpPages(self, pfn, n, first)) for pfn, n, first in self.runs), what=self.name)
+        runs = zip(self._run_pfn.tolist(), self._run_count.tolist(), self._run_first.tolist())
+        img.add_sorted(((pfn * bs, KdumpPages(self, pfn, n, first)) for pfn, n, first in runs), what=self.name)
         return img
 
-    def scan_page_heads(self, segs: list[Any], page_size: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """The page-start heads of many whole runs of this file at once, for
-        :func:`kho_formats.ops.locate` (``(addresses, heads)``; None when
-        ``segs`` are not whole runs of a file read in place, page by page)."""
+    def scan_page_heads(self, segs: list[Any], page_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]] | None:
+        """The page-start heads of many whole runs of this file, for
+        :func:`kho_formats.ops.locate` (``(addresses, heads)`` window by window of
+        about :data:`SCAN_WINDOW` pages; None when ``segs`` are not whole runs of
+        a file read in place, page by page)."""
         bs = self.block_size
         if page_size != bs or type(self.src) is not _Mapped or not segs:
             return None
@@ -477,11 +486,20 @@ class KdumpFile:
             and np.array_equal(np.array([s.phys for s in segs], dtype=np.int64), pfns * bs)
         ):
             return None
-        addrs: list[np.ndarray] = []
-        heads: list[np.ndarray] = []
+        return self._scan_windows(firsts, pfns, counts)
+
+    def _scan_windows(
+        self, firsts: np.ndarray, pfns: np.ndarray, counts: np.ndarray
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Windows of whole runs of about :data:`SCAN_WINDOW` pages; the file pages a
+        window read are let go afterwards (:func:`~kho_formats.safeio.drop_mapped`), so
+        the scan's resident set stays about one window whatever the file's size."""
+        bs = self.block_size
         ends = np.cumsum(counts)
+        mm = self.src.buf.obj if isinstance(self.src.buf.obj, mmap.mmap) else None
+        dsize = self.structs.page_desc.itemsize
         a = 0
-        while a < len(segs):  # windows of about SCAN_WINDOW pages (whole runs)
+        while a < firsts.size:
             b = max(a + 1, int(np.searchsorted(ends, (ends[a - 1] if a else 0) + SCAN_WINDOW, "right")))
             group = np.repeat(np.arange(b - a, dtype=np.int64), counts[a:b])
             at = np.arange(group.size, dtype=np.int64) - np.repeat(np.cumsum(counts[a:b]) - counts[a:b], counts[a:b])
@@ -491,10 +509,15 @@ class KdumpFile:
             for bad, msg in problems:
                 if bad:
                     self.note_problems(bad, msg)
-            addrs.append((pf * bs).astype(np.uint64))
-            heads.append(h)
+            if mm is not None and ks.size:
+                d = self.descs[ks]
+                data_off = d["offset"].astype(np.int64)
+                hi = data_off + d["size"].astype(np.int64)
+                drop_mapped(mm, int(data_off.min()), int(hi.max()))
+                d0 = self._descs_off + int(ks[0]) * dsize
+                drop_mapped(mm, d0, self._descs_off + (int(ks[-1]) + 1) * dsize)
+            yield (pf * bs).astype(np.uint64), h
             a = b
-        return np.concatenate(addrs), np.concatenate(heads)
 
 
 #: zlib pages of one window given to each thread of the C decoder (below: one thread)
