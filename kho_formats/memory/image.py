@@ -305,7 +305,25 @@ class PhysImage:
         (a kdump file's runs of pages: tens of thousands), each checked against
         the one before instead of searched for; those that do not follow the
         image's last segment go through :meth:`add`."""
-        for phys, data in segments:
+        items = list(segments)
+        if not items:
+            return
+        starts = [p for p, _ in items]
+        datas = [d for _, d in items]
+        sizes = [len(d) for d in datas]
+        ends = [p + n for p, n in zip(starts, sizes)]
+        last = self._segs[-1].end if self._segs else 0
+        if (
+            starts[0] >= last
+            and min(starts) >= 0
+            and min(sizes) > 0
+            and ends[-1] <= 1 << 64
+            and all(a >= b for a, b in zip(starts[1:], ends))
+        ):  # all in order after the last segment: appended at once
+            self._segs.extend(map(Segment, starts, datas))
+            self._starts.extend(starts)
+            return
+        for phys, data in items:
             n = len(data)
             if self._segs and phys >= self._segs[-1].end and 0 <= phys and phys + n <= 1 << 64 and n:
                 self._segs.append(Segment(phys, data))

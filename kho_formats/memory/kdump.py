@@ -31,6 +31,7 @@ images into files ``crash`` reads).
 from __future__ import annotations
 
 import bisect
+import gc
 import heapq
 import io
 import mmap
@@ -460,7 +461,15 @@ class KdumpFile:
         img = PhysImage()
         bs = self.block_size
         runs = zip(self._run_pfn.tolist(), self._run_count.tolist(), self._run_first.tolist())
-        img.add_sorted(((pfn * bs, KdumpPages(self, pfn, n, first)) for pfn, n, first in runs), what=self.name)
+        # one lazy segment per run: tens of thousands of objects, none in a cycle; the cyclic
+        # collector, run over and over while they are made, would take most of the time
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            img.add_sorted(((pfn * bs, KdumpPages(self, pfn, n, first)) for pfn, n, first in runs), what=self.name)
+        finally:
+            if was:
+                gc.enable()
         return img
 
     def scan_page_heads(self, segs: list[Any], page_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]] | None:
@@ -743,7 +752,7 @@ class KdumpPages(LazyData):
     """One run of consecutive dumped pages, decompressed on access."""
 
     def __init__(self, f: KdumpFile, pfn: int, pages: int, first: int) -> None:
-        super().__init__(pages * f.block_size)
+        self.size = pages * f.block_size  # LazyData's one attribute, set here: tens of thousands are made
         self.f, self.pfn, self.first = f, pfn, first
 
     def fetch(self, off: int, n: int) -> bytes:
