@@ -358,6 +358,7 @@ class KdumpFile:
         self.unreadable = 0
         self.first_unreadable: str | None = None
         self._run_pfn, self._run_count, self._run_first = starts, counts, first.astype(np.int64)
+        self._pages = []
         #: (first run, end run, heads of their pages, problems per run) of the last window scanned
         self._window: tuple[int, int, np.ndarray, list[tuple[int, str | None]]] | None = None
 
@@ -466,7 +467,10 @@ class KdumpFile:
         was = gc.isenabled()
         gc.disable()
         try:
-            img.add_sorted(((pfn * bs, KdumpPages(self, pfn, n, first)) for pfn, n, first in runs), what=self.name)
+            pages = [KdumpPages(self, pfn, n, first) for pfn, n, first in runs]
+            img.add_sorted(zip((p.pfn * bs for p in pages), pages), what=self.name)
+            # the last image's runs, for a scan of them (scan_page_heads): their objects and the run of each
+            self._pages: list[KdumpPages] = pages
         finally:
             if was:
                 gc.enable()
@@ -480,7 +484,16 @@ class KdumpFile:
         bs = self.block_size
         if page_size != bs or type(self.src) is not _Mapped or not segs:
             return None
-        if any(type(s.data) is not KdumpPages or s.data.f is not self for s in segs):
+        datas = [s.data for s in segs]
+        d0 = datas[0]
+        r0 = int(np.searchsorted(self._run_first, d0.first)) if type(d0) is KdumpPages and d0.f is self else -1
+        if 0 <= r0 < len(self._pages) and self._pages[r0] is d0 and datas == self._pages[r0 : r0 + len(datas)]:
+            # the runs the last image() made, in order (list == compares identity first: no per-run Python)
+            r1 = r0 + len(datas)
+            pfns = self._run_pfn[r0:r1]
+            if np.array_equal(np.fromiter((s.phys for s in segs), np.int64, len(segs)), pfns * bs):
+                return self._scan_windows(self._run_first[r0:r1], pfns, self._run_count[r0:r1])
+        if any(type(d) is not KdumpPages or d.f is not self for d in datas):
             return None
         firsts = np.array([s.data.first for s in segs], dtype=np.int64)
         pfns = np.array([s.data.pfn for s in segs], dtype=np.int64)
@@ -527,36 +540,6 @@ class KdumpFile:
                 drop_mapped(mm, d0, self._descs_off + (int(ks[-1]) + 1) * dsize)
             yield (pf * bs).astype(np.uint64), h
             a = b
-
-
-#: zlib pages of one window given to each thread of the C decoder (below: one thread)
-NATIVE_SPLIT = 1 << 14
-_pool: Any = None
-
-
-def _threads() -> int:
-    try:
-        return max(1, min(2, len(os.sched_getaffinity(0))))
-    except (AttributeError, OSError):
-        return max(1, min(2, os.cpu_count() or 1))
-
-
-def _native_zlib_heads(buf: np.ndarray, off: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """:func:`zhead.heads` of the streams at ``off`` / ``size`` of ``buf``, in two threads
-    when there are two CPUs and enough streams (the C code runs without the GIL)."""
-    global _pool
-    k = _threads()
-    if k == 1 or off.size < 2 * NATIVE_SPLIT:
-        return zhead.heads(buf, off, size)
-    if _pool is None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _pool = ThreadPoolExecutor(max_workers=k, thread_name_prefix="kho-zhead")
-    cut = np.linspace(0, off.size, k + 1).astype(np.int64)
-    parts = list(_pool.map(lambda i: zhead.heads(buf, off[cut[i] : cut[i + 1]], size[cut[i] : cut[i + 1]]), range(k)))
-    if any(p is None for p in parts):
-        return None
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])  # type: ignore[index]
 
 
 def _zstd_head_reader() -> Callable[[memoryview], bytes] | None:
@@ -668,7 +651,7 @@ def _descriptor_heads(
     native = zhead.available() and bool(m.any())
     if native:
         idx = np.flatnonzero(m)
-        got = _native_zlib_heads(buf, off[idx], size[idx])
+        got = zhead.heads(buf, off[idx], size[idx])
         if got is not None:
             h, st = got
             heads[idx[st]] = h[st]

@@ -87,21 +87,25 @@ def _iter_page_heads(image: PhysImage, page_size: int) -> Iterator[tuple[np.ndar
     """:func:`_page_heads` in pieces of a bounded size (a mapped segment's
     :data:`SCAN_CHUNK`, a kdump file's scan window), in address order of the
     image's segments."""
-    for seg in image:  # a new scan: what earlier scans skipped is not this one's
-        if isinstance(seg.data, LazyData):
-            seg.data.reset_scan_problems()
     segs = list(image)
+    # what keeps each segment's scan problems (a kdump file for all its runs: hundreds of thousands)
+    srcs = [seg.data.scan_source() if isinstance(seg.data, LazyData) else None for seg in segs]
+    reset: set[int] = set()
+    for seg, src in zip(segs, srcs):  # a new scan: what earlier scans skipped is not this one's
+        if src is not None and id(src) not in reset:
+            reset.add(id(src))
+            seg.data.reset_scan_problems()  # type: ignore[union-attr]
     with progress.task("scanning for the root FDT", total=sum(len(seg.data) for seg in segs)) as bar:
         i = 0
         while i < len(segs):
             seg = segs[i]
             # consecutive lazy segments of one source that scans many at once (a kdump file's runs
             # of dumped pages: tens of thousands of a few pages each) are given to it together
-            many = getattr(seg.data.scan_source(), "scan_page_heads", None) if isinstance(seg.data, LazyData) else None
+            src = srcs[i]
+            many = getattr(src, "scan_page_heads", None) if src is not None else None
             if many is not None:
-                src = seg.data.scan_source()  # type: ignore[union-attr]
                 j = i + 1
-                while j < len(segs) and isinstance(segs[j].data, LazyData) and segs[j].data.scan_source() is src:
+                while j < len(segs) and srcs[j] is src:
                     j += 1
                 got = many(segs[i:j], page_size)  # reports its pages to progress.current()
                 if got is not None:
