@@ -9,6 +9,7 @@ of these.
 
 from __future__ import annotations
 
+import json
 import reprlib
 
 
@@ -165,6 +166,72 @@ class LiveCaptureError(KhoFormatError):
     ``kho/in``) or ``/proc/kcore`` missing or unreadable (not root)."""
 
     kind = "live"
+
+
+def input_value(v: object, limit: int = 60) -> str:
+    """A value read from a spec, manifest or JSON file, written as such a file writes it
+    (``true``, ``null``, ``"text"``, ``[1, 2]``, ``{"a": 1}``), at most ``limit`` characters:
+    an error quotes the input in the input's own syntax, never a Python repr.
+
+    >>> input_value(True), input_value(None), input_value("16M"), input_value([1, 2]), input_value({"a": None})
+    ('true', 'null', '"16M"', '[1, 2]', '{"a": null}')
+    >>> input_value(list(range(100)))
+    'a list of 100 items'
+    """
+    r = _input_text(v, limit, 3)
+    if r is not None and len(r) <= limit:
+        return r
+    n = len(v) if isinstance(v, (list, tuple, dict)) else None
+    return input_kind(v) + ("" if n is None else f" of {n} item" + ("" if n == 1 else "s"))
+
+
+def input_kind(v: object) -> str:
+    """What a value read from an input file is, in the file's words: "a string", "a table", "true/false"..."""
+    if isinstance(v, bool):
+        return "true/false"
+    if v is None:
+        return "null"
+    for t, word in ((int, "an integer"), (float, "a number"), (str, "a string"), (bytes, "bytes")):
+        if isinstance(v, t):
+            return word
+    if isinstance(v, (list, tuple)):
+        return "a list"
+    if isinstance(v, dict):
+        return "a table"
+    return "a value of another kind"
+
+
+def _input_text(v: object, limit: int, depth: int) -> str | None:
+    """``v`` in JSON-like syntax, or None once it passes ``limit`` characters or ``depth`` levels."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    if isinstance(v, int):
+        return str(v) if v.bit_length() <= 128 else f"an integer of {v.bit_length()} bits"
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, (str, bytes)):
+        t = v if isinstance(v, str) else v.decode("latin-1")
+        if len(t) > limit:
+            return json.dumps(t[: limit - 5])[:-1] + '..."'
+        return json.dumps(t)
+    if depth == 0 or not isinstance(v, (list, tuple, dict)) or len(v) > limit // 2:
+        return None
+    parts: list[str] = []
+    size = 2
+    items = v.items() if isinstance(v, dict) else ((None, x) for x in v)
+    for k, x in items:
+        part = _input_text(x, limit, depth - 1)
+        if part is None:
+            return None
+        if k is not None:
+            part = f"{json.dumps(str(k))}: {part}"
+        size += len(part) + 2
+        if size > limit:
+            return None
+        parts.append(part)
+    return ("{%s}" if isinstance(v, dict) else "[%s]") % ", ".join(parts)
 
 
 _REPR = reprlib.Repr()

@@ -31,6 +31,17 @@ def safe_lines(L: Sequence[str]) -> str:
     return "\n".join(safe_text(x) for x in L) + "\n"
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``n`` and ``word``, in the plural unless ``n`` is one: ``plural(1, "range")`` is ``"1 range"``.
+
+    >>> plural(0, "error"), plural(1, "error"), plural(2, "sub-blob")
+    ('0 errors', '1 error', '2 sub-blobs')
+    >>> plural(3, "entry", "entries")
+    '3 entries'
+    """
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
 def human_size(n: int) -> str:
     """``4096`` -> ``4 KiB``, ``1536`` -> ``1.5 KiB``."""
     for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):

@@ -114,7 +114,7 @@ def test_root_fdt_from_memory_when_root_dtb_is_missing(tmp_path: Path) -> None:
     [
         ({"page_size": 8192}, "fixture page_size 8192"),
         ({"page_size": "lots"}, "page_size"),
-        ({"arch": "riscv64"}, "fixture is for 'riscv64'"),
+        ({"arch": "riscv64"}, 'fixture is for "riscv64"'),
         ({"arch": "x86_64", "page_size": 16384}, "x86_64 with 16 KiB"),
         ({"arch": "x86_64", "byte_order": "big"}, "big-endian"),
         ({"byte_order": "middle"}, "byte_order"),

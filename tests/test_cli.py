@@ -439,7 +439,9 @@ def test_check_says_where_output_goes_and_json_has_the_same_findings(tmp_path):
         from kho_formats.findings import Finding
 
         assert found == [str(Finding(**f)) for f in j["findings"]]
-        assert summary.endswith(f"{'OK' if j['ok'] else 'FAILED'}: {j['errors']} errors, {j['warnings']} warnings")
+        e, w = j["errors"], j["warnings"]
+        counts = f"{e} error{'' if e == 1 else 's'}, {w} warning{'' if w == 1 else 's'}"  # "1 error", "0 warnings"
+        assert summary.endswith(f"{'OK' if j['ok'] else 'FAILED'}: {counts}")
 
 
 def test_check_strict_fails_on_warnings():

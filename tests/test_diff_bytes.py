@@ -82,6 +82,25 @@ def test_same_bytes_split_into_other_folios_differ_as_folios_only() -> None:
     assert d["preserved_identical"] is True and d["identical"] is False  # the page sizes differ
 
 
+def test_long_differences_list_the_first_items_and_count_the_rest() -> None:
+    st = kho_formats.open(FIX / "v4-4k").state
+    a, b = st.copy(), st.copy()
+    a.preserved = PageSet.from_pages(4096, [(0x40000000 + 0x2000 * i, 0) for i in range(25)])
+    b.preserved = PageSet.from_pages(4096, [(0x80000000, 0)])
+    text = render_diff(diff_report(a, b))
+    lines = text.splitlines()
+    i = lines.index("  only in A: 100 KiB in 25 ranges")
+    assert lines[i + 1 : i + 3] == ["    0x40000000-0x40001000 (4 KiB)", "    0x40002000-0x40003000 (4 KiB)"]
+    assert lines[i + 21] == "    ... 5 more (--json lists up to 1000)"
+    j = lines.index("  folios only in A: 25 (100 KiB)")
+    assert (
+        lines[j + 20] == f"    {0x40000000 + 0x2000 * 19:#x} order 0"
+        and lines[j + 21] == "    ... 5 more (--json lists up to 1000)"
+    )
+    k = lines.index("  only in B: 4 KiB in 1 range")  # one range, said so
+    assert lines[k + 1] == "    0x80000000-0x80001000 (4 KiB)" and not lines[k + 2].startswith("    ...")
+
+
 def _brute(s: np.ndarray, e: np.ndarray) -> set[int]:
     return {x for a, b in zip(s.tolist(), e.tolist()) for x in range(a, b)}
 

@@ -170,4 +170,4 @@ def test_boot_and_capture_messages_sum_up_huge_values(tmp_path: Path) -> None:
     (d / "handover.json").write_text(json.dumps(ho))
     with pytest.raises(BootError) as info:
         load_fixture(d)
-    assert "a dict of 1 items" in str(info.value) and len(str(info.value)) < 400
+    assert "a table of 1 item" in str(info.value) and len(str(info.value)) < 400

@@ -111,3 +111,21 @@ def test_folio_ranges_are_coalesced_exactly() -> None:
     assert sorted(got) == [tuple(m) for m in merged]
     assert (2**64 - 0x1000, 2**64 - 0x1000 + (ps << 9)) in got  # past 2**64: exact, not wrapped
     assert folio_ranges(np.zeros(0, np.uint64), np.zeros(0, np.int64), ps) == []
+
+
+def test_diff_says_which_contents_it_could_not_compare() -> None:
+    """Two handovers whose memfd folios are not in the images: the diff says how many files' contents it did
+    not compare (identical otherwise); with the contents on both sides nothing is said."""
+    from kho_formats.ops.report import render_diff
+
+    absent, absent2, seeded = (kho_formats.build(_spec(f)) for f in ("absent", "absent", None))
+    d = absent.diff(absent2).to_json()
+    assert d["identical"] and d["luo"]["contents_not_compared"] == 1  # the 8 MiB memfd; the small file compared
+    assert "  LUO: contents of 1 file in both not compared" in render_diff(d)
+    d = seeded.diff(kho_formats.build(_spec(None))).to_json()
+    assert d["identical"] and d["luo"]["contents_not_compared"] == 0
+    assert "not compared" not in render_diff(d)
+    d = absent.diff(seeded).to_json()  # contents on one side only: a difference, and not a comparison
+    assert not d["identical"] and d["luo"]["contents_not_compared"] == 1
+    text = render_diff(d)
+    assert "file 0x7: contents differ" in text and "contents of 1 file in both not compared" in text

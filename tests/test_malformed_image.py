@@ -140,15 +140,18 @@ LYING_MANIFESTS = [
     ('{"segments": 5}', "segments is not a list"),
     ("[1, 2]", "bad manifest"),
     ('"x"', "bad manifest"),
-    (segs({"phys": 1}), "segment #0 is malformed"),
-    (segs({"file": "seg-a.bin"}), "segment #0 is malformed"),
-    (segs({"file": "seg-a.bin", "phys": float("inf")}), "segment #0 is malformed"),  # json Infinity: int() overflowed
-    ('{"segments": [{"file": "seg-a.bin", "phys": NaN}]}', "segment #0 is malformed"),
-    (segs({"file": "seg-a.bin", "phys": "0x1000"}), "segment #0 is malformed"),
-    (segs({"file": 12, "phys": 4096}), "segment #0 is malformed"),  # Path / int: TypeError
-    (segs({"file": "a\0b", "phys": 4096}), "segment #0 is malformed"),  # embedded NUL
-    (segs({"file": "seg-a.bin", "phys": 4096, "size": True}), "segment #0 is malformed"),
-    (segs(7), "segment #0 is malformed"),
+    (segs({"phys": 1}), 'segment #0 has no "file"'),
+    (segs({"file": "seg-a.bin"}), 'segment #0 has no "phys"'),
+    (
+        segs({"file": "seg-a.bin", "phys": float("inf")}),
+        "segment #0 phys inf is not an integer",
+    ),  # json Infinity: int() overflowed
+    ('{"segments": [{"file": "seg-a.bin", "phys": NaN}]}', "segment #0 phys nan is not an integer"),
+    (segs({"file": "seg-a.bin", "phys": "0x1000"}), 'segment #0 phys "0x1000" is not an integer'),
+    (segs({"file": 12, "phys": 4096}), "segment #0 file 12 is not a file name"),  # Path / int: TypeError
+    (segs({"file": "a\0b", "phys": 4096}), "is not a file name"),  # embedded NUL
+    (segs({"file": "seg-a.bin", "phys": 4096, "size": True}), "segment #0 size true is not an integer"),
+    (segs(7), "segment #0 is an integer"),
     (segs({"file": "../../etc/passwd", "phys": 4096}), "is outside the bundle"),
     (segs({"file": "/etc/passwd", "phys": 4096}), "is outside the bundle"),
     (segs({"file": "missing.bin", "phys": 4096}), "cannot read segment #0"),
@@ -214,13 +217,13 @@ CAPTURE_ROOT = Path(__file__).resolve().parent.parent / "fixtures" / "captures" 
 @pytest.mark.parametrize(
     "meta,frag",
     [
-        ('{"fdt_phys": "abc"}', "fdt_phys is 'abc'"),  # used to escape as ValueError
+        ('{"fdt_phys": "abc"}', 'fdt_phys is "abc"'),  # used to escape as ValueError
         ('{"page_size": [1]}', "page_size is [1]"),  # TypeError
         ("[" * 100_000 + "]" * 100_000, "not valid JSON"),  # RecursionError
         ('{"fdt_phys": 1e400}', "fdt_phys is inf"),  # OverflowError
         ('{"scratch": [[1e400, 1]]}', "expected a list of [address, size] pairs"),
-        ('{"v1_bitmap_bytes": "x"}', "v1_bitmap_bytes is 'x'"),
-        ('{"scratch_array_phys": true, "scratch": [[4096, 4096]]}', "scratch_array_phys is True"),
+        ('{"v1_bitmap_bytes": "x"}', 'v1_bitmap_bytes is "x"'),
+        ('{"scratch_array_phys": true, "scratch": [[4096, 4096]]}', "scratch_array_phys is true"),
     ],
 )
 def test_capture_metadata_that_lies(tmp_path, meta, frag):

@@ -43,7 +43,7 @@ def test_suffixed_ints_and_conversions() -> None:
     "d,needle",
     [
         ({"req": "x", "bogus": 1}, "t: unknown key(s) bogus"),
-        ({"req": "x", "n": True}, "t.n: expected an integer, got True"),
+        ({"req": "x", "n": True}, "t.n: expected an integer, got true"),
         ({"req": "x", "n": "12Q"}, "t.n: expected an integer"),
         ({"req": "x", "flag": 1}, "t.flag: expected true or false"),
         ({"req": 5}, "t.req: expected a string"),
@@ -52,7 +52,7 @@ def test_suffixed_ints_and_conversions() -> None:
         ({"req": "x", "lst": [1, "z"]}, "t.lst[1]: expected an integer"),
         ({"req": "x", "sub": [{"j": 1}]}, "t.sub[0]: unknown key(s) j"),
         ({}, "t: missing req"),
-        ([], "t: expected a table/mapping, got list"),
+        ([], "t: expected a table/mapping, got a list"),
     ],
 )
 def test_validation_errors(d: object, needle: str) -> None:
@@ -111,3 +111,23 @@ def test_readme_spec_table_is_current() -> None:
     text = (ROOT / "README.md").read_text()
     assert mod.render(text) == text, "README spec table is stale: run scripts/gen_spec_docs.py"
     assert mod.main(["--check"]) == 0
+
+
+@pytest.mark.parametrize(
+    "value,shown",
+    [(True, "true"), (None, "null"), ({"a": None}, '{"a": null}'), (["x", False], '["x", false]'), ("16Q", '"16Q"')],
+)
+def test_spec_errors_quote_values_in_the_spec_s_own_syntax(tmp_path, value, shown):
+    """A bad value is quoted as TOML/YAML/JSON writes it, never as a Python repr (True, None, {'a': ...})."""
+    import json
+
+    import kho_formats
+
+    spec = tmp_path / "s.json"
+    spec.write_text(json.dumps({"version": "kho-v4", "page_size": value}))
+    with pytest.raises(kho_formats.KhoFormatError) as info:
+        kho_formats.build(spec)
+    msg = str(info.value)
+    assert f"page_size: expected an integer, got {shown}" in msg
+    for python in ("True", "False", "None", "{'", "['"):
+        assert python not in msg

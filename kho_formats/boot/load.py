@@ -20,7 +20,7 @@ from typing import Any
 
 from ..abi.layout import KhoScratch, layout
 from ..abi.versions import PAGE_SIZES
-from ..errors import BootError, ImageError, KhoFormatError, SpecError, short_repr
+from ..errors import BootError, ImageError, KhoFormatError, SpecError, input_value
 from ..memory.image import PhysImage
 from ..model.fdt import FdtNode, parse_fdt
 from ..model.spec import parse_int
@@ -110,7 +110,7 @@ def _checked_file(d: Path, name: str, what: str) -> Path:
     """``d/name`` resolved, refused unless it is a regular file inside ``d``."""
     rel = PurePosixPath(name)
     if not name or "\0" in name or rel.is_absolute() or ".." in rel.parts or os.path.isabs(name):
-        raise BootError(f"{what} {short_repr(name)}: not a relative path inside the fixture directory {d}")
+        raise BootError(f"{what} {input_value(name)}: not a relative path inside the fixture directory {d}")
     p = d / name
     try:
         base = d.resolve(strict=True)
@@ -212,7 +212,7 @@ def load_fixture(fixture_dir: PathLike) -> BootFixture:
     arch = BOOT_ARCHS.get(str(handover.get("arch", "arm64")))
     if arch is None:
         raise BootError(
-            f"fixture is for {short_repr(handover.get('arch'))}: kho boot boots arm64 and x86_64 kernels",
+            f"fixture is for {input_value(handover.get('arch'))}: kho boot boots arm64 and x86_64 kernels",
             expected='arch "arm64" or "x86_64"',
         )
     page_size = _int(handover.get("page_size", BOOT_PAGE_SIZE), "handover.json: page_size")
@@ -220,7 +220,7 @@ def load_fixture(fixture_dir: PathLike) -> BootFixture:
         raise BootError(f"fixture page_size {page_size}", expected="4096, 16384 or 65536 (arm64 page sizes)")
     byte_order = handover.get("byte_order", "little")
     if byte_order not in ("little", "big"):
-        raise BootError(f"handover.json: byte_order {short_repr(byte_order)}", expected='"little" or "big"')
+        raise BootError(f"handover.json: byte_order {input_value(byte_order)}", expected='"little" or "big"')
     if arch == "x86_64" and (page_size != 4096 or byte_order != "little"):
         raise BootError(
             f"fixture is x86_64 with {page_size // 1024} KiB {byte_order}-endian pages",
@@ -243,7 +243,7 @@ def load_fixture(fixture_dir: PathLike) -> BootFixture:
     if isinstance(cmdline, list) and all(isinstance(a, str) for a in cmdline):
         cmdline = " ".join(cmdline)
     if not isinstance(cmdline, str):
-        raise BootError(f"handover.json: cmdline {short_repr(cmdline)}", expected="a string or a list of strings")
+        raise BootError(f"handover.json: cmdline {input_value(cmdline)}", expected="a string or a list of strings")
 
     segments, image = _segments(d, manifest)
     fx = BootFixture(

@@ -47,7 +47,7 @@ from ..abi.elf import (
     elf64_byteorder,
 )
 from ..abi.layout import layout, parse_struct
-from ..errors import ImageError, LimitExceeded, short_repr
+from ..errors import ImageError, LimitExceeded, input_kind, input_value
 from ..limits import Limits, check_limits
 from ..safeio import SMALL_FILE_LIMIT, map_regular, read_regular, refuse_touching_inputs
 
@@ -276,6 +276,9 @@ class PhysImage:
         self._starts: list[int] = []
         #: the arch of the ELF core it was loaded from (``e_machine``), if known
         self.arch: str | None = None
+        #: the byte order of the dump it was loaded from (ELF ``EI_DATA``, a kdump header's), if known:
+        #: the handover's own byte order when nothing else says it
+        self.byteorder: str | None = None
         for phys, data in segments:
             self.add(phys, data)
 
@@ -380,12 +383,14 @@ class PhysImage:
         for s in other._segs:
             out.add(s.phys, s.data)
         out.arch = self.arch or other.arch
+        out.byteorder = self.byteorder or other.byteorder
         return out
 
     def copy(self) -> PhysImage:
         """An independent copy; immutable bytes (mapped files, lazy data) are shared, not duplicated."""
         out = PhysImage((s.phys, s.data if _immutable(s.data) else bytes(s.data[0 : len(s.data)])) for s in self._segs)
         out.arch = self.arch
+        out.byteorder = self.byteorder
         return out
 
     # -- reading ------------------------------------------------------------
@@ -543,6 +548,7 @@ class PhysImage:
             raise ImageError(f"{name}: program headers past end of file ({eh.e_phoff:#x} + {phnum} x {phsize})")
         img = cls()
         img.arch = ELF_ARCHS.get(int(eh.e_machine))
+        img.byteorder = "little" if buf[5] == 1 else "big"
         # all program headers at once (up to 65535 of them: one construct parse
         # each would take seconds on a hostile file), then PT_LOADs by address
         # so that adding them is O(n log n) and overlaps are caught pairwise
@@ -699,15 +705,25 @@ class PhysImage:
             raise ImageError(f"{mpath}: bad manifest ({type(exc).__name__}: {str(exc)[:200]})") from None
         entries: list[tuple[int, int, str, int]] = []  # (phys, k, file, size)
         for k, seg in enumerate(segs):
-            try:
-                fname, phys = seg["file"], seg["phys"]
-                size = seg.get("size", -1)
+            bad = None
+            if not isinstance(seg, dict):
+                bad = f"is {input_kind(seg)}"
+            elif "file" not in seg or "phys" not in seg:
+                bad = "has no " + " and no ".join(f'"{key}"' for key in ("file", "phys") if key not in seg)
+            else:
+                fname, phys, size = seg["file"], seg["phys"], seg.get("size", -1)
                 if not isinstance(fname, str) or "\0" in fname or len(fname) > 4096:  # PATH_MAX
-                    raise TypeError(f"file {short_repr(fname)} is not a file name")
-                if not all(isinstance(v, int) and not isinstance(v, bool) for v in (phys, size)):
-                    raise TypeError(f"phys {short_repr(phys)} and size {short_repr(size)} must be integers")
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise ImageError(f"{mpath}: segment #{k} is malformed ({short_repr(str(exc), 200)})") from None
+                    bad = f"file {input_value(fname)} is not a file name"
+                else:
+                    nonint = [f"{key} {input_value(seg[key])}" for key in ("phys", "size") if key in seg]
+                    nonint = [t for t, v in zip(nonint, (phys, size)) if not isinstance(v, int) or isinstance(v, bool)]
+                    if nonint:
+                        bad = " and ".join(nonint) + (" is not an integer" if len(nonint) == 1 else " are not integers")
+            if bad is not None:
+                raise ImageError(
+                    f"{mpath}: segment #{k} {bad}",
+                    expected='{"file": NAME, "phys": ADDRESS, "size": BYTES} (size optional)',
+                )
             entries.append((phys, k, fname, size))
         entries.sort()
         img = cls()
@@ -725,10 +741,10 @@ class PhysImage:
                     fpath = (d / fname).resolve()
                 except (OSError, RuntimeError, ValueError) as exc:  # symlink loops, bad names
                     raise ImageError(
-                        f"{mpath}: segment #{k} file {short_repr(fname)} cannot be resolved ({short_repr(str(exc), 200)})"
+                        f"{mpath}: segment #{k} file {input_value(fname)} cannot be resolved ({exc})"
                     ) from None
                 if top not in fpath.parents:
-                    raise ImageError(f"{mpath}: segment #{k} file {short_repr(fname)} is outside the bundle")
+                    raise ImageError(f"{mpath}: segment #{k} file {input_value(fname)} is outside the bundle")
                 resolved[fname] = fpath
             data = mapped.get(fpath)
             if data is None:  # one mapping per file, however often the manifest names it
@@ -739,7 +755,7 @@ class PhysImage:
             if total > lim.max_image_bytes:
                 raise LimitExceeded(
                     f"{mpath}: the segments add up to more than {lim.max_image_bytes} bytes "
-                    f"(at segment #{k}, {short_repr(fname)}; {len(entries)} segments name {len(mapped)} files)",
+                    f"(at segment #{k}, {input_value(fname)}; {len(entries)} segments name {len(mapped)} files)",
                     phys=phys,
                     expected="raise it with Limits(max_image_bytes=...)",
                 )

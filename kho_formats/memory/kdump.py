@@ -823,6 +823,7 @@ def load_kdump(path: str | os.PathLike[str], data: mmap.mmap | bytes | None = No
     f = KdumpFile(data, name=os.fspath(path))
     img = f.image()
     img.arch = None
+    img.byteorder = f.byteorder
     return img
 
 

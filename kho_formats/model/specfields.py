@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import SpecError, short_repr
+from ..errors import SpecError, input_kind, input_value
 from ..safeio import read_regular
 
 _SUFFIX = {"K": 10, "M": 20, "G": 30, "T": 40}
@@ -61,8 +61,8 @@ def parse_int(value: Any, where: str) -> int:
 
 
 def _short(v: Any) -> str:
-    """``repr(v)`` cut to 60 characters (no 5000-digit or megabyte reprs in errors)."""
-    return short_repr(v)
+    """``v`` as the spec writes it, cut to 60 characters (no 5000-digit or megabyte values in errors)."""
+    return input_value(v)
 
 
 #: a fixture name: it becomes a file name and is pasted into kho_fixture.h and chosen.dtsi
@@ -305,7 +305,7 @@ def toml_literal(v: Any) -> str:
 def check_mapping(d: Any, allowed: Sequence[str], where: str) -> dict:
     """``d`` is a mapping whose keys are all in ``allowed``."""
     if not isinstance(d, dict):
-        raise SpecError(f"{where}: expected a table/mapping, got {type(d).__name__}")
+        raise SpecError(f"{where}: expected a table/mapping, got {input_kind(d)}")
     bad = sorted(set(d) - set(allowed))
     if bad:
         raise SpecError(f"{where}: unknown key(s) {', '.join(bad)}", expected=", ".join(allowed))

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..abi.layout import layout
-from ..errors import ImageError, KhoFormatError, short_repr
+from ..errors import ImageError, KhoFormatError, input_value
 from ..limits import Limits
 from ..memory.image import LazyData, PhysImage, image_format_of
 from ..model import memmap
@@ -195,7 +195,7 @@ def _meta_int(meta: dict, key: str, where: Path) -> int | None:
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, int):
-        raise KhoFormatError(f"{where}: {key} is {short_repr(v)}", expected="an integer")
+        raise KhoFormatError(f"{where}: {key} is {input_value(v)}", expected="an integer")
     return v
 
 
@@ -252,6 +252,8 @@ def load_capture(
         cap.sources["images"] = list(mem)
     if cap.image is not None and cap.arch is None:
         cap.arch = cap.image.arch
+    if cap.image is not None and cap.byte_order is None:  # a dump's own byte order is the handover's
+        cap.byte_order = cap.image.byteorder
     binfo = _read(Path(boot_info), "boot info", max_size=1 << 20) if boot_info is not None else None
     if resolve:
         resolve_root_fdt(cap, root_phys=root_phys, boot_info=binfo)

@@ -30,6 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ..text import plural
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..errors import KhoFormatError
     from ..findings import Finding
@@ -140,12 +142,11 @@ def render_build(fx: Fixture, outdir: str, files: Sequence[str]) -> str:
     return (
         f"built {fx.name}: {st.version}, {st.page_size // 1024} KiB pages, {st.byteorder}-endian, {fx.arch}\n"
         f"  root FDT {fx.fdt_phys:#x} ({len(fx.root_fdt)} bytes), memory map {st.memmap_phys:#x}\n"
-        f"  {st.preserved.num_pages} preserved folios ({st.preserved.total_bytes // st.page_size} pages), "
-        f"{len(st.subblobs)} sub-blobs "
-        f"({', '.join(sb.name for sb in st.subblobs) or 'none'}), {len(st.scratch)} scratch "
-        f"area{'' if len(st.scratch) == 1 else 's'}\n"
-        f"  image: {len(fx.image.covered())} segments, {fx.image.total_bytes} bytes\n"
-        f"  wrote {len(files)} files into {outdir}\n"
+        f"  {plural(st.preserved.num_pages, 'preserved folio')} ({plural(st.preserved.total_bytes // st.page_size, 'page')}), "
+        f"{plural(len(st.subblobs), 'sub-blob')} "
+        f"({', '.join(sb.name for sb in st.subblobs) or 'none'}), {plural(len(st.scratch), 'scratch area')}\n"
+        f"  image: {plural(len(fx.image.covered()), 'segment')}, {plural(fx.image.total_bytes, 'byte')}\n"
+        f"  wrote {plural(len(files), 'file')} into {outdir}\n"
     )
 
 
@@ -194,7 +195,7 @@ def _addr(v: int | None) -> str:
 def render_capture(doc: dict[str, Any], state: KhoState, *, live: bool) -> str:
     return (
         f"captured the {state.version} handover at {_addr(state.root_fdt_phys)} into {doc['outdir']}: "
-        f"{doc['image_bytes']} bytes in {doc['image_segments']} ranges "
+        f"{plural(doc['image_bytes'], 'byte')} in {plural(doc['image_segments'], 'range')} "
         f"(of {doc['source_bytes']} in {'RAM' if live else 'the dump'})\n"
         + "".join(f"  note: {n}\n" for n in doc["notes"])
     )
@@ -207,7 +208,7 @@ def luo_extract_document(index: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_luo_extract(index: dict[str, Any], outdir: str) -> str:
-    lines = [f"wrote {index['files_written']} files and index.json into {outdir}\n"]
+    lines = [f"wrote {plural(index['files_written'], 'file')} and index.json into {outdir}\n"]
     for s in index["sessions"]:
         for f in s["files"]:
             what = f["file"] or f"not extracted ({f['compatible']})"

@@ -29,6 +29,7 @@ from ..model import memmap
 from ..model.clients import decode_clients
 from ..model.fixture import Fixture, disjoint_regions, make_fixture
 from ..model.state import KhoState, _scratch_areas, build, convert
+from ..text import plural
 from .capture import Capture, strip_ranges
 from .extract import handover_ranges, image_within, merge_ranges, spare_ranges, subtract
 
@@ -214,7 +215,7 @@ def render_convert(s: dict, outdir: str = "") -> str:
     f, t = s["from"], s["to"]
     lines = [
         f"converted {f['version']} -> {t['version']}" + (f" into {outdir}" if outdir else ""),
-        f"  preserved: {s['preserved_pages']} folios ({s['preserved_bytes']} bytes), unchanged",
+        f"  preserved: {plural(s['preserved_pages'], 'folio')} ({plural(s['preserved_bytes'], 'byte')}), unchanged",
         "  sub-blobs: "
         + (", ".join(f"{b['name']}@{b['phys']:#x}+{b['size']}" for b in s["subblobs"]) or "none")
         + (f" ({'+'.join(s['subblobs'][0]['properties'])})" if s["subblobs"] else ""),

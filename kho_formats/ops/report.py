@@ -13,8 +13,8 @@ the others ``/1``); keys are only ever added within one schema version.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from itertools import chain
+from collections.abc import Iterable, Sequence
+from itertools import chain, islice
 
 from .._version import __version__
 from ..findings import ERROR, WARNING, Finding
@@ -26,7 +26,7 @@ from ..model import memmap
 from ..model.clients import ClientReport, decode_clients, registry
 from ..model.state import KhoState, SubBlob
 from ..text import fmt_addr as _fmt_addr
-from ..text import fmt_range, human_size, plain_value, safe_text
+from ..text import fmt_range, human_size, plain_value, plural, safe_text
 from ..text import safe_lines as _lines
 from ..text import table as _table
 
@@ -260,7 +260,7 @@ def render_inspect(r: dict, *, max_ranges: int = 32) -> str:
     for label, text in codec.param_lines(r):
         L.append(f"  {label + ':':<17}{text}")
     if r["image"]:
-        L.append(f"  memory image:    {r['image']['segments']} segments, {human_size(r['image']['bytes'])}")
+        L.append(f"  memory image:    {plural(r['image']['segments'], 'segment')}, {human_size(r['image']['bytes'])}")
     L.append("")
     L.append(f"Sub-blobs ({len(r['subblobs'])}):")
     if r["subblobs"]:
@@ -461,6 +461,18 @@ def _limited_pages(ps, limit: int):
         yield po
 
 
+#: the items of one kind a diff's text lists before it counts the rest
+DIFF_TEXT_ITEMS = 20
+
+
+def _first_of(n: int, items: Iterable[str]) -> list[str]:
+    """The first :data:`DIFF_TEXT_ITEMS` of ``n`` diff items, one per line, then how many more there are."""
+    L = [f"    {t}" for t in islice(items, DIFF_TEXT_ITEMS)]
+    if n > DIFF_TEXT_ITEMS:
+        L.append(f"    ... {n - DIFF_TEXT_ITEMS} more (--json lists up to 1000)")
+    return L
+
+
 def render_diff(d: dict) -> str:
     L = []
     if d["identical"]:
@@ -478,20 +490,14 @@ def render_diff(d: dict) -> str:
         x = d[key]
         if x["bytes"]:
             n = x["ranges_total"]
-            L.append(f"  only in {side}: {human_size(x['bytes'])} in {n} range{'s' if n != 1 else ''}")
-            for r in x["ranges"][:20]:
-                L.append(f"    {fmt_range(r['start'], r['size'])}")
-            if n > 20:
-                L.append(f"    ... {n - 20} more (--json lists up to 1000)")
+            L.append(f"  only in {side}: {human_size(x['bytes'])} in {plural(n, 'range')}")
+            L += _first_of(n, (fmt_range(r["start"], r["size"]) for r in x["ranges"]))
     for side, key in (("A", "only_in_a"), ("B", "only_in_b")):
         x = d[key]
         if x["folios"]:
             n = x["folios"]
             L.append(f"  folios only in {side}: {n} ({human_size(x['folio_bytes'])})")
-            for p in x["list"][:20]:
-                L.append(f"    {p['phys']:#x} order {p['order']}")
-            if n > 20:
-                L.append(f"    ... {n - 20} more (--json lists up to 1000)")
+            L += _first_of(n, (f"{p['phys']:#x} order {p['order']}" for p in x["list"]))
     for s in d["subblobs"]:
         if s["change"] == DIFFERS:
             L.append(
@@ -541,7 +547,7 @@ def render_check(r: dict) -> str:
         L.append(f"{f['severity']}: [{f['code']}] {loc}{f['message']}")
     L.append(
         f"{r['source'] + ': ' if r['source'] else ''}{'OK' if r['ok'] else 'FAILED'}: "
-        f"{r['errors']} errors, {r['warnings']} warnings"
+        f"{plural(r['errors'], 'error')}, {plural(r['warnings'], 'warning')}"
         + (" (--strict: warnings fail)" if r.get("strict") and not r["ok"] and not r["errors"] else "")
     )
     return _lines(L)

@@ -17,7 +17,7 @@ from ....abi.luo import (
     LUO_ABI_COMPATIBLE,
 )
 from ....abi.memfd import MEMFD_LUO_FH_COMPATIBLE
-from ....errors import ClientError, SpecError
+from ....errors import ClientError, SpecError, input_kind
 from ....memory.pageset import PageSet
 from ...specfields import ANY, BOOL, INT, STR, ListOf, SpecField, SpecRow, SpecTable, Table, validate
 from ..base import BuildContext, BuiltBlob, Segment
@@ -141,7 +141,7 @@ def luo_params(values: dict[str, Any], where: str, base_dir: Path | None) -> Luo
         for j, fv in enumerate(sv["files"]):
             fw = f"{sw}.files[{j}]"
             if not isinstance(fv, dict):
-                raise SpecError(f"{fw}: expected a table/mapping, got {type(fv).__name__}")
+                raise SpecError(f"{fw}: expected a table/mapping, got {input_kind(fv)}")
             common = validate(FILE_FIELDS, {k: fv[k] for k in ("token", "handler") if k in fv}, fw)
             h = FILE_HANDLERS.get(common["handler"])
             buildable = [x.compatible for x in FILE_HANDLERS if x.spec_fields is not None]

@@ -8,7 +8,7 @@ from typing import Any
 from ....abi.layout import Layout
 from ....findings import ERROR, INFO, Finding
 from ....memory.image import PhysImage
-from ....text import table
+from ....text import plural, table
 from ..base import BuildContext, BuiltBlob, CheckContext, Client, DecodeContext
 from ..vmalloc import VmallocArea
 from .boot import BOOT_RULE
@@ -17,10 +17,6 @@ from .decode import decode
 from .diff import diff, diff_text
 from .handlers import FILE_HANDLERS, UnknownFileHandler
 from .model import NAME, LuoState
-
-
-def _s(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 class LuoClient(Client):
@@ -84,8 +80,8 @@ class LuoClient(Client):
         if not d["serialized"]:
             return f"{d['compatible']}, live update {d['liveupdate_num']}, not serialized yet"
         return (
-            f"{d['compatible']}, live update {d['liveupdate_num']}, {_s(d['sessions'], 'session')}, "
-            f"{_s(d['files'], 'file')}, {_s(d['flbs'], 'FLB')}"
+            f"{d['compatible']}, live update {d['liveupdate_num']}, {plural(d['sessions'], 'session')}, "
+            f"{plural(d['files'], 'file')}, {plural(d['flbs'], 'FLB')}"
         )
 
     def report_text(self, value: Any) -> list[str]:
@@ -93,14 +89,15 @@ class LuoClient(Client):
         L = [
             f"Live Update (LUO {v['compatible']} at {v['phys']:#x}): live update {v['liveupdate_num']}, "
             + (
-                f"{_s(len(v['sessions']), 'session')}, {_s(len(v['flbs']), 'FLB')}"
+                f"{plural(len(v['sessions']), 'session')}, {plural(len(v['flbs']), 'FLB')}"
                 if v["serialized"]
                 else "not serialized (sessions_pa = 0)"
             )
         ]
         for s in v["sessions"]:
             L.append(
-                f"  session {s['name']!r}: {_s(len(s['files']), 'file')}" + (f" -- {s['error']}" if s["error"] else "")
+                f"  session {s['name']!r}: {plural(len(s['files']), 'file')}"
+                + (f" -- {s['error']}" if s["error"] else "")
             )
             rows = []
             for f in s["files"]:

@@ -7,7 +7,7 @@ from typing import Any
 from ....errors import ImageError
 from ....keyed import DIFFERS, keyed_diff, only_side
 from ....memory.image import PhysImage
-from ....text import human_size, plain_value
+from ....text import human_size, plain_value, plural
 from .model import LuoFile, LuoFlb, LuoSession, LuoState, content_digest, content_runs_digest
 
 
@@ -82,9 +82,13 @@ def diff(
     if [s.name for s in a.sessions if s.name in names_b] != [s.name for s in b.sessions if s.name in names_a]:
         fields.append("session_order")
 
+    not_compared: list[int] = []  # tokens of files in both whose contents were not compared
+
     def file_change(f: LuoFile, g: LuoFile) -> dict[str, Any] | None:
         va = _file_view(f, images[0], page_sizes[0])
         vb = _file_view(g, images[1], page_sizes[1])
+        if f.known and g.known and not (va.get("runs") is not None and vb.get("runs") is not None):
+            not_compared.append(f.token)  # no image on a side, or the folios are not in it
         if va.get("sha256") is None or vb.get("sha256") is None:
             # no exact digest on one side (no image, or holes too big to hash): compare the runs digests
             va.pop("sha256", None)
@@ -110,6 +114,7 @@ def diff(
     sessions = keyed_diff(a.sessions, b.sessions, lambda s: s.name, session_change)
     flbs = keyed_diff(a.flbs, b.flbs, lambda f: f.name, flb_change)
     out.update(identical=not (fields or sessions or flbs), fields=fields, sessions=sessions, flbs=flbs)
+    out["contents_not_compared"] = len(not_compared)
     return out
 
 
@@ -124,10 +129,18 @@ def _value(key: str, v: Any) -> str:
 
 
 def diff_text(d: dict[str, Any]) -> list[str]:
-    """Lines of the text diff for a ``luo`` key that is not identical."""
+    """Lines of the text diff for a ``luo`` key: what differs, and which contents were not compared."""
+    n = d.get("contents_not_compared", 0)
+    unsaid = (
+        [
+            f"  LUO: contents of {plural(n, 'file')} in both not compared (a side has no memory image, or not their folios)"
+        ]
+        if n
+        else []
+    )
     if d["identical"]:
-        return []
-    L = []
+        return unsaid
+    L = unsaid
     if "presence" in d["fields"]:
         return [f"  LUO: only in {'A' if d['b'] is None else 'B'}"]
     for k in d["fields"]:
