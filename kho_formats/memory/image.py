@@ -179,6 +179,9 @@ class LazyData:
     """
 
     readonly = True
+    # a kdump image has one per run of dumped pages (hundreds of thousands): no __dict__ here
+    # (subclasses that declare no __slots__ of their own get one as usual)
+    __slots__ = ("size",)
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -258,7 +261,7 @@ def _immutable(data: SegmentData) -> bool:
     return data.readonly and isinstance(data.obj, (bytes, mmap.mmap))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Segment:
     phys: int
     data: SegmentData

@@ -734,6 +734,8 @@ def _descriptor_heads(
 class KdumpPages(LazyData):
     """One run of consecutive dumped pages, decompressed on access."""
 
+    __slots__ = ("f", "pfn", "first")
+
     def __init__(self, f: KdumpFile, pfn: int, pages: int, first: int) -> None:
         self.size = pages * f.block_size  # LazyData's one attribute, set here: tens of thousands are made
         self.f, self.pfn, self.first = f, pfn, first
