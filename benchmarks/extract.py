@@ -4,8 +4,9 @@
     python benchmarks/extract.py                         # 512M and 8G, order 0 and 9, 5 runs each
     python benchmarks/extract.py --sizes 512M --orders 0 --layouts contiguous scattered --repeat 7
 
-For each memfd size, folio order and layout a capture is generated once
-under ``--dir`` (default ``benchmarks/out/extract``, kept between runs): a
+For each memfd size, folio order and layout a capture is generated
+under ``--dir`` (default ``benchmarks/out/extract``; removed after its runs
+unless ``--keep``, reused when kept): a
 handover whose one LUO session holds one memfd of that size in folios of
 that order, written as ``image.elf`` (the metadata: FDTs, memory map,
 ``memfd_luo_ser``, the folio array) plus ``data.raw`` (the folios' pages,
@@ -181,7 +182,9 @@ def expected_sha256(where: Path, case: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def bench(base: Path, size: int, order: int, layout: str, repeat: int, rows: list[dict[str, Any]]) -> None:
+def bench(
+    base: Path, size: int, order: int, layout: str, repeat: int, rows: list[dict[str, Any]], keep: bool = False
+) -> None:
     name = f"{human_size(size).replace(' ', '')}-o{order}-{layout}"
     where = base / name
     case = generate(where, size, order, layout)
@@ -227,6 +230,8 @@ def bench(base: Path, size: int, order: int, layout: str, repeat: int, rows: lis
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
+    if not keep:
+        shutil.rmtree(where)  # the disk holds one case at a time
     ratio = statistics.median(cps) / statistics.median(exs)
     per_round = [c / e for c, e in zip(cps, exs)]
     row = {
@@ -257,20 +262,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--dir", default=str(HERE / "out" / "extract"), help="captures and outputs (one file system)")
     ap.add_argument("--json", help="also write the rows here")
-    ap.add_argument("--keep", action="store_true", help="keep the generated captures (default: removed at the end)")
+    ap.add_argument(
+        "--keep", action="store_true", help="keep the generated captures (default: each removed after its runs)"
+    )
     a = ap.parse_args(argv)
     base = Path(a.dir)
     rows: list[dict[str, Any]] = []
     print(f"{os.cpu_count()} CPUs; times: min median max over {a.repeat} runs, seconds, wall clock per process")
     print(f"{'case':<22} {'cp':>26}   {'extract':>31}")
-    try:
-        for size in map(parse_size, a.sizes):
-            for order in a.orders:
-                for layout in a.layouts:
-                    bench(base, size, order, layout, a.repeat, rows)
-    finally:
-        if not a.keep and base.exists():
-            shutil.rmtree(base)
+    for size in map(parse_size, a.sizes):
+        for order in a.orders:
+            for layout in a.layouts:
+                bench(base, size, order, layout, a.repeat, rows, a.keep)
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))
     met = all(r["ratio"] >= 0.8 for r in rows)

@@ -26,6 +26,9 @@ default -- naming the file and what it was meant to be):
     the whole file, at most ``max_size`` bytes (``None``: no limit).
 ``map_regular(path, what, *, inside=None, error=...) -> mmap | bytes``
     a read-only ``mmap`` of the file (``b""`` for an empty file).
+``drop_mapped(mm, start, end)``
+    ``MADV_DONTNEED`` the whole pages of a read-only file mapping in ``[start, end)``:
+    a scan that has read them lets them go from its resident set (not from the page cache).
 ``confined(path, inside, what, *, error=...) -> Path``
     ``path`` resolved, refused unless it lies inside ``inside``.
 """
@@ -173,6 +176,22 @@ def read_regular(
     return data
 
 
+def drop_mapped(mm: mmap.mmap, start: int, end: int) -> None:
+    """``MADV_DONTNEED`` the whole pages of the read-only file mapping ``mm`` in
+    ``[start, end)``: they leave this process's resident set (a later read maps
+    them again from the page cache).  Where the platform has no ``madvise``,
+    nothing happens."""
+    if not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    a = max(0, start) // mmap.PAGESIZE * mmap.PAGESIZE
+    b = min(len(mm), end)
+    if b > a:
+        try:
+            mm.madvise(mmap.MADV_DONTNEED, a, b - a)
+        except (OSError, ValueError):
+            pass
+
+
 def map_regular(
     path: PathLike,
     what: str,
@@ -297,6 +316,7 @@ __all__ = [
     "open_regular",
     "read_regular",
     "map_regular",
+    "drop_mapped",
     "note_input",
     "opened_inputs",
     "tracking_inputs",

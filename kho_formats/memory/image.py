@@ -180,6 +180,9 @@ class LazyData:
     """
 
     readonly = True
+    # a kdump image has one per run of dumped pages (hundreds of thousands): no __dict__ here
+    # (subclasses that declare no __slots__ of their own get one as usual)
+    __slots__ = ("size",)
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -259,7 +262,7 @@ def _immutable(data: SegmentData) -> bool:
     return data.readonly and isinstance(data.obj, (bytes, mmap.mmap))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Segment:
     phys: int
     data: SegmentData
@@ -303,6 +306,37 @@ class PhysImage:
             raise ImageError(f"{what} overlaps segment {nxt.phys:#x}-{nxt.end:#x}", phys=phys)
         self._segs.insert(i, Segment(phys, mv))
         self._starts.insert(i, phys)
+
+    def add_sorted(self, segments: Iterable[tuple[int, LazyData]], *, what: str = "segment") -> None:
+        """:meth:`add` for many lazy segments in ascending, non-overlapping order
+        (a kdump file's runs of pages: tens of thousands), each checked against
+        the one before instead of searched for; those that do not follow the
+        image's last segment go through :meth:`add`."""
+        items = list(segments)
+        if not items:
+            return
+        starts = [p for p, _ in items]
+        datas = [d for _, d in items]
+        sizes = [len(d) for d in datas]
+        ends = [p + n for p, n in zip(starts, sizes)]
+        last = self._segs[-1].end if self._segs else 0
+        if (
+            starts[0] >= last
+            and min(starts) >= 0
+            and min(sizes) > 0
+            and ends[-1] <= 1 << 64
+            and all(a >= b for a, b in zip(starts[1:], ends))
+        ):  # all in order after the last segment: appended at once
+            self._segs.extend(map(Segment, starts, datas))
+            self._starts.extend(starts)
+            return
+        for phys, data in items:
+            n = len(data)
+            if self._segs and phys >= self._segs[-1].end and 0 <= phys and phys + n <= 1 << 64 and n:
+                self._segs.append(Segment(phys, data))
+                self._starts.append(phys)
+            else:
+                self.add(phys, data, what=what)
 
     def write(self, phys: int, data: BytesLike, *, what: str = "data") -> None:
         """Add bytes, or overwrite bytes already covered by one segment.

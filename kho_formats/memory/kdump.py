@@ -31,16 +31,17 @@ images into files ``crash`` reads).
 from __future__ import annotations
 
 import bisect
+import gc
 import heapq
 import io
 import mmap
 import os
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
-from typing import IO
+from typing import IO, Any
 
 import construct as cs
 import numpy as np
@@ -49,6 +50,8 @@ from .. import progress
 from ..abi.kdump import KDUMP_SIGNATURE
 from ..abi.layout import layout, parse_struct
 from ..errors import ImageError
+from ..safeio import drop_mapped
+from . import zhead
 from .image import ImageFormat, LazyData, PhysImage, register_format
 
 FLAT_SIGNATURE = b"makedumpfile"
@@ -69,7 +72,7 @@ _CODEC_FLAGS = DUMP_DH_COMPRESSED_ZLIB | DUMP_DH_COMPRESSED_LZO | DUMP_DH_COMPRE
 #: decompressed pages kept per file
 PAGE_CACHE = 1024
 #: dumped pages whose heads a root-FDT scan computes together (4 bytes of result each)
-SCAN_WINDOW = 1 << 20
+SCAN_WINDOW = 1 << 15
 BLOCK_SIZES = (4096, 8192, 16384, 65536)
 
 
@@ -340,6 +343,7 @@ class KdumpFile:
         # the runs are built (a bitmap of ones is not a license to allocate)
         self.num_pages = _bit_count(bm2, max_mapnr)
         pd_off = (1 + int(h.sub_hdr_size) + int(h.bitmap_blocks)) * bs
+        self._descs_off = pd_off
         self.descs = self.src.array(
             ks.page_desc,
             self.num_pages,
@@ -348,15 +352,21 @@ class KdumpFile:
         )
         starts, counts = _bit_runs(bm2, max_mapnr)
         first = np.concatenate(([0], np.cumsum(counts)[:-1])) if counts.size else counts
-        self.runs: list[tuple[int, int, int]] = list(zip(starts.tolist(), counts.tolist(), first.tolist()))
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         #: pages a page-head scan could not read (a bad descriptor, data that does not
         #: decompress): skipped, so one damaged page does not hide the rest of the dump
         self.unreadable = 0
         self.first_unreadable: str | None = None
         self._run_pfn, self._run_count, self._run_first = starts, counts, first.astype(np.int64)
+        self._pages = []
         #: (first run, end run, heads of their pages, problems per run) of the last window scanned
         self._window: tuple[int, int, np.ndarray, list[tuple[int, str | None]]] | None = None
+
+    @property
+    def runs(self) -> list[tuple[int, int, int]]:
+        """``(first pfn, pages, first descriptor)`` of each run of dumped pages (made on
+        each call: the file keeps them as arrays)."""
+        return list(zip(self._run_pfn.tolist(), self._run_count.tolist(), self._run_first.tolist()))
 
     def note_problems(self, bad: int, first: str | None) -> None:
         """Count ``bad`` pages a scan skipped (``first``: the first one's error)."""
@@ -450,9 +460,86 @@ class KdumpFile:
 
     def image(self) -> PhysImage:
         img = PhysImage()
-        for pfn, n, first in self.runs:
-            img.add(pfn * self.block_size, KdumpPages(self, pfn, n, first), what=f"{self.name} pages {pfn:#x}+{n}")
+        bs = self.block_size
+        runs = zip(self._run_pfn.tolist(), self._run_count.tolist(), self._run_first.tolist())
+        # one lazy segment per run: tens of thousands of objects, none in a cycle; the cyclic
+        # collector, run over and over while they are made, would take most of the time
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            pages = [KdumpPages(self, pfn, n, first) for pfn, n, first in runs]
+            img.add_sorted(zip((p.pfn * bs for p in pages), pages), what=self.name)
+            # the last image's runs, for a scan of them (scan_page_heads): their objects and the run of each
+            self._pages: list[KdumpPages] = pages
+        finally:
+            if was:
+                gc.enable()
         return img
+
+    def scan_page_heads(self, segs: list[Any], page_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]] | None:
+        """The page-start heads of many whole runs of this file, for
+        :func:`kho_formats.ops.locate` (``(addresses, heads)`` window by window of
+        about :data:`SCAN_WINDOW` pages; None when ``segs`` are not whole runs of
+        a file read in place, page by page)."""
+        bs = self.block_size
+        if page_size != bs or type(self.src) is not _Mapped or not segs:
+            return None
+        datas = [s.data for s in segs]
+        d0 = datas[0]
+        r0 = int(np.searchsorted(self._run_first, d0.first)) if type(d0) is KdumpPages and d0.f is self else -1
+        if 0 <= r0 < len(self._pages) and self._pages[r0] is d0 and datas == self._pages[r0 : r0 + len(datas)]:
+            # the runs the last image() made, in order (list == compares identity first: no per-run Python)
+            r1 = r0 + len(datas)
+            pfns = self._run_pfn[r0:r1]
+            if np.array_equal(np.fromiter((s.phys for s in segs), np.int64, len(segs)), pfns * bs):
+                return self._scan_windows(self._run_first[r0:r1], pfns, self._run_count[r0:r1])
+        if any(type(d) is not KdumpPages or d.f is not self for d in datas):
+            return None
+        firsts = np.array([s.data.first for s in segs], dtype=np.int64)
+        pfns = np.array([s.data.pfn for s in segs], dtype=np.int64)
+        counts = np.array([s.data.size // bs for s in segs], dtype=np.int64)
+        r = np.searchsorted(self._run_first, firsts)
+        if np.any(r >= self._run_first.size):
+            return None
+        if not (
+            np.array_equal(self._run_first[r], firsts)
+            and np.array_equal(self._run_pfn[r], pfns)
+            and np.array_equal(self._run_count[r], counts)
+            and np.array_equal(np.array([s.phys for s in segs], dtype=np.int64), pfns * bs)
+        ):
+            return None
+        return self._scan_windows(firsts, pfns, counts)
+
+    def _scan_windows(
+        self, firsts: np.ndarray, pfns: np.ndarray, counts: np.ndarray
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Windows of whole runs of about :data:`SCAN_WINDOW` pages; the file pages a
+        window read are let go afterwards (:func:`~kho_formats.safeio.drop_mapped`), so
+        the scan's resident set stays about one window whatever the file's size."""
+        bs = self.block_size
+        ends = np.cumsum(counts)
+        mm = self.src.buf.obj if isinstance(self.src.buf.obj, mmap.mmap) else None
+        dsize = self.structs.page_desc.itemsize
+        a = 0
+        while a < firsts.size:
+            b = max(a + 1, int(np.searchsorted(ends, (ends[a - 1] if a else 0) + SCAN_WINDOW, "right")))
+            group = np.repeat(np.arange(b - a, dtype=np.int64), counts[a:b])
+            at = np.arange(group.size, dtype=np.int64) - np.repeat(np.cumsum(counts[a:b]) - counts[a:b], counts[a:b])
+            ks = firsts[a:b][group] + at
+            pf = pfns[a:b][group] + at
+            h, problems = _descriptor_heads(self, ks, pf, group, b - a)
+            for bad, msg in problems:
+                if bad:
+                    self.note_problems(bad, msg)
+            if mm is not None and ks.size:
+                d = self.descs[ks]
+                data_off = d["offset"].astype(np.int64)
+                hi = data_off + d["size"].astype(np.int64)
+                drop_mapped(mm, int(data_off.min()), int(hi.max()))
+                d0 = self._descs_off + int(ks[0]) * dsize
+                drop_mapped(mm, d0, self._descs_off + (int(ks[-1]) + 1) * dsize)
+            yield (pf * bs).astype(np.uint64), h
+            a = b
 
 
 def _zstd_head_reader() -> Callable[[memoryview], bytes] | None:
@@ -559,8 +646,18 @@ def _descriptor_heads(
         rle = base & (btype == 1) & (bsize >= 4)
         heads[idx[rle]] = (byte(bh + 3)[rle] * 0x01010101).astype(np.uint32)
         done[idx[rle]] = True
+    # zlib: the C decoder (zhead) when it is there: the heads of the common streams, the rest below
+    m = ok & (codec == DUMP_DH_COMPRESSED_ZLIB)
+    native = zhead.available() and bool(m.any())
+    if native:
+        idx = np.flatnonzero(m)
+        got = zhead.heads(buf, off[idx], size[idx])
+        if got is not None:
+            h, st = got
+            heads[idx[st]] = h[st]
+            done[idx[st]] = True
     # zlib: CMF/FLG without a preset dictionary, then a stored first block of 4 or more bytes
-    m = ok & (codec == DUMP_DH_COMPRESSED_ZLIB) & (size >= 11)
+    m = ok & ~done & (codec == DUMP_DH_COMPRESSED_ZLIB) & (size >= 11)
     if m.any():
         o = off[m]
         cmf, flg, b0 = byte(o), byte(o + 1), byte(o + 2)
@@ -637,8 +734,10 @@ def _descriptor_heads(
 class KdumpPages(LazyData):
     """One run of consecutive dumped pages, decompressed on access."""
 
+    __slots__ = ("f", "pfn", "first")
+
     def __init__(self, f: KdumpFile, pfn: int, pages: int, first: int) -> None:
-        super().__init__(pages * f.block_size)
+        self.size = pages * f.block_size  # LazyData's one attribute, set here: tens of thousands are made
         self.f, self.pfn, self.first = f, pfn, first
 
     def fetch(self, off: int, n: int) -> bytes:

@@ -23,6 +23,7 @@ no copy, one page fault per page).
 from __future__ import annotations
 
 import mmap
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +36,7 @@ from ..abi.x86_boot import BOOT_PARAMS_SETUP_DATA, BOOT_PARAMS_SIZE
 from ..errors import FdtError, ImageError, KhoFormatError
 from ..memory.image import LazyData, PhysImage
 from ..model.fdt import get_strings, parse_fdt
+from ..safeio import drop_mapped
 
 #: the largest root FDT read (from a file or an image; the kernel creates it in one page)
 MAX_ROOT_FDT = 1 << 20
@@ -73,14 +75,44 @@ def read_fdt_at(image: PhysImage, phys: int, *, what: str = "root FDT", max_size
 
 def _page_heads(image: PhysImage, page_size: int) -> tuple[np.ndarray, np.ndarray]:
     """(addresses, big-endian u32 at each page start) for every page-aligned
-    4 bytes the image holds."""
-    addrs: list[np.ndarray] = []
-    heads: list[np.ndarray] = []
-    for seg in image:  # a new scan: what earlier scans skipped is not this one's
-        if isinstance(seg.data, LazyData):
-            seg.data.reset_scan_problems()
-    with progress.task("scanning for the root FDT", total=sum(len(seg.data) for seg in image)) as bar:
-        for seg in image:
+    4 bytes the image holds (all of them at once: 12 bytes per page; the scans
+    below keep only the pages that start with the FDT magic)."""
+    parts = list(_iter_page_heads(image, page_size))
+    if not parts:
+        return np.zeros(0, np.uint64), np.zeros(0, np.uint32)
+    return np.concatenate([a for a, _ in parts]), np.concatenate([h for _, h in parts])
+
+
+def _iter_page_heads(image: PhysImage, page_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """:func:`_page_heads` in pieces of a bounded size (a mapped segment's
+    :data:`SCAN_CHUNK`, a kdump file's scan window), in address order of the
+    image's segments."""
+    segs = list(image)
+    # what keeps each segment's scan problems (a kdump file for all its runs: hundreds of thousands)
+    srcs = [seg.data.scan_source() if isinstance(seg.data, LazyData) else None for seg in segs]
+    reset: set[int] = set()
+    for seg, src in zip(segs, srcs):  # a new scan: what earlier scans skipped is not this one's
+        if src is not None and id(src) not in reset:
+            reset.add(id(src))
+            seg.data.reset_scan_problems()  # type: ignore[union-attr]
+    with progress.task("scanning for the root FDT", total=sum(len(seg.data) for seg in segs)) as bar:
+        i = 0
+        while i < len(segs):
+            seg = segs[i]
+            # consecutive lazy segments of one source that scans many at once (a kdump file's runs
+            # of dumped pages: tens of thousands of a few pages each) are given to it together
+            src = srcs[i]
+            many = getattr(src, "scan_page_heads", None) if src is not None else None
+            if many is not None:
+                j = i + 1
+                while j < len(segs) and srcs[j] is src:
+                    j += 1
+                got = many(segs[i:j], page_size)  # reports its pages to progress.current()
+                if got is not None:
+                    yield from got
+                    i = j
+                    continue
+            i += 1
             first = -seg.phys % page_size
             n = (len(seg.data) - first - 4) // page_size + 1 if len(seg.data) >= first + 4 else 0
             if n <= 0:
@@ -88,51 +120,49 @@ def _page_heads(image: PhysImage, page_size: int) -> tuple[np.ndarray, np.ndarra
                 continue
             if isinstance(seg.data, LazyData):
                 offs, h = seg.data.page_heads(first, page_size)  # reports its pages to progress.current()
+                yield offs.astype(np.uint64) + np.uint64(seg.phys), np.asarray(h, dtype=np.uint32)
             else:
-                offs = first + np.arange(n, dtype=np.int64) * page_size
-                h = _mapped_heads(seg.data, first, n, page_size, bar)
+                for k, h in _mapped_heads(seg.data, first, n, page_size, bar):
+                    offs = first + (k + np.arange(h.size, dtype=np.int64)) * page_size
+                    yield offs.astype(np.uint64) + np.uint64(seg.phys), h
             bar.update(len(seg.data) - n * page_size)  # what the page steps did not count
-            addrs.append(offs.astype(np.uint64) + np.uint64(seg.phys))
-            heads.append(np.asarray(h, dtype=np.uint32))
-    if not addrs:
-        return np.zeros(0, np.uint64), np.zeros(0, np.uint32)
-    return np.concatenate(addrs), np.concatenate(heads)
 
 
 #: bytes of a mapped file scanned before its pages are dropped from this process
 SCAN_CHUNK = 64 << 20
 
 
-def _mapped_heads(data: memoryview, first: int, n: int, page_size: int, bar: progress.Bar | None = None) -> np.ndarray:
-    """The big-endian u32 at ``first + k * page_size`` of ``data`` for k < n.
+def _mapped_heads(
+    data: memoryview, first: int, n: int, page_size: int, bar: progress.Bar | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """The big-endian u32 at ``first + k * page_size`` of ``data`` for k < n, as
+    ``(k of the first, heads)`` pieces of :data:`SCAN_CHUNK` bytes.
 
-    For a view of an ``mmap`` the scan goes chunk by chunk and each chunk's
-    pages are dropped afterwards (``MADV_DONTNEED``: they stay in the page
-    cache), so a scan of a multi-GiB dump does not leave it resident here."""
-    out = np.empty(n, dtype=np.uint32)
+    For a view of an ``mmap`` each piece's pages are dropped afterwards
+    (``MADV_DONTNEED``: they stay in the page cache), so a scan of a multi-GiB
+    dump does not leave it resident here."""
     mm = data.obj if isinstance(data.obj, mmap.mmap) else None
     base = np.frombuffer(mm, dtype=np.uint8).ctypes.data if mm is not None else 0
     step = max(1, SCAN_CHUNK // page_size)
     for k in range(0, n, step):
         m = min(step, n - k)
         off = first + k * page_size
-        out[k : k + m] = np.ndarray((m,), dtype=">u4", buffer=data, offset=off, strides=(page_size,))
+        out = np.ndarray((m,), dtype=">u4", buffer=data, offset=off, strides=(page_size,)).astype(np.uint32)
         if bar is not None:
             bar.update(m * page_size)
-        if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        if mm is not None:
             start = np.frombuffer(data, dtype=np.uint8, count=1, offset=off).ctypes.data - base
-            a = start // mmap.PAGESIZE * mmap.PAGESIZE
-            b = min(len(mm), start + m * page_size)
-            try:
-                mm.madvise(mmap.MADV_DONTNEED, a, b - a)
-            except (OSError, ValueError):
-                pass
-    return out
+            drop_mapped(mm, start, start + m * page_size)
+        yield k, out
 
 
 def _fdt_pages(image: PhysImage, page_size: int) -> list[int]:
-    addrs, heads = _page_heads(image, page_size)
-    return [int(a) for a in addrs[heads == FDT_MAGIC].tolist()]
+    """Page-aligned addresses whose first four bytes are the FDT magic (piece by
+    piece: only the matches are kept)."""
+    out: list[int] = []
+    for addrs, heads in _iter_page_heads(image, page_size):
+        out += [int(a) for a in addrs[heads == FDT_MAGIC].tolist()]
+    return out
 
 
 def find_prefix(image: PhysImage, prefix: bytes, page_size: int = 4096) -> list[int]:
@@ -167,11 +197,13 @@ def scan_problems(image: PhysImage) -> tuple[int, str | None]:
     read (a damaged kdump page): ``(count, the first error)``."""
     seen: set[int] = set()
     total, first = 0, None
+    last: object = None
     for seg in image:
         if isinstance(seg.data, LazyData):
             src = seg.data.scan_source()
-            if id(src) in seen:
+            if src is last or id(src) in seen:
                 continue
+            last = src
             seen.add(id(src))
             n, msg = seg.data.scan_problems()
             total += n

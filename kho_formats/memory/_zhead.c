@@ -1,0 +1,376 @@
+/*
+ * The first four bytes of zlib streams (RFC 1950 / RFC 1951), many at once, for the
+ * root-FDT scan of a zlib-compressed kdump file (kho_formats/memory/zhead.py loads it
+ * with ctypes; it is optional: without a C compiler the scan inflates in Python).
+ *
+ * Only the common case is decided here: a zlib header without a preset dictionary,
+ * then a first deflate block that is stored, fixed-Huffman or dynamic-Huffman and
+ * opens with four literals (a stored block with four or more bytes).  The code
+ * sets are checked as zlib checks them (over-subscribed, incomplete, too many
+ * symbols, a repeat past the end, no end-of-block code).  Everything else (a
+ * match or an end of block within the first four bytes, a stream zlib would
+ * refuse, data that ends early) is left to zlib: status 0, and the caller
+ * inflates that page as before.  Nothing past the fourth literal is decoded.
+ *
+ * Written for kho-formats from RFC 1951; no zlib code.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#define MAXBITS 15
+#define NLIT 288
+#define NDIST 32
+
+typedef struct {
+    const uint8_t *p, *end;
+    uint64_t bb; /* bit buffer, LSB first */
+    int nb;
+} bits_t;
+
+static inline void refill(bits_t *b)
+{
+    if (b->end - b->p >= 8) { /* eight bytes at once, as many as fit */
+        uint64_t w;
+        memcpy(&w, b->p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        w = __builtin_bswap64(w);
+#endif
+        b->bb |= w << b->nb;
+        b->p += (63 - b->nb) >> 3;
+        b->nb |= 56;
+        return;
+    }
+    while (b->nb <= 56 && b->p < b->end) {
+        b->bb |= (uint64_t)*b->p++ << b->nb;
+        b->nb += 8;
+    }
+}
+
+/* n (<= 16) bits, or -1 when the data ends first */
+static inline int getbits(bits_t *b, int n)
+{
+    if (b->nb < n) {
+        refill(b);
+        if (b->nb < n)
+            return -1;
+    }
+    int v = (int)(b->bb & ((1u << n) - 1));
+    b->bb >>= n;
+    b->nb -= n;
+    return v;
+}
+
+/* a canonical Huffman code: its lengths, and how many codes of each length */
+typedef struct {
+    const uint8_t *lengths;
+    int n;
+    uint16_t count[MAXBITS + 1];
+} huff_t;
+
+/* count the lengths[0..n) of code h: 0 complete, > 0 incomplete (codes left), < 0 over-subscribed;
+ * *maxlen the longest length.  Four histograms, so that runs of one length do not wait on each other. */
+static int build(huff_t *h, const uint8_t *lengths, int n, int *maxlen)
+{
+    uint16_t c[4][MAXBITS + 1];
+    memset(c, 0, sizeof c);
+    int s = 0;
+    for (; s + 4 <= n; s += 4) {
+        c[0][lengths[s]]++;
+        c[1][lengths[s + 1]]++;
+        c[2][lengths[s + 2]]++;
+        c[3][lengths[s + 3]]++;
+    }
+    for (; s < n; s++)
+        c[0][lengths[s]]++;
+    h->lengths = lengths;
+    h->n = n;
+    int mx = 0;
+    for (int len = 0; len <= MAXBITS; len++) {
+        h->count[len] = (uint16_t)(c[0][len] + c[1][len] + c[2][len] + c[3][len]);
+        if (len && h->count[len])
+            mx = len;
+    }
+    *maxlen = mx;
+    int left = 1;
+    for (int len = 1; len <= MAXBITS; len++) {
+        left <<= 1;
+        left -= h->count[len];
+        if (left < 0)
+            return left;
+    }
+    return left;
+}
+
+/* the k-th symbol (from 0, in symbol order) of length len: canonical codes of one length
+ * are given in symbol order */
+static int nth(const huff_t *h, int len, int k)
+{
+    const uint8_t *l = h->lengths;
+    int s = 0;
+    for (; s + 16 <= h->n; s += 16) {
+        int c = 0;
+        for (int j = 0; j < 16; j++)
+            c += l[s + j] == len;
+        if (c > k)
+            break;
+        k -= c;
+    }
+    for (; s < h->n; s++)
+        if (l[s] == len && k-- == 0)
+            return s;
+    return -1;
+}
+
+/* one symbol of code h (the code's bits come MSB first), or -1 */
+static int decode(bits_t *b, const huff_t *h)
+{
+    int code = 0, first = 0;
+    for (int len = 1; len <= MAXBITS; len++) {
+        int bit = getbits(b, 1);
+        if (bit < 0)
+            return -1;
+        code |= bit;
+        int count = h->count[len];
+        if (code - count < first)
+            return nth(h, len, code - first);
+        first += count;
+        first <<= 1;
+        code <<= 1;
+    }
+    return -1;
+}
+
+static uint8_t fixed_lens[NLIT + NDIST];
+static huff_t fixed_lit, fixed_dist;
+static int fixed_ready;
+
+static void make_fixed(void)
+{
+    uint8_t *l = fixed_lens;
+    int s = 0, mx;
+    for (; s < 144; s++)
+        l[s] = 8;
+    for (; s < 256; s++)
+        l[s] = 9;
+    for (; s < 280; s++)
+        l[s] = 7;
+    for (; s < NLIT; s++)
+        l[s] = 8;
+    build(&fixed_lit, l, NLIT, &mx);
+    memset(l + NLIT, 5, NDIST);
+    build(&fixed_dist, l + NLIT, NDIST, &mx);
+    fixed_ready = 1;
+}
+
+static const uint8_t cl_order[19] = {16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15};
+
+/* the dynamic block's header: the literal/length and distance codes into *lit and *dist (their
+ * lengths in lens[286 + 30]); 0 when zlib would not take it as is */
+static int dynamic(bits_t *b, huff_t *lit, huff_t *dist, uint8_t *lens)
+{
+    int hlit = getbits(b, 5), hdist = getbits(b, 5), hclen = getbits(b, 4);
+    if (hlit < 0 || hdist < 0 || hclen < 0)
+        return 0;
+    hlit += 257;
+    hdist += 1;
+    hclen += 4;
+    if (hlit > 286 || hdist > 30)
+        return 0; /* zlib: too many length or distance symbols */
+    uint8_t cl[19] = {0};
+    for (int i = 0; i < hclen; i++) {
+        int v = getbits(b, 3);
+        if (v < 0)
+            return 0;
+        cl[cl_order[i]] = (uint8_t)v;
+    }
+    /* the code-length code: complete (zlib refuses an incomplete one), at most 7 bits: a table */
+    huff_t clh;
+    int mx;
+    if (build(&clh, cl, 19, &mx) != 0)
+        return 0;
+    uint16_t table[128]; /* symbol | length << 8, indexed by the next 7 stream bits */
+    {
+        uint16_t next[8]; /* the first code of each length */
+        next[1] = 0;
+        for (int len = 2; len <= 7; len++)
+            next[len] = (uint16_t)((next[len - 1] + clh.count[len - 1]) << 1);
+        for (int s = 0; s < 19; s++) {
+            int len = cl[s];
+            if (!len)
+                continue;
+            int c = next[len]++, r = 0;
+            for (int i = 0; i < len; i++)
+                r |= ((c >> i) & 1) << (len - 1 - i);
+            for (int j = r; j < 128; j += 1 << len)
+                table[j] = (uint16_t)(s | len << 8);
+        }
+    }
+    int n = 0, total = hlit + hdist;
+    while (n < total) {
+        if (b->nb < 7)
+            refill(b);
+        int e = table[b->bb & 127];
+        int len = e >> 8, sym = e & 0xff;
+        if (len > b->nb)
+            return 0;
+        b->bb >>= len;
+        b->nb -= len;
+        if (sym < 16) {
+            lens[n++] = (uint8_t)sym;
+            continue;
+        }
+        int rep, val = 0;
+        if (sym == 16) {
+            if (n == 0)
+                return 0;
+            val = lens[n - 1];
+            rep = getbits(b, 2);
+            rep = rep < 0 ? -1 : 3 + rep;
+        } else if (sym == 17) {
+            rep = getbits(b, 3);
+            rep = rep < 0 ? -1 : 3 + rep;
+        } else {
+            rep = getbits(b, 7);
+            rep = rep < 0 ? -1 : 11 + rep;
+        }
+        if (rep < 0 || n + rep > total)
+            return 0; /* zlib: invalid bit length repeat */
+        memset(lens + n, val, (size_t)rep);
+        n += rep;
+    }
+    if (lens[256] == 0)
+        return 0; /* zlib: missing end-of-block */
+    if (build(lit, lens, hlit, &mx) != 0)
+        return 0; /* over-subscribed or incomplete: left to zlib */
+    int left = build(dist, lens + hlit, hdist, &mx);
+    if (left < 0 || (left > 0 && mx > 1))
+        return 0; /* zlib: invalid distances set (an incomplete one is only taken with one 1-bit code, or none) */
+    return 1;
+}
+
+static const uint16_t len_base[29] = {3,  4,  5,  6,  7,  8,  9,  10, 11,  13,  15,  17,  19,  23, 27,
+                                      31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227, 258};
+static const uint8_t len_extra[29] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0};
+static const uint16_t dist_base[30] = {1,   2,   3,   4,   5,   7,    9,    13,   17,   25,   33,   49,    65,    97,    129,
+                                       193, 257, 385, 513, 769, 1025, 1537, 2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577};
+static const uint8_t dist_extra[30] = {0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13};
+
+/* the length of length symbol s (257..285) with its extra bits, or -1 */
+static int match_length(bits_t *b, int s)
+{
+    int e = len_extra[s - 257], x = e ? getbits(b, e) : 0;
+    return x < 0 ? -1 : len_base[s - 257] + x;
+}
+
+/* a distance with its extra bits, or -1 (the data ends, or symbol 30 / 31 / an unused code) */
+static int distance(bits_t *b, const huff_t *h)
+{
+    int d = decode(b, h);
+    if (d < 0 || d > 29)
+        return -1;
+    int e = dist_extra[d], x = e ? getbits(b, e) : 0;
+    return x < 0 ? -1 : dist_base[d] + x;
+}
+
+/* the first four bytes of the zlib stream data[0..size) into *head: 1, or 0 (left to zlib) */
+static int head_of(const uint8_t *data, int64_t size, uint32_t *head)
+{
+    if (size < 3)
+        return 0;
+    int cmf = data[0], flg = data[1];
+    if ((cmf & 0x0f) != 8 || (cmf >> 4) > 7 || ((cmf << 8) | flg) % 31 != 0 || (flg & 0x20))
+        return 0;
+    bits_t b = {data + 2, data + size, 0, 0};
+    getbits(&b, 1); /* BFINAL: the first four bytes are in the first block or left to zlib */
+    int type = getbits(&b, 2);
+    if (type == 0) {
+        /* stored: LEN, NLEN from the next byte boundary */
+        b.bb = 0;
+        b.nb = 0;
+        const uint8_t *p = data + 3;
+        if (p + 8 > data + size)
+            return 0;
+        int len = p[0] | p[1] << 8, nlen = p[2] | p[3] << 8;
+        if ((len ^ nlen) != 0xffff || len <= 4)
+            return 0; /* four bytes exactly: zlib goes on to the next block header */
+        *head = (uint32_t)p[4] << 24 | (uint32_t)p[5] << 16 | (uint32_t)p[6] << 8 | p[7];
+        return 1;
+    }
+    huff_t dyn, dyndist;
+    uint8_t lens[286 + 30]; /* the dynamic codes' lengths: dyn and dyndist point into them */
+    const huff_t *lit, *dist;
+    if (type == 1) {
+        if (!fixed_ready)
+            return 0;
+        lit = &fixed_lit;
+        dist = &fixed_dist;
+    } else if (type == 2) {
+        if (!dynamic(&b, &dyn, &dyndist, lens))
+            return 0;
+        lit = &dyn;
+        dist = &dyndist;
+    } else {
+        return 0;
+    }
+    /* the first four bytes: literals, and matches within what is already out */
+    uint8_t out[4];
+    int have = 0, rest = 0; /* rest: bytes of the last match past the fourth */
+    while (have < 4) {
+        int s = decode(&b, lit);
+        if (s < 0 || s == 256 || s > 285)
+            return 0; /* an invalid code, the end of the data or of the block: left to zlib */
+        if (s < 256) {
+            out[have++] = (uint8_t)s;
+            continue;
+        }
+        int len = match_length(&b, s);
+        int off = len < 0 ? -1 : distance(&b, dist);
+        if (off <= 0 || off > have)
+            return 0; /* the data ends, an invalid distance code, or too far back: left to zlib */
+        int i = 0;
+        for (; i < len && have < 4; i++, have++)
+            out[have] = out[have - off];
+        rest = len - i;
+    }
+    if (rest == 0) {
+        /* zlib decodes one more symbol before it sees that the four bytes asked for are there:
+         * a literal, or a length and a distance within the four bytes (a valid stream's);
+         * anything else (an end of block, an invalid code, the data ending here) is left to zlib */
+        int s = decode(&b, lit);
+        if (s < 0 || s == 256 || s > 285)
+            return 0;
+        if (s > 256) {
+            int len = match_length(&b, s);
+            int off = len < 0 ? -1 : distance(&b, dist);
+            if (off <= 0 || off > 4)
+                return 0;
+        }
+    }
+    *head = (uint32_t)out[0] << 24 | (uint32_t)out[1] << 16 | (uint32_t)out[2] << 8 | out[3];
+    return 1;
+}
+
+/* called once, before any thread scans */
+void kho_zlib_heads_init(void)
+{
+    if (!fixed_ready)
+        make_fixed();
+}
+
+/* For i < n: the head of the stream at buf[off[i] .. off[i] + size[i]) into heads[i], status[i] 1
+ * when decided here, 0 when left to zlib (a stream out of buf's bounds too).  Returns how many were decided. */
+int64_t kho_zlib_heads(const uint8_t *buf, int64_t bufsize, const int64_t *off, const int64_t *size, int64_t n,
+                       uint32_t *heads, uint8_t *status)
+{
+    int64_t done = 0;
+    for (int64_t i = 0; i < n; i++) {
+        status[i] = 0;
+        if (off[i] < 0 || size[i] <= 0 || off[i] > bufsize - size[i])
+            continue;
+        if (head_of(buf + off[i], size[i], &heads[i])) {
+            status[i] = 1;
+            done++;
+        }
+    }
+    return done;
+}

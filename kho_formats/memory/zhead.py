@@ -1,0 +1,138 @@
+"""The first four bytes of many zlib streams at once, in C when a C compiler is there.
+
+The root-FDT scan of a zlib-compressed kdump file needs the first four bytes
+of every dumped page.  In Python that is one ``zlib.decompressobj()`` call per
+page (about 3-5 us: zlib builds the block's whole decoding tables first); the
+small decoder in ``_zhead.c`` (written for this project from RFC 1951) reads
+only the dynamic block's code lengths and four literals, for a whole window of
+pages in one call.
+
+It is optional and built on first use: :func:`heads` compiles ``_zhead.c``
+with the C compiler Python was built with (``cc`` otherwise) into
+``$XDG_CACHE_HOME/kho-formats/native/`` (``~/.cache`` by default; a name with
+the source's hash, written atomically) and loads it with :mod:`ctypes`.
+Without a compiler, when the build fails, or with ``KHO_FORMATS_NATIVE=0`` in
+the environment, :func:`available` is False and the caller inflates in Python.
+Installing the package needs nothing more; no zlib headers are needed.
+
+The C code decides only the common case (see the comment at its top) and says
+which streams it left alone; those are inflated by :mod:`zlib` as before, so
+the heads and the errors are the plain path's (``tests/test_zhead.py``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import sysconfig
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+SOURCE = Path(__file__).with_name("_zhead.c")
+#: set to 0 to never build or load the C decoder
+ENV = "KHO_FORMATS_NATIVE"
+
+_lock = threading.Lock()
+_lib: ctypes.CDLL | None = None
+_tried = False
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "kho-formats" / "native"
+
+
+def _compiler() -> list[str] | None:
+    cc = (sysconfig.get_config_var("CC") or "").split()
+    if cc and shutil.which(cc[0]):
+        return cc
+    found = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    return [found] if found else None
+
+
+def _build(src: bytes, out: Path) -> bool:
+    cc = _compiler()
+    if cc is None:
+        return False
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        c, so = Path(tmp) / "zhead.c", Path(tmp) / out.name
+        c.write_bytes(src)
+        try:
+            subprocess.run(
+                [*cc, "-O2", "-shared", "-fPIC", "-o", str(so), str(c)],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=120,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return False
+        os.replace(so, out)  # atomic: a concurrent build writes the same bytes
+    return True
+
+
+def _load() -> ctypes.CDLL | None:
+    if os.environ.get(ENV, "1") == "0":
+        return None
+    try:
+        src = SOURCE.read_bytes()
+    except OSError:
+        return None
+    tag = hashlib.sha256(src + sysconfig.get_platform().encode()).hexdigest()[:16]
+    so = cache_dir() / f"zhead-{tag}.so"
+    try:
+        if not so.exists() and not _build(src, so):
+            return None
+        lib = ctypes.CDLL(str(so))
+        fn = lib.kho_zlib_heads
+    except (OSError, AttributeError):
+        return None
+    p = ctypes.c_void_p
+    fn.argtypes = [p, ctypes.c_int64, p, p, ctypes.c_int64, p, p]
+    fn.restype = ctypes.c_int64
+    lib.kho_zlib_heads_init.argtypes = []
+    lib.kho_zlib_heads_init.restype = None
+    lib.kho_zlib_heads_init()
+    return lib
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded C decoder (built first if need be), or None."""
+    global _lib, _tried
+    with _lock:
+        if not _tried:
+            _tried = True
+            _lib = _load()
+    return _lib
+
+
+def available() -> bool:
+    return library() is not None
+
+
+def heads(buf: np.ndarray, off: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """For each stream ``buf[off[i] : off[i] + size[i]]``: (its first four bytes as a
+    big-endian u32, whether it was decided here); None without the C decoder.  The
+    streams not decided (``False``) are left to :mod:`zlib`."""
+    lib = library()
+    if lib is None:
+        return None
+    b = np.ascontiguousarray(buf, dtype=np.uint8)
+    o = np.ascontiguousarray(off, dtype=np.int64)
+    z = np.ascontiguousarray(size, dtype=np.int64)
+    n = o.size
+    out = np.zeros(n, dtype=np.uint32)
+    status = np.zeros(n, dtype=np.uint8)
+    if n:
+        lib.kho_zlib_heads(b.ctypes.data, b.size, o.ctypes.data, z.ctypes.data, n, out.ctypes.data, status.ctypes.data)
+    return out, status.view(bool)
+
+
+__all__ = ["available", "heads", "library", "cache_dir", "SOURCE", "ENV"]
