@@ -24,4 +24,5 @@ def test_extract_benchmark_checks_the_bytes_of_both_layouts(tmp_path: Path) -> N
         (9, "scattered"),
     ]
     assert all(r["ratio"] > 0 and len(r["extract_seconds"]) == 1 for r in rows)
-    assert not (tmp_path / "cases").exists()  # generated captures removed
+    cases = tmp_path / "cases"
+    assert not cases.exists() or not any(cases.iterdir())  # generated captures removed

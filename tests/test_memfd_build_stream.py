@@ -66,6 +66,7 @@ def test_folio_contents_are_segments_made_when_read(tmp_path: Path, monkeypatch:
     assert len(lazy) == 1 and len(lazy[0].data) == 64 << 20
     h.write(tmp_path / "fx", c_header=False)
     assert made and max(made) <= memfd.CHUNK
+    assert bytes(lazy[0].data)[:8192] == bytes(lazy[0].data[0:8192])  # bytes(seg.data) as for real bytes
 
     def digest(luo: api.Luo | None) -> str:
         assert luo is not None

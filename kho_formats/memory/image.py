@@ -193,6 +193,10 @@ class LazyData:
     def fetch(self, off: int, n: int) -> bytes:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def __bytes__(self) -> bytes:
+        """All of it (``bytes(segment.data)``, as for a segment of real bytes)."""
+        return bytes(self.fetch(0, self.size))
+
     def __getitem__(self, item: slice) -> memoryview:
         start, stop, step = item.indices(self.size)
         if step != 1:
