@@ -194,7 +194,7 @@ class LazyData:
         raise NotImplementedError
 
     def __bytes__(self) -> bytes:
-        """All of it (``bytes(segment.data)``, as for a segment of real bytes)."""
+        """All of it (``bytes(seg.data)`` works on any segment, lazy or not)."""
         return bytes(self.fetch(0, self.size))
 
     def __getitem__(self, item: slice) -> memoryview:
