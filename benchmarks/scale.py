@@ -433,9 +433,9 @@ class Bench:
             shutil.rmtree(cap, True)
         for order in (9, 0):
             for mb in self.a.extract_sizes:
-                if order == 0 and mb // 4096 > 1 << 20:
+                if order == 0 and mb // 4096 > 1 << 21:
                     self.notes.append(
-                        f"memfd: no order-0 extract at {human(mb)}: a spec memfd lists at most 1 Mi folios"
+                        f"memfd: no order-0 extract at {human(mb)}: a spec memfd lists at most 2 Mi folios"
                     )
                     continue
                 self._extract(d, mb, order)

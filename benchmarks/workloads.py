@@ -10,6 +10,8 @@ built with numpy, never page by page:
 (e) a kho-v1 capture of (a), with 512-byte and with page-sized bitmaps
 (f) 1 Mi order-0 pages at random over 4 TiB: a sparse map, ~32 bits in each
     of ~32k leaves (issue 14)
+(s) 32Ki order-0 pages at random over 16 TiB: a very sparse map, about one
+    bit in each of ~29k leaves (the walk's cost is all per leaf and per node)
 """
 
 from __future__ import annotations
@@ -107,6 +109,9 @@ WORKLOADS: list[Workload] = [
     Workload("epage", "(a) as kho-v1, page bitmaps", "kho-v1", 4096, lambda: scattered(4096, 128 * GiB, 0.5), 4096),
     Workload(
         "f", "1Mi order-0 pages at random over 4 TiB", "kho-v4", 4096, lambda: sparse_random(4096, 4 * TiB, 1 << 20)
+    ),
+    Workload(
+        "s", "32Ki order-0 pages at random over 16 TiB", "kho-v4", 4096, lambda: sparse_random(4096, 16 * TiB, 1 << 15)
     ),
 ]
 

@@ -899,7 +899,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     from . import progress
 
-    progress.configure(progress.wanted(quiet=_opt(args, "quiet", False), json=_opt(args, "json", False)))
+    progress.configure(
+        progress.wanted(quiet=_opt(args, "quiet", False), json=_opt(args, "json", False)), delay=progress.cli_delay()
+    )
     try:
         from .safeio import tracking_inputs
 

@@ -109,21 +109,9 @@ class Copier:
         self._fds.clear()
 
     def _source(self, src: MappedFile) -> int | None:
-        if src in self._fds:
-            return self._fds[src]
-        fd: int | None = None
-        try:
-            fd = os.open(src.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (src.dev, src.ino):
-                os.close(fd)  # not the file that was mapped any more: copy from the mapping
-                fd = None
-        except OSError:
-            if fd is not None:
-                os.close(fd)
-            fd = None
-        self._fds[src] = fd
-        return fd
+        if src not in self._fds:
+            self._fds[src] = _open_same(src)  # None: not the file that was mapped any more, copy from the mapping
+        return self._fds[src]
 
     def write(self, fd: int, offset: int, data: memoryview) -> None:
         """All of ``data`` into ``fd`` at ``offset`` (OS errors of the output propagate)."""
@@ -154,4 +142,97 @@ class Copier:
         self.written += rest
 
 
-__all__ = ["Copier", "MappedFile", "file_range", "remember"]
+def array_file_range(arr: np.ndarray) -> tuple[MappedFile, int] | None:
+    """:func:`file_range` for a C-contiguous numpy view of a remembered
+    mapping (``np.frombuffer`` of a memoryview of it, reshaped): the file and
+    the file offset of ``arr``'s first byte; else None."""
+    base: object = arr
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if not isinstance(base, memoryview) or not arr.flags.c_contiguous or arr.size == 0:
+        return None
+    where = file_range(base)
+    if where is None:
+        return None
+    try:
+        delta = int(arr.__array_interface__["data"][0]) - _address(base)
+    except (ValueError, TypeError):
+        return None
+    if delta < 0 or delta + arr.nbytes > len(base):
+        return None
+    return where[0], where[1] + delta
+
+
+class RowReader:
+    """Rows of a mapped file gathered by ``pread`` into a new buffer, not read
+    through the mapping: a gather of pages scattered over a big image then
+    maps none of them (the process's resident size stays that of the buffer;
+    read through the mapping, every page touched, and the large folio around
+    it, would stay mapped).  A context manager: the sources it opened are
+    closed on exit."""
+
+    def __init__(self) -> None:
+        self._fds: dict[MappedFile, int | None] = {}
+
+    def __enter__(self) -> RowReader:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            if fd is not None:
+                os.close(fd)
+        self._fds.clear()
+
+    def _source(self, src: MappedFile) -> int | None:
+        if src not in self._fds:
+            self._fds[src] = _open_same(src)
+        return self._fds[src]
+
+    def take(self, rows: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """``rows[index]`` (rows: an (m, size) uint8 view) as one flat new
+        array: read from the file where ``rows`` lies in a remembered mapping
+        (runs of consecutive rows in one ``preadv`` each), else through the
+        mapping."""
+        size = rows.shape[1] if rows.ndim == 2 else 0
+        where = array_file_range(rows) if size and index.size else None
+        fd = self._source(where[0]) if where is not None else None
+        if where is None or fd is None:
+            return rows[index].reshape(-1)
+        out = np.empty(index.size * size, dtype=np.uint8)
+        view = memoryview(out)
+        # runs of rows that follow each other in the file: one read each
+        brk = np.flatnonzero(index[1:] != index[:-1] + 1) + 1
+        starts = np.concatenate(([0], brk)).tolist()
+        stops = np.concatenate((brk, [index.size])).tolist()
+        first = (index[starts] * size + where[1]).tolist() if starts else []
+        preadv = os.preadv
+        try:
+            for a, b, off in zip(starts, stops, first):
+                want = (b - a) * size
+                if preadv(fd, [view[a * size : b * size]], off) != want:
+                    return rows[index].reshape(-1)  # the file shrank under us: the mapping says what is left
+        except OSError:
+            return rows[index].reshape(-1)
+        return out
+
+
+def _open_same(src: MappedFile) -> int | None:
+    """``src.path`` opened read-only if it is still the file that was mapped, else None."""
+    fd: int | None = None
+    try:
+        fd = os.open(src.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (src.dev, src.ino):
+            os.close(fd)  # not the file that was mapped any more: read from the mapping
+            fd = None
+    except OSError:
+        if fd is not None:
+            os.close(fd)
+        fd = None
+    return fd
+
+
+__all__ = ["Copier", "MappedFile", "RowReader", "array_file_range", "file_range", "remember"]

@@ -10,17 +10,29 @@ bytes a checksum may run over.
 Exceeding a bound raises :class:`~kho_formats.errors.LimitExceeded`, which
 names the flag that raises it.
 
-What grows with what (measured by ``benchmarks/scale.py``, docs/benchmarks.md):
-memory grows with the metadata read (``max_pages``: a parse holds about twice
-the map's own pages), with the folios and other entries decoded
-(``max_entries``: about 32 bytes of arrays per memfd folio; ``inspect --json``
-holds one JSON object per folio, about 800 bytes), with the runs materialized
-(``max_runs``, 16 bytes each) and with sub-blob bytes (``max_blob_bytes``).
+What grows with what (measured by ``benchmarks/scale.py`` and
+``benchmarks/extract.py``, docs/benchmarks.md):
+
+* with the metadata read (``max_pages``): a parse holds about twice the
+  map's own pages;
+* with the folios and other entries decoded (``max_entries``): about 32
+  bytes of arrays per memfd folio record (its address, index, flags and
+  order: what the checks of the folio list need at once); ``inspect
+  --json`` holds one JSON object per folio record, about 800 bytes (the
+  document lists every record);
+* with the runs materialized (``max_runs``, 16 bytes each) and with
+  sub-blob bytes (``max_blob_bytes``).
+
 It does not grow with the bytes of preserved memory (a 1 TiB handover of
-order-9 folios checks in about 50 MiB) nor with memfd contents extracted
-(``kho luo extract`` of 1 or 8 GiB: about 25 MiB of anonymous memory; the
-input is mapped, so its pages show in RSS as file pages).  A root-FDT scan of
-a full dump keeps 12 bytes per page of the dump (the page's address and first
+order-9 folios checks in about 50 MiB), nor with memfd contents extracted:
+``kho luo extract`` copies file to file in the kernel (``copy_file_range``)
+and gathers scattered small folios by ``pread`` (none of the image's pages
+stay mapped), so its resident size, file pages included, is that of the
+decoded metadata, whatever the file size.  ``kho build`` of a memfd with
+contents holds its folio list (about 150 bytes per folio while building:
+``MAX_SPEC_FOLIOS`` bounds it), not the folios' bytes, which are generated
+a few MiB at a time while the image is written.  A root-FDT scan of a full
+dump keeps 12 bytes per page of the dump (the page's address and first
 word), and a kdump reader maps its whole file; neither is bounded here.
 """
 

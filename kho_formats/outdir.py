@@ -40,9 +40,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 from .errors import OutputError
 from .safeio import MAX_TARGET_ENTRIES, refuse_touching_inputs
@@ -108,9 +109,17 @@ class OutputDir:
         if not name or name in (".", "..") or "/" in name or "\0" in name or os.sep in name:
             raise OutputError(f"{name!r}: not a plain file name")
         raw = data.encode() if isinstance(data, str) else bytes(data)
+        self.write_with(name, lambda f: f.write(raw))
+
+    def write_with(self, name: str, produce: Callable[[BinaryIO], object]) -> None:
+        """Write one file by ``produce(file)``: a big file streamed, never held whole."""
+        if self.path is None:
+            raise RuntimeError("OutputDir.write outside its with block")
+        if not name or name in (".", "..") or "/" in name or "\0" in name or os.sep in name:
+            raise OutputError(f"{name!r}: not a plain file name")
         fd = os.open(self.path / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
         with os.fdopen(fd, "wb") as f:
-            f.write(raw)
+            produce(f)
 
     def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         assert self.path is not None

@@ -63,3 +63,21 @@ def test_target_against_the_counting_walk():
     rows[2]["count_ratio"] = 3.2
     assert run.target_lines(rows)[6].endswith("a 2.40, f 3.20: NOT MET")
     assert run.target_lines([row("a", "parse", 0.1, None, 0.5)])[6].endswith("not measured")
+
+
+def test_target_against_the_preallocated_walk():
+    run = _run_module()
+    rows = [
+        row("a", "parse", 0.1, 0.5, 0.6),
+        row("a", "state", 0.1, 1.2),
+        row("s", "parse", 0.02, 1.4),
+        row("f", "parse", 0.1, 3.0),  # not a target of the preallocated walk
+    ]
+    for r, pre in zip(rows, (0.9, 1.2, 1.4, 3.0)):
+        r["pre_ratio"] = pre
+    lines = run.target_lines(rows)
+    assert lines[7].startswith("target (ratio = ours / C walk storing")
+    assert lines[8].endswith("a parse 0.90, a state 1.20, s parse 1.40: met")
+    assert lines[9].endswith("NOT MET")  # the moonshot: 1.0x
+    rows[2]["pre_ratio"] = 1.6
+    assert run.target_lines(rows)[8].endswith("s parse 1.60: NOT MET")

@@ -392,3 +392,51 @@ def test_sparse_streaks_words_with_several_bits(bits_per_word):
     bases = np.arange(n, dtype=np.uint64) * np.uint64(w * 64)
     _edges_model_check(bits, bases)
     _edges_model_check(bits, bases, words=np.packbits(bits, axis=1, bitorder="little").view("<u8").astype(">u8"))
+
+
+@pytest.mark.parametrize("order", ["consecutive", "stretches", "none"])
+def test_sparse_stack_scanned_in_place_over_its_span(monkeypatch, order):
+    """A sparse stack of page-sized leaves lying between a few other rows
+    (tables) is scanned once over the rows it spans; hits in rows outside
+    the stack are dropped, and the result is the model's."""
+    from kho_formats.memory import bits as bits_mod
+
+    rng = np.random.default_rng(11)
+    n, w = 700, 512
+    bits = rng.random((n, w * 64), dtype=np.float32) < 0.0005
+    bases = np.sort(rng.choice(1 << 22, n, replace=False)).astype(np.uint64) * np.uint64(w * 64)
+    if order == "none":
+        table, rows = np.packbits(bits, axis=1, bitorder="little").view("<u8"), None
+    else:
+        table, rows = _stack(bits, bases, rng, 40, order)
+        junk = np.ones(table.shape[0], dtype=bool)
+        junk[rows] = False
+        table[junk] = 0
+        table[junk, 3] = 5  # a few bits in the rows between: read over, never reported
+    used = []
+    real = bits_mod._sparse_span_words
+    monkeypatch.setattr(bits_mod, "_sparse_span_words", lambda s, k: used.append(real(s, k)) or used[-1])
+    s, l = bitmaps_to_runs(table, bases, rows)
+    f, ll = model_runs(bits, bases)
+    assert used and used[0] is not None
+    assert np.array_equal(s, f) and np.array_equal(l, ll)
+
+
+def test_sparse_span_scan_gives_up_on_a_dense_span(monkeypatch):
+    """Rows between the bitmaps full of bits make the span too dense to scan
+    word by word: the block scan takes over, with the same result."""
+    from kho_formats.memory import bits as bits_mod
+
+    rng = np.random.default_rng(12)
+    n, w = 300, 512
+    bits = rng.random((n, w * 64), dtype=np.float32) < 0.0005
+    bases = np.arange(n, dtype=np.uint64) * np.uint64(w * 64)
+    table, rows = _stack(bits, bases, rng, 40, "stretches")  # junk rows: every word nonzero
+    used = []
+    real = bits_mod._sparse_span_words
+    monkeypatch.setattr(bits_mod, "_sparse_span_words", lambda s, k: used.append(real(s, k)) or used[-1])
+    monkeypatch.setattr(bits_mod, "_SPARSE_WORDS", 1 << 20)  # any nonzero word is too many
+    s, l = bitmaps_to_runs(table, bases, rows)
+    f, ll = model_runs(bits, bases)
+    assert used == [None]
+    assert np.array_equal(s, f) and np.array_equal(l, ll)

@@ -247,3 +247,63 @@ def test_views_that_are_not_of_a_remembered_mapping_have_no_file_range(tmp_path:
         m = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)  # not through safeio: unknown
     assert filecopy.file_range(memoryview(m)) is None
     m.close()
+
+
+def _rows_of(m: mmap.mmap, size: int, skip: int = 0) -> np.ndarray:
+    """Rows as :meth:`PhysImage.rows` makes them: frombuffer of a memoryview of the mapping, reshaped."""
+    count = (len(m) - skip) // size
+    return np.frombuffer(memoryview(m), dtype=np.uint8, count=count * size, offset=skip).reshape(count, size)
+
+
+def test_row_reader_gathers_a_mapped_files_rows_by_pread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "src.bin"
+    data = np.random.default_rng(2).integers(0, 256, size=40 * PS + 100, dtype=np.uint8).tobytes()
+    src.write_bytes(data)
+    m = map_regular(src, "test input")
+    assert isinstance(m, mmap.mmap)
+    rows = _rows_of(m, PS, skip=100)
+    where = filecopy.array_file_range(rows[3:])
+    assert where is not None and where[1] == 100 + 3 * PS
+    index = np.array([7, 2, 3, 4, 30, 0, 39, 38], dtype=np.int64)  # runs: 7 | 2 3 4 | 30 | 0 | 39 | 38
+    reads: list[int] = []
+    real = os.preadv
+    monkeypatch.setattr(os, "preadv", lambda fd, bufs, off: reads.append(off) or real(fd, bufs, off))
+    with filecopy.RowReader() as r:
+        got = r.take(rows, index)
+    assert got.tobytes() == rows[index].tobytes()
+    assert got.base is None  # a buffer of its own, not a view of the mapping
+    assert reads == [100 + k * PS for k in (7, 2, 30, 0, 39, 38)]
+
+
+def test_row_reader_reads_through_the_mapping_when_the_file_is_not_the_mapped_one(tmp_path: Path) -> None:
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"A" * 4 * PS)
+    m = map_regular(src, "test input")
+    assert isinstance(m, mmap.mmap)
+    os.rename(src, tmp_path / "old.bin")
+    src.write_bytes(b"B" * 4 * PS)  # another inode at the path: not read
+    with filecopy.RowReader() as r:
+        assert r.take(_rows_of(m, PS), np.array([3, 1])).tobytes() == b"A" * 2 * PS
+        plain = np.arange(4 * PS, dtype=np.uint32).view(np.uint8).reshape(-1, PS)  # not a mapping at all
+        assert r.take(plain, np.array([5, 0])).tobytes() == plain[[5, 0]].tobytes()
+
+
+def test_scattered_memfd_pages_are_read_from_the_image_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An order-0 memfd whose pages lie shuffled in a mapped image: gathered by
+    ``pread`` (none mapped), the bytes those of the folio by folio walk."""
+    n = 64
+    raw = tmp_path / "mem.raw"
+    blob = np.random.default_rng(3).integers(0, 256, size=n * PS, dtype=np.uint8).tobytes()
+    raw.write_bytes(blob)
+    base = 0x100000
+    image = PhysImage()
+    image.add(base, memoryview(map_regular(raw, "test image")))
+    perm = np.random.default_rng(4).permutation(n)
+    m = memfd_file(n * PS, list(range(n)), [0] * n, [base + int(p) * PS for p in perm])
+    reads: list[int] = []
+    real = os.preadv
+    monkeypatch.setattr(os, "preadv", lambda fd, bufs, off: reads.append(off) or real(fd, bufs, off))
+    got = materialize(MemfdHandler().contents(m, image, PS), n * PS)
+    assert got == materialize(folio_by_folio(m, image, PS), n * PS)
+    assert got[0] == b"".join(blob[int(p) * PS : (int(p) + 1) * PS] for p in perm)
+    assert len(reads) >= n - 8  # page by page (adjacent ones joined), not through the mapping

@@ -272,7 +272,7 @@ def test_kho_test_misaligned_folios_are_counted_not_listed() -> None:
     ("size", "alloc", "match"),
     [
         (1 << 40, "64M", "more than the .* bytes of the alloc regions"),
-        (1 << 40, "2T", "at most 1048576 folios per file"),
+        (1 << 40, "2T", "at most 2097152 folios per file"),
         (MAX_LFS_FILESIZE, "64M", "more than the .* bytes of the alloc regions"),
         (MAX_LFS_FILESIZE, (1 << 64) - (64 << 20), "UINT_MAX pages"),
     ],

@@ -120,6 +120,18 @@ def test_luo_extract_counts_the_bytes_it_writes(shown, tmp_path):
     assert data_bytes <= counted <= sum(p.stat().st_size for p in written)
 
 
+def test_capture_counts_the_image_bytes_it_writes(shown, tmp_path):
+    import kho_formats
+
+    buf, record = shown
+    h = kho_formats.open(str(ELF_CAPTURE.parent))
+    h.write(tmp_path / "cap")
+    (_, total, counted) = next(e for e in record if e[0] == "writing the capture")
+    assert total == counted == h.handover_image().total_bytes > 0
+    assert (tmp_path / "cap" / "image.elf").stat().st_size > counted  # the ELF headers are not image bytes
+    assert "writing the capture" in buf.getvalue()
+
+
 def test_qemu_serial_lines_are_counted(shown):
     buf, record = shown
     script = "import sys\nfor i in range(7): print('line', i)\n"
@@ -129,11 +141,12 @@ def test_qemu_serial_lines_are_counted(shown):
     assert counted == 7
 
 
-def _run_on_a_terminal(*args: str) -> tuple[int, bytes, bytes]:
-    """``kho ARGS`` with stderr a 100-column terminal; (rc, stdout, what the terminal got)."""
+def _run_on_a_terminal(*args: str, delay: str = "0") -> tuple[int, bytes, bytes]:
+    """``kho ARGS`` with stderr a 100-column terminal; (rc, stdout, what the terminal got).
+    ``delay``: KHO_PROGRESS_DELAY (0: the bar is drawn at once, even for work this short)."""
     m, s = pty.openpty()
     fcntl.ioctl(s, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    env = dict(os.environ)
+    env = dict(os.environ, KHO_PROGRESS_DELAY=delay)
     env.pop("KHO_DEBUG", None)
     p = subprocess.Popen(
         [sys.executable, "-m", "kho_formats.cli", *args], stdout=subprocess.PIPE, stderr=s, cwd=ROOT, env=env
@@ -166,6 +179,41 @@ def test_cli_shows_a_bar_on_a_terminal_only():
         assert rc == 0 and tty == b"", quiet
     rc, out, tty = _run_on_a_terminal("inspect", "--json", str(ELF_CAPTURE))
     assert json.loads(out)["version"] == "kho-v4"
+
+
+def test_cli_draws_no_bar_for_work_shorter_than_its_delay():
+    rc, out, tty = _run_on_a_terminal("inspect", str(ELF_CAPTURE), delay="30")
+    assert rc == 0 and out.startswith(b"KHO handover: kho-v4")
+    assert tty == b""  # nothing drawn (and tqdm never imported) for a scan this short
+
+
+def test_a_delayed_bar_starts_from_the_work_already_done(monkeypatch):
+    """Before its delay a task counts without a bar (no tqdm); the bar made
+    when the delay has passed starts at what was counted."""
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    buf = io.StringIO()
+    progress.configure(True, file=buf, delay=1.0)
+    try:
+        with progress.task("scanning", total=4096) as bar:
+            bar.update(1024)
+            bar.set_total(8192)
+            assert bar._bar is None and buf.getvalue() == ""
+            clock[0] += 1.5
+            bar.update(1024)
+            assert bar._bar is not None and bar._bar.n == 2048 and bar._bar.total == 8192
+        assert "scanning" in buf.getvalue()
+    finally:
+        progress.configure(False)
+
+
+def test_the_cli_delay_comes_from_the_environment(monkeypatch):
+    monkeypatch.delenv("KHO_PROGRESS_DELAY", raising=False)
+    assert progress.cli_delay() == progress.CLI_DELAY
+    monkeypatch.setenv("KHO_PROGRESS_DELAY", "0.25")
+    assert progress.cli_delay() == 0.25
+    monkeypatch.setenv("KHO_PROGRESS_DELAY", "soon")
+    assert progress.cli_delay() == progress.CLI_DELAY
 
 
 def test_cli_is_silent_on_a_pipe():

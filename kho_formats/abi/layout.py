@@ -207,8 +207,16 @@ class Layout:
             offs = self._offsets[struct] = field_offsets(self.struct(struct))
         return offs[field]
 
+    @cached_property
+    def _sizes(self) -> dict[str, int]:
+        return {}
+
     def sizeof(self, struct: str) -> int:
-        return int(self.struct(struct).sizeof())
+        """``sizeof(struct <struct>)`` (cached: construct computes it anew on every call)."""
+        size = self._sizes.get(struct)
+        if size is None:
+            size = self._sizes[struct] = int(self.struct(struct).sizeof())
+        return size
 
     @cached_property
     def _dtypes(self) -> dict[str, np.dtype]:

@@ -13,6 +13,7 @@ structs (``lay.struct(name)``).  The per-header modules (``kexec_handover.py``, 
 from __future__ import annotations
 
 import dataclasses
+import struct as struct_module
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -218,6 +219,67 @@ def array_length(con: cs.Construct, field: str) -> int:
 # -- construct errors -> KhoFormatError --------------------------------------------
 
 
+# -- a direct reader for fixed-size declarations ------------------------------------
+
+_Reader = Callable[[Any, int], Any]  # (buffer, offset) -> value
+_NONE = (0, None)  # cached "no direct reader"
+
+
+def _compile(con: cs.Construct) -> tuple[int, _Reader] | None:
+    """``(size, reader)`` for a fixed-size declaration made only of integer
+    fields, byte strings, padding, nested ``Typed`` structs and this
+    module's array and string adapters: what ``con.parse`` gives, read with
+    :mod:`struct` and numpy instead of construct's per-field machinery
+    (construct costs tens of microseconds a struct, which thousands of LUO
+    files pay several times each).  None for anything else (construct then
+    parses it)."""
+    if getattr(con, "parsed", None) is not None:
+        return None
+    if isinstance(con, cs.Renamed):
+        return _compile(con.subcon)
+    if isinstance(con, cs.FormatField):
+        fmt = struct_module.Struct(con.fmtstr)
+        unpack = fmt.unpack_from
+        return fmt.size, lambda buf, off: unpack(buf, off)[0]
+    if type(con) is cs.Bytes and isinstance(con.length, int):
+        n = con.length
+        return n, lambda buf, off: bytes(buf[off : off + n])
+    if isinstance(con, cs.Padded) and isinstance(con.subcon, type(cs.Pass)) and isinstance(con.length, int):
+        return con.length, lambda buf, off: None
+    if isinstance(con, (U64Array, WordRows, FixedString)):
+        inner = _compile(con.subcon)
+        if inner is None:
+            return None
+        size, read = inner
+        decode = con._decode
+        return size, lambda buf, off: decode(read(buf, off), None, None)
+    if isinstance(con, Typed) and isinstance(con.subcon, cs.Struct):
+        fields: list[tuple[str, int, _Reader]] = []
+        off = 0
+        for sub in con.subcon.subcons:
+            got = _compile(sub)
+            if got is None:
+                return None
+            if sub.name is not None:
+                fields.append((sub.name, off, got[1]))
+            off += got[0]
+        if set(con.names) - {n for n, _, _ in fields}:
+            return None
+        cls, keep = con.cls, set(con.names)
+        used = [(n, o, r) for n, o, r in fields if n in keep]
+        return off, lambda buf, at: cls(**{n: r(buf, at + o) for n, o, r in used})
+    return None
+
+
+def _reader(con: cs.Construct) -> tuple[int, _Reader] | None:
+    """The construct's direct reader, compiled once and kept on it."""
+    hit = con.__dict__.get("_kho_reader")
+    if hit is None:
+        hit = _compile(con) or _NONE
+        con.__dict__["_kho_reader"] = hit
+    return None if hit is _NONE else hit
+
+
 def parse_struct(
     con: cs.Construct,
     data: bytes | bytearray | memoryview,
@@ -227,7 +289,12 @@ def parse_struct(
     error: type[KhoFormatError] = KhoFormatError,
 ) -> Any:
     """``con.parse(data)``; any construct error becomes ``error`` naming
-    ``what`` and ``phys`` (pyelftools' ``struct_parse``)."""
+    ``what`` and ``phys`` (pyelftools' ``struct_parse``).  A fixed-size
+    declaration of plain fields is read directly (:func:`_compile`), with
+    the same result."""
+    direct = _reader(con)
+    if direct is not None and len(data) >= direct[0]:
+        return direct[1](data, 0)
     try:
         return con.parse(data)
     except (cs.ConstructError, ValueError, TypeError) as exc:

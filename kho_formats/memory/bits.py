@@ -404,6 +404,63 @@ def _runs_of_sparse_stack(
     return parts
 
 
+_SCAN_WORDS = 1 << 18  # words per pass of a span scan (2 MiB): its bool scratch stays in cache
+
+
+def _sparse_span_words(stack: _Stack, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The nonzero words of a sparse stack whose bitmaps are ascending rows
+    of ``words`` lying close together (leaves between their tables, as a
+    tree is placed): the span of rows they cover is scanned in place, once,
+    with no copy and a few numpy calls per 2 MiB, and the words of rows
+    outside the stack are dropped.  Returns ``(word index in the stack,
+    value)``, or None when the rows are not such a span or the stack holds
+    more than one nonzero word in ``_SPARSE_WORDS`` after all."""
+    words = stack.words
+    w = words.shape[1]
+    rows = stack.rows
+    if not words.flags.c_contiguous or w & (w - 1):
+        return None
+    if rows is None:
+        r0, span = 0, n
+    else:
+        if rows.size > 1 and not bool(np.all(rows[1:] > rows[:-1])):
+            return None
+        r0 = int(rows[0])
+        span = int(rows[-1]) - r0 + 1
+        if span > n + n // 4:
+            return None
+    flat = words[r0 : r0 + span].reshape(-1)
+    limit = n * w // _SPARSE_WORDS
+    flags = np.empty(min(flat.size, _SCAN_WORDS), dtype=bool)
+    found: list[np.ndarray] = []
+    count = 0
+    for b in range(0, flat.size, _SCAN_WORDS):
+        part = flat[b : b + _SCAN_WORDS]
+        f = flags[: part.size]
+        np.not_equal(part, 0, out=f)
+        nz = np.flatnonzero(f)
+        count += nz.size
+        if count > limit:
+            return None
+        if nz.size:
+            nz += b
+            found.append(nz)
+    nzw = np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+    vals = flat[nzw].astype(np.uint64, copy=False)
+    if rows is None:
+        return nzw, vals
+    wshift = w.bit_length() - 1
+    in_stack = np.full(span, -1, dtype=np.int64)
+    in_stack[rows - r0] = np.arange(n, dtype=np.int64)
+    at = in_stack[nzw >> wshift]
+    keep = np.flatnonzero(at >= 0)
+    if keep.size < at.size:
+        nzw, vals, at = nzw[keep], vals[keep], at[keep]
+    at <<= wshift
+    at |= nzw & (w - 1)
+    return at, vals
+
+
 def _looks_sparse(stack: _Stack, n: int) -> bool:
     """Whether a sample of the bitmaps holds fewer than one set bit in
     ``_SPARSE_BITS``.  Sparse blocks are many small numpy calls, which two
@@ -440,7 +497,14 @@ def bitmaps_to_runs(
         contiguous[1:] = bases[1:] == bases[:-1] + U64(nbits)
     k = max(1, _BLOCK_WORDS // w)
     if n > k and _looks_sparse(stack, n):
-        parts = _runs_of_sparse_stack(stack, bases, contiguous, k, 0, n)
+        got = _sparse_span_words(stack, n)
+        if got is not None:
+            c = contiguous.copy()
+            c[0] = False
+            pos = _positions_in_words(got[0], got[1])
+            parts = [runs_from_sorted_indexes(_in_bases_units(pos, bases, c, nbits))]
+        else:
+            parts = _runs_of_sparse_stack(stack, bases, contiguous, k, 0, n)
     elif n > k:
         return _runs_of_dense_stack(stack, bases, contiguous, k, n, n * w >= _PARALLEL_WORDS)
     else:

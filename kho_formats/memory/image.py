@@ -31,6 +31,7 @@ from typing import IO, Any
 import construct as cs
 import numpy as np
 
+from .. import progress
 from ..abi.elf import (
     EI_NIDENT,
     ELF_ARCHS,
@@ -462,9 +463,23 @@ class PhysImage:
         starts = np.array(self._starts, dtype=np.uint64)
         idx = np.searchsorted(starts, addrs, side="right").astype(np.int64) - 1
         done = np.zeros(addrs.size, dtype=bool)
-        for k in np.unique(idx[idx >= 0]).tolist():
+        # addresses grouped by segment once (sorted), not one pass over them per segment
+        by_seg = np.argsort(idx, kind="stable")
+        segs, first = np.unique(idx[by_seg], return_index=True)
+        bounds = np.append(first, by_seg.size).tolist()
+        for g, k in enumerate(segs.tolist()):
+            if k < 0:
+                continue
             seg = self._segs[k]
-            sel = np.flatnonzero(idx == k)
+            lo, hi = bounds[g], bounds[g + 1]
+            if hi - lo == 1:  # one block in this segment (e.g. a page per segment): no array arithmetic
+                i = int(by_seg[lo])
+                at = int(addrs[i]) - seg.phys
+                if at + size <= len(seg.data) and not isinstance(seg.data, LazyData):
+                    out[i] = np.frombuffer(seg.data, dtype=np.uint8, count=size, offset=at)
+                    done[i] = True
+                continue
+            sel = by_seg[lo:hi]
             off = addrs[sel] - np.uint64(seg.phys)
             fits = (off % np.uint64(size) == 0) & (off + np.uint64(size) <= np.uint64(len(seg.data)))
             if not fits.any() or isinstance(seg.data, LazyData):
@@ -588,12 +603,15 @@ class PhysImage:
         return n
 
     def stream(self, out: IO[bytes], phys: int, size: int, *, chunk: int = 1 << 22) -> int:
-        """Copy ``size`` bytes at ``phys`` into ``out``, ``chunk`` bytes at a time."""
+        """Copy ``size`` bytes at ``phys`` into ``out``, ``chunk`` bytes at a
+        time, each reported to the running progress bar (``progress.current()``)."""
         done = 0
+        bar = progress.current()
         while done < size:
             k = min(chunk, size - done)
             out.write(self.view(phys + done, k))
             done += k
+            bar.update(k)
         return done
 
     def _elf_head(self, *, byteorder: str, machine: str, merge: bool) -> tuple[bytes, list[tuple[int, int]]]:

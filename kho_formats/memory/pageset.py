@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import OverlapError, UnrepresentableError
+from .distinct import distinct
 
 U64 = np.uint64
 
@@ -237,7 +238,7 @@ class PageSet:
         shift = page_size.bit_length() - 1
         for order, phys in phys_by_order.items():
             order = _check_order(order, page_size)
-            phys = np.unique(_u64(phys))
+            phys = distinct(_u64(phys))
             unit = 1 << (shift + order)
             if phys.size and np.any(phys % U64(unit)):
                 bad = int(phys[np.flatnonzero(phys % U64(unit))[0]])

@@ -373,7 +373,7 @@ def write_fixture(
         assert out.path is not None
         out.write("root.dtb", fx.root_fdt)
         if image_format == "elf":
-            out.write(image_file, fx.image.to_elf(byteorder=st.byteorder, machine=machine))
+            out.write_with(image_file, lambda f: fx.image.write_elf(f, byteorder=st.byteorder, machine=machine))
         else:
             import io
 

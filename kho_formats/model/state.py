@@ -12,6 +12,7 @@ Data flows one way on each path::
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from ..errors import FdtError, KhoFormatError, PropertyError, ScratchError, Vers
 from ..findings import ERROR, WARNING
 from ..limits import Budget, Limits
 from ..memory.alloc import PageAllocator
-from ..memory.image import PhysImage
+from ..memory.image import BytesLike, PhysImage
 from ..memory.pageset import PageSet
 from ..text import fmt_strings
 from .fdt import (
@@ -553,8 +554,7 @@ def build(
         keep_empty=reuse_placement,
     )
     memmap_phys, pages = made.first, made.pages
-    for phys, data in pages:
-        base.write(phys, data, what="memory-map page")
+    _write_map_pages(base, pages)
     for sb in state.subblobs:
         if sb.data is not None and not base.has(sb.phys, len(sb.data)):
             base.write(sb.phys, sb.data, what=f"sub-blob {sb.name}")
@@ -571,6 +571,36 @@ def build(
     out_state.memmap_phys = memmap_phys
     out_state.memmap = made.map
     return Built(out_state, fdt, base, memmap_phys, pages, made.map)
+
+
+def _write_map_pages(image: PhysImage, pages: Sequence[tuple[int, BytesLike]]) -> None:
+    """The map's pages into ``image``: pages at consecutive addresses are
+    joined into one segment where the image holds nothing yet (a map of 30k
+    leaves is then a few segments, read where it lies, not 30k of them);
+    a page over memory the image already has is written page by page."""
+    held = [(s.phys, s.end) for s in image]
+    starts = [a for a, _ in held]
+
+    def free(lo: int, hi: int) -> bool:
+        i = bisect.bisect_right(starts, lo) - 1
+        if i >= 0 and held[i][1] > lo:
+            return False
+        return i + 1 >= len(held) or held[i + 1][0] >= hi
+
+    k = 0
+    while k < len(pages):
+        phys, data = pages[k]
+        end = phys + len(data)
+        j = k + 1
+        while j < len(pages) and pages[j][0] == end:
+            end += len(pages[j][1])
+            j += 1
+        if j - k > 1 and free(phys, end):
+            image.add(phys, b"".join(d for _, d in pages[k:j]), what="memory-map pages")
+        else:
+            for q, d in pages[k:j]:
+                image.write(q, d, what="memory-map page")
+        k = j
 
 
 def convert(state: KhoState, to_version: str, *, map_options: Mapping[str, Any] | None = None) -> KhoState:

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import progress
 from .._version import __version__
 from ..errors import KhoFormatError
 from ..memory.image import PhysImage
@@ -181,8 +182,8 @@ def write_capture(
     }
     meta.update(extra or {})
     (d / "root.dtb").write_bytes(cap.root_fdt)
-    with open(d / "image.elf", "wb") as fh:
-        image.write_elf(fh, byteorder=state.byteorder, machine=arch)
+    with open(d / "image.elf", "wb") as fh, progress.task("writing the capture", total=image.total_bytes):
+        image.write_elf(fh, byteorder=state.byteorder, machine=arch)  # its chunks counted by the bar
     (d / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     return ["root.dtb", "image.elf", "meta.json"]
 

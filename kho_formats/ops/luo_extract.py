@@ -23,6 +23,11 @@ MiB at a time (folios adjacent in the file and in memory as one run),
 straight from the memory image; where the image is a mapped file the
 kernel copies file to file (``copy_file_range``, as ``cp`` does:
 :mod:`kho_formats.filecopy`), else the bytes are written with ``pwrite``.
+Small folios scattered over memory (an order-0 page cache) are gathered a
+few MiB at a time with one ``pread`` per folio from the image file
+(:class:`kho_formats.filecopy.RowReader`), not read through the mapping,
+so no image page stays mapped: the resident size (VmHWM) does not grow
+with the file either.
 """
 
 from __future__ import annotations

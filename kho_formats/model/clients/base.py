@@ -49,7 +49,7 @@ from ...abi.layout import Layout
 from ...errors import KhoFormatError
 from ...findings import Finding
 from ...limits import Budget
-from ...memory.image import PhysImage
+from ...memory.image import LazyData, PhysImage
 from ...memory.pageset import PageSet
 from ..specfields import SpecTable
 from .vmalloc import VmallocArea
@@ -58,8 +58,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ...memory.alloc import PageAllocator
     from ..state import KhoState
 
-#: a segment of the fixture image: (phys, bytes, what it is)
-Segment = tuple[int, bytes, str]
+#: a segment of the fixture image: (phys, bytes or bytes made when read, what it is)
+Segment = tuple[int, bytes | LazyData, str]
 
 
 def gen_bytes(seed: int, label: str, size: int) -> bytes:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ... import filecopy
 from ...abi.layout import (
     KHO_VMALLOC_ALLOC,
     KhoVmalloc,
@@ -35,6 +36,8 @@ from ...abi.layout import (
     memfd_folio_word,
 )
 from ...abi.memfd import (
+    MEMFD_FOLIO_FLAGS_BITS,
+    MEMFD_FOLIO_PFN_BITS,
     MEMFD_LUO_ALL_SEALS,
     MEMFD_LUO_FH_COMPATIBLE,
     MEMFD_LUO_FOLIO_DIRTY,
@@ -42,12 +45,13 @@ from ...abi.memfd import (
 )
 from ...errors import ClientError, KhoFormatError, SpecError
 from ...findings import ERROR, WARNING, Finding
-from ...memory.image import PhysImage
+from ...memory.distinct import first_of_each
+from ...memory.image import LazyData, PhysImage
 from ...memory.pageset import PageSet
 from ...safeio import note_input
 from ...text import human_size
 from ..specfields import INT, STR, ListOf, SpecField, Table, spec_file_path
-from .base import CheckContext, DecodeContext, gen_bytes
+from .base import CheckContext, DecodeContext, Segment, gen_bytes
 from .luo.handlers import FileBuildContext, FileBuilt, FileHandler
 from .luo.model import MAX_DETAILED, LuoProblem
 from .vmalloc import VmallocArea, build_vmalloc, encode_vmalloc_chunks, read_vmalloc
@@ -71,7 +75,7 @@ def restored_once(m: MemfdFile) -> np.ndarray:
     the file: pfn != 0, each folio at its first record only."""
     if m.phys.size == 0:
         return np.zeros(0, np.int64)
-    _, first = np.unique(m.phys, return_index=True)
+    first = first_of_each(m.phys)
     keep = first[m.phys[first] != 0]
     return keep[np.argsort(m.index[keep], kind="stable")]
 
@@ -421,7 +425,7 @@ class MemfdHandler(FileHandler):
                 f"({limit} pages of {1 << shift})"
             ),
         )
-        _, first = np.unique(m.phys, return_index=True)
+        first = first_of_each(m.phys)
         dup = np.ones(m.phys.size, dtype=bool)
         dup[first] = False
         each(
@@ -493,21 +497,22 @@ class MemfdHandler(FileHandler):
             k = int(runs.record[a])
             yield from _folio_pieces(image, k, int(m.index[k]), off, phys, n)
 
-        for ga, gb in zip(g_start.tolist(), g_stop.tolist()):
-            if gb - ga == 1:
-                yield from run(ga)
-                continue
-            n = int(r_len[ga])
-            per = max(1, CHUNK // n)
-            for c in range(ga, gb, per):
-                d = min(gb, c + per)
-                got = image.rows(r_phys[c:d], n)
-                if got is None:  # not all in one segment (or not in memory): run by run
-                    for r in range(c, d):
-                        yield from run(r)
+        with filecopy.RowReader() as reader:  # gathered folios read from the image file, not through its mapping
+            for ga, gb in zip(g_start.tolist(), g_stop.tolist()):
+                if gb - ga == 1:
+                    yield from run(ga)
                     continue
-                rows, at = got
-                yield int(r_off[c]), memoryview(rows[at].reshape(-1))
+                n = int(r_len[ga])
+                per = max(1, CHUNK // n)
+                for c in range(ga, gb, per):
+                    d = min(gb, c + per)
+                    got = image.rows(r_phys[c:d], n)
+                    if got is None:  # not all in one segment (or not in memory): run by run
+                        for r in range(c, d):
+                            yield from run(r)
+                        continue
+                    rows, at = got
+                    yield int(r_off[c]), memoryview(reader.take(rows, at))
 
     # -- building (the LUO spec's memfd files) -------------------------------------------------
 
@@ -674,9 +679,10 @@ def memfd_params(values: dict[str, Any], where: str, base_dir: Path | None) -> M
     )
 
 
-#: most folios one spec memfd lists (each is an object while building: a 1 TiB file of
-#: default order-0 folios would be 268 M of them)
-MAX_SPEC_FOLIOS = 1 << 20
+#: most folios one spec memfd lists (each is an object while building, ~150 bytes: a
+#: 1 TiB file of default order-0 folios would be 268 M of them); 2 M: 8 GiB of order-0
+#: folios at 4 KiB pages, the size ``benchmarks/extract.py`` extracts
+MAX_SPEC_FOLIOS = 1 << 21
 
 
 def folio_demand(p: MemfdParams, page_size: int) -> tuple[int, int]:
@@ -793,43 +799,87 @@ class MemfdContents:
             yield bytes(data)
 
 
+class FolioContents(LazyData):
+    """The bytes of a run of folios that follow each other in the file and in
+    memory, made when read (:meth:`MemfdContents.read` of the file range):
+    a built image holds the folios' addresses and sizes, not their bytes."""
+
+    def __init__(self, contents: MemfdContents, file_off: int, size: int) -> None:
+        super().__init__(size)
+        self.contents, self.file_off = contents, file_off
+
+    def fetch(self, off: int, n: int) -> bytes:
+        n = max(0, min(n, self.size - off))
+        return bytes(self.contents.read(self.file_off + off, n))
+
+
+def _folio_records(phys: np.ndarray, flags: np.ndarray, index: np.ndarray, lay: Layout) -> bytes:
+    """The ``memfd_luo_folio_ser`` array, vectorized (checked against the
+    struct's own build on the first record)."""
+    pfn = phys >> U64(lay.page_shift)
+    if lay.byteorder == "little":
+        word = (pfn & U64((1 << MEMFD_FOLIO_PFN_BITS) - 1)) | (flags << U64(MEMFD_FOLIO_PFN_BITS))
+    else:
+        word = (pfn << U64(MEMFD_FOLIO_FLAGS_BITS)) | (flags & U64((1 << MEMFD_FOLIO_FLAGS_BITS) - 1))
+    recs = np.empty((phys.size, 2), dtype=np.dtype(np.uint64).newbyteorder("<" if lay.byteorder == "little" else ">"))
+    recs[:, 0], recs[:, 1] = word, index
+    out = recs.tobytes()
+    if phys.size:
+        w0 = memfd_folio_word(int(phys[0]) >> lay.page_shift, int(flags[0]), lay.byteorder)
+        one = lay.build("memfd_luo_folio_ser", dict(pfn_flags=w0, index=int(index[0])), error=SpecError)
+        if out[: len(one)] != one or len(one) != 16:  # pragma: no cover - the struct is two u64
+            raise SpecError(f"memfd_luo_folio_ser is {len(one)} bytes here, not two u64")
+    return out
+
+
 def build_memfd(p: MemfdParams, ctx: FileBuildContext, folio_phys: Sequence[int]) -> FileBuilt:
     """One memfd as ``memfd_luo_preserve()`` leaves it: the ``memfd_luo_ser``
     page, then the folio record array (vmalloc, order-0 pages) and its chunk;
-    the folios (at ``folio_phys``, allocated by the caller) hold the contents."""
+    the folios (at ``folio_phys``, allocated by the caller) hold the contents.
+
+    The folios' bytes are not made here: each run of folios adjacent in the
+    file and in memory is one :class:`FolioContents` segment, generated when
+    the image is read or written (a few MiB at a time), so building a memfd
+    of any size holds its folio list, not its contents."""
     lay, ps = ctx.layout, ctx.page_size
     folios = check_folios(p, ps, ctx.where)
     if len(folio_phys) != len(folios):  # pragma: no cover - the caller allocates folio_orders()
         raise SpecError(f"{ctx.where}: {len(folio_phys)} folio addresses for {len(folios)} folios")
     ser_phys = ctx.alloc.alloc(what="memfd_luo_ser page")
-    segments: list[tuple[int, bytes, str]] = []
+    segments: list[Segment] = []
     preserve = PageSet(ps)
     preserve.add(ser_phys, 0)
-    recs = bytearray()
-    order_idx = sorted(range(len(folios)), key=lambda k: folios[k].index)
-    if p.fill == "absent":  # preserved, recorded, not in the image
-        by_order: dict[int, list[int]] = {}
-        for f, phys in zip(folios, folio_phys):
-            by_order.setdefault(f.order, []).append(phys)
-        preserve.update(PageSet.from_arrays(ps, {o: np.array(v, dtype=np.uint64) for o, v in by_order.items()}))
-    else:
-        with MemfdContents(p, ctx.seed, ctx.label) as contents:
-            for k in order_idx:
-                f, phys = folios[k], folio_phys[k]
-                size = ps << f.order
-                if phys % size:  # pragma: no cover - allocated aligned
-                    raise SpecError(f"{ctx.where}: folio {k} at {phys:#x} is not aligned to order {f.order}")
-                segments.append((phys, bytes(contents.read(f.index * ps, size)), f"memfd folio {ctx.label}/{f.index}"))
-                preserve.add(phys, f.order)
-    for f, phys in zip(folios, folio_phys):
-        word = memfd_folio_word(phys >> lay.page_shift, f.flags, lay.byteorder)
-        recs += lay.build("memfd_luo_folio_ser", dict(pfn_flags=word, index=f.index), error=SpecError)
+    n = len(folios)
+    phys = np.array(folio_phys, dtype=np.uint64).reshape(-1)
+    order = np.fromiter((f.order for f in folios), dtype=np.int64, count=n)
+    index = np.fromiter((f.index for f in folios), dtype=np.uint64, count=n)
+    fflags = np.fromiter((f.flags for f in folios), dtype=np.uint64, count=n)
+    size = np.uint64(ps) << order.astype(np.uint64)
+    bad = np.flatnonzero(phys % size) if n else np.zeros(0, np.int64)
+    if bad.size:  # pragma: no cover - allocated aligned
+        k = int(bad[0])
+        raise SpecError(f"{ctx.where}: folio {k} at {int(phys[k]):#x} is not aligned to order {int(order[k])}")
+    preserve.update(PageSet.from_arrays(ps, {int(o): phys[order == o] for o in np.unique(order).tolist()}))
+    if p.fill != "absent" and n:  # the contents, in the image: one lazy segment per run of folios
+        contents = MemfdContents(p, ctx.seed, ctx.label)
+        by_index = np.argsort(index, kind="stable")
+        ip, ii, isz = phys[by_index], index[by_index] * U64(ps), size[by_index]
+        joins = (ip[1:] == ip[:-1] + isz[:-1]) & (ii[1:] == ii[:-1] + isz[:-1])
+        starts = np.concatenate(([0], np.flatnonzero(~joins) + 1))
+        stops = np.concatenate((starts[1:], [n]))
+        ends = np.cumsum(isz, dtype=np.uint64)
+        for a, b in zip(starts.tolist(), stops.tolist()):
+            nbytes = int(ends[b - 1]) - (int(ends[a - 1]) if a else 0)
+            k = int(by_index[a])
+            what = f"memfd folio {ctx.label}/{folios[k].index}" + (f" (+{b - a - 1} folios)" if b - a > 1 else "")
+            segments.append((int(ip[a]), FolioContents(contents, int(ii[a]), nbytes), what))
+    recs = _folio_records(phys, fflags, index, lay)
     if folios:
         npages = -(-len(recs) // ps)
         recs = recs.ljust(npages * ps, b"\0")
         groups = [ctx.alloc.alloc(what="memfd folio array page") for _ in range(npages)]
         for i, g in enumerate(groups):
-            segments.append((g, bytes(recs[i * ps : (i + 1) * ps]), "memfd folio array page"))
+            segments.append((g, recs[i * ps : (i + 1) * ps], "memfd folio array page"))
         desc, chunks, vpres = build_vmalloc(groups, 0, lay, ctx.alloc, flags=KHO_VMALLOC_ALLOC)
         segments += [(c, data, "memfd folio array chunk") for c, data in chunks]
         preserve.update(vpres)

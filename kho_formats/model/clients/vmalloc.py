@@ -27,6 +27,7 @@ from ...errors import VmallocError
 from ...limits import Budget
 from ...memory.alloc import PageAllocator
 from ...memory.chain import walk_page_chain
+from ...memory.distinct import first_of_each
 from ...memory.image import PhysImage
 from ...memory.pageset import PageSet, split_aligned
 
@@ -184,7 +185,7 @@ def _find_aliases(area: VmallocArea, group: int) -> None:
     arr = area.groups
     if arr.size == 0:
         return
-    _, first = np.unique(arr, return_index=True)
+    first = first_of_each(arr)
     rep = np.ones(arr.size, dtype=bool)
     rep[first] = False
     area.repeated = int(np.count_nonzero(rep))

@@ -35,6 +35,8 @@ from .codec import MapBuilt, MapContext, MapRead, MemoryMap, register
 
 U64 = np.uint64
 NodeId = tuple[int, int]  # (level, key >> (shift of the node))
+#: leaf pointers, their key prefixes, the level-1 table of each, the entry index in it
+LeafBatch = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 @dataclass
@@ -110,12 +112,12 @@ def read_radix(
     # first bad entry in the kernel's walk order deserves.
     charged = (budget.pages, budget.entries)
     try:
-        tree, leaf_batches = _walk_tables(image, root, geom, lay, budget, fast=True)
-        if not _leaf_pointers_ok(tree, leaf_batches, ps_size):
+        tree, leaf_batches, tables = _walk_tables(image, root, geom, lay, budget, fast=True)
+        if not _leaf_pointers_ok(tables, leaf_batches, ps_size):
             raise MemoryMapError("shared or misaligned radix leaf")
     except KhoFormatError:
         budget.pages, budget.entries = charged
-        tree, leaf_batches = _walk_tables(image, root, geom, lay, budget, fast=False)
+        tree, leaf_batches, _ = _walk_tables(image, root, geom, lay, budget, fast=False)
     per_order: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {}
     if leaf_batches:
         _read_leaves(image, leaf_batches, geom, lay, tree, per_order, budget)
@@ -139,16 +141,16 @@ def _walk_tables(
     budget: Budget,
     *,
     fast: bool,
-) -> tuple[RadixTree, list[tuple[np.ndarray, np.ndarray, int, np.ndarray]]]:
-    """Walk the tables in the kernel's order and collect the leaf pointers.
-    ``fast``: leaf pointers are not checked one by one (the caller checks
-    them together)."""
+) -> tuple[RadixTree, list[LeafBatch], list[int]]:
+    """Walk the tables in the kernel's order and collect the leaf pointers
+    (and the tables' addresses).  ``fast``: leaf pointers are not checked
+    one by one (the caller checks them together)."""
     ps_size = lay.page_size
     depth = geom.depth
     o0 = geom.order_0_log2
     tree = RadixTree(root=root, depth=depth)
     seen: dict[int, NodeId] = {}
-    leaf_batches: list[tuple[np.ndarray, np.ndarray, int, np.ndarray]] = []
+    leaf_batches: list[LeafBatch] = []
 
     entries, table_at = lay.radix_table_entries, lay.radix_table_offset
     entry_size = lay.dtype.itemsize
@@ -177,12 +179,19 @@ def _walk_tables(
 
     check_ptr(root, depth - 1, None, 0)
     stack: list[tuple[int, int, int, int | None, int]] = [(root, depth - 1, 0, None, 0)]
+    level1: list[tuple[int, int]] = []  # fast: the level-1 tables (phys, key prefix), read together at the end
+    tables: list[int] = []
     while stack:
         phys, level, prefix, parent, index = stack.pop()
+        tables.append(phys)
         nid = prefix >> nshift[level]
         seen[phys] = (level, nid)
         tree.placement[(level, nid)] = phys
         budget.page(phys, "radix node")
+        if fast and level == 1:
+            tree.tables += 1
+            level1.append((phys, prefix))
+            continue
         try:
             node = image.view(phys, ps_size, "radix node")
             words = np.frombuffer(node, dtype=lay.dtype, count=entries, offset=table_at)
@@ -223,13 +232,52 @@ def _walk_tables(
                 seen[child] = (0, cp >> nshift[0])
                 tree.placement[(0, cp >> nshift[0])] = child
         budget.page(int(ptrs[0]), "radix leaf", count=int(nz.size))
-        leaf_batches.append((ptrs, prefixes, phys, nz))
-    return tree, leaf_batches
+        leaf_batches.append((ptrs, prefixes, np.full(nz.size, phys, dtype=np.uint64), nz))
+    if level1:
+        leaf_batches.append(
+            _level1_leaves(image, level1, geom, lay, tree, budget, nshift[0], lshifts[1] if depth > 1 else 0)
+        )
+    return tree, leaf_batches, tables
 
 
-def _leaf_pointers_ok(
-    tree: RadixTree, batches: list[tuple[np.ndarray, np.ndarray, int, np.ndarray]], page_size: int
-) -> bool:
+def _level1_leaves(
+    image: PhysImage,
+    level1: list[tuple[int, int]],
+    geom: RadixGeometry,
+    lay: Layout,
+    tree: RadixTree,
+    budget: Budget,
+    leaf_shift: int,
+    lshift: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The fast walk's level-1 tables, all at once (they hold nearly every
+    entry of a big tree): their leaf pointers and key prefixes in the
+    kernel's walk order, one batch.  Any problem raises, and the caller
+    walks again entry by entry for the precise error."""
+    ps_size = lay.page_size
+    phys = np.fromiter((p for p, _ in level1), dtype=np.uint64, count=len(level1))
+    pref = np.fromiter((q for _, q in level1), dtype=np.uint64, count=len(level1))
+    entries, table_at = lay.radix_table_entries, lay.radix_table_offset
+    placed = image.rows(phys, ps_size)
+    if placed is not None:
+        pages, rows = placed
+    else:
+        pages, rows = image.gather(phys, ps_size, "radix node"), np.arange(phys.size, dtype=np.intp)
+    table = pages[:, table_at : table_at + entries * lay.dtype.itemsize]
+    words = np.ascontiguousarray(table[rows]).view(lay.dtype)
+    r, c = np.nonzero(words)
+    ptrs = words[r, c].astype(np.uint64)
+    prefixes = pref[r] | (c.astype(np.uint64) << U64(lshift))
+    if prefixes.size and int(prefixes.max()) >> (geom.order_0_log2 + 1):
+        raise MemoryMapError("a level-1 entry makes keys above the order-0 bit")
+    ids = (prefixes >> U64(leaf_shift)).tolist()
+    tree.placement.update(zip(zip(repeat(0, len(ids)), ids), ptrs.tolist()))
+    if ptrs.size:
+        budget.page(int(ptrs[0]), "radix leaf", count=int(ptrs.size))
+    return ptrs, prefixes, phys[r], c
+
+
+def _leaf_pointers_ok(tables: list[int], batches: list[LeafBatch], page_size: int) -> bool:
     """Every leaf pointer page aligned, and no page used twice among all
     nodes (tables and leaves)."""
     if not batches:
@@ -237,14 +285,13 @@ def _leaf_pointers_ok(
     leaves = np.concatenate([b[0] for b in batches])
     if np.any(leaves & U64(page_size - 1)):
         return False
-    tables = np.fromiter((p for (lv, _), p in tree.placement.items() if lv > 0), dtype=np.uint64)
-    every = np.sort(np.concatenate([leaves, tables]))
+    every = np.sort(np.concatenate([leaves, np.array(tables, dtype=np.uint64)]))
     return not np.any(every[1:] == every[:-1])
 
 
 def _read_leaves(
     image: PhysImage,
-    batches: list[tuple[np.ndarray, np.ndarray, int, np.ndarray]],
+    batches: list[LeafBatch],
     geom: RadixGeometry,
     lay: Layout,
     tree: RadixTree,
@@ -272,7 +319,7 @@ def _read_leaves(
                 hit = np.flatnonzero(p == np.uint64(bad if bad is not None else 0))
                 if hit.size:
                     raise MemoryMapError(
-                        f"radix leaf (entry {int(nz[hit[0]])} of the level-1 node at {parent:#x}) "
+                        f"radix leaf (entry {int(nz[hit[0]])} of the level-1 node at {int(parent[hit[0]]):#x}) "
                         "points outside the image",
                         phys=int(p[hit[0]]),
                         expected="a page present in the memory image",

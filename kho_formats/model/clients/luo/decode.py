@@ -20,6 +20,7 @@ from ....abi.luo import (
 from ....errors import ClientError, KhoFormatError
 from ....findings import ERROR, WARNING
 from ....limits import Budget
+from ....memory.distinct import distinct
 from ..base import DecodeContext
 from ..blocks import KHO_MAX_BLOCKS, Block, read_block_chain
 from .handlers import FILE_HANDLERS
@@ -208,7 +209,7 @@ def _check_sharing(st: LuoState) -> None:
             data[f.data] = who
             phys = getattr(f.decoded, "phys", None)
             if isinstance(phys, np.ndarray) and phys.size:
-                folio_owner.append((np.unique(phys[phys != 0]), who))
+                folio_owner.append((distinct(phys[phys != 0]), who))
     if len(folio_owner) > 1:
         allp = np.concatenate([p for p, _ in folio_owner])
         who_of = np.repeat(np.arange(len(folio_owner)), [p.size for p, _ in folio_owner])
