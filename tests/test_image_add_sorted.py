@@ -36,3 +36,14 @@ def test_overlaps_are_refused_with_the_address() -> None:
     img.add(0x4000, bytes(0x1000))
     with pytest.raises(ImageError, match="overlaps"):
         img.add_sorted([(0x4800, Zeros(0x1000))])
+
+
+def test_bytes_of_a_lazy_segment_are_its_fetched_bytes() -> None:
+    class Counting(LazyData):
+        def fetch(self, off: int, n: int) -> bytes:
+            return bytes((off + i) & 0xFF for i in range(n))
+
+    img = PhysImage([(0x1000, Counting(300))])
+    (seg,) = list(img)
+    assert bytes(seg.data) == bytes(i & 0xFF for i in range(300)) == img.read(0x1000, 300)
+    assert bytes(seg.data.sub(10, 5)) == bytes(range(10, 15))

@@ -193,6 +193,10 @@ class LazyData:
     def fetch(self, off: int, n: int) -> bytes:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def __bytes__(self) -> bytes:
+        """All of it (``bytes(seg.data)`` works on any segment, lazy or not)."""
+        return bytes(self.fetch(0, self.size))
+
     def __getitem__(self, item: slice) -> memoryview:
         start, stop, step = item.indices(self.size)
         if step != 1:
