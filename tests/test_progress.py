@@ -132,6 +132,17 @@ def test_capture_counts_the_image_bytes_it_writes(shown, tmp_path):
     assert "writing the capture" in buf.getvalue()
 
 
+def test_build_counts_the_image_bytes_it_writes(shown, tmp_path):
+    import kho_formats
+
+    buf, record = shown
+    h = kho_formats.build(str(LUO_FIXTURE.parent / "specs" / "v4-4k-luo.toml"))
+    h.write(tmp_path / "fx")
+    (_, total, counted) = next(e for e in record if e[0] == "writing image.elf")
+    assert h.image is not None and total == counted == h.image.total_bytes > 0
+    assert "writing image.elf" in buf.getvalue()
+
+
 def test_qemu_serial_lines_are_counted(shown):
     buf, record = shown
     script = "import sys\nfor i in range(7): print('line', i)\n"

@@ -374,3 +374,354 @@ int64_t kho_zlib_heads(const uint8_t *buf, int64_t bufsize, const int64_t *off, 
     }
     return done;
 }
+
+/*
+ * zstd (RFC 8878): the first byte of a frame's output, for rejecting pages that cannot
+ * start with the FDT magic without decompressing them.
+ *
+ * At a frame's start there is no history, so the first output byte is the first literal
+ * of the first block.  Decided here: a frame without a dictionary id whose first block is
+ * compressed, with raw, RLE or Huffman-coded literals (Huffman: the tree description,
+ * direct or FSE-coded weights, checked as the format says; then the first symbol of
+ * stream 1, read from its end).  Everything else (a skippable frame, a dictionary, a raw
+ * or RLE first block (the caller reads those in place), no literals, sizes that do not fit,
+ * a tree the format refuses) is status 0: the caller decompresses that page as before.
+ * Only the literals section's start is read: damage later in the block is not seen here.
+ *
+ * Written for kho-formats from RFC 8878; no zstd code.
+ */
+
+static inline int highbit32(uint32_t v) { return 31 - __builtin_clz(v); }
+
+/* a forward little-endian bit reader over p[0..n) (the FSE table description) */
+typedef struct {
+    const uint8_t *p;
+    int64_t n, pos; /* pos in bits */
+} fbits_t;
+
+/* the 8 bytes at p[at..] (0 <= at), zeros past n */
+static inline uint64_t load_le(const uint8_t *p, int64_t n, int64_t at)
+{
+    uint64_t w = 0;
+    if (at + 8 <= n) {
+        memcpy(&w, p + at, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        w = __builtin_bswap64(w);
+#endif
+        return w;
+    }
+    for (int i = 0; at + i < n && i < 8; i++)
+        w |= (uint64_t)p[at + i] << (8 * i);
+    return w;
+}
+
+/* the k (<= 16) bits from bit pos, zeros past the end */
+static inline uint32_t fpeek(const fbits_t *b, int k)
+{
+    return (uint32_t)(load_le(b->p, b->n, b->pos >> 3) >> (b->pos & 7)) & ((1u << k) - 1);
+}
+
+/* a backward bit reader over p[0..n): the stream's bits from its last byte's marker down */
+typedef struct {
+    const uint8_t *p;
+    int64_t n, left; /* left: bits not yet read; below 0: read past the start (zeros) */
+} rbits_t;
+
+static int rinit(rbits_t *b, const uint8_t *p, int64_t n)
+{
+    if (n <= 0 || p[n - 1] == 0)
+        return 0;
+    b->p = p;
+    b->n = n;
+    b->left = 8 * (n - 1) + highbit32(p[n - 1]);
+    return 1;
+}
+
+/* the next k (<= 16) bits (the first read the highest); bits past the start are zeros */
+static inline uint32_t rread(rbits_t *b, int k)
+{
+    int64_t lo = b->left - k;
+    uint32_t v;
+    if (lo >= 0)
+        v = (uint32_t)(load_le(b->p, b->n, lo >> 3) >> (lo & 7)) & ((1u << k) - 1);
+    else if (lo + k > 0)
+        v = ((uint32_t)load_le(b->p, b->n, 0) & ((1u << (lo + k)) - 1)) << -lo;
+    else
+        v = 0;
+    b->left = lo;
+    return v;
+}
+
+#define WMAX 255 /* Huffman weights described: at most 255 (the last one is implied) */
+
+/* FSE-coded Huffman weights: p[0..n) into w; their count, or -1 */
+static int fse_weights(const uint8_t *p, int64_t n, uint8_t *w)
+{
+    fbits_t fb = {p, n, 0};
+    int al = (int)fpeek(&fb, 4) + 5;
+    fb.pos = 4;
+    if (al > 6)
+        return -1;
+    int size = 1 << al;
+    int16_t norm[16];
+    int nsym = 0, remaining = size + 1, threshold = size, nb = al + 1;
+    while (remaining > 1) {
+        if (nsym >= 16 || fb.pos > 8 * n)
+            return -1;
+        int max = (2 * threshold - 1) - remaining;
+        int low = (int)fpeek(&fb, nb - 1), count;
+        if (low < max) {
+            count = low;
+            fb.pos += nb - 1;
+        } else {
+            count = (int)fpeek(&fb, nb);
+            if (count >= threshold)
+                count -= max;
+            fb.pos += nb;
+        }
+        count--;
+        remaining -= count < 0 ? -count : count;
+        norm[nsym++] = (int16_t)count;
+        if (count == 0) { /* repeat flags: 2 bits each, 3 means more follow */
+            for (;;) {
+                int r = (int)fpeek(&fb, 2);
+                fb.pos += 2;
+                if (nsym + r > 16 || fb.pos > 8 * n)
+                    return -1;
+                for (int i = 0; i < r; i++)
+                    norm[nsym++] = 0;
+                if (r != 3)
+                    break;
+            }
+        }
+        if (remaining < 1)
+            return -1;
+        while (remaining < threshold) {
+            nb--;
+            threshold >>= 1;
+        }
+    }
+    if (remaining != 1 || fb.pos > 8 * n)
+        return -1;
+    int64_t used = (fb.pos + 7) >> 3;
+    if (used >= n)
+        return -1;
+    /* the decoding table */
+    uint8_t sym[64], nbits[64];
+    uint16_t base[64], next[16];
+    int high = size - 1;
+    for (int s = 0; s < nsym; s++) {
+        if (norm[s] == -1) {
+            if (high < 0)
+                return -1;
+            sym[high--] = (uint8_t)s;
+            next[s] = 1;
+        } else {
+            next[s] = (uint16_t)norm[s];
+        }
+    }
+    int pos = 0, step = (size >> 1) + (size >> 3) + 3, mask = size - 1;
+    for (int s = 0; s < nsym; s++)
+        for (int i = 0; i < norm[s]; i++) {
+            sym[pos] = (uint8_t)s;
+            do
+                pos = (pos + step) & mask;
+            while (pos > high);
+        }
+    if (pos != 0)
+        return -1;
+    for (int u = 0; u < size; u++) {
+        int s = sym[u];
+        uint32_t x = next[s]++;
+        if (x == 0)
+            return -1;
+        nbits[u] = (uint8_t)(al - highbit32(x));
+        base[u] = (uint16_t)((x << nbits[u]) - size);
+    }
+    /* two interleaved states, read from the stream's end; done when a read passes its start */
+    rbits_t rb;
+    if (!rinit(&rb, p + used, n - used))
+        return -1;
+    uint32_t st[2];
+    st[0] = rread(&rb, al);
+    st[1] = rread(&rb, al);
+    if (rb.left < 0)
+        return -1;
+    int out = 0;
+    for (int k = 0;; k ^= 1) {
+        if (out > WMAX - 2)
+            return -1;
+        uint32_t s = st[k];
+        w[out++] = sym[s];
+        st[k] = base[s] + rread(&rb, nbits[s]);
+        if (rb.left < 0) {
+            w[out++] = sym[st[k ^ 1]];
+            break;
+        }
+    }
+    return out;
+}
+
+/* the first literal of Huffman-coded literals: the tree description at p[0..n), then the
+ * streams; regen the literals' count; 1 and *first, or 0 */
+static int huff_first(const uint8_t *p, int64_t n, int four, uint8_t *first)
+{
+    if (n < 1)
+        return 0;
+    uint8_t w[WMAX + 1];
+    int nw;
+    int64_t tree;
+    int hb = p[0];
+    if (hb < 128) {
+        if (hb == 0 || 1 + hb > n)
+            return 0;
+        nw = fse_weights(p + 1, hb, w);
+        if (nw < 0)
+            return 0;
+        tree = 1 + hb;
+    } else {
+        nw = hb - 127;
+        tree = 1 + (nw + 1) / 2;
+        if (tree > n)
+            return 0;
+        for (int i = 0; i < nw; i++)
+            w[i] = (uint8_t)((i & 1) ? p[1 + i / 2] & 15 : p[1 + i / 2] >> 4);
+    }
+    if (nw > WMAX)
+        return 0;
+    uint32_t total = 0;
+    int rank1 = 0;
+    for (int i = 0; i < nw; i++) {
+        if (w[i] > 11)
+            return 0;
+        if (w[i])
+            total += 1u << (w[i] - 1);
+        rank1 += w[i] == 1;
+    }
+    if (total == 0)
+        return 0;
+    int maxbits = highbit32(total) + 1;
+    if (maxbits > 11)
+        return 0;
+    uint32_t rest = (1u << maxbits) - total;
+    if (rest & (rest - 1))
+        return 0; /* not a power of two: no last weight completes the code */
+    w[nw] = (uint8_t)(highbit32(rest) + 1);
+    rank1 += w[nw] == 1;
+    nw++;
+    if (rank1 < 2 || (rank1 & 1))
+        return 0;
+    /* stream 1 */
+    const uint8_t *s = p + tree;
+    int64_t left = n - tree, s1 = left;
+    if (four) {
+        if (left < 6)
+            return 0;
+        s1 = s[0] | s[1] << 8;
+        int64_t s2 = s[2] | s[3] << 8, s3 = s[4] | s[5] << 8;
+        if (s1 == 0 || s1 + s2 + s3 + 6 >= left)
+            return 0; /* stream 4 empty or past the end */
+        s += 6;
+    }
+    rbits_t rb;
+    if (!rinit(&rb, s, s1))
+        return 0;
+    uint32_t v = rread(&rb, maxbits);
+    /* codes in order of weight, then symbol: weight k spans 2^(k-1) of the 2^maxbits prefixes */
+    uint32_t count[12] = {0}, at = 0;
+    for (int i = 0; i < nw; i++)
+        count[w[i]]++;
+    for (int k = 1; k <= maxbits; k++) {
+        uint32_t span = count[k] << (k - 1);
+        if (v >= at + span) {
+            at += span;
+            continue;
+        }
+        uint32_t j = (v - at) >> (k - 1); /* the j-th symbol of weight k */
+        if (rb.left + maxbits < maxbits + 1 - k)
+            return 0; /* its code is longer than the stream */
+        for (int sym = 0; sym < nw; sym++)
+            if (w[sym] == k && j-- == 0) {
+                *first = (uint8_t)sym;
+                return 1;
+            }
+        return 0;
+    }
+    return 0;
+}
+
+/* the first output byte of the zstd frame data[0..size): 1 and *first, or 0 (left alone) */
+static int zstd_first_of(const uint8_t *data, int64_t size, uint8_t *first)
+{
+    if (size < 9)
+        return 0;
+    uint32_t magic = data[0] | data[1] << 8 | data[2] << 16 | (uint32_t)data[3] << 24;
+    if (magic != 0xFD2FB528u)
+        return 0;
+    int fhd = data[4];
+    if (fhd & 0x08 || fhd & 3)
+        return 0; /* reserved bit set, or a dictionary id */
+    int single = (fhd >> 5) & 1, fcsf = fhd >> 6;
+    int fcs = fcsf == 0 ? single : 1 << fcsf;
+    int64_t bh = 5 + !single + fcs;
+    if (bh + 3 > size)
+        return 0;
+    uint32_t h = data[bh] | data[bh + 1] << 8 | (uint32_t)data[bh + 2] << 16;
+    int btype = (h >> 1) & 3;
+    int64_t bsize = h >> 3, b = bh + 3;
+    if (btype != 2 || bsize < 2 || bsize > (128 << 10) || b + bsize > size)
+        return 0;
+    const uint8_t *l = data + b;
+    int ltype = l[0] & 3, sf = (l[0] >> 2) & 3;
+    int64_t regen, comp = 0, lh;
+    if (ltype < 2) {
+        if (!(sf & 1)) {
+            lh = 1;
+            regen = l[0] >> 3;
+        } else if (sf == 1) {
+            lh = 2;
+            regen = (l[0] >> 4) | l[1] << 4;
+        } else {
+            lh = 3;
+            if (bsize < 3)
+                return 0;
+            regen = (l[0] >> 4) | l[1] << 4 | (int64_t)l[2] << 12;
+        }
+        if (regen < 1 || lh + (ltype == 0 ? regen : 1) > bsize)
+            return 0;
+        *first = l[lh];
+        return 1;
+    }
+    if (ltype == 3)
+        return 0; /* treeless: not in a frame's first block */
+    lh = sf < 2 ? 3 : sf + 2;
+    if (lh > bsize)
+        return 0;
+    uint64_t v = 0;
+    for (int i = 0; i < lh; i++)
+        v |= (uint64_t)l[i] << (8 * i);
+    int bitsz = sf < 2 ? 10 : sf == 2 ? 14 : 18;
+    regen = (int64_t)((v >> 4) & ((1u << bitsz) - 1));
+    comp = (int64_t)((v >> (4 + bitsz)) & ((1u << bitsz) - 1));
+    if (regen < 1 || comp < 1 || lh + comp > bsize)
+        return 0;
+    return huff_first(l + lh, comp, sf != 0, first);
+}
+
+/* For i < n: the first output byte of the zstd frame at buf[off[i] .. off[i] + size[i]) into
+ * first[i], status[i] 1 when decided here, 0 when left to the caller.  Returns how many were decided. */
+int64_t kho_zstd_first_bytes(const uint8_t *buf, int64_t bufsize, const int64_t *off, const int64_t *size, int64_t n,
+                             uint8_t *first, uint8_t *status)
+{
+    int64_t done = 0;
+    for (int64_t i = 0; i < n; i++) {
+        status[i] = 0;
+        if (off[i] < 0 || size[i] <= 0 || off[i] > bufsize - size[i])
+            continue;
+        if (zstd_first_of(buf + off[i], size[i], &first[i])) {
+            status[i] = 1;
+            done++;
+        }
+    }
+    return done;
+}

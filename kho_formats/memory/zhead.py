@@ -1,4 +1,5 @@
-"""The first four bytes of many zlib streams at once, in C when a C compiler is there.
+"""The first four bytes of many zlib streams, and the first byte of many zstd
+frames, at once, in C when a C compiler is there.
 
 The root-FDT scan of a zlib-compressed kdump file needs the first four bytes
 of every dumped page.  In Python that is one ``zlib.decompressobj()`` call per
@@ -18,6 +19,14 @@ Installing the package needs nothing more; no zlib headers are needed.
 The C code decides only the common case (see the comment at its top) and says
 which streams it left alone; those are inflated by :mod:`zlib` as before, so
 the heads and the errors are the plain path's (``tests/test_zhead.py``).
+
+For zstd (:func:`zstd_first_bytes`, written from RFC 8878) only the first
+output byte is decoded: the first literal of the frame's first block (raw,
+RLE or Huffman-coded literals; the Huffman tree is read and checked, then the
+first symbol of stream 1).  That is enough to reject a page that cannot
+start with the FDT magic; the scan decompresses the others as before.  It
+reads only the literals section's start, so a frame damaged further on is
+not seen as damaged here (``tests/test_zhead_zstd.py``).
 """
 
 from __future__ import annotations
@@ -92,11 +101,15 @@ def _load() -> ctypes.CDLL | None:
             return None
         lib = ctypes.CDLL(str(so))
         fn = lib.kho_zlib_heads
+        lib.kho_zstd_first_bytes  # noqa: B018 (both functions, or neither)
     except (OSError, AttributeError):
         return None
     p = ctypes.c_void_p
     fn.argtypes = [p, ctypes.c_int64, p, p, ctypes.c_int64, p, p]
     fn.restype = ctypes.c_int64
+    zfn = lib.kho_zstd_first_bytes
+    zfn.argtypes = [p, ctypes.c_int64, p, p, ctypes.c_int64, p, p]
+    zfn.restype = ctypes.c_int64
     lib.kho_zlib_heads_init.argtypes = []
     lib.kho_zlib_heads_init.restype = None
     lib.kho_zlib_heads_init()
@@ -135,4 +148,26 @@ def heads(buf: np.ndarray, off: np.ndarray, size: np.ndarray) -> tuple[np.ndarra
     return out, status.view(bool)
 
 
-__all__ = ["available", "heads", "library", "cache_dir", "SOURCE", "ENV"]
+def zstd_first_bytes(buf: np.ndarray, off: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """For each zstd frame ``buf[off[i] : off[i] + size[i]]``: (the first byte it
+    decompresses to, whether it was decided here); None without the C decoder.  Only
+    that byte is decoded (the first literal of the first block): the caller can reject
+    a page that does not start with the FDT magic, and decompresses the others, and
+    the frames not decided (``False``), as before."""
+    lib = library()
+    if lib is None:
+        return None
+    b = np.ascontiguousarray(buf, dtype=np.uint8)
+    o = np.ascontiguousarray(off, dtype=np.int64)
+    z = np.ascontiguousarray(size, dtype=np.int64)
+    n = o.size
+    out = np.zeros(n, dtype=np.uint8)
+    status = np.zeros(n, dtype=np.uint8)
+    if n:
+        lib.kho_zstd_first_bytes(
+            b.ctypes.data, b.size, o.ctypes.data, z.ctypes.data, n, out.ctypes.data, status.ctypes.data
+        )
+    return out, status.view(bool)
+
+
+__all__ = ["available", "heads", "zstd_first_bytes", "library", "cache_dir", "SOURCE", "ENV"]

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import progress
 from .._version import __version__
 from ..abi.layout import KhoData, KhoScratch
 from ..errors import AllocationError, KhoFormatError
@@ -373,7 +374,8 @@ def write_fixture(
         assert out.path is not None
         out.write("root.dtb", fx.root_fdt)
         if image_format == "elf":
-            out.write_with(image_file, lambda f: fx.image.write_elf(f, byteorder=st.byteorder, machine=machine))
+            with progress.task("writing image.elf", total=fx.image.total_bytes):  # write_elf counts its chunks
+                out.write_with(image_file, lambda f: fx.image.write_elf(f, byteorder=st.byteorder, machine=machine))
         else:
             import io
 
