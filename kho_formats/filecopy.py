@@ -202,7 +202,7 @@ class RowReader:
         if where is None or fd is None:
             return rows[index].reshape(-1)
         out = np.empty(index.size * size, dtype=np.uint8)
-        view = memoryview(out)
+        view = out.data  # a writable memoryview of the array
         # runs of rows that follow each other in the file: one read each
         brk = np.flatnonzero(index[1:] != index[:-1] + 1) + 1
         starts = np.concatenate(([0], brk)).tolist()

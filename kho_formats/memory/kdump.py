@@ -359,7 +359,7 @@ class KdumpFile:
         self.unreadable = 0
         self.first_unreadable: str | None = None
         self._run_pfn, self._run_count, self._run_first = starts, counts, first.astype(np.int64)
-        self._pages = []
+        self._pages: list[KdumpPages] = []
         #: (first run, end run, heads of their pages, problems per run) of the last window scanned
         self._window: tuple[int, int, np.ndarray, list[tuple[int, str | None]]] | None = None
 
@@ -471,7 +471,7 @@ class KdumpFile:
             pages = [KdumpPages(self, pfn, n, first) for pfn, n, first in runs]
             img.add_sorted(zip((p.pfn * bs for p in pages), pages), what=self.name)
             # the last image's runs, for a scan of them (scan_page_heads): their objects and the run of each
-            self._pages: list[KdumpPages] = pages
+            self._pages = pages
         finally:
             if was:
                 gc.enable()
@@ -726,11 +726,11 @@ def _descriptor_heads(
                 if count & 4095 == 0:
                     bar.update(4096 * bs)
                 try:
-                    got = head(mv[a : a + m]) if head else inflate().decompress(mv[a : a + m], 4)
+                    first4: bytes = head(mv[a : a + m]) if head else inflate().decompress(mv[a : a + m], 4)
                 except Exception:  # zlib.error, zstandard.ZstdError: the page's own error, as head_of says it
                     slow(j)
                     continue
-                vals[j] = int.from_bytes(got, "big")
+                vals[j] = int.from_bytes(first4, "big")
         for j in np.flatnonzero(~fast).tolist():
             count += 1
             if count & 4095 == 0:
