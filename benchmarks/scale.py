@@ -510,7 +510,7 @@ class Bench:
         # any timed run, so that the runs measure the scan and not the compiler
         native = zhead.available()
         self.notes.append(
-            "dumps: zlib kdump heads read by the C decoder (memory/_zhead.c)"
+            "dumps: zlib kdump heads and zstd first bytes read by the C decoder (memory/_zhead.c)"
             if native
             else "dumps: no C decoder (no compiler, or KHO_FORMATS_NATIVE=0): zlib kdump heads inflated in Python"
         )

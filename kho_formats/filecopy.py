@@ -25,6 +25,7 @@ import stat
 import weakref
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TypeVar
 
 import numpy as np
 
@@ -85,18 +86,16 @@ def file_range(view: memoryview) -> tuple[MappedFile, int] | None:
     return src, off
 
 
-class Copier:
-    """Writes views into output files, in-kernel where it can (a context manager:
-    the sources it opened are closed on exit)."""
+_S = TypeVar("_S", bound="_Sources")
+
+
+class _Sources:
+    """The files behind mapped sources, opened once each and closed on exit (a context manager)."""
 
     def __init__(self) -> None:
         self._fds: dict[MappedFile, int | None] = {}
-        #: bytes copied by copy_file_range, and written by pwrite
-        self.copied = 0
-        self.written = 0
-        self._kernel_copy = hasattr(os, "copy_file_range")
 
-    def __enter__(self) -> Copier:
+    def __enter__(self: _S) -> _S:
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
@@ -110,8 +109,20 @@ class Copier:
 
     def _source(self, src: MappedFile) -> int | None:
         if src not in self._fds:
-            self._fds[src] = _open_same(src)  # None: not the file that was mapped any more, copy from the mapping
+            self._fds[src] = _open_same(src)  # None: not the file that was mapped any more, use the mapping
         return self._fds[src]
+
+
+class Copier(_Sources):
+    """Writes views into output files, in-kernel where it can (a context manager:
+    the sources it opened are closed on exit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: bytes copied by copy_file_range, and written by pwrite
+        self.copied = 0
+        self.written = 0
+        self._kernel_copy = hasattr(os, "copy_file_range")
 
     def write(self, fd: int, offset: int, data: memoryview) -> None:
         """All of ``data`` into ``fd`` at ``offset`` (OS errors of the output propagate)."""
@@ -163,33 +174,13 @@ def array_file_range(arr: np.ndarray) -> tuple[MappedFile, int] | None:
     return where[0], where[1] + delta
 
 
-class RowReader:
+class RowReader(_Sources):
     """Rows of a mapped file gathered by ``pread`` into a new buffer, not read
     through the mapping: a gather of pages scattered over a big image then
     maps none of them (the process's resident size stays that of the buffer;
     read through the mapping, every page touched, and the large folio around
     it, would stay mapped).  A context manager: the sources it opened are
     closed on exit."""
-
-    def __init__(self) -> None:
-        self._fds: dict[MappedFile, int | None] = {}
-
-    def __enter__(self) -> RowReader:
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
-
-    def close(self) -> None:
-        for fd in self._fds.values():
-            if fd is not None:
-                os.close(fd)
-        self._fds.clear()
-
-    def _source(self, src: MappedFile) -> int | None:
-        if src not in self._fds:
-            self._fds[src] = _open_same(src)
-        return self._fds[src]
 
     def take(self, rows: np.ndarray, index: np.ndarray) -> np.ndarray:
         """``rows[index]`` (rows: an (m, size) uint8 view) as one flat new

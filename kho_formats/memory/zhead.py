@@ -134,18 +134,7 @@ def heads(buf: np.ndarray, off: np.ndarray, size: np.ndarray) -> tuple[np.ndarra
     """For each stream ``buf[off[i] : off[i] + size[i]]``: (its first four bytes as a
     big-endian u32, whether it was decided here); None without the C decoder.  The
     streams not decided (``False``) are left to :mod:`zlib`."""
-    lib = library()
-    if lib is None:
-        return None
-    b = np.ascontiguousarray(buf, dtype=np.uint8)
-    o = np.ascontiguousarray(off, dtype=np.int64)
-    z = np.ascontiguousarray(size, dtype=np.int64)
-    n = o.size
-    out = np.zeros(n, dtype=np.uint32)
-    status = np.zeros(n, dtype=np.uint8)
-    if n:
-        lib.kho_zlib_heads(b.ctypes.data, b.size, o.ctypes.data, z.ctypes.data, n, out.ctypes.data, status.ctypes.data)
-    return out, status.view(bool)
+    return _batch("kho_zlib_heads", np.uint32, buf, off, size)
 
 
 def zstd_first_bytes(buf: np.ndarray, off: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -154,6 +143,14 @@ def zstd_first_bytes(buf: np.ndarray, off: np.ndarray, size: np.ndarray) -> tupl
     that byte is decoded (the first literal of the first block): the caller can reject
     a page that does not start with the FDT magic, and decompresses the others, and
     the frames not decided (``False``), as before."""
+    return _batch("kho_zstd_first_bytes", np.uint8, buf, off, size)
+
+
+def _batch(
+    name: str, dtype: type[np.unsignedinteger], buf: np.ndarray, off: np.ndarray, size: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """One call of the C function ``name`` over the streams ``buf[off[i] : off[i] + size[i]]``:
+    (its answer per stream, as ``dtype``; whether it decided the stream), None without the library."""
     lib = library()
     if lib is None:
         return None
@@ -161,12 +158,10 @@ def zstd_first_bytes(buf: np.ndarray, off: np.ndarray, size: np.ndarray) -> tupl
     o = np.ascontiguousarray(off, dtype=np.int64)
     z = np.ascontiguousarray(size, dtype=np.int64)
     n = o.size
-    out = np.zeros(n, dtype=np.uint8)
+    out = np.zeros(n, dtype=dtype)
     status = np.zeros(n, dtype=np.uint8)
     if n:
-        lib.kho_zstd_first_bytes(
-            b.ctypes.data, b.size, o.ctypes.data, z.ctypes.data, n, out.ctypes.data, status.ctypes.data
-        )
+        getattr(lib, name)(b.ctypes.data, b.size, o.ctypes.data, z.ctypes.data, n, out.ctypes.data, status.ctypes.data)
     return out, status.view(bool)
 
 
