@@ -290,15 +290,7 @@ def bench(w: Workload, repeat: int, c_ok: bool, rows: list[dict], parse_only: bo
     if parse_only:
         return
     # convert v1 -> v4 (whole state: parse v1, convert, build v4)
-    if ver.memory_map == "chunk-list":
-        st = kstate.KhoState(
-            version=w.version,
-            page_size=w.page_size,
-            preserved=pages,
-            map_params={"v1_bitmap_bytes": w.v1_bitmap} if w.v1_bitmap else {},
-            root_fdt_phys=ROOT_FDT_PHYS,
-        )
-        built = kstate.build(st, alloc=ALLOC)
+    if ver.memory_map == "chunk-list":  # the v1 handover built above (st, built) is the input
 
         def convert_fn():
             s = kstate.parse(
