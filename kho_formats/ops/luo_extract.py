@@ -36,14 +36,17 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .. import filecopy, progress
 from .._version import __version__
 from ..errors import KhoFormatError
+from ..memory import scatter
 from ..memory.image import PhysImage
 from ..model.clients.digest import pieces
 from ..model.clients.luo import LuoState
@@ -53,6 +56,8 @@ from ..safeio import refuse_touching_inputs
 SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 MAX_NAME = 120
 SCHEMA = "kho-formats/luo-extract/1"
+#: False: every file copied in its own order (the path before :mod:`kho_formats.memory.scatter`; tests compare both)
+ADDRESS_ORDER = True
 
 
 class ExtractError(KhoFormatError):
@@ -134,11 +139,20 @@ def _create(parent: int, name: str, force: bool) -> int:
 
 
 def _write_contents(
-    fd: int, size: int, parts: Iterator[tuple[int, memoryview]], name: str, copier: filecopy.Copier
+    fd: int,
+    size: int,
+    runs: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+    parts: Callable[[], Iterator[tuple[int, memoryview]]],
+    image: PhysImage,
+    name: str,
+    copier: filecopy.Copier,
 ) -> None:
     bar = progress.current()
     try:
-        for off, data in pieces(parts):  # each byte once, whatever a folio list repeats
+        # the image read in address order, each piece written at its offset (scatter.py says why)
+        if runs is not None and ADDRESS_ORDER and scatter.copy_runs(image, fd, size, *runs, copier, update=bar.update):
+            return
+        for off, data in pieces(parts()):  # each byte once, whatever a folio list repeats
             if off >= size:
                 break
             data = data[: size - off]
@@ -213,10 +227,13 @@ def extract(
                         fname = _unique(f"{f.token:016x}", tokens) + ".bin"
                         fd = _create(sfd, fname, force)
                         try:
+                            h, d = f.handler, f.decoded
                             _write_contents(
                                 fd,
                                 size,
-                                f.handler.contents(f.decoded, image, page_size),
+                                h.content_runs(d, page_size),
+                                lambda h=h, d=d: h.contents(d, image, page_size),
+                                image,
                                 f"{dname}/{fname}",
                                 copier,
                             )

@@ -514,6 +514,28 @@ class MemfdHandler(FileHandler):
                     rows, at = got
                     yield int(r_off[c]), memoryview(reader.take(rows, at))
 
+    def content_runs(self, result: MemfdFile, page_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What :meth:`contents` gives, as arrays instead of bytes: ``(off,
+        phys, length)`` uint64 of each run of folios (adjacent in the file and
+        in memory), in file order, each byte once (a run reaching into what
+        the runs before it cover is cut, one inside it dropped, as
+        :func:`~kho_formats.model.clients.digest.pieces` does), inside ``size``."""
+        runs = folio_runs(result, page_size)
+        st, sp = runs.starts, runs.stops
+        off, phys = runs.off[st], runs.phys[st]
+        end = runs.off[sp - 1] + runs.length[sp - 1]
+        del runs
+        if off.size:
+            reach = np.maximum.accumulate(end)  # what the runs up to each one cover
+            at = np.concatenate((np.zeros(1, U64), reach[:-1]))
+            cut = np.maximum(off, at)
+            keep = end > cut
+            phys = phys + (cut - off)  # wraps only where the address did (such a run is not in the image)
+            off = cut
+            if not keep.all():
+                off, phys, end = off[keep], phys[keep], end[keep]
+        return off, phys, end - off
+
     # -- building (the LUO spec's memfd files) -------------------------------------------------
 
     spec_fields = (
