@@ -96,24 +96,33 @@ class Plan:
 def plan(image: PhysImage, off: np.ndarray, phys: np.ndarray, length: np.ndarray) -> list[Plan] | None:
     """Where in which mapped file each piece ``[phys, phys + length)`` lies,
     sorted by file offset per file; None when a piece is not inside one
-    segment that is a view of a remembered mapping."""
+    segment that is a view of a remembered mapping.  The three arrays
+    (uint64) are reordered in place (the plan's arrays are views of them
+    when the pieces lie in one file): a few 8-byte arrays per piece alive at
+    a time, not a copy of each."""
     segs = image.segments
-    if not segs or phys.size == 0:
-        return [] if phys.size == 0 else None
-    phys = phys.astype(U64, copy=False)
-    end = phys + length.astype(U64, copy=False)
-    if np.any(end <= phys):  # empty or wrapping past 2**64: not for this path
+    if phys.size == 0:
+        return []
+    if not segs:
+        return None
+    if np.any(length == 0) or np.any(phys + length <= phys):  # empty, or wrapping past 2**64
         return None
     starts = np.fromiter((s.phys for s in segs), dtype=U64, count=len(segs))
     ends = np.fromiter((s.end for s in segs), dtype=U64, count=len(segs))
     seg = np.searchsorted(starts, phys, side="right").astype(np.int64) - 1
-    if seg.min() < 0 or np.any(end > ends[np.maximum(seg, 0)]):
+    if seg.min() < 0:
         return None
-    used = np.unique(seg)
+    top = ends[seg]
+    top -= phys
+    if np.any(length > top):  # reaches past its segment's end
+        return None
+    del top
+    lo, hi = int(seg.min()), int(seg.max())
+    used = [lo] if lo == hi else np.flatnonzero(np.bincount(seg - lo)) + lo
     base = np.zeros(len(segs), dtype=U64)
     fid = np.zeros(len(segs), dtype=np.int64)
     files: list[filecopy.MappedFile] = []
-    for k in used.tolist():
+    for k in list(used):
         data = segs[k].data
         if isinstance(data, LazyData):
             return None
@@ -122,15 +131,28 @@ def plan(image: PhysImage, off: np.ndarray, phys: np.ndarray, length: np.ndarray
             return None
         if where[0] not in files:
             files.append(where[0])
-        fid[k] = files.index(where[0])
-        base[k] = (where[1] - segs[k].phys) % (1 << 64)  # src = phys + base, modulo 2**64
-    src = phys + base[seg]
-    out = []
-    for i, f in enumerate(files):
-        pick = np.flatnonzero(fid[seg] == i) if len(files) > 1 else np.arange(src.size)
-        order = pick[np.argsort(src[pick], kind="stable")]
-        out.append(Plan(f, src[order], phys[order], off[order].astype(U64), length[order].astype(U64)))
-    return out
+        fid[int(k)] = files.index(where[0])
+        base[int(k)] = (where[1] - segs[int(k)].phys) % (1 << 64)  # src = phys + base, modulo 2**64
+    src = base[seg]
+    src += phys
+    if len(files) > 1:  # grouped by file, then in file offset order
+        key = fid[seg]
+        del seg
+        order = np.lexsort((src, key))
+        bounds = np.searchsorted(key[order], np.arange(len(files) + 1))
+        del key
+    else:
+        del seg
+        order = np.argsort(src, kind="stable")
+        bounds = np.array([0, src.size])
+    tmp = np.empty_like(src)
+    for arr in (src, phys, off, length):  # reordered in place through one scratch array
+        np.take(arr, order, out=tmp)
+        arr[:] = tmp
+    del tmp, order
+    b = bounds.tolist()
+    return [Plan(f, src[b[i] : b[i + 1]], phys[b[i] : b[i + 1]], off[b[i] : b[i + 1]], length[b[i] : b[i + 1]])
+            for i, f in enumerate(files)]  # fmt: skip
 
 
 def _covered(off: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -192,17 +214,21 @@ def copy_runs(
 ) -> bool:
     """Write ``size`` bytes into ``fd`` (a new, empty file): piece ``i`` is
     ``length[i]`` image bytes from ``phys[i]`` at file offset ``off[i]``
-    (ascending, not overlapping, inside ``size``), zeros elsewhere (holes).
+    (ascending, not overlapping, inside ``size``; uint64 arrays, reordered
+    in place), zeros elsewhere (holes).
     False, before anything is written, when the pieces are not all in mapped
     files of the image (the caller then copies them another way).
 
     OS errors of the output propagate as :class:`OSError`; the image file
     failing to read raises :class:`ImageError`.  ``update(n)`` is told the
     bytes written as they go; ``use_native`` False forces the Python loop."""
+    off, phys, length = (np.asarray(x, dtype=U64) for x in (off, phys, length))
+    lib = library() if use_native is not False else None
+    # the output ranges to allocate, found before plan() reorders the arrays
+    cov = _covered(off, length) if lib is not None and off.size else None
     plans = plan(image, off, phys, length)
     if plans is None:
         return False
-    lib = library() if use_native is not False else None
     with filecopy.RowReader() as sources:  # the image files, opened once each (read-only)
         fds = []
         for p in plans:
@@ -211,8 +237,8 @@ def copy_runs(
                 return False
             fds.append(got)
         os.ftruncate(fd, size)
-        if lib is not None and off.size:
-            cov_off, cov_len = _covered(off.astype(U64), length.astype(U64))
+        if lib is not None and cov is not None:
+            cov_off, cov_len = cov
             if cov_off.size <= MAX_FALLOCATE:
                 cov_off, cov_len = np.ascontiguousarray(cov_off), np.ascontiguousarray(cov_len)
                 lib.kho_fallocate_ranges(fd, cov_off.ctypes.data, cov_len.ctypes.data, cov_off.size)  # best effort

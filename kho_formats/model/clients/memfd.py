@@ -66,6 +66,8 @@ UINT_MAX = (1 << 32) - 1
 CHUNK = 4 << 20
 #: lone folios smaller than this (not adjacent in memory to the next) are copied together, CHUNK bytes at a time
 GATHER_BELOW = 1 << 20
+#: folio addresses looked up in the memory map at a time (:func:`preserved_orders`)
+ORDER_CHUNK = 1 << 13
 
 U64 = np.uint64
 
@@ -141,16 +143,17 @@ def preserved_orders(preserved: PageSet, phys: np.ndarray) -> np.ndarray:
     out = np.full(phys.size, -1, dtype=np.int64)
     if phys.size == 0:
         return out
-    p = phys.astype(np.uint64)
-    for o in preserved.orders:
-        r = preserved.runs(o)
-        unit = U64(preserved.page_size << o)
-        i = np.searchsorted(r.starts, p, side="right").astype(np.int64) - 1
-        ok = i >= 0
-        j = np.where(ok, i, 0)
-        s = r.starts[j]
-        inside = ok & (p >= s) & ((p - s) // unit < r.counts[j]) & ((p - s) % unit == 0)
-        out[inside & (out < 0)] = o
+    runs = [(o, preserved.runs(o), U64(preserved.page_size << o)) for o in preserved.orders]
+    for c in range(0, phys.size, ORDER_CHUNK):  # the temporaries below sized by the chunk, not the folio count
+        p = phys[c : c + ORDER_CHUNK].astype(np.uint64, copy=False)
+        got = out[c : c + ORDER_CHUNK]
+        for o, r, unit in runs:
+            i = np.searchsorted(r.starts, p, side="right").astype(np.int64) - 1
+            ok = i >= 0
+            j = np.where(ok, i, 0)
+            s = r.starts[j]
+            inside = ok & (p >= s) & ((p - s) // unit < r.counts[j]) & ((p - s) % unit == 0)
+            got[inside & (got < 0)] = o
     return out
 
 
@@ -314,12 +317,15 @@ class MemfdHandler(FileHandler):
             )
         if ctx.budget is not None:
             ctx.budget.entries_add(n, f"{where}: memfd folios", pa)
-        data = _read_prefix(area, image, ps, n * rec)
-        arr = np.frombuffer(data, dtype=lay.dtype_of("memfd_luo_folio_ser"), count=n)
-        pfn, flags = memfd_folio_fields(arr["pfn_flags"], lay.byteorder)
-        m.phys = (pfn << U64(lay.page_shift)).astype(np.uint64)
-        m.flags = flags.astype(np.uint64)
+        # the records' bytes once, then each field as its own array (no more copies than that held at a time)
+        arr = np.frombuffer(_read_prefix(area, image, ps, n * rec), dtype=lay.dtype_of("memfd_luo_folio_ser"), count=n)
         m.index = arr["index"].astype(np.uint64)
+        word = arr["pfn_flags"].astype(np.uint64)
+        del arr
+        pfn, flags = memfd_folio_fields(word, lay.byteorder)
+        del word
+        pfn <<= U64(lay.page_shift)
+        m.phys, m.flags = pfn, flags
         st = ctx.state
         if st is not None and st.map_read:
             m.order = preserved_orders(st.preserved, m.phys)
@@ -517,24 +523,55 @@ class MemfdHandler(FileHandler):
     def content_runs(self, result: MemfdFile, page_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """What :meth:`contents` gives, as arrays instead of bytes: ``(off,
         phys, length)`` uint64 of each run of folios (adjacent in the file and
-        in memory), in file order, each byte once (a run reaching into what
-        the runs before it cover is cut, one inside it dropped, as
-        :func:`~kho_formats.model.clients.digest.pieces` does), inside ``size``."""
-        runs = folio_runs(result, page_size)
-        st, sp = runs.starts, runs.stops
-        off, phys = runs.off[st], runs.phys[st]
-        end = runs.off[sp - 1] + runs.length[sp - 1]
-        del runs
-        if off.size:
+        in memory, as :func:`folio_runs` joins them), in file order, each byte
+        once (a run reaching into what the runs before it cover is cut, one
+        inside it dropped, as :func:`~kho_formats.model.clients.digest.pieces`
+        does), inside ``size``.  Computed with a few 8-byte arrays per folio
+        alive at a time (the three returned among them)."""
+        m = result
+        size = m.size
+        shift = page_size.bit_length() - 1
+        keep = restored_once(m) if size > 0 else np.zeros(0, np.int64)
+        off = m.index[keep]  # a new array: shifted in place below
+        inside = off <= U64(max(size - 1, 0) >> shift)  # starts before the end of the file
+        if not inside.all():
+            keep, off = keep[inside], off[inside]
+        del inside
+        off <<= U64(shift)  # at most size - 1: no overflow
+        order = m.order[keep]
+        length = np.left_shift(U64(page_size), np.clip(order, 0, 63 - shift).astype(U64))
+        length[order > 63 - shift] = U64((1 << 64) - 1)  # reaches past any file: cut at size below
+        del order
+        rem = U64(size) - off
+        np.minimum(length, rem, out=length)
+        del rem
+        phys = m.phys[keep]
+        del keep
+        if off.size > 1:
+            # a folio starting in the file and in memory where the one before ends joins its run
+            pend = phys + length  # wraps past 2**64 for a hostile pfn: never joined to what follows
+            joins = (off[1:] == off[:-1] + length[:-1]) & (phys[1:] == pend[:-1]) & (pend[:-1] > phys[:-1])
+            del pend
+            if joins.any():
+                first = np.concatenate(([True], ~joins))
+                last = np.concatenate((~joins, [True]))
+                end = (off + length)[last]
+                off, phys = off[first], phys[first]
+                length = end - off
+                del first, last, end
+            del joins
+            end = off + length
             reach = np.maximum.accumulate(end)  # what the runs up to each one cover
-            at = np.concatenate((np.zeros(1, U64), reach[:-1]))
-            cut = np.maximum(off, at)
-            keep = end > cut
-            phys = phys + (cut - off)  # wraps only where the address did (such a run is not in the image)
-            off = cut
-            if not keep.all():
-                off, phys, end = off[keep], phys[keep], end[keep]
-        return off, phys, end - off
+            if np.any(off[1:] < reach[:-1]):  # overlapping folios (hostile): cut or drop, first come first kept
+                at = np.concatenate((np.zeros(1, U64), reach[:-1]))
+                cut = np.maximum(off, at)
+                kept = end > cut
+                phys = phys + (cut - off)  # wraps only where the address did (such a run is not in the image)
+                off = cut
+                off, phys, end = off[kept], phys[kept], end[kept]
+                length = end - off
+            del end, reach
+        return off, phys, length
 
     # -- building (the LUO spec's memfd files) -------------------------------------------------
 
@@ -577,15 +614,19 @@ class MemfdHandler(FileHandler):
         return reencode_memfd(result, lay)
 
 
-def _read_prefix(area: VmallocArea, image: PhysImage, page_size: int, nbytes: int) -> bytes:
-    """The first ``nbytes`` of a vmalloc area (only the groups needed)."""
+def _read_prefix(area: VmallocArea, image: PhysImage, page_size: int, nbytes: int) -> np.ndarray:
+    """The first ``nbytes`` of a vmalloc area (only the groups needed), as
+    one uint8 array filled group by group (the bytes held once)."""
     grp = page_size << area.desc.order
-    need = -(-nbytes // grp)
-    parts = [image.read(int(g), grp, "memfd folio array") for g in area.restored_groups()[:need].tolist()]
-    data = b"".join(parts)
-    if len(data) < nbytes:  # pragma: no cover - the caller asks for at most the restored groups' bytes
+    groups = area.restored_groups()[: -(-nbytes // grp)].tolist()
+    if len(groups) * grp < nbytes:  # pragma: no cover - the caller asks for at most the restored groups' bytes
         raise KhoFormatError("memfd folio array is short", phys=area.desc.first)
-    return data[:nbytes]
+    out = np.empty(nbytes, dtype=np.uint8)
+    for k, g in enumerate(groups):
+        a = k * grp
+        b = min(nbytes, a + grp)
+        out[a:b] = np.frombuffer(image.view(int(g), b - a, "memfd folio array"), dtype=np.uint8)
+    return out
 
 
 # -- building -------------------------------------------------------------------------------------
