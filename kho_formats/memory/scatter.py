@@ -56,6 +56,8 @@ WINDOW = 8 << 20
 MAX_GAP = 64 << 10
 #: pieces this large are copied by the kernel (copy_file_range), one call each
 BIG = 1 << 20
+#: a big piece is copied this much at a time (the progress bar moves between)
+BIG_STEP = 64 << 20
 #: pieces handed to one C call (the progress bar moves between calls)
 BATCH = 1 << 15
 #: at most this many fallocate calls (more: a file of many holes, left to the writes)
@@ -251,10 +253,11 @@ def copy_runs(
             for a, b in zip(bounds[:-1], bounds[1:]):
                 if big[a]:
                     for s, d, n in zip(p.phys[a:b].tolist(), p.dst[a:b].tolist(), p.length[a:b].tolist()):
-                        # file to file in the kernel where it can (the Copier falls back to pwrite)
-                        copier.write(fd, d, image.view(s, n, "memfd folio"))
-                        if update is not None:
-                            update(n)
+                        for k in range(0, n, BIG_STEP):  # file to file in the kernel where it can, as cp does
+                            m = min(BIG_STEP, n - k)
+                            copier.write(fd, d + k, image.view(s + k, m, "memfd folio"))
+                            if update is not None:
+                                update(m)
                     continue
                 for c in range(a, b, BATCH):
                     e = min(b, c + BATCH)
