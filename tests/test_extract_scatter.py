@@ -266,3 +266,30 @@ def test_decode_memory_per_folio(tmp_path: Path) -> None:
     m = lu.sessions[0].files[0].decoded
     assert m.phys.size == n and m.order.min() == 0
     assert peak < 64 * n, peak
+
+
+def test_pieces_over_many_segments_and_two_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Folios in many segments of one ELF file (one PT_LOAD per page: the
+    per-piece segment lookup), then in two raw files (grouped by file, each
+    read in its own order): the same bytes as the file-order copy."""
+    sy = synth([SynthSession(b"s", CASES["order0-scattered"] + CASES["order9-scattered"])], page_size=PS)
+    path = tmp_path / "pages.elf"
+    path.write_bytes(sy.image.to_elf(merge=False))
+    img = PhysImage.from_elf(path)
+    assert len(img.segments) > 600
+    lu = luo_of(decode_clients(sy.state, img))
+    for mode in _modes():
+        assert _extract(lu, img, tmp_path / f"elf-{mode}", mode, monkeypatch) == sy.contents, mode
+    f = lu.sessions[0].files[0]
+    _, phys, _ = f.handler.content_runs(f.decoded, PS)
+    lo, hi = int(phys.min()), int(phys.max()) + PS
+    mid = lo + (hi - lo) // 2 // PS * PS
+    (tmp_path / "a.raw").write_bytes(img.read(lo, mid - lo))
+    (tmp_path / "b.raw").write_bytes(img.read(mid, hi - mid))
+    two = _without(img, lo, hi).merged(PhysImage.from_raw(tmp_path / "a.raw", lo))
+    two = two.merged(PhysImage.from_raw(tmp_path / "b.raw", mid))
+    runs = f.handler.content_runs(f.decoded, PS)
+    plans = scatter.plan(two, *runs)
+    assert plans is not None and sorted(Path(p.source.path).name for p in plans) == ["a.raw", "b.raw"]
+    for mode in _modes():
+        assert _extract(lu, two, tmp_path / f"two-{mode}", mode, monkeypatch) == sy.contents, mode

@@ -111,6 +111,17 @@ def plan(image: PhysImage, off: np.ndarray, phys: np.ndarray, length: np.ndarray
         return None
     starts = np.fromiter((s.phys for s in segs), dtype=U64, count=len(segs))
     ends = np.fromiter((s.end for s in segs), dtype=U64, count=len(segs))
+    lo_phys, hi_end = int(phys.min()), int((phys + length).max())
+    k = int(np.searchsorted(starts, U64(lo_phys), side="right")) - 1
+    if k >= 0 and hi_end <= int(ends[k]):  # all in one segment (the usual case): no per-piece segment arrays
+        one = _one_file(segs[k].data, segs[k].phys)
+        if one is None:
+            return None
+        order = np.argsort(phys, kind="stable")  # the file offsets' order: they are phys + one constant
+        _reorder(order, phys, off, length)
+        del order
+        src = phys + U64(one[1])
+        return [Plan(one[0], src, phys, off, length)]
     seg = np.searchsorted(starts, phys, side="right").astype(np.int64) - 1
     if seg.min() < 0:
         return None
@@ -125,16 +136,13 @@ def plan(image: PhysImage, off: np.ndarray, phys: np.ndarray, length: np.ndarray
     fid = np.zeros(len(segs), dtype=np.int64)
     files: list[filecopy.MappedFile] = []
     for k in list(used):
-        data = segs[k].data
-        if isinstance(data, LazyData):
+        got = _one_file(segs[k].data, segs[k].phys)
+        if got is None:
             return None
-        where = filecopy.file_range(data)
-        if where is None or where[1] + len(data) > where[0].size:
-            return None
-        if where[0] not in files:
-            files.append(where[0])
-        fid[int(k)] = files.index(where[0])
-        base[int(k)] = (where[1] - segs[int(k)].phys) % (1 << 64)  # src = phys + base, modulo 2**64
+        if got[0] not in files:
+            files.append(got[0])
+        fid[int(k)] = files.index(got[0])
+        base[int(k)] = got[1]
     src = base[seg]
     src += phys
     if len(files) > 1:  # grouped by file, then in file offset order
@@ -147,14 +155,30 @@ def plan(image: PhysImage, off: np.ndarray, phys: np.ndarray, length: np.ndarray
         del seg
         order = np.argsort(src, kind="stable")
         bounds = np.array([0, src.size])
-    tmp = np.empty_like(src)
-    for arr in (src, phys, off, length):  # reordered in place through one scratch array
-        np.take(arr, order, out=tmp)
-        arr[:] = tmp
-    del tmp, order
+    _reorder(order, src, phys, off, length)
+    del order
     b = bounds.tolist()
     return [Plan(f, src[b[i] : b[i + 1]], phys[b[i] : b[i + 1]], off[b[i] : b[i + 1]], length[b[i] : b[i + 1]])
             for i, f in enumerate(files)]  # fmt: skip
+
+
+def _one_file(data: object, seg_phys: int) -> tuple[filecopy.MappedFile, int] | None:
+    """The mapped file a segment's bytes are a view of, and ``base`` such
+    that file offset = phys + base (modulo 2**64); None if not a mapped file."""
+    if isinstance(data, LazyData) or not isinstance(data, memoryview):
+        return None
+    where = filecopy.file_range(data)
+    if where is None or where[1] + len(data) > where[0].size:
+        return None
+    return where[0], (where[1] - seg_phys) % (1 << 64)
+
+
+def _reorder(order: np.ndarray, *arrays: np.ndarray) -> None:
+    """Each array put in ``order``, in place, through one scratch array."""
+    tmp = np.empty(order.size, dtype=U64)
+    for arr in arrays:
+        np.take(arr, order, out=tmp)
+        arr[:] = tmp
 
 
 def _covered(off: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -141,7 +141,7 @@ def preserved_orders(preserved: PageSet, phys: np.ndarray) -> np.ndarray:
     """For each address, the order of the preserved page that starts there
     (-1: no preserved page of any order starts there).  Vectorized: one
     binary search per order."""
-    out = np.full(phys.size, -1, dtype=np.int64)
+    out = np.full(phys.size, -1, dtype=np.int8)  # an order is below 64
     if phys.size == 0:
         return out
     runs = [(o, preserved.runs(o), U64(preserved.page_size << o)) for o in preserved.orders]
@@ -188,12 +188,12 @@ class MemfdFile:
     ser: MemfdLuoSer
     page_size: int
     area: VmallocArea | None = None
-    #: per folio record, in array order
+    #: per folio record, in array order (19 bytes a folio: ``flags`` holds the 12 flag bits, ``order`` is int8)
     phys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
     index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
-    flags: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    flags: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint16))
     #: from the memory map; -1 where no preserved page starts at the folio (or no map was read)
-    order: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    order: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
     #: whether ``order`` came from a memory map
     orders_known: bool = True
     problems: list[LuoProblem] = field(default_factory=list)
@@ -322,13 +322,15 @@ class MemfdHandler(FileHandler):
         del arr
         pfn, flags = memfd_folio_fields(word, lay.byteorder)
         del word
+        m.flags = flags.astype(np.uint16)  # MEMFD_FOLIO_FLAGS_BITS (12) of them
+        del flags
         pfn <<= U64(lay.page_shift)
-        m.phys, m.flags = pfn, flags
+        m.phys = pfn
         st = ctx.state
         if st is not None and st.map_read:
             m.order = preserved_orders(st.preserved, m.phys)
         else:
-            m.order = np.full(n, -1, dtype=np.int64)
+            m.order = np.full(n, -1, dtype=np.int8)
             m.orders_known = False
         return m
 
@@ -614,16 +616,27 @@ class MemfdHandler(FileHandler):
 
 def _read_prefix(area: VmallocArea, image: PhysImage, page_size: int, nbytes: int) -> np.ndarray:
     """The first ``nbytes`` of a vmalloc area (only the groups needed), as
-    one uint8 array filled group by group (the bytes held once)."""
+    one uint8 array filled group by group (the bytes held once, and not
+    left mapped: a 2 M-folio array is 32 MiB of the image)."""
     grp = page_size << area.desc.order
     groups = area.restored_groups()[: -(-nbytes // grp)].tolist()
     if len(groups) * grp < nbytes:  # pragma: no cover - the caller asks for at most the restored groups' bytes
         raise KhoFormatError("memfd folio array is short", phys=area.desc.first)
     out = np.empty(nbytes, dtype=np.uint8)
-    for k, g in enumerate(groups):
-        a = k * grp
-        b = min(nbytes, a + grp)
-        out[a:b] = np.frombuffer(image.view(int(g), b - a, "memfd folio array"), dtype=np.uint8)
+    dest = out.data
+    with filecopy.RowReader() as files:  # a mapped image file is read with pread: its pages stay unmapped
+        for k, g in enumerate(groups):
+            a = k * grp
+            b = min(nbytes, a + grp)
+            view = image.view(int(g), b - a, "memfd folio array")
+            where = filecopy.file_range(view)
+            fd = files._source(where[0]) if where is not None else None
+            try:
+                if fd is not None and where is not None and os.preadv(fd, [dest[a:b]], where[1]) == b - a:
+                    continue
+            except OSError:
+                pass
+            out[a:b] = np.frombuffer(view, dtype=np.uint8)  # not a file, or it shrank: through the mapping
     return out
 
 
