@@ -293,3 +293,30 @@ def test_pieces_over_many_segments_and_two_files(tmp_path: Path, monkeypatch: py
     assert plans is not None and sorted(Path(p.source.path).name for p in plans) == ["a.raw", "b.raw"]
     for mode in _modes():
         assert _extract(lu, two, tmp_path / f"two-{mode}", mode, monkeypatch) == sy.contents, mode
+
+
+def test_restored_once_is_the_first_record_of_each_folio_in_index_order() -> None:
+    """The sort-free path (distinct addresses, no two folios at one index)
+    and the quicksort one give what a stable unique-then-sort gives, on
+    random folio lists with repeated addresses, repeated indices and pfn 0."""
+    from kho_formats.abi.layout import KhoVmalloc
+    from kho_formats.abi.memfd import MemfdLuoSer
+    from kho_formats.memory.distinct import first_of_each
+    from kho_formats.model.clients.memfd import MemfdFile, _distinct_pages, restored_once
+
+    rng = np.random.default_rng(7)
+    ser = MemfdLuoSer(pos=0, size=0, seals=0, flags=0, nr_folios=0, folios=KhoVmalloc(0, 0, 0, 0))
+    fast = 0
+    for n in (1, 2, 3, 50, 2000):
+        for pages, indices in ((4 * n, 1 << 30), (n, 1 << 30), (3 * n, 2), (1 << 40, 1 << 30)):
+            phys = (rng.choice(pages, n, replace=pages < n) * PS).astype(np.uint64)
+            if n > 3 and indices == 2:
+                phys[rng.integers(0, n, 2)] = 0
+            index = rng.integers(0, indices, n).astype(np.uint64)
+            m = MemfdFile(0, ser, PS, phys=phys, index=index)
+            first = first_of_each(phys)
+            keep = first[phys[first] != 0]
+            want = keep[np.argsort(index[keep], kind="stable")]
+            assert restored_once(m).tolist() == want.tolist(), (n, pages, indices)
+            fast += _distinct_pages(phys, PS) and len(set(index.tolist())) == n
+    assert fast >= 4  # the sort-free path was taken

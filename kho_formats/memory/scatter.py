@@ -117,7 +117,7 @@ def plan(image: PhysImage, off: np.ndarray, phys: np.ndarray, length: np.ndarray
         one = _one_file(segs[k].data, segs[k].phys)
         if one is None:
             return None
-        order = np.argsort(phys, kind="stable")  # the file offsets' order: they are phys + one constant
+        order = np.argsort(phys)  # the file offsets' order (phys + one constant); ties cannot reorder a write
         _reorder(order, phys, off, length)
         del order
         src = phys + U64(one[1])

@@ -78,9 +78,51 @@ def restored_once(m: MemfdFile) -> np.ndarray:
     the file: pfn != 0, each folio at its first record only."""
     if m.phys.size == 0:
         return np.zeros(0, np.int64)
-    first = first_of_each(m.phys)
+    if _distinct_pages(m.phys, m.page_size):  # the usual case, found without sorting the addresses
+        keep = np.flatnonzero(m.phys != 0)
+        srt = keep[np.argsort(m.index[keep], kind="stable")]  # fast: records are mostly in index order
+        idx = m.index[srt]
+        if idx.size < 2 or bool(np.all(idx[1:] > idx[:-1])):  # no two at one index: no tie to break
+            return srt
+    first = _first_records(m.phys)
     keep = first[m.phys[first] != 0]
     return keep[np.argsort(m.index[keep], kind="stable")]
+
+
+def _distinct_pages(phys: np.ndarray, page_size: int) -> bool:
+    """Whether the page-aligned addresses are all different, by marking them
+    in a byte map of the range they span (when it is at most 4 bytes a
+    folio); False when unsure."""
+    n = phys.size
+    if n < 2:
+        return True
+    if bool(np.all(phys[1:] > phys[:-1])):
+        return True
+    lo = int(phys.min())
+    span = (int(phys.max()) - lo) // page_size + 1
+    if span > 4 * n or np.any(phys % U64(page_size)):
+        return False
+    mark = np.zeros(span, dtype=np.uint8)
+    mark[(phys - U64(lo)) // U64(page_size)] = 1
+    return int(np.count_nonzero(mark)) == n
+
+
+def _first_records(phys: np.ndarray) -> np.ndarray:
+    """:func:`~kho_formats.memory.distinct.first_of_each` of folio
+    addresses, by an unstable sort (numpy's stable sort of 2 M shuffled u64
+    takes 0.6-0.9 s here, its quicksort 0.2 s): the first record of each
+    address is the least record number among its equals."""
+    if phys.size < 2 or bool(np.all(phys[1:] > phys[:-1])):
+        return first_of_each(phys)  # in order already: every record its own folio
+    order = np.argsort(phys)
+    s = phys[order]
+    new = np.empty(s.size, dtype=bool)
+    new[0] = True
+    np.not_equal(s[1:], s[:-1], out=new[1:])
+    del s
+    if new.all():
+        return order.astype(np.int64, copy=False)
+    return np.minimum.reduceat(order, np.flatnonzero(new)).astype(np.int64, copy=False)
 
 
 @dataclass(frozen=True)
