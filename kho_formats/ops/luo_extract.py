@@ -18,16 +18,22 @@ once and every file is created relative to it (``O_NOFOLLOW``,
 ``DIR`` is refused unless ``force`` (then files are replaced, symlinks
 still refused).
 
-Memory stays flat whatever the file size: the contents are copied a few
-MiB at a time (folios adjacent in the file and in memory as one run),
-straight from the memory image; where the image is a mapped file the
-kernel copies file to file (``copy_file_range``, as ``cp`` does:
-:mod:`kho_formats.filecopy`), else the bytes are written with ``pwrite``.
-Small folios scattered over memory (an order-0 page cache) are gathered a
-few MiB at a time with one ``pread`` per folio from the image file
-(:class:`kho_formats.filecopy.RowReader`), not read through the mapping,
-so no image page stays mapped: the resident size (VmHWM) does not grow
-with the file either.
+Memory stays flat whatever the file size, and the image is read in
+address order: a memfd's runs of folios (adjacent in the file and in
+memory) are sorted by where they lie in the image file and copied in that
+order (:mod:`kho_formats.memory.scatter`): the output is set to its size
+first, small runs (an order-0 page cache scattered over memory) are read a
+few MiB of the image at a time and written with one ``pwrite`` each at
+their file offsets, big runs are copied file to file by the kernel
+(``copy_file_range``, as ``cp`` does: :mod:`kho_formats.filecopy`).  A
+scattered order-0 memfd is then one sequential read of the image, not a
+random read per page.  No image page is mapped, so the resident size
+(VmHWM) does not grow with the bytes; what grows with the folio count is a
+few numpy arrays (about 19 bytes a folio held by the decoded file, 30-40
+more while the runs are sorted).  Where the runs do not all lie in mapped
+image files (kdump pages, an image built in memory, memory the image
+lacks) the file is copied in its own order from the image's views, as
+before, and a missing folio is named in the error.
 """
 
 from __future__ import annotations
