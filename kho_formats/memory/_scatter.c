@@ -9,8 +9,8 @@
  * ranges lie at most maxgap bytes apart and fit in bufsize bytes together
  * are read with one pread (the gaps read through), then written from the
  * buffer with one pwrite each (one pwritev for entries that follow each other
- * in the output as well).  Before writing a window the next one is asked for
- * (POSIX_FADV_WILLNEED), so the disk reads it while this one is written.
+ * in the output as well).  Before writing a window the next KHO_AHEAD are
+ * asked for (POSIX_FADV_WILLNEED), so the disk reads them while it is written.
  *
  * Returns the number of entries copied (n when all were).  When it stops
  * early, *err is the errno (-1: the input ended before a source range did)
@@ -33,6 +33,8 @@
 #define IOV_MAX 1024
 #endif
 #define KHO_IOV 256
+/* windows asked for ahead of the one being written */
+#define KHO_AHEAD 4
 
 static int write_all(int fd, struct iovec *iov, int cnt, uint64_t off)
 {
@@ -95,8 +97,8 @@ int64_t kho_scatter_copy(int in_fd, int out_fd, const uint64_t *src, const uint6
             }
             got += (uint64_t)r;
         }
-        if (j < n)
-            (void)posix_fadvise(in_fd, (off_t)src[j], (off_t)bufsize, POSIX_FADV_WILLNEED);
+        if (j < n) /* the next windows: read by the disk while this one is written */
+            (void)posix_fadvise(in_fd, (off_t)src[j], (off_t)(KHO_AHEAD * bufsize), POSIX_FADV_WILLNEED);
         int64_t k = i;
         while (k < j) {
             /* entries that follow each other in the output too: one pwritev */
