@@ -6,8 +6,8 @@ image): one pass of ``_leafscan.c`` over the words, writing each run of set
 bits as it is found, the way the kernel's walk hands every set bit to its
 callback, instead of numpy's mask, unpack and nonzero passes.
 
-The output grows with the runs found: the C loop stops when the arrays are
-nearly full and says where, they are grown (doubled) and the loop goes on,
+The output grows with the runs found: the C loop stops when the next word's
+runs do not fit and says where, they are grown (doubled) and the loop goes on,
 so memory follows the runs present (at most 32 per 64-bit word read), never
 a count the input claims; each growth is charged first (``charge``, e.g.
 ``Limits.max_runs``).
@@ -30,16 +30,18 @@ import numpy as np
 from . import native
 
 SOURCE = Path(__file__).with_name("_leafscan.c")
-#: free output slots the C loop wants before a nonzero word (a word holds at most 32 runs)
-_SLOTS = 33
+#: runs one 64-bit word can open
+_SLOTS = 32
 _SAMPLE = 64
 
 
 def _setup(lib: ctypes.CDLL) -> None:
-    p, i64 = ctypes.c_void_p, ctypes.c_int64
-    fn = lib.kho_leaf_runs
-    fn.argtypes = [p, i64, p, p, i64, i64, ctypes.c_int, p, p, p, i64, i64]
-    fn.restype = i64
+    p, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    stack = [p, i64, p, p, i64, i64, c_int]
+    lib.kho_leaf_runs.argtypes = [*stack, i64, p, p, p, i64, i64]
+    lib.kho_leaf_runs.restype = i64
+    lib.kho_leaf_count.argtypes = [*stack, i64, i64]
+    lib.kho_leaf_count.restype = i64
 
 
 def library() -> ctypes.CDLL | None:
@@ -61,6 +63,79 @@ def _estimate(words: np.ndarray, rows: np.ndarray | None, n: int) -> int:
     else:  # pragma: no cover - numpy < 2.0
         got = int(np.unpackbits(starts.view(np.uint8)).sum(dtype=np.int64))
     return got * n // pick.size + got // 4 + 4 * _SLOTS
+
+
+#: runs per word from which the output is sized by a counting pass and written
+#: by two threads (the counting pass reads the bitmaps once more: worth it
+#: when the runs written outweigh the bitmaps read)
+_DENSE_RUNS_PER_WORD = 2
+_PARALLEL_RUNS = 1 << 20
+
+
+class _Scan:
+    """One stack of bitmaps as the C functions take it."""
+
+    def __init__(self, lib: ctypes.CDLL, words: np.ndarray, bases: np.ndarray, rows: np.ndarray | None) -> None:
+        self.lib = lib
+        self.words, self.bases, self.rows = words, bases, rows
+        self.n = int(words.shape[0]) if rows is None else int(rows.size)
+        self.w = int(words.shape[1])
+        swap = int(not words.dtype.isnative)
+        rp = rows.ctypes.data if rows is not None else None
+        self.args = (words.ctypes.data, words.strides[0], rp, bases.ctypes.data, self.n, self.w, swap)
+
+    def count(self, lo: int, hi: int) -> int:
+        return int(self.lib.kho_leaf_count(*self.args, lo, hi))
+
+    def runs(self, hi: int, state: np.ndarray, first: np.ndarray, length: np.ndarray, cap: int, nout: int) -> int:
+        return int(
+            self.lib.kho_leaf_runs(*self.args, hi, state.ctypes.data, first.ctypes.data, length.ctypes.data, cap, nout)
+        )
+
+    def native(self, idx: np.ndarray, word: int) -> np.ndarray:
+        rows = idx if self.rows is None else self.rows[idx]
+        return self.words[rows, word].astype(np.uint64)
+
+    def cut(self) -> int:
+        """A leaf near the middle that no run crosses into (0: none found)."""
+        n, nbits = self.n, self.w * 64
+        lo, hi = n // 2, min(n, n // 2 + 256)
+        if lo < 1:
+            return 0
+        i = np.arange(lo, hi)
+        cont = self.bases[i] == self.bases[i - 1] + np.uint64(nbits)
+        cross = cont & ((self.native(i - 1, -1) >> np.uint64(63)) == 1) & ((self.native(i, 0) & np.uint64(1)) == 1)
+        ok = np.flatnonzero(~cross)
+        return int(i[ok[0]]) if ok.size else 0
+
+
+def _exact(scan: _Scan, charge: Callable[[int], None] | None, threads: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Count, allocate the runs' exact size, write (two halves on two threads)."""
+    from .bits import _executor
+
+    n = scan.n
+    cut = scan.cut() if threads else 0
+    parts = [(0, cut), (cut, n)] if cut else [(0, n)]
+    counts = list(_executor().map(lambda r: scan.count(*r), parts)) if cut else [scan.count(0, n)]
+    total = sum(counts)
+    if charge is not None:
+        charge(total)
+    first = np.empty(total, dtype=np.uint64)
+    length = np.empty(total, dtype=np.uint64)
+
+    def write(k: int) -> None:
+        lo, hi = parts[k]
+        at = sum(counts[:k])
+        state = np.array([lo * scan.w, 0], dtype=np.int64)
+        got = scan.runs(hi, state, first[at:], length[at:], counts[k], 0)
+        if got != counts[k] or int(state[1]) != got or int(state[0]) != hi * scan.w:  # pragma: no cover
+            raise AssertionError("the leaf scan wrote other runs than it counted")
+
+    if cut:
+        list(_executor().map(write, range(2)))
+    else:
+        write(0)
+    return first, length
 
 
 def leaf_runs(
@@ -86,37 +161,36 @@ def leaf_runs(
         raise ValueError("leaf_runs wants (m, W) 64-bit unsigned words")
     if words.strides[1] != 8 or words.strides[0] < 0:
         words = np.ascontiguousarray(words)
-    w = int(words.shape[1])
     n = int(words.shape[0]) if rows is None else int(rows.size)
     b = np.ascontiguousarray(bases, dtype=np.uint64)
     if b.size != n:
         raise ValueError("one base per bitmap")
     r = None if rows is None else np.ascontiguousarray(rows, dtype=np.int64)
-    if n == 0 or w == 0:
+    if n == 0 or words.shape[1] == 0:
         z = np.zeros(0, np.uint64)
         return z, z.copy()
     if r is not None and (int(r.min()) < 0 or int(r.max()) >= words.shape[0]):
         raise IndexError("a bitmap row outside the words")
-    swap = int(not words.dtype.isnative)
-    cap = max(_SLOTS + 1, _estimate(words, r, n))
+    scan = _Scan(lib, words, b, r)
+    w = scan.w
+    est = _estimate(words, r, n)
+    if est >= _DENSE_RUNS_PER_WORD * n * w:
+        return _exact(scan, charge, est >= _PARALLEL_RUNS)
+    cap = max(_SLOTS + 1, est)
     first = np.empty(cap, dtype=np.uint64)
     length = np.empty(cap, dtype=np.uint64)
-    pos = ctypes.c_int64(0)
+    state = np.zeros(2, dtype=np.int64)
     nout = charged = 0
     done = n * w
-    rp = r.ctypes.data if r is not None else None
     while True:
-        nout = lib.kho_leaf_runs(
-            words.ctypes.data, words.strides[0], rp, b.ctypes.data, n, w, swap,
-            ctypes.byref(pos), first.ctypes.data, length.ctypes.data, cap, nout,
-        )  # fmt: skip
-        if pos.value >= done:
+        nout = scan.runs(n, state, first, length, cap, nout)
+        if int(state[0]) >= done:
             break
         if charge is not None:
             charge(nout - charged)
             charged = nout
-        # the bitmaps left hold at most 32 runs per word: never grow past that
-        cap = min(2 * cap, nout + _SLOTS * (done - pos.value) + _SLOTS)
+        # the bitmaps left open at most 32 runs per word: never grow past that
+        cap = min(2 * cap, nout + _SLOTS * (done - int(state[0])) + _SLOTS)
         first.resize(cap, refcheck=False)  # realloc: the runs found stay in place
         length.resize(cap, refcheck=False)
     if charge is not None:
