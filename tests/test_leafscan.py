@@ -59,8 +59,11 @@ def test_same_runs_as_numpy(w: int, density: float, dtype: str) -> None:
     # half the bitmaps contiguous with the one before (runs join across them)
     bases = np.cumsum(rng.integers(1, 3, n)).astype(np.uint64) * np.uint64(w * 64)
     rows = rng.permutation(n)
-    _same(bitmaps_to_runs(words, bases, rows), leafscan.leaf_runs(words, bases, rows))
+    words[rng.integers(0, n, 3)] = 0  # some empty bitmaps among them
+    stats: dict[str, int] = {}
+    _same(bitmaps_to_runs(words, bases, rows), leafscan.leaf_runs(words, bases, rows, stats=stats))
     _same(bitmaps_to_runs(words, bases), leafscan.leaf_runs(words, bases))
+    assert stats["nonempty"] == int(np.count_nonzero(words.any(axis=1)))
 
 
 @needs_native
@@ -90,8 +93,10 @@ def test_output_grows_past_a_wrong_estimate() -> None:
     words[pick] = 0
     bases = np.arange(n, dtype=np.uint64) * np.uint64(w * 64)
     charged: list[int] = []
-    got = leafscan.leaf_runs(words, bases, charge=charged.append)
+    stats: dict[str, int] = {}
+    got = leafscan.leaf_runs(words, bases, charge=charged.append, stats=stats)
     _same(bitmaps_to_runs(words, bases), got)
+    assert stats["nonempty"] == int(np.count_nonzero(words.any(axis=1)))  # no bitmap counted twice on resuming
     assert got is not None and len(charged) > 1 and sum(charged) == got[0].size
 
 

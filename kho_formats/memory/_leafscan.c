@@ -138,8 +138,9 @@ i64 kho_leaf_count(const unsigned char *words, i64 stride, const i64 *rows, cons
 /*
  * Scan leaves up to hi.
  *
- * state:  in: [0] where to start (leaf * w + word), [1] runs closed so far;
- *         out: where the scan stopped (hi * w when done), runs closed
+ * state:  in: [0] where to start (leaf * w + word), [1] runs closed so far,
+ *         [2] leaves seen holding bits, [3] the last of them (-1: none);
+ *         out: where the scan stopped (hi * w when done) and the rest, updated
  * first, len, cap: the output runs and their capacity
  * nout:   runs opened so far (runs nclosed .. nout - 1 are still open)
  *
@@ -149,7 +150,7 @@ i64 kho_leaf_runs(const unsigned char *words, i64 stride, const i64 *rows, const
 		  i64 hi, i64 *state, u64 *first, u64 *len, i64 cap, i64 nout)
 {
 	struct stack s;
-	i64 leaf = state[0] / w, k = state[0] % w, closed = state[1];
+	i64 leaf = state[0] / w, k = state[0] % w, closed = state[1], nonempty = state[2], seen = state[3];
 
 	stack_init(&s, words, stride, rows, bases, n, w, swap);
 	for (; leaf < hi; leaf++, k = 0) {
@@ -168,7 +169,13 @@ i64 kho_leaf_runs(const unsigned char *words, i64 stride, const i64 *rows, const
 			if (cap - nout < __builtin_popcountll(starts)) {
 				state[0] = leaf * w + k;
 				state[1] = closed;
+				state[2] = nonempty;
+				state[3] = seen;
 				return nout;
+			}
+			if (seen != leaf) {
+				nonempty++;
+				seen = leaf;
 			}
 			ends = v & ~((v >> 1) | (after(&s, row, leaf, k) << 63));
 			while (starts) {
@@ -188,5 +195,7 @@ i64 kho_leaf_runs(const unsigned char *words, i64 stride, const i64 *rows, const
 	}
 	state[0] = hi * w;
 	state[1] = closed;
+	state[2] = nonempty;
+	state[3] = seen;
 	return nout;
 }

@@ -109,7 +109,14 @@ class _Scan:
         return int(i[ok[0]]) if ok.size else 0
 
 
-def _exact(scan: _Scan, charge: Callable[[int], None] | None, threads: bool) -> tuple[np.ndarray, np.ndarray]:
+def _new_state(start: int) -> np.ndarray:
+    """The scan's state: position, runs closed, leaves holding bits, the last of them."""
+    return np.array([start, 0, 0, -1], dtype=np.int64)
+
+
+def _exact(
+    scan: _Scan, charge: Callable[[int], None] | None, threads: bool, stats: dict[str, int] | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Count, allocate the runs' exact size, write (two halves on two threads)."""
     from .bits import _executor
 
@@ -123,18 +130,23 @@ def _exact(scan: _Scan, charge: Callable[[int], None] | None, threads: bool) -> 
     first = np.empty(total, dtype=np.uint64)
     length = np.empty(total, dtype=np.uint64)
 
+    nonempty = [0] * len(parts)
+
     def write(k: int) -> None:
         lo, hi = parts[k]
         at = sum(counts[:k])
-        state = np.array([lo * scan.w, 0], dtype=np.int64)
+        state = _new_state(lo * scan.w)
         got = scan.runs(hi, state, first[at:], length[at:], counts[k], 0)
         if got != counts[k] or int(state[1]) != got or int(state[0]) != hi * scan.w:  # pragma: no cover
             raise AssertionError("the leaf scan wrote other runs than it counted")
+        nonempty[k] = int(state[2])
 
     if cut:
         list(_executor().map(write, range(2)))
     else:
         write(0)
+    if stats is not None:
+        stats["nonempty"] = sum(nonempty)
     return first, length
 
 
@@ -144,6 +156,7 @@ def leaf_runs(
     rows: np.ndarray | None = None,
     *,
     charge: Callable[[int], None] | None = None,
+    stats: dict[str, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Runs of set bits of a stack of bitmaps, as ``bitmaps_to_runs(words,
     bases, rows)`` gives them (``(first, length)`` uint64 in the bases' units,
@@ -153,7 +166,8 @@ def leaf_runs(
     stack's bitmaps as rows of ``words`` (None: every row); ``bases``:
     ascending key of each bitmap's bit 0.  ``charge(k)`` is called with the
     runs found since its last call, before the output grows and at the end
-    (it may raise to stop the scan)."""
+    (it may raise to stop the scan).  ``stats``, when given, gets
+    ``"nonempty"``: how many of the bitmaps hold a set bit."""
     lib = library()
     if lib is None:
         return None
@@ -167,6 +181,8 @@ def leaf_runs(
         raise ValueError("one base per bitmap")
     r = None if rows is None else np.ascontiguousarray(rows, dtype=np.int64)
     if n == 0 or words.shape[1] == 0:
+        if stats is not None:
+            stats["nonempty"] = 0
         z = np.zeros(0, np.uint64)
         return z, z.copy()
     if r is not None and (int(r.min()) < 0 or int(r.max()) >= words.shape[0]):
@@ -175,11 +191,11 @@ def leaf_runs(
     w = scan.w
     est = _estimate(words, r, n)
     if est >= _DENSE_RUNS_PER_WORD * n * w:
-        return _exact(scan, charge, est >= _PARALLEL_RUNS)
+        return _exact(scan, charge, est >= _PARALLEL_RUNS, stats)
     cap = max(_SLOTS + 1, est)
     first = np.empty(cap, dtype=np.uint64)
     length = np.empty(cap, dtype=np.uint64)
-    state = np.zeros(2, dtype=np.int64)
+    state = _new_state(0)
     nout = charged = 0
     done = n * w
     while True:
@@ -195,6 +211,8 @@ def leaf_runs(
         length.resize(cap, refcheck=False)
     if charge is not None:
         charge(nout - charged)
+    if stats is not None:
+        stats["nonempty"] = int(state[2])
     first.resize(nout, refcheck=False)
     length.resize(nout, refcheck=False)
     return first, length

@@ -395,18 +395,22 @@ def _read_leaves(
             grp = np.flatnonzero(orders == order)
             gb = bases[grp]
             what, at = f"order-{order} radix leaves", int(ptrs[sel[grp[0]]])
-            got = leaf_runs(words, gb, rows[sel[grp]], charge=functools.partial(_charge, budget, what, at))
+            stats: dict[str, int] = {}
+            got = leaf_runs(words, gb, rows[sel[grp]], charge=functools.partial(_charge, budget, what, at), stats=stats)
             if got is None:  # no C scan: numpy's, which gives the same runs
                 got = bitmaps_to_runs(words, gb, rows[sel[grp]])
                 budget.runs_add(int(got[0].size), what, at)
             f, l = got
             if not f.size:
                 continue
-            # a leaf holds bits iff the last run starting before its end reaches into it
-            last = np.searchsorted(f, gb + nbits, side="left") - 1
-            hit = last >= 0
-            hit[hit] = f[last[hit]] + l[last[hit]] > gb[hit]
-            nonempty += int(np.count_nonzero(hit))
+            if "nonempty" in stats:
+                nonempty += stats["nonempty"]
+            else:
+                # a leaf holds bits iff the last run starting before its end reaches into it
+                last = np.searchsorted(f, gb + nbits, side="left") - 1
+                hit = last >= 0
+                hit[hit] = f[last[hit]] + l[last[hit]] > gb[hit]
+                nonempty += int(np.count_nonzero(hit))
             lists = per_order.setdefault(order, ([], []))
             lists[0].append(f)
             lists[1].append(l)
