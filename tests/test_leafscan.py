@@ -8,9 +8,11 @@ same errors for hostile trees (the malformed-radix tests rerun with
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +30,8 @@ from kho_formats.memory.alloc import PageAllocator
 from kho_formats.memory.bits import bitmaps_to_runs
 from kho_formats.memory.image import PhysImage
 from kho_formats.memory.pageset import PageSet
-from kho_formats.model.memmap import radix
+from kho_formats.model.memmap import radix, runs
+from kho_formats.model.memmap.chunklist import build_chunklist, read_chunklist
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT / "fixtures"
@@ -146,16 +149,30 @@ def test_every_fixture_parses_the_same_without_c(where: Path, monkeypatch: pytes
         return got
 
     monkeypatch.setattr(radix, "leaf_runs", spy)
+    monkeypatch.setattr(runs, "leaf_runs", spy)
     c_state = kho_formats.open(str(where)).state
-    monkeypatch.setattr(radix, "leaf_runs", lambda *a, **k: None)
+    monkeypatch.setattr(leafscan, "library", lambda: None)  # as without a compiler
     n_state = kho_formats.open(str(where)).state
     assert c_state.preserved == n_state.preserved
     if isinstance(c_state.memmap, radix.RadixTree):
         assert isinstance(n_state.memmap, radix.RadixTree)
         assert c_state.memmap.to_json() == n_state.memmap.to_json()
         assert c_state.memmap.placement == n_state.memmap.placement
-        assert calls and sum(calls) > 0  # the C scan read the leaves
+    else:
+        assert c_state.memmap == n_state.memmap
+    assert calls and sum(calls) > 0  # the C scan read the leaves (or the v1 bitmaps)
     assert c_state.preserved.num_pages > 0
+
+
+@contextlib.contextmanager
+def _numpy_only() -> Iterator[None]:
+    """The readers without the C scan, as without a compiler (hypothesis tests take no fixtures)."""
+    saved = leafscan.library
+    leafscan.library = lambda: None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        leafscan.library = saved  # type: ignore[assignment]
 
 
 def _tree(pages: PageSet, version: str, ps: int, bo: str) -> tuple[PhysImage, int, object, object]:
@@ -190,15 +207,34 @@ def test_random_trees_parse_the_same_both_ways(case: tuple[str, int, str, PageSe
     version, ps, bo, pages = case
     image, root, geom, lay = _tree(pages, version, ps, bo)
     got_c, tree_c = radix.read_radix(image, root, geom, lay)  # type: ignore[arg-type]
-    saved = radix.leaf_runs
-    radix.leaf_runs = lambda *a, **k: None  # type: ignore[assignment]
-    try:
+    with _numpy_only():
         got_n, tree_n = radix.read_radix(image, root, geom, lay)  # type: ignore[arg-type]
-    finally:
-        radix.leaf_runs = saved
     assert got_c == pages == got_n
     assert tree_c.to_json() == tree_n.to_json()
     assert tree_c.placement == tree_n.placement
+
+
+@needs_native
+@settings(max_examples=30, deadline=None)
+@given(
+    st.sampled_from([512, 4096]),
+    st.sampled_from(["little", "big"]),
+    st.lists(st.tuples(st.integers(0, 1 << 22), st.integers(0, 3)), min_size=1, max_size=400),
+    st.integers(0, 1 << 20),
+)
+def test_random_v1_maps_parse_the_same_both_ways(bitmap_bytes: int, bo: str, picks: list, base: int) -> None:
+    """kho-v1 chunk lists: their bitmaps go through the same scan."""
+    pages = PageSet.from_pages(
+        4096, [((base + (i << 3 if order else i)) * (4096 << order), order) for i, order in picks]
+    )
+    lay = layout(4096, bo)
+    root, out, _ = build_chunklist(pages, lay, PageAllocator([(1 << 44, 1 << 40)], 4096), bitmap_bytes=bitmap_bytes)
+    image = PhysImage(out)
+    got_c, cl_c = read_chunklist(image, root, lay, bitmap_bytes=bitmap_bytes)
+    with _numpy_only():
+        got_n, cl_n = read_chunklist(image, root, lay, bitmap_bytes=bitmap_bytes)
+    assert got_c == pages == got_n
+    assert cl_c == cl_n
 
 
 @needs_native
@@ -248,7 +284,12 @@ def test_hostile_trees_raise_the_same_without_c() -> None:
     """The malformed and hostile radix tests, rerun with the C helpers switched
     off: the numpy path raises what they expect (this run takes the C path)."""
     env = dict(os.environ, KHO_FORMATS_NATIVE="0", PYTHONPATH=str(ROOT))
-    tests = ["tests/test_malformed_radix.py", "tests/test_core_memmap.py", "tests/test_hostile_shared.py"]
+    tests = [
+        "tests/test_malformed_radix.py",
+        "tests/test_malformed_chunklist.py",
+        "tests/test_core_memmap.py",
+        "tests/test_hostile_shared.py",
+    ]
     got = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
         cwd=ROOT,
