@@ -86,12 +86,13 @@ def test_runs_cross_words_and_contiguous_bitmaps() -> None:
 
 
 @needs_native
-def test_output_grows_past_a_wrong_estimate() -> None:
-    """The sampled bitmaps are empty, the others dense: the first guess is far
-    too small and the output grows (by realloc, the runs found kept)."""
+@pytest.mark.parametrize(("n", "w", "density"), [(2000, 64, 0.5), (150, 2048, 0.02), (100, 8192, 0.003)])
+def test_output_grows_past_a_wrong_estimate(n: int, w: int, density: float) -> None:
+    """The sampled bitmaps are empty, the others not: the first guess is far
+    too small and the output grows (by realloc, the runs found kept); the scan
+    resumes inside chunks and blocks of words."""
     rng = np.random.default_rng(7)
-    n, w = 2000, 64
-    words = _stack(rng, n, w, 0.5)
+    words = _stack(rng, n, w, density)
     pick = np.linspace(0, n - 1, min(n, 64)).astype(np.intp)
     words[pick] = 0
     bases = np.arange(n, dtype=np.uint64) * np.uint64(w * 64)

@@ -8,7 +8,9 @@
  * keys).  A run goes on across words, and across leaves whose bases are
  * contiguous (base of leaf i == base of leaf i-1 + 64 * w).
  *
- * Each word's runs come from two masks: the first bits of runs
+ * The nonzero words of a leaf are found from masks (of 8-word chunks, then
+ * of the words of a chunk), so a zero word costs no branch of its own.  Each
+ * word's runs come from two masks: the first bits of runs
  * (v & ~(v << 1 | carry in)) and their last bits (v & ~(v >> 1 | carry
  * out)); the k-th first bit opens run k, the k-th last bit closes it.  The
  * carries are the neighbouring words' edge bits, so no run is cut.
@@ -73,25 +75,102 @@ static inline u64 after(const struct stack *s, const unsigned char *row, i64 i, 
 	return continues(s, i + 1) ? word(s, leaf_row(s, i + 1), 0) : 0;
 }
 
-/* from word k of a leaf: the next nonzero word's index, or w */
-static inline i64 next_nonzero(const unsigned char *row, i64 k, i64 w)
+/* bit c: one of words blk + 8c .. blk + 8c + 7 (below w) is nonzero; c < 64 */
+static inline u64 chunk_mask(const unsigned char *row, i64 blk, i64 w)
 {
-	while (k + 4 <= w) {
-		u64 q[4];
+	i64 c, end = w - blk < 512 ? w - blk : 512;
+	u64 mask = 0;
 
-		__builtin_memcpy(q, row + 8 * k, sizeof(q));
-		if (q[0] | q[1] | q[2] | q[3])
-			break;
-		k += 4;
+	for (c = 0; 8 * c < end; c++) {
+		const unsigned char *p = row + 8 * (blk + 8 * c);
+		u64 q[8], o = 0;
+		i64 j;
+
+		if (8 * c + 8 <= end) {
+			__builtin_memcpy(q, p, sizeof(q));
+			o = (q[0] | q[1] | q[2] | q[3]) | (q[4] | q[5] | q[6] | q[7]);
+		} else {
+			for (j = 0; 8 * c + j < end; j++) {
+				__builtin_memcpy(q, p + 8 * j, 8);
+				o |= q[0];
+			}
+		}
+		mask |= (u64)(o != 0) << c;
 	}
-	for (; k < w; k++) {
+	return mask;
+}
+
+/* bit t: word j0 + t (below w) is nonzero; t < 8 */
+static inline unsigned int word_mask(const unsigned char *row, i64 j0, i64 w)
+{
+	unsigned int mask = 0, t;
+
+	for (t = 0; t < 8 && j0 + t < w; t++) {
 		u64 v;
 
-		__builtin_memcpy(&v, row + 8 * k, 8);
-		if (v)
-			break;
+		__builtin_memcpy(&v, row + 8 * (j0 + t), 8);
+		mask |= (unsigned int)(v != 0) << t;
 	}
-	return k;
+	return mask;
+}
+
+/*
+ * The nonzero words of a leaf of w words from word k0 on, in order.  Zero
+ * words cost a load and an OR and no branch of their own: the nonzero ones
+ * are found 512 words at a time from a mask of 8-word chunks, then from a
+ * mask of the words of each chunk that has one.
+ */
+struct nonzero_words {
+	const unsigned char *row;
+	i64 w, k0, blk, j0;
+	u64 chunks;	   /* chunks of the block at blk still to visit */
+	unsigned int here; /* words of the chunk at j0 still to visit */
+};
+
+static inline void nonzero_block(struct nonzero_words *it)
+{
+	i64 skip = it->k0 - it->blk; /* words of the block before k0 */
+
+	it->chunks = chunk_mask(it->row, it->blk, it->w);
+	if (skip > 0)
+		it->chunks &= skip >= 512 ? 0 : ~(u64)0 << (skip / 8);
+}
+
+static inline void nonzero_start(struct nonzero_words *it, const unsigned char *row, i64 w, i64 k0)
+{
+	it->row = row;
+	it->w = w;
+	it->k0 = k0;
+	it->blk = (k0 / 512) * 512;
+	it->here = 0;
+	if (it->blk < w)
+		nonzero_block(it);
+	else
+		it->chunks = 0;
+}
+
+/* the next nonzero word's index into *k; 0 when there is none */
+static inline int nonzero_next(struct nonzero_words *it, i64 *k)
+{
+	while (!it->here) {
+		i64 skip;
+
+		while (!it->chunks) {
+			it->blk += 512;
+			if (it->blk >= it->w)
+				return 0;
+			nonzero_block(it);
+		}
+		it->j0 = it->blk + 8 * __builtin_ctzll(it->chunks);
+		it->chunks &= it->chunks - 1;
+		it->here = word_mask(it->row, it->j0, it->w);
+		skip = it->k0 - it->j0; /* 0 .. 7 here: chunks wholly before k0 were dropped */
+		if (skip > 0)
+			it->here &= 0xffu << skip;
+	}
+	*k = it->j0 + __builtin_ctz(it->here);
+	it->here &= it->here - 1;
+	return 1;
 }
 
 static void stack_init(struct stack *s, const unsigned char *words, i64 stride, const i64 *rows, const u64 *bases,
@@ -114,22 +193,19 @@ i64 kho_leaf_count(const unsigned char *words, i64 stride, const i64 *rows, cons
 		   i64 lo, i64 hi)
 {
 	struct stack s;
-	i64 i, count = 0;
+	i64 i, k, count = 0;
 
 	stack_init(&s, words, stride, rows, bases, n, w, swap);
 	for (i = lo; i < hi; i++) {
 		const unsigned char *row = leaf_row(&s, i);
-		u64 prev = before(&s, i, 0);
-		i64 k = 0;
 
-		while ((k = next_nonzero(row, k, w)) < w) {
+		struct nonzero_words it;
+
+		nonzero_start(&it, row, w, 0);
+		while (nonzero_next(&it, &k)) {
 			u64 v = word(&s, row, k);
 
-			if (k > 0)
-				prev = word(&s, row, k - 1);
-			count += __builtin_popcountll(v & ~((v << 1) | (prev >> 63)));
-			prev = v;
-			k++;
+			count += __builtin_popcountll(v & ~((v << 1) | (before(&s, i, k) >> 63)));
 		}
 	}
 	return count;
@@ -150,22 +226,22 @@ i64 kho_leaf_runs(const unsigned char *words, i64 stride, const i64 *rows, const
 		  i64 hi, i64 *state, u64 *first, u64 *len, i64 cap, i64 nout)
 {
 	struct stack s;
-	i64 leaf = state[0] / w, k = state[0] % w, closed = state[1], nonempty = state[2], seen = state[3];
+	i64 leaf = state[0] / w, k0 = state[0] % w, closed = state[1], nonempty = state[2], seen = state[3];
 
 	stack_init(&s, words, stride, rows, bases, n, w, swap);
-	for (; leaf < hi; leaf++, k = 0) {
+	for (; leaf < hi; leaf++, k0 = 0) {
 		const unsigned char *row = leaf_row(&s, leaf);
 		u64 base = bases[leaf];
-		u64 prev = before(&s, leaf, k);
+		struct nonzero_words it;
+		i64 k;
 
-		while ((k = next_nonzero(row, k, w)) < w) {
+		nonzero_start(&it, row, w, k0);
+		while (nonzero_next(&it, &k)) {
 			u64 v = word(&s, row, k);
 			u64 at = base + 64 * (u64)k;
-			u64 starts, ends;
+			u64 starts = v & ~((v << 1) | (before(&s, leaf, k) >> 63));
+			u64 ends;
 
-			if (k > 0)
-				prev = word(&s, row, k - 1);
-			starts = v & ~((v << 1) | (prev >> 63));
 			if (cap - nout < __builtin_popcountll(starts)) {
 				state[0] = leaf * w + k;
 				state[1] = closed;
@@ -189,8 +265,6 @@ i64 kho_leaf_runs(const unsigned char *words, i64 stride, const i64 *rows, const
 				closed++;
 				ends &= ends - 1;
 			}
-			prev = v;
-			k++;
 		}
 	}
 	state[0] = hi * w;
