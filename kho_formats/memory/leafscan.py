@@ -6,17 +6,26 @@ image): one pass of ``_leafscan.c`` over the words, writing each run of set
 bits as it is found, the way the kernel's walk hands every set bit to its
 callback, instead of numpy's mask, unpack and nonzero passes.
 
-The output grows with the runs found: the C loop stops when the next word's
-runs do not fit and says where, they are grown (doubled) and the loop goes on,
-so memory follows the runs present (at most 32 per 64-bit word read), never
-a count the input claims; each growth is charged first (``charge``, e.g.
-``Limits.max_runs``).
+Where the output goes depends on a sample of the bitmaps (64 of them):
+
+* dense stacks (two runs or more per word sampled: the runs written
+  outweigh the bitmaps read) are counted first by a C pass, the count
+  charged (``charge``, e.g. ``Limits.max_runs``), and the runs written into
+  arrays of exactly that size, in two halves on two threads when there are
+  a million or more (cut at a bitmap no run crosses into);
+* sparser ones are scanned once into arrays sized by the sample's guess;
+  the C loop stops when the next word's runs do not fit and says where,
+  the arrays grow (doubled, by realloc) and the loop goes on, each growth
+  charged first.
+
+Either way memory follows the runs present (at most 32 per 64-bit word
+read), never a count the input claims.
 
 Built on first use by :mod:`kho_formats.memory.native` (no compiler, a
 failed build or ``KHO_FORMATS_NATIVE=0``: :func:`leaf_runs` returns None and
 the caller uses the numpy path, which gives the same runs; the tests compare
-both on every radix fixture, random trees, both byte orders and 4K/16K/64K
-pages).
+both on every fixture, random radix trees and v1 maps, both byte orders and
+4K/16K/64K pages: ``tests/test_leafscan.py``).
 """
 
 from __future__ import annotations
