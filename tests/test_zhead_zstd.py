@@ -5,7 +5,9 @@ it finds."""
 
 from __future__ import annotations
 
+import ctypes
 import io
+import mmap
 
 import numpy as np
 import pytest
@@ -159,3 +161,48 @@ def test_zstd_kdump_scans_the_same_with_and_without_the_c_decoder(monkeypatch: p
     assert fast == plain
     assert len(fast[2]) >= 20  # the FDT-magic pages are found
     assert fast[3]  # and the damaged pages are reported by both
+
+
+def _guarded(size: int) -> tuple[mmap.mmap, np.ndarray]:
+    """``size`` bytes of anonymous memory (a multiple of the page size) followed by a page that
+    cannot be read: a read past the end of the first part kills the process (SIGSEGV)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    ps = mmap.PAGESIZE
+    mm = mmap.mmap(-1, size + ps)
+    arr = np.frombuffer(mm, dtype=np.uint8)
+    if libc.mprotect(arr.ctypes.data + size, ps, 0) != 0:  # PROT_NONE
+        pytest.skip(f"mprotect failed (errno {ctypes.get_errno()})")
+    return mm, arr[:size]
+
+
+@needs_native
+def test_damaged_frames_are_read_within_their_bounds() -> None:
+    """Each damaged or cut frame is placed so that it ends where readable memory ends (a guard
+    page follows): neither the decoder nor its look-ahead over the next frames reads past a
+    frame's end."""
+    rng = np.random.default_rng(99)
+    pages = _pages(3, 110)
+    frames = [zstandard.ZstdCompressor(level=(1, 3, 19)[i % 3]).compress(p) for i, p in enumerate(pages)]
+    damaged: list[bytes] = []
+    for c in frames:
+        damaged.append(c[: int(rng.integers(1, min(len(c), 200)))])
+        a = bytearray(c)
+        for _ in range(int(rng.integers(1, 6))):
+            a[int(rng.integers(0, min(len(a), 60)))] = int(rng.integers(0, 256))
+        damaged.append(bytes(a[: int(rng.integers(8, len(a) + 1))]))
+    mm, mem = _guarded(mmap.PAGESIZE)
+    try:
+        for frame in damaged:
+            # the frame ends at the guard page; given 12 times, so that the look-ahead over the
+            # frames further on reads it too
+            start = mem.size - len(frame)
+            mem[start:] = np.frombuffer(frame, dtype=np.uint8)
+            got = zhead.zstd_first_bytes(mem, np.full(12, start, np.int64), np.full(12, len(frame), np.int64))
+            assert got is not None
+            first, decided = got
+            ref = _first(frame)
+            assert not decided.any() or ref is None or set(first[decided].tolist()) == {ref}
+    finally:
+        del mem
+        mm.close()
