@@ -206,3 +206,26 @@ def test_damaged_frames_are_read_within_their_bounds() -> None:
     finally:
         del mem
         mm.close()
+
+
+@needs_native
+def test_a_call_split_over_threads_gives_the_same_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    pages = _pages(12, 220)
+    frames = [zstandard.ZstdCompressor(level=3).compress(p) for p in pages]
+    frames += [c[: len(c) // 3] for c in frames[:50]]  # some cut short: left alone
+    sizes = np.array([len(c) for c in frames], dtype=np.int64)
+    offs = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
+    buf = np.frombuffer(b"".join(frames), dtype=np.uint8)
+    many = np.random.default_rng(1).integers(0, len(frames), 4 * zhead.SPLIT_MIN + 17)
+    answers = []
+    for n in ("1", "3"):
+        monkeypatch.setenv(zhead.THREADS_ENV, n)
+        assert zhead.threads() == int(n)
+        for fn in (zhead.zstd_first_bytes, zhead.heads):
+            got = fn(buf, offs[many], sizes[many])
+            assert got is not None
+            answers.append(got)
+    (z1, h1, z3, h3) = answers
+    for a, b in ((z1, z3), (h1, h3)):
+        assert np.array_equal(a[1], b[1]) and np.array_equal(a[0][a[1]], b[0][b[1]])
+    assert z1[1].any() and not z1[1].all()
