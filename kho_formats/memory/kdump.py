@@ -31,7 +31,6 @@ images into files ``crash`` reads).
 from __future__ import annotations
 
 import bisect
-import gc
 import heapq
 import io
 import mmap
@@ -53,7 +52,7 @@ from ..abi.layout import layout, parse_struct
 from ..errors import ImageError
 from ..safeio import drop_mapped
 from . import zhead
-from .image import ImageFormat, LazyData, PhysImage, register_format
+from .image import ImageFormat, LazyData, PhysImage, SegmentTable, register_format
 
 FLAT_SIGNATURE = b"makedumpfile"
 FLAT_HEADER_SIZE = 4096
@@ -359,7 +358,6 @@ class KdumpFile:
         self.unreadable = 0
         self.first_unreadable: str | None = None
         self._run_pfn, self._run_count, self._run_first = starts, counts, first.astype(np.int64)
-        self._pages: list[KdumpPages] = []
         #: (first run, end run, heads of their pages, problems per run) of the last window scanned
         self._window: tuple[int, int, np.ndarray, list[tuple[int, str | None]]] | None = None
 
@@ -460,22 +458,27 @@ class KdumpFile:
         return self.page(k, pfn)[inoff : inoff + n]
 
     def image(self) -> PhysImage:
+        """The dumped pages as an image: one lazy segment per run of dumped pages, held as a
+        :class:`~kho_formats.memory.image.SegmentTable` (the run arrays; a :class:`KdumpPages`
+        is made when a segment is asked for)."""
         img = PhysImage()
         bs = self.block_size
-        runs = zip(self._run_pfn.tolist(), self._run_count.tolist(), self._run_first.tolist())
-        # one lazy segment per run: tens of thousands of objects, none in a cycle; the cyclic
-        # collector, run over and over while they are made, would take most of the time
-        was = gc.isenabled()
-        gc.disable()
-        try:
-            pages = [KdumpPages(self, pfn, n, first) for pfn, n, first in runs]
-            img.add_sorted(zip((p.pfn * bs for p in pages), pages), what=self.name)
-            # the last image's runs, for a scan of them (scan_page_heads): their objects and the run of each
-            self._pages = pages
-        finally:
-            if was:
-                gc.enable()
+        pfn, count, first = self._run_pfn, self._run_count, self._run_first
+
+        def make(i: int) -> KdumpPages:
+            return KdumpPages(self, int(pfn[i]), int(count[i]), int(first[i]))
+
+        table = SegmentTable(pfn.astype(np.uint64) * np.uint64(bs), count.astype(np.uint64) * np.uint64(bs), make, self)
+        img.add_table(table, what=self.name)
         return img
+
+    def scan_table(self, table: SegmentTable, page_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]] | None:
+        """:meth:`scan_page_heads` of all the runs of a table :meth:`image` made."""
+        if page_size != self.block_size or type(self.src) is not _Mapped or table.source is not self:
+            return None
+        if table.phys.size != self._run_pfn.size:
+            return None
+        return self._scan_windows(self._run_first, self._run_pfn, self._run_count)
 
     def scan_page_heads(self, segs: list[Any], page_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]] | None:
         """The page-start heads of many whole runs of this file, for
@@ -486,14 +489,6 @@ class KdumpFile:
         if page_size != bs or type(self.src) is not _Mapped or not segs:
             return None
         datas = [s.data for s in segs]
-        d0 = datas[0]
-        r0 = int(np.searchsorted(self._run_first, d0.first)) if type(d0) is KdumpPages and d0.f is self else -1
-        if 0 <= r0 < len(self._pages) and self._pages[r0] is d0 and datas == self._pages[r0 : r0 + len(datas)]:
-            # the runs the last image() made, in order (list == compares identity first: no per-run Python)
-            r1 = r0 + len(datas)
-            pfns = self._run_pfn[r0:r1]
-            if np.array_equal(np.fromiter((s.phys for s in segs), np.int64, len(segs)), pfns * bs):
-                return self._scan_windows(self._run_first[r0:r1], pfns, self._run_count[r0:r1])
         if any(type(d) is not KdumpPages or d.f is not self for d in datas):
             return None
         firsts = np.array([s.data.first for s in segs], dtype=np.int64)
