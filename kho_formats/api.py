@@ -40,7 +40,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
 from .errors import FdtError, KhoFormatError
 
@@ -651,6 +651,31 @@ class Handover:
             self.state, self.image, dict(self.clients), root_fdt=self._capture.root_fdt, sources=self.sources,
             max_ranges=max_ranges,
         )  # fmt: skip
+
+    def write_json(self, out: TextIO, max_ranges: int | None = 100_000) -> None:
+        """Write :meth:`to_json`'s document to the text stream ``out``, as
+        ``kho inspect --json`` prints it (``json.dumps(doc, indent=2)`` and a
+        newline, character for character), holding neither the whole text
+        nor one object per folio record: a memfd's folios stay numpy columns
+        (:class:`kho_formats.records.Records`) and are written a chunk at a time.
+
+        >>> import io, json
+        >>> h = open("fixtures/v4-4k-luo")
+        >>> out = io.StringIO()
+        >>> h.write_json(out)
+        >>> out.getvalue() == json.dumps(h.to_json(), indent=2) + "\\n"
+        True
+        """
+        from .ops.documents import inspect_document
+        from .ops.report import write_json
+        from .records import lazy_records
+
+        with lazy_records():
+            doc = inspect_document(
+                self.state, self.image, dict(self.clients), root_fdt=self._capture.root_fdt, sources=self.sources,
+                max_ranges=max_ranges,
+            )  # fmt: skip
+        write_json(doc, out.write)
 
     def convert(
         self,

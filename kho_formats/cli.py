@@ -343,9 +343,12 @@ def cmd_inspect(args) -> int:
         listed = args.max_ranges
     else:
         listed = 100_000 if _opt(args, "json") else 32
-    rep = h.to_json(max_ranges=listed)
-    shown = len(rep["preserved"]["ranges"]) if rep["preserved"] else 0
-    _emit(args, rep, lambda: render_inspect(rep, max_ranges=shown))
+    if _opt(args, "json"):
+        h.write_json(sys.stdout, max_ranges=listed)  # folios written from their columns, a chunk at a time
+    else:
+        rep = h.to_json(max_ranges=listed)
+        shown = len(rep["preserved"]["ranges"]) if rep["preserved"] else 0
+        sys.stdout.write(render_inspect(rep, max_ranges=shown))
     st = h.state
     rule = root_fdt_alignment(st.root_fdt_phys, st.page_size) if st.root_fdt_phys is not None else None
     if rule is not None and rule[0] == "error":  # the rule kho check applies: a handover the kernel refuses

@@ -2,7 +2,7 @@
 
 Layers, lowest first (``kho_formats/__init__.py`` describes them):
 
-    base     kho_formats.errors, _types, _version, limits, findings, safeio, outdir, text, keyed, progress
+    base     kho_formats.errors, _types, _version, limits, findings, safeio, outdir, text, keyed, progress, records
     abi      kho_formats.abi.*
     memory   kho_formats.memory.*
     model    kho_formats.model.*

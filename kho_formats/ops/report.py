@@ -13,7 +13,7 @@ the others ``/1``); keys are only ever added within one schema version.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import chain, islice
 
 from .._version import __version__
@@ -25,6 +25,7 @@ from ..memory.pageset import END_OF_SPACE
 from ..model import memmap
 from ..model.clients import ClientReport, decode_clients, registry
 from ..model.state import KhoState, SubBlob
+from ..records import Records
 from ..text import fmt_addr as _fmt_addr
 from ..text import fmt_range, human_size, plain_value, plural, safe_text
 from ..text import safe_lines as _lines
@@ -153,44 +154,86 @@ def dumps_json(data: object) -> str:
     long lists of records (ranges, pages): ``json`` falls back to its pure
     Python encoder whenever ``indent`` is set, which takes seconds for
     100,000 ranges.  Lists of dicts that share one key order and hold only
-    integers are written from a ``%``-template; everything else goes
-    through ``json`` itself."""
+    integers (and :class:`~kho_formats.records.Records`) are written from a
+    ``%``-template; everything else goes through ``json`` itself."""
     out: list[str] = []
-    _dump(data, 0, out)
+    _dump(data, 0, out.append)
     return "".join(out)
 
 
-def _dump(o: object, level: int, out: list[str]) -> None:
+#: the text :func:`write_json` gathers before each ``write``
+WRITE_CHUNK = 1 << 20
+#: records formatted at once from :class:`~kho_formats.records.Records`
+RECORD_CHUNK = 8192
+
+
+def write_json(data: object, write: Callable[[str], object]) -> None:
+    """:func:`dumps_json` of ``data`` followed by a newline, handed to ``write``
+    about :data:`WRITE_CHUNK` characters at a time: the document's text is never
+    held whole, and :class:`~kho_formats.records.Records` are formatted
+    :data:`RECORD_CHUNK` records at a time, never as one dict each."""
+    buf: list[str] = []
+    size = 0
+
+    def put(s: str) -> None:
+        nonlocal size
+        buf.append(s)
+        size += len(s)
+        if size >= WRITE_CHUNK:
+            write("".join(buf))
+            buf.clear()
+            size = 0
+
+    _dump(data, 0, put)
+    put("\n")
+    write("".join(buf))
+
+
+def _dump(o: object, level: int, put: Callable[[str], object]) -> None:
     pad = "  " * (level + 1)
     if isinstance(o, dict) and o:
-        out.append("{")
+        put("{")
         first = True
         for k, v in o.items():
-            out.append(("\n" if first else ",\n") + pad + json.dumps(k if isinstance(k, str) else _json_key(k)) + ": ")
+            put(("\n" if first else ",\n") + pad + json.dumps(k if isinstance(k, str) else _json_key(k)) + ": ")
             first = False
-            _dump(v, level + 1, out)
-        out.append("\n" + "  " * level + "}")
+            _dump(v, level + 1, put)
+        put("\n" + "  " * level + "}")
+    elif isinstance(o, Records):
+        _dump_records(o, level, put)
     elif isinstance(o, (list, tuple)) and o:
         tmpl = _record_template(o, level + 1)
         if tmpl is not None:
-            out.append(
-                "[\n"
-                + pad
-                + (",\n" + pad).join([tmpl % v for v in map(tuple, map(dict.values, o))])
-                + "\n"
-                + "  " * level
-                + "]"
-            )
+            put("[\n" + pad + (",\n" + pad).join([tmpl % v for v in map(tuple, map(dict.values, o))]))
+            put("\n" + "  " * level + "]")
             return
-        out.append("[")
+        put("[")
         first = True
         for v in o:
-            out.append(("\n" if first else ",\n") + pad)
+            put(("\n" if first else ",\n") + pad)
             first = False
-            _dump(v, level + 1, out)
-        out.append("\n" + "  " * level + "]")
+            _dump(v, level + 1, put)
+        put("\n" + "  " * level + "]")
     else:
-        out.append(json.dumps(o))
+        put(json.dumps(o))
+
+
+def _dump_records(r: Records, level: int, put: Callable[[str], object]) -> None:
+    """``r`` as ``json.dumps(r.to_list(), indent=2)`` lays it out at ``level``,
+    a chunk of records at a time (a value ``None`` is ``null``; ints are
+    written as ``json`` writes them, by ``str``)."""
+    if not len(r):
+        put("[]")
+        return
+    pad = "  " * (level + 1)
+    tmpl = _template(r.keys, level + 1, "%s")
+    sep = ",\n" + pad
+    for a in range(0, len(r), RECORD_CHUNK):
+        rows = r.rows(a, a + RECORD_CHUNK)
+        if r.nulls:
+            rows = [tuple("null" if v is None else v for v in row) for row in rows]
+        put(("[\n" + pad if a == 0 else sep) + sep.join([tmpl % row for row in rows]))
+    put("\n" + "  " * level + "]")
 
 
 def _json_key(k: object) -> str:
@@ -210,8 +253,13 @@ def _record_template(items: Sequence[object], level: int) -> str | None:
         return None
     if set(map(type, chain.from_iterable(map(dict.values, items)))) != {int}:  # bools are not ints to json
         return None
+    return _template(keys, level, "%d")
+
+
+def _template(keys: Sequence[str], level: int, conv: str) -> str:
+    """One record's layout in ``json.dumps(indent=2)`` at ``level``, each value a ``conv``."""
     pad = "  " * (level + 1)
-    body = ",\n".join(pad + json.dumps(k).replace("%", "%%") + ": %d" for k in keys)
+    body = ",\n".join(pad + json.dumps(k).replace("%", "%%") + ": " + conv for k in keys)
     return "{\n" + body + "\n" + "  " * level + "}"
 
 

@@ -48,6 +48,7 @@ from ...findings import ERROR, WARNING, Finding
 from ...memory.distinct import first_of_each
 from ...memory.image import LazyData, PhysImage
 from ...memory.pageset import PageSet
+from ...records import records
 from ...safeio import note_input
 from ...text import human_size
 from ..specfields import INT, STR, ListOf, SpecField, Table, spec_file_path
@@ -200,11 +201,8 @@ class MemfdFile:
 
     def to_json(self) -> dict[str, Any]:
         s = self.ser
-        orders = self.order.tolist()
-        folios = [
-            {"phys": p, "order": (o if o >= 0 else None), "index": i, "flags": f}
-            for p, o, i, f in zip(self.phys.tolist(), orders, self.index.tolist(), self.flags.tolist())
-        ]
+        order = np.where(self.order < 0, -1, self.order)
+        folios = records({"phys": self.phys, "order": order, "index": self.index, "flags": self.flags}, {"order": -1})
         v = s.folios
         return {
             "size": s.size,
