@@ -357,6 +357,9 @@ void kho_zlib_heads_init(void)
         make_fixed();
 }
 
+/* how many streams ahead kho_zlib_heads asks for the next stream's first bytes */
+#define ZLIB_AHEAD 16
+
 /* For i < n: the head of the stream at buf[off[i] .. off[i] + size[i]) into heads[i], status[i] 1
  * when decided here, 0 when left to zlib (a stream out of buf's bounds too).  Returns how many were decided. */
 int64_t kho_zlib_heads(const uint8_t *buf, int64_t bufsize, const int64_t *off, const int64_t *size, int64_t n,
@@ -364,6 +367,13 @@ int64_t kho_zlib_heads(const uint8_t *buf, int64_t bufsize, const int64_t *off, 
 {
     int64_t done = 0;
     for (int64_t i = 0; i < n; i++) {
+        if (i + ZLIB_AHEAD < n) { /* the streams' starts are a file page apart: their misses overlap */
+            int64_t o = off[i + ZLIB_AHEAD];
+            if (o >= 0 && size[i + ZLIB_AHEAD] >= 128 && o <= bufsize - size[i + ZLIB_AHEAD]) {
+                __builtin_prefetch(buf + o);
+                __builtin_prefetch(buf + o + 64);
+            }
+        }
         status[i] = 0;
         if (off[i] < 0 || size[i] <= 0 || off[i] > bufsize - size[i])
             continue;
