@@ -76,10 +76,17 @@ def test_decided_frames_give_zstandards_first_byte() -> None:
     first, decided = _decide(frames)
     wrong = [i for i, c in enumerate(frames) if decided[i] and int(first[i]) != pages[i][0]]
     assert wrong == []
-    # compressed first blocks (Huffman, raw or RLE literals) are decided; raw and RLE blocks are not
+    # raw, RLE and compressed first blocks (Huffman, raw or RLE literals) are decided
     kinds = [_block_type(c) for c in frames]
-    assert sorted({k for k, d in zip(kinds, decided) if d}) == [2]
+    assert {0, 2} <= {k for k, d in zip(kinds, decided) if d}
     assert np.mean([d for k, d in zip(kinds, decided) if k == 2]) > 0.95
+    assert all(d for k, d in zip(kinds, decided) if k < 2)
+    # an RLE first block (zstandard writes none for these pages): its byte
+    rle = b"\x28\xb5\x2f\xfd\x00\x20" + (1 | 1 << 1 | 4096 << 3).to_bytes(3, "little") + b"\x5a"
+    empty = rle[:6] + (1 | 1 << 1).to_bytes(3, "little") + b"\x5a"  # RLE of 0 bytes: nothing to say
+    assert _first(rle) == 0x5A and _first(empty) is None
+    first, decided = _decide([rle, empty])
+    assert decided.tolist() == [True, False] and int(first[0]) == 0x5A
 
 
 @needs_native

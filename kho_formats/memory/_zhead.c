@@ -389,14 +389,15 @@ int64_t kho_zlib_heads(const uint8_t *buf, int64_t bufsize, const int64_t *off, 
  * zstd (RFC 8878): the first byte of a frame's output, for rejecting pages that cannot
  * start with the FDT magic without decompressing them.
  *
- * At a frame's start there is no history, so the first output byte is the first literal
- * of the first block.  Decided here: a frame without a dictionary id whose first block is
- * compressed, with raw, RLE or Huffman-coded literals (Huffman: the tree description,
- * direct or FSE-coded weights, checked as the format says; then the first symbol of
- * stream 1, read from its end).  Everything else (a skippable frame, a dictionary, a raw
- * or RLE first block (the caller reads those in place), no literals, sizes that do not fit,
- * a tree the format refuses) is status 0: the caller decompresses that page as before.
- * Only the literals section's start is read: damage later in the block is not seen here.
+ * At a frame's start there is no history, so the first output byte is the first byte of a
+ * raw or RLE first block, or the first literal of a compressed one.  Decided here: a frame
+ * without a dictionary id whose first block is raw or RLE, or compressed with raw, RLE or
+ * Huffman-coded literals (Huffman: the tree description, direct or FSE-coded weights,
+ * checked as the format says; then the first symbol of stream 1, read from its end).
+ * Everything else (a skippable frame, a dictionary, an empty first block, no literals,
+ * sizes that do not fit, a tree the format refuses) is status 0: the caller decompresses
+ * that page as before.  Only the block's start (and stream 1's end) is read: damage later
+ * in the block is not seen here.
  *
  * Written for kho-formats from RFC 8878; no zstd code.
  */
@@ -716,6 +717,12 @@ static int zstd_first_of(const uint8_t *data, int64_t size, uint8_t *first)
     uint32_t h = data[bh] | data[bh + 1] << 8 | (uint32_t)data[bh + 2] << 16;
     int btype = (h >> 1) & 3;
     int64_t bsize = h >> 3, b = bh + 3;
+    if (btype < 2) { /* raw: the block's bytes are the output; RLE: its one byte, bsize times */
+        if (bsize < 1 || bsize > (128 << 10) || b + (btype == 0 ? bsize : 1) > size)
+            return 0;
+        *first = data[b];
+        return 1;
+    }
     if (btype != 2 || bsize < 2 || bsize > (128 << 10) || b + bsize > size)
         return 0;
     const uint8_t *l = data + b;

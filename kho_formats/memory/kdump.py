@@ -563,10 +563,12 @@ def _descriptor_heads(
     page whose first block is raw or RLE and a zlib page whose first deflate
     block is stored give their first bytes without decompressing anything.
     With the C decoder (:mod:`.zhead`), most zlib pages' heads, and the first
-    byte of most other zstd pages, come from there: a zstd page whose first
-    byte is not the FDT magic's is rejected with that byte and zeros as its
-    head (it cannot be a root FDT; a zstd page damaged past its first literal
-    is then not counted as unreadable here, as it is without the decoder).
+    byte of most zstd pages (raw, RLE or compressed first block), come from
+    there: a zstd page whose first byte is not the FDT magic's is rejected
+    with that byte and zeros as its head (it cannot be a root FDT; a zstd
+    page damaged past its first literal is then not counted as unreadable
+    here, as it is without the decoder); the shortcuts above then read only
+    the zstd pages it left.
     Only the rest are decompressed, and only as far as their first bytes:
     zlib with ``max_length``, zstd with a small read from one reused
     ``zstandard`` context (when installed); others (snappy, lzo, a descriptor
@@ -625,8 +627,21 @@ def _descriptor_heads(
         mm = np.zeros(n, bool)
         mm[sel] = True
         take(mm, start[good])
-    # zstd: frame header, then the first block's header: raw (bytes follow) or RLE (one byte repeated)
-    m = ok & (codec == DUMP_DH_COMPRESSED_ZSTD) & (size >= 12)
+    # zstd: the C decoder (zhead) when it is there: the first byte of every frame it decides; a
+    # page whose first byte is not the FDT magic's is rejected (its head: that byte, then zeros),
+    # the rest below
+    m = ok & (codec == DUMP_DH_COMPRESSED_ZSTD)
+    if m.any() and zhead.available():
+        idx = np.flatnonzero(m)
+        got = zhead.zstd_first_bytes(buf, off[idx], size[idx])
+        if got is not None:
+            fb, st = got
+            st &= fb != FDT_MAGIC >> 24
+            heads[idx[st]] = fb[st].astype(np.uint32) << 24
+            done[idx[st]] = True
+    # zstd (the rest): frame header, then the first block's header: raw (bytes follow) or RLE
+    # (one byte repeated)
+    m = ok & ~done & (codec == DUMP_DH_COMPRESSED_ZSTD) & (size >= 12)
     if m.any():
         o = off[m]
         magic = byte(o) | byte(o + 1) << 8 | byte(o + 2) << 16 | byte(o + 3) << 24
@@ -647,18 +662,6 @@ def _descriptor_heads(
         rle = base & (btype == 1) & (bsize >= 4)
         heads[idx[rle]] = (byte(bh + 3)[rle] * 0x01010101).astype(np.uint32)
         done[idx[rle]] = True
-    # zstd: the C decoder (zhead) when it is there: the first byte of the other frames; a page
-    # whose first byte is not the FDT magic's is rejected (its head: that byte, then zeros), the
-    # rest below
-    m = ok & ~done & (codec == DUMP_DH_COMPRESSED_ZSTD)
-    if m.any() and zhead.available():
-        idx = np.flatnonzero(m)
-        got = zhead.zstd_first_bytes(buf, off[idx], size[idx])
-        if got is not None:
-            fb, st = got
-            st &= fb != FDT_MAGIC >> 24
-            heads[idx[st]] = fb[st].astype(np.uint32) << 24
-            done[idx[st]] = True
     # zlib: the C decoder (zhead) when it is there: the heads of the common streams, the rest below
     m = ok & (codec == DUMP_DH_COMPRESSED_ZLIB)
     native = zhead.available() and bool(m.any())
