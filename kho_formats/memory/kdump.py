@@ -523,12 +523,14 @@ class KdumpFile:
             at = np.arange(group.size, dtype=np.int64) - np.repeat(np.cumsum(counts[a:b]) - counts[a:b], counts[a:b])
             ks = firsts[a:b][group] + at
             pf = pfns[a:b][group] + at
-            h, problems = _descriptor_heads(self, ks, pf, group, b - a)
+            # the descriptors of consecutive runs are consecutive: a view, not a copy
+            k0 = int(ks[0]) if ks.size else 0
+            d = self.descs[k0 : k0 + ks.size] if _consecutive(ks) else self.descs[ks]
+            h, problems = _descriptor_heads(self, ks, pf, group, b - a, descs=d)
             for bad, msg in problems:
                 if bad:
                     self.note_problems(bad, msg)
             if mm is not None and ks.size:
-                d = self.descs[ks]
                 data_off = d["offset"].astype(np.int64)
                 hi = data_off + d["size"].astype(np.int64)
                 drop_mapped(mm, int(data_off.min()), int(hi.max()))
@@ -550,8 +552,19 @@ def _zstd_head_reader() -> Callable[[memoryview], bytes] | None:
     return lambda data: dctx.stream_reader(data).read(4)
 
 
+def _consecutive(ks: np.ndarray) -> bool:
+    """Whether ``ks`` is ``ks[0], ks[0] + 1, ...``."""
+    return ks.size < 2 or (int(ks[-1]) - int(ks[0]) + 1 == ks.size and bool(np.all(np.diff(ks) == 1)))
+
+
 def _descriptor_heads(
-    f: KdumpFile, ks: np.ndarray, pfns: np.ndarray, group: np.ndarray, ngroups: int
+    f: KdumpFile,
+    ks: np.ndarray,
+    pfns: np.ndarray,
+    group: np.ndarray,
+    ngroups: int,
+    *,
+    descs: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[tuple[int, str | None]]]:
     """Page-start heads (big-endian u32) of dumped pages ``ks`` (pfns ``pfns``) of a
     file read in place, from the page descriptors (issue 22), and per ``group``
@@ -574,7 +587,7 @@ def _descriptor_heads(
     ``zstandard`` context (when installed); others (snappy, lzo, a descriptor
     out of bounds) page by page through :meth:`KdumpFile.head_of`.  As for
     the shortcuts, only the head is decoded: a page is read whole when its
-    FDT is parsed."""
+    FDT is parsed.  ``descs``: ``f.descs[ks]`` when the caller has it."""
     bs = f.block_size
     n = ks.size
     heads = np.zeros(n, dtype=np.uint32)
@@ -582,7 +595,7 @@ def _descriptor_heads(
     bar = progress.current()
     if not n:
         return heads, problems
-    d = f.descs[ks]
+    d = f.descs[ks] if descs is None else descs
     off = d["offset"].astype(np.int64)
     size = d["size"].astype(np.int64)
     codec = d["flags"].astype(np.int64) & _CODEC_FLAGS
