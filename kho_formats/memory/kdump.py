@@ -20,7 +20,9 @@ record is the end marker, and so does this reader.  Records are indexed once
 and read in place.
 
 Pages are decompressed on access (:class:`KdumpPages`, a
-:class:`~kho_formats.memory.image.LazyData` per run of dumped pages) and kept in a
+:class:`~kho_formats.memory.image.LazyData` per run of dumped pages, made when
+asked for: the image holds the runs as a
+:class:`~kho_formats.memory.image.SegmentTable` of arrays) and kept in a
 bounded cache; the file is mapped, not read.  zlib always works; snappy and
 zstd need ``cramjam`` (or ``zstandard``), lzo needs ``python-lzo``: a page
 compressed with a missing codec raises :class:`ImageError` naming what to

@@ -21,12 +21,15 @@ which streams it left alone; those are inflated by :mod:`zlib` as before, so
 the heads and the errors are the plain path's (``tests/test_zhead.py``).
 
 For zstd (:func:`zstd_first_bytes`, written from RFC 8878) only the first
-output byte is decoded: the first literal of the frame's first block (raw,
-RLE or Huffman-coded literals; the Huffman tree is read and checked, then the
-first symbol of stream 1).  That is enough to reject a page that cannot
+output byte is decoded: the first byte of a raw or RLE first block, or the
+first literal of a compressed one (raw, RLE or Huffman-coded literals; the
+Huffman tree is read and checked, then the first symbol of stream 1).  That is enough to reject a page that cannot
 start with the FDT magic; the scan decompresses the others as before.  It
 reads only the literals section's start, so a frame damaged further on is
 not seen as damaged here (``tests/test_zhead_zstd.py``).
+
+A call over many streams is split over :func:`threads` threads (ctypes lets go
+of the GIL while C runs); the answers do not depend on how many.
 """
 
 from __future__ import annotations
