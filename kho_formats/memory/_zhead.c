@@ -65,7 +65,10 @@ typedef struct {
     const uint8_t *lengths;
     int n;
     uint16_t count[MAXBITS + 1];
+    const uint16_t *sym; /* the symbols in code order (sort_symbols), or NULL: found by nth() */
 } huff_t;
+
+static int counted(huff_t *h, const uint8_t *lengths, int n, const uint16_t *count, int *maxlen);
 
 /* count the lengths[0..n) of code h: 0 complete, > 0 incomplete (codes left), < 0 over-subscribed;
  * *maxlen the longest length.  Four histograms, so that runs of one length do not wait on each other. */
@@ -82,12 +85,21 @@ static int build(huff_t *h, const uint8_t *lengths, int n, int *maxlen)
     }
     for (; s < n; s++)
         c[0][lengths[s]]++;
+    for (int len = 0; len <= MAXBITS; len++)
+        c[0][len] = (uint16_t)(c[0][len] + c[1][len] + c[2][len] + c[3][len]);
+    return counted(h, lengths, n, c[0], maxlen);
+}
+
+/* code h of the lengths[0..n) whose histogram is count: as build() */
+static int counted(huff_t *h, const uint8_t *lengths, int n, const uint16_t *count, int *maxlen)
+{
     h->lengths = lengths;
     h->n = n;
+    h->sym = NULL;
     int mx = 0;
     for (int len = 0; len <= MAXBITS; len++) {
-        h->count[len] = (uint16_t)(c[0][len] + c[1][len] + c[2][len] + c[3][len]);
-        if (len && h->count[len])
+        h->count[len] = count[len];
+        if (len && count[len])
             mx = len;
     }
     *maxlen = mx;
@@ -121,18 +133,39 @@ static int nth(const huff_t *h, int len, int k)
     return -1;
 }
 
-/* one symbol of code h (the code's bits come MSB first), or -1 */
+/* the symbols of code h in code order (by length, then symbol) into sym[h->n] */
+static void sort_symbols(huff_t *h, uint16_t *sym)
+{
+    uint16_t offs[MAXBITS + 2];
+    offs[1] = 0;
+    for (int len = 1; len <= MAXBITS; len++)
+        offs[len + 1] = (uint16_t)(offs[len] + h->count[len]);
+    for (int s = 0; s < h->n; s++)
+        if (h->lengths[s])
+            sym[offs[h->lengths[s]]++] = (uint16_t)s;
+    h->sym = sym;
+}
+
+/* one symbol of code h (the code's bits come MSB first), or -1 (an invalid code, or the
+ * data ends first) */
 static int decode(bits_t *b, const huff_t *h)
 {
-    int code = 0, first = 0;
+    if (b->nb < MAXBITS)
+        refill(b);
+    uint64_t bb = b->bb;
+    int code = 0, first = 0, index = 0;
     for (int len = 1; len <= MAXBITS; len++) {
-        int bit = getbits(b, 1);
-        if (bit < 0)
+        if (len > b->nb)
             return -1;
-        code |= bit;
+        code |= (int)(bb & 1);
+        bb >>= 1;
         int count = h->count[len];
-        if (code - count < first)
-            return nth(h, len, code - first);
+        if (code - count < first) {
+            b->bb >>= len;
+            b->nb -= len;
+            return h->sym ? h->sym[index + code - first] : nth(h, len, code - first);
+        }
+        index += count;
         first += count;
         first <<= 1;
         code <<= 1;
@@ -141,6 +174,7 @@ static int decode(bits_t *b, const huff_t *h)
 }
 
 static uint8_t fixed_lens[NLIT + NDIST];
+static uint16_t fixed_sym[NLIT + NDIST];
 static huff_t fixed_lit, fixed_dist;
 static int fixed_ready;
 
@@ -157,8 +191,10 @@ static void make_fixed(void)
     for (; s < NLIT; s++)
         l[s] = 8;
     build(&fixed_lit, l, NLIT, &mx);
+    sort_symbols(&fixed_lit, fixed_sym);
     memset(l + NLIT, 5, NDIST);
     build(&fixed_dist, l + NLIT, NDIST, &mx);
+    sort_symbols(&fixed_dist, fixed_sym + NLIT);
     fixed_ready = 1;
 }
 
@@ -206,6 +242,8 @@ static int dynamic(bits_t *b, huff_t *lit, huff_t *dist, uint8_t *lens)
         }
     }
     int n = 0, total = hlit + hdist;
+    uint16_t cnt[2][MAXBITS + 1]; /* the histograms of the literal/length and the distance lengths, as read */
+    memset(cnt, 0, sizeof cnt);
     while (n < total) {
         if (b->nb < 7)
             refill(b);
@@ -216,6 +254,7 @@ static int dynamic(bits_t *b, huff_t *lit, huff_t *dist, uint8_t *lens)
         b->bb >>= len;
         b->nb -= len;
         if (sym < 16) {
+            cnt[n >= hlit][sym]++;
             lens[n++] = (uint8_t)sym;
             continue;
         }
@@ -236,13 +275,16 @@ static int dynamic(bits_t *b, huff_t *lit, huff_t *dist, uint8_t *lens)
         if (rep < 0 || n + rep > total)
             return 0; /* zlib: invalid bit length repeat */
         memset(lens + n, val, (size_t)rep);
+        int before = n < hlit ? (hlit - n < rep ? hlit - n : rep) : 0; /* a repeat may run into the distances */
+        cnt[0][val] = (uint16_t)(cnt[0][val] + before);
+        cnt[1][val] = (uint16_t)(cnt[1][val] + rep - before);
         n += rep;
     }
     if (lens[256] == 0)
         return 0; /* zlib: missing end-of-block */
-    if (build(lit, lens, hlit, &mx) != 0)
+    if (counted(lit, lens, hlit, cnt[0], &mx) != 0)
         return 0; /* over-subscribed or incomplete: left to zlib */
-    int left = build(dist, lens + hlit, hdist, &mx);
+    int left = counted(dist, lens + hlit, hdist, cnt[1], &mx);
     if (left < 0 || (left > 0 && mx > 1))
         return 0; /* zlib: invalid distances set (an incomplete one is only taken with one 1-bit code, or none) */
     return 1;
