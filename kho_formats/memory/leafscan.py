@@ -33,6 +33,7 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ _SAMPLE = 64
 
 def _setup(lib: ctypes.CDLL) -> None:
     p, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    stack = [p, i64, p, p, i64, i64, c_int]
+    stack: list[Any] = [p, i64, p, p, i64, i64, c_int]
     lib.kho_leaf_runs.argtypes = [*stack, i64, p, p, p, i64, i64]
     lib.kho_leaf_runs.restype = i64
     lib.kho_leaf_count.argtypes = [*stack, i64, i64]

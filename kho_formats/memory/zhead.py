@@ -36,6 +36,8 @@ of the GIL while C runs); the answers do not depend on how many.
 from __future__ import annotations
 
 import ctypes
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
