@@ -510,7 +510,8 @@ class Bench:
         # any timed run, so that the runs measure the scan and not the compiler
         native = zhead.available()
         self.notes.append(
-            "dumps: zlib kdump heads and zstd first bytes read by the C decoder (memory/_zhead.c)"
+            "dumps: zlib kdump heads and zstd first bytes read by the C decoder (memory/_zhead.c), "
+            f"each call split over {zhead.threads()} threads ({os.cpu_count()} CPUs; {zhead.THREADS_ENV} sets it)"
             if native
             else "dumps: no C decoder (no compiler, or KHO_FORMATS_NATIVE=0): zlib kdump heads inflated in Python"
         )

@@ -5,7 +5,9 @@ it finds."""
 
 from __future__ import annotations
 
+import ctypes
 import io
+import mmap
 
 import numpy as np
 import pytest
@@ -74,10 +76,17 @@ def test_decided_frames_give_zstandards_first_byte() -> None:
     first, decided = _decide(frames)
     wrong = [i for i, c in enumerate(frames) if decided[i] and int(first[i]) != pages[i][0]]
     assert wrong == []
-    # compressed first blocks (Huffman, raw or RLE literals) are decided; raw and RLE blocks are not
+    # raw, RLE and compressed first blocks (Huffman, raw or RLE literals) are decided
     kinds = [_block_type(c) for c in frames]
-    assert sorted({k for k, d in zip(kinds, decided) if d}) == [2]
+    assert {0, 2} <= {k for k, d in zip(kinds, decided) if d}
     assert np.mean([d for k, d in zip(kinds, decided) if k == 2]) > 0.95
+    assert all(d for k, d in zip(kinds, decided) if k < 2)
+    # an RLE first block (zstandard writes none for these pages): its byte
+    rle = b"\x28\xb5\x2f\xfd\x00\x20" + (1 | 1 << 1 | 4096 << 3).to_bytes(3, "little") + b"\x5a"
+    empty = rle[:6] + (1 | 1 << 1).to_bytes(3, "little") + b"\x5a"  # RLE of 0 bytes: nothing to say
+    assert _first(rle) == 0x5A and _first(empty) is None
+    first, decided = _decide([rle, empty])
+    assert decided.tolist() == [True, False] and int(first[0]) == 0x5A
 
 
 @needs_native
@@ -159,3 +168,71 @@ def test_zstd_kdump_scans_the_same_with_and_without_the_c_decoder(monkeypatch: p
     assert fast == plain
     assert len(fast[2]) >= 20  # the FDT-magic pages are found
     assert fast[3]  # and the damaged pages are reported by both
+
+
+def _guarded(size: int) -> tuple[mmap.mmap, np.ndarray]:
+    """``size`` bytes of anonymous memory (a multiple of the page size) followed by a page that
+    cannot be read: a read past the end of the first part kills the process (SIGSEGV)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    ps = mmap.PAGESIZE
+    mm = mmap.mmap(-1, size + ps)
+    arr = np.frombuffer(mm, dtype=np.uint8)
+    if libc.mprotect(arr.ctypes.data + size, ps, 0) != 0:  # PROT_NONE
+        pytest.skip(f"mprotect failed (errno {ctypes.get_errno()})")
+    return mm, arr[:size]
+
+
+@needs_native
+def test_damaged_frames_are_read_within_their_bounds() -> None:
+    """Each damaged or cut frame is placed so that it ends where readable memory ends (a guard
+    page follows): neither the decoder nor its look-ahead over the next frames reads past a
+    frame's end."""
+    rng = np.random.default_rng(99)
+    pages = _pages(3, 110)
+    frames = [zstandard.ZstdCompressor(level=(1, 3, 19)[i % 3]).compress(p) for i, p in enumerate(pages)]
+    damaged: list[bytes] = []
+    for c in frames:
+        damaged.append(c[: int(rng.integers(1, min(len(c), 200)))])
+        a = bytearray(c)
+        for _ in range(int(rng.integers(1, 6))):
+            a[int(rng.integers(0, min(len(a), 60)))] = int(rng.integers(0, 256))
+        damaged.append(bytes(a[: int(rng.integers(8, len(a) + 1))]))
+    mm, mem = _guarded(mmap.PAGESIZE)
+    try:
+        for frame in damaged:
+            # the frame ends at the guard page; given 12 times, so that the look-ahead over the
+            # frames further on reads it too
+            start = mem.size - len(frame)
+            mem[start:] = np.frombuffer(frame, dtype=np.uint8)
+            got = zhead.zstd_first_bytes(mem, np.full(12, start, np.int64), np.full(12, len(frame), np.int64))
+            assert got is not None
+            first, decided = got
+            ref = _first(frame)
+            assert not decided.any() or ref is None or set(first[decided].tolist()) == {ref}
+    finally:
+        del mem
+        mm.close()
+
+
+@needs_native
+def test_a_call_split_over_threads_gives_the_same_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    pages = _pages(12, 220)
+    frames = [zstandard.ZstdCompressor(level=3).compress(p) for p in pages]
+    frames += [c[: len(c) // 3] for c in frames[:50]]  # some cut short: left alone
+    sizes = np.array([len(c) for c in frames], dtype=np.int64)
+    offs = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
+    buf = np.frombuffer(b"".join(frames), dtype=np.uint8)
+    many = np.random.default_rng(1).integers(0, len(frames), 4 * zhead.SPLIT_MIN + 17)
+    answers = []
+    for n in ("1", "3"):
+        monkeypatch.setenv(zhead.THREADS_ENV, n)
+        assert zhead.threads() == int(n)
+        for fn in (zhead.zstd_first_bytes, zhead.heads):
+            got = fn(buf, offs[many], sizes[many])
+            assert got is not None
+            answers.append(got)
+    (z1, h1, z3, h3) = answers
+    for a, b in ((z1, z3), (h1, h3)):
+        assert np.array_equal(a[1], b[1]) and np.array_equal(a[0][a[1]], b[0][b[1]])
+    assert z1[1].any() and not z1[1].all()

@@ -65,7 +65,10 @@ typedef struct {
     const uint8_t *lengths;
     int n;
     uint16_t count[MAXBITS + 1];
+    const uint16_t *sym; /* the symbols in code order (sort_symbols), or NULL: found by nth() */
 } huff_t;
+
+static int counted(huff_t *h, const uint8_t *lengths, int n, const uint16_t *count, int *maxlen);
 
 /* count the lengths[0..n) of code h: 0 complete, > 0 incomplete (codes left), < 0 over-subscribed;
  * *maxlen the longest length.  Four histograms, so that runs of one length do not wait on each other. */
@@ -82,12 +85,21 @@ static int build(huff_t *h, const uint8_t *lengths, int n, int *maxlen)
     }
     for (; s < n; s++)
         c[0][lengths[s]]++;
+    for (int len = 0; len <= MAXBITS; len++)
+        c[0][len] = (uint16_t)(c[0][len] + c[1][len] + c[2][len] + c[3][len]);
+    return counted(h, lengths, n, c[0], maxlen);
+}
+
+/* code h of the lengths[0..n) whose histogram is count: as build() */
+static int counted(huff_t *h, const uint8_t *lengths, int n, const uint16_t *count, int *maxlen)
+{
     h->lengths = lengths;
     h->n = n;
+    h->sym = NULL;
     int mx = 0;
     for (int len = 0; len <= MAXBITS; len++) {
-        h->count[len] = (uint16_t)(c[0][len] + c[1][len] + c[2][len] + c[3][len]);
-        if (len && h->count[len])
+        h->count[len] = count[len];
+        if (len && count[len])
             mx = len;
     }
     *maxlen = mx;
@@ -121,18 +133,39 @@ static int nth(const huff_t *h, int len, int k)
     return -1;
 }
 
-/* one symbol of code h (the code's bits come MSB first), or -1 */
+/* the symbols of code h in code order (by length, then symbol) into sym[h->n] */
+static void sort_symbols(huff_t *h, uint16_t *sym)
+{
+    uint16_t offs[MAXBITS + 2];
+    offs[1] = 0;
+    for (int len = 1; len <= MAXBITS; len++)
+        offs[len + 1] = (uint16_t)(offs[len] + h->count[len]);
+    for (int s = 0; s < h->n; s++)
+        if (h->lengths[s])
+            sym[offs[h->lengths[s]]++] = (uint16_t)s;
+    h->sym = sym;
+}
+
+/* one symbol of code h (the code's bits come MSB first), or -1 (an invalid code, or the
+ * data ends first) */
 static int decode(bits_t *b, const huff_t *h)
 {
-    int code = 0, first = 0;
+    if (b->nb < MAXBITS)
+        refill(b);
+    uint64_t bb = b->bb;
+    int code = 0, first = 0, index = 0;
     for (int len = 1; len <= MAXBITS; len++) {
-        int bit = getbits(b, 1);
-        if (bit < 0)
+        if (len > b->nb)
             return -1;
-        code |= bit;
+        code |= (int)(bb & 1);
+        bb >>= 1;
         int count = h->count[len];
-        if (code - count < first)
-            return nth(h, len, code - first);
+        if (code - count < first) {
+            b->bb >>= len;
+            b->nb -= len;
+            return h->sym ? h->sym[index + code - first] : nth(h, len, code - first);
+        }
+        index += count;
         first += count;
         first <<= 1;
         code <<= 1;
@@ -141,6 +174,7 @@ static int decode(bits_t *b, const huff_t *h)
 }
 
 static uint8_t fixed_lens[NLIT + NDIST];
+static uint16_t fixed_sym[NLIT + NDIST];
 static huff_t fixed_lit, fixed_dist;
 static int fixed_ready;
 
@@ -157,8 +191,10 @@ static void make_fixed(void)
     for (; s < NLIT; s++)
         l[s] = 8;
     build(&fixed_lit, l, NLIT, &mx);
+    sort_symbols(&fixed_lit, fixed_sym);
     memset(l + NLIT, 5, NDIST);
     build(&fixed_dist, l + NLIT, NDIST, &mx);
+    sort_symbols(&fixed_dist, fixed_sym + NLIT);
     fixed_ready = 1;
 }
 
@@ -206,6 +242,8 @@ static int dynamic(bits_t *b, huff_t *lit, huff_t *dist, uint8_t *lens)
         }
     }
     int n = 0, total = hlit + hdist;
+    uint16_t cnt[2][MAXBITS + 1]; /* the histograms of the literal/length and the distance lengths, as read */
+    memset(cnt, 0, sizeof cnt);
     while (n < total) {
         if (b->nb < 7)
             refill(b);
@@ -216,6 +254,7 @@ static int dynamic(bits_t *b, huff_t *lit, huff_t *dist, uint8_t *lens)
         b->bb >>= len;
         b->nb -= len;
         if (sym < 16) {
+            cnt[n >= hlit][sym]++;
             lens[n++] = (uint8_t)sym;
             continue;
         }
@@ -236,13 +275,16 @@ static int dynamic(bits_t *b, huff_t *lit, huff_t *dist, uint8_t *lens)
         if (rep < 0 || n + rep > total)
             return 0; /* zlib: invalid bit length repeat */
         memset(lens + n, val, (size_t)rep);
+        int before = n < hlit ? (hlit - n < rep ? hlit - n : rep) : 0; /* a repeat may run into the distances */
+        cnt[0][val] = (uint16_t)(cnt[0][val] + before);
+        cnt[1][val] = (uint16_t)(cnt[1][val] + rep - before);
         n += rep;
     }
     if (lens[256] == 0)
         return 0; /* zlib: missing end-of-block */
-    if (build(lit, lens, hlit, &mx) != 0)
+    if (counted(lit, lens, hlit, cnt[0], &mx) != 0)
         return 0; /* over-subscribed or incomplete: left to zlib */
-    int left = build(dist, lens + hlit, hdist, &mx);
+    int left = counted(dist, lens + hlit, hdist, cnt[1], &mx);
     if (left < 0 || (left > 0 && mx > 1))
         return 0; /* zlib: invalid distances set (an incomplete one is only taken with one 1-bit code, or none) */
     return 1;
@@ -357,6 +399,9 @@ void kho_zlib_heads_init(void)
         make_fixed();
 }
 
+/* how many streams ahead kho_zlib_heads asks for the next stream's first bytes */
+#define ZLIB_AHEAD 16
+
 /* For i < n: the head of the stream at buf[off[i] .. off[i] + size[i]) into heads[i], status[i] 1
  * when decided here, 0 when left to zlib (a stream out of buf's bounds too).  Returns how many were decided. */
 int64_t kho_zlib_heads(const uint8_t *buf, int64_t bufsize, const int64_t *off, const int64_t *size, int64_t n,
@@ -364,6 +409,13 @@ int64_t kho_zlib_heads(const uint8_t *buf, int64_t bufsize, const int64_t *off, 
 {
     int64_t done = 0;
     for (int64_t i = 0; i < n; i++) {
+        if (i + ZLIB_AHEAD < n) { /* the streams' starts are a file page apart: their misses overlap */
+            int64_t o = off[i + ZLIB_AHEAD];
+            if (o >= 0 && size[i + ZLIB_AHEAD] >= 128 && o <= bufsize - size[i + ZLIB_AHEAD]) {
+                __builtin_prefetch(buf + o);
+                __builtin_prefetch(buf + o + 64);
+            }
+        }
         status[i] = 0;
         if (off[i] < 0 || size[i] <= 0 || off[i] > bufsize - size[i])
             continue;
@@ -379,25 +431,20 @@ int64_t kho_zlib_heads(const uint8_t *buf, int64_t bufsize, const int64_t *off, 
  * zstd (RFC 8878): the first byte of a frame's output, for rejecting pages that cannot
  * start with the FDT magic without decompressing them.
  *
- * At a frame's start there is no history, so the first output byte is the first literal
- * of the first block.  Decided here: a frame without a dictionary id whose first block is
- * compressed, with raw, RLE or Huffman-coded literals (Huffman: the tree description,
- * direct or FSE-coded weights, checked as the format says; then the first symbol of
- * stream 1, read from its end).  Everything else (a skippable frame, a dictionary, a raw
- * or RLE first block (the caller reads those in place), no literals, sizes that do not fit,
- * a tree the format refuses) is status 0: the caller decompresses that page as before.
- * Only the literals section's start is read: damage later in the block is not seen here.
+ * At a frame's start there is no history, so the first output byte is the first byte of a
+ * raw or RLE first block, or the first literal of a compressed one.  Decided here: a frame
+ * without a dictionary id whose first block is raw or RLE, or compressed with raw, RLE or
+ * Huffman-coded literals (Huffman: the tree description, direct or FSE-coded weights,
+ * checked as the format says; then the first symbol of stream 1, read from its end).
+ * Everything else (a skippable frame, a dictionary, an empty first block, no literals,
+ * sizes that do not fit, a tree the format refuses) is status 0: the caller decompresses
+ * that page as before.  Only the block's start (and stream 1's end) is read: damage later
+ * in the block is not seen here.
  *
  * Written for kho-formats from RFC 8878; no zstd code.
  */
 
 static inline int highbit32(uint32_t v) { return 31 - __builtin_clz(v); }
-
-/* a forward little-endian bit reader over p[0..n) (the FSE table description) */
-typedef struct {
-    const uint8_t *p;
-    int64_t n, pos; /* pos in bits */
-} fbits_t;
 
 /* the 8 bytes at p[at..] (0 <= at), zeros past n */
 static inline uint64_t load_le(const uint8_t *p, int64_t n, int64_t at)
@@ -413,12 +460,6 @@ static inline uint64_t load_le(const uint8_t *p, int64_t n, int64_t at)
     for (int i = 0; at + i < n && i < 8; i++)
         w |= (uint64_t)p[at + i] << (8 * i);
     return w;
-}
-
-/* the k (<= 16) bits from bit pos, zeros past the end */
-static inline uint32_t fpeek(const fbits_t *b, int k)
-{
-    return (uint32_t)(load_le(b->p, b->n, b->pos >> 3) >> (b->pos & 7)) & ((1u << k) - 1);
 }
 
 /* a backward bit reader over p[0..n): the stream's bits from its last byte's marker down */
@@ -454,39 +495,62 @@ static inline uint32_t rread(rbits_t *b, int k)
 
 #define WMAX 255 /* Huffman weights described: at most 255 (the last one is implied) */
 
-/* FSE-coded Huffman weights: p[0..n) into w; their count, or -1 */
+/* the 8 bytes at p, little-endian (p may be unaligned) */
+static inline uint64_t ld64(const uint8_t *p)
+{
+    uint64_t w;
+    memcpy(&w, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    w = __builtin_bswap64(w);
+#endif
+    return w;
+}
+
+/* FSE-coded Huffman weights: p[0..n) (n <= 127) into w; their count, or -1.
+ *
+ * The description is copied into a buffer with zeros on both sides first, so that every
+ * read is one unaligned 8-byte load without a bounds test: the forward reads of the table
+ * description stop within 8 bytes past its end (zeros, as the format reads them), and the
+ * backward reads of the stream go at most 7 bits before its start; a read that goes past
+ * the start ends the stream, and its value is not used. */
 static int fse_weights(const uint8_t *p, int64_t n, uint8_t *w)
 {
-    fbits_t fb = {p, n, 0};
-    int al = (int)fpeek(&fb, 4) + 5;
-    fb.pos = 4;
+    uint8_t pad[8 + 128 + 16];
+    if (n < 1 || n > 128)
+        return -1;
+    memset(pad, 0, sizeof pad);
+    memcpy(pad + 8, p, (size_t)n);
+    const uint8_t *q = pad + 8;
+#define FPEEK(pos, k) ((uint32_t)(ld64(q + ((pos) >> 3)) >> ((pos) & 7)) & ((1u << (k)) - 1))
+    int64_t pos = 4;
+    int al = (int)(q[0] & 15) + 5;
     if (al > 6)
         return -1;
     int size = 1 << al;
     int16_t norm[16];
     int nsym = 0, remaining = size + 1, threshold = size, nb = al + 1;
     while (remaining > 1) {
-        if (nsym >= 16 || fb.pos > 8 * n)
+        if (nsym >= 16 || pos > 8 * n)
             return -1;
         int max = (2 * threshold - 1) - remaining;
-        int low = (int)fpeek(&fb, nb - 1), count;
+        int low = (int)FPEEK(pos, nb - 1), count;
         if (low < max) {
             count = low;
-            fb.pos += nb - 1;
+            pos += nb - 1;
         } else {
-            count = (int)fpeek(&fb, nb);
+            count = (int)FPEEK(pos, nb);
             if (count >= threshold)
                 count -= max;
-            fb.pos += nb;
+            pos += nb;
         }
         count--;
         remaining -= count < 0 ? -count : count;
         norm[nsym++] = (int16_t)count;
         if (count == 0) { /* repeat flags: 2 bits each, 3 means more follow */
             for (;;) {
-                int r = (int)fpeek(&fb, 2);
-                fb.pos += 2;
-                if (nsym + r > 16 || fb.pos > 8 * n)
+                int r = (int)FPEEK(pos, 2);
+                pos += 2;
+                if (nsym + r > 16 || pos > 8 * n)
                     return -1;
                 for (int i = 0; i < r; i++)
                     norm[nsym++] = 0;
@@ -501,14 +565,16 @@ static int fse_weights(const uint8_t *p, int64_t n, uint8_t *w)
             threshold >>= 1;
         }
     }
-    if (remaining != 1 || fb.pos > 8 * n)
+#undef FPEEK
+    if (remaining != 1 || pos > 8 * n)
         return -1;
-    int64_t used = (fb.pos + 7) >> 3;
+    int64_t used = (pos + 7) >> 3;
     if (used >= n)
         return -1;
-    /* the decoding table */
-    uint8_t sym[64], nbits[64];
-    uint16_t base[64], next[16];
+    /* the decoding table: symbol | bits to read << 8 | base of the next state << 16 */
+    uint8_t sym[64];
+    uint32_t cell[64];
+    uint16_t next[16];
     int high = size - 1;
     for (int s = 0; s < nsym; s++) {
         if (norm[s] == -1) {
@@ -520,45 +586,59 @@ static int fse_weights(const uint8_t *p, int64_t n, uint8_t *w)
             next[s] = (uint16_t)norm[s];
         }
     }
-    int pos = 0, step = (size >> 1) + (size >> 3) + 3, mask = size - 1;
+    int at = 0, step = (size >> 1) + (size >> 3) + 3, mask = size - 1;
     for (int s = 0; s < nsym; s++)
         for (int i = 0; i < norm[s]; i++) {
-            sym[pos] = (uint8_t)s;
+            sym[at] = (uint8_t)s;
             do
-                pos = (pos + step) & mask;
-            while (pos > high);
+                at = (at + step) & mask;
+            while (at > high);
         }
-    if (pos != 0)
+    if (at != 0)
         return -1;
     for (int u = 0; u < size; u++) {
         int s = sym[u];
         uint32_t x = next[s]++;
         if (x == 0)
             return -1;
-        nbits[u] = (uint8_t)(al - highbit32(x));
-        base[u] = (uint16_t)((x << nbits[u]) - size);
+        uint32_t nbits = (uint32_t)(al - highbit32(x));
+        cell[u] = (uint32_t)s | nbits << 8 | ((x << nbits) - (uint32_t)size) << 16;
     }
     /* two interleaved states, read from the stream's end; done when a read passes its start */
-    rbits_t rb;
-    if (!rinit(&rb, p + used, n - used))
+    const uint8_t *r = q + used;
+    int64_t m = n - used;
+    if (r[m - 1] == 0)
         return -1;
-    uint32_t st[2];
-    st[0] = rread(&rb, al);
-    st[1] = rread(&rb, al);
-    if (rb.left < 0)
+    int64_t left = 8 * (m - 1) + highbit32(r[m - 1]); /* bits not yet read */
+#define RREAD(k) (left -= (k), (uint32_t)(ld64(r + (left >> 3)) >> (left & 7)) & ((1u << (k)) - 1))
+    uint32_t s0 = RREAD(al);
+    uint32_t s1 = RREAD(al);
+    if (left < 0)
         return -1;
     int out = 0;
-    for (int k = 0;; k ^= 1) {
+    for (;;) {
         if (out > WMAX - 2)
             return -1;
-        uint32_t s = st[k];
-        w[out++] = sym[s];
-        st[k] = base[s] + rread(&rb, nbits[s]);
-        if (rb.left < 0) {
-            w[out++] = sym[st[k ^ 1]];
+        uint32_t e = cell[s0];
+        uint32_t k = (e >> 8) & 0xff;
+        w[out++] = (uint8_t)e;
+        s0 = (e >> 16) + RREAD(k);
+        if (left < 0) {
+            w[out++] = (uint8_t)cell[s1];
+            break;
+        }
+        if (out > WMAX - 2)
+            return -1;
+        e = cell[s1];
+        k = (e >> 8) & 0xff;
+        w[out++] = (uint8_t)e;
+        s1 = (e >> 16) + RREAD(k);
+        if (left < 0) {
+            w[out++] = (uint8_t)cell[s0];
             break;
         }
     }
+#undef RREAD
     return out;
 }
 
@@ -589,14 +669,26 @@ static int huff_first(const uint8_t *p, int64_t n, int four, uint8_t *first)
     }
     if (nw > WMAX)
         return 0;
+    /* how many symbols of each weight (weights are 4-bit): four histograms, so that
+     * runs of one weight do not wait on each other */
+    uint32_t c4[4][16], count[16];
+    memset(c4, 0, sizeof c4);
+    int i = 0;
+    for (; i + 4 <= nw; i += 4) {
+        c4[0][w[i] & 15]++;
+        c4[1][w[i + 1] & 15]++;
+        c4[2][w[i + 2] & 15]++;
+        c4[3][w[i + 3] & 15]++;
+    }
+    for (; i < nw; i++)
+        c4[0][w[i] & 15]++;
     uint32_t total = 0;
-    int rank1 = 0;
-    for (int i = 0; i < nw; i++) {
-        if (w[i] > 11)
+    for (int k = 0; k < 16; k++) {
+        count[k] = c4[0][k] + c4[1][k] + c4[2][k] + c4[3][k];
+        if (k > 11 && count[k])
             return 0;
-        if (w[i])
-            total += 1u << (w[i] - 1);
-        rank1 += w[i] == 1;
+        if (k)
+            total += count[k] << (k - 1);
     }
     if (total == 0)
         return 0;
@@ -607,9 +699,9 @@ static int huff_first(const uint8_t *p, int64_t n, int four, uint8_t *first)
     if (rest & (rest - 1))
         return 0; /* not a power of two: no last weight completes the code */
     w[nw] = (uint8_t)(highbit32(rest) + 1);
-    rank1 += w[nw] == 1;
+    count[w[nw]]++;
     nw++;
-    if (rank1 < 2 || (rank1 & 1))
+    if (count[1] < 2 || (count[1] & 1))
         return 0;
     /* stream 1 */
     const uint8_t *s = p + tree;
@@ -628,9 +720,7 @@ static int huff_first(const uint8_t *p, int64_t n, int four, uint8_t *first)
         return 0;
     uint32_t v = rread(&rb, maxbits);
     /* codes in order of weight, then symbol: weight k spans 2^(k-1) of the 2^maxbits prefixes */
-    uint32_t count[12] = {0}, at = 0;
-    for (int i = 0; i < nw; i++)
-        count[w[i]]++;
+    uint32_t at = 0;
     for (int k = 1; k <= maxbits; k++) {
         uint32_t span = count[k] << (k - 1);
         if (v >= at + span) {
@@ -669,6 +759,12 @@ static int zstd_first_of(const uint8_t *data, int64_t size, uint8_t *first)
     uint32_t h = data[bh] | data[bh + 1] << 8 | (uint32_t)data[bh + 2] << 16;
     int btype = (h >> 1) & 3;
     int64_t bsize = h >> 3, b = bh + 3;
+    if (btype < 2) { /* raw: the block's bytes are the output; RLE: its one byte, bsize times */
+        if (bsize < 1 || bsize > (128 << 10) || b + (btype == 0 ? bsize : 1) > size)
+            return 0;
+        *first = data[b];
+        return 1;
+    }
     if (btype != 2 || bsize < 2 || bsize > (128 << 10) || b + bsize > size)
         return 0;
     const uint8_t *l = data + b;
@@ -708,13 +804,57 @@ static int zstd_first_of(const uint8_t *data, int64_t size, uint8_t *first)
     return huff_first(l + lh, comp, sf != 0, first);
 }
 
+/* Where the first-byte decoder of the frame data[0..size) will read past its first 64 bytes:
+ * the last byte of literal stream 1 (a hint for prefetching, no check of the format: the
+ * decoder checks it; 0 when the frame is short or not the usual case). */
+static inline int64_t zstd_stream1_end(const uint8_t *data, int64_t size)
+{
+    if (size < 32)
+        return 0;
+    int fhd = data[4], single = (fhd >> 5) & 1, fcsf = fhd >> 6;
+    int64_t b = 5 + !single + (fcsf == 0 ? single : 1 << fcsf) + 3; /* the literals section */
+    int l0 = data[b];
+    if ((l0 & 3) != 2)
+        return 0;
+    int sf = (l0 >> 2) & 3;
+    int64_t t = b + (sf < 2 ? 3 : sf + 2); /* the tree description */
+    int hb = data[t];
+    int64_t s = t + 1 + (hb < 128 ? hb : (hb - 126) / 2); /* the streams */
+    if (s + 2 > size)
+        return 0;
+    int64_t end = sf ? s + 6 + (data[s] | data[s + 1] << 8) - 1 : s; /* stream 1's last byte */
+    return end > 0 && end < size - 8 ? end : 0;
+}
+
+/* how many frames ahead the loop below asks for the frame headers, and for stream 1's end */
+#define AHEAD 16
+#define AHEAD_STREAM 8
+
 /* For i < n: the first output byte of the zstd frame at buf[off[i] .. off[i] + size[i]) into
- * first[i], status[i] 1 when decided here, 0 when left to the caller.  Returns how many were decided. */
+ * first[i], status[i] 1 when decided here, 0 when left to the caller.  Returns how many were decided.
+ * The bytes a frame needs are far apart in memory (one page of the file each): the headers
+ * of the frames AHEAD on, and the end of stream 1 of the frame AHEAD_STREAM on, are
+ * prefetched, so that their cache misses overlap the decoding of this one. */
 int64_t kho_zstd_first_bytes(const uint8_t *buf, int64_t bufsize, const int64_t *off, const int64_t *size, int64_t n,
                              uint8_t *first, uint8_t *status)
 {
     int64_t done = 0;
     for (int64_t i = 0; i < n; i++) {
+        if (i + AHEAD < n) {
+            int64_t o = off[i + AHEAD];
+            if (o >= 0 && size[i + AHEAD] >= 64 && o <= bufsize - size[i + AHEAD]) {
+                __builtin_prefetch(buf + o);
+                __builtin_prefetch(buf + o + 63);
+            }
+        }
+        if (i + AHEAD_STREAM < n) {
+            int64_t o = off[i + AHEAD_STREAM], z = size[i + AHEAD_STREAM];
+            if (o >= 0 && z > 0 && o <= bufsize - z) {
+                int64_t e = zstd_stream1_end(buf + o, z);
+                if (e)
+                    __builtin_prefetch(buf + o + e - 7);
+            }
+        }
         status[i] = 0;
         if (off[i] < 0 || size[i] <= 0 || off[i] > bufsize - size[i])
             continue;

@@ -51,6 +51,7 @@ from ..abi.layout import layout, parse_struct
 from ..errors import ImageError, LimitExceeded, input_kind, input_value
 from ..limits import Limits, check_limits
 from ..safeio import SMALL_FILE_LIMIT, map_regular, read_regular, refuse_touching_inputs
+from .distinct import first_of_each
 
 BytesLike = bytes | bytearray | memoryview
 
@@ -276,12 +277,78 @@ class Segment:
         return self.phys + len(self.data)
 
 
+class SegmentTable:
+    """Many lazy segments held as arrays: segment ``i`` is ``phys[i]``, ``size[i]`` bytes, its
+    data ``make(i)`` (a :class:`LazyData` made when the segment is asked for, not kept).
+
+    A kdump file's runs of dumped pages are hundreds of thousands of segments (520k at 16 GiB
+    with every eighth page a zero page left out); a :class:`Segment` and its :class:`LazyData`
+    held each took about 260 bytes, the table takes 16 per segment plus what ``make`` reads.
+    :class:`PhysImage` reads through it as through its list of segments (:meth:`PhysImage.add_table`)
+    and turns it into that list before its first change (:meth:`PhysImage.add`, :meth:`PhysImage.write`).
+    ``source`` is what made it (a scan of many segments at once asks it: ``scan_table``)."""
+
+    __slots__ = ("phys", "size", "make", "source")
+
+    def __init__(self, phys: np.ndarray, size: np.ndarray, make: Callable[[int], LazyData], source: object) -> None:
+        self.phys = np.ascontiguousarray(phys, dtype=np.uint64)
+        self.size = np.ascontiguousarray(size, dtype=np.uint64)
+        self.make, self.source = make, source
+
+    def __len__(self) -> int:
+        return int(self.phys.size)
+
+    def __getitem__(self, i: int) -> Segment:
+        n = self.phys.size
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("segment index out of range")
+        return Segment(int(self.phys[i]), self.make(i))
+
+    def __iter__(self) -> Iterator[Segment]:
+        make = self.make
+        for i, p in enumerate(self.phys.tolist()):
+            yield Segment(p, make(i))
+
+    def starts(self) -> _Starts:
+        return _Starts(self.phys)
+
+    def covered(self) -> list[tuple[int, int]]:
+        """:meth:`PhysImage.covered` of the table's segments (sorted, not overlapping)."""
+        if not self.phys.size:
+            return []
+        ends = self.phys + self.size
+        new = np.ones(self.phys.size, dtype=bool)
+        new[1:] = self.phys[1:] != ends[:-1]
+        last = np.append(np.flatnonzero(new)[1:] - 1, self.phys.size - 1)
+        return list(zip(self.phys[new].tolist(), ends[last].tolist()))
+
+
+class _Starts:
+    """The segment addresses of a :class:`SegmentTable` as the sorted sequence ``bisect`` searches."""
+
+    __slots__ = ("phys",)
+
+    def __init__(self, phys: np.ndarray) -> None:
+        self.phys = phys
+
+    def __len__(self) -> int:
+        return int(self.phys.size)
+
+    def __getitem__(self, i: int) -> int:
+        return int(self.phys[i])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return self.phys if dtype is None else self.phys.astype(dtype)
+
+
 class PhysImage:
     """Sparse physical memory: non-overlapping segments sorted by address."""
 
     def __init__(self, segments: Iterable[tuple[int, BytesLike | LazyData]] = ()) -> None:
-        self._segs: list[Segment] = []
-        self._starts: list[int] = []
+        self._segs: list[Segment] | SegmentTable = []  # a table until the first change (_own)
+        self._starts: list[int] | _Starts = []
         #: the arch of the ELF core it was loaded from (``e_machine``), if known
         self.arch: str | None = None
         #: the byte order of the dump it was loaded from (ELF ``EI_DATA``, a kdump header's), if known:
@@ -291,6 +358,32 @@ class PhysImage:
             self.add(phys, data)
 
     # -- building ---------------------------------------------------------
+    def add_table(self, table: SegmentTable, *, what: str = "segments") -> None:
+        """The segments of ``table`` (sorted, not overlapping, not empty), held as the table
+        while the image is not changed.  An image with segments already gets them one by one."""
+        n = len(table)
+        if not n:
+            return
+        ends = table.phys + table.size
+        if (
+            int(table.size.min()) == 0
+            or int(table.phys[-1]) + int(table.size[-1]) > 1 << 64
+            or bool(np.any(table.phys[1:] < ends[:-1]))
+            or bool(np.any(ends < table.phys))
+        ):
+            raise ImageError(f"{what}: the table's segments are empty, overlap or are not sorted")
+        if self._segs:
+            self.add_sorted(((s.phys, s.data) for s in table), what=what)  # type: ignore[misc]
+            return
+        self._segs, self._starts = table, table.starts()
+
+    def _own(self) -> list[Segment]:
+        """The segment list, made from the table first (before a change)."""
+        if isinstance(self._segs, SegmentTable):
+            segs = list(self._segs)
+            self._segs, self._starts = segs, [seg.phys for seg in segs]
+        return self._segs
+
     def add(self, phys: int, data: BytesLike | LazyData, *, what: str = "segment") -> None:
         if phys < 0 or phys + len(data) > 1 << 64:
             raise ImageError(f"{what} of {len(data)} bytes does not fit the 64-bit address space", phys=phys)
@@ -308,8 +401,8 @@ class PhysImage:
         if i < len(self._segs) and phys + len(mv) > self._segs[i].phys:
             nxt = self._segs[i]
             raise ImageError(f"{what} overlaps segment {nxt.phys:#x}-{nxt.end:#x}", phys=phys)
-        self._segs.insert(i, Segment(phys, mv))
-        self._starts.insert(i, phys)
+        self._own().insert(i, Segment(phys, mv))
+        self._starts.insert(i, phys)  # type: ignore[union-attr]
 
     def add_sorted(self, segments: Iterable[tuple[int, LazyData]], *, what: str = "segment") -> None:
         """:meth:`add` for many lazy segments in ascending, non-overlapping order
@@ -319,6 +412,8 @@ class PhysImage:
         items = list(segments)
         if not items:
             return
+        self._own()
+        assert isinstance(self._segs, list) and isinstance(self._starts, list)
         starts = [p for p, _ in items]
         datas = [d for _, d in items]
         sizes = [len(d) for d in datas]
@@ -359,7 +454,7 @@ class PhysImage:
             if isinstance(sd, LazyData) or sd.readonly:
                 if len(sd) <= SPLIT_ON_WRITE:
                     buf = memoryview(bytearray(sd[0 : len(sd)]))
-                    self._segs[i] = seg = Segment(seg.phys, buf)
+                    self._own()[i] = seg = Segment(seg.phys, buf)
                 else:
                     seg = self._split_for_write(i, phys, n)
             target = seg.data
@@ -382,12 +477,16 @@ class PhysImage:
         parts.append(mid)
         if b < seg.end:
             parts.append(Segment(b, _slice(seg.data, b - seg.phys, seg.end - b)))
-        self._segs[i : i + 1] = parts
-        self._starts[i : i + 1] = [p.phys for p in parts]
+        self._own()[i : i + 1] = parts
+        self._starts[i : i + 1] = [p.phys for p in parts]  # type: ignore[index]
         return mid
 
     def merged(self, other: PhysImage) -> PhysImage:
-        out = PhysImage((s.phys, s.data) for s in self._segs)
+        out = PhysImage()
+        if isinstance(self._segs, SegmentTable):
+            out.add_table(self._segs)
+        else:
+            out = PhysImage((s.phys, s.data) for s in self._segs)
         for s in other._segs:
             out.add(s.phys, s.data)
         out.arch = self.arch or other.arch
@@ -396,6 +495,12 @@ class PhysImage:
 
     def copy(self) -> PhysImage:
         """An independent copy; immutable bytes (mapped files, lazy data) are shared, not duplicated."""
+        if isinstance(self._segs, SegmentTable):  # lazy segments only: the table is shared
+            out = PhysImage()
+            out.add_table(self._segs)
+            out.arch = self.arch
+            out.byteorder = self.byteorder
+            return out
         out = PhysImage((s.phys, s.data if _immutable(s.data) else bytes(s.data[0 : len(s.data)])) for s in self._segs)
         out.arch = self.arch
         out.byteorder = self.byteorder
@@ -411,7 +516,17 @@ class PhysImage:
 
     @property
     def total_bytes(self) -> int:
+        if isinstance(self._segs, SegmentTable):
+            return int(self._segs.size.sum(dtype=np.uint64))
         return sum(len(s.data) for s in self._segs)
+
+    def segment_blocks(self) -> Iterator[Segment | SegmentTable]:
+        """The segments in address order, a :class:`SegmentTable` the image holds as one item
+        (a scan of many lazy segments at once takes it whole)."""
+        if isinstance(self._segs, SegmentTable):
+            yield self._segs
+        else:
+            yield from self._segs
 
     def has(self, phys: int, size: int) -> bool:
         try:
@@ -469,7 +584,9 @@ class PhysImage:
         done = np.zeros(addrs.size, dtype=bool)
         # addresses grouped by segment once (sorted), not one pass over them per segment
         by_seg = np.argsort(idx, kind="stable")
-        segs, first = np.unique(idx[by_seg], return_index=True)
+        in_order = idx[by_seg]
+        first = first_of_each(in_order)
+        segs = in_order[first]
         bounds = np.append(first, by_seg.size).tolist()
         for g, k in enumerate(segs.tolist()):
             if k < 0:
@@ -526,6 +643,8 @@ class PhysImage:
 
     def covered(self) -> list[tuple[int, int]]:
         """Byte ranges present, adjacent segments joined."""
+        if isinstance(self._segs, SegmentTable):
+            return self._segs.covered()
         out: list[tuple[int, int]] = []
         for s in self._segs:
             if out and out[-1][1] == s.phys:
@@ -836,6 +955,7 @@ __all__ = [
     "image_format_of",
     "unregister_format",
     "Segment",
+    "SegmentTable",
     "LazyData",
     "ElfStructs",
     "elf_structs",

@@ -20,7 +20,9 @@ record is the end marker, and so does this reader.  Records are indexed once
 and read in place.
 
 Pages are decompressed on access (:class:`KdumpPages`, a
-:class:`~kho_formats.memory.image.LazyData` per run of dumped pages) and kept in a
+:class:`~kho_formats.memory.image.LazyData` per run of dumped pages, made when
+asked for: the image holds the runs as a
+:class:`~kho_formats.memory.image.SegmentTable` of arrays) and kept in a
 bounded cache; the file is mapped, not read.  zlib always works; snappy and
 zstd need ``cramjam`` (or ``zstandard``), lzo needs ``python-lzo``: a page
 compressed with a missing codec raises :class:`ImageError` naming what to
@@ -31,7 +33,6 @@ images into files ``crash`` reads).
 from __future__ import annotations
 
 import bisect
-import gc
 import heapq
 import io
 import mmap
@@ -53,7 +54,7 @@ from ..abi.layout import layout, parse_struct
 from ..errors import ImageError
 from ..safeio import drop_mapped
 from . import zhead
-from .image import ImageFormat, LazyData, PhysImage, register_format
+from .image import ImageFormat, LazyData, PhysImage, SegmentTable, register_format
 
 FLAT_SIGNATURE = b"makedumpfile"
 FLAT_HEADER_SIZE = 4096
@@ -359,7 +360,6 @@ class KdumpFile:
         self.unreadable = 0
         self.first_unreadable: str | None = None
         self._run_pfn, self._run_count, self._run_first = starts, counts, first.astype(np.int64)
-        self._pages: list[KdumpPages] = []
         #: (first run, end run, heads of their pages, problems per run) of the last window scanned
         self._window: tuple[int, int, np.ndarray, list[tuple[int, str | None]]] | None = None
 
@@ -460,22 +460,27 @@ class KdumpFile:
         return self.page(k, pfn)[inoff : inoff + n]
 
     def image(self) -> PhysImage:
+        """The dumped pages as an image: one lazy segment per run of dumped pages, held as a
+        :class:`~kho_formats.memory.image.SegmentTable` (the run arrays; a :class:`KdumpPages`
+        is made when a segment is asked for)."""
         img = PhysImage()
         bs = self.block_size
-        runs = zip(self._run_pfn.tolist(), self._run_count.tolist(), self._run_first.tolist())
-        # one lazy segment per run: tens of thousands of objects, none in a cycle; the cyclic
-        # collector, run over and over while they are made, would take most of the time
-        was = gc.isenabled()
-        gc.disable()
-        try:
-            pages = [KdumpPages(self, pfn, n, first) for pfn, n, first in runs]
-            img.add_sorted(zip((p.pfn * bs for p in pages), pages), what=self.name)
-            # the last image's runs, for a scan of them (scan_page_heads): their objects and the run of each
-            self._pages = pages
-        finally:
-            if was:
-                gc.enable()
+        pfn, count, first = self._run_pfn, self._run_count, self._run_first
+
+        def make(i: int) -> KdumpPages:
+            return KdumpPages(self, int(pfn[i]), int(count[i]), int(first[i]))
+
+        table = SegmentTable(pfn.astype(np.uint64) * np.uint64(bs), count.astype(np.uint64) * np.uint64(bs), make, self)
+        img.add_table(table, what=self.name)
         return img
+
+    def scan_table(self, table: SegmentTable, page_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]] | None:
+        """:meth:`scan_page_heads` of all the runs of a table :meth:`image` made."""
+        if page_size != self.block_size or type(self.src) is not _Mapped or table.source is not self:
+            return None
+        if table.phys.size != self._run_pfn.size:
+            return None
+        return self._scan_windows(self._run_first, self._run_pfn, self._run_count)
 
     def scan_page_heads(self, segs: list[Any], page_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]] | None:
         """The page-start heads of many whole runs of this file, for
@@ -486,14 +491,6 @@ class KdumpFile:
         if page_size != bs or type(self.src) is not _Mapped or not segs:
             return None
         datas = [s.data for s in segs]
-        d0 = datas[0]
-        r0 = int(np.searchsorted(self._run_first, d0.first)) if type(d0) is KdumpPages and d0.f is self else -1
-        if 0 <= r0 < len(self._pages) and self._pages[r0] is d0 and datas == self._pages[r0 : r0 + len(datas)]:
-            # the runs the last image() made, in order (list == compares identity first: no per-run Python)
-            r1 = r0 + len(datas)
-            pfns = self._run_pfn[r0:r1]
-            if np.array_equal(np.fromiter((s.phys for s in segs), np.int64, len(segs)), pfns * bs):
-                return self._scan_windows(self._run_first[r0:r1], pfns, self._run_count[r0:r1])
         if any(type(d) is not KdumpPages or d.f is not self for d in datas):
             return None
         firsts = np.array([s.data.first for s in segs], dtype=np.int64)
@@ -528,12 +525,14 @@ class KdumpFile:
             at = np.arange(group.size, dtype=np.int64) - np.repeat(np.cumsum(counts[a:b]) - counts[a:b], counts[a:b])
             ks = firsts[a:b][group] + at
             pf = pfns[a:b][group] + at
-            h, problems = _descriptor_heads(self, ks, pf, group, b - a)
+            # the descriptors of consecutive runs are consecutive: a view, not a copy
+            k0 = int(ks[0]) if ks.size else 0
+            d = self.descs[k0 : k0 + ks.size] if _consecutive(ks) else self.descs[ks]
+            h, problems = _descriptor_heads(self, ks, pf, group, b - a, descs=d)
             for bad, msg in problems:
                 if bad:
                     self.note_problems(bad, msg)
             if mm is not None and ks.size:
-                d = self.descs[ks]
                 data_off = d["offset"].astype(np.int64)
                 hi = data_off + d["size"].astype(np.int64)
                 drop_mapped(mm, int(data_off.min()), int(hi.max()))
@@ -555,8 +554,19 @@ def _zstd_head_reader() -> Callable[[memoryview], bytes] | None:
     return lambda data: dctx.stream_reader(data).read(4)
 
 
+def _consecutive(ks: np.ndarray) -> bool:
+    """Whether ``ks`` is ``ks[0], ks[0] + 1, ...``."""
+    return ks.size < 2 or (int(ks[-1]) - int(ks[0]) + 1 == ks.size and bool(np.all(np.diff(ks) == 1)))
+
+
 def _descriptor_heads(
-    f: KdumpFile, ks: np.ndarray, pfns: np.ndarray, group: np.ndarray, ngroups: int
+    f: KdumpFile,
+    ks: np.ndarray,
+    pfns: np.ndarray,
+    group: np.ndarray,
+    ngroups: int,
+    *,
+    descs: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[tuple[int, str | None]]]:
     """Page-start heads (big-endian u32) of dumped pages ``ks`` (pfns ``pfns``) of a
     file read in place, from the page descriptors (issue 22), and per ``group``
@@ -568,16 +578,18 @@ def _descriptor_heads(
     page whose first block is raw or RLE and a zlib page whose first deflate
     block is stored give their first bytes without decompressing anything.
     With the C decoder (:mod:`.zhead`), most zlib pages' heads, and the first
-    byte of most other zstd pages, come from there: a zstd page whose first
-    byte is not the FDT magic's is rejected with that byte and zeros as its
-    head (it cannot be a root FDT; a zstd page damaged past its first literal
-    is then not counted as unreadable here, as it is without the decoder).
+    byte of most zstd pages (raw, RLE or compressed first block), come from
+    there: a zstd page whose first byte is not the FDT magic's is rejected
+    with that byte and zeros as its head (it cannot be a root FDT; a zstd
+    page damaged past its first literal is then not counted as unreadable
+    here, as it is without the decoder); the shortcuts above then read only
+    the zstd pages it left.
     Only the rest are decompressed, and only as far as their first bytes:
     zlib with ``max_length``, zstd with a small read from one reused
     ``zstandard`` context (when installed); others (snappy, lzo, a descriptor
     out of bounds) page by page through :meth:`KdumpFile.head_of`.  As for
     the shortcuts, only the head is decoded: a page is read whole when its
-    FDT is parsed."""
+    FDT is parsed.  ``descs``: ``f.descs[ks]`` when the caller has it."""
     bs = f.block_size
     n = ks.size
     heads = np.zeros(n, dtype=np.uint32)
@@ -585,7 +597,7 @@ def _descriptor_heads(
     bar = progress.current()
     if not n:
         return heads, problems
-    d = f.descs[ks]
+    d = f.descs[ks] if descs is None else descs
     off = d["offset"].astype(np.int64)
     size = d["size"].astype(np.int64)
     codec = d["flags"].astype(np.int64) & _CODEC_FLAGS
@@ -630,8 +642,21 @@ def _descriptor_heads(
         mm = np.zeros(n, bool)
         mm[sel] = True
         take(mm, start[good])
-    # zstd: frame header, then the first block's header: raw (bytes follow) or RLE (one byte repeated)
-    m = ok & (codec == DUMP_DH_COMPRESSED_ZSTD) & (size >= 12)
+    # zstd: the C decoder (zhead) when it is there: the first byte of every frame it decides; a
+    # page whose first byte is not the FDT magic's is rejected (its head: that byte, then zeros),
+    # the rest below
+    m = ok & (codec == DUMP_DH_COMPRESSED_ZSTD)
+    if m.any() and zhead.available():
+        idx = np.flatnonzero(m)
+        got = zhead.zstd_first_bytes(buf, off[idx], size[idx])
+        if got is not None:
+            fb, st = got
+            st &= fb != FDT_MAGIC >> 24
+            heads[idx[st]] = fb[st].astype(np.uint32) << 24
+            done[idx[st]] = True
+    # zstd (the rest): frame header, then the first block's header: raw (bytes follow) or RLE
+    # (one byte repeated)
+    m = ok & ~done & (codec == DUMP_DH_COMPRESSED_ZSTD) & (size >= 12)
     if m.any():
         o = off[m]
         magic = byte(o) | byte(o + 1) << 8 | byte(o + 2) << 16 | byte(o + 3) << 24
@@ -652,18 +677,6 @@ def _descriptor_heads(
         rle = base & (btype == 1) & (bsize >= 4)
         heads[idx[rle]] = (byte(bh + 3)[rle] * 0x01010101).astype(np.uint32)
         done[idx[rle]] = True
-    # zstd: the C decoder (zhead) when it is there: the first byte of the other frames; a page
-    # whose first byte is not the FDT magic's is rejected (its head: that byte, then zeros), the
-    # rest below
-    m = ok & ~done & (codec == DUMP_DH_COMPRESSED_ZSTD)
-    if m.any() and zhead.available():
-        idx = np.flatnonzero(m)
-        got = zhead.zstd_first_bytes(buf, off[idx], size[idx])
-        if got is not None:
-            fb, st = got
-            st &= fb != FDT_MAGIC >> 24
-            heads[idx[st]] = fb[st].astype(np.uint32) << 24
-            done[idx[st]] = True
     # zlib: the C decoder (zhead) when it is there: the heads of the common streams, the rest below
     m = ok & (codec == DUMP_DH_COMPRESSED_ZLIB)
     native = zhead.available() and bool(m.any())

@@ -131,11 +131,11 @@ def plan(image: PhysImage, off: np.ndarray, phys: np.ndarray, length: np.ndarray
         return None
     del top
     lo, hi = int(seg.min()), int(seg.max())
-    used = [lo] if lo == hi else np.flatnonzero(np.bincount(seg - lo)) + lo
+    used: list[int] = [lo] if lo == hi else (np.flatnonzero(np.bincount(seg - lo)) + lo).tolist()
     base = np.zeros(len(segs), dtype=U64)
     fid = np.zeros(len(segs), dtype=np.int64)
     files: list[filecopy.MappedFile] = []
-    for k in list(used):
+    for k in used:
         got = _one_file(segs[k].data, segs[k].phys)
         if got is None:
             return None

@@ -34,7 +34,7 @@ from ..abi.fdt_header import plausible_fdt_header as _plausible
 from ..abi.layout import SETUP_KEXEC_KHO, layout
 from ..abi.x86_boot import BOOT_PARAMS_SETUP_DATA, BOOT_PARAMS_SIZE
 from ..errors import FdtError, ImageError, KhoFormatError
-from ..memory.image import LazyData, PhysImage
+from ..memory.image import LazyData, PhysImage, Segment, SegmentTable
 from ..model.fdt import get_strings, parse_fdt
 from ..safeio import drop_mapped
 
@@ -87,45 +87,68 @@ def _iter_page_heads(image: PhysImage, page_size: int) -> Iterator[tuple[np.ndar
     """:func:`_page_heads` in pieces of a bounded size (a mapped segment's
     :data:`SCAN_CHUNK`, a kdump file's scan window), in address order of the
     image's segments."""
-    segs = list(image)
+    blocks = list(image.segment_blocks())
     # what keeps each segment's scan problems (a kdump file for all its runs: hundreds of thousands)
-    srcs = [seg.data.scan_source() if isinstance(seg.data, LazyData) else None for seg in segs]
+    srcs = [_scan_source(b) for b in blocks]
     reset: set[int] = set()
-    for seg, src in zip(segs, srcs):  # a new scan: what earlier scans skipped is not this one's
+    for b, src in zip(blocks, srcs):  # a new scan: what earlier scans skipped is not this one's
         if src is not None and id(src) not in reset:
             reset.add(id(src))
-            seg.data.reset_scan_problems()  # type: ignore[union-attr]
-    with progress.task("scanning for the root FDT", total=sum(len(seg.data) for seg in segs)) as bar:
+            (b[0] if isinstance(b, SegmentTable) else b).data.reset_scan_problems()  # type: ignore[union-attr]
+    total = sum(int(b.size.sum()) if isinstance(b, SegmentTable) else len(b.data) for b in blocks)
+    with progress.task("scanning for the root FDT", total=total) as bar:
         i = 0
-        while i < len(segs):
-            seg = segs[i]
+        while i < len(blocks):
+            block, src = blocks[i], srcs[i]
+            if isinstance(block, SegmentTable):
+                # a table of lazy segments (a kdump file's runs of dumped pages), scanned whole by
+                # what made it, else segment by segment
+                whole = getattr(src, "scan_table", None)
+                got = whole(block, page_size) if whole is not None else None
+                i += 1
+                if got is not None:
+                    yield from got
+                else:
+                    for seg in block:
+                        yield from _segment_heads(seg, page_size, bar)
+                continue
             # consecutive lazy segments of one source that scans many at once (a kdump file's runs
             # of dumped pages: tens of thousands of a few pages each) are given to it together
-            src = srcs[i]
             many = getattr(src, "scan_page_heads", None) if src is not None else None
             if many is not None:
                 j = i + 1
-                while j < len(segs) and srcs[j] is src:
+                while j < len(blocks) and srcs[j] is src and not isinstance(blocks[j], SegmentTable):
                     j += 1
-                got = many(segs[i:j], page_size)  # reports its pages to progress.current()
+                got = many(blocks[i:j], page_size)  # reports its pages to progress.current()
                 if got is not None:
                     yield from got
                     i = j
                     continue
             i += 1
-            first = -seg.phys % page_size
-            n = (len(seg.data) - first - 4) // page_size + 1 if len(seg.data) >= first + 4 else 0
-            if n <= 0:
-                bar.update(len(seg.data))
-                continue
-            if isinstance(seg.data, LazyData):
-                offs, h = seg.data.page_heads(first, page_size)  # reports its pages to progress.current()
-                yield offs.astype(np.uint64) + np.uint64(seg.phys), np.asarray(h, dtype=np.uint32)
-            else:
-                for k, h in _mapped_heads(seg.data, first, n, page_size, bar):
-                    offs = first + (k + np.arange(h.size, dtype=np.int64)) * page_size
-                    yield offs.astype(np.uint64) + np.uint64(seg.phys), h
-            bar.update(len(seg.data) - n * page_size)  # what the page steps did not count
+            yield from _segment_heads(block, page_size, bar)
+
+
+def _scan_source(block: Segment | SegmentTable) -> object:
+    """What keeps the scan problems of a segment (None: not lazy) or of a table's segments."""
+    data = block[0].data if isinstance(block, SegmentTable) else block.data
+    return data.scan_source() if isinstance(data, LazyData) else None
+
+
+def _segment_heads(seg: Segment, page_size: int, bar: progress.Bar) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The page-start heads of one segment."""
+    first = -seg.phys % page_size
+    n = (len(seg.data) - first - 4) // page_size + 1 if len(seg.data) >= first + 4 else 0
+    if n <= 0:
+        bar.update(len(seg.data))
+        return
+    if isinstance(seg.data, LazyData):
+        offs, h = seg.data.page_heads(first, page_size)  # reports its pages to progress.current()
+        yield offs.astype(np.uint64) + np.uint64(seg.phys), np.asarray(h, dtype=np.uint32)
+    else:
+        for k, h in _mapped_heads(seg.data, first, n, page_size, bar):
+            offs = first + (k + np.arange(h.size, dtype=np.int64)) * page_size
+            yield offs.astype(np.uint64) + np.uint64(seg.phys), h
+    bar.update(len(seg.data) - n * page_size)  # what the page steps did not count
 
 
 #: bytes of a mapped file scanned before its pages are dropped from this process
@@ -198,7 +221,8 @@ def scan_problems(image: PhysImage) -> tuple[int, str | None]:
     seen: set[int] = set()
     total, first = 0, None
     last: object = None
-    for seg in image:
+    for block in image.segment_blocks():
+        seg = block[0] if isinstance(block, SegmentTable) else block  # a table: one source for all
         if isinstance(seg.data, LazyData):
             src = seg.data.scan_source()
             if src is last or id(src) in seen:
