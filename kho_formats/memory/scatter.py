@@ -47,7 +47,7 @@ import numpy as np
 from .. import filecopy
 from ..errors import ImageError
 from . import native
-from .image import LazyData, PhysImage
+from .image import LazyData, PhysImage, SegmentTable
 
 SOURCE = Path(__file__).with_name("_scatter.c")
 #: bytes read from the image at once (the window buffer)
@@ -102,9 +102,11 @@ def plan(image: PhysImage, off: np.ndarray, phys: np.ndarray, length: np.ndarray
     (uint64) are reordered in place (the plan's arrays are views of them
     when the pieces lie in one file): a few 8-byte arrays per piece alive at
     a time, not a copy of each."""
-    segs = image.segments
     if phys.size == 0:
         return []
+    if isinstance(getattr(image, "_segs", None), SegmentTable):  # a kdump's lazy pages: never a mapped file
+        return None
+    segs = image.segments
     if not segs:
         return None
     if np.any(length == 0) or np.any(phys + length <= phys):  # empty, or wrapping past 2**64
