@@ -34,7 +34,7 @@
 #endif
 #define KHO_IOV 256
 /* windows asked for ahead of the one being written */
-#define KHO_AHEAD 4
+#define KHO_AHEAD 8
 
 static int write_all(int fd, struct iovec *iov, int cnt, uint64_t off)
 {

@@ -8,7 +8,9 @@ order reads the image at random, one page at a time: from a disk, a seek per
 page.  :func:`copy_runs` instead sorts the pieces by where they lie in the
 image file and reads it in order, a window of :data:`WINDOW` bytes at a time
 (gaps under :data:`MAX_GAP` read through), asking the kernel for the next
-window while this one is written (``POSIX_FADV_WILLNEED``), and writes each
+eight windows while one is written (``POSIX_FADV_WILLNEED``; the descriptor
+read ``POSIX_FADV_SEQUENTIAL``), so the disk reads while the pages are
+written, and writes each
 piece with one ``pwrite`` at its file offset (one ``pwritev`` where pieces
 follow each other in the output too).  Pieces of :data:`BIG` bytes or more are
 copied file to file by the kernel (``copy_file_range``, as ``cp`` does:
