@@ -21,6 +21,7 @@ def test_extract_benchmark_checks_the_bytes_of_both_layouts(tmp_path: Path) -> N
         (o, layout, c) for o in (0, 9) for layout in ("contiguous", "scattered") for c in ("cold", "warm")
     ]
     assert all(r["ratio"] > 0 and len(r["extract_seconds"]) == 1 for r in rows)
-    assert all(r["extract_maxrss_kib"][0] > 1024 for r in rows)  # the extract process's own peak, in KiB
+    # the extract process's own peak in KiB (not this test's process, whatever its size)
+    assert all(1024 < r["extract_vmhwm_kib"][0] < 1 << 20 for r in rows)
     cases = tmp_path / "cases"
     assert not cases.exists() or not any(cases.iterdir())  # generated captures removed
