@@ -610,7 +610,17 @@ static int fse_weights(const uint8_t *p, int64_t n, uint8_t *w)
     if (r[m - 1] == 0)
         return -1;
     int64_t left = 8 * (m - 1) + highbit32(r[m - 1]); /* bits not yet read */
-#define RREAD(k) (left -= (k), (uint32_t)(ld64(r + (left >> 3)) >> (left & 7)) & ((1u << (k)) - 1))
+    /* the bits [cb, cb + 64) of the stream in one word, refilled when fewer than 13 of the
+     * bits below left are in it (two reads of up to 6 bits each): the chain from one state to
+     * the next is then a table load, shifts and adds, no memory load */
+    int64_t cb = (left + 8) / 8 * 8 - 64; /* a multiple of 8, 56 <= left - cb <= 63 (left >= 0) */
+    uint64_t word = ld64(r + cb / 8);
+#define RREAD(k) (left -= (k), (uint32_t)(word >> (left - cb)) & ((1u << (k)) - 1))
+#define REFILL()                                \
+    if (left - cb < 13) {                       \
+        cb = (left + 8) / 8 * 8 - 64;           \
+        word = ld64(r + cb / 8);                \
+    }
     uint32_t s0 = RREAD(al);
     uint32_t s1 = RREAD(al);
     if (left < 0)
@@ -619,6 +629,7 @@ static int fse_weights(const uint8_t *p, int64_t n, uint8_t *w)
     for (;;) {
         if (out > WMAX - 2)
             return -1;
+        REFILL();
         uint32_t e = cell[s0];
         uint32_t k = (e >> 8) & 0xff;
         w[out++] = (uint8_t)e;
@@ -638,6 +649,7 @@ static int fse_weights(const uint8_t *p, int64_t n, uint8_t *w)
             break;
         }
     }
+#undef REFILL
 #undef RREAD
     return out;
 }
