@@ -21,12 +21,21 @@ bytecode cached (:func:`interpreter_env`).  The layouts:
 
 Then, alternating, ``repeat`` times: ``cp data.raw OUT`` and ``kho luo
 extract`` of the capture into a new directory, both on the file system of
-``--dir`` (the same one for input and output) with warm page cache, each
-timed as the wall time of the whole process (``kho``'s interpreter start
-and imports included).  Printed: min/median/max of each, the throughput
-ratio ``cp time / extract time`` (the target: >= 0.8), the load average
-before and after.  The first extract of each capture is compared with the
-expected bytes (``data.raw`` itself for the contiguous layout).
+``--dir`` (the same one for input and output), each timed as the wall time
+of the whole process (``kho``'s interpreter start and imports included),
+for each page-cache state of ``--cache``:
+
+* ``warm``: the inputs (``data.raw``, ``image.elf``) read once just before
+  the timed run, so they are in the page cache as far as memory allows;
+* ``cold``: the inputs' pages dropped from the page cache just before
+  (``posix_fadvise(POSIX_FADV_DONTNEED)`` of those two files only, after
+  ``sync``: other processes' cache is left alone), so both read the disk.
+
+Printed: min/median/max of each, the throughput ratio ``cp time / extract
+time`` (the target: >= 0.8), the peak resident size of each extract
+(``ru_maxrss`` of the process, i.e. its VmHWM), the load average before and
+after.  The first extract of each capture is compared with the expected
+bytes (``data.raw`` itself for the contiguous layout).
 
 The generator builds the handover with :func:`kho_formats.api.build` with
 the memfd's contents left out of the image (a benchmark hook, below: the
@@ -150,10 +159,33 @@ def interpreter_env() -> dict[str, str]:
     return env
 
 
-def run(cmd: list[str], **kw: Any) -> float:
+def run(cmd: list[str], **kw: Any) -> tuple[float, int]:
+    """Wall seconds of ``cmd`` and its peak resident size in KiB (``ru_maxrss`` of that process alone)."""
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, **kw)
-    return time.perf_counter() - t
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, **kw)
+    _, status, usage = os.wait4(proc.pid, 0)
+    took = time.perf_counter() - t
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
+    return took, usage.ru_maxrss
+
+
+def cache(paths: Sequence[Path], state: str) -> None:
+    """Put ``paths`` in the page cache (``warm``: read through once) or out
+    of it (``cold``: their clean pages dropped, after a sync)."""
+    os.sync()
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            if state == "cold":
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            else:
+                buf = bytearray(16 << 20)
+                while os.readv(fd, [buf]):
+                    pass
+        finally:
+            os.close(fd)
 
 
 def stats(xs: list[float]) -> str:
@@ -182,13 +214,21 @@ def expected_sha256(where: Path, case: dict[str, Any]) -> str:
 
 
 def bench(
-    base: Path, size: int, order: int, layout: str, repeat: int, rows: list[dict[str, Any]], keep: bool = False
+    base: Path,
+    size: int,
+    order: int,
+    layout: str,
+    repeat: int,
+    rows: list[dict[str, Any]],
+    keep: bool = False,
+    caches: Sequence[str] = ("warm",),
 ) -> None:
     name = f"{human_size(size).replace(' ', '')}-o{order}-{layout}"
     where = base / name
     case = generate(where, size, order, layout)
     data = where / "data.raw"
     out = where / "out"
+    inputs = [data, where / "fixture" / "image.elf"]
     extract = [
         sys.executable,
         "-m",
@@ -205,52 +245,61 @@ def bench(
         "--quiet",
     ]
     env = interpreter_env()
-    load0 = os.getloadavg()
-    cps: list[float] = []
-    exs: list[float] = []
-    for i in range(repeat):
+
+    def clean() -> None:
         for p in (out, where / "cp.bin"):
             if p.is_dir():
                 shutil.rmtree(p)
             elif p.exists():
                 p.unlink()
-        os.sync()
-        cps.append(run(["cp", str(data), str(where / "cp.bin")]))
-        (where / "cp.bin").unlink()  # the disk holds the input and one copy at a time
-        os.sync()
-        exs.append(run(extract, env=env, cwd=ROOT))
-        if i == 0:
-            got = sha256_file(out / "vm-a" / "0000000000000001.bin")
-            if got != expected_sha256(where, case):
-                raise SystemExit(f"{name}: extracted bytes differ from the memfd's")
-    load1 = os.getloadavg()
-    for p in (out, where / "cp.bin"):
-        if p.is_dir():
-            shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()
+
+    checked = False
+    for state in caches:
+        load0 = os.getloadavg()
+        cps: list[float] = []
+        exs: list[float] = []
+        rss: list[int] = []
+        for _ in range(repeat):
+            clean()
+            cache(inputs, state)
+            cps.append(run(["cp", str(data), str(where / "cp.bin")])[0])
+            (where / "cp.bin").unlink()  # the disk holds the input and one copy at a time
+            cache(inputs, state)
+            took, peak = run(extract, env=env, cwd=ROOT)
+            exs.append(took)
+            rss.append(peak)
+            if not checked:
+                got = sha256_file(out / "vm-a" / "0000000000000001.bin")
+                if got != expected_sha256(where, case):
+                    raise SystemExit(f"{name}: extracted bytes differ from the memfd's")
+                checked = True
+        load1 = os.getloadavg()
+        ratio = statistics.median(cps) / statistics.median(exs)
+        per_round = [c / e for c, e in zip(cps, exs)]
+        row = {
+            "case": name,
+            "size": size,
+            "order": order,
+            "layout": layout,
+            "cache": state,
+            "cp_seconds": cps,
+            "extract_seconds": exs,
+            "extract_maxrss_kib": rss,
+            "ratio": ratio,
+            "ratio_per_round": per_round,
+            "load_before": load0,
+            "load_after": load1,
+        }
+        rows.append(row)
+        print(
+            f"{name:<22} {state:<4} cp {stats(cps)}   extract {stats(exs)}   cp/extract {ratio:5.2f}"
+            f" (rounds {min(per_round):.2f}-{max(per_round):.2f})   maxrss {max(rss) >> 10} MiB"
+            f"   load {load0[0]:.2f} -> {load1[0]:.2f}",
+            flush=True,
+        )
+    clean()
     if not keep:
         shutil.rmtree(where)  # the disk holds one case at a time
-    ratio = statistics.median(cps) / statistics.median(exs)
-    per_round = [c / e for c, e in zip(cps, exs)]
-    row = {
-        "case": name,
-        "size": size,
-        "order": order,
-        "layout": layout,
-        "cp_seconds": cps,
-        "extract_seconds": exs,
-        "ratio": ratio,
-        "ratio_per_round": per_round,
-        "load_before": load0,
-        "load_after": load1,
-    }
-    rows.append(row)
-    print(
-        f"{name:<22} cp {stats(cps)}   extract {stats(exs)}   cp/extract {ratio:5.2f}"
-        f" (rounds {min(per_round):.2f}-{max(per_round):.2f})   load {load0[0]:.2f} -> {load1[0]:.2f}",
-        flush=True,
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--orders", nargs="*", type=int, default=[0, 9])
     ap.add_argument("--layouts", nargs="*", default=["contiguous"], choices=["contiguous", "scattered"])
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument(
+        "--cache", nargs="*", default=["warm", "cold"], choices=["warm", "cold"], help="page-cache states to time"
+    )
     ap.add_argument("--dir", default=str(HERE / "out" / "extract"), help="captures and outputs (one file system)")
     ap.add_argument("--json", help="also write the rows here")
     ap.add_argument(
@@ -268,15 +320,15 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(a.dir)
     rows: list[dict[str, Any]] = []
     print(f"{os.cpu_count()} CPUs; times: min median max over {a.repeat} runs, seconds, wall clock per process")
-    print(f"{'case':<22} {'cp':>26}   {'extract':>31}")
+    print(f"{'case':<22} {'page':<4} {'cp':>26}   {'extract':>31}")
     for size in map(parse_size, a.sizes):
         for order in a.orders:
             for layout in a.layouts:
-                bench(base, size, order, layout, a.repeat, rows, a.keep)
+                bench(base, size, order, layout, a.repeat, rows, a.keep, a.cache)
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))
     met = all(r["ratio"] >= 0.8 for r in rows)
-    shown = ", ".join(f"{r['case']} {r['ratio']:.2f}" for r in rows)
+    shown = ", ".join(f"{r['case']} {r['cache']} {r['ratio']:.2f}" for r in rows)
     print(f"target cp/extract >= 0.8: {'met' if met else 'NOT MET'} ({shown})")
     return 0
 

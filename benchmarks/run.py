@@ -61,6 +61,7 @@ from workloads import ALLOC_BASE, WORKLOADS, Workload  # noqa: E402
 
 from kho_formats.abi import get_version  # noqa: E402
 from kho_formats.abi.layout import layout  # noqa: E402
+from kho_formats.memory import leafscan  # noqa: E402
 from kho_formats.memory.alloc import PageAllocator  # noqa: E402
 from kho_formats.memory.image import PhysImage  # noqa: E402
 from kho_formats.memory.pageset import PageSet  # noqa: E402
@@ -375,6 +376,30 @@ def target_lines(rows: list[dict]) -> list[str]:
     ]
 
 
+def round_lines(rows: list[dict]) -> list[str]:
+    """min / median / max of ours, of the preallocated C walk and of their
+    per-round ratio (the two alternate, so a round's pair saw the same load)."""
+
+    def mmm(v: list[float], f: str) -> str:
+        v = sorted(v)
+        return " / ".join(f.format(x) for x in (v[0], statistics.median(v), v[-1]))
+
+    out = []
+    for r in rows:
+        ours, c = (
+            r.get("all_seconds"),
+            r.get("c_pre_all_seconds") or (r.get("c_all_seconds") if r["op"] == "state" else None),
+        )
+        if not ours or not c:
+            continue
+        ms = lambda v: [x * 1e3 for x in v]
+        out.append(
+            f"  {r['workload']:<3}{r['op']:<6} ours ms {mmm(ms(ours), '{:.1f}'):>22}   C pre ms {mmm(ms(c), '{:.1f}'):>22}"
+            f"   per round {mmm([o / k for o, k in zip(ours, c)], '{:.2f}')}"
+        )
+    return ["against the preallocated C walk (min / median / max):", *out] if out else []
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="*", help="workload names (a b c d16 d64 e512 epage f s)")
@@ -411,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{(format(r['pre_ratio'], '.2f') if r.get('pre_ratio') is not None else '-'):>6}  {r['note']}"
         )
     print(f"\nsum of median operation times: {ours:.1f} s; whole run incl. generation, C and repeats: {total:.1f} s")
+    print()
+    print("\n".join(round_lines(rows)))
+    print(f"radix leaf scan: {'C (kho_formats/memory/_leafscan.c)' if leafscan.available() else 'numpy (no C scan)'}")
     print()
     print("\n".join(target_lines(rows)))
     if a.json:

@@ -15,9 +15,11 @@ What grows with what (measured by ``benchmarks/scale.py`` and
 
 * with the metadata read (``max_pages``): a parse holds about twice the
   map's own pages;
-* with the folios and other entries decoded (``max_entries``): about 32
-  bytes of arrays per memfd folio record (its address, index, flags and
-  order: what the checks of the folio list need at once); ``inspect
+* with the folios and other entries decoded (``max_entries``): 19 bytes
+  of arrays held per memfd folio record (its address and index, 8 bytes
+  each, flags 2 and order 1: what the checks of the folio list need at
+  once), about 50 at the decode's peak; ``kho luo extract`` adds 30-40
+  per folio run while it sorts the runs by image address; ``inspect
   --json`` holds one JSON object per folio record, about 800 bytes (the
   document lists every record);
 * with the runs materialized (``max_runs``, 16 bytes each) and with
@@ -25,10 +27,10 @@ What grows with what (measured by ``benchmarks/scale.py`` and
 
 It does not grow with the bytes of preserved memory (a 1 TiB handover of
 order-9 folios checks in about 50 MiB), nor with memfd contents extracted:
-``kho luo extract`` copies file to file in the kernel (``copy_file_range``)
-and gathers scattered small folios by ``pread`` (none of the image's pages
-stay mapped), so its resident size, file pages included, is that of the
-decoded metadata, whatever the file size.  ``kho build`` of a memfd with
+``kho luo extract`` reads the image in address order with ``pread`` and
+``copy_file_range`` (none of the image's pages stay mapped), so its
+resident size, file pages included, is that of the decoded metadata and
+an 8 MiB window, whatever the file size.  ``kho build`` of a memfd with
 contents holds its folio list and what is allocated and preserved for
 it (about 650 bytes per folio at peak: 356 MB for 524,288 order-0 folios;
 ``MAX_SPEC_FOLIOS`` bounds it), not the folios' bytes, which are generated

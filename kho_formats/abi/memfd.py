@@ -72,7 +72,7 @@ MEMFD_FOLIO_FLAGS_BITS = 12
 
 def memfd_folio_fields(words: np.ndarray, byteorder: str) -> tuple[np.ndarray, np.ndarray]:
     """``pfn_flags`` words -> (pfn, flags) arrays, by the compiler's bit-field order."""
-    w = words.astype(np.uint64)
+    w = words.astype(np.uint64, copy=False)
     if byteorder == "little":
         return w & np.uint64((1 << MEMFD_FOLIO_PFN_BITS) - 1), w >> np.uint64(MEMFD_FOLIO_PFN_BITS)
     return w >> np.uint64(MEMFD_FOLIO_FLAGS_BITS), w & np.uint64((1 << MEMFD_FOLIO_FLAGS_BITS) - 1)

@@ -35,6 +35,11 @@ def first_of_each(a: np.ndarray) -> np.ndarray:
     a = np.asarray(a).reshape(-1)
     if _increasing(a):
         return np.arange(a.size, dtype=np.int64)
+    if bool(np.all(a[1:] >= a[:-1])):  # in order with repeats: where the value changes
+        keep = np.empty(a.size, dtype=bool)
+        keep[:1] = True
+        np.not_equal(a[1:], a[:-1], out=keep[1:])
+        return np.flatnonzero(keep)
     order = np.argsort(a, kind="stable")
     s = a[order]
     keep = np.empty(s.size, dtype=bool)

@@ -51,6 +51,7 @@ from ..abi.layout import layout, parse_struct
 from ..errors import ImageError, LimitExceeded, input_kind, input_value
 from ..limits import Limits, check_limits
 from ..safeio import SMALL_FILE_LIMIT, map_regular, read_regular, refuse_touching_inputs
+from .distinct import first_of_each
 
 BytesLike = bytes | bytearray | memoryview
 
@@ -583,7 +584,9 @@ class PhysImage:
         done = np.zeros(addrs.size, dtype=bool)
         # addresses grouped by segment once (sorted), not one pass over them per segment
         by_seg = np.argsort(idx, kind="stable")
-        segs, first = np.unique(idx[by_seg], return_index=True)
+        in_order = idx[by_seg]
+        first = first_of_each(in_order)
+        segs = in_order[first]
         bounds = np.append(first, by_seg.size).tolist()
         for g, k in enumerate(segs.tolist()):
             if k < 0:

@@ -8,12 +8,13 @@ small decoder in ``_zhead.c`` (written for this project from RFC 1951) reads
 only the dynamic block's code lengths and four literals, for a whole window of
 pages in one call.
 
-It is optional and built on first use: :func:`heads` compiles ``_zhead.c``
-with the C compiler Python was built with (``cc`` otherwise) into
-``$XDG_CACHE_HOME/kho-formats/native/`` (``~/.cache`` by default; a name with
-the source's hash, written atomically) and loads it with :mod:`ctypes`.
-Without a compiler, when the build fails, or with ``KHO_FORMATS_NATIVE=0`` in
-the environment, :func:`available` is False and the caller inflates in Python.
+It is optional and built on first use (:mod:`kho_formats.memory.native`):
+:func:`heads` compiles ``_zhead.c`` with the C compiler Python was built with
+(``cc`` otherwise) into ``$XDG_CACHE_HOME/kho-formats/native/`` (``~/.cache``
+by default; a name with the source's hash, written atomically) and loads it
+with :mod:`ctypes`.  Without a compiler, when the build fails, or with
+``KHO_FORMATS_NATIVE=0`` in the environment, :func:`available` is False and
+the caller inflates in Python.
 Installing the package needs nothing more; no zlib headers are needed.
 
 The C code decides only the common case (see the comment at its top) and says
@@ -35,98 +36,34 @@ of the GIL while C runs); the answers do not depend on how many.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import shutil
-import subprocess
-import sysconfig
-import tempfile
 import threading
 from pathlib import Path
 
 import numpy as np
 
+from . import native
+
 SOURCE = Path(__file__).with_name("_zhead.c")
 #: set to 0 to never build or load the C decoder
-ENV = "KHO_FORMATS_NATIVE"
-
-_lock = threading.Lock()
-_lib: ctypes.CDLL | None = None
-_tried = False
+ENV = native.ENV
+cache_dir = native.cache_dir
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "kho-formats" / "native"
-
-
-def _compiler() -> list[str] | None:
-    cc = (sysconfig.get_config_var("CC") or "").split()
-    if cc and shutil.which(cc[0]):
-        return cc
-    found = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    return [found] if found else None
-
-
-def _build(src: bytes, out: Path) -> bool:
-    cc = _compiler()
-    if cc is None:
-        return False
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        c, so = Path(tmp) / "zhead.c", Path(tmp) / out.name
-        c.write_bytes(src)
-        try:
-            subprocess.run(
-                [*cc, "-O2", "-shared", "-fPIC", "-o", str(so), str(c)],
-                check=True,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=120,
-            )
-        except (OSError, subprocess.SubprocessError):
-            return False
-        os.replace(so, out)  # atomic: a concurrent build writes the same bytes
-    return True
-
-
-def _load() -> ctypes.CDLL | None:
-    if os.environ.get(ENV, "1") == "0":
-        return None
-    try:
-        src = SOURCE.read_bytes()
-    except OSError:
-        return None
-    tag = hashlib.sha256(src + sysconfig.get_platform().encode()).hexdigest()[:16]
-    so = cache_dir() / f"zhead-{tag}.so"
-    try:
-        if not so.exists() and not _build(src, so):
-            return None
-        lib = ctypes.CDLL(str(so))
-        fn = lib.kho_zlib_heads
-        lib.kho_zstd_first_bytes  # noqa: B018 (both functions, or neither)
-    except (OSError, AttributeError):
-        return None
+def _setup(lib: ctypes.CDLL) -> None:
     p = ctypes.c_void_p
-    fn.argtypes = [p, ctypes.c_int64, p, p, ctypes.c_int64, p, p]
-    fn.restype = ctypes.c_int64
-    zfn = lib.kho_zstd_first_bytes
-    zfn.argtypes = [p, ctypes.c_int64, p, p, ctypes.c_int64, p, p]
-    zfn.restype = ctypes.c_int64
+    for name in ("kho_zlib_heads", "kho_zstd_first_bytes"):  # both functions, or neither
+        fn = getattr(lib, name)
+        fn.argtypes = [p, ctypes.c_int64, p, p, ctypes.c_int64, p, p]
+        fn.restype = ctypes.c_int64
     lib.kho_zlib_heads_init.argtypes = []
     lib.kho_zlib_heads_init.restype = None
     lib.kho_zlib_heads_init()
-    return lib
 
 
 def library() -> ctypes.CDLL | None:
     """The loaded C decoder (built first if need be), or None."""
-    global _lib, _tried
-    with _lock:
-        if not _tried:
-            _tried = True
-            _lib = _load()
-    return _lib
+    return native.library(SOURCE.name, _setup)
 
 
 def available() -> bool:

@@ -23,6 +23,7 @@ from ...limits import Budget
 from ...memory.alloc import PageAllocator, merge_ranges
 from ...memory.bits import runs_to_bitmaps
 from ...memory.chain import walk_page_chain
+from ...memory.distinct import distinct
 from ...memory.image import PhysImage
 from ...memory.pageset import PageSet
 from .codec import MapBuilt, MapContext, MapRead, MemoryMap, register
@@ -398,7 +399,8 @@ def _bitmap_pages(
     phys = np.concatenate([p for p, _ in placed])
     rows = np.concatenate([r for _, r in placed]) if len(placed) > 1 else placed[0][1]
     base = phys - phys % np.uint64(page_size)
-    bases, page = np.unique(base, return_inverse=True)
+    bases = distinct(base)
+    page = np.searchsorted(bases, base)
     buf = np.zeros((bases.size, page_size // bitmap_bytes, bitmap_bytes), dtype=np.uint8)
     buf[page, ((phys - base) // np.uint64(bitmap_bytes)).astype(np.intp)] = rows
     flat = buf.reshape(-1).data.toreadonly()

@@ -16,6 +16,7 @@ captured tree byte for byte.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -30,6 +31,7 @@ from ...limits import Budget
 from ...memory.alloc import PageAllocator, merge_ranges
 from ...memory.bits import bitmaps_to_runs, runs_to_bitmaps
 from ...memory.image import PhysImage
+from ...memory.leafscan import leaf_runs
 from ...memory.pageset import PageSet, coalesce_runs, runs_from_sorted_indexes
 from .codec import MapBuilt, MapContext, MapRead, MemoryMap, register
 
@@ -76,6 +78,31 @@ class RadixTree:
             "empty_leaves": self.empty_leaves,
             "node_pages": sorted(self.placement.values()),
         }
+
+    def _defer_leaves(self, ids: np.ndarray, ptrs: np.ndarray) -> None:
+        """Leaves (node ids, addresses) put into ``placement`` when it is first
+        read: a parse that never looks at the placement builds no dict entry per
+        leaf (tens of thousands of tuples for a sparse map)."""
+        self.__dict__.setdefault("_pending", []).append((ids, ptrs))
+
+
+def _get_placement(tree: RadixTree) -> dict[NodeId, int]:
+    d: dict[NodeId, int] = tree.__dict__["_placement"]
+    pending = tree.__dict__.get("_pending")
+    if pending:
+        tree.__dict__["_pending"] = []
+        for ids, ptrs in pending:
+            d.update(zip(zip(repeat(0, ids.size), ids.tolist()), ptrs.tolist()))
+    return d
+
+
+def _set_placement(tree: RadixTree, value: dict[NodeId, int]) -> None:
+    tree.__dict__["_placement"] = value
+    tree.__dict__["_pending"] = []
+
+
+# ``placement`` stays a dataclass field (init, repr, eq, replace); reading it adds the deferred leaves first
+RadixTree.placement = property(_get_placement, _set_placement)  # type: ignore[assignment]
 
 
 def _check_geometry(geom: RadixGeometry, lay: Layout) -> None:
@@ -270,8 +297,7 @@ def _level1_leaves(
     prefixes = pref[r] | (c.astype(np.uint64) << U64(lshift))
     if prefixes.size and int(prefixes.max()) >> (geom.order_0_log2 + 1):
         raise MemoryMapError("a level-1 entry makes keys above the order-0 bit")
-    ids = (prefixes >> U64(leaf_shift)).tolist()
-    tree.placement.update(zip(zip(repeat(0, len(ids)), ids), ptrs.tolist()))
+    tree._defer_leaves((prefixes >> U64(leaf_shift)).astype(np.int64), ptrs)
     if ptrs.size:
         budget.page(int(ptrs[0]), "radix leaf", count=int(ptrs.size))
     return ptrs, prefixes, phys[r], c
@@ -365,22 +391,34 @@ def _read_leaves(
             sel, pref, hb, orders = sel[ok], pref[ok], hb[ok], orders[ok]
         bases = pref ^ (np.uint64(1) << hb.astype(np.uint64))
         nbits = U64(64 * n_words)
-        for order in np.unique(orders).tolist():
+        for order in np.flatnonzero(np.bincount(orders)).tolist():  # orders are small and >= 0 here
             grp = np.flatnonzero(orders == order)
             gb = bases[grp]
-            f, l = bitmaps_to_runs(words, gb, rows[sel[grp]])
-            budget.runs_add(int(f.size), f"order-{order} radix leaves", int(ptrs[sel[grp[0]]]))
+            what, at = f"order-{order} radix leaves", int(ptrs[sel[grp[0]]])
+            stats: dict[str, int] = {}
+            got = leaf_runs(words, gb, rows[sel[grp]], charge=functools.partial(_charge, budget, what, at), stats=stats)
+            if got is None:  # no C scan: numpy's, which gives the same runs
+                got = bitmaps_to_runs(words, gb, rows[sel[grp]])
+                budget.runs_add(int(got[0].size), what, at)
+            f, l = got
             if not f.size:
                 continue
-            # a leaf holds bits iff the last run starting before its end reaches into it
-            last = np.searchsorted(f, gb + nbits, side="left") - 1
-            hit = last >= 0
-            hit[hit] = f[last[hit]] + l[last[hit]] > gb[hit]
-            nonempty += int(np.count_nonzero(hit))
+            if "nonempty" in stats:
+                nonempty += stats["nonempty"]
+            else:
+                # a leaf holds bits iff the last run starting before its end reaches into it
+                last = np.searchsorted(f, gb + nbits, side="left") - 1
+                hit = last >= 0
+                hit[hit] = f[last[hit]] + l[last[hit]] > gb[hit]
+                nonempty += int(np.count_nonzero(hit))
             lists = per_order.setdefault(order, ([], []))
             lists[0].append(f)
             lists[1].append(l)
     tree.empty_leaves += int(ptrs.size) - nonempty
+
+
+def _charge(budget: Budget, what: str, phys: int, runs: int) -> None:
+    budget.runs_add(runs, what, phys)
 
 
 def _collect(per_order: dict[int, tuple[list[np.ndarray], list[np.ndarray]]], order: int, idx: np.ndarray) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 
 from ...limits import Budget
 from ...memory.bits import bitmaps_to_runs
+from ...memory.leafscan import leaf_runs
 from ...memory.pageset import GrowingPair
 
 U64 = np.uint64
@@ -40,11 +41,15 @@ class RunsBuilder(GrowingPair):
 def runs_of_bitmaps(words: np.ndarray, bases: np.ndarray, budget: Budget, what: str) -> tuple[np.ndarray, np.ndarray]:
     """:func:`~kho_formats.memory.bits.bitmaps_to_runs` of ``words`` a slice at a
     time, each slice's runs charged to ``budget`` (``Limits.max_runs``)
-    before the next is converted.
+    before the next is converted; or, when it is built, the C scan
+    (:func:`~kho_formats.memory.leafscan.leaf_runs`), charged as its output grows.
 
     ``words``: (n, W) bitmaps; ``bases``: the bit index of bit 0 of each
     row, ascending.  Returns ``(first_bit, length)`` in the bases' units,
     sorted and merged across contiguous bitmaps."""
+    got = leaf_runs(words, bases, charge=lambda k: budget.runs_add(k, what))
+    if got is not None:  # the C scan: its output grows with the runs found, charged as it grows
+        return got
     n, w = int(words.shape[0]), int(words.shape[1])
     step = max(1, SLICE_WORDS // max(1, w))
     if n <= step:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
+
 from ....abi.layout import Layout
 from ....abi.luo import LuoFileSer
 from ....errors import SpecError
@@ -89,6 +91,12 @@ class FileHandler:
         """``(file offset, bytes)`` pieces of the contents, each at most a few
         MiB, never the whole file at once; offsets not covered are zeros."""
         return iter(())
+
+    def content_runs(self, result: Any, page_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The pieces :meth:`contents` gives as ``(file offset, phys, length)``
+        arrays (ascending offsets, each byte once), for a copy that reads the
+        image in address order; None: this handler has only :meth:`contents`."""
+        return None
 
     # building (a handler with ``spec_fields`` can be built from a LUO spec)
 
