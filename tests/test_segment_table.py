@@ -14,6 +14,7 @@ from kho_formats.errors import ImageError
 from kho_formats.memory.image import LazyData, PhysImage, SegmentTable
 from kho_formats.memory.kdump import KdumpFile, write_kdump
 from kho_formats.ops import locate
+from kho_formats.ops.extract import intersect
 
 
 class Filled(LazyData):
@@ -120,3 +121,17 @@ def test_kdump_image_memory_per_run_is_a_few_bytes() -> None:
     assert after - held - addrs.nbytes - heads.nbytes < 8 * runs
     assert addrs[heads == 0xD00DFEED].tolist() == [(2 * (runs // 2) + 1) * 4096]
     assert img.read((2 * 7 + 1) * 4096, 4) == b"\x11" * 4
+
+
+def test_covered_within_is_the_intersection_with_covered() -> None:
+    img, ref = PhysImage(), _listed()
+    img.add_table(_table())
+    rng = np.random.default_rng(4)
+    for _ in range(300):
+        cuts = sorted(set(int(x) for x in rng.integers(0, 0xD000, int(rng.integers(2, 9)))))
+        ranges = [(cuts[k], cuts[k + 1]) for k in range(0, len(cuts) - 1, 2)]
+        want = intersect(ranges, ref.covered())
+        assert img.covered_within(ranges) == want == ref.covered_within(ranges)
+    # a range over the whole table, and one segment meeting two ranges
+    assert img.covered_within([(0, 1 << 64)]) == ref.covered()
+    assert img.covered_within([(0x9100, 0x9200), (0x9300, 0xD000)]) == [(0x9100, 0x9200), (0x9300, 0xC000)]

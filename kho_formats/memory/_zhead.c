@@ -513,7 +513,7 @@ static inline uint64_t ld64(const uint8_t *p)
  * description stop within 8 bytes past its end (zeros, as the format reads them), and the
  * backward reads of the stream go at most 7 bits before its start; a read that goes past
  * the start ends the stream, and its value is not used. */
-static int fse_weights(const uint8_t *p, int64_t n, uint8_t *w)
+static int fse_weights(const uint8_t *p, int64_t n, uint8_t *w, uint32_t hist[2][16])
 {
     uint8_t pad[8 + 128 + 16];
     if (n < 1 || n > 128)
@@ -610,7 +610,17 @@ static int fse_weights(const uint8_t *p, int64_t n, uint8_t *w)
     if (r[m - 1] == 0)
         return -1;
     int64_t left = 8 * (m - 1) + highbit32(r[m - 1]); /* bits not yet read */
-#define RREAD(k) (left -= (k), (uint32_t)(ld64(r + (left >> 3)) >> (left & 7)) & ((1u << (k)) - 1))
+    /* the bits [cb, cb + 64) of the stream in one word, refilled when fewer than 13 of the
+     * bits below left are in it (two reads of up to 6 bits each): the chain from one state to
+     * the next is then a table load, shifts and adds, no memory load */
+    int64_t cb = (left + 8) / 8 * 8 - 64; /* a multiple of 8, 56 <= left - cb <= 63 (left >= 0) */
+    uint64_t word = ld64(r + cb / 8);
+#define RREAD(k) (left -= (k), (uint32_t)(word >> (left - cb)) & ((1u << (k)) - 1))
+#define REFILL()                                \
+    if (left - cb < 13) {                       \
+        cb = (left + 8) / 8 * 8 - 64;           \
+        word = ld64(r + cb / 8);                \
+    }
     uint32_t s0 = RREAD(al);
     uint32_t s1 = RREAD(al);
     if (left < 0)
@@ -619,12 +629,15 @@ static int fse_weights(const uint8_t *p, int64_t n, uint8_t *w)
     for (;;) {
         if (out > WMAX - 2)
             return -1;
+        REFILL();
         uint32_t e = cell[s0];
         uint32_t k = (e >> 8) & 0xff;
         w[out++] = (uint8_t)e;
+        hist[0][e & 15]++;
         s0 = (e >> 16) + RREAD(k);
         if (left < 0) {
             w[out++] = (uint8_t)cell[s1];
+            hist[1][cell[s1] & 15]++;
             break;
         }
         if (out > WMAX - 2)
@@ -632,12 +645,15 @@ static int fse_weights(const uint8_t *p, int64_t n, uint8_t *w)
         e = cell[s1];
         k = (e >> 8) & 0xff;
         w[out++] = (uint8_t)e;
+        hist[1][e & 15]++;
         s1 = (e >> 16) + RREAD(k);
         if (left < 0) {
             w[out++] = (uint8_t)cell[s0];
+            hist[0][cell[s0] & 15]++;
             break;
         }
     }
+#undef REFILL
 #undef RREAD
     return out;
 }
@@ -649,13 +665,17 @@ static int huff_first(const uint8_t *p, int64_t n, int four, uint8_t *first)
     if (n < 1)
         return 0;
     uint8_t w[WMAX + 1];
+    /* how many symbols of each weight (weights are 4-bit): several histograms, so that
+     * runs of one weight do not wait on each other (the FSE decoder fills the first two) */
+    uint32_t c4[4][16], count[16];
+    memset(c4, 0, sizeof c4);
     int nw;
     int64_t tree;
     int hb = p[0];
     if (hb < 128) {
         if (hb == 0 || 1 + hb > n)
             return 0;
-        nw = fse_weights(p + 1, hb, w);
+        nw = fse_weights(p + 1, hb, w, c4);
         if (nw < 0)
             return 0;
         tree = 1 + hb;
@@ -669,19 +689,17 @@ static int huff_first(const uint8_t *p, int64_t n, int four, uint8_t *first)
     }
     if (nw > WMAX)
         return 0;
-    /* how many symbols of each weight (weights are 4-bit): four histograms, so that
-     * runs of one weight do not wait on each other */
-    uint32_t c4[4][16], count[16];
-    memset(c4, 0, sizeof c4);
-    int i = 0;
-    for (; i + 4 <= nw; i += 4) {
-        c4[0][w[i] & 15]++;
-        c4[1][w[i + 1] & 15]++;
-        c4[2][w[i + 2] & 15]++;
-        c4[3][w[i + 3] & 15]++;
+    if (hb >= 128) {
+        int i = 0;
+        for (; i + 4 <= nw; i += 4) {
+            c4[0][w[i] & 15]++;
+            c4[1][w[i + 1] & 15]++;
+            c4[2][w[i + 2] & 15]++;
+            c4[3][w[i + 3] & 15]++;
+        }
+        for (; i < nw; i++)
+            c4[0][w[i] & 15]++;
     }
-    for (; i < nw; i++)
-        c4[0][w[i] & 15]++;
     uint32_t total = 0;
     for (int k = 0; k < 16; k++) {
         count[k] = c4[0][k] + c4[1][k] + c4[2][k] + c4[3][k];
@@ -730,7 +748,18 @@ static int huff_first(const uint8_t *p, int64_t n, int four, uint8_t *first)
         uint32_t j = (v - at) >> (k - 1); /* the j-th symbol of weight k */
         if (rb.left + maxbits < maxbits + 1 - k)
             return 0; /* its code is longer than the stream */
-        for (int sym = 0; sym < nw; sym++)
+        /* eight weights at a time: the bytes equal to k counted in one word */
+        const uint64_t ones = 0x0101010101010101ull, low7 = 0x7f7f7f7f7f7f7f7full;
+        int sym = 0;
+        for (; sym + 8 <= nw; sym += 8) {
+            uint64_t y = ld64(w + sym) ^ (ones * (uint64_t)k);
+            uint64_t eq = ~(((y & low7) + low7) | y | low7); /* 0x80 in each byte of y that is 0 */
+            uint32_t c = (uint32_t)__builtin_popcountll(eq);
+            if (c > j)
+                break;
+            j -= c;
+        }
+        for (; sym < nw; sym++)
             if (w[sym] == k && j-- == 0) {
                 *first = (uint8_t)sym;
                 return 1;

@@ -22,7 +22,7 @@ import bisect
 import json
 import mmap
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -651,6 +651,39 @@ class PhysImage:
                 out[-1] = (out[-1][0], s.end)
             else:
                 out.append((s.phys, s.end))
+        return out
+
+    def covered_within(self, ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The parts of the sorted, disjoint byte ranges ``ranges`` that the image holds
+        (:meth:`covered` intersected with them, adjacent segments joined), without listing
+        every segment of a :class:`SegmentTable` (a kdump file's hundreds of thousands of runs)."""
+        if not isinstance(self._segs, SegmentTable):
+            cov = self.covered()
+        else:
+            t = self._segs
+            ends = t.phys + t.size
+            pieces: list[tuple[int, int]] = []
+            upto = 0  # the segments before it are listed (one may meet several ranges)
+            for a, b in ranges:
+                i0 = max(upto, int(np.searchsorted(ends, np.uint64(a), "right")))
+                i1 = int(np.searchsorted(t.phys, np.uint64(min(b, (1 << 64) - 1)), "left"))
+                upto = max(upto, i1)
+                for p, e in zip(t.phys[i0:i1].tolist(), ends[i0:i1].tolist()):
+                    if pieces and pieces[-1][1] == p:
+                        pieces[-1] = (pieces[-1][0], e)
+                    else:
+                        pieces.append((p, e))
+            cov = pieces
+        out: list[tuple[int, int]] = []
+        i = j = 0
+        while i < len(ranges) and j < len(cov):
+            a, b = max(ranges[i][0], cov[j][0]), min(ranges[i][1], cov[j][1])
+            if a < b:
+                out.append((a, b))
+            if ranges[i][1] < cov[j][1]:
+                i += 1
+            else:
+                j += 1
         return out
 
     def __eq__(self, other: object) -> bool:

@@ -112,7 +112,7 @@ def image_within(image: PhysImage, ranges: Sequence[tuple[int, int]]) -> PhysIma
     """``image`` restricted to the byte ranges ``[start, end)`` (zero-copy views)."""
     out = PhysImage()
     out.arch = image.arch
-    for a, b in intersect(ranges, image.covered()):
+    for a, b in image.covered_within(ranges):
         for seg, off, n in image._locate(a, b - a, "handover range"):
             out.add(seg.phys + off, _view(seg.data, off, n))
     return out
