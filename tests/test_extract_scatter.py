@@ -157,6 +157,17 @@ def _without(img: PhysImage, lo: int, hi: int) -> PhysImage:
     return out
 
 
+def _same_error(lu, img, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Extract by every path: each raises a KhoFormatError, all with one message (returned per path)."""
+    errors = {}
+    for mode in _modes():
+        with pytest.raises(KhoFormatError) as got:
+            _extract(lu, img, tmp_path / mode, mode, monkeypatch)
+        errors[mode] = str(got.value)
+    assert len(set(errors.values())) == 1, errors
+    return errors
+
+
 def test_missing_memory_raises_the_same_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A page of one folio missing from the image: nothing is copied in
     address order, the file-order copy raises the error naming the folio."""
@@ -166,12 +177,7 @@ def test_missing_memory_raises_the_same_error(tmp_path: Path, monkeypatch: pytes
     k = int(np.argsort(phys)[len(phys) // 2])
     hole = _without(img, int(phys[k]), int(phys[k]) + PS)
     assert scatter.plan(hole, off, phys, length) is None
-    errors = {}
-    for mode in _modes():
-        with pytest.raises(KhoFormatError) as got:
-            _extract(lu, hole, tmp_path / mode, mode, monkeypatch)
-        errors[mode] = str(got.value)
-    assert len(set(errors.values())) == 1, errors
+    errors = _same_error(lu, hole, tmp_path, monkeypatch)
     assert f"{int(phys[k]):#x}" in errors["old"] and "memfd folio" in errors["old"]
 
 
@@ -185,12 +191,7 @@ def test_raw_image_cut_short_raises_the_same_error(tmp_path: Path, monkeypatch: 
     raw = tmp_path / "data.raw"
     raw.write_bytes(img.read(lo, hi - lo)[: (hi - lo) // 2])
     cut = _without(img, lo, hi).merged(PhysImage.from_raw(raw, lo))
-    errors = {}
-    for mode in _modes():
-        with pytest.raises(KhoFormatError) as got:
-            _extract(lu, cut, tmp_path / mode, mode, monkeypatch)
-        errors[mode] = str(got.value)
-    assert len(set(errors.values())) == 1, errors
+    _same_error(lu, cut, tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("mode", ["python", "c"])
