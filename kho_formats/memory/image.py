@@ -52,6 +52,7 @@ from ..errors import ImageError, LimitExceeded, input_kind, input_value
 from ..limits import Limits, check_limits
 from ..safeio import SMALL_FILE_LIMIT, map_regular, read_regular, refuse_touching_inputs
 from .distinct import first_of_each
+from .intervals import intersect
 
 BytesLike = bytes | bytearray | memoryview
 
@@ -674,17 +675,7 @@ class PhysImage:
                     else:
                         pieces.append((p, e))
             cov = pieces
-        out: list[tuple[int, int]] = []
-        i = j = 0
-        while i < len(ranges) and j < len(cov):
-            a, b = max(ranges[i][0], cov[j][0]), min(ranges[i][1], cov[j][1])
-            if a < b:
-                out.append((a, b))
-            if ranges[i][1] < cov[j][1]:
-                i += 1
-            else:
-                j += 1
-        return out
+        return intersect(ranges, cov)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, PhysImage):

@@ -9,6 +9,8 @@ boundaries at once), so two maps of millions of ranges compare in numpy time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from .pageset import END_OF_SPACE, merge_sorted_intervals
@@ -66,3 +68,18 @@ def range_bytes(starts: np.ndarray, ends: np.ndarray) -> int:
 
 
 __all__ = ["range_difference", "range_list", "range_bytes"]
+
+
+def intersect(ranges: Sequence[tuple[int, int]], covered: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Parts of sorted, disjoint ``ranges`` inside sorted, disjoint ``covered``."""
+    out: list[tuple[int, int]] = []
+    i = j = 0
+    while i < len(ranges) and j < len(covered):
+        a, b = max(ranges[i][0], covered[j][0]), min(ranges[i][1], covered[j][1])
+        if a < b:
+            out.append((a, b))
+        if ranges[i][1] < covered[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out

@@ -25,6 +25,7 @@ from .. import progress
 from .._version import __version__
 from ..errors import KhoFormatError
 from ..memory.image import PhysImage
+from ..memory.intervals import intersect
 from ..model.state import KhoState
 from ..safeio import refuse_touching_inputs
 from .capture import Capture
@@ -38,21 +39,6 @@ def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
             out[-1] = (out[-1][0], max(out[-1][1], b))
         else:
             out.append((a, b))
-    return out
-
-
-def intersect(ranges: Sequence[tuple[int, int]], covered: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Parts of sorted, disjoint ``ranges`` inside sorted, disjoint ``covered``."""
-    out: list[tuple[int, int]] = []
-    i = j = 0
-    while i < len(ranges) and j < len(covered):
-        a, b = max(ranges[i][0], covered[j][0]), min(ranges[i][1], covered[j][1])
-        if a < b:
-            out.append((a, b))
-        if ranges[i][1] < covered[j][1]:
-            i += 1
-        else:
-            j += 1
     return out
 
 
