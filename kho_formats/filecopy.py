@@ -107,7 +107,9 @@ class _Sources:
                 os.close(fd)
         self._fds.clear()
 
-    def _source(self, src: MappedFile) -> int | None:
+    def source(self, src: MappedFile) -> int | None:
+        """A read-only fd of the file behind ``src``, opened once; None when the
+        path no longer names the file that was mapped (then read the mapping)."""
         if src not in self._fds:
             self._fds[src] = _open_same(src)  # None: not the file that was mapped any more, use the mapping
         return self._fds[src]
@@ -129,7 +131,7 @@ class Copier(_Sources):
         done = 0
         if self._kernel_copy:
             where = file_range(data)
-            sfd = self._source(where[0]) if where is not None else None
+            sfd = self.source(where[0]) if where is not None else None
             if where is not None and sfd is not None:
                 base = where[1]
                 try:
@@ -189,7 +191,7 @@ class RowReader(_Sources):
         mapping."""
         size = rows.shape[1] if rows.ndim == 2 else 0
         where = array_file_range(rows) if size and index.size else None
-        fd = self._source(where[0]) if where is not None else None
+        fd = self.source(where[0]) if where is not None else None
         if where is None or fd is None:
             return rows[index].reshape(-1)
         out = np.empty(index.size * size, dtype=np.uint8)

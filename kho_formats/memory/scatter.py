@@ -262,7 +262,7 @@ def copy_runs(
     with filecopy.RowReader() as sources:  # the image files, opened once each (read-only)
         fds = []
         for p in plans:
-            got = sources._source(p.source)
+            got = sources.source(p.source)
             if got is None:  # not the file that was mapped any more
                 return False
             fds.append(got)

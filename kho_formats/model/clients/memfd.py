@@ -672,7 +672,7 @@ def _read_prefix(area: VmallocArea, image: PhysImage, page_size: int, nbytes: in
             b = min(nbytes, a + grp)
             view = image.view(int(g), b - a, "memfd folio array")
             where = filecopy.file_range(view)
-            fd = files._source(where[0]) if where is not None else None
+            fd = files.source(where[0]) if where is not None else None
             try:
                 if fd is not None and where is not None and os.preadv(fd, [dest[a:b]], where[1]) == b - a:
                     continue
