@@ -27,10 +27,15 @@ temporary directory that is removed afterwards, ``--tmp`` to choose where):
             writer and kdump files (zlib, snappy, zstd) of the same memory;
             root discovery in the dump alone (``kho inspect DUMP --json``: no
             debugfs, no ``--root-phys``) against ``cat DUMP > /dev/null``,
-            alternating, warm and (when ``/proc/sys/vm/drop_caches`` is
-            writable) cold; ``check``, ``capture`` and ``luo extract`` of the
-            ELF dump and ``check`` and ``capture`` of each kdump for time and
-            memory; at ``--rss-dump-size`` and ``--dump-size``.
+            round by round, warm and cold, and each kdump's against the ELF's
+            in the same rounds; ``check``, ``capture`` and ``luo extract`` of
+            the ELF dump and ``check`` and ``capture`` of each kdump for time
+            and memory; at ``--rss-dump-size`` and ``--dump-size``.  Warm:
+            before each timed file every other dump file is evicted from the
+            page cache (``POSIX_FADV_DONTNEED``) and this one read in, so a
+            warm run reads from memory even when the cache cannot hold two
+            dumps; cold: the file itself is evicted first.  ``mincore`` says
+            how much of the file was resident before and after each run.
 ``radix``   the radix memory map at 1, 4 and 12 TiB preserved (all order 9,
             all order 0, and 1 GiB regions of random orders 0-18): build and
             parse in this process, ``kho check`` of the fixture for memory.
@@ -82,7 +87,6 @@ from kho_formats.model.memmap.radix import build_radix, read_radix  # noqa: E402
 GiB, TiB = gen.GiB, gen.TiB
 KHO = [sys.executable, "-m", "kho_formats.cli"]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-DROP_CACHES = Path("/proc/sys/vm/drop_caches")
 
 
 def parse_size(text: str) -> int:
@@ -99,6 +103,17 @@ def human(n: float) -> str:
             v = n / size
             return f"{v:.0f} {unit}" if v == int(v) else f"{v:.1f} {unit}"
     return f"{int(n)} B"
+
+
+def _resident_note(before: list[float], after: list[float]) -> str:
+    """How much of the file was in the page cache around the timed runs (percent)."""
+
+    def pc(v: list[float], f: Callable[[list[float]], float]) -> str:
+        ok = [x for x in v if x == x]
+        return f"{100 * f(ok):.1f}%" if ok else "?"
+
+    text = f"resident before: min {pc(before, min)} max {pc(before, max)}"
+    return text + (f", after: min {pc(after, min)}" if after else "")
 
 
 # -- measuring -----------------------------------------------------------------------------------
@@ -177,13 +192,85 @@ def run_cmd(cmd: Sequence[str], *, stdout: Any = subprocess.DEVNULL, check: bool
     return r
 
 
-def drop_caches() -> bool:
+# -- the page cache of one file ----------------------------------------------------------------------
+
+
+def evict(path: Path) -> None:
+    """Drop ``path``'s pages from the page cache: written back first (``fdatasync``: a dirty
+    page is not dropped), then ``POSIX_FADV_DONTNEED``.  Only this file: the machine's
+    other users keep their cache (``/proc/sys/vm/drop_caches`` would take it all, and is
+    often not writable in a container)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        os.sync()
-        DROP_CACHES.write_text("1\n")
-        return True
-    except OSError:
-        return False
+        os.fdatasync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def warm(path: Path) -> None:
+    """Read all of ``path`` once (what ``cat path > /dev/null`` does), into the page cache."""
+    buf = bytearray(8 << 20)
+    with open(path, "rb", buffering=0) as fh:
+        while fh.readinto(buf):
+            pass
+
+
+_MINCORE_WINDOW = 1 << 30
+
+
+def resident(path: Path) -> float | None:
+    """The fraction of ``path``'s pages in the page cache (``mincore`` of a read-only shared
+    mapping, 1 GiB at a time); ``None`` where that cannot be asked."""
+    import ctypes
+    import mmap
+
+    import numpy as np
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        mmap_fn, munmap, mincore = libc.mmap, libc.munmap, libc.mincore
+    except (OSError, AttributeError):
+        return None
+    mmap_fn.restype = ctypes.c_void_p
+    mmap_fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    size = path.stat().st_size
+    ps = mmap.PAGESIZE
+    pages = -(-size // ps)
+    if pages == 0:
+        return 1.0
+    held = 0
+    vec = np.zeros(_MINCORE_WINDOW // ps, dtype=np.uint8)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for off in range(0, size, _MINCORE_WINDOW):
+            n = min(_MINCORE_WINDOW, size - off)
+            addr = mmap_fn(None, n, mmap.PROT_READ, mmap.MAP_SHARED, fd, off)
+            if addr is None or addr == ctypes.c_void_p(-1).value:
+                return None
+            try:
+                if mincore(addr, n, vec.ctypes.data) != 0:
+                    return None
+            finally:
+                munmap(addr, n)
+            held += int(np.count_nonzero(vec[: -(-n // ps)] & 1))
+    finally:
+        os.close(fd)
+    return held / pages
+
+
+def fadvise_works() -> bool:
+    """Whether ``evict`` drops a file's pages here (a small file written, read, evicted)."""
+    with tempfile.NamedTemporaryFile(prefix="kho-scale-fadvise-") as tf:
+        tf.write(b"\x5a" * (1 << 20))
+        tf.flush()
+        p = Path(tf.name)
+        warm(p)
+        evict(p)
+        got = resident(p)
+        return got is not None and got < 0.5
 
 
 #: the workload directory, shown as ``$TMP`` in the commands printed
@@ -258,7 +345,9 @@ class Bench:
         self.rows: list[Row] = []
         self.loads: list[tuple[str, tuple[float, ...], tuple[float, ...]]] = []
         self.notes: list[str] = []
-        self.cold = not args.warm_only and drop_caches()
+        self.cold = not args.warm_only and fadvise_works()
+        #: the big files of the dumps section: every other one is evicted before a warm run
+        self.big: list[Path] = []
 
     def row(self, *a: Any, **k: Any) -> Row:
         r = Row(*a, **k)
@@ -526,71 +615,106 @@ class Bench:
         _h, mem = gen.dump_memory(size)
         elf = d / "vmcore"
         gen.write_elf_dump(elf, mem)
+        self.big.append(elf)
         self.notes.append(f"dumps: ELF vmcore of {human(size)} written in {time.perf_counter() - t:.0f} s")
         hs = human(size)
-        warm_elf = self._discovery("ELF vmcore", elf, size, cold=False)
+        self._discovery("ELF vmcore", elf, size, cold=False)
         if self.cold:
             self._discovery("ELF vmcore", elf, size, cold=True)
         cap, out = d / "cap", d / "luo"
-        for op, cmd in (
-            ("check", kho_cmd("check", elf)),
-            ("capture", kho_cmd("capture", "--from-dump", elf, "-o", cap)),
-            ("luo extract", kho_cmd("luo", "extract", elf, "-o", out)),
-        ):
-            self.cli(
-                "dumps",
-                "ELF vmcore",
-                op,
-                size,
-                hs,
-                cmd,
-                "root found in the dump",
-                before=lambda: [shutil.rmtree(p, True) for p in (cap, out)] and None,
-            )
-        shutil.rmtree(cap, True)
-        shutil.rmtree(out, True)
+        self._tools("ELF vmcore", elf, size, [("check", []), ("capture", [cap]), ("luo extract", [out])])
         if size <= self.a.kdump_max_size:
             for comp in self.a.kdump:
                 kd = d / f"kdump.{comp}"
                 t = time.perf_counter()
                 n = gen.write_kdump_dump(kd, mem, comp)
+                self.big.append(kd)
                 self.notes.append(f"dumps: kdump {comp} of {hs}: {human(n)} written in {time.perf_counter() - t:.0f} s")
-                r = self._discovery(f"kdump {comp}", kd, size, cold=False, elf=elf)
-                r.extra["vs_elf"] = r.stats[1] / warm_elf.stats[1]
+                self._discovery(f"kdump {comp}", kd, size, cold=False, elf=elf)
                 if self.cold:
                     self._discovery(f"kdump {comp}", kd, size, cold=True, elf=elf)
-                for op, cmd in (
-                    ("check", kho_cmd("check", kd)),
-                    ("capture", kho_cmd("capture", "--from-dump", kd, "-o", cap)),
-                ):
-                    self.cli(
-                        "dumps",
-                        f"kdump {comp}",
-                        op,
-                        size,
-                        hs,
-                        cmd,
-                        "root found in the dump",
-                        before=lambda: shutil.rmtree(cap, True),
-                    )
-                shutil.rmtree(cap, True)
+                self._tools(f"kdump {comp}", kd, size, [("check", []), ("capture", [cap])])
+                self.big.remove(kd)
                 gen.remove(kd)
         else:
             self.notes.append(f"dumps: kdump not measured at {hs} (--kdump-max-size {human(self.a.kdump_max_size)})")
+        self.big.remove(elf)
         shutil.rmtree(d)
 
+    def _tools(self, what: str, path: Path, size: int, ops: list[tuple[str, list[Path]]]) -> None:
+        """``kho check``, ``capture`` and ``luo extract`` of a dump (root found in it), warm:
+        every other big file evicted and this one read in before each run."""
+        for op, outs in ops:
+            cmd = {
+                "check": kho_cmd("check", path),
+                "capture": kho_cmd("capture", "--from-dump", path, "-o", *outs),
+                "luo extract": kho_cmd("luo", "extract", path, "-o", *outs),
+            }[op]
+            got: list[float] = []
+
+            def before(outs: list[Path] = outs, got: list[float] = got) -> None:
+                for p in outs:
+                    shutil.rmtree(p, True)
+                got.append(self._hot(path))
+
+            r = self.cli("dumps", what, op, size, human(size), cmd, "root found in the dump; warm", before=before)
+            r.note += f"; {_resident_note(got, [])}"
+            r.extra["resident_before"] = got
+            for p in outs:
+                shutil.rmtree(p, True)
+
+    def _hot(self, path: Path) -> float:
+        """Every other big file of the section evicted from the page cache, then ``path`` read
+        into it (once more if it did not all stay): the fraction of ``path`` resident after
+        (NaN where ``mincore`` cannot be asked)."""
+        for other in self.big:
+            if other != path and other.exists():
+                evict(other)
+        got = None
+        for _ in range(2):
+            warm(path)
+            got = resident(path)
+            if got is None or got >= 0.999:
+                break
+        return float("nan") if got is None else got
+
     def _discovery(self, what: str, path: Path, size: int, *, cold: bool, elf: Path | None = None) -> Row:
-        """Root discovery (``kho inspect DUMP --json``) against ``cat DUMP``, alternating
-        round by round; with ``elf``, that dump's discovery in the same rounds."""
+        """Root discovery (``kho inspect DUMP --json``) against ``cat DUMP``, round by round;
+        with ``elf``, that (ELF vmcore) dump's discovery in the same rounds.
+
+        Warm: before each round's ``cat`` (and the ELF's discovery) every other big file of
+        the section is evicted from the page cache and the file read into it (``_hot``), so
+        the kdump / ELF ratio of a round compares two runs from memory even when the page
+        cache cannot hold both files.  Cold: the file is evicted (``evict``) before each
+        timed command.  The fraction of the file in the page cache is taken right before
+        and right after each timed command."""
         inspect = kho_cmd("inspect", path, "--json")
         cat = ["cat", str(path)]
-        before = drop_caches if cold else None
         ours, cats, elfs = [], [], []
+        before: list[float] = []  # resident fractions right before each timed command
+        after: list[float] = []
+        elf_before: list[float] = []
+        elf_after: list[float] = []
+
+        def one(cmd: list[str], f: Path, fresh: bool, b: list[float], a: list[float]) -> Run:
+            if cold:
+                evict(f)
+            elif fresh:
+                self._hot(f)
+            r0 = resident(f)
+            if not cold and r0 is not None and r0 < 0.999:
+                r0 = self._hot(f)
+            x = run_cmd(cmd)
+            r1 = resident(f)
+            b.append(float("nan") if r0 is None else r0)
+            a.append(float("nan") if r1 is None else r1)
+            return x
+
         for _ in range(self.runs):
-            cats.append(self._one(cat, before))
-            ours.append(self._one(inspect, before))
             if elf is not None:
-                elfs.append(self._one(kho_cmd("inspect", elf, "--json"), before))
+                elfs.append(one(kho_cmd("inspect", elf, "--json"), elf, True, elf_before, elf_after))
+            cats.append(one(cat, path, True, before, after))
+            ours.append(one(inspect, path, False, before, after))
         tag = "cold" if cold else "warm"
         hs = human(size)
         r = self.row(
@@ -603,8 +727,9 @@ class Bench:
             hwm_kib=max(x.hwm_kib for x in ours),
             anon_kib=max(x.anon_kib for x in ours),
             cmd=shown(inspect) + " > /dev/null",
-            note=f"{human(path.stat().st_size)} file",
+            note=f"{human(path.stat().st_size)} file; {_resident_note(before, after)}",
         )
+        r.extra.update(resident_before=before, resident_after=after)
         self.row("dumps", what, f"cat ({tag})", size, hs, [x.seconds for x in cats], cmd=shell(cat) + " > /dev/null")
         self.row(
             "dumps",
@@ -616,14 +741,27 @@ class Bench:
             unit="x",
             note="per round",
         )
-        if elfs:
+        if elf is not None:
+            e = self.row(
+                "dumps",
+                what,
+                f"ELF's discovery, same rounds ({tag})",
+                size,
+                hs,
+                [x.seconds for x in elfs],
+                hwm_kib=max(x.hwm_kib for x in elfs),
+                anon_kib=max(x.anon_kib for x in elfs),
+                cmd=shown(kho_cmd("inspect", elf, "--json")) + " > /dev/null",
+                note=f"the ELF vmcore of the same memory; {_resident_note(elf_before, elf_after)}",
+            )
+            e.extra.update(resident_before=elf_before, resident_after=elf_after)
             self.row(
                 "dumps",
                 what,
                 f"discovery / ELF's ({tag})",
                 size,
                 hs,
-                [o.seconds / e.seconds for o, e in zip(ours, elfs)],
+                [o.seconds / x.seconds for o, x in zip(ours, elfs)],
                 unit="x",
                 note="per round, the ELF vmcore of the same memory (target <= 2)",
             )
@@ -895,7 +1033,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kdump", nargs="*", default=["zlib", "snappy", "zstd"], help="kdump compressions")
     ap.add_argument("--memfd-size", type=parse_size, help="guest memory per VM in the luo section (default 256G)")
     ap.add_argument("--extract-size", type=parse_size, action="append", help="memfd sizes extracted (default 1G, 8G)")
-    ap.add_argument("--warm-only", action="store_true", help="no cold runs (no drop_caches)")
+    ap.add_argument("--warm-only", action="store_true", help="no cold runs (no file evicted before a run)")
     ap.add_argument("--tmp", help="where the workloads are generated (default: the system temp dir)")
     ap.add_argument("--json", help="also write the rows as JSON here")
     ap.add_argument("--plot", help="write a PNG of cost against size here (needs matplotlib: the bench extra)")
@@ -930,7 +1068,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Python {platform.python_version()}, kho-formats {kho_formats.__version__}",
         f"load average before {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}, after {load1[0]:.2f} {load1[1]:.2f} "
         f"{load1[2]:.2f}; per section: " + ", ".join(f"{n} {x[0]:.2f}->{y[0]:.2f}" for n, x, y in b.loads),
-        f"page cache: {'cold runs dropped it before each run' if b.cold else 'warm only (drop_caches not used)'}",
+        f"page cache: {'cold runs evicted the file (POSIX_FADV_DONTNEED) first' if b.cold else 'warm only'}; "
+        "warm runs evicted every other dump file and read this one in first",
         "",
     ]
     lines += table(b.rows)

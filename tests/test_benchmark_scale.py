@@ -122,3 +122,19 @@ def test_quick_run_prints_a_table(tmp_path: Path) -> None:
     assert {("stress", "open + decode (api)"), ("memfd", "luo extract"), ("memfd", "check")} <= ops
     assert all(r["runs"] == 1 and r["min"] <= r["median"] <= r["max"] for r in doc["rows"])
     assert [p.name for p in tmp_path.iterdir()] == ["rows.json"]  # the workloads were cleaned up
+
+
+def test_page_cache_helpers_warm_evict_and_count(tmp_path: Path) -> None:
+    scale = importlib.import_module("scale")
+    f = tmp_path / "big"
+    f.write_bytes(np.random.default_rng(5).integers(0, 256, 3 * MiB + 100, dtype=np.uint8).tobytes())
+    scale.warm(f)
+    assert scale.resident(f) == 1.0
+    scale.evict(f)
+    got = scale.resident(f)
+    if not scale.fadvise_works():
+        pytest.skip("POSIX_FADV_DONTNEED does not drop pages here (tmpfs?)")
+    assert got is not None and got < 0.5
+    scale.warm(f)
+    assert scale.resident(f) == 1.0
+    assert scale._resident_note([1.0, 0.5], [0.25]) == "resident before: min 50.0% max 100.0%, after: min 25.0%"
