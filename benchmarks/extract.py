@@ -160,8 +160,7 @@ def interpreter_env() -> dict[str, str]:
 
 
 #: ``python -c`` code that runs ``kho`` and writes its VmHWM (KiB) to ``$KHO_BENCH_HWM`` at exit: the
-#: process's own peak, where ``ru_maxrss`` of a child started by ``vfork`` counts this benchmark's size;
-#: ``$KHO_BENCH_METHOD`` (``--method``) forces how scattered pieces are copied (scatter.METHOD)
+#: process's own peak, where ``ru_maxrss`` of a child started by ``vfork`` counts this benchmark's size
 HWM_MAIN = (
     "import atexit, os, runpy, sys\n"
     "def hwm():\n"
@@ -169,9 +168,6 @@ HWM_MAIN = (
     "        if line.startswith('VmHWM:'):\n"
     "            open(os.environ['KHO_BENCH_HWM'], 'w').write(line.split()[1])\n"
     "atexit.register(hwm)\n"
-    "if os.environ.get('KHO_BENCH_METHOD'):\n"
-    "    from kho_formats.memory import scatter\n"
-    "    scatter.METHOD = os.environ['KHO_BENCH_METHOD']\n"
     "sys.argv = ['kho', *sys.argv[1:]]\n"
     "runpy.run_module('kho_formats.cli', run_name='__main__')\n"
 )
@@ -241,7 +237,6 @@ def bench(
     rows: list[dict[str, Any]],
     keep: bool = False,
     caches: Sequence[str] = ("warm",),
-    method: str = "auto",
 ) -> None:
     name = f"{human_size(size).replace(' ', '')}-o{order}-{layout}"
     where = base / name
@@ -262,8 +257,6 @@ def bench(
         "--quiet",
     ]
     env = interpreter_env()
-    if method != "auto":
-        env["KHO_BENCH_METHOD"] = method
 
     def clean() -> None:
         for p in (out, where / "cp.bin"):
@@ -301,7 +294,6 @@ def bench(
             "order": order,
             "layout": layout,
             "cache": state,
-            "method": method,
             "cp_seconds": cps,
             "extract_seconds": exs,
             "extract_vmhwm_kib": rss,
@@ -312,7 +304,7 @@ def bench(
         }
         rows.append(row)
         print(
-            f"{name:<22} {state:<4} {method:<7} cp {stats(cps)}   extract {stats(exs)}   cp/extract {ratio:5.2f}"
+            f"{name:<22} {state:<4} cp {stats(cps)}   extract {stats(exs)}   cp/extract {ratio:5.2f}"
             f" (rounds {min(per_round):.2f}-{max(per_round):.2f})   VmHWM {max(rss) >> 10} MiB"
             f"   load {load0[0]:.2f} -> {load1[0]:.2f}",
             flush=True,
@@ -334,23 +326,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", default=str(HERE / "out" / "extract"), help="captures and outputs (one file system)")
     ap.add_argument("--json", help="also write the rows here")
     ap.add_argument(
-        "--method",
-        default="auto",
-        choices=["auto", "gather", "address"],
-        help="how scattered pieces are copied (default: as kho chooses; memory/scatter.py)",
-    )
-    ap.add_argument(
         "--keep", action="store_true", help="keep the generated captures (default: each removed after its runs)"
     )
     a = ap.parse_args(argv)
     base = Path(a.dir)
     rows: list[dict[str, Any]] = []
     print(f"{os.cpu_count()} CPUs; times: min median max over {a.repeat} runs, seconds, wall clock per process")
-    print(f"{'case':<22} {'page':<4} {'method':<7} {'cp':>26}   {'extract':>31}")
+    print(f"{'case':<22} {'page':<4} {'cp':>26}   {'extract':>31}")
     for size in map(parse_size, a.sizes):
         for order in a.orders:
             for layout in a.layouts:
-                bench(base, size, order, layout, a.repeat, rows, a.keep, a.cache, a.method)
+                bench(base, size, order, layout, a.repeat, rows, a.keep, a.cache)
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))
     met = all(r["ratio"] >= 0.8 for r in rows)

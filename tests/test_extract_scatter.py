@@ -1,9 +1,7 @@
-"""``kho luo extract`` of scattered pieces (memory/scatter.py), the output
-gathered in its own order or the image read in address order: the same
-bytes as the file-order copy they replaced, with the C loops and with the
-Python ones, on scattered and contiguous folios of order 0 and 9, holes,
-overlapping folios, memory the image lacks and an image file cut short; the
-choice between the two ways; the inputs never written."""
+"""``kho luo extract`` reading the image in address order (memory/scatter.py):
+the same bytes as the file-order copy it replaced, with the C loop and with
+the Python one, on scattered and contiguous folios of order 0 and 9, holes,
+overlapping folios, memory the image lacks and an image file cut short."""
 
 from __future__ import annotations
 
@@ -54,26 +52,23 @@ def _luo(files: list[SynthMemfd], tmp: Path) -> tuple[LuoState, PhysImage, dict[
 
 
 def _extract(lu: LuoState, img: PhysImage, out: Path, mode: str, monkeypatch: pytest.MonkeyPatch) -> dict[int, bytes]:
-    """Extract with ``mode``: ``old`` (file order, the path before), ``c`` or
-    ``python`` then ``-gather`` (the output in its order) or ``-address``
-    (the image in address order), or alone (the way chosen)."""
+    """Extract with ``mode``: ``old`` (file order, the path before), ``c`` or ``python`` (address order)."""
     with monkeypatch.context() as m:
         m.setattr(luo_extract, "ADDRESS_ORDER", mode != "old")
-        if mode.startswith("python"):
+        if mode == "python":
             m.setattr(scatter, "library", lambda: None)
-        m.setattr(scatter, "METHOD", mode.partition("-")[2] or None)
         luo_extract.extract(lu, img, out, page_size=PS)
     return {int(p.stem, 16): p.read_bytes() for p in (out / "s").iterdir()}
 
 
-MODES = ["old", "python-gather", "python-address", "c-gather", "c-address"]
+MODES = ["old", "python", "c"]
 
 
 def _modes() -> list[str]:
     if scatter.available():
         return MODES
     assert not native.enabled() or native._compiler() is None, "a C compiler is here but _scatter.c did not build"
-    return MODES[:3]
+    return MODES[:2]
 
 
 CASES = {
@@ -126,11 +121,10 @@ def test_scattered_pages_are_read_in_address_order(tmp_path: Path) -> None:
     assert int(p.src[k]) == where[1] + int(p.phys[k]) - seg.phys
 
 
-@pytest.mark.parametrize("mode", ["python-gather", "python-address", "c-gather", "c-address"])
+@pytest.mark.parametrize("mode", ["python", "c"])
 def test_small_windows_and_gaps(mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Windows (gather buffers) of a few pages, gaps read around, pieces as
-    big as the buffer: every piece still lands where it goes."""
-    if mode.startswith("c") and not scatter.available():
+    """Windows of a few pages, gaps read around: every piece still lands where it goes."""
+    if mode == "c" and not scatter.available():
         pytest.skip("no C compiler: the C loop is not built")
     lu, img, truth = _luo(CASES["holes"] + CASES["order0-scattered"], tmp_path)
     monkeypatch.setattr(scatter, "WINDOW", 3 * PS)
@@ -147,7 +141,7 @@ def test_fallocate_keeps_holes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         pytest.skip("no C compiler: nothing is allocated up front")
     big_hole = SynthMemfd(9, 4096 * PS, [(0, 0), (4095, 0)])
     lu, img, truth = _luo([big_hole], tmp_path)
-    got = _extract(lu, img, tmp_path / "o", "c-address", monkeypatch)
+    got = _extract(lu, img, tmp_path / "o", "c", monkeypatch)
     assert got == truth
     st = os.stat(tmp_path / "o" / "s" / f"{9:016x}.bin")
     assert st.st_size == 4096 * PS and st.st_blocks * 512 < 64 * PS
@@ -200,96 +194,25 @@ def test_raw_image_cut_short_raises_the_same_error(tmp_path: Path, monkeypatch: 
     _same_error(lu, cut, tmp_path, monkeypatch)
 
 
-@pytest.mark.parametrize("mode", ["python-gather", "python-address", "c-gather", "c-address"])
+@pytest.mark.parametrize("mode", ["python", "c"])
 def test_image_file_shrunk_after_mapping_is_an_image_error(
     mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The image file cut after it was mapped: the read comes up short, an
     ImageError (the mapping is never touched, so no SIGBUS)."""
-    monkeypatch.setattr(scatter, "METHOD", mode.partition("-")[2])
-    if mode.startswith("c") and not scatter.available():
+    if mode == "c" and not scatter.available():
         pytest.skip("no C compiler: the C loop is not built")
     lu, img, _ = _luo(CASES["order0-scattered"], tmp_path)
     f = lu.sessions[0].files[0]
-    (p,) = scatter.plan(img, *f.handler.content_runs(f.decoded, PS))
-    os.truncate(tmp_path / "image.elf", int(p.src[len(p.src) // 2]))
     runs = f.handler.content_runs(f.decoded, PS)
+    (p,) = scatter.plan(img, *runs)
+    os.truncate(tmp_path / "image.elf", int(p.src[len(p.src) // 2]))
     fd = os.open(tmp_path / "out.bin", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         with filecopy.Copier() as cp, pytest.raises(ImageError, match="file ends before it"):
-            scatter.copy_runs(img, fd, f.decoded.size, *runs, cp, use_native=mode.startswith("c"))
+            scatter.copy_runs(img, fd, f.decoded.size, *runs, cp, use_native=mode == "c")
     finally:
         os.close(fd)
-
-
-def test_the_way_is_chosen_by_span_and_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Gather when the pieces' span of the image fits in half of MemAvailable
-    and is not much more than the bytes needed; else address order."""
-    mib = 1 << 20
-    monkeypatch.setattr(scatter, "_mem_available", lambda: 1000 * mib)
-    assert scatter.choose(400 * mib, 400 * mib) == scatter.GATHER
-    assert scatter.choose(0, 0) == scatter.GATHER  # no small pieces
-    assert scatter.choose(600 * mib, 600 * mib) == scatter.ADDRESS  # more than half of what is available
-    assert scatter.choose(400 * mib, 100 * mib) == scatter.ADDRESS  # sparse: the prefetch would read 4x the bytes
-    monkeypatch.setattr(scatter, "METHOD", scatter.GATHER)
-    assert scatter.choose(600 * mib, 600 * mib) == scatter.GATHER
-    monkeypatch.setattr(scatter, "METHOD", None)
-    monkeypatch.setattr(scatter, "_mem_available", lambda: None)
-    assert scatter.choose(mib, mib) == scatter.ADDRESS
-
-
-@pytest.mark.parametrize("native_loop", [False, True])
-def test_copy_runs_takes_the_chosen_way(native_loop: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """copy_runs gathers (after a prefetch of the pieces' span) when memory
-    allows and reads in address order when it does not: the same bytes."""
-    if native_loop and not scatter.available():
-        pytest.skip("no C compiler: the C loop is not built")
-    lu, img, truth = _luo(CASES["order0-scattered"], tmp_path)
-    f = lu.sessions[0].files[0]
-    ways: list[bool] = []
-    spans: list[tuple[int, int]] = []
-    real_small, real_prefetch = scatter._small_copy, scatter._prefetch
-    monkeypatch.setattr(scatter, "_small_copy", lambda *a: ways.append(a[-1]) or real_small(*a))
-    monkeypatch.setattr(scatter, "_prefetch", lambda fd, lo, hi: spans.append((lo, hi)) or real_prefetch(fd, lo, hi))
-    if not native_loop:
-        monkeypatch.setattr(scatter, "library", lambda: None)
-    (p,) = scatter.plan(img, *f.handler.content_runs(f.decoded, PS))
-    want_span = (int(p.src.min()), int((p.src + p.length).max()))
-    for avail, gathered in ((1 << 40, True), (4 * PS, False)):
-        monkeypatch.setattr(scatter, "_mem_available", lambda avail=avail: avail)
-        ways.clear()
-        spans.clear()
-        out = tmp_path / f"o-{avail}.bin"
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            with filecopy.Copier() as cp:
-                assert scatter.copy_runs(img, fd, f.decoded.size, *f.handler.content_runs(f.decoded, PS), cp)
-        finally:
-            os.close(fd)
-        assert ways and set(ways) == {gathered}
-        assert spans == ([want_span] if gathered else [])
-        assert out.read_bytes() == truth[f.token]
-
-
-def test_inputs_are_never_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every path leaves the image files as they were (bytes, size, mtime)."""
-    sy = synth([SynthSession(b"s", CASES["order0-scattered"] + CASES["order9-scattered"])], page_size=PS)
-    img = _file_backed(sy.image, tmp_path)
-    lu = luo_of(decode_clients(sy.state, img))
-    f = lu.sessions[0].files[0]
-    _, phys, _ = f.handler.content_runs(f.decoded, PS)
-    lo, hi = int(phys.min()), int(phys.max()) + PS
-    (tmp_path / "data.raw").write_bytes(img.read(lo, hi - lo))
-    both = _without(img, lo, hi).merged(PhysImage.from_raw(tmp_path / "data.raw", lo))
-    files = [tmp_path / "image.elf", tmp_path / "data.raw"]
-
-    def state() -> list[tuple[int, int, str]]:
-        return [(p.stat().st_size, p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest()) for p in files]
-
-    before = state()
-    for mode in _modes():
-        assert _extract(lu, both, tmp_path / mode, mode, monkeypatch) == sy.contents, mode
-    assert state() == before
 
 
 def test_output_errors_are_extract_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,15 +17,6 @@
  * and *err_write is 1 when the output failed, 0 when the input did.  Every
  * entry must satisfy len[i] <= bufsize.
  *
- * kho_gather_copy: the same entries in the OUTPUT's order (dst ascending,
- * not overlapping): each is read with a pread into the buffer, at its place
- * after the entry before it, and the buffer written with one pwrite when it
- * is full or the next entry does not follow on in the output (a hole), so the
- * output is written in order, bufsize bytes at a time, as cp writes it.
- * Entries that follow each other in the input too are read with one pread.
- * Returns as kho_scatter_copy does; after a failed write the count is the
- * first entry of the buffer that was not written.
- *
  * kho_fallocate_ranges: fallocate(2) each [start[i], start[i] + len[i]) of
  * fd (mode 0); returns 0, or the errno of the first that failed.
  */
@@ -129,74 +120,6 @@ int64_t kho_scatter_copy(int in_fd, int out_fd, const uint64_t *src, const uint6
             }
         }
         i = j;
-    }
-    return n;
-}
-
-static int read_all(int fd, uint8_t *buf, uint64_t len, uint64_t off)
-{
-    uint64_t got = 0;
-    while (got < len) {
-        ssize_t r = pread(fd, buf + got, (size_t)(len - got), (off_t)(off + got));
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return errno;
-        }
-        if (r == 0)
-            return -1;
-        got += (uint64_t)r;
-    }
-    return 0;
-}
-
-int64_t kho_gather_copy(int in_fd, int out_fd, const uint64_t *src, const uint64_t *dst, const uint64_t *len,
-                        int64_t n, uint8_t *buf, int64_t bufsize, int64_t *err, int64_t *err_write)
-{
-    uint64_t base = 0, fill = 0; /* the buffer holds output bytes [base, base + fill) */
-    int64_t first = 0;            /* the buffer's first entry */
-    int64_t i = 0;
-
-    *err = 0;
-    *err_write = 0;
-    while (i < n) {
-        if (fill && (dst[i] != base + fill || fill + len[i] > (uint64_t)bufsize)) {
-            struct iovec one = {buf, (size_t)fill};
-            int e = write_all(out_fd, &one, 1, base);
-            if (e) {
-                *err = e;
-                *err_write = 1;
-                return first;
-            }
-            fill = 0;
-        }
-        if (!fill) {
-            base = dst[i];
-            first = i;
-        }
-        /* entries that follow on in the input and the output, within the buffer: one read */
-        uint64_t rlen = len[i];
-        int64_t j = i + 1;
-        while (j < n && src[j] == src[i] + rlen && dst[j] == dst[i] + rlen && fill + rlen + len[j] <= (uint64_t)bufsize) {
-            rlen += len[j];
-            j++;
-        }
-        int e = read_all(in_fd, buf + fill, rlen, src[i]);
-        if (e) {
-            *err = e;
-            return i;
-        }
-        fill += rlen;
-        i = j;
-    }
-    if (fill) {
-        struct iovec one = {buf, (size_t)fill};
-        int e = write_all(out_fd, &one, 1, base);
-        if (e) {
-            *err = e;
-            *err_write = 1;
-            return first;
-        }
     }
     return n;
 }

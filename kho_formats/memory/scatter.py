@@ -65,14 +65,6 @@ BATCH = 1 << 15
 #: at most this many fallocate calls (more: a file of many holes, left to the writes)
 MAX_FALLOCATE = 1 << 16
 
-#: the image's pages asked for this much at a time before a gather (POSIX_FADV_WILLNEED)
-PREFETCH_STEP = 64 << 20
-#: a gather may read the page cache over this much more than twice the bytes it needs
-SPAN_SLACK = 64 << 20
-GATHER, ADDRESS = "gather", "address"
-#: how small pieces are copied: GATHER (the output in its order), ADDRESS (the image in its order), None: chosen
-METHOD: str | None = None
-
 U64 = np.uint64
 
 
@@ -81,9 +73,6 @@ def _setup(lib: ctypes.CDLL) -> None:
     fn = lib.kho_scatter_copy
     fn.argtypes = [c_int, c_int, p, p, p, i64, p, i64, i64, p, p]
     fn.restype = i64
-    ga = lib.kho_gather_copy
-    ga.argtypes = [c_int, c_int, p, p, p, i64, p, i64, p, p]
-    ga.restype = i64
     fa = lib.kho_fallocate_ranges
     fa.argtypes = [c_int, p, p, i64]
     fa.restype = i64
@@ -108,12 +97,9 @@ class Plan:
     length: np.ndarray
 
 
-def plan(
-    image: PhysImage, off: np.ndarray, phys: np.ndarray, length: np.ndarray, *, keep_order: bool = False
-) -> list[Plan] | None:
+def plan(image: PhysImage, off: np.ndarray, phys: np.ndarray, length: np.ndarray) -> list[Plan] | None:
     """Where in which mapped file each piece ``[phys, phys + length)`` lies,
-    sorted by file offset per file (with ``keep_order``, when the pieces lie
-    in one file: left in their order); None when a piece is not inside one
+    sorted by file offset per file; None when a piece is not inside one
     segment that is a view of a remembered mapping.  The three arrays
     (uint64) are reordered in place (the plan's arrays are views of them
     when the pieces lie in one file): a few 8-byte arrays per piece alive at
@@ -135,10 +121,9 @@ def plan(
         one = _one_file(segs[k].data, segs[k].phys)
         if one is None:
             return None
-        if not keep_order:
-            order = np.argsort(phys)  # the file offsets' order (phys + one constant); ties cannot reorder a write
-            _reorder(order, phys, off, length)
-            del order
+        order = np.argsort(phys)  # the file offsets' order (phys + one constant); ties cannot reorder a write
+        _reorder(order, phys, off, length)
+        del order
         src = phys + U64(one[1])
         return [Plan(one[0], src, phys, off, length)]
     seg = np.searchsorted(starts, phys, side="right").astype(np.int64) - 1
@@ -172,8 +157,6 @@ def plan(
         del key
     else:
         del seg
-        if keep_order:
-            return [Plan(files[0], src, phys, off, length)]
         order = np.argsort(src, kind="stable")
         bounds = np.array([0, src.size])
     _reorder(order, src, phys, off, length)
@@ -247,115 +230,6 @@ def _python_copy(
     return count, 0, False
 
 
-def _mem_available() -> int | None:
-    """MemAvailable of /proc/meminfo in bytes; None where it cannot be read."""
-    try:
-        with open("/proc/meminfo", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"MemAvailable:"):
-                    return int(line.split()[1]) << 10
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def choose(span: int, needed: int) -> str:
-    """The way to copy small pieces that read ``needed`` bytes from ``span``
-    bytes of one image file (first to last byte): ``gather`` when the span is
-    at most twice what is needed (plus :data:`SPAN_SLACK`) and half of
-    MemAvailable (its pages are read into the page cache first); else
-    ``address``.  :data:`METHOD` overrides the choice."""
-    if METHOD is not None:
-        return METHOD
-    if span == 0:
-        return GATHER
-    avail = _mem_available()
-    if avail is None or span > avail // 2 or span > 2 * needed + SPAN_SLACK:
-        return ADDRESS
-    return GATHER
-
-
-def _small_span(p: Plan, small: np.ndarray) -> tuple[int, int, int]:
-    """First byte, byte after the last, and bytes, of the small pieces' source ranges."""
-    if not small.any():
-        return 0, 0, 0
-    src, length = p.src[small], p.length[small]
-    return int(src.min()), int((src + length).max()), int(length.sum())
-
-
-def _prefetch(in_fd: int, lo: int, hi: int) -> None:
-    """Ask the kernel to read ``[lo, hi)`` of the image file into the page
-    cache, in address order, :data:`PREFETCH_STEP` at a time (a sequential
-    read of a cold image, not a random one a page at a time); then tell it
-    the reads that follow are random (no readahead around a page that was
-    dropped since)."""
-    try:
-        for a in range(lo, hi, PREFETCH_STEP):
-            os.posix_fadvise(in_fd, a, min(PREFETCH_STEP, hi - a), os.POSIX_FADV_WILLNEED)
-        os.posix_fadvise(in_fd, 0, 0, os.POSIX_FADV_RANDOM)
-    except OSError:
-        pass
-
-
-def _to_address_order(p: Plan) -> None:
-    order = np.argsort(p.src, kind="stable")
-    _reorder(order, p.src, p.phys, p.dst, p.length)
-
-
-def _read_all(fd: int, view: memoryview, at: int) -> int:
-    """``view`` filled from ``fd`` at ``at``: 0, the errno, or -1 when the file ends first."""
-    got = 0
-    while got < len(view):
-        try:
-            r = os.preadv(fd, [view[got:]], at + got)
-        except OSError as exc:
-            return exc.errno or -1
-        if r == 0:
-            return -1
-        got += r
-    return 0
-
-
-def _write_all(fd: int, view: memoryview, at: int) -> int:
-    try:
-        while view:
-            w = os.pwrite(fd, view, at)
-            view, at = view[w:], at + w
-    except OSError as exc:
-        return exc.errno or -1
-    return 0
-
-
-def _python_gather(
-    in_fd: int, out_fd: int, src: np.ndarray, dst: np.ndarray, length: np.ndarray, buf: memoryview
-) -> tuple[int, int, bool]:
-    """The C gather in Python: the pieces (in output order) read into ``buf``
-    one after another, written one buffer at a time."""
-    s, d, n = src.tolist(), dst.tolist(), length.tolist()
-    i, count, size = 0, len(s), len(buf)
-    base = fill = first = 0
-    while i < count:
-        if fill and (d[i] != base + fill or fill + n[i] > size):
-            e = _write_all(out_fd, buf[:fill], base)
-            if e:
-                return first, e, True
-            fill = 0
-        if not fill:
-            base, first = d[i], i
-        rlen, j = n[i], i + 1
-        while j < count and s[j] == s[i] + rlen and d[j] == d[i] + rlen and fill + rlen + n[j] <= size:
-            rlen, j = rlen + n[j], j + 1
-        e = _read_all(in_fd, buf[fill : fill + rlen], s[i])
-        if e:
-            return i, e, False
-        fill, i = fill + rlen, j
-    if fill:
-        e = _write_all(out_fd, buf[:fill], base)
-        if e:
-            return first, e, True
-    return count, 0, False
-
-
 def copy_runs(
     image: PhysImage,
     fd: int,
@@ -380,19 +254,11 @@ def copy_runs(
     bytes written as they go; ``use_native`` False forces the Python loop."""
     off, phys, length = (np.asarray(x, dtype=U64) for x in (off, phys, length))
     lib = library() if use_native is not False else None
-    # the output ranges to allocate (address order only), found before plan() may reorder the arrays
-    cov = _covered(off, length) if lib is not None and off.size and METHOD != GATHER else None
-    plans = plan(image, off, phys, length, keep_order=METHOD != ADDRESS)
+    # the output ranges to allocate, found before plan() reorders the arrays
+    cov = _covered(off, length) if lib is not None and off.size else None
+    plans = plan(image, off, phys, length)
     if plans is None:
         return False
-    method = ADDRESS
-    if len(plans) == 1 and METHOD != ADDRESS:  # in the output's order (one file)
-        small = plans[0].length < U64(BIG)
-        lo, hi, needed = _small_span(plans[0], small)
-        del small
-        method = choose(hi - lo, needed)
-        if method == ADDRESS:
-            _to_address_order(plans[0])
     with filecopy.RowReader() as sources:  # the image files, opened once each (read-only)
         fds = []
         for p in plans:
@@ -401,23 +267,19 @@ def copy_runs(
                 return False
             fds.append(got)
         os.ftruncate(fd, size)
-        if method == GATHER:
-            _prefetch(fds[0], lo, hi)
-        elif lib is not None and cov is not None:
+        if lib is not None and cov is not None:
             cov_off, cov_len = cov
             if cov_off.size <= MAX_FALLOCATE:
                 cov_off, cov_len = np.ascontiguousarray(cov_off), np.ascontiguousarray(cov_len)
                 lib.kho_fallocate_ranges(fd, cov_off.ctypes.data, cov_len.ctypes.data, cov_off.size)  # best effort
-        del cov
         buf = np.empty(WINDOW, dtype=np.uint8)
         for p, in_fd in zip(plans, fds):
-            if method == ADDRESS:
-                try:  # read in order: a larger readahead window
-                    os.posix_fadvise(in_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-                except OSError:
-                    pass
+            try:  # read in order: a larger readahead window
+                os.posix_fadvise(in_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            except OSError:
+                pass
             big = p.length >= U64(BIG)
-            # alternate stretches of small pieces (windowed reads or gathers) and big ones (copy_file_range)
+            # alternate stretches of small pieces (windowed reads) and big ones (copy_file_range), in address order
             brk = np.flatnonzero(big[1:] != big[:-1]) + 1
             bounds = np.concatenate(([0], brk, [big.size])).tolist()
             for a, b in zip(bounds[:-1], bounds[1:]):
@@ -431,49 +293,31 @@ def copy_runs(
                     continue
                 for c in range(a, b, BATCH):
                     e = min(b, c + BATCH)
-                    _small_copy(lib, in_fd, fd, p, c, e, buf, method == GATHER)
+                    _small_copy(lib, in_fd, fd, p, c, e, buf)
                     if update is not None:
                         update(int(p.length[c:e].sum()))
     return True
 
 
-def _small_copy(
-    lib: ctypes.CDLL | None, in_fd: int, out_fd: int, p: Plan, a: int, b: int, buf: np.ndarray, gather: bool
-) -> None:
+def _small_copy(lib: ctypes.CDLL | None, in_fd: int, out_fd: int, p: Plan, a: int, b: int, buf: np.ndarray) -> None:
     src, dst, length = p.src[a:b], p.dst[a:b], p.length[a:b]
     if lib is not None:
         src, dst, length = (np.ascontiguousarray(x, dtype=U64) for x in (src, dst, length))
         err, err_write = ctypes.c_int64(0), ctypes.c_int64(0)
-        if gather:
-            done = lib.kho_gather_copy(
-                in_fd,
-                out_fd,
-                src.ctypes.data,
-                dst.ctypes.data,
-                length.ctypes.data,
-                src.size,
-                buf.ctypes.data,
-                buf.size,
-                ctypes.byref(err),
-                ctypes.byref(err_write),
-            )
-        else:
-            done = lib.kho_scatter_copy(
-                in_fd,
-                out_fd,
-                src.ctypes.data,
-                dst.ctypes.data,
-                length.ctypes.data,
-                src.size,
-                buf.ctypes.data,
-                buf.size,
-                MAX_GAP,
-                ctypes.byref(err),
-                ctypes.byref(err_write),
-            )
+        done = lib.kho_scatter_copy(
+            in_fd,
+            out_fd,
+            src.ctypes.data,
+            dst.ctypes.data,
+            length.ctypes.data,
+            src.size,
+            buf.ctypes.data,
+            buf.size,
+            MAX_GAP,
+            ctypes.byref(err),
+            ctypes.byref(err_write),
+        )
         code, wrote = int(err.value), bool(err_write.value)
-    elif gather:
-        done, code, wrote = _python_gather(in_fd, out_fd, src, dst, length, buf.data)
     else:
         done, code, wrote = _python_copy(in_fd, out_fd, src, dst, length, buf.data)
     if done == src.size:
@@ -488,16 +332,4 @@ def _small_copy(
     )
 
 
-__all__ = [
-    "ADDRESS",
-    "BIG",
-    "GATHER",
-    "MAX_GAP",
-    "WINDOW",
-    "Plan",
-    "available",
-    "choose",
-    "copy_runs",
-    "library",
-    "plan",
-]
+__all__ = ["BIG", "MAX_GAP", "WINDOW", "Plan", "available", "copy_runs", "library", "plan"]
