@@ -717,19 +717,26 @@ class Bench:
             ours.append(one(inspect, path, False, before, after))
         tag = "cold" if cold else "warm"
         hs = human(size)
-        r = self.row(
-            "dumps",
-            what,
-            f"root discovery ({tag})",
-            size,
-            hs,
-            [x.seconds for x in ours],
-            hwm_kib=max(x.hwm_kib for x in ours),
-            anon_kib=max(x.anon_kib for x in ours),
-            cmd=shown(inspect) + " > /dev/null",
-            note=f"{human(path.stat().st_size)} file; {_resident_note(before, after)}",
-        )
-        r.extra.update(resident_before=before, resident_after=after)
+
+        def discovery_row(
+            label: str, runs: list[Run], cmd: list[str], note: str, b: list[float], a: list[float]
+        ) -> Row:
+            row = self.row(
+                "dumps",
+                what,
+                f"{label} ({tag})",
+                size,
+                hs,
+                [x.seconds for x in runs],
+                hwm_kib=max(x.hwm_kib for x in runs),
+                anon_kib=max(x.anon_kib for x in runs),
+                cmd=shown(cmd) + " > /dev/null",
+                note=f"{note}; {_resident_note(b, a)}",
+            )
+            row.extra.update(resident_before=b, resident_after=a)
+            return row
+
+        r = discovery_row("root discovery", ours, inspect, f"{human(path.stat().st_size)} file", before, after)
         self.row("dumps", what, f"cat ({tag})", size, hs, [x.seconds for x in cats], cmd=shell(cat) + " > /dev/null")
         self.row(
             "dumps",
@@ -742,19 +749,14 @@ class Bench:
             note="per round",
         )
         if elf is not None:
-            e = self.row(
-                "dumps",
-                what,
-                f"ELF's discovery, same rounds ({tag})",
-                size,
-                hs,
-                [x.seconds for x in elfs],
-                hwm_kib=max(x.hwm_kib for x in elfs),
-                anon_kib=max(x.anon_kib for x in elfs),
-                cmd=shown(kho_cmd("inspect", elf, "--json")) + " > /dev/null",
-                note=f"the ELF vmcore of the same memory; {_resident_note(elf_before, elf_after)}",
+            discovery_row(
+                "ELF's discovery, same rounds",
+                elfs,
+                kho_cmd("inspect", elf, "--json"),
+                "the ELF vmcore of the same memory",
+                elf_before,
+                elf_after,
             )
-            e.extra.update(resident_before=elf_before, resident_after=elf_after)
             self.row(
                 "dumps",
                 what,
