@@ -64,7 +64,10 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
+
+from pagecache import evict, warm  # noqa: E402
 
 from kho_formats import api  # noqa: E402
 from kho_formats.model.clients import memfd  # noqa: E402
@@ -188,19 +191,9 @@ def run_kho(args: list[str], env: dict[str, str], hwm: Path) -> tuple[float, int
 
 def cache(paths: Sequence[Path], state: str) -> None:
     """Put ``paths`` in the page cache (``warm``: read through once) or out
-    of it (``cold``: their clean pages dropped, after a sync)."""
-    os.sync()
+    of it (``cold``: written back, then their pages dropped): :mod:`pagecache`."""
     for p in paths:
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            if state == "cold":
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            else:
-                buf = bytearray(16 << 20)
-                while os.readv(fd, [buf]):
-                    pass
-        finally:
-            os.close(fd)
+        (evict if state == "cold" else warm)(p)
 
 
 def stats(xs: list[float]) -> str:

@@ -75,6 +75,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 import scalegen as gen  # noqa: E402
+from pagecache import evict, fadvise_works, resident, warm  # noqa: E402
 
 import kho_formats  # noqa: E402
 from kho_formats.abi import get_version  # noqa: E402
@@ -192,86 +193,12 @@ def run_cmd(cmd: Sequence[str], *, stdout: Any = subprocess.DEVNULL, check: bool
     return r
 
 
-# -- the page cache of one file ----------------------------------------------------------------------
-
-
-def evict(path: Path) -> None:
-    """Drop ``path``'s pages from the page cache: written back first (``fdatasync``: a dirty
-    page is not dropped), then ``POSIX_FADV_DONTNEED``.  Only this file: the machine's
-    other users keep their cache (``/proc/sys/vm/drop_caches`` would take it all, and is
-    often not writable in a container)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fdatasync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
-def warm(path: Path) -> None:
-    """Read all of ``path`` once (what ``cat path > /dev/null`` does), into the page cache."""
-    buf = bytearray(8 << 20)
-    with open(path, "rb", buffering=0) as fh:
-        while fh.readinto(buf):
-            pass
-
-
-_MINCORE_WINDOW = 1 << 30
-
-
-def resident(path: Path) -> float | None:
-    """The fraction of ``path``'s pages in the page cache (``mincore`` of a read-only shared
-    mapping, 1 GiB at a time); ``None`` where that cannot be asked."""
-    import ctypes
-    import mmap
-
-    import numpy as np
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        mmap_fn, munmap, mincore = libc.mmap, libc.munmap, libc.mincore
-    except (OSError, AttributeError):
-        return None
-    mmap_fn.restype = ctypes.c_void_p
-    mmap_fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
-    munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
-    size = path.stat().st_size
-    ps = mmap.PAGESIZE
-    pages = -(-size // ps)
-    if pages == 0:
-        return 1.0
-    held = 0
-    vec = np.zeros(_MINCORE_WINDOW // ps, dtype=np.uint8)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        for off in range(0, size, _MINCORE_WINDOW):
-            n = min(_MINCORE_WINDOW, size - off)
-            addr = mmap_fn(None, n, mmap.PROT_READ, mmap.MAP_SHARED, fd, off)
-            if addr is None or addr == ctypes.c_void_p(-1).value:
-                return None
-            try:
-                if mincore(addr, n, vec.ctypes.data) != 0:
-                    return None
-            finally:
-                munmap(addr, n)
-            held += int(np.count_nonzero(vec[: -(-n // ps)] & 1))
-    finally:
-        os.close(fd)
-    return held / pages
-
-
-def fadvise_works() -> bool:
-    """Whether ``evict`` drops a file's pages here (a small file written, read, evicted)."""
-    with tempfile.NamedTemporaryFile(prefix="kho-scale-fadvise-") as tf:
-        tf.write(b"\x5a" * (1 << 20))
-        tf.flush()
-        p = Path(tf.name)
-        warm(p)
-        evict(p)
-        got = resident(p)
-        return got is not None and got < 0.5
-
+#: the ``kho`` arguments of each tool run on a dump (the dump, then ``-o OUT`` where there is one)
+TOOL_ARGS: dict[str, tuple[str, ...]] = {
+    "check": ("check",),
+    "capture": ("capture", "--from-dump"),
+    "luo extract": ("luo", "extract"),
+}
 
 #: the workload directory, shown as ``$TMP`` in the commands printed
 TMP: list[str] = []
@@ -645,11 +572,7 @@ class Bench:
         """``kho check``, ``capture`` and ``luo extract`` of a dump (root found in it), warm:
         every other big file evicted and this one read in before each run."""
         for op, outs in ops:
-            cmd = {
-                "check": kho_cmd("check", path),
-                "capture": kho_cmd("capture", "--from-dump", path, "-o", *outs),
-                "luo extract": kho_cmd("luo", "extract", path, "-o", *outs),
-            }[op]
+            cmd = kho_cmd(*TOOL_ARGS[op], path, *(["-o", *outs] if outs else []))
             got: list[float] = []
 
             def before(outs: list[Path] = outs, got: list[float] = got) -> None:

@@ -138,3 +138,32 @@ def test_page_cache_helpers_warm_evict_and_count(tmp_path: Path) -> None:
     scale.warm(f)
     assert scale.resident(f) == 1.0
     assert scale._resident_note([1.0, 0.5], [0.25]) == "resident before: min 50.0% max 100.0%, after: min 25.0%"
+
+
+def test_one_page_cache_module_for_both_benchmarks(tmp_path: Path) -> None:
+    """scale.py and extract.py evict and warm files with the same helpers (pagecache.py)."""
+    scale = importlib.import_module("scale")
+    pc = importlib.import_module("pagecache")
+    extract = importlib.import_module("extract")
+    assert (scale.evict, scale.warm, scale.resident) == (pc.evict, pc.warm, pc.resident)
+    assert (extract.evict, extract.warm) == (pc.evict, pc.warm)
+    f = tmp_path / "input"
+    f.write_bytes(bytes(range(256)) * 4096)
+    extract.cache([f], "warm")
+    assert pc.resident(f) == 1.0
+    if not pc.fadvise_works():
+        pytest.skip("POSIX_FADV_DONTNEED does not drop pages here (tmpfs?)")
+    extract.cache([f], "cold")
+    got = pc.resident(f)
+    assert got is not None and got < 0.5
+
+
+def test_tool_commands_per_op() -> None:
+    """Each dump tool's command is its own arguments, the dump, then -o only where there is an output."""
+    scale = importlib.import_module("scale")
+    d, out = Path("/d/vmcore"), Path("/d/out")
+    tail = ["-m", "kho_formats.cli"]
+    assert scale.kho_cmd(*scale.TOOL_ARGS["check"], d)[1:] == [*tail, "check", str(d)]
+    cap = scale.kho_cmd(*scale.TOOL_ARGS["capture"], d, "-o", out)[1:]
+    assert cap == [*tail, "capture", "--from-dump", str(d), "-o", str(out)]
+    assert set(scale.TOOL_ARGS) == {"check", "capture", "luo extract"}
