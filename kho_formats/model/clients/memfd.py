@@ -141,21 +141,30 @@ class FolioRuns:
     stops: np.ndarray
 
 
-def folio_runs(m: MemfdFile, page_size: int) -> FolioRuns:
-    """:class:`FolioRuns` of a decoded memfd, vectorized (no Python loop per folio)."""
-    keep = restored_once(m)
+def _file_extents(m: MemfdFile, page_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The folios that count (restored once, starting before the file's end), in record
+    order: ``(keep, off, length)``: their record numbers, and the file bytes each covers,
+    uint64, cut at the file's size.  A few 8-byte arrays per folio, built in place."""
     size = m.size
     shift = page_size.bit_length() - 1
-    if size <= 0:
-        keep = keep[:0]
-    idx = m.index[keep].astype(U64)
-    inside = idx <= U64(max(size - 1, 0) >> shift)  # starts before the end of the file
-    keep, idx = keep[inside], idx[inside]
-    off = idx << U64(shift)  # at most size - 1: no overflow
-    rem = U64(size) - off
-    order = m.order[keep].astype(np.int64)
-    span = np.where(order > 63 - shift, rem, (U64(1) << np.clip(order, 0, 63 - shift).astype(U64)) << U64(shift))
-    length = np.minimum(span, rem)
+    keep = restored_once(m) if size > 0 else np.zeros(0, np.int64)
+    off = m.index[keep].astype(U64, copy=False)  # a new array (fancy indexing): shifted in place below
+    inside = off <= U64(max(size - 1, 0) >> shift)  # starts before the end of the file
+    if not inside.all():
+        keep, off = keep[inside], off[inside]
+    del inside
+    off <<= U64(shift)  # at most size - 1: no overflow
+    order = m.order[keep]
+    length = np.left_shift(U64(page_size), np.clip(order, 0, 63 - shift).astype(U64))
+    length[order > 63 - shift] = U64((1 << 64) - 1)  # reaches past any file: cut at size below
+    del order
+    np.minimum(length, U64(size) - off, out=length)
+    return keep, off, length
+
+
+def folio_runs(m: MemfdFile, page_size: int) -> FolioRuns:
+    """:class:`FolioRuns` of a decoded memfd, vectorized (no Python loop per folio)."""
+    keep, off, length = _file_extents(m, page_size)
     phys = m.phys[keep].astype(U64)
     end = phys + length  # wraps past 2**64 for a hostile pfn: never joined to what follows
     joins = (off[1:] == off[:-1] + length[:-1]) & (phys[1:] == end[:-1]) & (end[:-1] > phys[:-1])
@@ -571,22 +580,7 @@ class MemfdHandler(FileHandler):
         does), inside ``size``.  Computed with a few 8-byte arrays per folio
         alive at a time (the three returned among them)."""
         m = result
-        size = m.size
-        shift = page_size.bit_length() - 1
-        keep = restored_once(m) if size > 0 else np.zeros(0, np.int64)
-        off = m.index[keep]  # a new array: shifted in place below
-        inside = off <= U64(max(size - 1, 0) >> shift)  # starts before the end of the file
-        if not inside.all():
-            keep, off = keep[inside], off[inside]
-        del inside
-        off <<= U64(shift)  # at most size - 1: no overflow
-        order = m.order[keep]
-        length = np.left_shift(U64(page_size), np.clip(order, 0, 63 - shift).astype(U64))
-        length[order > 63 - shift] = U64((1 << 64) - 1)  # reaches past any file: cut at size below
-        del order
-        rem = U64(size) - off
-        np.minimum(length, rem, out=length)
-        del rem
+        keep, off, length = _file_extents(m, page_size)
         phys = m.phys[keep]
         del keep
         if off.size > 1:
