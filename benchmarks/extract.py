@@ -28,8 +28,9 @@ for each page-cache state of ``--cache``:
 * ``warm``: the inputs (``data.raw``, ``image.elf``) read once just before
   the timed run, so they are in the page cache as far as memory allows;
 * ``cold``: the inputs' pages dropped from the page cache just before
-  (``posix_fadvise(POSIX_FADV_DONTNEED)`` of those two files only, after
-  ``sync``: other processes' cache is left alone), so both read the disk.
+  (each written back, ``fdatasync``, then ``posix_fadvise(POSIX_FADV_DONTNEED)``
+  of those two files only: other processes' cache is left alone;
+  ``benchmarks/pagecache.py``), so both read the disk.
 
 Printed: min/median/max of each, the throughput ratio ``cp time / extract
 time`` (the target: >= 0.8), the peak resident size of each extract

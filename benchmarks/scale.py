@@ -35,8 +35,9 @@ temporary directory that is removed afterwards, ``--tmp`` to choose where):
             from the page cache (``POSIX_FADV_DONTNEED``) and this one read
             in, so a warm run reads from memory even when the cache cannot
             hold two dumps, and always from pages a read brought in (not the
-            ones the writer left); cold: the file itself is evicted first.  ``mincore`` says
-            how much of the file was resident before and after each run.
+            ones the writer left); cold: the file itself is evicted first.
+            ``mincore`` says how much of the file was resident before and
+            after each run.
 ``radix``   the radix memory map at 1, 4 and 12 TiB preserved (all order 9,
             all order 0, and 1 GiB regions of random orders 0-18): build and
             parse in this process, ``kho check`` of the fixture for memory.
@@ -201,6 +202,13 @@ TOOL_ARGS: dict[str, tuple[str, ...]] = {
     "luo extract": ("luo", "extract"),
 }
 
+
+def tool_cmd(op: str, dump: Path, outs: Sequence[Path]) -> list[str]:
+    """The command of tool ``op`` (a key of :data:`TOOL_ARGS`) on ``dump``, ``-o OUTS``
+    only where there are outputs."""
+    return kho_cmd(*TOOL_ARGS[op], dump, *(["-o", *outs] if outs else []))
+
+
 #: the workload directory, shown as ``$TMP`` in the commands printed
 TMP: list[str] = []
 
@@ -274,7 +282,7 @@ class Bench:
         self.loads: list[tuple[str, tuple[float, ...], tuple[float, ...]]] = []
         self.notes: list[str] = []
         self.cold = not args.warm_only and fadvise_works()
-        #: the big files of the dumps section: every other one is evicted before a warm run
+        #: the big files of the dumps section: all are evicted before a warm run (``_hot``)
         self.big: list[Path] = []
 
     def row(self, *a: Any, **k: Any) -> Row:
@@ -571,9 +579,9 @@ class Bench:
 
     def _tools(self, what: str, path: Path, size: int, ops: list[tuple[str, list[Path]]]) -> None:
         """``kho check``, ``capture`` and ``luo extract`` of a dump (root found in it), warm:
-        every other big file evicted and this one read in before each run."""
+        every big file evicted and this one read in before each run (``_hot``)."""
         for op, outs in ops:
-            cmd = kho_cmd(*TOOL_ARGS[op], path, *(["-o", *outs] if outs else []))
+            cmd = tool_cmd(op, path, outs)
             got: list[float] = []
 
             def before(outs: list[Path] = outs, got: list[float] = got) -> None:
@@ -596,11 +604,9 @@ class Bench:
         read in by a read (readahead puts them in large folios on ext4), not the pages its
         writer left (small folios here): a mapped scan of a 4 GiB ELF vmcore took 0.34-0.43 s
         on the writer's pages and 0.24-0.28 s on pages read in, both 100% resident."""
-        for other in self.big:
-            if other.exists():
-                evict(other)
-        if path.exists():
-            evict(path)
+        for f in {*self.big, path}:  # each once: path is often one of them
+            if f.exists():
+                evict(f)
         got = None
         for _ in range(2):
             warm(path)
@@ -613,8 +619,8 @@ class Bench:
         """Root discovery (``kho inspect DUMP --json``) against ``cat DUMP``, round by round;
         with ``elf``, that (ELF vmcore) dump's discovery in the same rounds.
 
-        Warm: before each round's ``cat`` (and the ELF's discovery) every other big file of
-        the section is evicted from the page cache and the file read into it (``_hot``), so
+        Warm: before each round's ``cat`` (and the ELF's discovery) every big file of the
+        section, this one too, is evicted from the page cache and the file read into it (``_hot``), so
         the kdump / ELF ratio of a round compares two runs from memory even when the page
         cache cannot hold both files.  Cold: the file is evicted (``evict``) before each
         timed command.  The fraction of the file in the page cache is taken right before
@@ -1002,7 +1008,7 @@ def main(argv: list[str] | None = None) -> int:
         f"load average before {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}, after {load1[0]:.2f} {load1[1]:.2f} "
         f"{load1[2]:.2f}; per section: " + ", ".join(f"{n} {x[0]:.2f}->{y[0]:.2f}" for n, x, y in b.loads),
         f"page cache: {'cold runs evicted the file (POSIX_FADV_DONTNEED) first' if b.cold else 'warm only'}; "
-        "warm runs evicted every other dump file and read this one in first",
+        "warm runs evicted every dump file, this one too, and read this one in first",
         "",
     ]
     lines += table(b.rows)

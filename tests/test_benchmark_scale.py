@@ -163,7 +163,8 @@ def test_tool_commands_per_op() -> None:
     scale = importlib.import_module("scale")
     d, out = Path("/d/vmcore"), Path("/d/out")
     tail = ["-m", "kho_formats.cli"]
-    assert scale.kho_cmd(*scale.TOOL_ARGS["check"], d)[1:] == [*tail, "check", str(d)]
-    cap = scale.kho_cmd(*scale.TOOL_ARGS["capture"], d, "-o", out)[1:]
-    assert cap == [*tail, "capture", "--from-dump", str(d), "-o", str(out)]
-    assert set(scale.TOOL_ARGS) == {"check", "capture", "luo extract"}
+    assert scale.tool_cmd("check", d, [])[1:] == [*tail, "check", str(d)]
+    assert scale.tool_cmd("capture", d, [out])[1:] == [*tail, "capture", "--from-dump", str(d), "-o", str(out)]
+    assert scale.tool_cmd("luo extract", d, [out])[1:] == [*tail, "luo", "extract", str(d), "-o", str(out)]
+    with pytest.raises(KeyError):
+        scale.tool_cmd("inspect", d, [])
